@@ -1,0 +1,391 @@
+//! The wire codec of the replication protocol.
+//!
+//! Owns the message types that replicas exchange and their framing: a
+//! 10-byte envelope (magic `MRDN`, protocol version, payload length) in front
+//! of a postcard payload. Every frame is at most [`FRAME_BYTES_MAX`] bytes and
+//! every list inside a message has a maximum length. Decoding arbitrary bytes
+//! returns a [`CodecError`]; it never panics and never allocates more than
+//! the input it was given (postcard borrows its input and serde caps
+//! preallocation), which the fuzz targets and `tests/properties.rs` check.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::digest::{level_width, Fingerprint, FANOUT, LEAF_LEVEL, LEAVES};
+use super::hlc::Hlc;
+use super::types::{Entry, Hash, Key, NodeId, Stamp, VALUE_BYTES_LIMIT};
+
+/// First bytes of every frame.
+pub const MAGIC: [u8; 4] = *b"MRDN";
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+/// Envelope bytes before the payload.
+pub const HEADER_BYTES: usize = 10;
+/// Largest frame, envelope included: room for one entry of the largest value.
+pub const FRAME_BYTES_MAX: usize = VALUE_BYTES_LIMIT + (1 << 20);
+/// Most entries in one `Feed` or `AeEntries` message.
+pub const ENTRIES_PER_MESSAGE_MAX: usize = 4096;
+/// Most parent nodes in one `AeLevel` message (each carries 16 fingerprints).
+pub const AE_PARENTS_MAX: usize = 4096;
+/// Most leaves, summaries or wanted key hashes in one anti-entropy message.
+pub const AE_SUMMARIES_MAX: usize = 65_536;
+/// Longest region or node name, in bytes.
+pub const NAME_BYTES_MAX: usize = 64;
+
+/// The identity of a cluster; peers of another cluster are refused.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
+pub struct ClusterId(pub [u8; 16]);
+
+/// The first message on every connection, in both directions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol: u16,
+    pub cluster: ClusterId,
+    pub node: NodeId,
+    pub name: String,
+    pub region: String,
+    /// The sender's last index.
+    pub index: u64,
+    /// How far the sender has durably applied the receiver's own feed.
+    pub applied: u64,
+    /// The sender asks for every origin's entries, not only the receiver's
+    /// own (it is rebuilding an empty state).
+    pub want_full: bool,
+    /// The sender holds every write stamped at or below this clock.
+    pub frontier: Hlc,
+    /// Physical time (ms) of the last message the sender received from any
+    /// peer. A sender out of contact for longer than the tombstone horizon is
+    /// told it is [`Message::Stale`].
+    pub synced_ms: u64,
+}
+
+/// A contiguous range `(from, to]` of the sender's change feed: the current
+/// entries changed in that range whose origin is the sender (all origins but
+/// the receiver's when the receiver asked for a full transfer). Empty with
+/// `from == to` it is a heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feed {
+    pub from: u64,
+    pub to: u64,
+    /// When `to` is the sender's last index: its clock then. Every write of
+    /// the sender stamped at or below it has an index at or below `to`.
+    pub clock: Option<Hlc>,
+    /// The sender holds every write stamped at or below this clock.
+    pub frontier: Hlc,
+    pub entries: Vec<(Key, Entry)>,
+}
+
+/// One entry as the leaf exchange of anti-entropy describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub key_hash: [u8; 8],
+    pub stamp: Stamp,
+    /// The first bytes of the entry hash, to tell apart equal stamps with different content.
+    pub check: [u8; 4],
+}
+
+/// Everything replicas say to each other.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    Hello(Hello),
+    Feed(Feed),
+    /// "Send your feed again from `from`" (a gap, or a resync when `full`).
+    Resume { from: u64, full: bool },
+    /// "I durably applied your feed up to `applied`."
+    Ack { applied: u64, frontier: Hlc },
+    /// "You were out of contact longer than the tombstone horizon: resync
+    /// before your data is accepted."
+    Stale,
+    /// Starts anti-entropy: the sender's root.
+    AeRoot { session: u64, root: Hash },
+    /// Ends anti-entropy: nothing (more) differs.
+    AeDone { session: u64 },
+    /// The sender's fingerprints of the children (at `level`) of `parents`
+    /// (at `level - 1`), 16 per parent.
+    AeLevel {
+        session: u64,
+        level: u8,
+        parents: Vec<u32>,
+        hashes: Vec<Fingerprint>,
+    },
+    /// The sender's entries in the differing `leaves`.
+    AeLeaves {
+        session: u64,
+        leaves: Vec<u32>,
+        summaries: Vec<Summary>,
+    },
+    /// Entries the receiver lacks or holds older, and the key hashes the
+    /// sender wants in return.
+    AeEntries {
+        session: u64,
+        entries: Vec<(Key, Entry)>,
+        want: Vec<[u8; 8]>,
+    },
+}
+
+impl Message {
+    /// A short name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::Feed(_) => "feed",
+            Message::Resume { .. } => "resume",
+            Message::Stale => "stale",
+            Message::Ack { .. } => "ack",
+            Message::AeRoot { .. } => "ae_root",
+            Message::AeDone { .. } => "ae_done",
+            Message::AeLevel { .. } => "ae_level",
+            Message::AeLeaves { .. } => "ae_leaves",
+            Message::AeEntries { .. } => "ae_entries",
+        }
+    }
+
+    /// Checks the limits that the types alone do not.
+    pub fn validate(&self) -> Result<(), CodecError> {
+        let bad = |what: String| Err(CodecError::Invalid(what));
+        let entries_ok = |entries: &[(Key, Entry)]| -> Result<(), CodecError> {
+            if entries.len() > ENTRIES_PER_MESSAGE_MAX {
+                return bad(format!(
+                    "{} entries, more than {ENTRIES_PER_MESSAGE_MAX}",
+                    entries.len()
+                ));
+            }
+            for (k, e) in entries {
+                if e.value_len() > VALUE_BYTES_LIMIT {
+                    return bad(format!("value of {k:?} is {} bytes", e.value_len()));
+                }
+                if e.stamp == Stamp::ZERO {
+                    return bad(format!("entry of {k:?} has the zero stamp"));
+                }
+            }
+            Ok(())
+        };
+        match self {
+            Message::Hello(h) => {
+                if h.name.len() > NAME_BYTES_MAX || h.region.len() > NAME_BYTES_MAX {
+                    return bad(format!("name or region longer than {NAME_BYTES_MAX} bytes"));
+                }
+                Ok(())
+            }
+            Message::Feed(f) => {
+                if f.to < f.from {
+                    return bad(format!("feed range ({}, {}] is reversed", f.from, f.to));
+                }
+                entries_ok(&f.entries)
+            }
+            Message::AeLevel {
+                level,
+                parents,
+                hashes,
+                ..
+            } => {
+                if *level == 0 || *level > LEAF_LEVEL {
+                    return bad(format!("level {level} is outside 1..={LEAF_LEVEL}"));
+                }
+                if parents.len() > AE_PARENTS_MAX {
+                    return bad(format!("{} parents, more than {AE_PARENTS_MAX}", parents.len()));
+                }
+                if hashes.len() != parents.len() * FANOUT {
+                    return bad(format!(
+                        "{} fingerprints for {} parents",
+                        hashes.len(),
+                        parents.len()
+                    ));
+                }
+                let width = level_width(level - 1) as u32;
+                if let Some(p) = parents.iter().find(|p| **p >= width) {
+                    return bad(format!("parent {p} does not exist at level {}", level - 1));
+                }
+                Ok(())
+            }
+            Message::AeLeaves {
+                leaves, summaries, ..
+            } => {
+                if leaves.len() > AE_SUMMARIES_MAX || summaries.len() > AE_SUMMARIES_MAX {
+                    return bad(format!(
+                        "{} leaves and {} summaries, more than {AE_SUMMARIES_MAX}",
+                        leaves.len(),
+                        summaries.len()
+                    ));
+                }
+                if let Some(l) = leaves.iter().find(|l| **l as usize >= LEAVES) {
+                    return bad(format!("leaf {l} does not exist"));
+                }
+                Ok(())
+            }
+            Message::AeEntries { entries, want, .. } => {
+                if want.len() > AE_SUMMARIES_MAX {
+                    return bad(format!("{} wanted keys, more than {AE_SUMMARIES_MAX}", want.len()));
+                }
+                entries_ok(entries)
+            }
+            Message::Resume { .. }
+            | Message::Stale
+            | Message::Ack { .. }
+            | Message::AeRoot { .. }
+            | Message::AeDone { .. } => Ok(()),
+        }
+    }
+}
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum CodecError {
+    #[error("frame is {len} bytes, shorter than the {HEADER_BYTES}-byte envelope")]
+    Truncated { len: usize },
+    #[error("bad magic {found:02x?}, expected {MAGIC:02x?}")]
+    BadMagic { found: [u8; 4] },
+    #[error("unsupported protocol version {found} (this build speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion { found: u16 },
+    #[error("frame of {len} bytes exceeds the limit of {FRAME_BYTES_MAX} bytes")]
+    TooLarge { len: usize },
+    #[error("envelope says {declared} payload bytes but {actual} follow")]
+    LengthMismatch { declared: usize, actual: usize },
+    #[error("malformed payload: {0}")]
+    Malformed(String),
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+/// Parses an envelope and returns the payload length that follows it. A
+/// stream reader calls this on the first [`HEADER_BYTES`] bytes, then reads
+/// exactly that many more.
+pub fn decode_header(header: &[u8]) -> Result<usize, CodecError> {
+    if header.len() < HEADER_BYTES {
+        return Err(CodecError::Truncated { len: header.len() });
+    }
+    let mut magic = [0u8; 4];
+    magic.copy_from_slice(&header[..4]);
+    if magic != MAGIC {
+        return Err(CodecError::BadMagic { found: magic });
+    }
+    let version = u16::from_le_bytes([header[4], header[5]]);
+    if version != PROTOCOL_VERSION {
+        return Err(CodecError::UnsupportedVersion { found: version });
+    }
+    let len = u32::from_le_bytes([header[6], header[7], header[8], header[9]]) as usize;
+    if len + HEADER_BYTES > FRAME_BYTES_MAX {
+        return Err(CodecError::TooLarge {
+            len: len + HEADER_BYTES,
+        });
+    }
+    Ok(len)
+}
+
+/// Encodes `msg` into one frame.
+pub fn encode(msg: &Message) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    out.extend_from_slice(&[0u8; 4]);
+    let mut out = postcard::to_extend(msg, out).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    let payload = out.len() - HEADER_BYTES;
+    if out.len() > FRAME_BYTES_MAX {
+        return Err(CodecError::TooLarge { len: out.len() });
+    }
+    out[6..10].copy_from_slice(&(payload as u32).to_le_bytes());
+    Ok(out)
+}
+
+/// Decodes one whole frame and validates the message.
+pub fn decode(frame: &[u8]) -> Result<Message, CodecError> {
+    if frame.len() > FRAME_BYTES_MAX {
+        return Err(CodecError::TooLarge { len: frame.len() });
+    }
+    let declared = decode_header(frame)?;
+    let payload = &frame[HEADER_BYTES..];
+    if payload.len() != declared {
+        return Err(CodecError::LengthMismatch {
+            declared,
+            actual: payload.len(),
+        });
+    }
+    let (msg, rest) =
+        postcard::take_from_bytes::<Message>(payload).map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(CodecError::Malformed(format!(
+            "{} bytes after the message",
+            rest.len()
+        )));
+    }
+    msg.validate()?;
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn sample() -> Message {
+        Message::Feed(Feed {
+            from: 3,
+            to: 9,
+            clock: Some(Hlc(77)),
+            frontier: Hlc(70),
+            entries: vec![(
+                Key::new("app/db/url").unwrap(),
+                Entry {
+                    stamp: Stamp::new(Hlc(70), NodeId(4)),
+                    prev: Stamp::ZERO,
+                    flags: 42,
+                    value: Some(Bytes::from_static(b"postgres://")),
+                },
+            )],
+        })
+    }
+
+    #[test]
+    fn round_trip() {
+        let m = sample();
+        let f = encode(&m).unwrap();
+        assert_eq!(decode_header(&f).unwrap(), f.len() - HEADER_BYTES);
+        assert_eq!(decode(&f).unwrap(), m);
+    }
+
+    #[test]
+    fn refuses_bad_envelopes() {
+        let f = encode(&sample()).unwrap();
+        assert!(matches!(decode(&f[..5]), Err(CodecError::Truncated { .. })));
+        let mut g = f.clone();
+        g[0] = b'X';
+        assert!(matches!(decode(&g), Err(CodecError::BadMagic { .. })));
+        let mut g = f.clone();
+        g[4] = 9;
+        assert!(matches!(decode(&g), Err(CodecError::UnsupportedVersion { found: 9 })));
+        let mut g = f.clone();
+        g.push(0);
+        assert!(matches!(decode(&g), Err(CodecError::LengthMismatch { .. })));
+        let mut g = f.clone();
+        g[6..10].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode(&g), Err(CodecError::TooLarge { .. })));
+    }
+
+    #[test]
+    fn refuses_invalid_keys_and_counts() {
+        // A key with a NUL byte, spliced into an otherwise valid frame.
+        let mut m = sample();
+        if let Message::Feed(f) = &mut m {
+            f.entries[0].0 = Key::new("a_b").unwrap();
+        }
+        let mut f = encode(&m).unwrap();
+        let at = f.windows(3).position(|w| w == b"a_b").unwrap();
+        f[at + 1] = 0;
+        assert!(matches!(decode(&f), Err(CodecError::Malformed(_))));
+
+        let m = Message::AeLevel {
+            session: 1,
+            level: 1,
+            parents: vec![0],
+            hashes: vec![[0; 8]; 15],
+        };
+        assert!(matches!(decode(&encode(&m).unwrap()), Err(CodecError::Invalid(_))));
+        let m = Message::AeLevel {
+            session: 1,
+            level: 2,
+            parents: vec![16],
+            hashes: vec![[0; 8]; 16],
+        };
+        assert!(matches!(decode(&encode(&m).unwrap()), Err(CodecError::Invalid(_))));
+    }
+}

@@ -1,0 +1,18 @@
+//! `core`: the data model, with no IO at all.
+//!
+//! Owns the hybrid logical clock ([`hlc`]), keys, stamps and entries
+//! ([`types`]), the LWW map CRDT with its change feed and conflict log
+//! ([`map`]), the Merkle digest ([`digest`]), the wire codec ([`codec`]) and
+//! the deterministic random generator ([`rng`]). Nothing here reads a clock,
+//! touches a file or a socket, or draws on ambient randomness.
+
+pub mod codec;
+pub mod digest;
+pub mod hlc;
+pub mod map;
+pub mod rng;
+pub mod types;
+
+pub use hlc::{Clock, ClockError, Hlc};
+pub use map::{LwwMap, Merged, Record};
+pub use types::{Entry, Hash, Key, KeyError, Limits, NodeId, Stamp, ValueError};

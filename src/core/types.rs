@@ -1,0 +1,303 @@
+//! The vocabulary of the data model.
+//!
+//! Owns node ids, stamps (the total order of writes), validated keys, entries
+//! (a value or a tombstone with its stamp), the limits on keys and values,
+//! and the content hashes of keys and entries that the digest is built from.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use thiserror::Error;
+
+use super::hlc::Hlc;
+
+/// Largest key in bytes; the configured limit may only be lower.
+pub const KEY_BYTES_MAX: usize = 1024;
+/// Default largest value in bytes (design §3).
+pub const VALUE_BYTES_MAX_DEFAULT: usize = 1 << 20;
+/// Largest value any configuration may allow; frames are sized for it.
+pub const VALUE_BYTES_LIMIT: usize = 8 << 20;
+
+/// A node's identity: random, 64-bit, created once and stored.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct NodeId(pub u64);
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// The identity of a write: its hybrid timestamp, ties broken by node id.
+/// Field order matters: the derived `Ord` compares `hlc` first.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
+)]
+pub struct Stamp {
+    pub hlc: Hlc,
+    pub node: NodeId,
+}
+
+impl Stamp {
+    /// Less than every real stamp; used as "no previous write".
+    pub const ZERO: Stamp = Stamp {
+        hlc: Hlc::ZERO,
+        node: NodeId(0),
+    };
+
+    pub fn new(hlc: Hlc, node: NodeId) -> Stamp {
+        Stamp { hlc, node }
+    }
+}
+
+/// Why a key or value was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("key is empty")]
+    Empty,
+    #[error("key is {len} bytes, more than the limit of {max} bytes")]
+    TooLong { len: usize, max: usize },
+    #[error("key contains a NUL byte at offset {offset}")]
+    Nul { offset: usize },
+    #[error("key is not valid UTF-8")]
+    NotUtf8,
+}
+
+/// A validated key: UTF-8, 1..=[`KEY_BYTES_MAX`] bytes, no NUL. Cheap to clone.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key(Arc<str>);
+
+impl Key {
+    /// Validates `s` against the hard limits.
+    pub fn new(s: &str) -> Result<Key, KeyError> {
+        Key::check(s, KEY_BYTES_MAX)?;
+        Ok(Key(Arc::from(s)))
+    }
+
+    /// Validates raw bytes (e.g. from a URL path) as a key.
+    pub fn from_bytes(b: &[u8]) -> Result<Key, KeyError> {
+        let s = std::str::from_utf8(b).map_err(|_| KeyError::NotUtf8)?;
+        Key::new(s)
+    }
+
+    /// Checks `s` against `max` (≤ [`KEY_BYTES_MAX`]) without allocating.
+    pub fn check(s: &str, max: usize) -> Result<(), KeyError> {
+        let max = max.min(KEY_BYTES_MAX);
+        if s.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        if s.len() > max {
+            return Err(KeyError::TooLong { len: s.len(), max });
+        }
+        if let Some(offset) = s.bytes().position(|b| b == 0) {
+            return Err(KeyError::Nul { offset });
+        }
+        Ok(())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The empty key, less than every valid key: a lower bound for range scans only.
+    pub(crate) fn min_bound() -> Key {
+        Key(Arc::from(""))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Borrow<str> for Key {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Key {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Key, D::Error> {
+        let s = <&str>::deserialize(d)?;
+        Key::new(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The limits a replica enforces on local writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest key in bytes, at most [`KEY_BYTES_MAX`].
+    pub key_bytes_max: usize,
+    /// Largest value in bytes, at most [`VALUE_BYTES_LIMIT`].
+    pub value_bytes_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            key_bytes_max: KEY_BYTES_MAX,
+            value_bytes_max: VALUE_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Why a value was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ValueError {
+    #[error("value is {len} bytes, more than the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+}
+
+impl Limits {
+    pub fn check_value(&self, len: usize) -> Result<(), ValueError> {
+        let max = self.value_bytes_max.min(VALUE_BYTES_LIMIT);
+        if len > max {
+            return Err(ValueError::TooLarge { len, max });
+        }
+        Ok(())
+    }
+}
+
+/// A replicated register value: the current value of a key or a tombstone.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+pub struct Entry {
+    /// Orders this write against every other write of the key.
+    pub stamp: Stamp,
+    /// The stamp of the entry the writer replaced ([`Stamp::ZERO`] if none):
+    /// a replaced entry newer than `prev` was concurrent (design §3, "Conflicts").
+    pub prev: Stamp,
+    /// Opaque client flags (Consul's `flags`), replicated with the value.
+    pub flags: u64,
+    /// `None` is a tombstone.
+    pub value: Option<Bytes>,
+}
+
+impl Entry {
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+
+    /// Bytes of the value (0 for a tombstone).
+    pub fn value_len(&self) -> usize {
+        self.value.as_ref().map_or(0, |v| v.len())
+    }
+
+    /// An estimate of the encoded size of `key` with this entry, for batching.
+    pub fn encoded_len_estimate(&self, key: &Key) -> usize {
+        key.len() + self.value_len() + 48
+    }
+}
+
+/// A 32-byte blake3 digest.
+pub type Hash = [u8; 32];
+
+/// The position of a key in the digest's hash space: the first 8 bytes of
+/// blake3(key), big-endian.
+pub fn key_hash(key: &str) -> u64 {
+    let h = blake3::hash(key.as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    u64::from_be_bytes(b)
+}
+
+/// The content hash of one entry of one key: what the digest's leaves combine.
+pub fn entry_hash(key: &str, e: &Entry) -> Hash {
+    let mut h = blake3::Hasher::new();
+    h.update(&(key.len() as u32).to_le_bytes());
+    h.update(key.as_bytes());
+    h.update(&e.stamp.hlc.0.to_le_bytes());
+    h.update(&e.stamp.node.0.to_le_bytes());
+    h.update(&e.prev.hlc.0.to_le_bytes());
+    h.update(&e.prev.node.0.to_le_bytes());
+    h.update(&e.flags.to_le_bytes());
+    match &e.value {
+        None => {
+            h.update(&[0]);
+        }
+        Some(v) => {
+            h.update(&[1]);
+            h.update(&(v.len() as u64).to_le_bytes());
+            h.update(v);
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_validation() {
+        assert_eq!(Key::new(""), Err(KeyError::Empty));
+        assert!(matches!(Key::new("a\0b"), Err(KeyError::Nul { offset: 1 })));
+        let long = "x".repeat(KEY_BYTES_MAX + 1);
+        assert!(matches!(Key::new(&long), Err(KeyError::TooLong { .. })));
+        assert!(Key::new(&"x".repeat(KEY_BYTES_MAX)).is_ok());
+        assert_eq!(Key::from_bytes(&[0xff, 0xfe]), Err(KeyError::NotUtf8));
+        assert!(Key::check("abcd", 3).is_err());
+    }
+
+    #[test]
+    fn stamps_order_by_clock_then_node() {
+        let a = Stamp::new(Hlc::new(5, 0), NodeId(9));
+        let b = Stamp::new(Hlc::new(5, 0), NodeId(10));
+        let c = Stamp::new(Hlc::new(5, 1), NodeId(1));
+        assert!(a < b && b < c);
+        assert!(Stamp::ZERO < a);
+    }
+
+    #[test]
+    fn entry_hash_covers_every_field() {
+        let e = Entry {
+            stamp: Stamp::new(Hlc(1), NodeId(1)),
+            prev: Stamp::ZERO,
+            flags: 0,
+            value: Some(Bytes::from_static(b"v")),
+        };
+        let base = entry_hash("k", &e);
+        let variants = [
+            Entry { flags: 1, ..e.clone() },
+            Entry { value: None, ..e.clone() },
+            Entry { value: Some(Bytes::from_static(b"w")), ..e.clone() },
+            Entry { prev: Stamp::new(Hlc(1), NodeId(2)), ..e.clone() },
+            Entry { stamp: Stamp::new(Hlc(1), NodeId(2)), ..e.clone() },
+        ];
+        for v in &variants {
+            assert_ne!(entry_hash("k", v), base);
+        }
+        assert_ne!(entry_hash("k2", &e), base);
+    }
+}

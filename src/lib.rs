@@ -1,0 +1,11 @@
+//! Meridian keeps a key/value configuration space in sync across regions.
+//!
+//! Layers, lowest first (see `DESIGN.md`): [`core`] (clock, CRDT, digest,
+//! codec) and [`sync`] (the replica state machine) are sans-IO: time and
+//! randomness are arguments and effects are returned, never performed.
+//! [`sim`] drives whole clusters of replicas over a simulated network in
+//! virtual time, deterministically from a seed.
+
+pub mod core;
+pub mod sim;
+pub mod sync;

@@ -1,0 +1,164 @@
+//! The replica's configuration: identity, limits, policies and timers.
+//! Every field has a documented default (design §6, "Defaults").
+
+use thiserror::Error;
+
+use crate::core::codec::{ClusterId, ENTRIES_PER_MESSAGE_MAX, NAME_BYTES_MAX};
+use crate::core::hlc::CLOCK_OFFSET_MS_MAX_DEFAULT;
+use crate::core::map::CONFLICTS_MAX_DEFAULT;
+use crate::core::types::{Limits, NodeId, KEY_BYTES_MAX, VALUE_BYTES_LIMIT};
+
+/// What a replica does with client writes while it cannot reach a majority of regions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PartitionPolicy {
+    /// Keep accepting writes; they replicate when the partition heals (default).
+    #[default]
+    Available,
+    /// Refuse writes unless a majority of the known regions is reachable.
+    Quorum,
+}
+
+/// A replica's configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub node: NodeId,
+    /// Human name of the node (at most 64 bytes).
+    pub name: String,
+    /// Region the node runs in (at most 64 bytes).
+    pub region: String,
+    /// Peers with another cluster id are refused.
+    pub cluster: ClusterId,
+    pub limits: Limits,
+    /// Default: [`PartitionPolicy::Available`].
+    pub partition_policy: PartitionPolicy,
+    /// Largest lead of a remote stamp over our clock. Default 500 ms.
+    pub clock_offset_ms_max: u64,
+    /// How long a local write waits to be batched with others before it is
+    /// pushed. Default 2 ms; 0 pushes at once.
+    pub push_delay_ms: u64,
+    /// An idle link sends a heartbeat this often. Default 1 s.
+    pub heartbeat_interval_ms: u64,
+    /// Anti-entropy with one random peer this often. Default 5 s.
+    pub ae_interval_ms: u64,
+    /// Plus a random delay up to this. Default 1 s.
+    pub ae_jitter_ms: u64,
+    /// A peer that has not acknowledged sent changes for this long gets them
+    /// again. Default 5 s.
+    pub peer_timeout_ms: u64,
+    /// Tombstones older than this are dropped even if not every member is
+    /// known to hold them; a node out of contact for longer must resync.
+    /// Default 7 days.
+    pub tombstone_horizon_ms: u64,
+    /// Garbage collection runs this often. Default 1 s.
+    pub gc_interval_ms: u64,
+    /// Most tombstones dropped per run. Default 10,000.
+    pub gc_batch_max: usize,
+    /// Most entries per feed message. Default 512.
+    pub feed_entries_max: usize,
+    /// Most value bytes per feed or anti-entropy message (one larger entry
+    /// goes alone). Default 1 MiB.
+    pub batch_bytes_max: usize,
+    /// Most feed positions scanned to build one message. Default 8,192.
+    pub feed_scan_max: usize,
+    /// Most unacknowledged feed messages per peer. Default 8.
+    pub feed_window_max: usize,
+    /// Most differing nodes followed per level in one anti-entropy round; the
+    /// rest is left to the next round. Default 4,096.
+    pub ae_nodes_max: usize,
+    /// Conflicts kept in the log. Default 1,024.
+    pub conflicts_max: usize,
+    /// Seed of the replica's random choices (peer picks, jitter).
+    pub rng_seed: u64,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("{field} is {value}, must be between {min} and {max}")]
+    OutOfRange {
+        field: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
+    #[error("{field} is longer than {NAME_BYTES_MAX} bytes")]
+    NameTooLong { field: &'static str },
+    #[error("durable state belongs to node {found}, not {expected}")]
+    WrongNode { expected: NodeId, found: NodeId },
+}
+
+impl Config {
+    /// Defaults for everything but identity.
+    pub fn new(node: NodeId, name: &str, region: &str, cluster: ClusterId) -> Config {
+        Config {
+            node,
+            name: name.to_string(),
+            region: region.to_string(),
+            cluster,
+            limits: Limits::default(),
+            partition_policy: PartitionPolicy::Available,
+            clock_offset_ms_max: CLOCK_OFFSET_MS_MAX_DEFAULT,
+            push_delay_ms: 2,
+            heartbeat_interval_ms: 1_000,
+            ae_interval_ms: 5_000,
+            ae_jitter_ms: 1_000,
+            peer_timeout_ms: 5_000,
+            tombstone_horizon_ms: 7 * 24 * 3_600 * 1_000,
+            gc_interval_ms: 1_000,
+            gc_batch_max: 10_000,
+            feed_entries_max: 512,
+            batch_bytes_max: 1 << 20,
+            feed_scan_max: 8_192,
+            feed_window_max: 8,
+            ae_nodes_max: 4_096,
+            conflicts_max: CONFLICTS_MAX_DEFAULT,
+            rng_seed: node.0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let range = |field, value: u64, min, max| {
+            if value < min || value > max {
+                Err(ConfigError::OutOfRange {
+                    field,
+                    value,
+                    min,
+                    max,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        if self.name.len() > NAME_BYTES_MAX {
+            return Err(ConfigError::NameTooLong { field: "name" });
+        }
+        if self.region.len() > NAME_BYTES_MAX {
+            return Err(ConfigError::NameTooLong { field: "region" });
+        }
+        let k = KEY_BYTES_MAX as u64;
+        range("key_bytes_max", self.limits.key_bytes_max as u64, 1, k)?;
+        let v = VALUE_BYTES_LIMIT as u64;
+        range("value_bytes_max", self.limits.value_bytes_max as u64, 0, v)?;
+        range("clock_offset_ms_max", self.clock_offset_ms_max, 1, 3_600_000)?;
+        range("push_delay_ms", self.push_delay_ms, 0, 1_000)?;
+        range("heartbeat_interval_ms", self.heartbeat_interval_ms, 10, 600_000)?;
+        range("ae_interval_ms", self.ae_interval_ms, 10, 86_400_000)?;
+        range("ae_jitter_ms", self.ae_jitter_ms, 0, 86_400_000)?;
+        range("peer_timeout_ms", self.peer_timeout_ms, 10, 3_600_000)?;
+        range("tombstone_horizon_ms", self.tombstone_horizon_ms, 1_000, u64::MAX / 2)?;
+        range("gc_interval_ms", self.gc_interval_ms, 10, 86_400_000)?;
+        range("gc_batch_max", self.gc_batch_max as u64, 1, 10_000_000)?;
+        let e = ENTRIES_PER_MESSAGE_MAX as u64;
+        range("feed_entries_max", self.feed_entries_max as u64, 1, e)?;
+        range("batch_bytes_max", self.batch_bytes_max as u64, 1, v)?;
+        range("feed_scan_max", self.feed_scan_max as u64, 1, 10_000_000)?;
+        range("feed_window_max", self.feed_window_max as u64, 1, 1_024)?;
+        range(
+            "ae_nodes_max",
+            self.ae_nodes_max as u64,
+            1,
+            crate::core::codec::AE_PARENTS_MAX as u64,
+        )?;
+        Ok(())
+    }
+}

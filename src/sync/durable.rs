@@ -1,0 +1,85 @@
+//! What a replica asks to be made durable, and the state it restarts from.
+//!
+//! Owns [`PersistBatch`] (the changes of one input, written atomically by
+//! the store before any later output is carried out) and [`DurableState`],
+//! an in-memory model of a store that applies batches and from which
+//! [`Replica::restore`](super::Replica::restore) rebuilds a replica. The
+//! simulation keeps one per node to model crashes; real stores persist the
+//! same fields.
+
+use std::collections::BTreeMap;
+
+use crate::core::hlc::Hlc;
+use crate::core::types::{Entry, Key, NodeId};
+
+/// A key's durable record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub entry: Entry,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// How far this replica has durably applied one peer's feed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PeerProgress {
+    /// The peer's feed index up to which every change has been applied.
+    pub applied: u64,
+    /// Every write of the peer stamped at or below this clock is held here.
+    pub received: Hlc,
+}
+
+/// The changes made by one input, to be written atomically.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PersistBatch {
+    /// Changed keys; `None` removes the key.
+    pub records: Vec<(Key, Option<StoredRecord>)>,
+    pub index: u64,
+    pub clock: Hlc,
+    pub gc_floor: Hlc,
+    /// Physical time of the last message from any peer.
+    pub synced_ms: u64,
+    pub peers: Vec<(NodeId, PeerProgress)>,
+}
+
+/// Everything a replica needs to restart (see the module docs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DurableState {
+    pub node: NodeId,
+    pub records: BTreeMap<Key, StoredRecord>,
+    pub index: u64,
+    pub clock: Hlc,
+    pub gc_floor: Hlc,
+    pub synced_ms: u64,
+    pub peers: BTreeMap<NodeId, PeerProgress>,
+}
+
+impl DurableState {
+    pub fn new(node: NodeId) -> DurableState {
+        DurableState {
+            node,
+            ..DurableState::default()
+        }
+    }
+
+    /// Applies one batch, as a store's transaction would.
+    pub fn apply(&mut self, batch: &PersistBatch) {
+        for (k, r) in &batch.records {
+            match r {
+                Some(r) => {
+                    self.records.insert(k.clone(), r.clone());
+                }
+                None => {
+                    self.records.remove(k);
+                }
+            }
+        }
+        self.index = self.index.max(batch.index);
+        self.clock = self.clock.max(batch.clock);
+        self.gc_floor = self.gc_floor.max(batch.gc_floor);
+        self.synced_ms = self.synced_ms.max(batch.synced_ms);
+        for (id, p) in &batch.peers {
+            self.peers.insert(*id, *p);
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! `sync`: the replica state machine, with no IO.
+//!
+//! Owns what a replica decides: local writes (validated, stamped, applied,
+//! then persisted and acknowledged), the handling of every protocol message,
+//! per-peer progress, delta push, change-feed catch-up, anti-entropy,
+//! tombstone collection and the partition policy. Inputs are method calls
+//! carrying `now_ms` (physical milliseconds, from the caller); randomness
+//! comes from a seed in the [`Config`]. Effects come out of
+//! [`Replica::poll_output`] as [`Output`]s, in order: the driver (the
+//! network layer, or the simulation) must make each `Persist` durable before
+//! it carries out any output after it.
+//!
+//! # Protocol
+//! * **Hello.** Each side of a new connection says hello: protocol version,
+//!   cluster id, identity, how far it applied the other's feed, and whether
+//!   it is rebuilding an empty state. A peer of another cluster or version is
+//!   refused; a peer out of contact longer than the tombstone horizon is told
+//!   it is `Stale` and its data is ignored until it has resynced.
+//! * **Feed.** Every change a replica applies gets the next number of its
+//!   own *index*. A replica streams to each peer the part of its feed the
+//!   peer has not acknowledged, in bounded messages within a window of
+//!   unacknowledged messages, carrying only the entries it wrote itself
+//!   (every origin but the peer's own when the peer is rebuilding). Pushing a
+//!   local write is the same thing as catching up after an outage: each write
+//!   crosses each link once. A gap (a lost message) makes the receiver ask to
+//!   `Resume`; silence makes the sender resend after `peer_timeout_ms`.
+//! * **Anti-entropy.** Every `ae_interval_ms` (plus jitter), and after a
+//!   catch-up completes, a replica sends its Merkle root to one random peer.
+//!   Equal roots end the round. Otherwise the two sides alternate, each
+//!   sending the fingerprints of the children of the nodes found to differ,
+//!   down to the leaves, then entry summaries, then the entries that win on
+//!   either side. This repairs whatever the feed missed, including writes
+//!   that only travelled through a third replica (partial partitions).
+//! * **Tombstones.** A replica's *frontier* is the greatest clock at or below
+//!   which it holds every write: the least of its clock and, for every known
+//!   peer, the clock the peer's feed reached here. Peers report their
+//!   frontiers; a tombstone at or below every member's frontier is dropped,
+//!   and the replica's garbage-collection floor is raised to it. An entry at
+//!   or below the floor for a key that is absent is refused, since every
+//!   member already holds it or something newer: a collected delete cannot
+//!   come back. Tombstones older than the horizon are dropped regardless.
+//!   Stability is only judged among known members: nodes that join later
+//!   must start empty (they are rebuilt from a peer).
+
+mod config;
+mod durable;
+mod replica;
+
+pub use config::{Config, ConfigError, PartitionPolicy};
+pub use durable::{DurableState, PeerProgress, PersistBatch, StoredRecord};
+pub use replica::{Event, Metrics, Output, PeerStatus, Refusal, Replica, Status, WriteError, WriteReceipt};

@@ -1,0 +1,1191 @@
+//! The replica state machine (see the `sync` module docs for the protocol).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use super::config::{Config, ConfigError, PartitionPolicy};
+use super::durable::{DurableState, PeerProgress, PersistBatch, StoredRecord};
+use crate::core::codec::{
+    Feed, Hello, Message, Summary, AE_SUMMARIES_MAX, ENTRIES_PER_MESSAGE_MAX, PROTOCOL_VERSION,
+};
+use crate::core::digest::{Fingerprint, LEAF_LEVEL};
+use crate::core::hlc::{Clock, ClockError, Hlc};
+use crate::core::map::{LwwMap, Merged, Record};
+use crate::core::rng::Rng;
+use crate::core::types::{Entry, Hash, Key, KeyError, NodeId, Stamp, ValueError};
+
+/// Why a client write was refused. Nothing was changed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    #[error("invalid key: {0}")]
+    Key(#[from] KeyError),
+    #[error("invalid value: {0}")]
+    Value(#[from] ValueError),
+    #[error("clock: {0}")]
+    Clock(#[from] ClockError),
+    #[error("no quorum: {reachable} of {total} regions reachable and partition_policy is \"quorum\"")]
+    NoQuorum { reachable: usize, total: usize },
+    #[error("check-and-set failed: key's modify index is {actual}, not {expected}")]
+    CasMismatch { expected: u64, actual: u64 },
+}
+
+/// A write accepted by the replica. It is acknowledged (durable) once the
+/// `Persist` emitted with it is, which the replica signals by the
+/// [`Output::Acknowledge`] that follows that `Persist`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteReceipt {
+    pub key: Key,
+    pub stamp: Stamp,
+    pub index: u64,
+}
+
+/// Why a peer was refused before any data was exchanged.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    #[error("peer speaks protocol {found}, we speak {PROTOCOL_VERSION}")]
+    Protocol { found: u16 },
+    #[error("peer belongs to another cluster")]
+    Cluster,
+    #[error("peer says it is node {claimed}, the connection is from {actual}")]
+    Identity { claimed: NodeId, actual: NodeId },
+    #[error("a node may not connect to itself")]
+    SelfConnection,
+}
+
+/// Something operators should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A peer's stamp ran ahead of our clock by more than the bound; its message was refused.
+    ClockSkew { peer: NodeId, ahead_ms: u64 },
+    /// A peer was refused.
+    PeerRefused { peer: NodeId, reason: Refusal },
+    /// A peer has been out of contact longer than the tombstone horizon; it was told to resync.
+    PeerStale { peer: NodeId },
+    /// This replica was out of contact longer than the horizon and dropped
+    /// every entry older than the horizon before rebuilding from `from`.
+    Resynced { from: NodeId, dropped: usize },
+    /// Two different entries carried the same stamp (a bug or corruption).
+    StampCollision { key: Key },
+}
+
+/// An effect for the driver to carry out, in order: an output may be carried
+/// out only once every `Persist` before it is durable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Persist(PersistBatch),
+    Send { to: NodeId, msg: Message },
+    /// A client write is durable: complete it.
+    Acknowledge(WriteReceipt),
+    /// Changes up to this index are durable: wake watchers.
+    Notify { index: u64 },
+    /// Close the connection to a peer.
+    Disconnect { peer: NodeId, reason: Refusal },
+    Event(Event),
+}
+
+/// Counters for metrics and for tests that must tell paths apart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metrics {
+    pub local_writes: u64,
+    pub feed_messages_in: u64,
+    pub feed_entries_applied: u64,
+    pub feed_gaps: u64,
+    pub feed_rewinds: u64,
+    pub ae_rounds_started: u64,
+    pub ae_rounds_equal: u64,
+    pub ae_entries_sent: u64,
+    pub ae_entries_applied: u64,
+    pub below_floor_refused: u64,
+    pub clock_skew_refusals: u64,
+    pub peers_refused: u64,
+    pub stale_peers: u64,
+    pub resyncs: u64,
+    pub tombstones_collected: u64,
+    pub messages_ignored: u64,
+}
+
+/// What the replica knows of one peer.
+#[derive(Debug, Clone, Default)]
+struct Peer {
+    region: String,
+    name: String,
+    /// A connection is up and the peer's hello was accepted.
+    ready: bool,
+    /// The peer was found stale; its data is ignored until it says hello again.
+    stale: bool,
+    // Their feed, to us.
+    /// Durable, contiguous: their feed index up to which we applied their entries.
+    applied: u64,
+    /// Durable: every write of theirs stamped at or below this is held here.
+    received: Hlc,
+    /// Their index when they said hello.
+    their_index: u64,
+    caught_up: bool,
+    resume_asked_ms: Option<u64>,
+    // Our feed, to them.
+    acked: u64,
+    sent: u64,
+    /// The `to` of each unacknowledged feed message.
+    in_flight: VecDeque<u64>,
+    /// Send every origin's entries (not only ours) up to this index.
+    full_until: u64,
+    last_progress_ms: u64,
+    last_sent_ms: u64,
+    // What they told us.
+    /// They hold every write stamped at or below this.
+    frontier: Hlc,
+    last_heard_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct AeSession {
+    id: u64,
+    peer: NodeId,
+    started_ms: u64,
+}
+
+/// Per-peer view for status reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub node: NodeId,
+    pub name: String,
+    pub region: String,
+    pub connected: bool,
+    /// Their index at hello minus what we applied of their feed.
+    pub lag_index: u64,
+    pub last_heard_ms: u64,
+    pub acked: u64,
+}
+
+/// A replica's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub node: NodeId,
+    pub region: String,
+    pub index: u64,
+    pub root: Hash,
+    pub keys: usize,
+    pub tombstones: usize,
+    pub rebuilding: bool,
+    pub peers: Vec<PeerStatus>,
+    pub reachable_regions: Vec<String>,
+    pub total_regions: usize,
+    pub quorum: bool,
+    pub conflicts: u64,
+    pub gc_floor: Hlc,
+}
+
+/// One replica of the map (see the module docs).
+pub struct Replica {
+    cfg: Config,
+    map: LwwMap,
+    clock: Clock,
+    rng: Rng,
+    peers: BTreeMap<NodeId, Peer>,
+    gc_floor: Hlc,
+    synced_ms: u64,
+    outputs: VecDeque<Output>,
+    staged: Vec<Output>,
+    dirty_keys: BTreeSet<Key>,
+    dirty_peers: BTreeSet<NodeId>,
+    dirty_meta: bool,
+    push_due_ms: Option<u64>,
+    ae_next_ms: u64,
+    gc_next_ms: u64,
+    heartbeat_next_ms: u64,
+    ae_session: Option<AeSession>,
+    next_session: u64,
+    rebuilding: bool,
+    rebuild_from: Option<NodeId>,
+    metrics: Metrics,
+}
+
+impl Replica {
+    /// A replica with an empty state. It asks its first peer for a full transfer.
+    pub fn new(cfg: Config, now_ms: u64) -> Result<Replica, ConfigError> {
+        Replica::restore(cfg, &DurableState::default(), now_ms)
+    }
+
+    /// A replica restarted from durable state.
+    pub fn restore(cfg: Config, state: &DurableState, now_ms: u64) -> Result<Replica, ConfigError> {
+        cfg.validate()?;
+        if state.node != NodeId(0) && state.node != cfg.node {
+            return Err(ConfigError::WrongNode {
+                expected: cfg.node,
+                found: state.node,
+            });
+        }
+        let map = LwwMap::restore(
+            state.records.iter().map(|(k, r)| {
+                (k.clone(), r.entry.clone(), r.create_index, r.modify_index)
+            }),
+            state.index,
+            cfg.conflicts_max,
+        );
+        let mut peers = BTreeMap::new();
+        for (id, p) in &state.peers {
+            peers.insert(
+                *id,
+                Peer {
+                    applied: p.applied,
+                    received: p.received,
+                    ..Peer::default()
+                },
+            );
+        }
+        let rebuilding = map.is_empty() && state.index == 0;
+        let mut rng = Rng::new(cfg.rng_seed);
+        let ae_first = now_ms + rng.below(cfg.ae_interval_ms + cfg.ae_jitter_ms + 1);
+        Ok(Replica {
+            clock: Clock::restore(state.clock, cfg.clock_offset_ms_max),
+            map,
+            rng,
+            peers,
+            gc_floor: state.gc_floor,
+            synced_ms: if state.synced_ms == 0 { now_ms } else { state.synced_ms },
+            outputs: VecDeque::new(),
+            staged: Vec::new(),
+            dirty_keys: BTreeSet::new(),
+            dirty_peers: BTreeSet::new(),
+            dirty_meta: false,
+            push_due_ms: None,
+            ae_next_ms: ae_first,
+            gc_next_ms: now_ms + cfg.gc_interval_ms,
+            heartbeat_next_ms: now_ms + cfg.heartbeat_interval_ms,
+            ae_session: None,
+            next_session: 1,
+            rebuilding,
+            rebuild_from: None,
+            metrics: Metrics::default(),
+            cfg,
+        })
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.cfg.node
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn map(&self) -> &LwwMap {
+        &self.map
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Record> {
+        self.map.get(key)
+    }
+
+    pub fn root(&mut self) -> Hash {
+        self.map.root()
+    }
+
+    pub fn clock(&self) -> Hlc {
+        self.clock.last()
+    }
+
+    /// True while the replica rebuilds an empty state from a peer.
+    pub fn rebuilding(&self) -> bool {
+        self.rebuilding
+    }
+
+    /// Makes `node` a known member of the cluster: it counts for quorum, and
+    /// tombstones are collected only once it is known to hold them.
+    pub fn add_member(&mut self, node: NodeId, region: &str) {
+        if node == self.cfg.node {
+            return;
+        }
+        let p = self.peers.entry(node).or_default();
+        if p.region.is_empty() {
+            p.region = region.to_string();
+        }
+    }
+
+    /// The next output to carry out, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the replica next wants [`Replica::tick`] called.
+    pub fn next_timeout(&self) -> u64 {
+        let mut t = self.ae_next_ms.min(self.gc_next_ms).min(self.heartbeat_next_ms);
+        if let Some(p) = self.push_due_ms {
+            t = t.min(p);
+        }
+        t
+    }
+
+    // ---------------------------------------------------------------- writes
+
+    /// Writes `value` under `key`. With `cas`, only if the key's modify index
+    /// is `cas` (0: only if the key does not exist).
+    pub fn put(
+        &mut self,
+        key: &str,
+        value: Bytes,
+        flags: u64,
+        cas: Option<u64>,
+        now_ms: u64,
+    ) -> Result<WriteReceipt, WriteError> {
+        self.cfg.limits.check_value(value.len())?;
+        self.write(key, Some(value), flags, cas, now_ms)
+    }
+
+    /// Deletes `key` (writes a tombstone). With `cas`, only if the key's modify index is `cas`.
+    pub fn delete(&mut self, key: &str, cas: Option<u64>, now_ms: u64) -> Result<WriteReceipt, WriteError> {
+        self.write(key, None, 0, cas, now_ms)
+    }
+
+    fn write(
+        &mut self,
+        key: &str,
+        value: Option<Bytes>,
+        flags: u64,
+        cas: Option<u64>,
+        now_ms: u64,
+    ) -> Result<WriteReceipt, WriteError> {
+        Key::check(key, self.cfg.limits.key_bytes_max)?;
+        if self.cfg.partition_policy == PartitionPolicy::Quorum && !self.has_quorum() {
+            let (reachable, total) = self.region_counts();
+            return Err(WriteError::NoQuorum { reachable, total });
+        }
+        let current = self.map.get(key);
+        if let Some(expected) = cas {
+            let actual = current
+                .filter(|r| !r.entry.is_tombstone())
+                .map_or(0, |r| r.modify_index);
+            if actual != expected {
+                return Err(WriteError::CasMismatch { expected, actual });
+            }
+        }
+        let prev = current.map_or(Stamp::ZERO, |r| r.entry.stamp);
+        let stamp = Stamp::new(self.clock.tick(now_ms)?, self.cfg.node);
+        let key = Key::new(key)?;
+        let index = self.map.apply_local(
+            &key,
+            Entry {
+                stamp,
+                prev,
+                flags,
+                value,
+            },
+        );
+        self.metrics.local_writes += 1;
+        self.dirty_keys.insert(key.clone());
+        self.dirty_meta = true;
+        let receipt = WriteReceipt { key, stamp, index };
+        self.staged.push(Output::Acknowledge(receipt.clone()));
+        if self.cfg.push_delay_ms == 0 {
+            self.pump_all(now_ms);
+        } else if self.push_due_ms.is_none() {
+            self.push_due_ms = Some(now_ms + self.cfg.push_delay_ms);
+        }
+        self.commit();
+        Ok(receipt)
+    }
+
+    // ------------------------------------------------------------ membership
+
+    /// Reachable regions (our own included) and the number of known regions.
+    fn region_counts(&self) -> (usize, usize) {
+        let mut all: BTreeSet<&str> = BTreeSet::new();
+        let mut up: BTreeSet<&str> = BTreeSet::new();
+        all.insert(&self.cfg.region);
+        up.insert(&self.cfg.region);
+        for p in self.peers.values().filter(|p| !p.region.is_empty()) {
+            all.insert(&p.region);
+            if p.ready {
+                up.insert(&p.region);
+            }
+        }
+        (up.len(), all.len())
+    }
+
+    /// True while a majority of the known regions (ours included) is reachable.
+    pub fn has_quorum(&self) -> bool {
+        let (up, all) = self.region_counts();
+        up * 2 > all
+    }
+
+    /// The transport connected to `peer`: say hello.
+    pub fn connected(&mut self, peer: NodeId, now_ms: u64) {
+        if peer == self.cfg.node {
+            return;
+        }
+        let _ = now_ms;
+        self.say_hello(peer);
+        self.commit();
+    }
+
+    fn say_hello(&mut self, peer: NodeId) {
+        let want_full = self.rebuilding && self.rebuild_from.is_none();
+        if want_full {
+            self.rebuild_from = Some(peer);
+        }
+        let frontier = self.frontier();
+        let p = self.peers.entry(peer).or_default();
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            cluster: self.cfg.cluster,
+            node: self.cfg.node,
+            name: self.cfg.name.clone(),
+            region: self.cfg.region.clone(),
+            index: self.map.index(),
+            applied: p.applied,
+            want_full,
+            frontier,
+            synced_ms: self.synced_ms,
+        };
+        self.send(peer, Message::Hello(hello));
+    }
+
+    /// The transport lost `peer`.
+    pub fn disconnected(&mut self, peer: NodeId, now_ms: u64) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.ready = false;
+            p.in_flight.clear();
+            p.resume_asked_ms = None;
+        }
+        if self.ae_session.is_some_and(|s| s.peer == peer) {
+            self.ae_session = None;
+        }
+        if self.rebuild_from == Some(peer) {
+            self.rebuild_from = None;
+            // Continue the full transfer from another peer, from the start:
+            // our progress with it covers only its own writes.
+            let next = self.peers.iter().find(|(_, p)| p.ready).map(|(id, _)| *id);
+            if let Some(next) = next {
+                self.rebuild_from = Some(next);
+                self.send(next, Message::Resume { from: 0, full: true });
+            }
+        }
+        self.commit();
+        let _ = now_ms;
+    }
+
+    // -------------------------------------------------------------- messages
+
+    /// Handles one message from `from` (the identity the transport authenticated).
+    pub fn handle(&mut self, from: NodeId, msg: Message, now_ms: u64) {
+        if from == self.cfg.node {
+            self.metrics.messages_ignored += 1;
+            return;
+        }
+        match msg {
+            Message::Hello(h) => self.on_hello(from, h, now_ms),
+            other => {
+                let Some(p) = self.peers.get_mut(&from) else {
+                    self.metrics.messages_ignored += 1;
+                    return;
+                };
+                if !p.ready || p.stale {
+                    self.metrics.messages_ignored += 1;
+                    return;
+                }
+                p.last_heard_ms = now_ms;
+                self.synced_ms = self.synced_ms.max(now_ms);
+                match other {
+                    Message::Hello(_) => unreachable!(),
+                    Message::Feed(f) => self.on_feed(from, f, now_ms),
+                    Message::Resume { from: start, full } => self.on_resume(from, start, full, now_ms),
+                    Message::Stale => self.on_stale(from, now_ms),
+                    Message::Ack { applied, frontier } => self.on_ack(from, applied, frontier, now_ms),
+                    Message::AeRoot { session, root } => self.on_ae_root(from, session, root),
+                    Message::AeDone { session } => self.end_session(from, session),
+                    Message::AeLevel {
+                        session,
+                        level,
+                        parents,
+                        hashes,
+                    } => self.on_ae_level(from, session, level, &parents, &hashes),
+                    Message::AeLeaves {
+                        session,
+                        leaves,
+                        summaries,
+                    } => self.on_ae_leaves(from, session, &leaves, &summaries),
+                    Message::AeEntries {
+                        session,
+                        entries,
+                        want,
+                    } => self.on_ae_entries(from, session, entries, &want, now_ms),
+                }
+            }
+        }
+        self.commit();
+    }
+
+    fn refuse(&mut self, peer: NodeId, reason: Refusal) {
+        self.metrics.peers_refused += 1;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.ready = false;
+        }
+        self.staged.push(Output::Event(Event::PeerRefused {
+            peer,
+            reason: reason.clone(),
+        }));
+        self.staged.push(Output::Disconnect { peer, reason });
+    }
+
+    fn on_hello(&mut self, from: NodeId, h: Hello, now_ms: u64) {
+        if h.protocol != PROTOCOL_VERSION {
+            return self.refuse(from, Refusal::Protocol { found: h.protocol });
+        }
+        if h.cluster != self.cfg.cluster {
+            return self.refuse(from, Refusal::Cluster);
+        }
+        if h.node != from {
+            return self.refuse(
+                from,
+                Refusal::Identity {
+                    claimed: h.node,
+                    actual: from,
+                },
+            );
+        }
+        let horizon = self.cfg.tombstone_horizon_ms;
+        let index = self.map.index();
+        let p = self.peers.entry(from).or_default();
+        p.region = h.region;
+        p.name = h.name;
+        p.ready = true;
+        p.last_heard_ms = now_ms;
+        p.frontier = p.frontier.max(h.frontier);
+        p.their_index = h.index;
+        p.caught_up = p.applied >= h.index;
+        p.resume_asked_ms = None;
+        // They hold our feed up to `h.applied`; if that is beyond our index our
+        // feed restarted (a restore from an old backup): send it all.
+        let start = if h.applied > index { 0 } else { h.applied };
+        p.acked = start;
+        p.sent = start;
+        p.in_flight.clear();
+        p.full_until = if h.want_full { index } else { 0 };
+        p.last_progress_ms = now_ms;
+        if now_ms.saturating_sub(h.synced_ms) > horizon {
+            // Out of contact longer than the horizon: its old entries may
+            // resurrect keys whose tombstones were collected. Refuse its data
+            // until it has resynced and says hello again.
+            p.stale = true;
+            self.metrics.stale_peers += 1;
+            self.staged.push(Output::Event(Event::PeerStale { peer: from }));
+            self.send(from, Message::Stale);
+            return;
+        }
+        p.stale = false;
+        self.synced_ms = self.synced_ms.max(now_ms);
+        if p.caught_up && self.rebuild_from == Some(from) && h.index == 0 {
+            // Nothing to transfer from an empty peer.
+            self.rebuild_from = None;
+        }
+        self.pump(from, now_ms);
+    }
+
+    fn on_feed(&mut self, from: NodeId, f: Feed, now_ms: u64) {
+        self.metrics.feed_messages_in += 1;
+        if !self.check_skew(from, f.entries.iter().map(|(_, e)| e.stamp.hlc).chain(f.clock), now_ms) {
+            return;
+        }
+        let mut applied = 0u64;
+        for (k, e) in f.entries {
+            if self.merge_entry(k, e, now_ms) {
+                applied += 1;
+            }
+        }
+        self.metrics.feed_entries_applied += applied;
+        let rebuilding_from_them = self.rebuild_from == Some(from);
+        let Some(p) = self.peers.get_mut(&from) else { return };
+        p.frontier = p.frontier.max(f.frontier);
+        if f.from <= p.applied {
+            if f.to >= p.applied {
+                if f.to > p.applied {
+                    p.applied = f.to;
+                    self.dirty_peers.insert(from);
+                }
+                if let Some(c) = f.clock {
+                    if c > p.received {
+                        p.received = c;
+                        self.dirty_peers.insert(from);
+                    }
+                }
+                p.resume_asked_ms = None;
+            }
+        } else {
+            self.metrics.feed_gaps += 1;
+            let timeout = self.cfg.peer_timeout_ms;
+            if p.resume_asked_ms.is_none_or(|t| now_ms >= t + timeout) {
+                p.resume_asked_ms = Some(now_ms);
+                let resume = Message::Resume {
+                    from: p.applied,
+                    full: rebuilding_from_them,
+                };
+                self.staged.push(Output::Send { to: from, msg: resume });
+            }
+        }
+        let mut start_ae = false;
+        if !p.caught_up && p.applied >= p.their_index {
+            p.caught_up = true;
+            start_ae = true;
+            if rebuilding_from_them {
+                self.rebuilding = false;
+                self.rebuild_from = None;
+            }
+        }
+        let applied = p.applied;
+        let frontier = self.frontier();
+        self.send(from, Message::Ack { applied, frontier });
+        if start_ae {
+            // Caught up after a reconnect: check with one cheap round.
+            self.start_session(from, now_ms);
+        }
+    }
+
+    /// Refuses (and reports) a message whose stamps run too far ahead of our clock.
+    fn check_skew(&mut self, from: NodeId, stamps: impl Iterator<Item = Hlc>, now_ms: u64) -> bool {
+        let mut worst: Option<u64> = None;
+        for s in stamps {
+            if let Err(ClockError::AheadOfClock { ahead_ms, .. }) = self.clock.check(s, now_ms) {
+                worst = Some(worst.map_or(ahead_ms, |w| w.max(ahead_ms)));
+            }
+        }
+        match worst {
+            None => true,
+            Some(ahead_ms) => {
+                self.metrics.clock_skew_refusals += 1;
+                self.staged.push(Output::Event(Event::ClockSkew { peer: from, ahead_ms }));
+                false
+            }
+        }
+    }
+
+    /// Merges one replicated entry; true if it changed the map.
+    fn merge_entry(&mut self, key: Key, entry: Entry, now_ms: u64) -> bool {
+        let hlc = entry.stamp.hlc;
+        let collisions = self.map.stamp_collisions();
+        let merged = self.map.merge(&key, entry, self.gc_floor);
+        if self.map.stamp_collisions() != collisions {
+            self.staged.push(Output::Event(Event::StampCollision { key: key.clone() }));
+        }
+        match merged {
+            Merged::BelowFloor => {
+                self.metrics.below_floor_refused += 1;
+                false
+            }
+            m if m.changed() => {
+                // Checked by check_skew, so this cannot fail; keep the clock ahead of what we hold.
+                let _ = self.clock.observe(hlc, now_ms);
+                self.dirty_keys.insert(key);
+                self.dirty_meta = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A peer says we were out of contact longer than the tombstone horizon.
+    /// Entries older than the horizon may be deleted keys whose tombstones
+    /// were collected: drop them, then rebuild from a peer, which sends back
+    /// those still alive.
+    fn on_stale(&mut self, from: NodeId, now_ms: u64) {
+        let cut = Hlc::new(now_ms.saturating_sub(self.cfg.tombstone_horizon_ms), 0);
+        let old: Vec<Key> = self
+            .map
+            .iter()
+            .filter(|(_, r)| r.entry.stamp.hlc < cut)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &old {
+            self.map.remove(k.as_str());
+            self.dirty_keys.insert(k.clone());
+        }
+        self.metrics.resyncs += 1;
+        self.staged.push(Output::Event(Event::Resynced {
+            from,
+            dropped: old.len(),
+        }));
+        self.synced_ms = now_ms;
+        self.dirty_meta = true;
+        self.rebuilding = true;
+        self.rebuild_from = None;
+        // Say hello again, first to the peer that told us: it sends everything.
+        self.say_hello(from);
+        let others: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(id, p)| p.ready && **id != from)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in others {
+            self.say_hello(id);
+        }
+    }
+
+    fn on_resume(&mut self, from: NodeId, start: u64, full: bool, now_ms: u64) {
+        let index = self.map.index();
+        let Some(p) = self.peers.get_mut(&from) else { return };
+        let start = start.min(index);
+        p.acked = start;
+        p.sent = start;
+        p.in_flight.clear();
+        p.last_progress_ms = now_ms;
+        if full {
+            p.full_until = index;
+        }
+        self.pump(from, now_ms);
+    }
+
+    fn on_ack(&mut self, from: NodeId, applied: u64, frontier: Hlc, now_ms: u64) {
+        let Some(p) = self.peers.get_mut(&from) else { return };
+        p.frontier = p.frontier.max(frontier);
+        if applied > p.acked {
+            p.acked = applied;
+            p.last_progress_ms = now_ms;
+        }
+        while p.in_flight.front().is_some_and(|t| *t <= applied) {
+            p.in_flight.pop_front();
+        }
+        self.pump(from, now_ms);
+    }
+
+    // ------------------------------------------------------------------ feed
+
+    fn pump_all(&mut self, now_ms: u64) {
+        let ids: Vec<NodeId> = self.peers.iter().filter(|(_, p)| p.ready).map(|(id, _)| *id).collect();
+        for id in ids {
+            self.pump(id, now_ms);
+        }
+    }
+
+    /// Sends the next feed messages to `id`, within its window.
+    fn pump(&mut self, id: NodeId, now_ms: u64) {
+        let frontier = self.frontier();
+        let index = self.map.index();
+        let me = self.cfg.node;
+        let Some(p) = self.peers.get_mut(&id) else { return };
+        if !p.ready || p.stale {
+            return;
+        }
+        while p.in_flight.len() < self.cfg.feed_window_max && p.sent < index {
+            let from = p.sent;
+            let mut entries = Vec::new();
+            let mut bytes = 0usize;
+            let mut to = index;
+            let mut scanned = 0usize;
+            for (i, k, r) in self.map.changes_since(from) {
+                let origin = r.entry.stamp.node;
+                let include = if i <= p.full_until { origin != id } else { origin == me };
+                let size = r.entry.encoded_len_estimate(k);
+                let full = scanned == self.cfg.feed_scan_max
+                    || entries.len() == self.cfg.feed_entries_max
+                    || (include && !entries.is_empty() && bytes + size > self.cfg.batch_bytes_max);
+                if full {
+                    to = i - 1;
+                    break;
+                }
+                scanned += 1;
+                if include {
+                    bytes += size;
+                    entries.push((k.clone(), r.entry.clone()));
+                }
+            }
+            debug_assert!(to > from);
+            let clock = (to == index).then(|| self.clock.last());
+            if p.in_flight.is_empty() {
+                p.last_progress_ms = now_ms;
+            }
+            p.sent = to;
+            p.in_flight.push_back(to);
+            p.last_sent_ms = now_ms;
+            let msg = Message::Feed(Feed {
+                from,
+                to,
+                clock,
+                frontier,
+                entries,
+            });
+            self.staged.push(Output::Send { to: id, msg });
+        }
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    /// Runs whatever is due: pushes, heartbeats, retransmissions, anti-entropy, garbage collection.
+    pub fn tick(&mut self, now_ms: u64) {
+        if self.push_due_ms.is_some_and(|t| t <= now_ms) {
+            self.push_due_ms = None;
+            self.pump_all(now_ms);
+        }
+        if self.heartbeat_next_ms <= now_ms {
+            self.heartbeat_next_ms = now_ms + self.cfg.heartbeat_interval_ms;
+            self.heartbeats(now_ms);
+        }
+        if self.ae_next_ms <= now_ms {
+            self.ae_next_ms = now_ms + self.cfg.ae_interval_ms + self.rng.below(self.cfg.ae_jitter_ms + 1);
+            if self.ae_session.is_some_and(|s| now_ms >= s.started_ms + 2 * self.cfg.peer_timeout_ms) {
+                self.ae_session = None;
+            }
+            if self.ae_session.is_none() {
+                let ready: Vec<NodeId> = self.peers.iter().filter(|(_, p)| p.ready && !p.stale).map(|(id, _)| *id).collect();
+                if !ready.is_empty() {
+                    let peer = ready[self.rng.below(ready.len() as u64) as usize];
+                    self.start_session(peer, now_ms);
+                }
+            }
+        }
+        if self.gc_next_ms <= now_ms {
+            self.gc_next_ms = now_ms + self.cfg.gc_interval_ms;
+            self.collect_garbage(now_ms);
+        }
+        self.commit();
+    }
+
+    fn heartbeats(&mut self, now_ms: u64) {
+        let frontier = self.frontier();
+        let index = self.map.index();
+        let clock = self.clock.last();
+        let interval = self.cfg.heartbeat_interval_ms;
+        let timeout = self.cfg.peer_timeout_ms;
+        let ids: Vec<NodeId> = self.peers.keys().copied().collect();
+        for id in ids {
+            let p = self.peers.get_mut(&id).expect("listed");
+            if !p.ready || p.stale {
+                continue;
+            }
+            if !p.in_flight.is_empty() && now_ms >= p.last_progress_ms + timeout {
+                // Nothing acknowledged for a while: send it again.
+                self.metrics.feed_rewinds += 1;
+                p.sent = p.acked;
+                p.in_flight.clear();
+                self.pump(id, now_ms);
+                continue;
+            }
+            if p.in_flight.is_empty() && p.sent == index && now_ms >= p.last_sent_ms + interval {
+                p.last_sent_ms = now_ms;
+                let msg = Message::Feed(Feed {
+                    from: index,
+                    to: index,
+                    clock: Some(clock),
+                    frontier,
+                    entries: Vec::new(),
+                });
+                self.staged.push(Output::Send { to: id, msg });
+            }
+        }
+    }
+
+    // -------------------------------------------------------- anti-entropy
+
+    fn start_session(&mut self, peer: NodeId, now_ms: u64) {
+        if self.ae_session.is_some() {
+            return;
+        }
+        let id = self.next_session;
+        self.next_session += 1;
+        self.ae_session = Some(AeSession {
+            id,
+            peer,
+            started_ms: now_ms,
+        });
+        self.metrics.ae_rounds_started += 1;
+        let root = self.map.root();
+        self.send(peer, Message::AeRoot { session: id, root });
+    }
+
+    fn end_session(&mut self, from: NodeId, session: u64) {
+        if self.ae_session.is_some_and(|s| s.peer == from && s.id == session) {
+            self.ae_session = None;
+        }
+    }
+
+    fn on_ae_root(&mut self, from: NodeId, session: u64, root: Hash) {
+        if root == self.map.root() {
+            self.metrics.ae_rounds_equal += 1;
+            self.send(from, Message::AeDone { session });
+            return;
+        }
+        let hashes = self.map.digest().children(1, &[0]);
+        self.send(
+            from,
+            Message::AeLevel {
+                session,
+                level: 1,
+                parents: vec![0],
+                hashes,
+            },
+        );
+    }
+
+    fn on_ae_level(&mut self, from: NodeId, session: u64, level: u8, parents: &[u32], hashes: &[Fingerprint]) {
+        let max = self.cfg.ae_nodes_max;
+        let differ = self.map.digest().differing_children(level, parents, hashes, max);
+        if differ.is_empty() {
+            self.end_session(from, session);
+            self.send(from, Message::AeDone { session });
+            return;
+        }
+        if level == LEAF_LEVEL {
+            let mut summaries = Vec::new();
+            let mut leaves = Vec::new();
+            for leaf in differ {
+                let before = summaries.len();
+                for (_, r) in self.map.leaf_records(leaf) {
+                    summaries.push(summary(r));
+                }
+                if summaries.len() > AE_SUMMARIES_MAX {
+                    summaries.truncate(before);
+                    break;
+                }
+                leaves.push(leaf);
+            }
+            self.send(
+                from,
+                Message::AeLeaves {
+                    session,
+                    leaves,
+                    summaries,
+                },
+            );
+        } else {
+            let hashes = self.map.digest().children(level + 1, &differ);
+            self.send(
+                from,
+                Message::AeLevel {
+                    session,
+                    level: level + 1,
+                    parents: differ,
+                    hashes,
+                },
+            );
+        }
+    }
+
+    fn on_ae_leaves(&mut self, from: NodeId, session: u64, leaves: &[u32], summaries: &[Summary]) {
+        let theirs: HashMap<[u8; 8], &Summary> = summaries.iter().map(|s| (s.key_hash, s)).collect();
+        let mut seen: BTreeSet<[u8; 8]> = BTreeSet::new();
+        let mut send: Vec<(Key, Entry)> = Vec::new();
+        let mut want: Vec<[u8; 8]> = Vec::new();
+        for &leaf in leaves {
+            for (k, r) in self.map.leaf_records(leaf) {
+                let mine = summary(r);
+                seen.insert(mine.key_hash);
+                match theirs.get(&mine.key_hash) {
+                    None => send.push((k.clone(), r.entry.clone())),
+                    Some(t) if t.stamp < mine.stamp => send.push((k.clone(), r.entry.clone())),
+                    Some(t) if t.stamp > mine.stamp => want.push(mine.key_hash),
+                    Some(t) if t.check != mine.check => {
+                        send.push((k.clone(), r.entry.clone()));
+                        want.push(mine.key_hash);
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for s in summaries {
+            if !seen.contains(&s.key_hash) {
+                want.push(s.key_hash);
+            }
+        }
+        want.truncate(AE_SUMMARIES_MAX);
+        if send.is_empty() && want.is_empty() {
+            self.end_session(from, session);
+            self.send(from, Message::AeDone { session });
+            return;
+        }
+        self.send_entries(from, session, send, want);
+    }
+
+    /// Sends `entries` in messages bounded by count and bytes; `want` rides on the first.
+    fn send_entries(&mut self, to: NodeId, session: u64, entries: Vec<(Key, Entry)>, want: Vec<[u8; 8]>) {
+        self.metrics.ae_entries_sent += entries.len() as u64;
+        let mut want = Some(want);
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        let mut entries = entries.into_iter().peekable();
+        loop {
+            let next = entries.peek();
+            let flush = match next {
+                None => true,
+                Some((k, e)) => {
+                    let size = e.encoded_len_estimate(k);
+                    !batch.is_empty()
+                        && (batch.len() == ENTRIES_PER_MESSAGE_MAX || bytes + size > self.cfg.batch_bytes_max)
+                }
+            };
+            if flush {
+                let msg = Message::AeEntries {
+                    session,
+                    entries: std::mem::take(&mut batch),
+                    want: want.take().unwrap_or_default(),
+                };
+                self.send(to, msg);
+                bytes = 0;
+                if next.is_none() {
+                    return;
+                }
+                continue;
+            }
+            let (k, e) = entries.next().expect("peeked");
+            bytes += e.encoded_len_estimate(&k);
+            batch.push((k, e));
+        }
+    }
+
+    fn on_ae_entries(&mut self, from: NodeId, session: u64, entries: Vec<(Key, Entry)>, want: &[[u8; 8]], now_ms: u64) {
+        if !self.check_skew(from, entries.iter().map(|(_, e)| e.stamp.hlc), now_ms) {
+            return;
+        }
+        for (k, e) in entries {
+            if self.merge_entry(k, e, now_ms) {
+                self.metrics.ae_entries_applied += 1;
+            }
+        }
+        if want.is_empty() {
+            self.end_session(from, session);
+            return;
+        }
+        let mut send = Vec::new();
+        for kh in want {
+            for (k, r) in self.map.records_with_hash(u64::from_be_bytes(*kh)) {
+                send.push((k.clone(), r.entry.clone()));
+            }
+        }
+        self.end_session(from, session);
+        self.send_entries(from, session, send, Vec::new());
+    }
+
+    // ------------------------------------------------------ garbage collection
+
+    /// Our frontier: we hold every write stamped at or below it — the least
+    /// of our own clock and what we received of each peer's own writes.
+    fn frontier(&self) -> Hlc {
+        self.peers.values().map(|p| p.received).fold(self.clock.last(), Hlc::min)
+    }
+
+    /// Drops tombstones that every member holds, or that are older than the horizon.
+    fn collect_garbage(&mut self, now_ms: u64) {
+        // Stability needs at least one known peer, and every known peer's word.
+        let stable = if self.peers.is_empty() {
+            Hlc::ZERO
+        } else {
+            self.peers.values().map(|p| p.frontier).fold(self.frontier(), Hlc::min)
+        };
+        let horizon = Hlc::new(now_ms.saturating_sub(self.cfg.tombstone_horizon_ms), 0);
+        let limit = stable.max(horizon);
+        if limit == Hlc::ZERO {
+            return;
+        }
+        for (stamp, key) in self.map.tombstones_up_to(limit, self.cfg.gc_batch_max) {
+            self.map.remove(key.as_str());
+            self.dirty_keys.insert(key);
+            self.gc_floor = self.gc_floor.max(stamp.hlc);
+            self.dirty_meta = true;
+            self.metrics.tombstones_collected += 1;
+        }
+    }
+
+    // ---------------------------------------------------------------- output
+
+    fn send(&mut self, to: NodeId, msg: Message) {
+        self.staged.push(Output::Send { to, msg });
+    }
+
+    /// Ends an input: the persist batch first, then everything it allows.
+    fn commit(&mut self) {
+        if self.dirty_meta || !self.dirty_keys.is_empty() || !self.dirty_peers.is_empty() {
+            let records = std::mem::take(&mut self.dirty_keys)
+                .into_iter()
+                .map(|k| {
+                    let r = self.map.get(k.as_str()).map(|r| StoredRecord {
+                        entry: r.entry.clone(),
+                        create_index: r.create_index,
+                        modify_index: r.modify_index,
+                    });
+                    (k, r)
+                })
+                .collect();
+            let peers = std::mem::take(&mut self.dirty_peers)
+                .into_iter()
+                .filter_map(|id| {
+                    self.peers.get(&id).map(|p| {
+                        (
+                            id,
+                            PeerProgress {
+                                applied: p.applied,
+                                received: p.received,
+                            },
+                        )
+                    })
+                })
+                .collect();
+            self.outputs.push_back(Output::Persist(PersistBatch {
+                records,
+                index: self.map.index(),
+                clock: self.clock.last(),
+                gc_floor: self.gc_floor,
+                synced_ms: self.synced_ms,
+                peers,
+            }));
+            self.dirty_meta = false;
+            self.outputs.push_back(Output::Notify {
+                index: self.map.index(),
+            });
+        }
+        self.outputs.extend(self.staged.drain(..));
+    }
+
+    // ---------------------------------------------------------------- status
+
+    pub fn status(&mut self) -> Status {
+        let (up, all) = self.region_counts();
+        let mut reachable: Vec<String> = vec![self.cfg.region.clone()];
+        for p in self.peers.values().filter(|p| p.ready) {
+            if !reachable.contains(&p.region) {
+                reachable.push(p.region.clone());
+            }
+        }
+        reachable.sort();
+        Status {
+            node: self.cfg.node,
+            region: self.cfg.region.clone(),
+            index: self.map.index(),
+            root: self.map.root(),
+            keys: self.map.len() - self.map.tombstone_count(),
+            tombstones: self.map.tombstone_count(),
+            rebuilding: self.rebuilding,
+            peers: self
+                .peers
+                .iter()
+                .map(|(id, p)| PeerStatus {
+                    node: *id,
+                    name: p.name.clone(),
+                    region: p.region.clone(),
+                    connected: p.ready,
+                    lag_index: p.their_index.saturating_sub(p.applied),
+                    last_heard_ms: p.last_heard_ms,
+                    acked: p.acked,
+                })
+                .collect(),
+            reachable_regions: reachable,
+            total_regions: all,
+            quorum: up * 2 > all,
+            conflicts: self.map.conflicts().total(),
+            gc_floor: self.gc_floor,
+        }
+    }
+}
+
+fn summary(r: &Record) -> Summary {
+    let mut check = [0u8; 4];
+    check.copy_from_slice(&r.check()[..4]);
+    Summary {
+        key_hash: r.key_hash().to_be_bytes(),
+        stamp: r.entry.stamp,
+        check,
+    }
+}
