@@ -1,1 +1,865 @@
-//! placeholder
+//! `sim`: a deterministic simulation of a whole cluster.
+//!
+//! Owns a virtual clock, N replicas in several regions, and a network that
+//! delays (per region pair, with jitter, so messages reorder), drops,
+//! duplicates and partitions (a region cut off, one link cut, a random
+//! split), nodes that crash (losing everything not yet durable) and restart
+//! from their durable state, per-node clock skew, and a client workload of
+//! puts and deletes on a small key space so that writes conflict. Every
+//! message crosses the real wire codec. Persistence takes virtual time:
+//! a replica's outputs wait behind its pending `Persist`, as the contract
+//! of [`Output`] demands, and a crash discards them.
+//!
+//! After the active phase every partition heals and every node restarts;
+//! the run then waits for quiescence and checks: all Merkle roots equal, all
+//! states equal, the state equal to an oracle built from every acknowledged
+//! write (so no acknowledged write was lost and no deleted key came back),
+//! and every node's durable state restoring to the same root. Everything
+//! follows from the seed: a failure names it, and [`SimConfig::from_seed`]
+//! with that seed replays it exactly.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::fmt;
+
+use bytes::Bytes;
+
+use crate::core::codec::{self, ClusterId, Message};
+use crate::core::rng::Rng;
+use crate::core::types::{Hash, NodeId, Stamp};
+use crate::sync::{Config, DurableState, Event, Output, PartitionPolicy, PersistBatch, Replica};
+
+/// Virtual time starts here (ms since the Unix epoch), so stamps look real.
+pub const EPOCH_MS: u64 = 1_750_000_000_000;
+const REGION_NAMES: [&str; 5] = ["us-east", "eu-west", "ap-southeast", "sa-east", "af-south"];
+
+/// What one simulated run does. [`SimConfig::from_seed`] draws a varied one.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    /// Replicas, spread round-robin over the regions (3..=9 in generated runs).
+    pub nodes: usize,
+    pub regions: usize,
+    /// Size of the key space the workload writes to.
+    pub keys: usize,
+    /// Client writes issued during the active phase.
+    pub writes: usize,
+    /// Length of the active phase (writes, faults) in virtual ms.
+    pub active_ms: u64,
+    /// Share of writes that are deletes, per million.
+    pub delete_per_million: u32,
+    /// Messages dropped, per million (active phase only).
+    pub drop_per_million: u32,
+    /// Messages delivered twice, per million.
+    pub duplicate_per_million: u32,
+    /// One-way delay within a region, min..=max ms.
+    pub intra_region_ms: (u64, u64),
+    /// One-way delay between regions, min..=max ms.
+    pub inter_region_ms: (u64, u64),
+    /// Partition episodes during the active phase.
+    pub partitions: usize,
+    /// Crash-and-restart episodes during the active phase.
+    pub crashes: usize,
+    /// Each node's clock is off by up to this, either way.
+    pub clock_skew_ms_max: u64,
+    /// A persist takes 0..=this virtual ms.
+    pub persist_ms_max: u64,
+    pub policy: PartitionPolicy,
+    /// Give up waiting for convergence after this long.
+    pub quiesce_ms_max: u64,
+}
+
+impl SimConfig {
+    /// A run drawn from `seed`: 3..=9 nodes in 3 regions, faults of every kind.
+    pub fn from_seed(seed: u64) -> SimConfig {
+        let mut r = Rng::new(seed ^ 0x5EED_5EED_5EED_5EED);
+        SimConfig {
+            seed,
+            nodes: r.range(3, 9) as usize,
+            regions: 3,
+            keys: r.range(4, 24) as usize,
+            writes: r.range(50, 400) as usize,
+            active_ms: r.range(10_000, 60_000),
+            delete_per_million: r.range(100_000, 400_000) as u32,
+            drop_per_million: r.range(0, 50_000) as u32,
+            duplicate_per_million: r.range(0, 30_000) as u32,
+            intra_region_ms: (1, r.range(2, 10)),
+            inter_region_ms: (r.range(20, 60), r.range(60, 150)),
+            partitions: r.range(0, 4) as usize,
+            crashes: r.range(0, 3) as usize,
+            clock_skew_ms_max: r.range(0, 200),
+            persist_ms_max: r.range(0, 5),
+            policy: if r.chance(150_000) {
+                PartitionPolicy::Quorum
+            } else {
+                PartitionPolicy::Available
+            },
+            quiesce_ms_max: 300_000,
+        }
+    }
+}
+
+/// What a successful run saw.
+#[derive(Debug, Clone, Default)]
+pub struct SimReport {
+    pub seed: u64,
+    pub nodes: usize,
+    pub writes_acknowledged: u64,
+    pub writes_refused: u64,
+    pub writes_lost_unacknowledged: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    pub partitions: u64,
+    pub crashes: u64,
+    pub tombstones_collected: u64,
+    pub ae_entries_applied: u64,
+    pub feed_gaps: u64,
+    pub below_floor_refused: u64,
+    pub clock_skew_events: u64,
+    /// Virtual ms from the end of the active phase to equal roots everywhere.
+    pub converged_after_ms: u64,
+    pub keys_live: usize,
+    pub root: Hash,
+}
+
+/// A failed run: what went wrong, and how to replay it.
+#[derive(Debug, Clone)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "simulation seed {} failed: {}\nreplay with MERIDIAN_SIM_SEED={}",
+            self.seed, self.reason, self.seed
+        )
+    }
+}
+
+impl std::error::Error for SimFailure {}
+
+struct Node {
+    id: NodeId,
+    region: usize,
+    cfg: Config,
+    replica: Option<Replica>,
+    durable: DurableState,
+    /// Outputs waiting for the pending persist.
+    queue: VecDeque<Output>,
+    pending: Option<PersistBatch>,
+    /// Incarnation: bumped by a crash, so stale events find nothing.
+    incarnation: u64,
+    skew_ms: i64,
+    tick_at: Option<u64>,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver {
+        to: usize,
+        from: usize,
+        link: u64,
+        frame: Vec<u8>,
+    },
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
+    PersistDone {
+        node: usize,
+        incarnation: u64,
+    },
+    Write,
+    Partition,
+    Heal {
+        cut: Vec<(usize, usize)>,
+    },
+    Crash,
+    Restart {
+        node: usize,
+    },
+    Reconcile {
+        a: usize,
+        b: usize,
+    },
+}
+
+struct Scheduled {
+    at: u64,
+    seq: u64,
+    ev: Ev,
+}
+
+impl PartialEq for Scheduled {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.seq) == (o.at, o.seq)
+    }
+}
+impl Eq for Scheduled {}
+impl PartialOrd for Scheduled {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Scheduled {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(o.at, o.seq))
+    }
+}
+
+/// A write the oracle knows of.
+#[derive(Clone, Debug)]
+struct Issued {
+    key: String,
+    value: Option<Bytes>,
+    flags: u64,
+}
+
+/// The simulator (see the module docs).
+pub struct Sim {
+    cfg: SimConfig,
+    rng: Rng,
+    now: u64,
+    seq: u64,
+    events: BinaryHeap<Reverse<Scheduled>>,
+    nodes: Vec<Node>,
+    /// Connection state and epoch per unordered pair (a < b).
+    links: BTreeMap<(usize, usize), (bool, u64)>,
+    /// How many partition episodes cut each pair.
+    cuts: HashMap<(usize, usize), u32>,
+    dropping: bool,
+    issued: HashMap<Stamp, Issued>,
+    oracle: BTreeMap<String, (Stamp, Option<Bytes>, u64)>,
+    report: SimReport,
+    failure: Option<String>,
+}
+
+fn pair(a: usize, b: usize) -> (usize, usize) {
+    (a.min(b), a.max(b))
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Sim {
+        let mut rng = Rng::new(cfg.seed);
+        let cluster = ClusterId([7; 16]);
+        let mut nodes = Vec::new();
+        for i in 0..cfg.nodes {
+            let id = NodeId(rng.next_u64() | 1);
+            let region = i % cfg.regions.max(1);
+            let mut c = Config::new(id, &format!("n{i}"), REGION_NAMES[region % REGION_NAMES.len()], cluster);
+            c.partition_policy = cfg.policy;
+            c.rng_seed = rng.next_u64();
+            let skew = rng.range(0, 2 * cfg.clock_skew_ms_max) as i64 - cfg.clock_skew_ms_max as i64;
+            nodes.push(Node {
+                id,
+                region,
+                cfg: c,
+                replica: None,
+                durable: DurableState::new(id),
+                queue: VecDeque::new(),
+                pending: None,
+                incarnation: 0,
+                skew_ms: skew,
+                tick_at: None,
+            });
+        }
+        let mut links = BTreeMap::new();
+        for a in 0..cfg.nodes {
+            for b in a + 1..cfg.nodes {
+                links.insert((a, b), (false, 0));
+            }
+        }
+        Sim {
+            report: SimReport {
+                seed: cfg.seed,
+                nodes: cfg.nodes,
+                ..SimReport::default()
+            },
+            cfg,
+            rng,
+            now: EPOCH_MS,
+            seq: 0,
+            events: BinaryHeap::new(),
+            nodes,
+            links,
+            cuts: HashMap::new(),
+            dropping: true,
+            issued: HashMap::new(),
+            oracle: BTreeMap::new(),
+            failure: None,
+        }
+    }
+
+    fn schedule(&mut self, at: u64, ev: Ev) {
+        self.seq += 1;
+        self.events.push(Reverse(Scheduled {
+            at: at.max(self.now),
+            seq: self.seq,
+            ev,
+        }));
+    }
+
+    fn node_now(&self, i: usize) -> u64 {
+        (self.now as i64 + self.nodes[i].skew_ms) as u64
+    }
+
+    fn fail(&mut self, reason: String) {
+        if self.failure.is_none() {
+            self.failure = Some(reason);
+        }
+    }
+
+    /// Runs the whole scenario and checks the outcome.
+    pub fn run(mut self) -> Result<SimReport, SimFailure> {
+        let seed = self.cfg.seed;
+        self.run_inner().map_err(|reason| SimFailure { seed, reason })
+    }
+
+    fn run_inner(&mut self) -> Result<SimReport, String> {
+        for i in 0..self.nodes.len() {
+            self.start_node(i);
+        }
+        let start = self.now;
+        let end = start + self.cfg.active_ms;
+        for _ in 0..self.cfg.writes {
+            let at = self.rng.range(start + 100, end);
+            self.schedule(at, Ev::Write);
+        }
+        for _ in 0..self.cfg.partitions {
+            let at = self.rng.range(start, end.saturating_sub(2_000).max(start));
+            self.schedule(at, Ev::Partition);
+        }
+        for _ in 0..self.cfg.crashes {
+            let at = self.rng.range(start, end.saturating_sub(2_000).max(start));
+            self.schedule(at, Ev::Crash);
+        }
+        self.run_until(end);
+        // Heal everything: no more cuts, drops or crashes.
+        self.dropping = false;
+        self.cuts.clear();
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].replica.is_none() {
+                self.start_node(i);
+            }
+        }
+        self.reconcile_all();
+        let deadline = end + self.cfg.quiesce_ms_max;
+        let mut t = end;
+        loop {
+            t += 500;
+            self.run_until(t);
+            if let Some(f) = self.failure.take() {
+                return Err(f);
+            }
+            if self.converged() {
+                break;
+            }
+            if t >= deadline {
+                let roots = self.describe_roots();
+                return Err(format!(
+                    "no convergence {} ms after healing: {roots}",
+                    self.cfg.quiesce_ms_max
+                ));
+            }
+        }
+        self.report.converged_after_ms = t - end;
+        self.check_final()?;
+        Ok(self.report.clone())
+    }
+
+    fn run_until(&mut self, t: u64) {
+        while let Some(Reverse(s)) = self.events.peek() {
+            if s.at > t {
+                break;
+            }
+            let Reverse(s) = self.events.pop().expect("peeked");
+            self.now = self.now.max(s.at);
+            self.dispatch(s.ev);
+            if self.failure.is_some() {
+                return;
+            }
+        }
+        self.now = self.now.max(t);
+    }
+
+    fn dispatch(&mut self, ev: Ev) {
+        match ev {
+            Ev::Deliver {
+                to,
+                from,
+                link,
+                frame,
+            } => self.deliver(to, from, link, &frame),
+            Ev::Tick { node, incarnation } => {
+                if self.nodes[node].incarnation != incarnation || self.nodes[node].tick_at != Some(self.now) {
+                    return;
+                }
+                self.nodes[node].tick_at = None;
+                let now = self.node_now(node);
+                if let Some(r) = self.nodes[node].replica.as_mut() {
+                    r.tick(now);
+                }
+                self.drain(node);
+            }
+            Ev::PersistDone { node, incarnation } => {
+                if self.nodes[node].incarnation != incarnation {
+                    return;
+                }
+                if let Some(b) = self.nodes[node].pending.take() {
+                    self.nodes[node].durable.apply(&b);
+                }
+                self.drain(node);
+            }
+            Ev::Write => self.client_write(),
+            Ev::Partition => self.partition(),
+            Ev::Heal { cut } => {
+                for p in cut {
+                    if let Some(c) = self.cuts.get_mut(&p) {
+                        *c -= 1;
+                        if *c == 0 {
+                            self.cuts.remove(&p);
+                        }
+                    }
+                    let delay = self.rng.range(50, 1_000);
+                    self.schedule(self.now + delay, Ev::Reconcile { a: p.0, b: p.1 });
+                }
+            }
+            Ev::Crash => self.crash(),
+            Ev::Restart { node } => {
+                if self.nodes[node].replica.is_none() {
+                    self.start_node(node);
+                    for other in 0..self.nodes.len() {
+                        if other != node {
+                            let delay = self.rng.range(50, 1_000);
+                            let (a, b) = pair(node, other);
+                            self.schedule(self.now + delay, Ev::Reconcile { a, b });
+                        }
+                    }
+                }
+            }
+            Ev::Reconcile { a, b } => self.reconcile(a, b),
+        }
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let now = self.node_now(i);
+        let n = &mut self.nodes[i];
+        let replica = Replica::restore(n.cfg.clone(), &n.durable, now);
+        let mut replica = match replica {
+            Ok(r) => r,
+            Err(e) => return self.fail(format!("node {i} cannot restart: {e}")),
+        };
+        let members: Vec<(NodeId, String)> = self
+            .nodes
+            .iter()
+            .map(|m| (m.id, m.cfg.region.clone()))
+            .collect();
+        for (id, region) in members {
+            replica.add_member(id, &region);
+        }
+        let n = &mut self.nodes[i];
+        n.replica = Some(replica);
+        n.tick_at = None;
+        if self.now == EPOCH_MS {
+            // First start: connect everything once started.
+            for j in 0..i {
+                let delay = self.rng.range(1, 50);
+                self.schedule(self.now + delay, Ev::Reconcile { a: j, b: i });
+            }
+        }
+        self.drain(i);
+    }
+
+    fn reconcile_all(&mut self) {
+        let pairs: Vec<(usize, usize)> = self.links.keys().copied().collect();
+        for (a, b) in pairs {
+            let delay = self.rng.range(10, 500);
+            self.schedule(self.now + delay, Ev::Reconcile { a, b });
+        }
+    }
+
+    fn desired(&self, a: usize, b: usize) -> bool {
+        self.nodes[a].replica.is_some() && self.nodes[b].replica.is_some() && !self.cuts.contains_key(&pair(a, b))
+    }
+
+    /// Brings a link's connection state in line with crashes and cuts.
+    fn reconcile(&mut self, a: usize, b: usize) {
+        let want = self.desired(a, b);
+        let (up, epoch) = self.links[&(a, b)];
+        if want == up {
+            return;
+        }
+        self.links.insert((a, b), (want, epoch + 1));
+        for (x, y) in [(a, b), (b, a)] {
+            let peer = self.nodes[y].id;
+            let now = self.node_now(x);
+            if let Some(r) = self.nodes[x].replica.as_mut() {
+                if want {
+                    r.connected(peer, now);
+                } else {
+                    r.disconnected(peer, now);
+                }
+            }
+            self.drain(x);
+        }
+    }
+
+    fn drop_links_of(&mut self, node: usize) {
+        for other in 0..self.nodes.len() {
+            if other == node {
+                continue;
+            }
+            let p = pair(node, other);
+            let (up, epoch) = self.links[&p];
+            if up {
+                self.links.insert(p, (false, epoch + 1));
+                let peer = self.nodes[node].id;
+                let now = self.node_now(other);
+                if let Some(r) = self.nodes[other].replica.as_mut() {
+                    r.disconnected(peer, now);
+                }
+                self.drain(other);
+            }
+        }
+    }
+
+    fn crash(&mut self) {
+        let up: Vec<usize> = (0..self.nodes.len()).filter(|i| self.nodes[*i].replica.is_some()).collect();
+        if up.len() <= 1 {
+            return;
+        }
+        let i = up[self.rng.below(up.len() as u64) as usize];
+        self.report.crashes += 1;
+        let n = &mut self.nodes[i];
+        n.replica = None;
+        n.queue.clear();
+        n.pending = None;
+        n.incarnation += 1;
+        n.tick_at = None;
+        self.drop_links_of(i);
+        let down = self.rng.range(200, 10_000);
+        self.schedule(self.now + down, Ev::Restart { node: i });
+    }
+
+    fn partition(&mut self) {
+        let n = self.nodes.len();
+        let mut cut = Vec::new();
+        match self.rng.below(3) {
+            0 => {
+                // A whole region cut off from the others.
+                let region = self.rng.below(self.cfg.regions as u64) as usize;
+                for a in 0..n {
+                    for b in a + 1..n {
+                        if (self.nodes[a].region == region) != (self.nodes[b].region == region) {
+                            cut.push((a, b));
+                        }
+                    }
+                }
+            }
+            1 => {
+                // One link: a partial partition, healed through third nodes.
+                let a = self.rng.below(n as u64) as usize;
+                let b = (a + 1 + self.rng.below(n as u64 - 1) as usize) % n;
+                cut.push(pair(a, b));
+            }
+            _ => {
+                // A random split in two.
+                let side: Vec<bool> = (0..n).map(|_| self.rng.chance(500_000)).collect();
+                for a in 0..n {
+                    for b in a + 1..n {
+                        if side[a] != side[b] {
+                            cut.push((a, b));
+                        }
+                    }
+                }
+            }
+        }
+        self.report.partitions += 1;
+        for p in &cut {
+            *self.cuts.entry(*p).or_insert(0) += 1;
+            // The transport notices after a while; meanwhile messages vanish.
+            let detect = self.rng.range(100, 3_000);
+            self.schedule(self.now + detect, Ev::Reconcile { a: p.0, b: p.1 });
+        }
+        let length = self.rng.range(1_000, 20_000);
+        self.schedule(self.now + length, Ev::Heal { cut });
+    }
+
+    fn client_write(&mut self) {
+        let i = self.rng.below(self.nodes.len() as u64) as usize;
+        let key = format!("k{}", self.rng.below(self.cfg.keys as u64));
+        let delete = self.rng.chance(self.cfg.delete_per_million);
+        let flags = self.rng.below(4);
+        let value = Bytes::from(format!("v{}-{}", self.seq, self.rng.next_u64() % 1000));
+        let now = self.node_now(i);
+        let Some(r) = self.nodes[i].replica.as_mut() else {
+            self.report.writes_refused += 1;
+            return;
+        };
+        let res = if delete {
+            r.delete(&key, None, now)
+        } else {
+            r.put(&key, value.clone(), flags, None, now)
+        };
+        match res {
+            Ok(receipt) => {
+                self.issued.insert(
+                    receipt.stamp,
+                    Issued {
+                        key,
+                        value: (!delete).then_some(value),
+                        flags: if delete { 0 } else { flags },
+                    },
+                );
+            }
+            Err(crate::sync::WriteError::NoQuorum { .. }) => self.report.writes_refused += 1,
+            Err(e) => return self.fail(format!("write to node {i} refused unexpectedly: {e}")),
+        }
+        self.drain(i);
+    }
+
+    fn deliver(&mut self, to: usize, from: usize, link: u64, frame: &[u8]) {
+        let p = pair(to, from);
+        let (up, epoch) = self.links[&p];
+        if !up || epoch != link || self.cuts.contains_key(&p) || self.nodes[to].replica.is_none() {
+            self.report.messages_dropped += 1;
+            return;
+        }
+        let msg = match codec::decode(frame) {
+            Ok(m) => m,
+            Err(e) => return self.fail(format!("a frame from node {from} does not decode: {e}")),
+        };
+        let now = self.node_now(to);
+        let peer = self.nodes[from].id;
+        if let Some(r) = self.nodes[to].replica.as_mut() {
+            r.handle(peer, msg, now);
+        }
+        self.drain(to);
+    }
+
+    fn transmit(&mut self, from: usize, to: NodeId, msg: &Message) {
+        self.report.messages_sent += 1;
+        let Some(to) = self.nodes.iter().position(|n| n.id == to) else {
+            return self.fail(format!("node {from} sent to unknown node {to}"));
+        };
+        let p = pair(from, to);
+        let (up, epoch) = self.links[&p];
+        if !up {
+            self.report.messages_dropped += 1;
+            return;
+        }
+        let frame = match codec::encode(msg) {
+            Ok(f) => f,
+            Err(e) => return self.fail(format!("node {from} built a message that does not encode: {e}")),
+        };
+        if self.dropping && self.rng.chance(self.cfg.drop_per_million) {
+            self.report.messages_dropped += 1;
+            return;
+        }
+        let copies = if self.rng.chance(self.cfg.duplicate_per_million) { 2 } else { 1 };
+        for _ in 0..copies {
+            let (lo, hi) = if self.nodes[from].region == self.nodes[to].region {
+                self.cfg.intra_region_ms
+            } else {
+                self.cfg.inter_region_ms
+            };
+            let delay = self.rng.range(lo, hi.max(lo));
+            self.schedule(
+                self.now + delay,
+                Ev::Deliver {
+                    to,
+                    from,
+                    link: epoch,
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+
+    /// Carries out a node's outputs until one must wait for a persist.
+    fn drain(&mut self, i: usize) {
+        loop {
+            if self.nodes[i].pending.is_some() {
+                break;
+            }
+            let n = &mut self.nodes[i];
+            let Some(r) = n.replica.as_mut() else { return };
+            while let Some(o) = r.poll_output() {
+                n.queue.push_back(o);
+            }
+            let Some(out) = n.queue.pop_front() else { break };
+            match out {
+                Output::Persist(b) => {
+                    let delay = self.rng.range(0, self.cfg.persist_ms_max);
+                    if delay == 0 {
+                        self.nodes[i].durable.apply(&b);
+                    } else {
+                        let incarnation = self.nodes[i].incarnation;
+                        self.nodes[i].pending = Some(b);
+                        self.schedule(self.now + delay, Ev::PersistDone { node: i, incarnation });
+                    }
+                }
+                Output::Send { to, msg } => self.transmit(i, to, &msg),
+                Output::Acknowledge(receipt) => {
+                    self.report.writes_acknowledged += 1;
+                    let Some(w) = self.issued.get(&receipt.stamp).cloned() else {
+                        return self.fail(format!("node {i} acknowledged a write nobody issued: {receipt:?}"));
+                    };
+                    let newer = self
+                        .oracle
+                        .get(&w.key)
+                        .is_none_or(|(s, _, _)| *s < receipt.stamp);
+                    if newer {
+                        self.oracle.insert(w.key, (receipt.stamp, w.value, w.flags));
+                    }
+                }
+                Output::Notify { .. } => {}
+                Output::Disconnect { peer, reason } => {
+                    return self.fail(format!("node {i} refused peer {peer}: {reason}"));
+                }
+                Output::Event(e) => match e {
+                    Event::ClockSkew { .. } => self.report.clock_skew_events += 1,
+                    Event::StampCollision { key } => {
+                        return self.fail(format!("stamp collision on {key:?} at node {i}"));
+                    }
+                    Event::PeerRefused { .. } | Event::PeerStale { .. } | Event::Resynced { .. } => {
+                        return self.fail(format!("unexpected event at node {i}: {e:?}"));
+                    }
+                },
+            }
+        }
+        self.schedule_tick(i);
+    }
+
+    fn schedule_tick(&mut self, i: usize) {
+        let Some(r) = self.nodes[i].replica.as_ref() else { return };
+        let local = r.next_timeout();
+        let at = ((local as i64) - self.nodes[i].skew_ms).max(self.now as i64) as u64;
+        if self.nodes[i].tick_at.is_none_or(|t| at < t) {
+            self.nodes[i].tick_at = Some(at);
+            let incarnation = self.nodes[i].incarnation;
+            self.schedule(at, Ev::Tick { node: i, incarnation });
+        }
+    }
+
+    fn converged(&mut self) -> bool {
+        let mut root = None;
+        for n in &mut self.nodes {
+            let Some(r) = n.replica.as_mut() else { return false };
+            if n.pending.is_some() {
+                return false;
+            }
+            let rr = r.root();
+            if *root.get_or_insert(rr) != rr {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn describe_roots(&mut self) -> String {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            match n.replica.as_mut() {
+                None => out.push(format!("n{i}: down")),
+                Some(r) => {
+                    let st = r.status();
+                    let peers: Vec<String> = st
+                        .peers
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{}{}:a{}/r{}/f{}",
+                                p.name,
+                                if p.connected { "" } else { "(down)" },
+                                p.applied,
+                                p.received.physical_ms() % 1_000_000,
+                                p.frontier.physical_ms() % 1_000_000
+                            )
+                        })
+                        .collect();
+                    out.push(format!(
+                        "n{i}: root {:02x}{:02x}{:02x}{:02x} keys {} tombstones {} index {} frontier {} floor {} peers [{}]",
+                        st.root[0],
+                        st.root[1],
+                        st.root[2],
+                        st.root[3],
+                        r.map().len(),
+                        r.map().tombstone_count(),
+                        st.index,
+                        st.frontier.physical_ms() % 1_000_000,
+                        st.gc_floor.physical_ms() % 1_000_000,
+                        peers.join(" ")
+                    ));
+                    out.push(format!("    {:?}", r.metrics()));
+                }
+            }
+        }
+        out.join("\n")
+    }
+
+    fn check_final(&mut self) -> Result<(), String> {
+        let expected: BTreeMap<String, (Stamp, Bytes, u64)> = self
+            .oracle
+            .iter()
+            .filter_map(|(k, (s, v, f))| v.as_ref().map(|v| (k.clone(), (*s, v.clone(), *f))))
+            .collect();
+        self.report.writes_lost_unacknowledged = self.issued.len() as u64 - self.report.writes_acknowledged;
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            let r = n.replica.as_mut().expect("converged means all up");
+            let live: BTreeMap<String, (Stamp, Bytes, u64)> = r
+                .map()
+                .iter()
+                .filter_map(|(k, rec)| {
+                    rec.entry
+                        .value
+                        .as_ref()
+                        .map(|v| (k.to_string(), (rec.entry.stamp, v.clone(), rec.entry.flags)))
+                })
+                .collect();
+            if live != expected {
+                let mut diffs = Vec::new();
+                for (k, v) in &expected {
+                    match live.get(k) {
+                        None => diffs.push(format!("{k}: acknowledged {:?} lost", v.0)),
+                        Some(l) if l != v => diffs.push(format!("{k}: holds {:?}, oracle {:?}", l.0, v.0)),
+                        _ => {}
+                    }
+                }
+                for (k, l) in &live {
+                    if !expected.contains_key(k) {
+                        let what = match self.oracle.get(k) {
+                            Some((s, None, _)) => format!("deleted at {s:?}, resurrected as {:?}", l.0),
+                            _ => format!("never acknowledged, holds {:?}", l.0),
+                        };
+                        diffs.push(format!("{k}: {what}"));
+                    }
+                }
+                return Err(format!("node {i} differs from the oracle: {}", diffs.join("; ")));
+            }
+            // What is durable must restore to what is in memory.
+            let root = r.root();
+            let mut restored = Replica::restore(n.cfg.clone(), &n.durable, EPOCH_MS)
+                .map_err(|e| format!("node {i} durable state does not restore: {e}"))?;
+            if restored.root() != root {
+                return Err(format!("node {i}: durable state restores to another root"));
+            }
+            let m = r.metrics();
+            self.report.tombstones_collected += m.tombstones_collected;
+            self.report.ae_entries_applied += m.ae_entries_applied;
+            self.report.feed_gaps += m.feed_gaps;
+            self.report.below_floor_refused += m.below_floor_refused;
+            self.report.root = root;
+            self.report.keys_live = expected.len();
+        }
+        Ok(())
+    }
+}
+
+/// Runs the scenario drawn from `seed`.
+pub fn run_seed(seed: u64) -> Result<SimReport, SimFailure> {
+    Sim::new(SimConfig::from_seed(seed)).run()
+}

@@ -111,6 +111,10 @@ pub struct Metrics {
 struct Peer {
     region: String,
     name: String,
+    /// The transport says a connection is up.
+    transport: bool,
+    /// The peer showed it accepted our hello (it sent us something else).
+    hello_confirmed: bool,
     /// A connection is up and the peer's hello was accepted.
     ready: bool,
     /// The peer was found stale; its data is ignored until it says hello again.
@@ -156,7 +160,14 @@ pub struct PeerStatus {
     /// Their index at hello minus what we applied of their feed.
     pub lag_index: u64,
     pub last_heard_ms: u64,
+    /// Our feed up to here is acknowledged by them.
     pub acked: u64,
+    /// Their feed up to here is applied here.
+    pub applied: u64,
+    /// Every write of theirs stamped at or below this is held here.
+    pub received: Hlc,
+    /// They hold every write stamped at or below this (as they last said).
+    pub frontier: Hlc,
 }
 
 /// A replica's status.
@@ -175,6 +186,8 @@ pub struct Status {
     pub quorum: bool,
     pub conflicts: u64,
     pub gc_floor: Hlc,
+    /// This replica holds every write stamped at or below this.
+    pub frontier: Hlc,
 }
 
 /// One replica of the map (see the module docs).
@@ -420,6 +433,9 @@ impl Replica {
             return;
         }
         let _ = now_ms;
+        let p = self.peers.entry(peer).or_default();
+        p.transport = true;
+        p.hello_confirmed = false;
         self.say_hello(peer);
         self.commit();
     }
@@ -450,6 +466,8 @@ impl Replica {
     pub fn disconnected(&mut self, peer: NodeId, now_ms: u64) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.ready = false;
+            p.transport = false;
+            p.hello_confirmed = false;
             p.in_flight.clear();
             p.resume_asked_ms = None;
         }
@@ -490,6 +508,7 @@ impl Replica {
                     return;
                 }
                 p.last_heard_ms = now_ms;
+                p.hello_confirmed = true;
                 self.synced_ms = self.synced_ms.max(now_ms);
                 match other {
                     Message::Hello(_) => unreachable!(),
@@ -554,6 +573,7 @@ impl Replica {
         let p = self.peers.entry(from).or_default();
         p.region = h.region;
         p.name = h.name;
+        p.transport = true;
         p.ready = true;
         p.last_heard_ms = now_ms;
         p.frontier = p.frontier.max(h.frontier);
@@ -854,6 +874,12 @@ impl Replica {
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
         for id in ids {
             let p = self.peers.get_mut(&id).expect("listed");
+            if p.transport && !p.hello_confirmed {
+                // Our hello may have been lost: until the peer shows it
+                // accepted it, it ignores everything else we send.
+                self.say_hello(id);
+            }
+            let p = self.peers.get_mut(&id).expect("listed");
             if !p.ready || p.stale {
                 continue;
             }
@@ -862,6 +888,12 @@ impl Replica {
                 self.metrics.feed_rewinds += 1;
                 p.sent = p.acked;
                 p.in_flight.clear();
+                self.pump(id, now_ms);
+                continue;
+            }
+            if p.in_flight.is_empty() && p.sent < index {
+                // Remote changes moved our index: the feed message (maybe
+                // empty of entries) carries the progress and the clock.
                 self.pump(id, now_ms);
                 continue;
             }
@@ -1169,6 +1201,9 @@ impl Replica {
                     lag_index: p.their_index.saturating_sub(p.applied),
                     last_heard_ms: p.last_heard_ms,
                     acked: p.acked,
+                    applied: p.applied,
+                    received: p.received,
+                    frontier: p.frontier,
                 })
                 .collect(),
             reachable_regions: reachable,
@@ -1176,6 +1211,7 @@ impl Replica {
             quorum: up * 2 > all,
             conflicts: self.map.conflicts().total(),
             gc_floor: self.gc_floor,
+            frontier: self.frontier(),
         }
     }
 }
