@@ -54,8 +54,8 @@ pub struct Hello {
     /// The sender holds every write stamped at or below this clock.
     pub frontier: Hlc,
     /// Physical time (ms) of the last message the sender received from any
-    /// peer. A sender out of contact for longer than the tombstone horizon is
-    /// told it is [`Message::Stale`].
+    /// peer. A sender that lost contact before a tombstone the receiver
+    /// collected by age was written is told it is [`Message::Stale`].
     pub synced_ms: u64,
 }
 
@@ -93,8 +93,8 @@ pub enum Message {
     Resume { from: u64, full: bool },
     /// "I durably applied your feed up to `applied`."
     Ack { applied: u64, frontier: Hlc },
-    /// "You were out of contact longer than the tombstone horizon: resync
-    /// before your data is accepted."
+    /// "You lost contact before a tombstone I collected by age was written:
+    /// resync before your data is accepted."
     Stale,
     /// Starts anti-entropy: the sender's root.
     AeRoot { session: u64, root: Hash },

@@ -37,6 +37,8 @@ pub struct PersistBatch {
     pub index: u64,
     pub clock: Hlc,
     pub gc_floor: Hlc,
+    /// The greatest clock of a tombstone collected by age, not stability.
+    pub horizon_floor: Hlc,
     /// Physical time of the last message from any peer.
     pub synced_ms: u64,
     pub peers: Vec<(NodeId, PeerProgress)>,
@@ -50,6 +52,7 @@ pub struct DurableState {
     pub index: u64,
     pub clock: Hlc,
     pub gc_floor: Hlc,
+    pub horizon_floor: Hlc,
     pub synced_ms: u64,
     pub peers: BTreeMap<NodeId, PeerProgress>,
 }
@@ -77,6 +80,7 @@ impl DurableState {
         self.index = self.index.max(batch.index);
         self.clock = self.clock.max(batch.clock);
         self.gc_floor = self.gc_floor.max(batch.gc_floor);
+        self.horizon_floor = self.horizon_floor.max(batch.horizon_floor);
         self.synced_ms = self.synced_ms.max(batch.synced_ms);
         for (id, p) in &batch.peers {
             self.peers.insert(*id, *p);

@@ -14,8 +14,11 @@
 //! * **Hello.** Each side of a new connection says hello: protocol version,
 //!   cluster id, identity, how far it applied the other's feed, and whether
 //!   it is rebuilding an empty state. A peer of another cluster or version is
-//!   refused; a peer out of contact longer than the tombstone horizon is told
-//!   it is `Stale` and its data is ignored until it has resynced.
+//!   refused. A peer whose last contact with the cluster is older than a
+//!   tombstone we collected by age (not stability) may still hold the value
+//!   that tombstone deleted: it is told it is `Stale`, and its data is
+//!   ignored until it has resynced (dropped every entry older than the
+//!   horizon and rebuilt from a peer) and said hello again.
 //! * **Feed.** Every change a replica applies gets the next number of its
 //!   own *index*. A replica streams to each peer the part of its feed the
 //!   peer has not acknowledged, in bounded messages within a window of

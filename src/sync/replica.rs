@@ -61,10 +61,10 @@ pub enum Event {
     ClockSkew { peer: NodeId, ahead_ms: u64 },
     /// A peer was refused.
     PeerRefused { peer: NodeId, reason: Refusal },
-    /// A peer has been out of contact longer than the tombstone horizon; it was told to resync.
+    /// A peer lost contact before a tombstone we collected by age was written; it was told to resync.
     PeerStale { peer: NodeId },
-    /// This replica was out of contact longer than the horizon and dropped
-    /// every entry older than the horizon before rebuilding from `from`.
+    /// This replica was told it is stale: it dropped every entry older than
+    /// the horizon and rebuilds from `from`.
     Resynced { from: NodeId, dropped: usize },
     /// Two different entries carried the same stamp (a bug or corruption).
     StampCollision { key: Key },
@@ -198,6 +198,8 @@ pub struct Replica {
     rng: Rng,
     peers: BTreeMap<NodeId, Peer>,
     gc_floor: Hlc,
+    /// The greatest clock of a tombstone collected by age without stability.
+    horizon_floor: Hlc,
     synced_ms: u64,
     outputs: VecDeque<Output>,
     staged: Vec<Output>,
@@ -257,6 +259,7 @@ impl Replica {
             rng,
             peers,
             gc_floor: state.gc_floor,
+            horizon_floor: state.horizon_floor,
             synced_ms: if state.synced_ms == 0 { now_ms } else { state.synced_ms },
             outputs: VecDeque::new(),
             staged: Vec::new(),
@@ -568,7 +571,7 @@ impl Replica {
                 },
             );
         }
-        let horizon = self.cfg.tombstone_horizon_ms;
+        let horizon_floor_ms = self.horizon_floor.physical_ms();
         let index = self.map.index();
         let p = self.peers.entry(from).or_default();
         p.region = h.region;
@@ -588,10 +591,10 @@ impl Replica {
         p.in_flight.clear();
         p.full_until = if h.want_full { index } else { 0 };
         p.last_progress_ms = now_ms;
-        if now_ms.saturating_sub(h.synced_ms) > horizon {
-            // Out of contact longer than the horizon: its old entries may
-            // resurrect keys whose tombstones were collected. Refuse its data
-            // until it has resynced and says hello again.
+        if self.horizon_floor != Hlc::ZERO && horizon_floor_ms > h.synced_ms {
+            // We collected by age a tombstone written after the peer's last
+            // contact: it may still hold the value that tombstone deleted.
+            // Refuse its data until it has resynced and says hello again.
             p.stale = true;
             self.metrics.stale_peers += 1;
             self.staged.push(Output::Event(Event::PeerStale { peer: from }));
@@ -708,7 +711,7 @@ impl Replica {
         }
     }
 
-    /// A peer says we were out of contact longer than the tombstone horizon.
+    /// A peer says we lost contact before a tombstone it collected by age.
     /// Entries older than the horizon may be deleted keys whose tombstones
     /// were collected: drop them, then rebuild from a peer, which sends back
     /// those still alive.
@@ -1116,6 +1119,9 @@ impl Replica {
             self.map.remove(key.as_str());
             self.dirty_keys.insert(key);
             self.gc_floor = self.gc_floor.max(stamp.hlc);
+            if stamp.hlc > stable {
+                self.horizon_floor = self.horizon_floor.max(stamp.hlc);
+            }
             self.dirty_meta = true;
             self.metrics.tombstones_collected += 1;
         }
@@ -1160,6 +1166,7 @@ impl Replica {
                 index: self.map.index(),
                 clock: self.clock.last(),
                 gc_floor: self.gc_floor,
+                horizon_floor: self.horizon_floor,
                 synced_ms: self.synced_ms,
                 peers,
             }));

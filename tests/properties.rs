@@ -1,0 +1,225 @@
+//! Property tests (design §8): the CRDT laws, the digest, the codec, the clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+use meridian::core::codec::{self, ClusterId, Feed, Hello, Message, Summary};
+use meridian::core::digest::{differing_leaves, leaf_of};
+use meridian::core::hlc::{Clock, Hlc};
+use meridian::core::types::{key_hash, Entry, Key, NodeId, Stamp};
+use meridian::core::LwwMap;
+use proptest::prelude::*;
+
+fn stamp() -> impl Strategy<Value = Stamp> {
+    (1u64..40, 1u64..4).prop_map(|(h, n)| Stamp::new(Hlc(h), NodeId(n)))
+}
+
+fn entry() -> impl Strategy<Value = Entry> {
+    (
+        stamp(),
+        prop_oneof![Just(Stamp::ZERO), stamp()],
+        0u64..3,
+        prop::option::weighted(0.7, prop::collection::vec(any::<u8>(), 0..6)),
+    )
+        .prop_map(|(stamp, prev, flags, value)| Entry {
+            stamp,
+            prev,
+            flags,
+            value: value.map(Bytes::from),
+        })
+}
+
+fn key() -> impl Strategy<Value = Key> {
+    prop_oneof![
+        4 => (0u8..8).prop_map(|i| Key::new(&format!("k{i}")).unwrap()),
+        1 => "[a-z/]{1,12}".prop_map(|s| Key::new(&s).unwrap()),
+    ]
+}
+
+/// A replica state, as the list of entries merged into it.
+fn state() -> impl Strategy<Value = Vec<(Key, Entry)>> {
+    prop::collection::vec((key(), entry()), 0..24)
+}
+
+fn build(parts: &[&[(Key, Entry)]]) -> LwwMap {
+    let mut m = LwwMap::default();
+    for part in parts {
+        for (k, e) in part.iter() {
+            m.merge(k, e.clone(), Hlc::ZERO);
+        }
+    }
+    m
+}
+
+/// The replicated content of a map, without the local indices.
+fn content(m: &LwwMap) -> BTreeMap<String, Entry> {
+    m.iter().map(|(k, r)| (k.to_string(), r.entry.clone())).collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn merge_is_commutative(a in state(), b in state()) {
+        let mut ab = build(&[&a, &b]);
+        let mut ba = build(&[&b, &a]);
+        prop_assert_eq!(content(&ab), content(&ba));
+        prop_assert_eq!(ab.root(), ba.root());
+    }
+
+    #[test]
+    fn merge_is_associative(a in state(), b in state(), c in state()) {
+        // (a ⊔ b) ⊔ c against a ⊔ (b ⊔ c), each side merging whole states.
+        let ab = build(&[&a, &b]);
+        let left: Vec<(Key, Entry)> = ab.iter().map(|(k, r)| (k.clone(), r.entry.clone())).collect();
+        let mut l = build(&[&left, &c]);
+        let bc = build(&[&b, &c]);
+        let right: Vec<(Key, Entry)> = bc.iter().map(|(k, r)| (k.clone(), r.entry.clone())).collect();
+        let mut r = build(&[&a, &right]);
+        prop_assert_eq!(content(&l), content(&r));
+        prop_assert_eq!(l.root(), r.root());
+    }
+
+    #[test]
+    fn merge_is_idempotent_and_order_free(a in state(), seed in any::<u64>()) {
+        let once = build(&[&a]);
+        let twice = build(&[&a, &a]);
+        prop_assert_eq!(content(&once), content(&twice));
+        // Any permutation, with duplicates, gives the same state.
+        let mut shuffled = a.clone();
+        let mut x = seed | 1;
+        for i in (1..shuffled.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            shuffled.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let mut dup = shuffled.clone();
+        dup.extend(a.iter().take(3).cloned());
+        let mut s = build(&[&dup]);
+        let mut o = build(&[&a]);
+        prop_assert_eq!(content(&s), content(&o));
+        prop_assert_eq!(s.root(), o.root());
+    }
+
+    #[test]
+    fn equal_state_iff_equal_root(a in state(), b in state()) {
+        let mut x = build(&[&a]);
+        let mut y = build(&[&b]);
+        prop_assert_eq!(content(&x) == content(&y), x.root() == y.root());
+    }
+
+    #[test]
+    fn diff_finds_exactly_the_differing_keys(base in state(), a in state(), b in state()) {
+        let mut x = build(&[&base, &a]);
+        let mut y = build(&[&base, &b]);
+        let (cx, cy) = (content(&x), content(&y));
+        let keys: BTreeSet<&String> = cx.keys().chain(cy.keys()).collect();
+        let differing: BTreeSet<u32> = keys
+            .into_iter()
+            .filter(|k| cx.get(*k) != cy.get(*k))
+            .map(|k| leaf_of(key_hash(k)))
+            .collect();
+        let found: BTreeSet<u32> = differing_leaves(x.digest(), y.digest()).into_iter().collect();
+        prop_assert_eq!(found, differing);
+    }
+
+    #[test]
+    fn clock_is_monotonic_and_bounded(ops in prop::collection::vec((any::<bool>(), 0u64..5_000, 0u64..6_000), 1..200)) {
+        let offset = 500;
+        let mut c = Clock::new(offset);
+        let mut last = Hlc::ZERO;
+        let mut now_max = 0;
+        for (tick, now, remote) in ops {
+            now_max = now_max.max(now);
+            if tick {
+                if let Ok(t) = c.tick(now) {
+                    prop_assert!(t > last);
+                    prop_assert!(t.physical_ms() <= now_max + offset);
+                    last = t;
+                }
+            } else {
+                let before = c.last();
+                match c.observe(Hlc::new(remote, 0), now) {
+                    Ok(()) => {
+                        prop_assert!(c.last() >= before);
+                        last = last.max(c.last());
+                    }
+                    Err(_) => {
+                        prop_assert!(remote > now + offset);
+                        prop_assert_eq!(c.last(), before);
+                    }
+                }
+            }
+            prop_assert!(c.last().physical_ms() <= now_max + offset);
+        }
+    }
+
+    #[test]
+    fn codec_round_trips(msg in message()) {
+        let frame = codec::encode(&msg).unwrap();
+        prop_assert_eq!(codec::decode(&frame).unwrap(), msg);
+    }
+
+    #[test]
+    fn codec_survives_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        let _ = codec::decode(&bytes);
+        // The same bytes behind a valid envelope reach the payload decoder.
+        let mut framed = Vec::from(&codec::MAGIC[..]);
+        framed.extend_from_slice(&codec::PROTOCOL_VERSION.to_le_bytes());
+        framed.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        framed.extend_from_slice(&bytes);
+        let _ = codec::decode(&framed);
+    }
+
+    #[test]
+    fn codec_survives_corrupted_frames(msg in message(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let mut frame = codec::encode(&msg).unwrap();
+        let i = at.index(frame.len());
+        frame[i] = byte;
+        let _ = codec::decode(&frame);
+        frame.truncate(i);
+        let _ = codec::decode(&frame);
+    }
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    let entries = || prop::collection::vec((key(), entry()), 0..5);
+    prop_oneof![
+        (any::<u64>(), any::<u64>(), any::<bool>(), "[a-z-]{0,10}").prop_map(|(index, applied, want_full, region)| {
+            Message::Hello(Hello {
+                protocol: codec::PROTOCOL_VERSION,
+                cluster: ClusterId([3; 16]),
+                node: NodeId(index ^ 1),
+                name: "n".into(),
+                region,
+                index,
+                applied,
+                want_full,
+                frontier: Hlc(applied),
+                synced_ms: index / 2,
+            })
+        }),
+        (0u64..1000, 0u64..1000, prop::option::of(any::<u64>()), entries()).prop_map(|(a, b, clock, entries)| {
+            Message::Feed(Feed { from: a.min(b), to: a.max(b), clock: clock.map(Hlc), frontier: Hlc(a), entries })
+        }),
+        (any::<u64>(), any::<bool>()).prop_map(|(from, full)| Message::Resume { from, full }),
+        (any::<u64>(), any::<u64>()).prop_map(|(applied, f)| Message::Ack { applied, frontier: Hlc(f) }),
+        (any::<u64>(), any::<[u8; 32]>()).prop_map(|(session, root)| Message::AeRoot { session, root }),
+        (any::<u64>(), 0u32..16).prop_map(|(session, p)| Message::AeLevel {
+            session,
+            level: 2,
+            parents: vec![p],
+            hashes: vec![[7; 8]; 16],
+        }),
+        (any::<u64>(), prop::collection::vec((any::<[u8; 8]>(), stamp(), any::<[u8; 4]>()), 0..5)).prop_map(
+            |(session, s)| Message::AeLeaves {
+                session,
+                leaves: s.iter().map(|(k, _, _)| leaf_of(u64::from_be_bytes(*k))).collect(),
+                summaries: s.into_iter().map(|(key_hash, stamp, check)| Summary { key_hash, stamp, check }).collect(),
+            }
+        ),
+        (any::<u64>(), entries(), prop::collection::vec(any::<[u8; 8]>(), 0..4))
+            .prop_map(|(session, entries, want)| Message::AeEntries { session, entries, want }),
+        Just(Message::Stale),
+        any::<u64>().prop_map(|session| Message::AeDone { session }),
+    ]
+}
