@@ -31,7 +31,12 @@ struct Net {
 }
 
 fn config(i: usize) -> Config {
-    let mut c = Config::new(NodeId(100 + i as u64), &format!("n{i}"), REGIONS[i % 3], CLUSTER);
+    let mut c = Config::new(
+        NodeId(100 + i as u64),
+        &format!("n{i}"),
+        REGIONS[i % 3],
+        CLUSTER,
+    );
     c.push_delay_ms = 0;
     c
 }
@@ -49,7 +54,9 @@ impl Net {
             }
         }
         Net {
-            durable: (0..n).map(|i| DurableState::new(NodeId(100 + i as u64))).collect(),
+            durable: (0..n)
+                .map(|i| DurableState::new(NodeId(100 + i as u64)))
+                .collect(),
             skew: vec![0; n],
             nodes,
             up: HashSet::new(),
@@ -67,7 +74,10 @@ impl Net {
     }
 
     fn index_of(&self, id: NodeId) -> usize {
-        self.nodes.iter().position(|r| r.node() == id).expect("known node")
+        self.nodes
+            .iter()
+            .position(|r| r.node() == id)
+            .expect("known node")
     }
 
     fn local(&self, i: usize) -> u64 {
@@ -124,7 +134,9 @@ impl Net {
             for i in 0..self.nodes.len() {
                 self.pump(i);
             }
-            let Some((from, to, frame)) = self.wire.pop_front() else { return };
+            let Some((from, to, frame)) = self.wire.pop_front() else {
+                return;
+            };
             if !self.up.contains(&(from.min(to), from.max(to))) {
                 continue;
             }
@@ -150,7 +162,9 @@ impl Net {
 
     fn put(&mut self, i: usize, k: &str, v: &str) -> Stamp {
         let now = self.local(i);
-        let r = self.nodes[i].put(k, Bytes::from(v.to_string()), 0, None, now).unwrap();
+        let r = self.nodes[i]
+            .put(k, Bytes::from(v.to_string()), 0, None, now)
+            .unwrap();
         self.settle();
         r.stamp
     }
@@ -199,7 +213,10 @@ fn a_reconnecting_replica_catches_up_from_the_feed_without_anti_entropy_repairs(
     let m = net.nodes[2].metrics();
     assert_eq!(m.feed_entries_applied, 101);
     assert_eq!(m.ae_entries_applied, 0, "the feed sufficed");
-    assert!(m.ae_rounds_started > 0, "a check round ran after the catch-up");
+    assert!(
+        m.ae_rounds_started > 0,
+        "a check round ran after the catch-up"
+    );
 }
 
 #[test]
@@ -236,12 +253,17 @@ fn anti_entropy_alone_repairs_exactly_the_differing_entries() {
         net.put(1, &format!("shared/{i}"), "newer on 1");
     }
     assert!(!net.roots_equal());
-    let sent_before = net.nodes[0].metrics().ae_entries_sent + net.nodes[1].metrics().ae_entries_sent;
+    let sent_before =
+        net.nodes[0].metrics().ae_entries_sent + net.nodes[1].metrics().ae_entries_sent;
     net.advance(7_000);
     assert!(net.roots_equal());
-    let sent = net.nodes[0].metrics().ae_entries_sent + net.nodes[1].metrics().ae_entries_sent - sent_before;
+    let sent = net.nodes[0].metrics().ae_entries_sent + net.nodes[1].metrics().ae_entries_sent
+        - sent_before;
     assert_eq!(sent, 20, "only the differing entries travel");
-    assert_eq!(net.value(0, "shared/3").as_deref(), Some(&b"newer on 1"[..]));
+    assert_eq!(
+        net.value(0, "shared/3").as_deref(),
+        Some(&b"newer on 1"[..])
+    );
     assert_eq!(net.value(1, "a/9").as_deref(), Some(&b"only on 0"[..]));
 }
 
@@ -253,10 +275,16 @@ fn tombstones_are_collected_once_every_member_holds_them_and_never_resurrect() {
     let now = net.local(1);
     net.nodes[1].delete("gone", None, now).unwrap();
     net.settle();
-    assert!(net.nodes.iter().all(|r| r.get("gone").is_some_and(|r| r.entry.is_tombstone())));
+    assert!(net
+        .nodes
+        .iter()
+        .all(|r| r.get("gone").is_some_and(|r| r.entry.is_tombstone())));
     net.advance(3_000);
     for i in 0..3 {
-        assert!(net.nodes[i].get("gone").is_none(), "node {i} still holds the tombstone");
+        assert!(
+            net.nodes[i].get("gone").is_none(),
+            "node {i} still holds the tombstone"
+        );
         assert!(net.nodes[i].metrics().tombstones_collected >= 1);
     }
     // The old value shows up again, as from a delayed message: refused.
@@ -297,17 +325,36 @@ fn a_replica_away_longer_than_the_horizon_resyncs_instead_of_resurrecting() {
     net.settle();
     net.advance(20_000);
     assert!(net.nodes[0].get("deleted").is_none(), "collected by age");
-    assert!(net.nodes[1].get("deleted").is_some(), "the absent replica still has it");
+    assert!(
+        net.nodes[1].get("deleted").is_some(),
+        "the absent replica still has it"
+    );
     net.put(1, "fresh", "written while away");
     net.connect(0, 1);
     net.advance(1_000);
-    assert!(net.events.iter().any(|(i, e)| *i == 0 && matches!(e, Event::PeerStale { .. })));
-    assert!(net.events.iter().any(|(i, e)| *i == 1 && matches!(e, Event::Resynced { .. })), "{:?} {:?}", net.events, net.nodes[1].metrics());
+    assert!(net
+        .events
+        .iter()
+        .any(|(i, e)| *i == 0 && matches!(e, Event::PeerStale { .. })));
+    assert!(
+        net.events
+            .iter()
+            .any(|(i, e)| *i == 1 && matches!(e, Event::Resynced { .. })),
+        "{:?} {:?}",
+        net.events,
+        net.nodes[1].metrics()
+    );
     assert!(net.roots_equal());
     for i in 0..2 {
-        assert!(net.value(i, "deleted").is_none(), "node {i} resurrected a deleted key");
+        assert!(
+            net.value(i, "deleted").is_none(),
+            "node {i} resurrected a deleted key"
+        );
         assert_eq!(net.value(i, "kept").as_deref(), Some(&b"old"[..]));
-        assert_eq!(net.value(i, "fresh").as_deref(), Some(&b"written while away"[..]));
+        assert_eq!(
+            net.value(i, "fresh").as_deref(),
+            Some(&b"written while away"[..])
+        );
     }
 }
 
@@ -321,7 +368,8 @@ fn stamps_too_far_ahead_are_refused_and_reported() {
     assert!(net
         .events
         .iter()
-        .any(|(i, e)| *i == 1 && matches!(e, Event::ClockSkew { ahead_ms, .. } if *ahead_ms >= 59_000)));
+        .any(|(i, e)| *i == 1
+            && matches!(e, Event::ClockSkew { ahead_ms, .. } if *ahead_ms >= 59_000)));
     // Our own clock never ran ahead with it.
     assert!(net.nodes[1].clock().physical_ms() <= net.local(1) + 500);
 }
@@ -357,8 +405,16 @@ fn quorum_policy_refuses_writes_in_a_minority() {
     net.disconnect(0, 1);
     net.disconnect(0, 2);
     let now = net.local(0);
-    let err = net.nodes[0].put("k", Bytes::from_static(b"no"), 0, None, now).unwrap_err();
-    assert_eq!(err, WriteError::NoQuorum { reachable: 1, total: 3 });
+    let err = net.nodes[0]
+        .put("k", Bytes::from_static(b"no"), 0, None, now)
+        .unwrap_err();
+    assert_eq!(
+        err,
+        WriteError::NoQuorum {
+            reachable: 1,
+            total: 3
+        }
+    );
     // The majority side still writes.
     net.put(1, "k", "majority");
     assert_eq!(net.value(2, "k").as_deref(), Some(&b"majority"[..]));
@@ -369,17 +425,35 @@ fn limits_and_cas_are_enforced_with_typed_errors() {
     let mut net = Net::new(1);
     let r = &mut net.nodes[0];
     let now = T0;
-    assert!(matches!(r.put("", Bytes::new(), 0, None, now), Err(WriteError::Key(_))));
-    assert!(matches!(r.put("a\0b", Bytes::new(), 0, None, now), Err(WriteError::Key(_))));
-    assert!(matches!(r.put(&"k".repeat(1025), Bytes::new(), 0, None, now), Err(WriteError::Key(_))));
+    assert!(matches!(
+        r.put("", Bytes::new(), 0, None, now),
+        Err(WriteError::Key(_))
+    ));
+    assert!(matches!(
+        r.put("a\0b", Bytes::new(), 0, None, now),
+        Err(WriteError::Key(_))
+    ));
+    assert!(matches!(
+        r.put(&"k".repeat(1025), Bytes::new(), 0, None, now),
+        Err(WriteError::Key(_))
+    ));
     let big = Bytes::from(vec![0u8; (1 << 20) + 1]);
-    assert!(matches!(r.put("k", big, 0, None, now), Err(WriteError::Value(_))));
-    let w = r.put("k", Bytes::from_static(b"1"), 0, Some(0), now).unwrap();
+    assert!(matches!(
+        r.put("k", big, 0, None, now),
+        Err(WriteError::Value(_))
+    ));
+    let w = r
+        .put("k", Bytes::from_static(b"1"), 0, Some(0), now)
+        .unwrap();
     assert_eq!(
         r.put("k", Bytes::from_static(b"2"), 0, Some(0), now),
-        Err(WriteError::CasMismatch { expected: 0, actual: w.index })
+        Err(WriteError::CasMismatch {
+            expected: 0,
+            actual: w.index
+        })
     );
-    r.put("k", Bytes::from_static(b"2"), 0, Some(w.index), now).unwrap();
+    r.put("k", Bytes::from_static(b"2"), 0, Some(w.index), now)
+        .unwrap();
     assert_eq!(r.map().len(), 1);
     assert!(r.clock() > Hlc::ZERO);
 }

@@ -63,7 +63,13 @@ fn seeds_converge_to_the_oracle() {
     // The runs must actually exercise what they claim to check.
     if count >= 100 {
         assert!(total.partitions > 0 && total.crashes > 0 && total.messages_dropped > 0);
-        assert!(total.tombstones_collected > 0, "no tombstone was ever collected");
-        assert!(total.ae_entries_applied > 0, "anti-entropy never repaired anything");
+        assert!(
+            total.tombstones_collected > 0,
+            "no tombstone was ever collected"
+        );
+        assert!(
+            total.ae_entries_applied > 0,
+            "anti-entropy never repaired anything"
+        );
     }
 }

@@ -29,8 +29,13 @@ pub const LEAF_LEVEL: u8 = 5;
 pub const LEAF_BITS: u32 = FANOUT_BITS * LEAF_LEVEL as u32;
 /// Number of leaves.
 pub const LEAVES: usize = 1 << LEAF_BITS;
-/// The truncated node hash that anti-entropy exchanges below the root.
-pub type Fingerprint = [u8; 8];
+/// Bytes of a [`Fingerprint`].
+pub const FINGERPRINT_BYTES: usize = 6;
+/// The truncated node hash that anti-entropy exchanges below the root. Six
+/// bytes keep the descent's traffic within the design's budget; two
+/// different subtrees look equal with probability 2^-48 per comparison, and
+/// such a miss only delays their repair until either subtree changes.
+pub type Fingerprint = [u8; FINGERPRINT_BYTES];
 
 type LeafHash = [u8; 16];
 
@@ -153,13 +158,13 @@ impl Digest {
 
     /// The truncated hash of node `index` at `level` (1..=LEAF_LEVEL).
     pub fn fingerprint(&mut self, level: u8, index: u32) -> Fingerprint {
-        debug_assert!(level >= 1 && level <= LEAF_LEVEL);
-        let mut f = [0u8; 8];
+        debug_assert!((1..=LEAF_LEVEL).contains(&level));
+        let mut f = [0u8; FINGERPRINT_BYTES];
         if level == LEAF_LEVEL {
-            f.copy_from_slice(&self.leaves[index as usize][..8]);
+            f.copy_from_slice(&self.leaves[index as usize][..FINGERPRINT_BYTES]);
         } else {
             self.flush();
-            f.copy_from_slice(&self.inner[usize::from(level)][index as usize][..8]);
+            f.copy_from_slice(&self.inner[usize::from(level)][index as usize][..FINGERPRINT_BYTES]);
         }
         f
     }

@@ -177,7 +177,10 @@ mod tests {
         c.tick(1_000).unwrap();
         let before = c.last();
         let err = c.observe(Hlc::new(1_501, 0), 1_000).unwrap_err();
-        assert!(matches!(err, ClockError::AheadOfClock { ahead_ms: 501, .. }));
+        assert!(matches!(
+            err,
+            ClockError::AheadOfClock { ahead_ms: 501, .. }
+        ));
         assert_eq!(c.last(), before);
         c.observe(Hlc::new(1_500, 3), 1_000).unwrap();
         let next = c.tick(1_000).unwrap();

@@ -229,7 +229,10 @@ impl LwwMap {
     }
 
     /// Records whose key starts with `prefix`, in key order, tombstones included.
-    pub fn scan_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a Key, &'a Record)> {
+    pub fn scan_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a Key, &'a Record)> {
         self.records
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(move |(k, _)| k.as_str().starts_with(prefix))
@@ -246,7 +249,10 @@ impl LwwMap {
     pub fn leaf_records(&self, leaf: u32) -> impl Iterator<Item = (&Key, &Record)> {
         let (lo, hi) = leaf_key_hash_range(leaf);
         self.by_hash
-            .range((Bound::Included((lo, self.key_min.clone())), Bound::Unbounded))
+            .range((
+                Bound::Included((lo, self.key_min.clone())),
+                Bound::Unbounded,
+            ))
             .take_while(move |(h, _)| *h <= hi)
             .filter_map(|(_, k)| self.records.get_key_value(k.as_str()))
     }
@@ -254,7 +260,10 @@ impl LwwMap {
     /// Records whose key hash is `hash` (normally one).
     pub fn records_with_hash(&self, hash: u64) -> impl Iterator<Item = (&Key, &Record)> {
         self.by_hash
-            .range((Bound::Included((hash, self.key_min.clone())), Bound::Unbounded))
+            .range((
+                Bound::Included((hash, self.key_min.clone())),
+                Bound::Unbounded,
+            ))
             .take_while(move |(h, _)| *h == hash)
             .filter_map(|(_, k)| self.records.get_key_value(k.as_str()))
     }
@@ -291,7 +300,10 @@ impl LwwMap {
     /// Applies a write made on this replica. Its stamp must be greater than
     /// the key's current one (the local clock guarantees it).
     pub fn apply_local(&mut self, key: &Key, entry: Entry) -> u64 {
-        debug_assert!(self.records.get(key.as_str()).is_none_or(|r| r.entry.stamp < entry.stamp));
+        debug_assert!(self
+            .records
+            .get(key.as_str())
+            .is_none_or(|r| r.entry.stamp < entry.stamp));
         match self.replace(key, entry) {
             Merged::Inserted { index } | Merged::Replaced { index, .. } => index,
             other => unreachable!("a local write always changes the map, got {other:?}"),
@@ -425,10 +437,25 @@ mod tests {
     #[test]
     fn greater_stamp_wins_and_feed_keeps_latest_change_only() {
         let mut m = LwwMap::default();
-        assert_eq!(m.merge(&k("a"), e(5, 1, Some("x")), Hlc::ZERO), Merged::Inserted { index: 1 });
-        assert_eq!(m.merge(&k("a"), e(4, 2, Some("y")), Hlc::ZERO), Merged::Stale);
-        assert!(matches!(m.merge(&k("a"), e(6, 2, Some("z")), Hlc::ZERO), Merged::Replaced { index: 2, conflict: true }));
-        assert_eq!(m.merge(&k("a"), e(6, 2, Some("z")), Hlc::ZERO), Merged::Duplicate);
+        assert_eq!(
+            m.merge(&k("a"), e(5, 1, Some("x")), Hlc::ZERO),
+            Merged::Inserted { index: 1 }
+        );
+        assert_eq!(
+            m.merge(&k("a"), e(4, 2, Some("y")), Hlc::ZERO),
+            Merged::Stale
+        );
+        assert!(matches!(
+            m.merge(&k("a"), e(6, 2, Some("z")), Hlc::ZERO),
+            Merged::Replaced {
+                index: 2,
+                conflict: true
+            }
+        ));
+        assert_eq!(
+            m.merge(&k("a"), e(6, 2, Some("z")), Hlc::ZERO),
+            Merged::Duplicate
+        );
         assert_eq!(m.get("a").unwrap().entry.value.as_deref(), Some(&b"z"[..]));
         let changes: Vec<u64> = m.changes_since(0).map(|(i, _, _)| i).collect();
         assert_eq!(changes, vec![2]);
@@ -441,7 +468,13 @@ mod tests {
         m.merge(&k("a"), e(5, 1, Some("x")), Hlc::ZERO);
         let mut next = e(6, 2, Some("y"));
         next.prev = Stamp::new(Hlc(5), NodeId(1));
-        assert!(matches!(m.merge(&k("a"), next, Hlc::ZERO), Merged::Replaced { conflict: false, .. }));
+        assert!(matches!(
+            m.merge(&k("a"), next, Hlc::ZERO),
+            Merged::Replaced {
+                conflict: false,
+                ..
+            }
+        ));
         assert_eq!(m.conflicts().total(), 0);
     }
 
@@ -472,7 +505,10 @@ mod tests {
     #[test]
     fn floor_refuses_absent_keys_only() {
         let mut m = LwwMap::default();
-        assert_eq!(m.merge(&k("a"), e(5, 1, Some("x")), Hlc(5)), Merged::BelowFloor);
+        assert_eq!(
+            m.merge(&k("a"), e(5, 1, Some("x")), Hlc(5)),
+            Merged::BelowFloor
+        );
         m.merge(&k("b"), e(3, 1, Some("x")), Hlc::ZERO);
         assert!(m.merge(&k("b"), e(4, 1, Some("y")), Hlc(5)).changed());
     }

@@ -22,9 +22,7 @@ pub const VALUE_BYTES_MAX_DEFAULT: usize = 1 << 20;
 pub const VALUE_BYTES_LIMIT: usize = 8 << 20;
 
 /// A node's identity: random, 64-bit, created once and stored.
-#[derive(
-    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
-)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct NodeId(pub u64);
 
 impl fmt::Debug for NodeId {
@@ -289,11 +287,26 @@ mod tests {
         };
         let base = entry_hash("k", &e);
         let variants = [
-            Entry { flags: 1, ..e.clone() },
-            Entry { value: None, ..e.clone() },
-            Entry { value: Some(Bytes::from_static(b"w")), ..e.clone() },
-            Entry { prev: Stamp::new(Hlc(1), NodeId(2)), ..e.clone() },
-            Entry { stamp: Stamp::new(Hlc(1), NodeId(2)), ..e.clone() },
+            Entry {
+                flags: 1,
+                ..e.clone()
+            },
+            Entry {
+                value: None,
+                ..e.clone()
+            },
+            Entry {
+                value: Some(Bytes::from_static(b"w")),
+                ..e.clone()
+            },
+            Entry {
+                prev: Stamp::new(Hlc(1), NodeId(2)),
+                ..e.clone()
+            },
+            Entry {
+                stamp: Stamp::new(Hlc(1), NodeId(2)),
+                ..e.clone()
+            },
         ];
         for v in &variants {
             assert_ne!(entry_hash("k", v), base);

@@ -249,10 +249,16 @@ impl Sim {
         for i in 0..cfg.nodes {
             let id = NodeId(rng.next_u64() | 1);
             let region = i % cfg.regions.max(1);
-            let mut c = Config::new(id, &format!("n{i}"), REGION_NAMES[region % REGION_NAMES.len()], cluster);
+            let mut c = Config::new(
+                id,
+                &format!("n{i}"),
+                REGION_NAMES[region % REGION_NAMES.len()],
+                cluster,
+            );
             c.partition_policy = cfg.policy;
             c.rng_seed = rng.next_u64();
-            let skew = rng.range(0, 2 * cfg.clock_skew_ms_max) as i64 - cfg.clock_skew_ms_max as i64;
+            let skew =
+                rng.range(0, 2 * cfg.clock_skew_ms_max) as i64 - cfg.clock_skew_ms_max as i64;
             nodes.push(Node {
                 id,
                 region,
@@ -315,7 +321,8 @@ impl Sim {
     /// Runs the whole scenario and checks the outcome.
     pub fn run(mut self) -> Result<SimReport, SimFailure> {
         let seed = self.cfg.seed;
-        self.run_inner().map_err(|reason| SimFailure { seed, reason })
+        self.run_inner()
+            .map_err(|reason| SimFailure { seed, reason })
     }
 
     fn run_inner(&mut self) -> Result<SimReport, String> {
@@ -394,7 +401,9 @@ impl Sim {
                 frame,
             } => self.deliver(to, from, link, &frame),
             Ev::Tick { node, incarnation } => {
-                if self.nodes[node].incarnation != incarnation || self.nodes[node].tick_at != Some(self.now) {
+                if self.nodes[node].incarnation != incarnation
+                    || self.nodes[node].tick_at != Some(self.now)
+                {
                     return;
                 }
                 self.nodes[node].tick_at = None;
@@ -482,7 +491,9 @@ impl Sim {
     }
 
     fn desired(&self, a: usize, b: usize) -> bool {
-        self.nodes[a].replica.is_some() && self.nodes[b].replica.is_some() && !self.cuts.contains_key(&pair(a, b))
+        self.nodes[a].replica.is_some()
+            && self.nodes[b].replica.is_some()
+            && !self.cuts.contains_key(&pair(a, b))
     }
 
     /// Brings a link's connection state in line with crashes and cuts.
@@ -527,7 +538,9 @@ impl Sim {
     }
 
     fn crash(&mut self) {
-        let up: Vec<usize> = (0..self.nodes.len()).filter(|i| self.nodes[*i].replica.is_some()).collect();
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].replica.is_some())
+            .collect();
         if up.len() <= 1 {
             return;
         }
@@ -653,13 +666,21 @@ impl Sim {
         }
         let frame = match codec::encode(msg) {
             Ok(f) => f,
-            Err(e) => return self.fail(format!("node {from} built a message that does not encode: {e}")),
+            Err(e) => {
+                return self.fail(format!(
+                    "node {from} built a message that does not encode: {e}"
+                ))
+            }
         };
         if self.dropping && self.rng.chance(self.cfg.drop_per_million) {
             self.report.messages_dropped += 1;
             return;
         }
-        let copies = if self.rng.chance(self.cfg.duplicate_per_million) { 2 } else { 1 };
+        let copies = if self.rng.chance(self.cfg.duplicate_per_million) {
+            2
+        } else {
+            1
+        };
         for _ in 0..copies {
             let (lo, hi) = if self.nodes[from].region == self.nodes[to].region {
                 self.cfg.intra_region_ms
@@ -690,7 +711,9 @@ impl Sim {
             while let Some(o) = r.poll_output() {
                 n.queue.push_back(o);
             }
-            let Some(out) = n.queue.pop_front() else { break };
+            let Some(out) = n.queue.pop_front() else {
+                break;
+            };
             match out {
                 Output::Persist(b) => {
                     let delay = self.rng.range(0, self.cfg.persist_ms_max);
@@ -699,14 +722,22 @@ impl Sim {
                     } else {
                         let incarnation = self.nodes[i].incarnation;
                         self.nodes[i].pending = Some(b);
-                        self.schedule(self.now + delay, Ev::PersistDone { node: i, incarnation });
+                        self.schedule(
+                            self.now + delay,
+                            Ev::PersistDone {
+                                node: i,
+                                incarnation,
+                            },
+                        );
                     }
                 }
                 Output::Send { to, msg } => self.transmit(i, to, &msg),
                 Output::Acknowledge(receipt) => {
                     self.report.writes_acknowledged += 1;
                     let Some(w) = self.issued.get(&receipt.stamp).cloned() else {
-                        return self.fail(format!("node {i} acknowledged a write nobody issued: {receipt:?}"));
+                        return self.fail(format!(
+                            "node {i} acknowledged a write nobody issued: {receipt:?}"
+                        ));
                     };
                     let newer = self
                         .oracle
@@ -725,7 +756,9 @@ impl Sim {
                     Event::StampCollision { key } => {
                         return self.fail(format!("stamp collision on {key:?} at node {i}"));
                     }
-                    Event::PeerRefused { .. } | Event::PeerStale { .. } | Event::Resynced { .. } => {
+                    Event::PeerRefused { .. }
+                    | Event::PeerStale { .. }
+                    | Event::Resynced { .. } => {
                         return self.fail(format!("unexpected event at node {i}: {e:?}"));
                     }
                 },
@@ -735,20 +768,30 @@ impl Sim {
     }
 
     fn schedule_tick(&mut self, i: usize) {
-        let Some(r) = self.nodes[i].replica.as_ref() else { return };
+        let Some(r) = self.nodes[i].replica.as_ref() else {
+            return;
+        };
         let local = r.next_timeout();
         let at = ((local as i64) - self.nodes[i].skew_ms).max(self.now as i64) as u64;
         if self.nodes[i].tick_at.is_none_or(|t| at < t) {
             self.nodes[i].tick_at = Some(at);
             let incarnation = self.nodes[i].incarnation;
-            self.schedule(at, Ev::Tick { node: i, incarnation });
+            self.schedule(
+                at,
+                Ev::Tick {
+                    node: i,
+                    incarnation,
+                },
+            );
         }
     }
 
     fn converged(&mut self) -> bool {
         let mut root = None;
         for n in &mut self.nodes {
-            let Some(r) = n.replica.as_mut() else { return false };
+            let Some(r) = n.replica.as_mut() else {
+                return false;
+            };
             if n.pending.is_some() {
                 return false;
             }
@@ -807,7 +850,8 @@ impl Sim {
             .iter()
             .filter_map(|(k, (s, v, f))| v.as_ref().map(|v| (k.clone(), (*s, v.clone(), *f))))
             .collect();
-        self.report.writes_lost_unacknowledged = self.issued.len() as u64 - self.report.writes_acknowledged;
+        self.report.writes_lost_unacknowledged =
+            self.issued.len() as u64 - self.report.writes_acknowledged;
         for (i, n) in self.nodes.iter_mut().enumerate() {
             let r = n.replica.as_mut().expect("converged means all up");
             let live: BTreeMap<String, (Stamp, Bytes, u64)> = r
@@ -825,20 +869,27 @@ impl Sim {
                 for (k, v) in &expected {
                     match live.get(k) {
                         None => diffs.push(format!("{k}: acknowledged {:?} lost", v.0)),
-                        Some(l) if l != v => diffs.push(format!("{k}: holds {:?}, oracle {:?}", l.0, v.0)),
+                        Some(l) if l != v => {
+                            diffs.push(format!("{k}: holds {:?}, oracle {:?}", l.0, v.0))
+                        }
                         _ => {}
                     }
                 }
                 for (k, l) in &live {
                     if !expected.contains_key(k) {
                         let what = match self.oracle.get(k) {
-                            Some((s, None, _)) => format!("deleted at {s:?}, resurrected as {:?}", l.0),
+                            Some((s, None, _)) => {
+                                format!("deleted at {s:?}, resurrected as {:?}", l.0)
+                            }
                             _ => format!("never acknowledged, holds {:?}", l.0),
                         };
                         diffs.push(format!("{k}: {what}"));
                     }
                 }
-                return Err(format!("node {i} differs from the oracle: {}", diffs.join("; ")));
+                return Err(format!(
+                    "node {i} differs from the oracle: {}",
+                    diffs.join("; ")
+                ));
             }
             // What is durable must restore to what is in memory.
             let root = r.root();

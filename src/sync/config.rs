@@ -139,13 +139,28 @@ impl Config {
         range("key_bytes_max", self.limits.key_bytes_max as u64, 1, k)?;
         let v = VALUE_BYTES_LIMIT as u64;
         range("value_bytes_max", self.limits.value_bytes_max as u64, 0, v)?;
-        range("clock_offset_ms_max", self.clock_offset_ms_max, 1, 3_600_000)?;
+        range(
+            "clock_offset_ms_max",
+            self.clock_offset_ms_max,
+            1,
+            3_600_000,
+        )?;
         range("push_delay_ms", self.push_delay_ms, 0, 1_000)?;
-        range("heartbeat_interval_ms", self.heartbeat_interval_ms, 10, 600_000)?;
+        range(
+            "heartbeat_interval_ms",
+            self.heartbeat_interval_ms,
+            10,
+            600_000,
+        )?;
         range("ae_interval_ms", self.ae_interval_ms, 10, 86_400_000)?;
         range("ae_jitter_ms", self.ae_jitter_ms, 0, 86_400_000)?;
         range("peer_timeout_ms", self.peer_timeout_ms, 10, 3_600_000)?;
-        range("tombstone_horizon_ms", self.tombstone_horizon_ms, 1_000, u64::MAX / 2)?;
+        range(
+            "tombstone_horizon_ms",
+            self.tombstone_horizon_ms,
+            1_000,
+            u64::MAX / 2,
+        )?;
         range("gc_interval_ms", self.gc_interval_ms, 10, 86_400_000)?;
         range("gc_batch_max", self.gc_batch_max as u64, 1, 10_000_000)?;
         let e = ENTRIES_PER_MESSAGE_MAX as u64;

@@ -25,7 +25,9 @@ pub enum WriteError {
     Value(#[from] ValueError),
     #[error("clock: {0}")]
     Clock(#[from] ClockError),
-    #[error("no quorum: {reachable} of {total} regions reachable and partition_policy is \"quorum\"")]
+    #[error(
+        "no quorum: {reachable} of {total} regions reachable and partition_policy is \"quorum\""
+    )]
     NoQuorum { reachable: usize, total: usize },
     #[error("check-and-set failed: key's modify index is {actual}, not {expected}")]
     CasMismatch { expected: u64, actual: u64 },
@@ -75,13 +77,21 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     Persist(PersistBatch),
-    Send { to: NodeId, msg: Message },
+    Send {
+        to: NodeId,
+        msg: Message,
+    },
     /// A client write is durable: complete it.
     Acknowledge(WriteReceipt),
     /// Changes up to this index are durable: wake watchers.
-    Notify { index: u64 },
+    Notify {
+        index: u64,
+    },
     /// Close the connection to a peer.
-    Disconnect { peer: NodeId, reason: Refusal },
+    Disconnect {
+        peer: NodeId,
+        reason: Refusal,
+    },
     Event(Event),
 }
 
@@ -104,6 +114,7 @@ pub struct Metrics {
     pub resyncs: u64,
     pub tombstones_collected: u64,
     pub messages_ignored: u64,
+    pub messages_invalid: u64,
 }
 
 /// What the replica knows of one peer.
@@ -233,9 +244,10 @@ impl Replica {
             });
         }
         let map = LwwMap::restore(
-            state.records.iter().map(|(k, r)| {
-                (k.clone(), r.entry.clone(), r.create_index, r.modify_index)
-            }),
+            state
+                .records
+                .iter()
+                .map(|(k, r)| (k.clone(), r.entry.clone(), r.create_index, r.modify_index)),
             state.index,
             cfg.conflicts_max,
         );
@@ -260,7 +272,11 @@ impl Replica {
             peers,
             gc_floor: state.gc_floor,
             horizon_floor: state.horizon_floor,
-            synced_ms: if state.synced_ms == 0 { now_ms } else { state.synced_ms },
+            synced_ms: if state.synced_ms == 0 {
+                now_ms
+            } else {
+                state.synced_ms
+            },
             outputs: VecDeque::new(),
             staged: Vec::new(),
             dirty_keys: BTreeSet::new(),
@@ -331,7 +347,10 @@ impl Replica {
 
     /// When the replica next wants [`Replica::tick`] called.
     pub fn next_timeout(&self) -> u64 {
-        let mut t = self.ae_next_ms.min(self.gc_next_ms).min(self.heartbeat_next_ms);
+        let mut t = self
+            .ae_next_ms
+            .min(self.gc_next_ms)
+            .min(self.heartbeat_next_ms);
         if let Some(p) = self.push_due_ms {
             t = t.min(p);
         }
@@ -355,7 +374,12 @@ impl Replica {
     }
 
     /// Deletes `key` (writes a tombstone). With `cas`, only if the key's modify index is `cas`.
-    pub fn delete(&mut self, key: &str, cas: Option<u64>, now_ms: u64) -> Result<WriteReceipt, WriteError> {
+    pub fn delete(
+        &mut self,
+        key: &str,
+        cas: Option<u64>,
+        now_ms: u64,
+    ) -> Result<WriteReceipt, WriteError> {
         self.write(key, None, 0, cas, now_ms)
     }
 
@@ -484,7 +508,13 @@ impl Replica {
             let next = self.peers.iter().find(|(_, p)| p.ready).map(|(id, _)| *id);
             if let Some(next) = next {
                 self.rebuild_from = Some(next);
-                self.send(next, Message::Resume { from: 0, full: true });
+                self.send(
+                    next,
+                    Message::Resume {
+                        from: 0,
+                        full: true,
+                    },
+                );
             }
         }
         self.commit();
@@ -497,6 +527,11 @@ impl Replica {
     pub fn handle(&mut self, from: NodeId, msg: Message, now_ms: u64) {
         if from == self.cfg.node {
             self.metrics.messages_ignored += 1;
+            return;
+        }
+        // Decoding validates already; a driver that builds messages itself may not have.
+        if msg.validate().is_err() {
+            self.metrics.messages_invalid += 1;
             return;
         }
         match msg {
@@ -516,9 +551,13 @@ impl Replica {
                 match other {
                     Message::Hello(_) => unreachable!(),
                     Message::Feed(f) => self.on_feed(from, f, now_ms),
-                    Message::Resume { from: start, full } => self.on_resume(from, start, full, now_ms),
+                    Message::Resume { from: start, full } => {
+                        self.on_resume(from, start, full, now_ms)
+                    }
                     Message::Stale => self.on_stale(from, now_ms),
-                    Message::Ack { applied, frontier } => self.on_ack(from, applied, frontier, now_ms),
+                    Message::Ack { applied, frontier } => {
+                        self.on_ack(from, applied, frontier, now_ms)
+                    }
                     Message::AeRoot { session, root } => self.on_ae_root(from, session, root),
                     Message::AeDone { session } => self.end_session(from, session),
                     Message::AeLevel {
@@ -597,7 +636,8 @@ impl Replica {
             // Refuse its data until it has resynced and says hello again.
             p.stale = true;
             self.metrics.stale_peers += 1;
-            self.staged.push(Output::Event(Event::PeerStale { peer: from }));
+            self.staged
+                .push(Output::Event(Event::PeerStale { peer: from }));
             self.send(from, Message::Stale);
             return;
         }
@@ -612,7 +652,11 @@ impl Replica {
 
     fn on_feed(&mut self, from: NodeId, f: Feed, now_ms: u64) {
         self.metrics.feed_messages_in += 1;
-        if !self.check_skew(from, f.entries.iter().map(|(_, e)| e.stamp.hlc).chain(f.clock), now_ms) {
+        if !self.check_skew(
+            from,
+            f.entries.iter().map(|(_, e)| e.stamp.hlc).chain(f.clock),
+            now_ms,
+        ) {
             return;
         }
         let mut applied = 0u64;
@@ -623,7 +667,9 @@ impl Replica {
         }
         self.metrics.feed_entries_applied += applied;
         let rebuilding_from_them = self.rebuild_from == Some(from);
-        let Some(p) = self.peers.get_mut(&from) else { return };
+        let Some(p) = self.peers.get_mut(&from) else {
+            return;
+        };
         p.frontier = p.frontier.max(f.frontier);
         if f.from <= p.applied {
             if f.to >= p.applied {
@@ -648,7 +694,10 @@ impl Replica {
                     from: p.applied,
                     full: rebuilding_from_them,
                 };
-                self.staged.push(Output::Send { to: from, msg: resume });
+                self.staged.push(Output::Send {
+                    to: from,
+                    msg: resume,
+                });
             }
         }
         let mut start_ae = false;
@@ -681,7 +730,10 @@ impl Replica {
             None => true,
             Some(ahead_ms) => {
                 self.metrics.clock_skew_refusals += 1;
-                self.staged.push(Output::Event(Event::ClockSkew { peer: from, ahead_ms }));
+                self.staged.push(Output::Event(Event::ClockSkew {
+                    peer: from,
+                    ahead_ms,
+                }));
                 false
             }
         }
@@ -693,7 +745,8 @@ impl Replica {
         let collisions = self.map.stamp_collisions();
         let merged = self.map.merge(&key, entry, self.gc_floor);
         if self.map.stamp_collisions() != collisions {
-            self.staged.push(Output::Event(Event::StampCollision { key: key.clone() }));
+            self.staged
+                .push(Output::Event(Event::StampCollision { key: key.clone() }));
         }
         match merged {
             Merged::BelowFloor => {
@@ -751,7 +804,9 @@ impl Replica {
 
     fn on_resume(&mut self, from: NodeId, start: u64, full: bool, now_ms: u64) {
         let index = self.map.index();
-        let Some(p) = self.peers.get_mut(&from) else { return };
+        let Some(p) = self.peers.get_mut(&from) else {
+            return;
+        };
         let start = start.min(index);
         p.acked = start;
         p.sent = start;
@@ -764,7 +819,9 @@ impl Replica {
     }
 
     fn on_ack(&mut self, from: NodeId, applied: u64, frontier: Hlc, now_ms: u64) {
-        let Some(p) = self.peers.get_mut(&from) else { return };
+        let Some(p) = self.peers.get_mut(&from) else {
+            return;
+        };
         p.frontier = p.frontier.max(frontier);
         if applied > p.acked {
             p.acked = applied;
@@ -779,7 +836,12 @@ impl Replica {
     // ------------------------------------------------------------------ feed
 
     fn pump_all(&mut self, now_ms: u64) {
-        let ids: Vec<NodeId> = self.peers.iter().filter(|(_, p)| p.ready).map(|(id, _)| *id).collect();
+        let ids: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.ready)
+            .map(|(id, _)| *id)
+            .collect();
         for id in ids {
             self.pump(id, now_ms);
         }
@@ -790,7 +852,9 @@ impl Replica {
         let frontier = self.frontier();
         let index = self.map.index();
         let me = self.cfg.node;
-        let Some(p) = self.peers.get_mut(&id) else { return };
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
         if !p.ready || p.stale {
             return;
         }
@@ -799,10 +863,13 @@ impl Replica {
             let mut entries = Vec::new();
             let mut bytes = 0usize;
             let mut to = index;
-            let mut scanned = 0usize;
-            for (i, k, r) in self.map.changes_since(from) {
+            for (scanned, (i, k, r)) in self.map.changes_since(from).enumerate() {
                 let origin = r.entry.stamp.node;
-                let include = if i <= p.full_until { origin != id } else { origin == me };
+                let include = if i <= p.full_until {
+                    origin != id
+                } else {
+                    origin == me
+                };
                 let size = r.entry.encoded_len_estimate(k);
                 let full = scanned == self.cfg.feed_scan_max
                     || entries.len() == self.cfg.feed_entries_max
@@ -811,7 +878,6 @@ impl Replica {
                     to = i - 1;
                     break;
                 }
-                scanned += 1;
                 if include {
                     bytes += size;
                     entries.push((k.clone(), r.entry.clone()));
@@ -849,12 +915,21 @@ impl Replica {
             self.heartbeats(now_ms);
         }
         if self.ae_next_ms <= now_ms {
-            self.ae_next_ms = now_ms + self.cfg.ae_interval_ms + self.rng.below(self.cfg.ae_jitter_ms + 1);
-            if self.ae_session.is_some_and(|s| now_ms >= s.started_ms + 2 * self.cfg.peer_timeout_ms) {
+            self.ae_next_ms =
+                now_ms + self.cfg.ae_interval_ms + self.rng.below(self.cfg.ae_jitter_ms + 1);
+            if self
+                .ae_session
+                .is_some_and(|s| now_ms >= s.started_ms + 2 * self.cfg.peer_timeout_ms)
+            {
                 self.ae_session = None;
             }
             if self.ae_session.is_none() {
-                let ready: Vec<NodeId> = self.peers.iter().filter(|(_, p)| p.ready && !p.stale).map(|(id, _)| *id).collect();
+                let ready: Vec<NodeId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.ready && !p.stale)
+                    .map(|(id, _)| *id)
+                    .collect();
                 if !ready.is_empty() {
                     let peer = ready[self.rng.below(ready.len() as u64) as usize];
                     self.start_session(peer, now_ms);
@@ -933,7 +1008,10 @@ impl Replica {
     }
 
     fn end_session(&mut self, from: NodeId, session: u64) {
-        if self.ae_session.is_some_and(|s| s.peer == from && s.id == session) {
+        if self
+            .ae_session
+            .is_some_and(|s| s.peer == from && s.id == session)
+        {
             self.ae_session = None;
         }
     }
@@ -956,9 +1034,19 @@ impl Replica {
         );
     }
 
-    fn on_ae_level(&mut self, from: NodeId, session: u64, level: u8, parents: &[u32], hashes: &[Fingerprint]) {
+    fn on_ae_level(
+        &mut self,
+        from: NodeId,
+        session: u64,
+        level: u8,
+        parents: &[u32],
+        hashes: &[Fingerprint],
+    ) {
         let max = self.cfg.ae_nodes_max;
-        let differ = self.map.digest().differing_children(level, parents, hashes, max);
+        let differ = self
+            .map
+            .digest()
+            .differing_children(level, parents, hashes, max);
         if differ.is_empty() {
             self.end_session(from, session);
             self.send(from, Message::AeDone { session });
@@ -1001,7 +1089,8 @@ impl Replica {
     }
 
     fn on_ae_leaves(&mut self, from: NodeId, session: u64, leaves: &[u32], summaries: &[Summary]) {
-        let theirs: HashMap<[u8; 8], &Summary> = summaries.iter().map(|s| (s.key_hash, s)).collect();
+        let theirs: HashMap<[u8; 8], &Summary> =
+            summaries.iter().map(|s| (s.key_hash, s)).collect();
         let mut seen: BTreeSet<[u8; 8]> = BTreeSet::new();
         let mut send: Vec<(Key, Entry)> = Vec::new();
         let mut want: Vec<[u8; 8]> = Vec::new();
@@ -1036,7 +1125,13 @@ impl Replica {
     }
 
     /// Sends `entries` in messages bounded by count and bytes; `want` rides on the first.
-    fn send_entries(&mut self, to: NodeId, session: u64, entries: Vec<(Key, Entry)>, want: Vec<[u8; 8]>) {
+    fn send_entries(
+        &mut self,
+        to: NodeId,
+        session: u64,
+        entries: Vec<(Key, Entry)>,
+        want: Vec<[u8; 8]>,
+    ) {
         self.metrics.ae_entries_sent += entries.len() as u64;
         let mut want = Some(want);
         let mut batch = Vec::new();
@@ -1049,7 +1144,8 @@ impl Replica {
                 Some((k, e)) => {
                     let size = e.encoded_len_estimate(k);
                     !batch.is_empty()
-                        && (batch.len() == ENTRIES_PER_MESSAGE_MAX || bytes + size > self.cfg.batch_bytes_max)
+                        && (batch.len() == ENTRIES_PER_MESSAGE_MAX
+                            || bytes + size > self.cfg.batch_bytes_max)
                 }
             };
             if flush {
@@ -1071,7 +1167,14 @@ impl Replica {
         }
     }
 
-    fn on_ae_entries(&mut self, from: NodeId, session: u64, entries: Vec<(Key, Entry)>, want: &[[u8; 8]], now_ms: u64) {
+    fn on_ae_entries(
+        &mut self,
+        from: NodeId,
+        session: u64,
+        entries: Vec<(Key, Entry)>,
+        want: &[[u8; 8]],
+        now_ms: u64,
+    ) {
         if !self.check_skew(from, entries.iter().map(|(_, e)| e.stamp.hlc), now_ms) {
             return;
         }
@@ -1099,7 +1202,10 @@ impl Replica {
     /// Our frontier: we hold every write stamped at or below it — the least
     /// of our own clock and what we received of each peer's own writes.
     fn frontier(&self) -> Hlc {
-        self.peers.values().map(|p| p.received).fold(self.clock.last(), Hlc::min)
+        self.peers
+            .values()
+            .map(|p| p.received)
+            .fold(self.clock.last(), Hlc::min)
     }
 
     /// Drops tombstones that every member holds, or that are older than the horizon.
@@ -1108,7 +1214,10 @@ impl Replica {
         let stable = if self.peers.is_empty() {
             Hlc::ZERO
         } else {
-            self.peers.values().map(|p| p.frontier).fold(self.frontier(), Hlc::min)
+            self.peers
+                .values()
+                .map(|p| p.frontier)
+                .fold(self.frontier(), Hlc::min)
         };
         let horizon = Hlc::new(now_ms.saturating_sub(self.cfg.tombstone_horizon_ms), 0);
         let limit = stable.max(horizon);
