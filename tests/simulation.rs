@@ -1,6 +1,6 @@
 //! The deterministic simulation over many seeds (design §8).
 //!
-//! `MERIDIAN_SIM_SEEDS=<n>` runs n seeds (default 300); `MERIDIAN_SIM_SEED=<s>`
+//! `MERIDIAN_SIM_SEEDS=<n>` runs n seeds (default 500); `MERIDIAN_SIM_SEED=<s>`
 //! replays one seed exactly; `MERIDIAN_SIM_FIRST=<s>` starts the range elsewhere.
 
 use meridian::sim::{run_seed, SimReport};
@@ -22,7 +22,7 @@ fn seeds_converge_to_the_oracle() {
         }
         return;
     }
-    let count = env_u64("MERIDIAN_SIM_SEEDS").unwrap_or(300);
+    let count = env_u64("MERIDIAN_SIM_SEEDS").unwrap_or(500);
     let first = env_u64("MERIDIAN_SIM_FIRST").unwrap_or(0);
     let mut total = SimReport::default();
     let mut failures = Vec::new();

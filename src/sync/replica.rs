@@ -643,9 +643,10 @@ impl Replica {
         }
         p.stale = false;
         self.synced_ms = self.synced_ms.max(now_ms);
-        if p.caught_up && self.rebuild_from == Some(from) && h.index == 0 {
-            // Nothing to transfer from an empty peer.
+        if p.caught_up && self.rebuild_from == Some(from) {
+            // The peer has nothing we lack (it is empty): the rebuild is done.
             self.rebuild_from = None;
+            self.rebuilding = false;
         }
         self.pump(from, now_ms);
     }
@@ -712,8 +713,9 @@ impl Replica {
         let applied = p.applied;
         let frontier = self.frontier();
         self.send(from, Message::Ack { applied, frontier });
-        if start_ae {
-            // Caught up after a reconnect: check with one cheap round.
+        // Caught up after a reconnect with every connected peer: check with
+        // one cheap round (earlier, it would repeat what the feeds still carry).
+        if start_ae && self.peers.values().all(|p| !p.ready || p.caught_up) {
             self.start_session(from, now_ms);
         }
     }
