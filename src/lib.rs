@@ -4,8 +4,10 @@
 //! codec) and [`sync`] (the replica state machine) are sans-IO: time and
 //! randomness are arguments and effects are returned, never performed.
 //! [`sim`] drives whole clusters of replicas over a simulated network in
-//! virtual time, deterministically from a seed.
+//! virtual time, deterministically from a seed. [`store`] keeps a node's
+//! state on disk (redb) or in memory.
 
 pub mod core;
 pub mod sim;
+pub mod store;
 pub mod sync;
