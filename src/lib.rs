@@ -5,9 +5,14 @@
 //! randomness are arguments and effects are returned, never performed.
 //! [`sim`] drives whole clusters of replicas over a simulated network in
 //! virtual time, deterministically from a seed. [`store`] keeps a node's
-//! state on disk (redb) or in memory.
+//! state on disk (redb) or in memory, [`net`] carries messages over QUIC
+//! with mutual TLS, and [`node`] composes them into a running [`Node`].
 
 pub mod core;
+pub mod net;
+pub mod node;
 pub mod sim;
 pub mod store;
 pub mod sync;
+
+pub use node::{Node, NodeBuilder, NodeError};

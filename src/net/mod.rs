@@ -1,0 +1,275 @@
+//! `net`: the QUIC transport.
+//!
+//! Owns the endpoint (quinn over mutual TLS, see [`tls`]), dialing seed
+//! peers with backoff, accepting peers, and per connection: a preamble that
+//! names the cluster and the node before any replication data, one
+//! unidirectional stream in each direction carrying length-prefixed codec
+//! frames, and a bounded send queue whose overflow drops frames (the
+//! protocol's resume and anti-entropy recover them) instead of blocking the
+//! replica. It decides nothing about replication: connection events and
+//! decoded messages go to the node's driver, which feeds the replica.
+
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::core::codec::{self, ClusterId, Message, HEADER_BYTES};
+use crate::core::types::NodeId;
+
+/// Magic of the per-connection preamble.
+pub const PREAMBLE_MAGIC: [u8; 4] = *b"MRDP";
+/// Preamble bytes: magic, cluster id, node id.
+pub const PREAMBLE_BYTES: usize = 4 + 16 + 8;
+/// Frames queued for one peer before new ones are dropped.
+pub const SEND_QUEUE_FRAMES_MAX: usize = 1_024;
+/// Dial backoff bounds.
+pub const DIAL_BACKOFF_MS_MIN: u64 = 100;
+pub const DIAL_BACKOFF_MS_MAX: u64 = 5_000;
+/// QUIC application error codes for closing a connection.
+pub const CLOSE_DUPLICATE: u32 = 1;
+pub const CLOSE_REFUSED: u32 = 2;
+pub const CLOSE_MALFORMED: u32 = 3;
+pub const CLOSE_SHUTDOWN: u32 = 4;
+
+/// Counters of the transport.
+#[derive(Debug, Default)]
+pub struct NetMetrics {
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    pub bytes_in: AtomicU64,
+    pub bytes_out: AtomicU64,
+    pub frames_dropped_queue_full: AtomicU64,
+    pub malformed_frames: AtomicU64,
+    pub peers_refused: AtomicU64,
+    pub connections_opened: AtomicU64,
+}
+
+/// What the transport tells the driver.
+#[derive(Debug)]
+pub enum NetEvent {
+    /// A connection to `node` is ready; frames for it go to `tx`.
+    Up {
+        conn: u64,
+        node: NodeId,
+        dialed: bool,
+        tx: mpsc::Sender<Vec<u8>>,
+        connection: quinn::Connection,
+    },
+    Message {
+        conn: u64,
+        node: NodeId,
+        msg: Message,
+    },
+    Down {
+        conn: u64,
+        node: NodeId,
+    },
+}
+
+/// Shared state of the transport's tasks.
+#[derive(Clone)]
+pub struct Transport {
+    pub endpoint: quinn::Endpoint,
+    pub cluster: ClusterId,
+    pub node: NodeId,
+    pub events: mpsc::Sender<NetEvent>,
+    pub metrics: Arc<NetMetrics>,
+    next_conn: Arc<AtomicU64>,
+}
+
+impl Transport {
+    pub fn new(
+        endpoint: quinn::Endpoint,
+        cluster: ClusterId,
+        node: NodeId,
+        events: mpsc::Sender<NetEvent>,
+    ) -> Transport {
+        Transport {
+            endpoint,
+            cluster,
+            node,
+            events,
+            metrics: Arc::new(NetMetrics::default()),
+            next_conn: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// Accepts connections until the endpoint closes.
+    pub async fn accept_loop(self) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let t = self.clone();
+            tokio::spawn(async move {
+                match incoming.await {
+                    Ok(c) => t.run_connection(c, false).await,
+                    Err(e) => {
+                        t.metrics.peers_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!("incoming connection failed: {e}");
+                    }
+                }
+            });
+        }
+    }
+
+    /// Keeps a connection to `addr` up, redialing with backoff, until the endpoint closes.
+    pub async fn dial_loop(self, addr: SocketAddr) {
+        let mut backoff = DIAL_BACKOFF_MS_MIN;
+        loop {
+            let connecting = match self.endpoint.connect(addr, tls::SERVER_NAME) {
+                Ok(c) => c,
+                Err(quinn::ConnectError::EndpointStopping) => return,
+                Err(e) => {
+                    tracing::warn!("cannot dial {addr}: {e}");
+                    return;
+                }
+            };
+            match connecting.await {
+                Ok(c) => {
+                    backoff = DIAL_BACKOFF_MS_MIN;
+                    self.run_connection(c, true).await;
+                }
+                Err(e) => tracing::debug!("dial {addr}: {e}"),
+            }
+            // Jitter from the clock's low bits; this is IO-side scheduling, not a decision.
+            let jitter = u64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_micros()),
+            ) % (backoff / 2 + 1);
+            tokio::time::sleep(Duration::from_millis(backoff + jitter)).await;
+            backoff = (backoff * 2).min(DIAL_BACKOFF_MS_MAX);
+            if self.events.is_closed() {
+                return;
+            }
+        }
+    }
+
+    fn preamble(&self) -> [u8; PREAMBLE_BYTES] {
+        let mut p = [0u8; PREAMBLE_BYTES];
+        p[..4].copy_from_slice(&PREAMBLE_MAGIC);
+        p[4..20].copy_from_slice(&self.cluster.0);
+        p[20..].copy_from_slice(&self.node.0.to_le_bytes());
+        p
+    }
+
+    /// Runs one connection to its end.
+    async fn run_connection(&self, connection: quinn::Connection, dialed: bool) {
+        self.metrics
+            .connections_opened
+            .fetch_add(1, Ordering::Relaxed);
+        let conn = self.next_conn.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut send) = connection.open_uni().await else {
+            return;
+        };
+        if send.write_all(&self.preamble()).await.is_err() {
+            return;
+        }
+        let Ok(mut recv) = connection.accept_uni().await else {
+            return;
+        };
+        let mut pre = [0u8; PREAMBLE_BYTES];
+        if recv.read_exact(&mut pre).await.is_err() {
+            return;
+        }
+        if pre[..4] != PREAMBLE_MAGIC || pre[4..20] != self.cluster.0 {
+            self.metrics.peers_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(remote = %connection.remote_address(), "refused a peer of another cluster");
+            connection.close(CLOSE_REFUSED.into(), b"another cluster");
+            return;
+        }
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&pre[20..]);
+        let node = NodeId(u64::from_le_bytes(id));
+        if node == self.node {
+            connection.close(CLOSE_REFUSED.into(), b"self");
+            return;
+        }
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(SEND_QUEUE_FRAMES_MAX);
+        let up = NetEvent::Up {
+            conn,
+            node,
+            dialed,
+            tx,
+            connection: connection.clone(),
+        };
+        if self.events.send(up).await.is_err() {
+            return;
+        }
+        let metrics = self.metrics.clone();
+        let writer = tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if send.write_all(&frame).await.is_err() {
+                    break;
+                }
+                metrics.frames_out.fetch_add(1, Ordering::Relaxed);
+                metrics
+                    .bytes_out
+                    .fetch_add(frame.len() as u64, Ordering::Relaxed);
+            }
+            let _ = send.finish();
+        });
+        let mut buf = Vec::new();
+        loop {
+            let mut header = [0u8; HEADER_BYTES];
+            if recv.read_exact(&mut header).await.is_err() {
+                break;
+            }
+            let len = match codec::decode_header(&header) {
+                Ok(len) => len,
+                Err(e) => {
+                    self.malformed(&connection, node, &e.to_string());
+                    break;
+                }
+            };
+            buf.clear();
+            buf.extend_from_slice(&header);
+            buf.resize(HEADER_BYTES + len, 0);
+            if recv.read_exact(&mut buf[HEADER_BYTES..]).await.is_err() {
+                break;
+            }
+            self.metrics.frames_in.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .bytes_in
+                .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            match codec::decode(&buf) {
+                Ok(msg) => {
+                    if self
+                        .events
+                        .send(NetEvent::Message { conn, node, msg })
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.malformed(&connection, node, &e.to_string());
+                    break;
+                }
+            }
+        }
+        writer.abort();
+        let _ = self.events.send(NetEvent::Down { conn, node }).await;
+    }
+
+    fn malformed(&self, connection: &quinn::Connection, node: NodeId, why: &str) {
+        self.metrics
+            .malformed_frames
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(peer = %node, "malformed frame, closing the connection: {why}");
+        connection.close(CLOSE_MALFORMED.into(), b"malformed frame");
+    }
+}
+
+/// Sends a frame without waiting; a full queue drops it and counts it.
+pub fn try_send(tx: &mpsc::Sender<Vec<u8>>, frame: Vec<u8>, metrics: &NetMetrics) {
+    if tx.try_send(frame).is_err() {
+        metrics
+            .frames_dropped_queue_full
+            .fetch_add(1, Ordering::Relaxed);
+    }
+}

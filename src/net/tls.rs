@@ -1,0 +1,292 @@
+//! Certificates and TLS: the cluster CA, node certificates, and the rustls
+//! configurations for mutual TLS over QUIC.
+//!
+//! Owns: creating a cluster CA (`meridian ca init`), issuing node
+//! certificates signed by it (`meridian ca issue`) that carry the node's name
+//! and region and serve for both server and client authentication, loading
+//! them from PEM files, and building the quinn server and client configs
+//! that accept only peers whose certificate chains to the cluster CA. The
+//! cluster id is derived from the CA certificate, so another CA is another
+//! cluster.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use thiserror::Error;
+
+use crate::core::codec::ClusterId;
+
+/// The name every node certificate carries, and that a dialing node asks for.
+pub const SERVER_NAME: &str = "meridian.cluster";
+/// The ALPN protocol of the replication transport.
+pub const ALPN: &[u8] = b"meridian/1";
+
+/// Why certificates or TLS could not be set up.
+#[derive(Debug, Error)]
+pub enum TlsError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not a valid PEM {what}")]
+    Pem { path: PathBuf, what: &'static str },
+    #[error("certificate generation: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("TLS configuration: {0}")]
+    Config(String),
+    #[error("invalid {field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// A cluster certificate authority.
+pub struct Ca {
+    /// The cluster's name, in the CA's subject.
+    pub cluster: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+/// A node's certificate and key, and the CA it chains to.
+#[derive(Clone)]
+pub struct NodeIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
+}
+
+fn ca_params(cluster: &str) -> CertificateParams {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationName, "meridian");
+    dn.push(DnType::CommonName, format!("meridian CA {cluster}"));
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p
+}
+
+fn check_name(field: &'static str, value: &str) -> Result<(), TlsError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(TlsError::Invalid {
+            field,
+            reason: format!("{value:?} must be 1-64 characters of a-z, A-Z, 0-9, '-', '_' or '.'"),
+        })
+    }
+}
+
+impl Ca {
+    /// Creates a new CA for the cluster `cluster`.
+    pub fn generate(cluster: &str) -> Result<Ca, TlsError> {
+        check_name("cluster", cluster)?;
+        let key = KeyPair::generate()?;
+        let cert = ca_params(cluster).self_signed(&key)?;
+        Ok(Ca {
+            cluster: cluster.to_string(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Writes `ca.pem`, `ca.key` (owner-only) and `cluster` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        write(&dir.join("ca.pem"), &self.cert_pem, false)?;
+        write(&dir.join("ca.key"), &self.key_pem, true)?;
+        write(&dir.join("cluster"), &format!("{}\n", self.cluster), false)
+    }
+
+    /// Reads a CA saved by [`Ca::save`].
+    pub fn load(dir: &Path) -> Result<Ca, TlsError> {
+        Ok(Ca {
+            cluster: read(&dir.join("cluster"))?.trim().to_string(),
+            cert_pem: read(&dir.join("ca.pem"))?,
+            key_pem: read(&dir.join("ca.key"))?,
+        })
+    }
+
+    /// Issues a certificate for node `name` in `region`, valid as server and client.
+    pub fn issue(&self, name: &str, region: &str) -> Result<NodeIdentity, TlsError> {
+        check_name("name", name)?;
+        check_name("region", region)?;
+        let ca_key = KeyPair::from_pem(&self.key_pem)?;
+        let issuer = Issuer::new(ca_params(&self.cluster), ca_key);
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "meridian");
+        dn.push(DnType::OrganizationalUnitName, region);
+        dn.push(DnType::CommonName, name);
+        p.distinguished_name = dn;
+        p.subject_alt_names = vec![SanType::DnsName(SERVER_NAME.try_into()?)];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let key = KeyPair::generate()?;
+        let cert = p.signed_by(&key, &issuer)?;
+        Ok(NodeIdentity {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            ca_pem: self.cert_pem.clone(),
+        })
+    }
+}
+
+impl NodeIdentity {
+    /// Writes `node.pem`, `node.key` (owner-only) and `ca.pem` into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<(), TlsError> {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        write(&dir.join("node.pem"), &self.cert_pem, false)?;
+        write(&dir.join("node.key"), &self.key_pem, true)?;
+        write(&dir.join("ca.pem"), &self.ca_pem, false)
+    }
+
+    /// Reads the files written by [`NodeIdentity::save`].
+    pub fn load(dir: &Path) -> Result<NodeIdentity, TlsError> {
+        Ok(NodeIdentity {
+            cert_pem: read(&dir.join("node.pem"))?,
+            key_pem: read(&dir.join("node.key"))?,
+            ca_pem: read(&dir.join("ca.pem"))?,
+        })
+    }
+
+    fn ca_der(&self) -> Result<CertificateDer<'static>, TlsError> {
+        CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).map_err(|_| TlsError::Pem {
+            path: PathBuf::from("ca.pem"),
+            what: "certificate",
+        })
+    }
+
+    /// The cluster id: derived from the CA certificate.
+    pub fn cluster_id(&self) -> Result<ClusterId, TlsError> {
+        let der = self.ca_der()?;
+        let h = blake3::hash(der.as_ref());
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&h.as_bytes()[..16]);
+        Ok(ClusterId(id))
+    }
+
+    /// quinn server and client configurations for mutual TLS 1.3 within the cluster.
+    pub fn quic_configs(&self) -> Result<(quinn::ServerConfig, quinn::ClientConfig), TlsError> {
+        let cfg = |e: &dyn std::fmt::Display| TlsError::Config(e.to_string());
+        let cert = CertificateDer::from_pem_slice(self.cert_pem.as_bytes()).map_err(|_| {
+            TlsError::Pem {
+                path: PathBuf::from("node.pem"),
+                what: "certificate",
+            }
+        })?;
+        let key =
+            PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|_| TlsError::Pem {
+                path: PathBuf::from("node.key"),
+                what: "private key",
+            })?;
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der()?).map_err(|e| cfg(&e))?;
+        let roots = Arc::new(roots);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| cfg(&e))?;
+        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| cfg(&e))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(vec![cert.clone()], key.clone_key())
+            .map_err(|e| cfg(&e))?;
+        server.alpn_protocols = vec![ALPN.to_vec()];
+        let mut client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| cfg(&e))?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(vec![cert], key)
+            .map_err(|e| cfg(&e))?;
+        client.alpn_protocols = vec![ALPN.to_vec()];
+        let server =
+            quinn::crypto::rustls::QuicServerConfig::try_from(server).map_err(|e| cfg(&e))?;
+        let client =
+            quinn::crypto::rustls::QuicClientConfig::try_from(client).map_err(|e| cfg(&e))?;
+        let mut transport = quinn::TransportConfig::default();
+        transport.keep_alive_interval(Some(std::time::Duration::from_millis(1_000)));
+        transport.max_idle_timeout(Some(
+            std::time::Duration::from_millis(5_000)
+                .try_into()
+                .map_err(|e| cfg(&e))?,
+        ));
+        let transport = Arc::new(transport);
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
+        server.transport_config(transport.clone());
+        let mut client = quinn::ClientConfig::new(Arc::new(client));
+        client.transport_config(transport);
+        Ok((server, client))
+    }
+}
+
+fn io(path: &Path, source: std::io::Error) -> TlsError {
+    TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn read(path: &Path) -> Result<String, TlsError> {
+    std::fs::read_to_string(path).map_err(|e| io(path, e))
+}
+
+fn write(path: &Path, text: &str, secret: bool) -> Result<(), TlsError> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let _ = secret;
+    let mut f = opts.open(path).map_err(|e| io(path, e))?;
+    f.write_all(text.as_bytes()).map_err(|e| io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_certificates_build_tls_configs_and_share_the_cluster_id() {
+        let ca = Ca::generate("prod").unwrap();
+        let a = ca.issue("n1", "us-east").unwrap();
+        let b = ca.issue("n2", "eu-west").unwrap();
+        a.quic_configs().unwrap();
+        assert_eq!(a.cluster_id().unwrap(), b.cluster_id().unwrap());
+        let other = Ca::generate("prod")
+            .unwrap()
+            .issue("n1", "us-east")
+            .unwrap();
+        assert_ne!(a.cluster_id().unwrap(), other.cluster_id().unwrap());
+        assert!(matches!(
+            ca.issue("bad name", "r"),
+            Err(TlsError::Invalid { field: "name", .. })
+        ));
+    }
+}

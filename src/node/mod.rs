@@ -1,0 +1,808 @@
+//! `node`: a running Meridian node, and the embedded Rust API.
+//!
+//! Owns the composition of the layers: a driver task that owns the
+//! [`Replica`] and carries out its outputs in order, a store thread that
+//! makes persist batches durable with group commit (while one commit is on
+//! its way to disk the next group gathers, and every write in a group is
+//! acknowledged when its commit returns), the QUIC [`Transport`], and the
+//! [`Node`] handle that applications embed. The driver decides nothing: it
+//! feeds the replica inputs (client calls, peer messages, connection events,
+//! timer ticks) and executes what comes out.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::core::codec;
+use crate::core::types::{Hash, Limits, NodeId, Stamp};
+use crate::net::tls::{NodeIdentity, TlsError};
+use crate::net::{self, NetEvent, NetMetrics, Transport};
+use crate::store::{Durability, MemoryStore, RedbStore, Store, StoreError};
+use crate::sync::{
+    Config, ConfigError, Event, Metrics, Output, PartitionPolicy, PersistBatch, Replica, Status,
+    WriteError, WriteReceipt,
+};
+
+/// Commands waiting for the driver.
+pub const COMMAND_QUEUE_MAX: usize = 4_096;
+/// Transport events waiting for the driver.
+pub const NET_QUEUE_MAX: usize = 4_096;
+/// Most changes one watch poll returns.
+pub const WATCH_BATCH_MAX: usize = 1_024;
+/// Recent events kept for status.
+pub const EVENTS_KEPT_MAX: usize = 256;
+
+/// Why a node call failed.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the node is shut down")]
+    Stopped,
+    #[error("the store failed and the node stopped: {0}")]
+    StoreFailed(String),
+}
+
+/// A live key as the API returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvEntry {
+    pub key: String,
+    pub value: Bytes,
+    pub flags: u64,
+    pub create_index: u64,
+    pub modify_index: u64,
+    pub stamp: Stamp,
+}
+
+/// One change seen by a watch: `value` is `None` for a delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub index: u64,
+    pub key: String,
+    pub value: Option<Bytes>,
+    pub flags: u64,
+    pub stamp: Stamp,
+}
+
+/// A node's status: the replica's, the transport's counters, recent events.
+#[derive(Debug, Clone)]
+pub struct NodeStatus {
+    pub replica: Status,
+    pub metrics: Metrics,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub frames_dropped: u64,
+    pub malformed_frames: u64,
+    pub peers_refused: u64,
+    pub commits: u64,
+    pub recent_events: Vec<Event>,
+    /// Physical time of this status, ms since the epoch.
+    pub now_ms: u64,
+}
+
+enum Command {
+    Put {
+        key: String,
+        value: Option<Bytes>,
+        flags: u64,
+        cas: Option<u64>,
+        reply: oneshot::Sender<Result<WriteReceipt, NodeError>>,
+    },
+    Get {
+        key: String,
+        reply: oneshot::Sender<Option<KvEntry>>,
+    },
+    List {
+        prefix: String,
+        reply: oneshot::Sender<Vec<KvEntry>>,
+    },
+    Changes {
+        prefix: String,
+        since: u64,
+        reply: oneshot::Sender<(Vec<Change>, u64)>,
+    },
+    Status {
+        reply: oneshot::Sender<NodeStatus>,
+    },
+    Digest {
+        prefix: String,
+        reply: oneshot::Sender<Hash>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+type Tune = Box<dyn FnOnce(&mut Config) + Send>;
+
+/// Builds a [`Node`].
+pub struct NodeBuilder {
+    name: String,
+    region: String,
+    identity: NodeIdentity,
+    data_dir: Option<PathBuf>,
+    listen: SocketAddr,
+    seeds: Vec<SocketAddr>,
+    durability: Durability,
+    limits: Limits,
+    policy: PartitionPolicy,
+    tune: Vec<Tune>,
+}
+
+impl NodeBuilder {
+    /// Where the node keeps its database; without it, state lives in memory only.
+    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(dir.into());
+        self
+    }
+
+    /// The UDP address peers reach this node on (default `127.0.0.1:0`).
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// Peers to connect to; connections are kept up and redialed.
+    pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
+        self.seeds.extend(seeds);
+        self
+    }
+
+    pub fn durability(mut self, d: Durability) -> Self {
+        self.durability = d;
+        self
+    }
+
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    pub fn partition_policy(mut self, p: PartitionPolicy) -> Self {
+        self.policy = p;
+        self
+    }
+
+    /// Adjusts the replica's configuration (timers, batch sizes) before start.
+    pub fn tune(mut self, f: impl FnOnce(&mut Config) + Send + 'static) -> Self {
+        self.tune.push(Box::new(f));
+        self
+    }
+
+    /// Opens the store, binds the endpoint and starts the node.
+    pub async fn start(self) -> Result<Node, NodeError> {
+        let mut store: Box<dyn Store> = match &self.data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir {
+                    path: dir.clone(),
+                    source,
+                })?;
+                Box::new(RedbStore::open(
+                    &dir.join("meridian.redb"),
+                    self.durability,
+                )?)
+            }
+            None => Box::new(MemoryStore::new()),
+        };
+        let mut state = store.load()?;
+        if state.node == NodeId(0) {
+            state.node = NodeId(random_u64() | 1);
+            store.set_node(state.node)?;
+        }
+        let cluster = self.identity.cluster_id()?;
+        let mut cfg = Config::new(state.node, &self.name, &self.region, cluster);
+        cfg.limits = self.limits;
+        cfg.partition_policy = self.policy;
+        cfg.rng_seed = random_u64();
+        for f in self.tune {
+            f(&mut cfg);
+        }
+        let replica = Replica::restore(cfg, &state, now_ms())?;
+        let (server, client) = self.identity.quic_configs()?;
+        let mut endpoint =
+            quinn::Endpoint::server(server, self.listen).map_err(|source| NodeError::Listen {
+                addr: self.listen,
+                source,
+            })?;
+        endpoint.set_default_client_config(client);
+        let local_addr = endpoint.local_addr().map_err(|source| NodeError::Listen {
+            addr: self.listen,
+            source,
+        })?;
+        let (net_tx, net_rx) = mpsc::channel(NET_QUEUE_MAX);
+        let transport = Transport::new(endpoint.clone(), cluster, state.node, net_tx);
+        tokio::spawn(transport.clone().accept_loop());
+        for seed in &self.seeds {
+            tokio::spawn(transport.clone().dial_loop(*seed));
+        }
+        let (commit_tx, commit_rx) = mpsc::channel(16);
+        let (store_tx, store_rx) = std::sync::mpsc::channel::<(Vec<PersistBatch>, u64)>();
+        std::thread::Builder::new()
+            .name(format!("meridian-store-{}", self.name))
+            .spawn(move || {
+                while let Ok((batches, seq)) = store_rx.recv() {
+                    let r = store.commit(&batches).map_err(|e| e.to_string());
+                    if commit_tx.blocking_send((seq, r)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|source| NodeError::DataDir {
+                path: self.data_dir.clone().unwrap_or_default(),
+                source,
+            })?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
+        let (notify_tx, notify_rx) = watch::channel(replica.map().index());
+        let driver = Driver {
+            me: state.node,
+            replica,
+            metrics: transport.metrics.clone(),
+            transport,
+            conns: HashMap::new(),
+            queue: VecDeque::new(),
+            issued: 0,
+            done: 0,
+            group: Vec::new(),
+            committing: false,
+            commits: 0,
+            store_tx: Some(store_tx),
+            pending: HashMap::new(),
+            notify: notify_tx,
+            events: VecDeque::new(),
+            failed: None,
+        };
+        let task = tokio::spawn(driver.run(cmd_rx, net_rx, commit_rx));
+        Ok(Node {
+            id: state.node,
+            cmd: cmd_tx,
+            notify: notify_rx,
+            local_addr,
+            endpoint,
+            task: Some(task),
+        })
+    }
+}
+
+/// A running node (see the module docs). Cheap calls go through the
+/// driver's queue; drop or [`Node::shutdown`] stops it.
+pub struct Node {
+    id: NodeId,
+    cmd: mpsc::Sender<Command>,
+    notify: watch::Receiver<u64>,
+    local_addr: SocketAddr,
+    endpoint: quinn::Endpoint,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Starts building a node called `name` in `region`, with its TLS identity.
+    pub fn builder(name: &str, region: &str, identity: NodeIdentity) -> NodeBuilder {
+        NodeBuilder {
+            name: name.to_string(),
+            region: region.to_string(),
+            identity,
+            data_dir: None,
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            seeds: Vec::new(),
+            durability: Durability::Immediate,
+            limits: Limits::default(),
+            policy: PartitionPolicy::Available,
+            tune: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The UDP address peers reach this node on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmd
+            .send(make(tx))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Writes `value` under `key`; returns once the write is durable.
+    pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<WriteReceipt, NodeError> {
+        self.put_with(key, value, 0, None).await
+    }
+
+    /// Writes with Consul flags and an optional check-and-set index (0: only if absent).
+    pub async fn put_with(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+        flags: u64,
+        cas: Option<u64>,
+    ) -> Result<WriteReceipt, NodeError> {
+        let value = Some(value.into());
+        let key = key.to_string();
+        self.call(|reply| Command::Put {
+            key,
+            value,
+            flags,
+            cas,
+            reply,
+        })
+        .await?
+    }
+
+    /// Deletes `key` (a tombstone); returns once durable.
+    pub async fn delete(&self, key: &str) -> Result<WriteReceipt, NodeError> {
+        let key = key.to_string();
+        self.call(|reply| Command::Put {
+            key,
+            value: None,
+            flags: 0,
+            cas: None,
+            reply,
+        })
+        .await?
+    }
+
+    /// Reads `key` from this node's state.
+    pub async fn get(&self, key: &str) -> Result<Option<KvEntry>, NodeError> {
+        let key = key.to_string();
+        self.call(|reply| Command::Get { key, reply }).await
+    }
+
+    /// Every live key under `prefix`, in key order.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<KvEntry>, NodeError> {
+        let prefix = prefix.to_string();
+        self.call(|reply| Command::List { prefix, reply }).await
+    }
+
+    /// The changes under `prefix` after `from_index`, then every change as it comes.
+    pub fn watch(&self, prefix: &str, from_index: u64) -> Watch {
+        Watch {
+            cmd: self.cmd.clone(),
+            notify: self.notify.clone(),
+            prefix: prefix.to_string(),
+            next: from_index,
+            delivered: from_index,
+            buf: VecDeque::new(),
+        }
+    }
+
+    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
+        self.call(|reply| Command::Status { reply }).await
+    }
+
+    /// The Merkle root of the whole state (empty prefix), or a digest of the keys under `prefix`.
+    pub async fn digest(&self, prefix: &str) -> Result<Hash, NodeError> {
+        let prefix = prefix.to_string();
+        self.call(|reply| Command::Digest { prefix, reply }).await
+    }
+
+    /// Finishes pending commits, closes every connection and stops.
+    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+        let _ = self.call(|reply| Command::Shutdown { reply }).await;
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        Ok(())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if self.task.is_some() {
+            self.endpoint.close(net::CLOSE_SHUTDOWN.into(), b"dropped");
+        }
+    }
+}
+
+/// A resumable stream of changes (see [`Node::watch`]).
+pub struct Watch {
+    cmd: mpsc::Sender<Command>,
+    notify: watch::Receiver<u64>,
+    prefix: String,
+    /// Scanned up to here.
+    next: u64,
+    /// The index of the last change handed out.
+    delivered: u64,
+    buf: VecDeque<Change>,
+}
+
+impl Watch {
+    /// The next change; `None` once the node stopped.
+    pub async fn next(&mut self) -> Option<Change> {
+        loop {
+            if let Some(c) = self.buf.pop_front() {
+                self.delivered = c.index;
+                return Some(c);
+            }
+            let (tx, rx) = oneshot::channel();
+            let cmd = Command::Changes {
+                prefix: self.prefix.clone(),
+                since: self.next,
+                reply: tx,
+            };
+            self.cmd.send(cmd).await.ok()?;
+            let (changes, scanned_to) = rx.await.ok()?;
+            self.next = self.next.max(scanned_to);
+            if !changes.is_empty() {
+                self.buf.extend(changes);
+                continue;
+            }
+            let next = self.next;
+            self.notify.wait_for(|i| *i > next).await.ok()?;
+        }
+    }
+
+    /// The index this watch has delivered up to: resume from it later.
+    pub fn index(&self) -> u64 {
+        if self.buf.is_empty() {
+            self.next
+        } else {
+            self.delivered
+        }
+    }
+}
+
+struct Conn {
+    id: u64,
+    dialed: bool,
+    tx: mpsc::Sender<Vec<u8>>,
+    connection: quinn::Connection,
+}
+
+struct Driver {
+    me: NodeId,
+    replica: Replica,
+    transport: Transport,
+    metrics: Arc<NetMetrics>,
+    conns: HashMap<NodeId, Conn>,
+    /// Outputs waiting for the persist numbered by their first field.
+    queue: VecDeque<(u64, Output)>,
+    /// Persists seen, and persists durable.
+    issued: u64,
+    done: u64,
+    group: Vec<PersistBatch>,
+    committing: bool,
+    commits: u64,
+    store_tx: Option<std::sync::mpsc::Sender<(Vec<PersistBatch>, u64)>>,
+    pending: HashMap<Stamp, oneshot::Sender<Result<WriteReceipt, NodeError>>>,
+    notify: watch::Sender<u64>,
+    events: VecDeque<Event>,
+    failed: Option<String>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn random_u64() -> u64 {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        // No OS randomness: fall back to the clock, still unique enough for an id.
+        return blake3::hash(&now_ms().to_le_bytes()).as_bytes()[0] as u64 | (now_ms() << 8);
+    }
+    u64::from_le_bytes(b)
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut cmd_rx: mpsc::Receiver<Command>,
+        mut net_rx: mpsc::Receiver<NetEvent>,
+        mut commit_rx: mpsc::Receiver<(u64, Result<(), String>)>,
+    ) {
+        let mut shutdown: Option<oneshot::Sender<()>> = None;
+        loop {
+            let wait = self.replica.next_timeout().saturating_sub(now_ms());
+            tokio::select! {
+                biased;
+                Some((seq, result)) = commit_rx.recv() => self.committed(seq, result),
+                cmd = cmd_rx.recv(), if shutdown.is_none() => match cmd {
+                    None => shutdown = Some(oneshot::channel().0),
+                    Some(Command::Shutdown { reply }) => shutdown = Some(reply),
+                    Some(c) => self.command(c),
+                },
+                Some(ev) = net_rx.recv() => self.net(ev),
+                _ = tokio::time::sleep(Duration::from_millis(wait)) => self.replica.tick(now_ms()),
+            }
+            self.absorb();
+            self.flush();
+            if self.failed.is_some()
+                || (shutdown.is_some() && !self.committing && self.group.is_empty())
+            {
+                break;
+            }
+        }
+        self.transport
+            .endpoint
+            .close(net::CLOSE_SHUTDOWN.into(), b"shutdown");
+        self.store_tx = None;
+        let err = self
+            .failed
+            .clone()
+            .unwrap_or_else(|| "the node is shut down".to_string());
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(NodeError::StoreFailed(err.clone())));
+        }
+        if let Some(reply) = shutdown {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Moves the replica's outputs into the queue; persists join the next group.
+    fn absorb(&mut self) {
+        while let Some(o) = self.replica.poll_output() {
+            match o {
+                Output::Persist(b) => {
+                    self.issued += 1;
+                    self.group.push(b);
+                }
+                other => self.queue.push_back((self.issued, other)),
+            }
+        }
+    }
+
+    /// Starts the next group commit if none is running, and carries out every output already durable.
+    fn flush(&mut self) {
+        if !self.committing && !self.group.is_empty() {
+            if let Some(tx) = &self.store_tx {
+                let group = std::mem::take(&mut self.group);
+                if tx.send((group, self.issued)).is_ok() {
+                    self.committing = true;
+                } else {
+                    self.failed = Some("the store thread stopped".to_string());
+                }
+            }
+        }
+        while self.queue.front().is_some_and(|(seq, _)| *seq <= self.done) {
+            let (_, o) = self.queue.pop_front().expect("checked");
+            self.execute(o);
+        }
+    }
+
+    fn committed(&mut self, seq: u64, result: Result<(), String>) {
+        self.committing = false;
+        match result {
+            Ok(()) => {
+                self.commits += 1;
+                self.done = seq;
+            }
+            Err(e) => {
+                tracing::error!("store commit failed, stopping the node: {e}");
+                self.failed = Some(e);
+            }
+        }
+    }
+
+    fn execute(&mut self, o: Output) {
+        match o {
+            Output::Persist(_) => unreachable!("persists never enter the queue"),
+            Output::Send { to, msg } => {
+                let Some(c) = self.conns.get(&to) else { return };
+                match codec::encode(&msg) {
+                    Ok(frame) => net::try_send(&c.tx, frame, &self.metrics),
+                    Err(e) => tracing::error!("cannot encode a {} message: {e}", msg.kind()),
+                }
+            }
+            Output::Acknowledge(r) => {
+                if let Some(reply) = self.pending.remove(&r.stamp) {
+                    let _ = reply.send(Ok(r));
+                }
+            }
+            Output::Notify { index } => {
+                self.notify.send_replace(index);
+            }
+            Output::Disconnect { peer, reason } => {
+                self.metrics.peers_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, "refused peer: {reason}");
+                if let Some(c) = self.conns.remove(&peer) {
+                    c.connection
+                        .close(net::CLOSE_REFUSED.into(), reason.to_string().as_bytes());
+                }
+            }
+            Output::Event(e) => {
+                tracing::info!("event: {e:?}");
+                if self.events.len() == EVENTS_KEPT_MAX {
+                    self.events.pop_front();
+                }
+                self.events.push_back(e);
+            }
+        }
+    }
+
+    fn net(&mut self, ev: NetEvent) {
+        let now = now_ms();
+        match ev {
+            NetEvent::Up {
+                conn,
+                node,
+                dialed,
+                tx,
+                connection,
+            } => {
+                let new = Conn {
+                    id: conn,
+                    dialed,
+                    tx,
+                    connection,
+                };
+                // One connection per pair: both sides keep the one dialed by the smaller id.
+                let preferred = |c: &Conn| c.dialed == (self.me < node);
+                match self.conns.remove(&node) {
+                    Some(old) if preferred(&old) || !preferred(&new) => {
+                        new.connection
+                            .close(net::CLOSE_DUPLICATE.into(), b"duplicate");
+                        self.conns.insert(node, old);
+                    }
+                    Some(old) => {
+                        old.connection
+                            .close(net::CLOSE_DUPLICATE.into(), b"duplicate");
+                        self.conns.insert(node, new);
+                        self.replica.disconnected(node, now);
+                        self.replica.connected(node, now);
+                    }
+                    None => {
+                        self.conns.insert(node, new);
+                        self.replica.connected(node, now);
+                    }
+                }
+            }
+            NetEvent::Message { conn, node, msg } => {
+                if self.conns.get(&node).is_some_and(|c| c.id == conn) {
+                    self.replica.handle(node, msg, now);
+                }
+            }
+            NetEvent::Down { conn, node } => {
+                if self.conns.get(&node).is_some_and(|c| c.id == conn) {
+                    self.conns.remove(&node);
+                    self.replica.disconnected(node, now);
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = now_ms();
+        match c {
+            Command::Put {
+                key,
+                value,
+                flags,
+                cas,
+                reply,
+            } => {
+                if let Some(e) = &self.failed {
+                    let _ = reply.send(Err(NodeError::StoreFailed(e.clone())));
+                    return;
+                }
+                let r = match value {
+                    Some(v) => self.replica.put(&key, v, flags, cas, now),
+                    None => self.replica.delete(&key, cas, now),
+                };
+                match r {
+                    Ok(receipt) => {
+                        self.pending.insert(receipt.stamp, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::Get { key, reply } => {
+                let e = self.replica.get(&key).and_then(|r| live(&key, r));
+                let _ = reply.send(e);
+            }
+            Command::List { prefix, reply } => {
+                let list = self
+                    .replica
+                    .map()
+                    .scan_prefix(&prefix)
+                    .filter_map(|(k, r)| live(k.as_str(), r))
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Command::Changes {
+                prefix,
+                since,
+                reply,
+            } => {
+                // Everything up to `scanned_to` was looked at.
+                let mut scanned_to = self.replica.map().index();
+                let mut out = Vec::new();
+                for (i, k, r) in self.replica.map().changes_since(since) {
+                    if out.len() == WATCH_BATCH_MAX {
+                        scanned_to = i - 1;
+                        break;
+                    }
+                    if k.as_str().starts_with(&prefix) {
+                        out.push(Change {
+                            index: i,
+                            key: k.to_string(),
+                            value: r.entry.value.clone(),
+                            flags: r.entry.flags,
+                            stamp: r.entry.stamp,
+                        });
+                    }
+                }
+                let _ = reply.send((out, scanned_to.max(since)));
+            }
+            Command::Status { reply } => {
+                let m = &self.metrics;
+                let status = NodeStatus {
+                    replica: self.replica.status(),
+                    metrics: self.replica.metrics().clone(),
+                    frames_in: m.frames_in.load(Ordering::Relaxed),
+                    frames_out: m.frames_out.load(Ordering::Relaxed),
+                    bytes_in: m.bytes_in.load(Ordering::Relaxed),
+                    bytes_out: m.bytes_out.load(Ordering::Relaxed),
+                    frames_dropped: m.frames_dropped_queue_full.load(Ordering::Relaxed),
+                    malformed_frames: m.malformed_frames.load(Ordering::Relaxed),
+                    peers_refused: m.peers_refused.load(Ordering::Relaxed),
+                    commits: self.commits,
+                    recent_events: self.events.iter().cloned().collect(),
+                    now_ms: now,
+                };
+                let _ = reply.send(status);
+            }
+            Command::Digest { prefix, reply } => {
+                let h = if prefix.is_empty() {
+                    self.replica.root()
+                } else {
+                    self.replica.map().prefix_digest(&prefix)
+                };
+                let _ = reply.send(h);
+            }
+            Command::Shutdown { .. } => unreachable!("handled by the loop"),
+        }
+    }
+}
+
+fn live(key: &str, r: &crate::core::Record) -> Option<KvEntry> {
+    r.entry.value.as_ref().map(|v| KvEntry {
+        key: key.to_string(),
+        value: v.clone(),
+        flags: r.entry.flags,
+        create_index: r.create_index,
+        modify_index: r.modify_index,
+        stamp: r.entry.stamp,
+    })
+}

@@ -1,0 +1,214 @@
+//! Real nodes on loopback: QUIC with mutual TLS, redb stores, one process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use meridian::net::tls::{Ca, NodeIdentity};
+use meridian::node::Node;
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("meridian-node-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+async fn start(
+    ca: &Ca,
+    name: &str,
+    region: &str,
+    dir: Option<PathBuf>,
+    listen: SocketAddr,
+    seeds: &[SocketAddr],
+) -> Node {
+    let id: NodeIdentity = ca.issue(name, region).unwrap();
+    let mut b = Node::builder(name, region, id)
+        .listen(listen)
+        .seeds(seeds.iter().copied())
+        .tune(|c| {
+            c.ae_interval_ms = 500;
+            c.ae_jitter_ms = 100;
+            c.heartbeat_interval_ms = 200;
+        });
+    if let Some(d) = dir {
+        b = b.data_dir(d);
+    }
+    b.start().await.unwrap()
+}
+
+/// Waits until every node reports the same root, or panics after `secs`.
+async fn converge(nodes: &[&Node], secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let mut roots = Vec::new();
+        for n in nodes {
+            roots.push(n.digest("").await.unwrap());
+        }
+        if roots.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no convergence within {secs} s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn any_port() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_regions_converge_and_nodes_recover() {
+    let ca = Ca::generate("test").unwrap();
+    let base = scratch("converge");
+    let regions = ["us-east", "eu-west", "ap-southeast"];
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut addrs: Vec<SocketAddr> = Vec::new();
+    for i in 0..6 {
+        let name = format!("n{i}");
+        let n = start(
+            &ca,
+            &name,
+            regions[i % 3],
+            Some(base.join(&name)),
+            any_port(),
+            &addrs,
+        )
+        .await;
+        addrs.push(n.local_addr());
+        nodes.push(n);
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        for j in 0..20 {
+            n.put(&format!("app/{i}/{j}"), format!("v{i}-{j}"))
+                .await
+                .unwrap();
+        }
+    }
+    converge(&nodes.iter().collect::<Vec<_>>(), 20).await;
+    for n in &nodes {
+        assert_eq!(n.list("app/").await.unwrap().len(), 120);
+        let e = n.get("app/3/7").await.unwrap().expect("replicated");
+        assert_eq!(&e.value[..], b"v3-7");
+    }
+    let st = nodes[0].status().await.unwrap();
+    assert_eq!(st.replica.reachable_regions.len(), 3);
+    assert!(st.replica.quorum);
+
+    // A node restarts from its disk and catches up from the change feed.
+    let n5 = nodes.pop().unwrap();
+    let n5_addr = n5.local_addr();
+    let n5_id = n5.id();
+    n5.shutdown().await.unwrap();
+    for j in 0..100 {
+        nodes[j % 5].put(&format!("during/{j}"), "x").await.unwrap();
+    }
+    let n5 = start(
+        &ca,
+        "n5",
+        "ap-southeast",
+        Some(base.join("n5")),
+        n5_addr,
+        &addrs[..5],
+    )
+    .await;
+    assert_eq!(n5.id(), n5_id, "the node id is kept on disk");
+    let mut all: Vec<&Node> = nodes.iter().collect();
+    all.push(&n5);
+    converge(&all, 20).await;
+    let m = n5.status().await.unwrap().metrics;
+    assert!(m.feed_entries_applied >= 100, "{m:?}");
+    assert_eq!(m.ae_entries_applied, 0, "the feed sufficed: {m:?}");
+    n5.shutdown().await.unwrap();
+
+    // Its store is wiped: it comes back as a new node and rebuilds from peers.
+    std::fs::remove_dir_all(base.join("n5")).unwrap();
+    let n5 = start(
+        &ca,
+        "n5",
+        "ap-southeast",
+        Some(base.join("n5")),
+        any_port(),
+        &addrs[..5],
+    )
+    .await;
+    assert_ne!(n5.id(), n5_id);
+    let mut all: Vec<&Node> = nodes.iter().collect();
+    all.push(&n5);
+    converge(&all, 20).await;
+    assert_eq!(n5.list("").await.unwrap().len(), 220);
+    assert!(!n5.status().await.unwrap().replica.rebuilding);
+    n5.shutdown().await.unwrap();
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(base);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_with_another_ca_is_refused() {
+    let ca = Ca::generate("test").unwrap();
+    let a = start(&ca, "a", "us-east", None, any_port(), &[]).await;
+    a.put("secret", "v").await.unwrap();
+    let other = Ca::generate("test").unwrap();
+    let b = start(&other, "b", "eu-west", None, any_port(), &[a.local_addr()]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = a.status().await.unwrap();
+        if st.peers_refused > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the foreign peer was never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.get("secret").await.unwrap().is_none());
+    assert!(a
+        .status()
+        .await
+        .unwrap()
+        .replica
+        .peers
+        .iter()
+        .all(|p| !p.connected));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_deliver_changes_in_order_and_resume() {
+    let ca = Ca::generate("test").unwrap();
+    let a = start(&ca, "a", "us-east", None, any_port(), &[]).await;
+    let b = start(&ca, "b", "eu-west", None, any_port(), &[a.local_addr()]).await;
+    let mut w = b.watch("cfg/", 0);
+    a.put("cfg/x", "1").await.unwrap();
+    a.put("other", "no").await.unwrap();
+    a.put("cfg/y", "2").await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (first.key.as_str(), second.key.as_str()),
+        ("cfg/x", "cfg/y")
+    );
+    assert!(first.index < second.index);
+    let resume_at = w.index();
+    a.delete("cfg/x").await.unwrap();
+    let mut w2 = b.watch("cfg/", resume_at);
+    let del = tokio::time::timeout(Duration::from_secs(10), w2.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(del.key, "cfg/x");
+    assert!(del.value.is_none());
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
