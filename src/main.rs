@@ -1,14 +1,17 @@
 //! The `meridian` binary.
 //!
-//! Today it runs the deterministic simulation (`meridian sim`); the node,
-//! the HTTP API and the operator commands come with the network and storage
-//! layers.
+//! Today: the deterministic simulation (`meridian sim`) and the cluster CA
+//! (`meridian ca init|issue`). The daemon, the HTTP API and the operator
+//! commands come next.
 
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Result;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use meridian::net::tls::Ca;
 use meridian::sim::{run_seed, SimConfig};
 
 #[derive(Parser)]
@@ -33,6 +36,39 @@ enum Command {
         #[arg(long, conflicts_with_all = ["seeds", "first"])]
         seed: Option<u64>,
     },
+    /// The cluster's certificate authority.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create a new CA (ca.pem, ca.key, cluster) in a directory.
+    Init {
+        /// The cluster's name.
+        #[arg(long, default_value = "meridian")]
+        cluster: String,
+        /// Where to write the CA; refused if a CA is already there.
+        #[arg(long, default_value = "ca")]
+        out: PathBuf,
+    },
+    /// Issue a node certificate (node.pem, node.key, ca.pem) signed by the CA.
+    Issue {
+        /// The node's name (in the certificate's common name).
+        #[arg(long)]
+        name: String,
+        /// The node's region (in the certificate's organizational unit).
+        #[arg(long)]
+        region: String,
+        /// The CA directory made by `ca init`.
+        #[arg(long, default_value = "ca")]
+        ca: PathBuf,
+        /// Where to write the node's files (default: a directory named after the node).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -49,6 +85,46 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Command::Sim { seeds, first, seed } => Ok(sim(seeds, first, seed)),
+        Command::Ca { command } => ca(command).map(|()| true),
+    }
+}
+
+fn ca(command: CaCommand) -> Result<()> {
+    match command {
+        CaCommand::Init { cluster, out } => {
+            if out.join("ca.key").exists() {
+                anyhow::bail!(
+                    "{} already holds a CA; refusing to overwrite it",
+                    out.display()
+                );
+            }
+            let ca = Ca::generate(&cluster)?;
+            ca.save(&out)?;
+            let id = meridian::net::tls::cluster_id(&ca.cert_pem)?;
+            println!(
+                "created the CA of cluster {cluster:?} in {} (cluster id {})",
+                out.display(),
+                id.0.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            );
+            println!(
+                "keep {} secret; issue node certificates with `meridian ca issue`",
+                out.join("ca.key").display()
+            );
+            Ok(())
+        }
+        CaCommand::Issue {
+            name,
+            region,
+            ca,
+            out,
+        } => {
+            let authority =
+                Ca::load(&ca).with_context(|| format!("reading the CA in {}", ca.display()))?;
+            let out = out.unwrap_or_else(|| PathBuf::from(&name));
+            authority.issue(&name, &region)?.save(&out)?;
+            println!("issued {name} ({region}) into {}", out.display());
+            Ok(())
+        }
     }
 }
 

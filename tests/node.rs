@@ -212,3 +212,92 @@ async fn watches_deliver_changes_in_order_and_resume() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_times_out_connections_and_heals_to_the_lww_winner() {
+    use meridian::net::faults::Faults;
+    let ca = Ca::generate("test").unwrap();
+    let faults: Vec<_> = (0..3).map(|_| Faults::new()).collect();
+    let regions = ["us-east", "eu-west", "ap-southeast"];
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 0..3 {
+        let name = format!("p{i}");
+        let n = Node::builder(&name, regions[i], ca.issue(&name, regions[i]).unwrap())
+            .seeds(addrs.clone())
+            .faults(faults[i].clone())
+            .tune(|c| {
+                c.ae_interval_ms = 500;
+                c.heartbeat_interval_ms = 200;
+            })
+            .start()
+            .await
+            .unwrap();
+        addrs.push(n.local_addr());
+        nodes.push(n);
+    }
+    for k in 0..10 {
+        nodes[0].put(&format!("k{k}"), "base").await.unwrap();
+    }
+    converge(&nodes.iter().collect::<Vec<_>>(), 20).await;
+
+    // Cut node 2 off from both others, in both directions.
+    for i in 0..2 {
+        faults[i].block(addrs[2]);
+        faults[2].block(addrs[i]);
+    }
+    for k in 0..10 {
+        nodes[0].put(&format!("k{k}"), "from p0").await.unwrap();
+    }
+    nodes[1].put("only-p1", "b").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for k in 0..10 {
+        nodes[2]
+            .put(&format!("k{k}"), "from p2, later")
+            .await
+            .unwrap();
+    }
+    // Longer than QUIC's 5 s idle timeout: the connections die.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let st = nodes[2].status().await.unwrap();
+        if st.replica.peers.iter().all(|p| !p.connected) {
+            assert!(!st.replica.quorum, "one region of three has no quorum");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the partitioned node never noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(faults[2].dropped() > 0);
+    assert_eq!(
+        &nodes[0].get("k3").await.unwrap().unwrap().value[..],
+        b"from p0"
+    );
+
+    for f in &faults {
+        f.heal();
+    }
+    converge(&nodes.iter().collect::<Vec<_>>(), 30).await;
+    for n in &nodes {
+        for k in 0..10 {
+            let v = n.get(&format!("k{k}")).await.unwrap().unwrap();
+            assert_eq!(
+                &v.value[..],
+                b"from p2, later",
+                "the later write wins everywhere"
+            );
+        }
+        assert!(n.get("only-p1").await.unwrap().is_some());
+    }
+    let st = nodes[2].status().await.unwrap();
+    assert!(
+        st.replica.peers.iter().all(|p| p.connected),
+        "reconnected after the heal"
+    );
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}

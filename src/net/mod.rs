@@ -9,6 +9,7 @@
 //! replica. It decides nothing about replication: connection events and
 //! decoded messages go to the node's driver, which feeds the replica.
 
+pub mod faults;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -170,19 +170,12 @@ impl NodeIdentity {
     }
 
     fn ca_der(&self) -> Result<CertificateDer<'static>, TlsError> {
-        CertificateDer::from_pem_slice(self.ca_pem.as_bytes()).map_err(|_| TlsError::Pem {
-            path: PathBuf::from("ca.pem"),
-            what: "certificate",
-        })
+        ca_der(&self.ca_pem)
     }
 
     /// The cluster id: derived from the CA certificate.
     pub fn cluster_id(&self) -> Result<ClusterId, TlsError> {
-        let der = self.ca_der()?;
-        let h = blake3::hash(der.as_ref());
-        let mut id = [0u8; 16];
-        id.copy_from_slice(&h.as_bytes()[..16]);
-        Ok(ClusterId(id))
+        cluster_id(&self.ca_pem)
     }
 
     /// quinn server and client configurations for mutual TLS 1.3 within the cluster.
@@ -241,6 +234,23 @@ impl NodeIdentity {
         client.transport_config(transport);
         Ok((server, client))
     }
+}
+
+fn ca_der(ca_pem: &str) -> Result<CertificateDer<'static>, TlsError> {
+    CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|_| TlsError::Pem {
+        path: PathBuf::from("ca.pem"),
+        what: "certificate",
+    })
+}
+
+/// The cluster id of the cluster whose CA certificate is `ca_pem`: the
+/// first 16 bytes of blake3 over its DER.
+pub fn cluster_id(ca_pem: &str) -> Result<ClusterId, TlsError> {
+    let der = ca_der(ca_pem)?;
+    let h = blake3::hash(der.as_ref());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&h.as_bytes()[..16]);
+    Ok(ClusterId(id))
 }
 
 fn io(path: &Path, source: std::io::Error) -> TlsError {

@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 use crate::core::codec;
 use crate::core::types::{Hash, Limits, NodeId, Stamp};
+use crate::net::faults::{Faults, FaultySocket};
 use crate::net::tls::{NodeIdentity, TlsError};
 use crate::net::{self, NetEvent, NetMetrics, Transport};
 use crate::store::{Durability, MemoryStore, RedbStore, Store, StoreError};
@@ -155,9 +156,16 @@ pub struct NodeBuilder {
     limits: Limits,
     policy: PartitionPolicy,
     tune: Vec<Tune>,
+    faults: Option<Arc<Faults>>,
 }
 
 impl NodeBuilder {
+    /// Runs QUIC over a socket that applies `faults` (tests, benchmarks).
+    pub fn faults(mut self, faults: Arc<Faults>) -> Self {
+        self.faults = Some(faults);
+        self
+    }
+
     /// Where the node keeps its database; without it, state lives in memory only.
     pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
@@ -227,11 +235,23 @@ impl NodeBuilder {
         }
         let replica = Replica::restore(cfg, &state, now_ms())?;
         let (server, client) = self.identity.quic_configs()?;
-        let mut endpoint =
-            quinn::Endpoint::server(server, self.listen).map_err(|source| NodeError::Listen {
-                addr: self.listen,
-                source,
-            })?;
+        let listen_err = |source| NodeError::Listen {
+            addr: self.listen,
+            source,
+        };
+        let runtime: Arc<dyn quinn::Runtime> = Arc::new(quinn::TokioRuntime);
+        let udp = std::net::UdpSocket::bind(self.listen).map_err(listen_err)?;
+        let mut socket = runtime.wrap_udp_socket(udp).map_err(listen_err)?;
+        if let Some(f) = self.faults {
+            socket = Arc::new(FaultySocket::new(socket, f));
+        }
+        let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            runtime,
+        )
+        .map_err(listen_err)?;
         endpoint.set_default_client_config(client);
         let local_addr = endpoint.local_addr().map_err(|source| NodeError::Listen {
             addr: self.listen,
@@ -316,6 +336,7 @@ impl Node {
             limits: Limits::default(),
             policy: PartitionPolicy::Available,
             tune: Vec::new(),
+            faults: None,
         }
     }
 
