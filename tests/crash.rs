@@ -16,9 +16,19 @@ use meridian::node::Node;
 const WRITERS: usize = 32;
 
 fn child(dir: PathBuf, identity: NodeIdentity) -> ! {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async move {
-        let node = Arc::new(Node::builder("crash", "us-east", identity).data_dir(dir).start().await.unwrap());
+        let node = Arc::new(
+            Node::builder("crash", "us-east", identity)
+                .data_dir(dir)
+                .start()
+                .await
+                .unwrap(),
+        );
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         for w in 0..WRITERS {
             let (node, tx) = (node.clone(), tx.clone());
@@ -55,7 +65,12 @@ fn acknowledged_writes_survive_sigkill_of_a_node() {
     let mut acked: Vec<String> = Vec::new();
     for round in 0..2 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["acknowledged_writes_survive_sigkill_of_a_node", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "acknowledged_writes_survive_sigkill_of_a_node",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("MERIDIAN_NODE_CRASH_DIR", &dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -69,19 +84,32 @@ fn acknowledged_writes_survive_sigkill_of_a_node() {
             if let Some(k) = line.strip_prefix("acked ") {
                 acked.push(k.to_string());
             }
-            if acked.len() - before >= 500 + round * 300 || started.elapsed() > Duration::from_secs(60) {
+            if acked.len() - before >= 500 + round * 300
+                || started.elapsed() > Duration::from_secs(60)
+            {
                 break;
             }
         }
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(acked.len() > before, "round {round}: the child acknowledged nothing");
+        assert!(
+            acked.len() > before,
+            "round {round}: the child acknowledged nothing"
+        );
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let node = Node::builder("crash", "us-east", identity).data_dir(dir.join("data")).start().await.unwrap();
+        let node = Node::builder("crash", "us-east", identity)
+            .data_dir(dir.join("data"))
+            .start()
+            .await
+            .unwrap();
         for key in &acked {
-            let e = node.get(key).await.unwrap().unwrap_or_else(|| panic!("acknowledged {key} lost"));
+            let e = node
+                .get(key)
+                .await
+                .unwrap()
+                .unwrap_or_else(|| panic!("acknowledged {key} lost"));
             assert_eq!(&e.value[..], key.as_bytes());
         }
         node.shutdown().await.unwrap();

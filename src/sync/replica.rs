@@ -925,11 +925,13 @@ impl Replica {
             {
                 self.ae_session = None;
             }
-            if self.ae_session.is_none() {
+            // Not while a rebuild or a catch-up is still streaming: the round
+            // would repeat what the feed is about to deliver.
+            if self.ae_session.is_none() && !self.rebuilding {
                 let ready: Vec<NodeId> = self
                     .peers
                     .iter()
-                    .filter(|(_, p)| p.ready && !p.stale)
+                    .filter(|(_, p)| p.ready && !p.stale && p.caught_up)
                     .map(|(id, _)| *id)
                     .collect();
                 if !ready.is_empty() {
