@@ -435,6 +435,15 @@ fn quorum_policy_refuses_writes_in_a_minority() {
             total: 3
         }
     );
+    let cut_at = net.local(0);
+    let st = net.nodes[0].status();
+    let down: Vec<_> = st.regions.iter().filter(|r| !r.reachable).collect();
+    assert_eq!(down.len(), 2, "{:?}", st.regions);
+    assert!(down.iter().all(|r| r.since_ms == cut_at));
+    assert!(st
+        .regions
+        .iter()
+        .any(|r| r.region == "us-east" && r.reachable));
     // The majority side still writes.
     net.put(1, "k", "majority");
     assert_eq!(net.value(2, "k").as_deref(), Some(&b"majority"[..]));

@@ -52,5 +52,6 @@ mod replica;
 pub use config::{Config, ConfigError, PartitionPolicy};
 pub use durable::{DurableState, PeerProgress, PersistBatch, StoredRecord};
 pub use replica::{
-    Event, Metrics, Output, PeerStatus, Refusal, Replica, Status, WriteError, WriteReceipt,
+    Event, Metrics, Output, PeerStatus, Refusal, RegionStatus, Replica, Status, WriteError,
+    WriteReceipt,
 };

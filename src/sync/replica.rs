@@ -181,6 +181,15 @@ pub struct PeerStatus {
     pub frontier: Hlc,
 }
 
+/// Whether a region is reachable, and since when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionStatus {
+    pub region: String,
+    pub reachable: bool,
+    /// Physical time (ms) of the last change of `reachable`.
+    pub since_ms: u64,
+}
+
 /// A replica's status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -193,6 +202,8 @@ pub struct Status {
     pub rebuilding: bool,
     pub peers: Vec<PeerStatus>,
     pub reachable_regions: Vec<String>,
+    /// Every known region, with since when it is (un)reachable.
+    pub regions: Vec<RegionStatus>,
     pub total_regions: usize,
     pub quorum: bool,
     pub conflicts: u64,
@@ -225,6 +236,8 @@ pub struct Replica {
     next_session: u64,
     rebuilding: bool,
     rebuild_from: Option<NodeId>,
+    /// Per known region: reachable, and since when (ms).
+    regions: BTreeMap<String, (bool, u64)>,
     metrics: Metrics,
 }
 
@@ -290,6 +303,7 @@ impl Replica {
             next_session: 1,
             rebuilding,
             rebuild_from: None,
+            regions: BTreeMap::from([(cfg.region.clone(), (true, now_ms))]),
             metrics: Metrics::default(),
             cfg,
         })
@@ -338,6 +352,8 @@ impl Replica {
         if p.region.is_empty() {
             p.region = region.to_string();
         }
+        let since = self.regions.values().map(|r| r.1).max().unwrap_or(0);
+        self.update_regions(since);
     }
 
     /// The next output to carry out, in order.
@@ -448,6 +464,24 @@ impl Replica {
         (up.len(), all.len())
     }
 
+    /// Records, per known region, when it became reachable or unreachable.
+    fn update_regions(&mut self, now_ms: u64) {
+        let mut up: BTreeMap<&str, bool> = BTreeMap::new();
+        for p in self.peers.values().filter(|p| !p.region.is_empty()) {
+            *up.entry(&p.region).or_insert(false) |= p.ready;
+        }
+        up.insert(&self.cfg.region, true);
+        for (region, reachable) in up {
+            match self.regions.get_mut(region) {
+                Some(state) if state.0 == reachable => {}
+                Some(state) => *state = (reachable, now_ms),
+                None => {
+                    self.regions.insert(region.to_string(), (reachable, now_ms));
+                }
+            }
+        }
+    }
+
     /// True while a majority of the known regions (ours included) is reachable.
     pub fn has_quorum(&self) -> bool {
         let (up, all) = self.region_counts();
@@ -501,6 +535,7 @@ impl Replica {
         if self.ae_session.is_some_and(|s| s.peer == peer) {
             self.ae_session = None;
         }
+        self.update_regions(now_ms);
         if self.rebuild_from == Some(peer) {
             self.rebuild_from = None;
             // Continue the full transfer from another peer, from the start:
@@ -535,7 +570,10 @@ impl Replica {
             return;
         }
         match msg {
-            Message::Hello(h) => self.on_hello(from, h, now_ms),
+            Message::Hello(h) => {
+                self.on_hello(from, h, now_ms);
+                self.update_regions(now_ms);
+            }
             other => {
                 let Some(p) = self.peers.get_mut(&from) else {
                     self.metrics.messages_ignored += 1;
@@ -1327,6 +1365,15 @@ impl Replica {
                 })
                 .collect(),
             reachable_regions: reachable,
+            regions: self
+                .regions
+                .iter()
+                .map(|(region, (reachable, since_ms))| RegionStatus {
+                    region: region.clone(),
+                    reachable: *reachable,
+                    since_ms: *since_ms,
+                })
+                .collect(),
             total_regions: all,
             quorum: up * 2 > all,
             conflicts: self.map.conflicts().total(),
