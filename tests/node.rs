@@ -301,3 +301,70 @@ async fn a_partition_times_out_connections_and_heals_to_the_lww_winner() {
         n.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_discovered_through_one_seed_and_failures_detected() {
+    let ca = Ca::generate("test").unwrap();
+    let a = start(&ca, "a", "us-east", None, any_port(), &[]).await;
+    let b = start(&ca, "b", "eu-west", None, any_port(), &[a.local_addr()]).await;
+    // c knows only b; it must find a through SWIM and connect to it.
+    let c = start(
+        &ca,
+        "c",
+        "ap-southeast",
+        None,
+        any_port(),
+        &[b.local_addr()],
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = a.status().await.unwrap();
+        let alive = st.members.iter().filter(|m| m.state == "alive").count();
+        let connected = st.replica.peers.iter().filter(|p| p.connected).count();
+        if alive == 2 && connected == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a never found c: {:?}",
+            st.members
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.put("from/c", "hello").await.unwrap();
+    converge(&[&a, &b, &c], 20).await;
+    assert!(a.get("from/c").await.unwrap().is_some());
+    let st = a.status().await.unwrap();
+    assert_eq!(st.replica.reachable_regions.len(), 3);
+    let c_id = c.id();
+    c.shutdown().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let st = a.status().await.unwrap();
+        let c_alive = st
+            .members
+            .iter()
+            .any(|m| m.member.node == c_id && m.state == "alive");
+        let c_connected = st
+            .replica
+            .peers
+            .iter()
+            .any(|p| p.node == c_id && p.connected);
+        if !c_alive && !c_connected {
+            assert!(!st
+                .replica
+                .reachable_regions
+                .contains(&"ap-southeast".to_string()));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "c never went down in a's view: {:?}",
+            st.members
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

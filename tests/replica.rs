@@ -214,7 +214,7 @@ fn a_reconnecting_replica_catches_up_from_the_feed_without_anti_entropy_repairs(
     net.link(0, 2);
     net.link(1, 2);
     net.settle();
-    net.advance(500);
+    net.advance(1_500);
     assert!(net.roots_equal());
     assert_eq!(net.nodes[2].map().len(), 101);
     let m = net.nodes[2].metrics();

@@ -12,9 +12,10 @@
 pub mod faults;
 pub mod tls;
 
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -24,8 +25,11 @@ use crate::core::types::NodeId;
 
 /// Magic of the per-connection preamble.
 pub const PREAMBLE_MAGIC: [u8; 4] = *b"MRDP";
-/// Preamble bytes: magic, cluster id, node id.
+/// Fixed preamble bytes: magic, cluster id, node id; then the name and the
+/// region, each a length byte and at most 64 bytes.
 pub const PREAMBLE_BYTES: usize = 4 + 16 + 8;
+/// Longest name or region in a preamble.
+pub const PREAMBLE_NAME_BYTES_MAX: usize = 64;
 /// Frames queued for one peer before new ones are dropped.
 pub const SEND_QUEUE_FRAMES_MAX: usize = 1_024;
 /// Dial backoff bounds.
@@ -57,9 +61,17 @@ pub enum NetEvent {
     Up {
         conn: u64,
         node: NodeId,
+        name: String,
+        region: String,
         dialed: bool,
         tx: mpsc::Sender<Vec<u8>>,
         connection: quinn::Connection,
+    },
+    /// A membership packet (a QUIC datagram).
+    Datagram {
+        conn: u64,
+        node: NodeId,
+        data: bytes::Bytes,
     },
     Message {
         conn: u64,
@@ -78,9 +90,14 @@ pub struct Transport {
     pub endpoint: quinn::Endpoint,
     pub cluster: ClusterId,
     pub node: NodeId,
+    pub name: String,
+    pub region: String,
     pub events: mpsc::Sender<NetEvent>,
     pub metrics: Arc<NetMetrics>,
     next_conn: Arc<AtomicU64>,
+    /// Live connections by remote address: a dial loop does not dial an
+    /// address that is already connected (either way).
+    live: Arc<Mutex<HashMap<SocketAddr, usize>>>,
 }
 
 impl Transport {
@@ -88,16 +105,29 @@ impl Transport {
         endpoint: quinn::Endpoint,
         cluster: ClusterId,
         node: NodeId,
+        name: &str,
+        region: &str,
         events: mpsc::Sender<NetEvent>,
     ) -> Transport {
         Transport {
             endpoint,
             cluster,
             node,
+            name: name.chars().take(PREAMBLE_NAME_BYTES_MAX).collect(),
+            region: region.chars().take(PREAMBLE_NAME_BYTES_MAX).collect(),
             events,
             metrics: Arc::new(NetMetrics::default()),
             next_conn: Arc::new(AtomicU64::new(1)),
+            live: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, usize>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_connected(&self, addr: SocketAddr) -> bool {
+        self.live().get(&addr).is_some_and(|n| *n > 0)
     }
 
     /// Accepts connections until the endpoint closes.
@@ -116,10 +146,28 @@ impl Transport {
         }
     }
 
-    /// Keeps a connection to `addr` up, redialing with backoff, until the endpoint closes.
-    pub async fn dial_loop(self, addr: SocketAddr) {
+    /// Keeps a connection to `addr` up, redialing with backoff, until the
+    /// endpoint closes or `wanted` (if given) no longer holds `addr`.
+    pub async fn dial_loop(
+        self,
+        addr: SocketAddr,
+        wanted: Option<Arc<Mutex<HashSet<SocketAddr>>>>,
+    ) {
         let mut backoff = DIAL_BACKOFF_MS_MIN;
         loop {
+            if let Some(w) = &wanted {
+                if !w.lock().unwrap_or_else(|e| e.into_inner()).contains(&addr) {
+                    return;
+                }
+            }
+            if self.is_connected(addr) {
+                // Connected already (maybe they dialed us): check again later.
+                tokio::time::sleep(Duration::from_millis(DIAL_BACKOFF_MS_MAX)).await;
+                if self.events.is_closed() {
+                    return;
+                }
+                continue;
+            }
             let connecting = match self.endpoint.connect(addr, tls::SERVER_NAME) {
                 Ok(c) => c,
                 Err(quinn::ConnectError::EndpointStopping) => return,
@@ -149,16 +197,47 @@ impl Transport {
         }
     }
 
-    fn preamble(&self) -> [u8; PREAMBLE_BYTES] {
-        let mut p = [0u8; PREAMBLE_BYTES];
-        p[..4].copy_from_slice(&PREAMBLE_MAGIC);
-        p[4..20].copy_from_slice(&self.cluster.0);
-        p[20..].copy_from_slice(&self.node.0.to_le_bytes());
+    fn preamble(&self) -> Vec<u8> {
+        let mut p = Vec::with_capacity(PREAMBLE_BYTES + 2 + 2 * PREAMBLE_NAME_BYTES_MAX);
+        p.extend_from_slice(&PREAMBLE_MAGIC);
+        p.extend_from_slice(&self.cluster.0);
+        p.extend_from_slice(&self.node.0.to_le_bytes());
+        for s in [&self.name, &self.region] {
+            let b = &s.as_bytes()[..s.len().min(PREAMBLE_NAME_BYTES_MAX)];
+            p.push(b.len() as u8);
+            p.extend_from_slice(b);
+        }
         p
+    }
+
+    /// Reads a length-prefixed name from the preamble.
+    async fn read_name(recv: &mut quinn::RecvStream) -> Option<String> {
+        let mut len = [0u8; 1];
+        recv.read_exact(&mut len).await.ok()?;
+        let len = usize::from(len[0]);
+        if len > PREAMBLE_NAME_BYTES_MAX {
+            return None;
+        }
+        let mut b = vec![0u8; len];
+        recv.read_exact(&mut b).await.ok()?;
+        String::from_utf8(b).ok()
     }
 
     /// Runs one connection to its end.
     async fn run_connection(&self, connection: quinn::Connection, dialed: bool) {
+        let remote = connection.remote_address();
+        *self.live().entry(remote).or_insert(0) += 1;
+        self.serve_connection(connection, dialed).await;
+        let mut live = self.live();
+        if let Some(n) = live.get_mut(&remote) {
+            *n -= 1;
+            if *n == 0 {
+                live.remove(&remote);
+            }
+        }
+    }
+
+    async fn serve_connection(&self, connection: quinn::Connection, dialed: bool) {
         self.metrics
             .connections_opened
             .fetch_add(1, Ordering::Relaxed);
@@ -189,10 +268,19 @@ impl Transport {
             connection.close(CLOSE_REFUSED.into(), b"self");
             return;
         }
+        let (Some(name), Some(region)) = (
+            Self::read_name(&mut recv).await,
+            Self::read_name(&mut recv).await,
+        ) else {
+            self.malformed(&connection, node, "bad name or region in the preamble");
+            return;
+        };
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(SEND_QUEUE_FRAMES_MAX);
         let up = NetEvent::Up {
             conn,
             node,
+            name,
+            region,
             dialed,
             tx,
             connection: connection.clone(),
@@ -213,6 +301,20 @@ impl Transport {
             }
             let _ = send.finish();
         });
+        let datagrams = {
+            let (connection, events) = (connection.clone(), self.events.clone());
+            tokio::spawn(async move {
+                while let Ok(data) = connection.read_datagram().await {
+                    if events
+                        .send(NetEvent::Datagram { conn, node, data })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            })
+        };
         let mut buf = Vec::new();
         loop {
             let mut header = [0u8; HEADER_BYTES];
@@ -254,6 +356,7 @@ impl Transport {
             }
         }
         writer.abort();
+        datagrams.abort();
         let _ = self.events.send(NetEvent::Down { conn, node }).await;
     }
 

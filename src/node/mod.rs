@@ -9,11 +9,11 @@
 //! feeds the replica inputs (client calls, peer messages, connection events,
 //! timer ticks) and executes what comes out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,6 +27,7 @@ use crate::net::faults::{Faults, FaultySocket};
 use crate::net::tls::{NodeIdentity, TlsError};
 use crate::net::{self, NetEvent, NetMetrics, Transport};
 use crate::store::{Durability, MemoryStore, RedbStore, Store, StoreError};
+use crate::sync::membership::{Member, MemberView, Membership, MembershipOutput};
 use crate::sync::{
     Config, ConfigError, Event, Metrics, Output, PartitionPolicy, PersistBatch, Replica, Status,
     WriteError, WriteReceipt,
@@ -105,6 +106,8 @@ pub struct NodeStatus {
     pub peers_refused: u64,
     pub commits: u64,
     pub recent_events: Vec<Event>,
+    /// The SWIM membership view: every known member and its state.
+    pub members: Vec<MemberView>,
     /// Physical time of this status, ms since the epoch.
     pub now_ms: u64,
 }
@@ -157,9 +160,17 @@ pub struct NodeBuilder {
     policy: PartitionPolicy,
     tune: Vec<Tune>,
     faults: Option<Arc<Faults>>,
+    advertise: Option<SocketAddr>,
 }
 
 impl NodeBuilder {
+    /// The address other members are told to reach this node on (default:
+    /// the bound address, with 127.0.0.1 for an unspecified IP).
+    pub fn advertise(mut self, addr: SocketAddr) -> Self {
+        self.advertise = Some(addr);
+        self
+    }
+
     /// Runs QUIC over a socket that applies `faults` (tests, benchmarks).
     pub fn faults(mut self, faults: Arc<Faults>) -> Self {
         self.faults = Some(faults);
@@ -258,11 +269,31 @@ impl NodeBuilder {
             source,
         })?;
         let (net_tx, net_rx) = mpsc::channel(NET_QUEUE_MAX);
-        let transport = Transport::new(endpoint.clone(), cluster, state.node, net_tx);
+        let transport = Transport::new(
+            endpoint.clone(),
+            cluster,
+            state.node,
+            &self.name,
+            &self.region,
+            net_tx,
+        );
         tokio::spawn(transport.clone().accept_loop());
         for seed in &self.seeds {
-            tokio::spawn(transport.clone().dial_loop(*seed));
+            tokio::spawn(transport.clone().dial_loop(*seed, None));
         }
+        let mut advertise = self.advertise.unwrap_or(local_addr);
+        if advertise.ip().is_unspecified() {
+            advertise.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let me = Member {
+            node: state.node,
+            name: self.name.clone(),
+            region: self.region.clone(),
+            addr: advertise.to_string(),
+            bump: 0,
+        };
+        let membership = Membership::new(me, self.seeds.len() as u32 + 1, false, random_u64());
+        let (timer_tx, timer_rx) = mpsc::channel(NET_QUEUE_MAX);
         let (commit_tx, commit_rx) = mpsc::channel(16);
         let (store_tx, store_rx) = std::sync::mpsc::channel::<(Vec<PersistBatch>, u64)>();
         std::thread::Builder::new()
@@ -298,8 +329,13 @@ impl NodeBuilder {
             notify: notify_tx,
             events: VecDeque::new(),
             failed: None,
+            membership,
+            timer_tx,
+            wanted: Arc::new(Mutex::new(HashSet::new())),
+            dialing: HashSet::new(),
+            seeds: self.seeds.iter().copied().collect(),
         };
-        let task = tokio::spawn(driver.run(cmd_rx, net_rx, commit_rx));
+        let task = tokio::spawn(driver.run(cmd_rx, net_rx, commit_rx, timer_rx));
         Ok(Node {
             id: state.node,
             cmd: cmd_tx,
@@ -337,6 +373,7 @@ impl Node {
             policy: PartitionPolicy::Available,
             tune: Vec::new(),
             faults: None,
+            advertise: None,
         }
     }
 
@@ -526,6 +563,12 @@ struct Driver {
     notify: watch::Sender<u64>,
     events: VecDeque<Event>,
     failed: Option<String>,
+    membership: Membership,
+    timer_tx: mpsc::Sender<foca::Timer<Member>>,
+    /// Addresses of members to keep connected to (seeds are dialed forever).
+    wanted: Arc<Mutex<HashSet<SocketAddr>>>,
+    dialing: HashSet<SocketAddr>,
+    seeds: HashSet<SocketAddr>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -550,6 +593,7 @@ impl Driver {
         mut cmd_rx: mpsc::Receiver<Command>,
         mut net_rx: mpsc::Receiver<NetEvent>,
         mut commit_rx: mpsc::Receiver<(u64, Result<(), String>)>,
+        mut timer_rx: mpsc::Receiver<foca::Timer<Member>>,
     ) {
         let mut shutdown: Option<oneshot::Sender<()>> = None;
         loop {
@@ -563,8 +607,14 @@ impl Driver {
                     Some(c) => self.command(c),
                 },
                 Some(ev) = net_rx.recv() => self.net(ev),
+                Some(t) = timer_rx.recv() => {
+                    if let Err(e) = self.membership.handle_timer(t) {
+                        tracing::debug!("{e}");
+                    }
+                }
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => self.replica.tick(now_ms()),
             }
+            self.membership_outputs();
             self.absorb();
             self.flush();
             if self.failed.is_some()
@@ -670,16 +720,99 @@ impl Driver {
         }
     }
 
+    /// Carries out what membership decided: packets, timers, members up and down.
+    fn membership_outputs(&mut self) {
+        for o in self.membership.drain() {
+            match o {
+                MembershipOutput::Send { to, data } => match self.conns.get(&to.node) {
+                    Some(c) => {
+                        let _ = c.connection.send_datagram(Bytes::from(data));
+                    }
+                    None => self.want(&to.addr),
+                },
+                MembershipOutput::Timer { timer, after_ms } => {
+                    let tx = self.timer_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                        let _ = tx.send(timer).await;
+                    });
+                }
+                MembershipOutput::Up(m) => {
+                    if m.node != self.me {
+                        self.replica.add_member(m.node, &m.region);
+                        self.want(&m.addr);
+                    }
+                }
+                MembershipOutput::Down(m) => {
+                    if let Ok(addr) = m.addr.parse::<SocketAddr>() {
+                        self.wanted
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&addr);
+                        self.dialing.remove(&addr);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps a connection to a member's address (a dial loop, until it is down).
+    fn want(&mut self, addr: &str) {
+        let Ok(addr) = addr.parse::<SocketAddr>() else {
+            tracing::debug!("member address {addr:?} does not parse");
+            return;
+        };
+        if self.seeds.contains(&addr)
+            || addr == self.transport.endpoint.local_addr().unwrap_or(addr)
+        {
+            return;
+        }
+        self.wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr);
+        if self.dialing.insert(addr) {
+            tokio::spawn(
+                self.transport
+                    .clone()
+                    .dial_loop(addr, Some(self.wanted.clone())),
+            );
+        }
+    }
+
     fn net(&mut self, ev: NetEvent) {
         let now = now_ms();
         match ev {
+            NetEvent::Datagram { conn, node, data } => {
+                if self.conns.get(&node).is_some_and(|c| c.id == conn) {
+                    if let Err(e) = self.membership.handle_data(&data) {
+                        self.metrics
+                            .malformed_frames
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(peer = %node, "{e}");
+                    }
+                }
+            }
             NetEvent::Up {
                 conn,
                 node,
+                name,
+                region,
                 dialed,
                 tx,
                 connection,
             } => {
+                self.replica.add_member(node, &region);
+                let member = Member {
+                    node,
+                    name,
+                    region,
+                    addr: connection.remote_address().to_string(),
+                    bump: 0,
+                };
+                if let Err(e) = self.membership.announce(member) {
+                    tracing::debug!("{e}");
+                }
                 let new = Conn {
                     id: conn,
                     dialed,
@@ -800,6 +933,7 @@ impl Driver {
                     peers_refused: m.peers_refused.load(Ordering::Relaxed),
                     commits: self.commits,
                     recent_events: self.events.iter().cloned().collect(),
+                    members: self.membership.view(),
                     now_ms: now,
                 };
                 let _ = reply.send(status);

@@ -47,6 +47,7 @@
 
 mod config;
 mod durable;
+pub mod membership;
 mod replica;
 
 pub use config::{Config, ConfigError, PartitionPolicy};

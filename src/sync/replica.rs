@@ -135,8 +135,9 @@ struct Peer {
     applied: u64,
     /// Durable: every write of theirs stamped at or below this is held here.
     received: Hlc,
-    /// Their index when they said hello.
+    /// Their index when they said hello, and when.
     their_index: u64,
+    hello_ms: u64,
     caught_up: bool,
     resume_asked_ms: Option<u64>,
     // Our feed, to them.
@@ -658,6 +659,7 @@ impl Replica {
         p.last_heard_ms = now_ms;
         p.frontier = p.frontier.max(h.frontier);
         p.their_index = h.index;
+        p.hello_ms = now_ms;
         p.caught_up = p.applied >= h.index;
         p.resume_asked_ms = None;
         // They hold our feed up to `h.applied`; if that is beyond our index our
@@ -751,10 +753,11 @@ impl Replica {
         let applied = p.applied;
         let frontier = self.frontier();
         self.send(from, Message::Ack { applied, frontier });
-        // Caught up after a reconnect with every connected peer: check with
-        // one cheap round (earlier, it would repeat what the feeds still carry).
-        if start_ae && self.peers.values().all(|p| !p.ready || p.caught_up) {
-            self.start_session(from, now_ms);
+        // Caught up after a reconnect: check with one cheap round soon, once
+        // the other connections of a restart are up and caught up too
+        // (earlier, it would repeat what their feeds still carry).
+        if start_ae {
+            self.ae_next_ms = self.ae_next_ms.min(now_ms + self.cfg.heartbeat_interval_ms);
         }
     }
 
@@ -963,9 +966,15 @@ impl Replica {
             {
                 self.ae_session = None;
             }
-            // Not while a rebuild or a catch-up is still streaming: the round
-            // would repeat what the feed is about to deliver.
-            if self.ae_session.is_none() && !self.rebuilding {
+            // Not while a rebuild or a catch-up is still streaming (for at
+            // most twice the peer timeout): the round would repeat what the
+            // feed is about to deliver.
+            let settle = 2 * self.cfg.peer_timeout_ms;
+            let catching_up = self
+                .peers
+                .values()
+                .any(|p| p.ready && !p.caught_up && now_ms < p.hello_ms + settle);
+            if self.ae_session.is_none() && !self.rebuilding && !catching_up {
                 let ready: Vec<NodeId> = self
                     .peers
                     .iter()
