@@ -368,3 +368,37 @@ async fn members_are_discovered_through_one_seed_and_failures_detected() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_of_another_cluster_with_the_same_ca_is_refused() {
+    use meridian::core::codec::ClusterId;
+    let ca = Ca::generate("test").unwrap();
+    let a = start(&ca, "a", "us-east", None, any_port(), &[]).await;
+    a.put("secret", "v").await.unwrap();
+    let b = Node::builder("b", "eu-west", ca.issue("b", "eu-west").unwrap())
+        .cluster_id(ClusterId([42; 16]))
+        .seeds([a.local_addr()])
+        .start()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.status().await.unwrap().peers_refused == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the other cluster's peer was never refused"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.get("secret").await.unwrap().is_none());
+    assert!(b
+        .status()
+        .await
+        .unwrap()
+        .replica
+        .peers
+        .iter()
+        .all(|p| !p.connected));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

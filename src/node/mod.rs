@@ -161,6 +161,7 @@ pub struct NodeBuilder {
     tune: Vec<Tune>,
     faults: Option<Arc<Faults>>,
     advertise: Option<SocketAddr>,
+    cluster: Option<crate::core::codec::ClusterId>,
 }
 
 impl NodeBuilder {
@@ -168,6 +169,13 @@ impl NodeBuilder {
     /// the bound address, with 127.0.0.1 for an unspecified IP).
     pub fn advertise(mut self, addr: SocketAddr) -> Self {
         self.advertise = Some(addr);
+        self
+    }
+
+    /// The cluster id (default: derived from the CA certificate). Two
+    /// clusters may share a CA; peers of another cluster id are refused.
+    pub fn cluster_id(mut self, id: crate::core::codec::ClusterId) -> Self {
+        self.cluster = Some(id);
         self
     }
 
@@ -236,7 +244,10 @@ impl NodeBuilder {
             state.node = NodeId(random_u64() | 1);
             store.set_node(state.node)?;
         }
-        let cluster = self.identity.cluster_id()?;
+        let cluster = match self.cluster {
+            Some(c) => c,
+            None => self.identity.cluster_id()?,
+        };
         let mut cfg = Config::new(state.node, &self.name, &self.region, cluster);
         cfg.limits = self.limits;
         cfg.partition_policy = self.policy;
@@ -374,6 +385,7 @@ impl Node {
             tune: Vec::new(),
             faults: None,
             advertise: None,
+            cluster: None,
         }
     }
 
