@@ -422,6 +422,7 @@ fn quorum_policy_refuses_writes_in_a_minority() {
     let mut net = Net::with(3, quorum);
     net.connect_all();
     net.put(0, "k", "ok");
+    net.advance(1_100);
     net.disconnect(0, 1);
     net.disconnect(0, 2);
     let now = net.local(0);
@@ -437,6 +438,11 @@ fn quorum_policy_refuses_writes_in_a_minority() {
     );
     let cut_at = net.local(0);
     let st = net.nodes[0].status();
+    // In sync with both peers until the cut; the lag grows from there.
+    assert!(st
+        .peers
+        .iter()
+        .all(|p| p.in_sync_at_ms > 0 && p.in_sync_at_ms <= cut_at));
     let down: Vec<_> = st.regions.iter().filter(|r| !r.reachable).collect();
     assert_eq!(down.len(), 2, "{:?}", st.regions);
     assert!(down.iter().all(|r| r.since_ms == cut_at));

@@ -135,6 +135,8 @@ struct Peer {
     applied: u64,
     /// Durable: every write of theirs stamped at or below this is held here.
     received: Hlc,
+    /// When we last held everything they had (a contiguous feed that reached their index).
+    in_sync_ms: u64,
     /// Their index when they said hello, and when.
     their_index: u64,
     hello_ms: u64,
@@ -171,6 +173,9 @@ pub struct PeerStatus {
     pub connected: bool,
     /// Their index at hello minus what we applied of their feed.
     pub lag_index: u64,
+    /// When this replica last held everything the peer had (physical ms;
+    /// 0: never). The sync lag in time is `now - in_sync_at_ms`.
+    pub in_sync_at_ms: u64,
     pub last_heard_ms: u64,
     /// Our feed up to here is acknowledged by them.
     pub acked: u64,
@@ -719,6 +724,7 @@ impl Replica {
                     self.dirty_peers.insert(from);
                 }
                 if let Some(c) = f.clock {
+                    p.in_sync_ms = now_ms;
                     if c > p.received {
                         p.received = c;
                         self.dirty_peers.insert(from);
@@ -1366,6 +1372,7 @@ impl Replica {
                     region: p.region.clone(),
                     connected: p.ready,
                     lag_index: p.their_index.saturating_sub(p.applied),
+                    in_sync_at_ms: p.in_sync_ms,
                     last_heard_ms: p.last_heard_ms,
                     acked: p.acked,
                     applied: p.applied,
