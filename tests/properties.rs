@@ -198,7 +198,8 @@ fn message() -> impl Strategy<Value = Message> {
                     applied,
                     want_full,
                     frontier: Hlc(applied),
-                    synced_ms: index / 2,
+                    received: Hlc(index / 2),
+                    gc_floor: Hlc(index / 3),
                 })
             }
         ),
@@ -259,7 +260,7 @@ fn message() -> impl Strategy<Value = Message> {
                 entries,
                 want
             }),
-        Just(Message::Stale),
+        any::<u64>().prop_map(|f| Message::Stale { floor: Hlc(f) }),
         any::<u64>().prop_map(|session| Message::AeDone { session }),
     ]
 }

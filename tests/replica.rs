@@ -152,6 +152,24 @@ impl Net {
         panic!("the wire never went quiet");
     }
 
+    /// Delivers at most `n` messages (and the outputs they cause).
+    fn deliver_some(&mut self, n: usize) {
+        for _ in 0..n {
+            for i in 0..self.nodes.len() {
+                self.pump(i);
+            }
+            let Some((from, to, frame)) = self.wire.pop_front() else {
+                return;
+            };
+            if !self.up.contains(&(from.min(to), from.max(to))) {
+                continue;
+            }
+            let msg = codec::decode(&frame).unwrap();
+            let (id, now) = (self.id(from), self.local(to));
+            self.nodes[to].handle(id, msg, now);
+        }
+    }
+
     /// Lets `ms` pass in steps of 100 ms, ticking every replica.
     fn advance(&mut self, ms: u64) {
         let end = self.now + ms;
@@ -491,4 +509,92 @@ fn limits_and_cas_are_enforced_with_typed_errors() {
         .unwrap();
     assert_eq!(r.map().len(), 1);
     assert!(r.clock() > Hlc::ZERO);
+}
+
+#[test]
+fn a_group_cut_off_longer_than_the_horizon_resyncs_even_if_it_kept_talking() {
+    fn short(i: usize) -> Config {
+        let mut c = config(i);
+        c.tombstone_horizon_ms = 10_000;
+        c
+    }
+    let mut net = Net::with(4, short);
+    net.connect_all();
+    net.put(0, "deleted", "old");
+    net.put(0, "kept", "old");
+    net.advance(1_500);
+    // {0, 1} | {2, 3}: the minority pair keeps talking to each other.
+    for (a, b) in [(0, 2), (0, 3), (1, 2), (1, 3)] {
+        net.disconnect(a, b);
+    }
+    net.advance(100);
+    let now = net.local(0);
+    net.nodes[0].delete("deleted", None, now).unwrap();
+    net.settle();
+    net.advance(20_000);
+    assert!(net.nodes[0].get("deleted").is_none() && net.nodes[1].get("deleted").is_none());
+    assert!(net.nodes[2]
+        .get("deleted")
+        .is_some_and(|r| !r.entry.is_tombstone()));
+    net.put(2, "fresh", "from the minority");
+    for (a, b) in [(0, 2), (0, 3), (1, 2), (1, 3)] {
+        net.connect(a, b);
+    }
+    net.advance(3_000);
+    for i in [2, 3] {
+        assert!(
+            net.events
+                .iter()
+                .any(|(n, e)| *n == i && matches!(e, Event::Resynced { .. })),
+            "node {i} was not made to resync"
+        );
+    }
+    assert!(net.roots_equal());
+    for i in 0..4 {
+        assert!(
+            net.value(i, "deleted").is_none(),
+            "node {i} resurrected a deleted key"
+        );
+        assert_eq!(
+            net.value(i, "kept").as_deref(),
+            Some(&b"old"[..]),
+            "node {i}"
+        );
+        assert_eq!(
+            net.value(i, "fresh").as_deref(),
+            Some(&b"from the minority"[..]),
+            "node {i}"
+        );
+    }
+}
+
+#[test]
+fn a_rebuild_continues_from_another_peer_when_its_source_goes_away() {
+    fn small_batches(i: usize) -> Config {
+        let mut c = config(i);
+        c.feed_entries_max = 10;
+        c.feed_window_max = 2;
+        c
+    }
+    let mut net = Net::with(3, small_batches);
+    net.connect(0, 1);
+    for i in 0..300 {
+        net.put(i % 2, &format!("k{i}"), "v");
+    }
+    // Node 2 is empty: its first peer becomes the rebuild source.
+    net.link(0, 2);
+    net.link(1, 2);
+    net.deliver_some(12);
+    assert!(net.nodes[2].rebuilding());
+    let got = net.nodes[2].map().len();
+    assert!(got < 300, "the transfer should still be under way ({got})");
+    net.disconnect(0, 2);
+    net.disconnect(1, 2);
+    net.connect(1, 2);
+    net.advance(2_000);
+    assert!(!net.nodes[2].rebuilding(), "the rebuild never finished");
+    assert_eq!(net.nodes[2].map().len(), 300);
+    net.connect(0, 2);
+    net.advance(500);
+    assert!(net.roots_equal());
 }

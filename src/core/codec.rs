@@ -53,10 +53,13 @@ pub struct Hello {
     pub want_full: bool,
     /// The sender holds every write stamped at or below this clock.
     pub frontier: Hlc,
-    /// Physical time (ms) of the last message the sender received from any
-    /// peer. A sender that lost contact before a tombstone the receiver
-    /// collected by age was written is told it is [`Message::Stale`].
-    pub synced_ms: u64,
+    /// The sender holds every write of the receiver stamped at or below this.
+    pub received: Hlc,
+    /// The sender's garbage-collection floor. A sender whose `received` and
+    /// `gc_floor` are both below a tombstone the receiver collected by age
+    /// (and that does not ask for a full transfer) may still hold the value
+    /// that tombstone deleted: it is told it is [`Message::Stale`].
+    pub gc_floor: Hlc,
 }
 
 /// A contiguous range `(from, to]` of the sender's change feed: the current
@@ -99,9 +102,11 @@ pub enum Message {
         applied: u64,
         frontier: Hlc,
     },
-    /// "You lost contact before a tombstone I collected by age was written:
-    /// resync before your data is accepted."
-    Stale,
+    /// "You may hold values whose tombstones I collected by age, up to
+    /// `floor`: resync before your data is accepted."
+    Stale {
+        floor: Hlc,
+    },
     /// Starts anti-entropy: the sender's root.
     AeRoot {
         session: u64,
@@ -141,7 +146,7 @@ impl Message {
             Message::Hello(_) => "hello",
             Message::Feed(_) => "feed",
             Message::Resume { .. } => "resume",
-            Message::Stale => "stale",
+            Message::Stale { .. } => "stale",
             Message::Ack { .. } => "ack",
             Message::AeRoot { .. } => "ae_root",
             Message::AeDone { .. } => "ae_done",
@@ -237,7 +242,7 @@ impl Message {
                 entries_ok(entries)
             }
             Message::Resume { .. }
-            | Message::Stale
+            | Message::Stale { .. }
             | Message::Ack { .. }
             | Message::AeRoot { .. }
             | Message::AeDone { .. } => Ok(()),

@@ -345,6 +345,7 @@ impl NodeBuilder {
             wanted: Arc::new(Mutex::new(HashSet::new())),
             dialing: HashSet::new(),
             seeds: self.seeds.iter().copied().collect(),
+            refused: Vec::new(),
         };
         let task = tokio::spawn(driver.run(cmd_rx, net_rx, commit_rx, timer_rx));
         Ok(Node {
@@ -581,6 +582,8 @@ struct Driver {
     wanted: Arc<Mutex<HashSet<SocketAddr>>>,
     dialing: HashSet<SocketAddr>,
     seeds: HashSet<SocketAddr>,
+    /// Peers refused by the replica, to report as disconnected.
+    refused: Vec<NodeId>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -612,7 +615,13 @@ impl Driver {
             let wait = self.replica.next_timeout().saturating_sub(now_ms());
             tokio::select! {
                 biased;
-                Some((seq, result)) = commit_rx.recv() => self.committed(seq, result),
+                done = commit_rx.recv() => match done {
+                    Some((seq, result)) => self.committed(seq, result),
+                    None => {
+                        self.committing = false;
+                        self.failed = Some("the store thread stopped".to_string());
+                    }
+                },
                 cmd = cmd_rx.recv(), if shutdown.is_none() => match cmd {
                     None => shutdown = Some(oneshot::channel().0),
                     Some(Command::Shutdown { reply }) => shutdown = Some(reply),
@@ -626,9 +635,22 @@ impl Driver {
                 }
                 _ = tokio::time::sleep(Duration::from_millis(wait)) => self.replica.tick(now_ms()),
             }
-            self.membership_outputs();
-            self.absorb();
-            self.flush();
+            // Timers run even while inputs never stop coming.
+            let now = now_ms();
+            if self.replica.next_timeout() <= now {
+                self.replica.tick(now);
+            }
+            loop {
+                self.membership_outputs();
+                self.absorb();
+                self.flush();
+                if self.refused.is_empty() {
+                    break;
+                }
+                for peer in std::mem::take(&mut self.refused) {
+                    self.replica.disconnected(peer, now_ms());
+                }
+            }
             if self.failed.is_some()
                 || (shutdown.is_some() && !self.committing && self.group.is_empty())
             {
@@ -721,6 +743,8 @@ impl Driver {
                     c.connection
                         .close(net::CLOSE_REFUSED.into(), reason.to_string().as_bytes());
                 }
+                // Its Down event will no longer match a connection: tell the replica now.
+                self.refused.push(peer);
             }
             Output::Event(e) => {
                 tracing::info!("event: {e:?}");
@@ -911,10 +935,15 @@ impl Driver {
                 since,
                 reply,
             } => {
-                // Everything up to `scanned_to` was looked at.
-                let mut scanned_to = self.replica.map().index();
+                // Only durable changes: an index seen by a watch is never
+                // reused after a crash. Everything up to `scanned_to` was looked at.
+                let durable = *self.notify.borrow();
+                let mut scanned_to = durable.min(self.replica.map().index());
                 let mut out = Vec::new();
                 for (i, k, r) in self.replica.map().changes_since(since) {
+                    if i > durable {
+                        break;
+                    }
                     if out.len() == WATCH_BATCH_MAX {
                         scanned_to = i - 1;
                         break;

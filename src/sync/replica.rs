@@ -508,11 +508,13 @@ impl Replica {
     }
 
     fn say_hello(&mut self, peer: NodeId) {
-        let want_full = self.rebuilding && self.rebuild_from.is_none();
+        // A repeated hello to the rebuild source must keep asking for the full transfer.
+        let want_full = self.rebuilding && self.rebuild_from.is_none_or(|r| r == peer);
         if want_full {
             self.rebuild_from = Some(peer);
         }
         let frontier = self.frontier();
+        let gc_floor = self.gc_floor;
         let p = self.peers.entry(peer).or_default();
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
@@ -524,7 +526,8 @@ impl Replica {
             applied: p.applied,
             want_full,
             frontier,
-            synced_ms: self.synced_ms,
+            received: p.received,
+            gc_floor,
         };
         self.send(peer, Message::Hello(hello));
     }
@@ -549,6 +552,10 @@ impl Replica {
             let next = self.peers.iter().find(|(_, p)| p.ready).map(|(id, _)| *id);
             if let Some(next) = next {
                 self.rebuild_from = Some(next);
+                if let Some(p) = self.peers.get_mut(&next) {
+                    // The rebuild is done once this peer's full feed reaches its index.
+                    p.caught_up = false;
+                }
                 self.send(
                     next,
                     Message::Resume {
@@ -598,7 +605,7 @@ impl Replica {
                     Message::Resume { from: start, full } => {
                         self.on_resume(from, start, full, now_ms)
                     }
-                    Message::Stale => self.on_stale(from, now_ms),
+                    Message::Stale { floor } => self.on_stale(from, floor, now_ms),
                     Message::Ack { applied, frontier } => {
                         self.on_ack(from, applied, frontier, now_ms)
                     }
@@ -654,7 +661,7 @@ impl Replica {
                 },
             );
         }
-        let horizon_floor_ms = self.horizon_floor.physical_ms();
+        let horizon_floor = self.horizon_floor;
         let index = self.map.index();
         let p = self.peers.entry(from).or_default();
         p.region = h.region;
@@ -663,27 +670,45 @@ impl Replica {
         p.ready = true;
         p.last_heard_ms = now_ms;
         p.frontier = p.frontier.max(h.frontier);
+        if h.index < p.applied {
+            // Their feed restarted (a restore from an old backup): our
+            // progress with it, and the claims it supported, are void.
+            p.applied = 0;
+            p.received = Hlc::ZERO;
+            self.dirty_peers.insert(from);
+        }
         p.their_index = h.index;
         p.hello_ms = now_ms;
         p.caught_up = p.applied >= h.index;
         p.resume_asked_ms = None;
         // They hold our feed up to `h.applied`; if that is beyond our index our
         // feed restarted (a restore from an old backup): send it all.
-        let start = if h.applied > index { 0 } else { h.applied };
+        // A full transfer starts from the beginning: it carries every origin.
+        let start = if h.applied > index || h.want_full {
+            0
+        } else {
+            h.applied
+        };
         p.acked = start;
         p.sent = start;
         p.in_flight.clear();
         p.full_until = if h.want_full { index } else { 0 };
         p.last_progress_ms = now_ms;
-        if self.horizon_floor != Hlc::ZERO && horizon_floor_ms > h.synced_ms {
-            // We collected by age a tombstone written after the peer's last
-            // contact: it may still hold the value that tombstone deleted.
-            // Refuse its data until it has resynced and says hello again.
+        let behind = h.received < horizon_floor && h.gc_floor < horizon_floor;
+        if horizon_floor != Hlc::ZERO && behind && !h.want_full {
+            // We collected by age tombstones the peer may never have seen:
+            // it may still hold the values they deleted. Refuse its data
+            // until it has resynced and says hello again.
             p.stale = true;
             self.metrics.stale_peers += 1;
             self.staged
                 .push(Output::Event(Event::PeerStale { peer: from }));
-            self.send(from, Message::Stale);
+            self.send(
+                from,
+                Message::Stale {
+                    floor: horizon_floor,
+                },
+            );
             return;
         }
         p.stale = false;
@@ -705,20 +730,30 @@ impl Replica {
         ) {
             return;
         }
+        let rebuilding_from_them = self.rebuild_from == Some(from);
+        // The full transfer of a rebuild is the source's live state: nothing
+        // in it is a collected delete, so the floor does not apply to it.
+        let floor = if rebuilding_from_them {
+            Hlc::ZERO
+        } else {
+            self.gc_floor
+        };
         let mut applied = 0u64;
         for (k, e) in f.entries {
-            if self.merge_entry(k, e, now_ms) {
+            if self.merge_entry(k, e, floor, now_ms) {
                 applied += 1;
             }
         }
         self.metrics.feed_entries_applied += applied;
-        let rebuilding_from_them = self.rebuild_from == Some(from);
         let Some(p) = self.peers.get_mut(&from) else {
             return;
         };
         p.frontier = p.frontier.max(f.frontier);
+        // Contiguous, and up to the sender's last index: we hold all it had.
+        let mut reached_end = false;
         if f.from <= p.applied {
             if f.to >= p.applied {
+                reached_end = f.clock.is_some();
                 if f.to > p.applied {
                     p.applied = f.to;
                     self.dirty_peers.insert(from);
@@ -748,7 +783,7 @@ impl Replica {
             }
         }
         let mut start_ae = false;
-        if !p.caught_up && p.applied >= p.their_index {
+        if !p.caught_up && reached_end {
             p.caught_up = true;
             start_ae = true;
             if rebuilding_from_them {
@@ -789,10 +824,10 @@ impl Replica {
     }
 
     /// Merges one replicated entry; true if it changed the map.
-    fn merge_entry(&mut self, key: Key, entry: Entry, now_ms: u64) -> bool {
+    fn merge_entry(&mut self, key: Key, entry: Entry, floor: Hlc, now_ms: u64) -> bool {
         let hlc = entry.stamp.hlc;
         let collisions = self.map.stamp_collisions();
-        let merged = self.map.merge(&key, entry, self.gc_floor);
+        let merged = self.map.merge(&key, entry, floor);
         if self.map.stamp_collisions() != collisions {
             self.staged
                 .push(Output::Event(Event::StampCollision { key: key.clone() }));
@@ -817,7 +852,7 @@ impl Replica {
     /// Entries older than the horizon may be deleted keys whose tombstones
     /// were collected: drop them, then rebuild from a peer, which sends back
     /// those still alive.
-    fn on_stale(&mut self, from: NodeId, now_ms: u64) {
+    fn on_stale(&mut self, from: NodeId, floor: Hlc, now_ms: u64) {
         let cut = Hlc::new(now_ms.saturating_sub(self.cfg.tombstone_horizon_ms), 0);
         let old: Vec<Key> = self
             .map
@@ -828,6 +863,16 @@ impl Replica {
         for k in &old {
             self.map.remove(k.as_str());
             self.dirty_keys.insert(k.clone());
+        }
+        // Whatever we still hold is newer than the tombstones they collected:
+        // refuse older values for absent keys from now on (the rebuild's full
+        // transfer is exempt), and claim nothing about what we dropped.
+        self.gc_floor = self.gc_floor.max(floor);
+        for (id, p) in self.peers.iter_mut() {
+            if p.received != Hlc::ZERO {
+                p.received = Hlc::ZERO;
+                self.dirty_peers.insert(*id);
+            }
         }
         self.metrics.resyncs += 1;
         self.staged.push(Output::Event(Event::Resynced {
@@ -914,11 +959,9 @@ impl Replica {
             let mut to = index;
             for (scanned, (i, k, r)) in self.map.changes_since(from).enumerate() {
                 let origin = r.entry.stamp.node;
-                let include = if i <= p.full_until {
-                    origin != id
-                } else {
-                    origin == me
-                };
+                // A full transfer carries every origin, the receiver's own
+                // included (a resynced node dropped some of its own).
+                let include = i <= p.full_until || origin == me;
                 let size = r.entry.encoded_len_estimate(k);
                 let full = scanned == self.cfg.feed_scan_max
                     || entries.len() == self.cfg.feed_entries_max
@@ -1236,7 +1279,7 @@ impl Replica {
             return;
         }
         for (k, e) in entries {
-            if self.merge_entry(k, e, now_ms) {
+            if self.merge_entry(k, e, self.gc_floor, now_ms) {
                 self.metrics.ae_entries_applied += 1;
             }
         }
@@ -1267,6 +1310,11 @@ impl Replica {
 
     /// Drops tombstones that every member holds, or that are older than the horizon.
     fn collect_garbage(&mut self, now_ms: u64) {
+        if self.rebuilding {
+            // Old tombstones arriving in the transfer must not raise the
+            // floor above live values still on their way.
+            return;
+        }
         // Stability needs at least one known peer, and every known peer's word.
         let stable = if self.peers.is_empty() {
             Hlc::ZERO
