@@ -14,16 +14,19 @@
 //! * **Hello.** Each side of a new connection says hello: protocol version,
 //!   cluster id, identity, how far it applied the other's feed, and whether
 //!   it is rebuilding an empty state. A peer of another cluster or version is
-//!   refused. A peer whose last contact with the cluster is older than a
-//!   tombstone we collected by age (not stability) may still hold the value
-//!   that tombstone deleted: it is told it is `Stale`, and its data is
-//!   ignored until it has resynced (dropped every entry older than the
-//!   horizon and rebuilt from a peer) and said hello again.
+//!   refused. A peer that is not rebuilding, and whose clock claim over our
+//!   writes and whose own collection floor are both below a tombstone we
+//!   collected by age (not stability), may still hold the value that
+//!   tombstone deleted: it is told it is `Stale` (with our floor), and its
+//!   data is ignored until it has resynced — dropped every entry older than
+//!   the horizon, raised its floor to ours and asked for a full transfer —
+//!   and said hello again.
 //! * **Feed.** Every change a replica applies gets the next number of its
 //!   own *index*. A replica streams to each peer the part of its feed the
 //!   peer has not acknowledged, in bounded messages within a window of
 //!   unacknowledged messages, carrying only the entries it wrote itself
-//!   (every origin but the peer's own when the peer is rebuilding). Pushing a
+//!   (every origin, from index 0, when the peer is rebuilding; that full
+//!   transfer is exempt from the collection floor). Pushing a
 //!   local write is the same thing as catching up after an outage: each write
 //!   crosses each link once. A gap (a lost message) makes the receiver ask to
 //!   `Resume`; silence makes the sender resend after `peer_timeout_ms`.
