@@ -53,6 +53,21 @@ async fn converge(nodes: &[&Node], secs: u64) {
     }
 }
 
+/// `a` refuses `b` (counted), and `b` gets nothing of `a`'s data.
+async fn assert_refused_and_isolated(a: &Node, b: &Node) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.status().await.unwrap().peers_refused == 0 {
+        assert!(Instant::now() < deadline, "the peer was never refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.get("secret").await.unwrap().is_none());
+    for n in [a, b] {
+        let st = n.status().await.unwrap();
+        assert!(st.replica.peers.iter().all(|p| !p.connected));
+    }
+}
+
 fn any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
@@ -152,28 +167,7 @@ async fn a_peer_with_another_ca_is_refused() {
     a.put("secret", "v").await.unwrap();
     let other = Ca::generate("test").unwrap();
     let b = start(&other, "b", "eu-west", None, any_port(), &[a.local_addr()]).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = a.status().await.unwrap();
-        if st.peers_refused > 0 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the foreign peer was never refused"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(b.get("secret").await.unwrap().is_none());
-    assert!(a
-        .status()
-        .await
-        .unwrap()
-        .replica
-        .peers
-        .iter()
-        .all(|p| !p.connected));
+    assert_refused_and_isolated(&a, &b).await;
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
@@ -381,24 +375,7 @@ async fn a_peer_of_another_cluster_with_the_same_ca_is_refused() {
         .start()
         .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while a.status().await.unwrap().peers_refused == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the other cluster's peer was never refused"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(b.get("secret").await.unwrap().is_none());
-    assert!(b
-        .status()
-        .await
-        .unwrap()
-        .replica
-        .peers
-        .iter()
-        .all(|p| !p.connected));
+    assert_refused_and_isolated(&a, &b).await;
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }

@@ -133,21 +133,29 @@ impl Net {
         }
     }
 
-    /// Delivers every message, and the replies, until the wire is quiet.
-    fn settle(&mut self) {
-        for _ in 0..1_000_000 {
-            for i in 0..self.nodes.len() {
-                self.pump(i);
-            }
-            let Some((from, to, frame)) = self.wire.pop_front() else {
-                return;
-            };
-            if !self.up.contains(&(from.min(to), from.max(to))) {
-                continue;
-            }
+    /// Delivers one message (after carrying out every pending output);
+    /// false once the wire is quiet.
+    fn deliver_one(&mut self) -> bool {
+        for i in 0..self.nodes.len() {
+            self.pump(i);
+        }
+        let Some((from, to, frame)) = self.wire.pop_front() else {
+            return false;
+        };
+        if self.up.contains(&(from.min(to), from.max(to))) {
             let msg = codec::decode(&frame).unwrap();
             let (id, now) = (self.id(from), self.local(to));
             self.nodes[to].handle(id, msg, now);
+        }
+        true
+    }
+
+    /// Delivers every message, and the replies, until the wire is quiet.
+    fn settle(&mut self) {
+        for _ in 0..1_000_000 {
+            if !self.deliver_one() {
+                return;
+            }
         }
         panic!("the wire never went quiet");
     }
@@ -155,18 +163,9 @@ impl Net {
     /// Delivers at most `n` messages (and the outputs they cause).
     fn deliver_some(&mut self, n: usize) {
         for _ in 0..n {
-            for i in 0..self.nodes.len() {
-                self.pump(i);
-            }
-            let Some((from, to, frame)) = self.wire.pop_front() else {
+            if !self.deliver_one() {
                 return;
-            };
-            if !self.up.contains(&(from.min(to), from.max(to))) {
-                continue;
             }
-            let msg = codec::decode(&frame).unwrap();
-            let (id, now) = (self.id(from), self.local(to));
-            self.nodes[to].handle(id, msg, now);
         }
     }
 
