@@ -8,7 +8,10 @@
 //! state on disk (redb) or in memory, [`net`] carries messages over QUIC
 //! with mutual TLS, and [`node`] composes them into a running [`Node`].
 
+pub mod api;
+pub mod client;
 pub mod core;
+pub mod daemon;
 pub mod net;
 pub mod node;
 pub mod sim;

@@ -1,28 +1,103 @@
-//! The `meridian` binary.
-//!
-//! Today: the deterministic simulation (`meridian sim`) and the cluster CA
-//! (`meridian ca init|issue`). The daemon, the HTTP API and the operator
-//! commands come next.
+//! The `meridian` binary: the daemon (`node`), a local cluster (`dev`), the
+//! operator commands (`kv`, `status`, `verify`, `health`), the cluster CA
+//! (`ca`), shell completions and the deterministic simulation (`sim`).
 
+mod cli;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use std::path::PathBuf;
-
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use meridian::client::Client;
+use meridian::daemon::{Daemon, DaemonConfig};
 use meridian::net::tls::Ca;
 use meridian::sim::{run_seed, SimConfig};
 
 #[derive(Parser)]
 #[command(name = "meridian", version, about = "Multi-region configuration sync")]
 struct Cli {
+    /// The node API the commands talk to.
+    #[arg(
+        long,
+        global = true,
+        env = "MERIDIAN_ADDR",
+        default_value = "http://127.0.0.1:8500"
+    )]
+    addr: String,
+    /// Log format of `node` and `dev`.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run a node: its peers' QUIC endpoint and its HTTP API.
+    Node(NodeArgs),
+    /// Run a local cluster of several regions in this process (Ctrl-C stops it).
+    Dev {
+        /// Regions.
+        #[arg(long, default_value_t = 3)]
+        regions: usize,
+        /// Nodes in each region.
+        #[arg(long, default_value_t = 1)]
+        nodes_per_region: usize,
+        /// Where the CA, certificates and data go (kept between runs).
+        #[arg(long, default_value = "meridian-dev")]
+        dir: PathBuf,
+        /// The first node's API port; the others count up from it (0: any free port).
+        #[arg(long, default_value_t = 8500)]
+        api_port: u16,
+        /// After start, cut the last region off, write on both sides, heal and time the convergence.
+        #[arg(long)]
+        partition_demo: bool,
+    },
+    /// Read and write keys.
+    Kv {
+        #[command(subcommand)]
+        command: cli::KvCommand,
+    },
+    /// The node's members, regions, lag and root.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check that every node holds the same data: compares Merkle roots; exit 1 on divergence.
+    Verify {
+        /// Also check these API addresses (nodes the first one does not know).
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        /// List the differing keys and each node's value.
+        #[arg(long)]
+        diff: bool,
+        /// Only compare keys under this prefix.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The node's health against its thresholds; exit 1 when unhealthy.
+    Health {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The cluster's certificate authority.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Run the deterministic cluster simulation: random writes, partitions,
     /// crashes, drops and clock skew, checked against an oracle.
     Sim {
@@ -36,11 +111,35 @@ enum Command {
         #[arg(long, conflicts_with_all = ["seeds", "first"])]
         seed: Option<u64>,
     },
-    /// The cluster's certificate authority.
-    Ca {
-        #[command(subcommand)]
-        command: CaCommand,
-    },
+}
+
+/// `meridian node`: the config file, and flags that override it.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// The TOML config file (see the README's config reference).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    region: Option<String>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Directory with node.pem, node.key and ca.pem (`meridian ca issue`).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// UDP address for peers.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Address peers should dial when it is not `listen`.
+    #[arg(long)]
+    advertise: Option<SocketAddr>,
+    /// TCP address of the HTTP API.
+    #[arg(long)]
+    api: Option<SocketAddr>,
+    /// A peer to join through (repeat for more); replaces the file's seeds.
+    #[arg(long = "seed")]
+    seeds: Vec<SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -72,6 +171,12 @@ enum CaCommand {
 }
 
 fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`meridian kv list | head`), like other CLI tools.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match run(Cli::parse()) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -82,11 +187,122 @@ fn main() -> ExitCode {
     }
 }
 
+fn logging(format: LogFormat, default: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => b.try_init(),
+        LogFormat::Json => b.json().try_init(),
+    };
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Command::Sim { seeds, first, seed } => Ok(sim(seeds, first, seed)),
         Command::Ca { command } => ca(command).map(|()| true),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "meridian",
+                &mut std::io::stdout(),
+            );
+            Ok(true)
+        }
+        Command::Node(args) => {
+            logging(cli.log_format, "info");
+            runtime()?.block_on(node(args))
+        }
+        Command::Dev {
+            regions,
+            nodes_per_region,
+            dir,
+            api_port,
+            partition_demo,
+        } => {
+            logging(cli.log_format, "warn");
+            runtime()?.block_on(cli::dev::run(cli::dev::DevArgs {
+                regions,
+                nodes_per_region,
+                dir,
+                api_port,
+                partition_demo,
+            }))
+        }
+        command => {
+            logging(cli.log_format, "warn");
+            let client = Client::new(&cli.addr)?;
+            runtime()?.block_on(async move {
+                match command {
+                    Command::Kv { command } => cli::kv(&client, command).await,
+                    Command::Status { json } => cli::status(&client, json).await,
+                    Command::Health { json } => cli::health(&client, json).await,
+                    Command::Verify {
+                        nodes,
+                        diff,
+                        prefix,
+                        json,
+                    } => cli::verify(&client, &nodes, diff, &prefix, json).await,
+                    _ => unreachable!("handled above"),
+                }
+            })
+        }
     }
+}
+
+async fn node(args: NodeArgs) -> Result<bool> {
+    let mut cfg = match &args.config {
+        Some(path) => DaemonConfig::load(path)?,
+        None => DaemonConfig::default(),
+    };
+    if let Some(v) = args.name {
+        cfg.name = v;
+    }
+    if let Some(v) = args.region {
+        cfg.region = v;
+    }
+    if let Some(v) = args.data_dir {
+        cfg.data_dir = v;
+    }
+    if let Some(v) = args.tls_dir {
+        cfg.tls_dir = v;
+    }
+    if let Some(v) = args.listen {
+        cfg.listen = v;
+    }
+    if let Some(v) = args.advertise {
+        cfg.advertise = Some(v);
+    }
+    if let Some(v) = args.api {
+        cfg.api = v;
+    }
+    if !args.seeds.is_empty() {
+        cfg.seeds = args.seeds;
+    }
+    let daemon = Daemon::start(&cfg).await?;
+    // The line scripts and tests wait for.
+    println!(
+        "meridian node {} ({}) ready: api http://{} peers {}",
+        cfg.name,
+        cfg.region,
+        daemon.api_addr(),
+        daemon.node().local_addr()
+    );
+    cli::dev::shutdown_signal().await;
+    tracing::info!("shutting down: closing the API, flushing commits, closing peers");
+    daemon.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(true)
 }
 
 fn ca(command: CaCommand) -> Result<()> {

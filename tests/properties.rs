@@ -194,6 +194,7 @@ fn message() -> impl Strategy<Value = Message> {
                     node: NodeId(index ^ 1),
                     name: "n".into(),
                     region,
+                    api: "127.0.0.1:8500".into(),
                     index,
                     applied,
                     want_full,

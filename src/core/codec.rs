@@ -44,6 +44,9 @@ pub struct Hello {
     pub node: NodeId,
     pub name: String,
     pub region: String,
+    /// Where the sender's HTTP API listens (`ip:port`; empty: none), so that
+    /// operators' tools can reach every member from one.
+    pub api: String,
     /// The sender's last index.
     pub index: u64,
     /// How far the sender has durably applied the receiver's own feed.
@@ -178,8 +181,13 @@ impl Message {
         };
         match self {
             Message::Hello(h) => {
-                if h.name.len() > NAME_BYTES_MAX || h.region.len() > NAME_BYTES_MAX {
-                    return bad(format!("name or region longer than {NAME_BYTES_MAX} bytes"));
+                if h.name.len() > NAME_BYTES_MAX
+                    || h.region.len() > NAME_BYTES_MAX
+                    || h.api.len() > NAME_BYTES_MAX
+                {
+                    return bad(format!(
+                        "name, region or api address longer than {NAME_BYTES_MAX} bytes"
+                    ));
                 }
                 Ok(())
             }

@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::core::codec;
+use crate::core::map::Conflict;
 use crate::core::types::{Hash, Limits, NodeId, Stamp};
 use crate::net::faults::{Faults, FaultySocket};
 use crate::net::tls::{NodeIdentity, TlsError};
@@ -110,6 +111,44 @@ pub struct NodeStatus {
     pub members: Vec<MemberView>,
     /// Physical time of this status, ms since the epoch.
     pub now_ms: u64,
+    /// Physical time the node started, ms since the epoch.
+    pub started_ms: u64,
+    /// How long group commits took on the store thread.
+    pub commit_latency: Histogram,
+}
+
+/// One key's state as the digest sees it (tombstones included): what
+/// `meridian verify --diff` compares between nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyHash {
+    pub key: String,
+    pub stamp: Stamp,
+    pub deleted: bool,
+    /// The first 16 bytes of the entry's hash.
+    pub hash: [u8; 16],
+}
+
+/// Upper bounds (µs) of the commit latency buckets; a last bucket counts the rest.
+pub const COMMIT_BUCKETS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+/// A fixed-bucket latency histogram (Prometheus style, not cumulative here).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Counts per bucket of [`COMMIT_BUCKETS_US`], then the overflow bucket.
+    pub counts: [u64; COMMIT_BUCKETS_US.len() + 1],
+    pub sum_us: u64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn record(&mut self, us: u64) {
+        let i = COMMIT_BUCKETS_US.partition_point(|b| *b < us);
+        self.counts[i] += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+        self.count += 1;
+    }
 }
 
 enum Command {
@@ -139,6 +178,13 @@ enum Command {
     Digest {
         prefix: String,
         reply: oneshot::Sender<Hash>,
+    },
+    Conflicts {
+        reply: oneshot::Sender<(Vec<Conflict>, u64)>,
+    },
+    Hashes {
+        prefix: String,
+        reply: oneshot::Sender<Vec<KeyHash>>,
     },
     Shutdown {
         reply: oneshot::Sender<()>,
@@ -208,6 +254,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Tells peers where this node's HTTP API listens (for `meridian verify` and status).
+    pub fn api_addr(mut self, addr: SocketAddr) -> Self {
+        self.tune
+            .push(Box::new(move |c: &mut Config| c.api = addr.to_string()));
+        self
+    }
+
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
@@ -255,6 +308,7 @@ impl NodeBuilder {
         for f in self.tune {
             f(&mut cfg);
         }
+        let api_addr = cfg.api.clone();
         let replica = Replica::restore(cfg, &state, now_ms())?;
         let (server, client) = self.identity.quic_configs()?;
         let listen_err = |source| NodeError::Listen {
@@ -306,13 +360,16 @@ impl NodeBuilder {
         let membership = Membership::new(me, self.seeds.len() as u32 + 1, false, random_u64());
         let (timer_tx, timer_rx) = mpsc::channel(NET_QUEUE_MAX);
         let (commit_tx, commit_rx) = mpsc::channel(16);
+        let started_ms = now_ms();
         let (store_tx, store_rx) = std::sync::mpsc::channel::<(Vec<PersistBatch>, u64)>();
         std::thread::Builder::new()
             .name(format!("meridian-store-{}", self.name))
             .spawn(move || {
                 while let Ok((batches, seq)) = store_rx.recv() {
+                    let t = std::time::Instant::now();
                     let r = store.commit(&batches).map_err(|e| e.to_string());
-                    if commit_tx.blocking_send((seq, r)).is_err() {
+                    let us = t.elapsed().as_micros() as u64;
+                    if commit_tx.blocking_send((seq, r, us)).is_err() {
                         return;
                     }
                 }
@@ -335,6 +392,8 @@ impl NodeBuilder {
             group: Vec::new(),
             committing: false,
             commits: 0,
+            commit_latency: Histogram::default(),
+            started_ms,
             store_tx: Some(store_tx),
             pending: HashMap::new(),
             notify: notify_tx,
@@ -350,11 +409,14 @@ impl NodeBuilder {
         let task = tokio::spawn(driver.run(cmd_rx, net_rx, commit_rx, timer_rx));
         Ok(Node {
             id: state.node,
+            name: self.name.clone(),
+            region: self.region.clone(),
+            api_addr,
             cmd: cmd_tx,
             notify: notify_rx,
             local_addr,
             endpoint,
-            task: Some(task),
+            task: Mutex::new(Some(task)),
         })
     }
 }
@@ -363,11 +425,14 @@ impl NodeBuilder {
 /// driver's queue; drop or [`Node::shutdown`] stops it.
 pub struct Node {
     id: NodeId,
+    name: String,
+    region: String,
+    api_addr: String,
     cmd: mpsc::Sender<Command>,
     notify: watch::Receiver<u64>,
     local_addr: SocketAddr,
     endpoint: quinn::Endpoint,
-    task: Option<JoinHandle<()>>,
+    task: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Node {
@@ -392,6 +457,19 @@ impl Node {
 
     pub fn id(&self) -> NodeId {
         self.id
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The HTTP API address told to peers (empty: none).
+    pub fn api_addr(&self) -> String {
+        self.api_addr.clone()
     }
 
     /// The UDP address peers reach this node on.
@@ -438,15 +516,40 @@ impl Node {
 
     /// Deletes `key` (a tombstone); returns once durable.
     pub async fn delete(&self, key: &str) -> Result<WriteReceipt, NodeError> {
+        self.delete_with(key, None).await
+    }
+
+    /// Deletes `key` if its modify index is `cas` (when given).
+    pub async fn delete_with(
+        &self,
+        key: &str,
+        cas: Option<u64>,
+    ) -> Result<WriteReceipt, NodeError> {
         let key = key.to_string();
         self.call(|reply| Command::Put {
             key,
             value: None,
             flags: 0,
-            cas: None,
+            cas,
             reply,
         })
         .await?
+    }
+
+    /// The last durable index: every change numbered up to it is on disk.
+    pub fn index(&self) -> u64 {
+        *self.notify.borrow()
+    }
+
+    /// The kept conflicts (oldest first) and how many were seen since start.
+    pub async fn conflicts(&self) -> Result<(Vec<Conflict>, u64), NodeError> {
+        self.call(|reply| Command::Conflicts { reply }).await
+    }
+
+    /// Every key under `prefix`, tombstones included, with its stamp and entry hash.
+    pub async fn hashes(&self, prefix: &str) -> Result<Vec<KeyHash>, NodeError> {
+        let prefix = prefix.to_string();
+        self.call(|reply| Command::Hashes { prefix, reply }).await
     }
 
     /// Reads `key` from this node's state.
@@ -484,9 +587,11 @@ impl Node {
     }
 
     /// Finishes pending commits, closes every connection and stops.
-    pub async fn shutdown(mut self) -> Result<(), NodeError> {
+    /// Callable through a shared handle; later calls return at once.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
         let _ = self.call(|reply| Command::Shutdown { reply }).await;
-        if let Some(task) = self.task.take() {
+        let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(task) = task {
             let _ = task.await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
@@ -496,7 +601,8 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
-        if self.task.is_some() {
+        let running = self.task.get_mut().map_or(true, |t| t.is_some());
+        if running {
             self.endpoint.close(net::CLOSE_SHUTDOWN.into(), b"dropped");
         }
     }
@@ -571,6 +677,8 @@ struct Driver {
     group: Vec<PersistBatch>,
     committing: bool,
     commits: u64,
+    commit_latency: Histogram,
+    started_ms: u64,
     store_tx: Option<std::sync::mpsc::Sender<(Vec<PersistBatch>, u64)>>,
     pending: HashMap<Stamp, oneshot::Sender<Result<WriteReceipt, NodeError>>>,
     notify: watch::Sender<u64>,
@@ -607,7 +715,7 @@ impl Driver {
         mut self,
         mut cmd_rx: mpsc::Receiver<Command>,
         mut net_rx: mpsc::Receiver<NetEvent>,
-        mut commit_rx: mpsc::Receiver<(u64, Result<(), String>)>,
+        mut commit_rx: mpsc::Receiver<(u64, Result<(), String>, u64)>,
         mut timer_rx: mpsc::Receiver<foca::Timer<Member>>,
     ) {
         let mut shutdown: Option<oneshot::Sender<()>> = None;
@@ -616,7 +724,10 @@ impl Driver {
             tokio::select! {
                 biased;
                 done = commit_rx.recv() => match done {
-                    Some((seq, result)) => self.committed(seq, result),
+                    Some((seq, result, us)) => {
+                        self.commit_latency.record(us);
+                        self.committed(seq, result)
+                    }
                     None => {
                         self.committing = false;
                         self.failed = Some("the store thread stopped".to_string());
@@ -976,6 +1087,8 @@ impl Driver {
                     recent_events: self.events.iter().cloned().collect(),
                     members: self.membership.view(),
                     now_ms: now,
+                    started_ms: self.started_ms,
+                    commit_latency: self.commit_latency.clone(),
                 };
                 let _ = reply.send(status);
             }
@@ -986,6 +1099,24 @@ impl Driver {
                     self.replica.map().prefix_digest(&prefix)
                 };
                 let _ = reply.send(h);
+            }
+            Command::Conflicts { reply } => {
+                let log = self.replica.map().conflicts();
+                let _ = reply.send((log.iter().cloned().collect(), log.total()));
+            }
+            Command::Hashes { prefix, reply } => {
+                let list = self
+                    .replica
+                    .map()
+                    .scan_prefix(&prefix)
+                    .map(|(k, r)| KeyHash {
+                        key: k.as_str().to_string(),
+                        stamp: r.entry.stamp,
+                        deleted: r.entry.is_tombstone(),
+                        hash: r.check(),
+                    })
+                    .collect();
+                let _ = reply.send(list);
             }
             Command::Shutdown { .. } => unreachable!("handled by the loop"),
         }

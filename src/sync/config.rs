@@ -26,6 +26,8 @@ pub struct Config {
     pub name: String,
     /// Region the node runs in (at most 64 bytes).
     pub region: String,
+    /// Where this node's HTTP API listens (`ip:port`), told to peers; empty: none.
+    pub api: String,
     /// Peers with another cluster id are refused.
     pub cluster: ClusterId,
     pub limits: Limits,
@@ -94,6 +96,7 @@ impl Config {
             node,
             name: name.to_string(),
             region: region.to_string(),
+            api: String::new(),
             cluster,
             limits: Limits::default(),
             partition_policy: PartitionPolicy::Available,
@@ -134,6 +137,9 @@ impl Config {
         }
         if self.region.len() > NAME_BYTES_MAX {
             return Err(ConfigError::NameTooLong { field: "region" });
+        }
+        if self.api.len() > NAME_BYTES_MAX {
+            return Err(ConfigError::NameTooLong { field: "api" });
         }
         let k = KEY_BYTES_MAX as u64;
         range("key_bytes_max", self.limits.key_bytes_max as u64, 1, k)?;

@@ -121,6 +121,8 @@ pub struct Metrics {
 #[derive(Debug, Clone, Default)]
 struct Peer {
     region: String,
+    /// Where its HTTP API listens, as its hello said.
+    api: String,
     name: String,
     /// The transport says a connection is up.
     transport: bool,
@@ -170,6 +172,8 @@ pub struct PeerStatus {
     pub node: NodeId,
     pub name: String,
     pub region: String,
+    /// Its HTTP API address (`ip:port`), empty if it has none.
+    pub api: String,
     pub connected: bool,
     /// Their index at hello minus what we applied of their feed.
     pub lag_index: u64,
@@ -522,6 +526,7 @@ impl Replica {
             node: self.cfg.node,
             name: self.cfg.name.clone(),
             region: self.cfg.region.clone(),
+            api: self.cfg.api.clone(),
             index: self.map.index(),
             applied: p.applied,
             want_full,
@@ -666,6 +671,7 @@ impl Replica {
         let p = self.peers.entry(from).or_default();
         p.region = h.region;
         p.name = h.name;
+        p.api = h.api;
         p.transport = true;
         p.ready = true;
         p.last_heard_ms = now_ms;
@@ -1418,6 +1424,7 @@ impl Replica {
                     node: *id,
                     name: p.name.clone(),
                     region: p.region.clone(),
+                    api: p.api.clone(),
                     connected: p.ready,
                     lag_index: p.their_index.saturating_sub(p.applied),
                     in_sync_at_ms: p.in_sync_ms,

@@ -1,0 +1,230 @@
+//! Health: a node's status judged against the three alert thresholds of a
+//! multi-region config system (sync lag, partition duration, peer down).
+//!
+//! Pure: it reads a [`NodeStatus`] (which carries its own `now_ms`) and
+//! returns the reasons the node is unhealthy; the HTTP layer turns a
+//! non-empty list into a 503.
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::NodeStatus;
+
+/// When a node stops being healthy. Every field is in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Thresholds {
+    /// A connected peer whose writes we have not fully held for this long. Default 10 s.
+    pub sync_lag_ms_max: u64,
+    /// A region unreachable for this long. Default 60 s.
+    pub partition_ms_max: u64,
+    /// A peer out of contact for this long. Default 30 s.
+    pub peer_down_ms_max: u64,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            sync_lag_ms_max: 10_000,
+            partition_ms_max: 60_000,
+            peer_down_ms_max: 30_000,
+        }
+    }
+}
+
+/// One reason a node is unhealthy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    /// `rebuilding`, `sync_lag`, `partition` or `peer_down`.
+    pub check: &'static str,
+    /// The peer's name or the region concerned (empty for the node itself).
+    pub subject: String,
+    /// How long it has lasted (ms), compared with `threshold_ms`.
+    pub for_ms: u64,
+    pub threshold_ms: u64,
+    pub message: String,
+}
+
+/// Every reason `status` is unhealthy under `t`; empty when healthy.
+pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
+    let now = status.now_ms;
+    let r = &status.replica;
+    let mut out = Vec::new();
+    if r.rebuilding {
+        out.push(Reason {
+            check: "rebuilding",
+            subject: String::new(),
+            for_ms: now.saturating_sub(status.started_ms),
+            threshold_ms: 0,
+            message: "the node is rebuilding its state from a peer".to_string(),
+        });
+    }
+    for p in &r.peers {
+        if p.connected {
+            if p.in_sync_at_ms == 0 {
+                continue;
+            }
+            let lag = now.saturating_sub(p.in_sync_at_ms);
+            if lag > t.sync_lag_ms_max {
+                out.push(Reason {
+                    check: "sync_lag",
+                    subject: p.name.clone(),
+                    for_ms: lag,
+                    threshold_ms: t.sync_lag_ms_max,
+                    message: format!(
+                        "peer {} ({}) has not been fully synced for {lag} ms ({} changes behind)",
+                        p.name, p.region, p.lag_index
+                    ),
+                });
+            }
+        } else {
+            // Never heard: it is known from membership only; count from our start.
+            let since = if p.last_heard_ms == 0 {
+                status.started_ms
+            } else {
+                p.last_heard_ms
+            };
+            let down = now.saturating_sub(since);
+            if down > t.peer_down_ms_max {
+                out.push(Reason {
+                    check: "peer_down",
+                    subject: p.name.clone(),
+                    for_ms: down,
+                    threshold_ms: t.peer_down_ms_max,
+                    message: format!("peer {} ({}) unreachable for {down} ms", p.name, p.region),
+                });
+            }
+        }
+    }
+    for g in &r.regions {
+        if g.reachable || g.region == r.region {
+            continue;
+        }
+        let cut = now.saturating_sub(g.since_ms);
+        if cut > t.partition_ms_max {
+            out.push(Reason {
+                check: "partition",
+                subject: g.region.clone(),
+                for_ms: cut,
+                threshold_ms: t.partition_ms_max,
+                message: format!("region {} unreachable for {cut} ms", g.region),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::hlc::Hlc;
+    use crate::core::types::NodeId;
+    use crate::sync::{Metrics, PeerStatus, RegionStatus, Status};
+
+    fn status(now_ms: u64, peers: Vec<PeerStatus>, regions: Vec<RegionStatus>) -> NodeStatus {
+        NodeStatus {
+            replica: Status {
+                node: NodeId(1),
+                region: "us".into(),
+                index: 0,
+                root: [0; 32],
+                keys: 0,
+                tombstones: 0,
+                rebuilding: false,
+                peers,
+                reachable_regions: vec!["us".into()],
+                regions,
+                total_regions: 2,
+                quorum: true,
+                conflicts: 0,
+                gc_floor: Hlc(0),
+                frontier: Hlc(0),
+            },
+            metrics: Metrics::default(),
+            frames_in: 0,
+            frames_out: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            frames_dropped: 0,
+            malformed_frames: 0,
+            peers_refused: 0,
+            commits: 0,
+            recent_events: Vec::new(),
+            members: Vec::new(),
+            now_ms,
+            started_ms: 1_000,
+            commit_latency: Default::default(),
+        }
+    }
+
+    fn peer(connected: bool, in_sync_at_ms: u64, last_heard_ms: u64) -> PeerStatus {
+        PeerStatus {
+            node: NodeId(2),
+            name: "eu-1".into(),
+            region: "eu".into(),
+            api: String::new(),
+            connected,
+            lag_index: 3,
+            in_sync_at_ms,
+            last_heard_ms,
+            acked: 0,
+            applied: 0,
+            received: Hlc(0),
+            frontier: Hlc(0),
+        }
+    }
+
+    fn region(reachable: bool, since_ms: u64) -> RegionStatus {
+        RegionStatus {
+            region: "eu".into(),
+            reachable,
+            since_ms,
+        }
+    }
+
+    #[test]
+    fn healthy_within_every_threshold() {
+        let t = Thresholds::default();
+        let s = status(
+            100_000,
+            vec![peer(true, 95_000, 99_000)],
+            vec![region(true, 0)],
+        );
+        assert!(assess(&s, &t).is_empty());
+    }
+
+    #[test]
+    fn each_threshold_is_reported_once_exceeded() {
+        let t = Thresholds::default();
+        let lagging = status(
+            100_000,
+            vec![peer(true, 89_000, 99_000)],
+            vec![region(true, 0)],
+        );
+        let r = assess(&lagging, &t);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].check, r[0].for_ms), ("sync_lag", 11_000));
+
+        let down = status(
+            100_000,
+            vec![peer(false, 50_000, 69_000)],
+            vec![region(true, 0)],
+        );
+        let r = assess(&down, &t);
+        assert_eq!((r[0].check, r[0].for_ms), ("peer_down", 31_000));
+        // Just under the threshold: healthy.
+        let recent = status(
+            100_000,
+            vec![peer(false, 50_000, 71_000)],
+            vec![region(true, 0)],
+        );
+        assert!(assess(&recent, &t).is_empty());
+
+        let cut = status(100_000, Vec::new(), vec![region(false, 39_000)]);
+        let r = assess(&cut, &t);
+        assert_eq!((r[0].check, r[0].subject.as_str()), ("partition", "eu"));
+
+        let mut rebuilding = status(100_000, Vec::new(), Vec::new());
+        rebuilding.replica.rebuilding = true;
+        assert_eq!(assess(&rebuilding, &t)[0].check, "rebuilding");
+    }
+}

@@ -1,0 +1,254 @@
+//! `/metrics`: a node's counters in the Prometheus text format (0.0.4).
+//!
+//! Rendered from one [`NodeStatus`] per scrape rather than through a global
+//! recorder, so that several nodes in one process (`meridian dev`, tests,
+//! edge agents) each report their own numbers.
+
+use std::fmt::Write;
+
+use crate::node::{NodeStatus, COMMIT_BUCKETS_US};
+
+struct Out(String);
+
+impl Out {
+    fn head(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP meridian_{name} {help}");
+        let _ = writeln!(self.0, "# TYPE meridian_{name} {kind}");
+    }
+
+    fn one(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        self.head(name, kind, help);
+        let _ = writeln!(self.0, "meridian_{name} {value}");
+    }
+
+    fn labelled(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        let mut l = String::new();
+        for (i, (k, v)) in labels.iter().enumerate() {
+            if i > 0 {
+                l.push(',');
+            }
+            let _ = write!(l, "{k}=\"{}\"", escape(v));
+        }
+        let _ = writeln!(self.0, "meridian_{name}{{{l}}} {value}");
+    }
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The text of one scrape.
+pub fn render(s: &NodeStatus) -> String {
+    let r = &s.replica;
+    let m = &s.metrics;
+    let mut o = Out(String::with_capacity(4_096));
+    o.head("info", "gauge", "This node's identity.");
+    let node = r.node.to_string();
+    o.labelled("info", &[("node", &node), ("region", &r.region)], 1);
+    o.one(
+        "index",
+        "gauge",
+        "Last index of the local change feed.",
+        r.index,
+    );
+    o.one("keys", "gauge", "Live keys.", r.keys);
+    o.one("tombstones", "gauge", "Tombstones held.", r.tombstones);
+    o.one(
+        "rebuilding",
+        "gauge",
+        "1 while rebuilding from a peer.",
+        u8::from(r.rebuilding),
+    );
+    o.one(
+        "quorum",
+        "gauge",
+        "1 when a majority of regions is reachable.",
+        u8::from(r.quorum),
+    );
+    o.one("regions_known", "gauge", "Regions known.", r.total_regions);
+    o.one(
+        "regions_reachable",
+        "gauge",
+        "Regions reachable, this one included.",
+        r.reachable_regions.len(),
+    );
+    o.one(
+        "conflicts_total",
+        "counter",
+        "Concurrent writes resolved by last-writer-wins.",
+        r.conflicts,
+    );
+    o.one(
+        "writes_total",
+        "counter",
+        "Local writes accepted.",
+        m.local_writes,
+    );
+    o.one(
+        "feed_entries_applied_total",
+        "counter",
+        "Entries applied from peers' change feeds.",
+        m.feed_entries_applied,
+    );
+    o.one(
+        "ae_rounds_total",
+        "counter",
+        "Anti-entropy rounds started.",
+        m.ae_rounds_started,
+    );
+    o.one(
+        "ae_rounds_equal_total",
+        "counter",
+        "Anti-entropy rounds that found equal roots.",
+        m.ae_rounds_equal,
+    );
+    o.one(
+        "ae_keys_repaired_total",
+        "counter",
+        "Entries applied by anti-entropy.",
+        m.ae_entries_applied,
+    );
+    o.one(
+        "ae_keys_sent_total",
+        "counter",
+        "Entries sent by anti-entropy.",
+        m.ae_entries_sent,
+    );
+    o.one(
+        "clock_skew_refusals_total",
+        "counter",
+        "Messages refused for a stamp too far ahead of our clock.",
+        m.clock_skew_refusals,
+    );
+    o.one(
+        "peers_refused_total",
+        "counter",
+        "Peers refused (cluster, protocol, identity).",
+        s.peers_refused.max(m.peers_refused),
+    );
+    o.one(
+        "stale_peers_total",
+        "counter",
+        "Peers told to resync (away past the tombstone horizon).",
+        m.stale_peers,
+    );
+    o.one(
+        "resyncs_total",
+        "counter",
+        "Times this node was told to resync.",
+        m.resyncs,
+    );
+    o.one(
+        "tombstones_collected_total",
+        "counter",
+        "Tombstones garbage-collected.",
+        m.tombstones_collected,
+    );
+    o.one(
+        "frames_in_total",
+        "counter",
+        "Frames received from peers.",
+        s.frames_in,
+    );
+    o.one(
+        "frames_out_total",
+        "counter",
+        "Frames sent to peers.",
+        s.frames_out,
+    );
+    o.one(
+        "bytes_in_total",
+        "counter",
+        "Bytes received from peers.",
+        s.bytes_in,
+    );
+    o.one(
+        "bytes_out_total",
+        "counter",
+        "Bytes sent to peers.",
+        s.bytes_out,
+    );
+    o.one(
+        "frames_dropped_total",
+        "counter",
+        "Frames dropped on a full per-peer send queue.",
+        s.frames_dropped,
+    );
+    o.one(
+        "frames_malformed_total",
+        "counter",
+        "Malformed frames (their connection was closed).",
+        s.malformed_frames,
+    );
+    let partitions = r.regions.iter().filter(|g| !g.reachable).count();
+    o.one(
+        "partitions",
+        "gauge",
+        "Known regions currently unreachable.",
+        partitions,
+    );
+    o.head(
+        "region_unreachable_seconds",
+        "gauge",
+        "How long each unreachable region has been cut off.",
+    );
+    for g in r.regions.iter().filter(|g| !g.reachable) {
+        let secs = s.now_ms.saturating_sub(g.since_ms) as f64 / 1e3;
+        o.labelled("region_unreachable_seconds", &[("region", &g.region)], secs);
+    }
+    o.head("peer_connected", "gauge", "1 while connected to the peer.");
+    for p in &r.peers {
+        o.labelled(
+            "peer_connected",
+            &[("peer", &p.name), ("region", &p.region)],
+            u8::from(p.connected),
+        );
+    }
+    o.head(
+        "peer_lag_index",
+        "gauge",
+        "Changes of the peer not yet applied here.",
+    );
+    for p in &r.peers {
+        o.labelled(
+            "peer_lag_index",
+            &[("peer", &p.name), ("region", &p.region)],
+            p.lag_index,
+        );
+    }
+    o.head(
+        "peer_lag_seconds",
+        "gauge",
+        "Time since this node last held every write of the peer.",
+    );
+    for p in r.peers.iter().filter(|p| p.in_sync_at_ms > 0) {
+        let secs = s.now_ms.saturating_sub(p.in_sync_at_ms) as f64 / 1e3;
+        o.labelled(
+            "peer_lag_seconds",
+            &[("peer", &p.name), ("region", &p.region)],
+            secs,
+        );
+    }
+    o.head(
+        "store_commit_seconds",
+        "histogram",
+        "Group commit latency of the store.",
+    );
+    let h = &s.commit_latency;
+    let mut cumulative = 0;
+    for (i, le) in COMMIT_BUCKETS_US.iter().enumerate() {
+        cumulative += h.counts[i];
+        let le = format!("{}", *le as f64 / 1e6);
+        o.labelled("store_commit_seconds_bucket", &[("le", &le)], cumulative);
+    }
+    o.labelled("store_commit_seconds_bucket", &[("le", "+Inf")], h.count);
+    let _ = writeln!(
+        o.0,
+        "meridian_store_commit_seconds_sum {}",
+        h.sum_us as f64 / 1e6
+    );
+    let _ = writeln!(o.0, "meridian_store_commit_seconds_count {}", h.count);
+    o.0
+}

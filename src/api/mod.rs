@@ -1,0 +1,766 @@
+//! `api`: the HTTP server (axum) in front of a [`Node`].
+//!
+//! Owns the Consul-compatible KV endpoints (`/v1/kv/<key>`: GET with
+//! `recurse`, `keys`, `separator`, `raw` and blocking `index` + `wait`; PUT
+//! with `cas` and `flags`; DELETE with `recurse` and `cas`), Meridian's own
+//! endpoints (`/v1/watch/<prefix>` as server-sent events, `/v1/status`,
+//! `/v1/digest`, `/v1/hashes`, `/v1/health`, `/v1/conflicts`) and
+//! `/metrics`. It decides nothing about data: every read and write goes
+//! through the node. Bad input gets a 4xx with a JSON `{"error": ...}` that
+//! names what was wrong, and nothing is written.
+//!
+//! Differences from Consul, on purpose: `X-Consul-Index` is the node's
+//! durable change index (one sequence for all keys, local to the node);
+//! compare-and-set is checked against the local node's state; a recursive
+//! delete deletes key by key (each durable, not one atomic transaction);
+//! sessions and locks (`acquire`, `release`) are refused with a 400.
+
+pub mod health;
+pub mod metrics;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::Router;
+use base64::Engine;
+use serde_json::{json, Value};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::core::types::{Key, KeyError, Limits};
+use crate::node::{Change, KvEntry, Node, NodeError, NodeStatus};
+use crate::sync::{PartitionPolicy, WriteError};
+
+pub use health::Thresholds;
+
+/// Longest blocking query (Consul's limit too).
+pub const WAIT_MS_MAX: u64 = 600_000;
+/// Blocking query wait when `wait` is not given (Consul's default).
+pub const WAIT_MS_DEFAULT: u64 = 300_000;
+/// Blocking queries and watch streams open at once; more get a 429.
+pub const WAITERS_MAX: usize = 4_096;
+/// Keys one recursive delete may touch in one request.
+pub const DELETE_KEYS_MAX: usize = 100_000;
+/// Deletes in flight at once during a recursive delete.
+const DELETE_CONCURRENCY: usize = 256;
+/// The cached status behind the consistency headers is refreshed this often.
+const STATUS_REFRESH_MS: u64 = 500;
+
+/// What the API needs besides the node.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub limits: Limits,
+    pub policy: PartitionPolicy,
+    pub health: Thresholds,
+}
+
+struct Api {
+    node: Arc<Node>,
+    cfg: ApiConfig,
+    waiters: Arc<Semaphore>,
+    /// The last status, for the consistency headers (refreshed in the background).
+    cached: RwLock<Option<Arc<NodeStatus>>>,
+}
+
+/// Builds the router for `node`. Spawns a task that refreshes the cached
+/// status; it ends when the node is dropped.
+pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
+    let api = Arc::new(Api {
+        node,
+        cfg,
+        waiters: Arc::new(Semaphore::new(WAITERS_MAX)),
+        cached: RwLock::new(None),
+    });
+    tokio::spawn(refresh(Arc::downgrade(&api)));
+    Router::new()
+        .route("/v1/kv", any(kv))
+        .route("/v1/kv/", any(kv))
+        .route("/v1/kv/{*key}", any(kv))
+        .route("/v1/watch", get(watch))
+        .route("/v1/watch/", get(watch))
+        .route("/v1/watch/{*prefix}", get(watch))
+        .route("/v1/status", get(status))
+        .route("/v1/digest", get(digest))
+        .route("/v1/hashes", get(hashes))
+        .route("/v1/health", get(health_check))
+        .route("/v1/conflicts", get(conflicts))
+        .route("/metrics", get(prometheus))
+        .fallback(|uri: Uri| async move {
+            error(
+                StatusCode::NOT_FOUND,
+                format!("no such endpoint: {}", uri.path()),
+            )
+        })
+        .with_state(api)
+}
+
+/// Serves `router` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn refresh(api: Weak<Api>) {
+    loop {
+        let Some(a) = api.upgrade() else { return };
+        match a.node.status().await {
+            Ok(s) => {
+                if let Ok(mut c) = a.cached.write() {
+                    *c = Some(Arc::new(s));
+                }
+            }
+            Err(_) => return,
+        }
+        drop(a);
+        tokio::time::sleep(Duration::from_millis(STATUS_REFRESH_MS)).await;
+    }
+}
+
+// ------------------------------------------------------------------ helpers
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    let body = json!({ "error": message.into() });
+    (code, axum::Json(body)).into_response()
+}
+
+fn node_error(e: NodeError) -> Response {
+    match e {
+        NodeError::Write(w) => write_error(w),
+        NodeError::Stopped => error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down"),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+fn write_error(e: WriteError) -> Response {
+    let code = match &e {
+        WriteError::Key(KeyError::TooLong { .. }) | WriteError::Value(_) => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        WriteError::Key(_) | WriteError::CasMismatch { .. } => StatusCode::BAD_REQUEST,
+        WriteError::NoQuorum { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        WriteError::Clock(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(code, e.to_string())
+}
+
+fn key_error(e: KeyError) -> Response {
+    let code = match e {
+        KeyError::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error(code, e.to_string())
+}
+
+/// Decodes `%XX` escapes; `None` on a malformed escape.
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// The query string as a map (later repeats win; `+` is a space).
+fn query(uri: &Uri) -> Result<HashMap<String, String>, Response> {
+    let mut out = HashMap::new();
+    for pair in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let decode = |s: &str| {
+            percent_decode(&s.replace('+', " "))
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        format!("query parameter {k:?} is not valid percent-encoded UTF-8"),
+                    )
+                })
+        };
+        out.insert(decode(k)?, decode(v)?);
+    }
+    Ok(out)
+}
+
+/// A flag parameter: present (any value but `false`/`0`) means on.
+fn flag(q: &HashMap<String, String>, name: &str) -> bool {
+    q.get(name).is_some_and(|v| v != "false" && v != "0")
+}
+
+fn number(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Response> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("{name} must be an unsigned integer, got {v:?}"),
+            )
+        }),
+    }
+}
+
+/// Parses a Go-style duration as Consul takes it: `10s`, `5m`, `250ms`, `1h`;
+/// a bare number is seconds.
+fn duration_ms(s: &str) -> Option<u64> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let factor = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+/// The path after `prefix`, percent-decoded and checked as UTF-8.
+fn path_rest(uri: &Uri, prefix: &str) -> Result<String, Response> {
+    let raw = uri.path().strip_prefix(prefix).unwrap_or("");
+    let raw = raw.strip_prefix('/').unwrap_or(raw);
+    let bytes = percent_decode(raw).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("the path {:?} has a malformed %-escape", uri.path()),
+        )
+    })?;
+    String::from_utf8(bytes).map_err(|_| key_error(KeyError::NotUtf8))
+}
+
+fn b64(v: &[u8]) -> Value {
+    if v.is_empty() {
+        Value::Null
+    } else {
+        Value::String(base64::engine::general_purpose::STANDARD.encode(v))
+    }
+}
+
+fn entry_json(e: &KvEntry) -> Value {
+    json!({
+        "LockIndex": 0,
+        "Key": e.key,
+        "Flags": e.flags,
+        "Value": b64(&e.value),
+        "CreateIndex": e.create_index,
+        "ModifyIndex": e.modify_index,
+    })
+}
+
+impl Api {
+    fn status_cached(&self) -> Option<Arc<NodeStatus>> {
+        self.cached.read().ok().and_then(|c| c.clone())
+    }
+
+    /// `X-Consul-Index`, `X-Consul-KnownLeader` and `X-Consul-LastContact`.
+    ///
+    /// Meridian has no leader: `KnownLeader` says whether this node accepts
+    /// writes now (always with `partition_policy = "available"`, only with
+    /// a quorum of regions otherwise); `LastContact` is how many ms old the
+    /// data may be: since this node last held every write of its least
+    /// recently synced peer (0 when it has no peers).
+    fn headers(&self, index: u64) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        // Consul clients treat 0 as "no index": indexes start at 1.
+        h.insert("X-Consul-Index", HeaderValue::from(index.max(1)));
+        let (leader, contact) = match self.status_cached() {
+            Some(s) => {
+                let leader = self.cfg.policy == PartitionPolicy::Available || s.replica.quorum;
+                let contact = s
+                    .replica
+                    .peers
+                    .iter()
+                    .filter(|p| p.in_sync_at_ms > 0)
+                    .map(|p| s.now_ms.saturating_sub(p.in_sync_at_ms))
+                    .max()
+                    .unwrap_or(0);
+                (leader, contact)
+            }
+            None => (self.cfg.policy == PartitionPolicy::Available, 0),
+        };
+        h.insert(
+            "X-Consul-KnownLeader",
+            HeaderValue::from_static(if leader { "true" } else { "false" }),
+        );
+        h.insert("X-Consul-LastContact", HeaderValue::from(contact));
+        h
+    }
+
+    fn permit(&self) -> Result<OwnedSemaphorePermit, Response> {
+        self.waiters.clone().try_acquire_owned().map_err(|_| {
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("more than {WAITERS_MAX} blocking queries and watches are open"),
+            )
+        })
+    }
+
+    /// Blocks until a change under `scope` (exactly `scope` when `exact`)
+    /// lands after `index`, or `wait_ms` passes. Returns at once when
+    /// `index` is 0 or ahead of this node (a client that moved between
+    /// nodes starts over, as Consul clients do when the index goes back).
+    async fn block(
+        &self,
+        scope: &str,
+        exact: bool,
+        index: u64,
+        wait_ms: u64,
+    ) -> Result<(), Response> {
+        if index == 0 || index > self.node.index() {
+            return Ok(());
+        }
+        let _permit = self.permit()?;
+        let mut w = self.node.watch(scope, index);
+        let changed = async {
+            while let Some(c) = w.next().await {
+                if !exact || c.key == scope {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_millis(wait_ms), changed).await;
+        Ok(())
+    }
+}
+
+// -------------------------------------------------------------------- KV
+
+async fn kv(State(api): State<Arc<Api>>, method: Method, uri: Uri, body: Body) -> Response {
+    let result = match method {
+        Method::GET | Method::HEAD => kv_get(&api, &uri).await,
+        Method::PUT | Method::POST => kv_put(&api, &uri, body).await,
+        Method::DELETE => kv_delete(&api, &uri).await,
+        other => Err(error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{other} is not supported on /v1/kv (GET, PUT, DELETE)"),
+        )),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+async fn kv_get(api: &Api, uri: &Uri) -> Result<Response, Response> {
+    let key = path_rest(uri, "/v1/kv")?;
+    let q = query(uri)?;
+    let recurse = flag(&q, "recurse");
+    let keys = q.contains_key("keys");
+    if !recurse && !keys {
+        Key::check(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
+    }
+    if let Some(index) = number(&q, "index")? {
+        let wait_ms = match q.get("wait") {
+            None => WAIT_MS_DEFAULT,
+            Some(w) => duration_ms(w).ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("wait must be a duration such as 30s, 5m or 250ms, got {w:?}"),
+                )
+            })?,
+        }
+        .min(WAIT_MS_MAX);
+        api.block(&key, !recurse && !keys, index, wait_ms).await?;
+    }
+    let index = api.node.index();
+    let headers = api.headers(index);
+    let not_found = || (StatusCode::NOT_FOUND, headers.clone()).into_response();
+    if keys {
+        let separator = q.get("separator").filter(|s| !s.is_empty());
+        let list = api.node.list(&key).await.map_err(node_error)?;
+        let mut names: Vec<String> = Vec::new();
+        for e in &list {
+            let name = match separator {
+                Some(sep) => match e.key[key.len()..].find(sep.as_str()) {
+                    Some(at) => e.key[..key.len() + at + sep.len()].to_string(),
+                    None => e.key.clone(),
+                },
+                None => e.key.clone(),
+            };
+            if names.last() != Some(&name) {
+                names.push(name);
+            }
+        }
+        if names.is_empty() {
+            return Ok(not_found());
+        }
+        return Ok((headers, axum::Json(names)).into_response());
+    }
+    if recurse {
+        let list = api.node.list(&key).await.map_err(node_error)?;
+        if list.is_empty() {
+            return Ok(not_found());
+        }
+        let body: Vec<Value> = list.iter().map(entry_json).collect();
+        return Ok((headers, axum::Json(body)).into_response());
+    }
+    match api.node.get(&key).await.map_err(node_error)? {
+        None => Ok(not_found()),
+        Some(e) if flag(&q, "raw") || q.contains_key("raw") => {
+            let mut h = headers;
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            Ok((h, e.value).into_response())
+        }
+        Some(e) => Ok((headers, axum::Json(vec![entry_json(&e)])).into_response()),
+    }
+}
+
+async fn kv_put(api: &Api, uri: &Uri, body: Body) -> Result<Response, Response> {
+    let key = path_rest(uri, "/v1/kv")?;
+    let q = query(uri)?;
+    for unsupported in ["acquire", "release"] {
+        if q.contains_key(unsupported) {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("{unsupported}: sessions and locks are not supported by Meridian"),
+            ));
+        }
+    }
+    Key::check(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
+    let cas = number(&q, "cas")?;
+    let flags = number(&q, "flags")?.unwrap_or(0);
+    let max = api.cfg.limits.value_bytes_max;
+    let value: Bytes = axum::body::to_bytes(body, max).await.map_err(|_| {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("value is more than the limit of {max} bytes"),
+        )
+    })?;
+    let done = match api.node.put_with(&key, value, flags, cas).await {
+        Ok(_) => true,
+        Err(NodeError::Write(WriteError::CasMismatch { .. })) => false,
+        Err(e) => return Err(node_error(e)),
+    };
+    Ok((api.headers(api.node.index()), axum::Json(done)).into_response())
+}
+
+async fn kv_delete(api: &Api, uri: &Uri) -> Result<Response, Response> {
+    let key = path_rest(uri, "/v1/kv")?;
+    let q = query(uri)?;
+    let cas = number(&q, "cas")?;
+    if flag(&q, "recurse") {
+        if cas.is_some() {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "cas applies to one key, not to a recursive delete",
+            ));
+        }
+        let list = api.node.list(&key).await.map_err(node_error)?;
+        if list.len() > DELETE_KEYS_MAX {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "{} keys under {key:?}, more than {DELETE_KEYS_MAX} in one request: delete narrower prefixes",
+                    list.len()
+                ),
+            ));
+        }
+        for chunk in list.chunks(DELETE_CONCURRENCY) {
+            let deletes = chunk.iter().map(|e| api.node.delete(&e.key));
+            for r in futures_util::future::join_all(deletes).await {
+                r.map_err(node_error)?;
+            }
+        }
+        return Ok((api.headers(api.node.index()), axum::Json(true)).into_response());
+    }
+    Key::check(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
+    let done = match api.node.delete_with(&key, cas).await {
+        Ok(_) => true,
+        Err(NodeError::Write(WriteError::CasMismatch { .. })) => false,
+        Err(e) => return Err(node_error(e)),
+    };
+    Ok((api.headers(api.node.index()), axum::Json(done)).into_response())
+}
+
+// ---------------------------------------------------------------- watch
+
+fn change_json(c: &Change) -> Value {
+    json!({
+        "Index": c.index,
+        "Key": c.key,
+        "Op": if c.value.is_some() { "put" } else { "delete" },
+        "Flags": c.flags,
+        "Value": c.value.as_deref().map_or(Value::Null, b64),
+        "Stamp": format!("{:016x}-{}", c.stamp.hlc.0, c.stamp.node),
+    })
+}
+
+/// `GET /v1/watch/<prefix>?index=N`: every change under the prefix after
+/// index N (or after the `Last-Event-ID` header), then each change as it
+/// becomes durable, as server-sent events whose id is the change's index.
+async fn watch(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap) -> Response {
+    let go = || -> Result<Response, Response> {
+        let prefix = path_rest(&uri, "/v1/watch")?;
+        let q = query(&uri)?;
+        let from = match number(&q, "index")? {
+            Some(i) => i,
+            None => match headers.get("last-event-id") {
+                None => 0,
+                Some(v) => v
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| {
+                        error(StatusCode::BAD_REQUEST, "Last-Event-ID must be an index")
+                    })?,
+            },
+        };
+        let permit = api.permit()?;
+        let w = api.node.watch(&prefix, from);
+        let stream = futures_util::stream::unfold((w, permit), |(mut w, permit)| async move {
+            let c = w.next().await?;
+            let ev = SseEvent::default()
+                .id(c.index.to_string())
+                .event(if c.value.is_some() { "put" } else { "delete" })
+                .data(change_json(&c).to_string());
+            Some((Ok::<_, Infallible>(ev), (w, permit)))
+        });
+        let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
+        Ok(sse.into_response())
+    };
+    go().unwrap_or_else(|e| e)
+}
+
+// --------------------------------------------------------------- status
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The status document of `GET /v1/status` (also what `meridian status` prints).
+pub fn status_json(s: &NodeStatus, name: &str, api_addr: &str, t: &Thresholds) -> Value {
+    let r = &s.replica;
+    let now = s.now_ms;
+    let peers: Vec<Value> = r
+        .peers
+        .iter()
+        .map(|p| {
+            json!({
+                "node": p.node.to_string(),
+                "name": p.name,
+                "region": p.region,
+                "api": p.api,
+                "connected": p.connected,
+                "lag_index": p.lag_index,
+                "lag_ms": (p.in_sync_at_ms > 0).then(|| now.saturating_sub(p.in_sync_at_ms)),
+                "last_heard_ms_ago": (p.last_heard_ms > 0).then(|| now.saturating_sub(p.last_heard_ms)),
+                "applied": p.applied,
+                "acked": p.acked,
+            })
+        })
+        .collect();
+    let members: Vec<Value> = s
+        .members
+        .iter()
+        .map(|m| {
+            json!({
+                "node": m.member.node.to_string(),
+                "name": m.member.name,
+                "region": m.member.region,
+                "addr": m.member.addr,
+                "state": m.state,
+            })
+        })
+        .collect();
+    let regions: Vec<Value> = r
+        .regions
+        .iter()
+        .map(|g| {
+            json!({
+                "region": g.region,
+                "reachable": g.reachable,
+                "for_ms": now.saturating_sub(g.since_ms),
+            })
+        })
+        .collect();
+    let reasons = health::assess(s, t);
+    json!({
+        "node": r.node.to_string(),
+        "name": name,
+        "region": r.region,
+        "api": api_addr,
+        "state": if r.rebuilding { "syncing" } else { "active" },
+        "index": r.index,
+        "root": hex(&r.root),
+        "keys": r.keys,
+        "tombstones": r.tombstones,
+        "quorum": r.quorum,
+        "reachable_regions": r.reachable_regions,
+        "total_regions": r.total_regions,
+        "regions": regions,
+        "members": members,
+        "peers": peers,
+        "conflicts": r.conflicts,
+        "healthy": reasons.is_empty(),
+        "uptime_ms": now.saturating_sub(s.started_ms),
+    })
+}
+
+async fn status(State(api): State<Arc<Api>>) -> Response {
+    match api.node.status().await {
+        Ok(s) => {
+            let name = api.node.name().to_string();
+            let addr = api.node.api_addr();
+            axum::Json(status_json(&s, &name, &addr, &api.cfg.health)).into_response()
+        }
+        Err(e) => node_error(e),
+    }
+}
+
+async fn digest(State(api): State<Arc<Api>>, uri: Uri) -> Response {
+    let go = async {
+        let q = query(&uri)?;
+        let prefix = q.get("prefix").cloned().unwrap_or_default();
+        let root = api.node.digest(&prefix).await.map_err(node_error)?;
+        let index = api.node.index();
+        Ok::<_, Response>(
+            (
+                api.headers(index),
+                axum::Json(json!({
+                    "node": api.node.id().to_string(),
+                    "name": api.node.name(),
+                    "region": api.node.region(),
+                    "prefix": prefix,
+                    "root": hex(&root),
+                    "index": index,
+                })),
+            )
+                .into_response(),
+        )
+    };
+    go.await.unwrap_or_else(|e| e)
+}
+
+/// `GET /v1/hashes?prefix=`: every key under the prefix (tombstones
+/// included) with its stamp and entry hash, for `meridian verify --diff`.
+async fn hashes(State(api): State<Arc<Api>>, uri: Uri) -> Response {
+    let go = async {
+        let q = query(&uri)?;
+        let prefix = q.get("prefix").cloned().unwrap_or_default();
+        let list = api.node.hashes(&prefix).await.map_err(node_error)?;
+        let body: Vec<Value> = list
+            .iter()
+            .map(|k| {
+                json!({
+                    "key": k.key,
+                    "deleted": k.deleted,
+                    "stamp": format!("{:016x}-{}", k.stamp.hlc.0, k.stamp.node),
+                    "hash": hex(&k.hash),
+                })
+            })
+            .collect();
+        Ok::<_, Response>(axum::Json(body).into_response())
+    };
+    go.await.unwrap_or_else(|e| e)
+}
+
+async fn health_check(State(api): State<Arc<Api>>) -> Response {
+    match api.node.status().await {
+        Ok(s) => {
+            let reasons = health::assess(&s, &api.cfg.health);
+            let code = if reasons.is_empty() {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let body = json!({
+                "healthy": reasons.is_empty(),
+                "reasons": reasons,
+                "thresholds": api.cfg.health,
+            });
+            (code, axum::Json(body)).into_response()
+        }
+        Err(e) => node_error(e),
+    }
+}
+
+async fn conflicts(State(api): State<Arc<Api>>) -> Response {
+    match api.node.conflicts().await {
+        Ok((list, total)) => {
+            let kept: Vec<Value> = list
+                .iter()
+                .map(|c| {
+                    json!({
+                        "key": c.key.as_str(),
+                        "index": c.index,
+                        "winner": format!("{:016x}-{}", c.winner.hlc.0, c.winner.node),
+                        "loser": format!("{:016x}-{}", c.loser.hlc.0, c.loser.node),
+                        "loser_deleted": c.loser_was_tombstone,
+                        "loser_value": c.loser_value.as_deref().map_or(Value::Null, b64),
+                    })
+                })
+                .collect();
+            axum::Json(json!({ "total": total, "kept": kept })).into_response()
+        }
+        Err(e) => node_error(e),
+    }
+}
+
+async fn prometheus(State(api): State<Arc<Api>>) -> Response {
+    match api.node.status().await {
+        Ok(s) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            metrics::render(&s),
+        )
+            .into_response(),
+        Err(e) => node_error(e),
+    }
+}
+
+/// Binds `addr` for the API.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_consul() {
+        assert_eq!(duration_ms("30s"), Some(30_000));
+        assert_eq!(duration_ms("5m"), Some(300_000));
+        assert_eq!(duration_ms("250ms"), Some(250));
+        assert_eq!(duration_ms("2"), Some(2_000));
+        assert_eq!(duration_ms("1h"), Some(3_600_000));
+        assert_eq!(duration_ms("s"), None);
+        assert_eq!(duration_ms("10x"), None);
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb%20c").as_deref(), Some(&b"a/b c"[..]));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%ff").as_deref(), Some(&[0xff][..]));
+    }
+}

@@ -1,0 +1,296 @@
+//! `meridian dev`: a local multi-region cluster in one process, with a
+//! throwaway CA and redb storage under a directory of its own, and an
+//! optional scripted partition and heal.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use meridian::daemon::{Daemon, DaemonConfig};
+use meridian::net::faults::Faults;
+use meridian::net::tls::{Ca, NodeIdentity};
+
+/// Region names used first; more regions are called `region-N`.
+const REGIONS: [&str; 5] = ["us-east", "eu-west", "ap-southeast", "sa-east", "af-south"];
+/// Most nodes one dev cluster runs.
+pub const DEV_NODES_MAX: usize = 32;
+
+pub struct DevArgs {
+    pub regions: usize,
+    pub nodes_per_region: usize,
+    pub dir: PathBuf,
+    pub api_port: u16,
+    pub partition_demo: bool,
+}
+
+struct DevNode {
+    daemon: Daemon,
+    region: usize,
+    faults: Arc<Faults>,
+}
+
+fn region_name(i: usize) -> String {
+    REGIONS
+        .get(i)
+        .map_or_else(|| format!("region-{}", i + 1), |r| r.to_string())
+}
+
+fn identity(ca: &Ca, dir: &Path, name: &str, region: &str) -> Result<NodeIdentity> {
+    let tls = dir.join("tls");
+    if tls.join("node.key").exists() {
+        return NodeIdentity::load(&tls).with_context(|| format!("loading {}", tls.display()));
+    }
+    let id = ca.issue(name, region)?;
+    id.save(&tls)?;
+    Ok(id)
+}
+
+pub async fn run(a: DevArgs) -> Result<bool> {
+    let total = a.regions * a.nodes_per_region;
+    if a.regions == 0 || a.nodes_per_region == 0 || total > DEV_NODES_MAX {
+        bail!(
+            "a dev cluster has 1..={DEV_NODES_MAX} nodes; asked for {} regions × {}",
+            a.regions,
+            a.nodes_per_region
+        );
+    }
+    std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
+    let ca_dir = a.dir.join("ca");
+    let ca = if ca_dir.join("ca.key").exists() {
+        Ca::load(&ca_dir).with_context(|| format!("loading the dev CA in {}", ca_dir.display()))?
+    } else {
+        let ca = Ca::generate("meridian-dev")?;
+        ca.save(&ca_dir)?;
+        ca
+    };
+    let mut nodes: Vec<DevNode> = Vec::new();
+    let mut seed: Option<SocketAddr> = None;
+    for i in 0..total {
+        let region = i / a.nodes_per_region;
+        let rname = region_name(region);
+        let name = format!("{rname}-{}", i % a.nodes_per_region + 1);
+        let dir = a.dir.join(&name);
+        let id = identity(&ca, &dir, &name, &rname)?;
+        let api_port = if a.api_port == 0 {
+            0
+        } else {
+            a.api_port.saturating_add(i as u16)
+        };
+        let cfg = DaemonConfig {
+            name: name.clone(),
+            region: rname.clone(),
+            data_dir: dir.join("data"),
+            tls_dir: dir.join("tls"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api: SocketAddr::from(([127, 0, 0, 1], api_port)),
+            seeds: seed.into_iter().collect(),
+            ..DaemonConfig::default()
+        };
+        let faults = Faults::new();
+        let daemon = Daemon::start_with(&cfg, id, Some(faults.clone()))
+            .await
+            .with_context(|| format!("starting {name}"))?;
+        seed.get_or_insert(daemon.node().local_addr());
+        nodes.push(DevNode {
+            daemon,
+            region,
+            faults,
+        });
+    }
+    println!(
+        "meridian dev: {} regions × {} nodes, data under {}",
+        a.regions,
+        a.nodes_per_region,
+        a.dir.display()
+    );
+    println!();
+    println!(
+        "  {:<18} {:<14} {:<26} {}",
+        "NODE", "REGION", "API", "PEERS (QUIC)"
+    );
+    for n in &nodes {
+        println!(
+            "  {:<18} {:<14} {:<26} {}",
+            n.daemon.node().name(),
+            region_name(n.region),
+            format!("http://{}", n.daemon.api_addr()),
+            n.daemon.node().local_addr()
+        );
+    }
+    let first = format!("http://{}", nodes[0].daemon.api_addr());
+    let other = format!("http://{}", nodes[nodes.len() - 1].daemon.api_addr());
+    println!();
+    println!("Try, in another terminal:");
+    println!("  meridian --addr {first} kv put config/greeting hello");
+    println!("  meridian --addr {other} kv get config/greeting");
+    println!("  meridian --addr {first} status");
+    println!("  meridian --addr {first} verify");
+    println!("  curl -s {other}/v1/kv/config/greeting?raw");
+    println!();
+    println!(
+        "Ctrl-C stops the cluster; its data stays in {} for the next run.",
+        a.dir.display()
+    );
+    wait_connected(&nodes).await;
+    println!("ready: every node is connected to every other");
+    if a.partition_demo && a.regions >= 2 {
+        tokio::select! {
+            r = partition_demo(&nodes) => r?,
+            _ = shutdown_signal() => {}
+        }
+    }
+    shutdown_signal().await;
+    println!("stopping…");
+    for n in nodes {
+        n.daemon.shutdown().await?;
+    }
+    println!("stopped");
+    Ok(true)
+}
+
+/// Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn wait_connected(nodes: &[DevNode]) {
+    let want = nodes.len() - 1;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let mut all = true;
+        for n in nodes {
+            match n.daemon.node().status().await {
+                Ok(s) => all &= s.replica.peers.iter().filter(|p| p.connected).count() >= want,
+                Err(_) => all = false,
+            }
+        }
+        if all {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("warning: not every node connected within 30 s; see `meridian status`");
+}
+
+async fn roots(nodes: &[DevNode]) -> Result<Vec<[u8; 32]>> {
+    let mut out = Vec::new();
+    for n in nodes {
+        out.push(n.daemon.node().digest("").await?);
+    }
+    Ok(out)
+}
+
+fn short(h: &[u8; 32]) -> String {
+    h[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Cuts the last region off, writes on both sides, shows the divergence,
+/// heals and times the convergence.
+async fn partition_demo(nodes: &[DevNode]) -> Result<()> {
+    let cut = nodes.iter().map(|n| n.region).max().unwrap_or(0);
+    let cut_name = region_name(cut);
+    println!();
+    println!("partition demo: cutting {cut_name} off from the other regions");
+    for a in nodes {
+        for b in nodes {
+            if (a.region == cut) != (b.region == cut) {
+                a.faults.block(b.daemon.node().local_addr());
+            }
+        }
+    }
+    let inside = &nodes[0];
+    let outside = nodes
+        .iter()
+        .find(|n| n.region == cut)
+        .context("a node in the cut region")?;
+    let t = Instant::now();
+    loop {
+        let s = inside.daemon.node().status().await?;
+        if s.replica
+            .regions
+            .iter()
+            .any(|g| g.region == cut_name && !g.reachable)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "  {} sees {cut_name} unreachable after {:.1} s (QUIC idle timeout)",
+        inside.daemon.node().name(),
+        t.elapsed().as_secs_f64()
+    );
+    inside.daemon.node().put("demo/color", "blue").await?;
+    inside
+        .daemon
+        .node()
+        .put("demo/written-in", region_name(inside.region))
+        .await?;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    outside.daemon.node().put("demo/color", "green").await?;
+    outside
+        .daemon
+        .node()
+        .put("demo/only-in-cut-region", "yes")
+        .await?;
+    println!(
+        "  wrote demo/color = blue in {} and demo/color = green in {} (later: it will win)",
+        region_name(inside.region),
+        cut_name
+    );
+    let r = roots(nodes).await?;
+    for (n, root) in nodes.iter().zip(&r) {
+        println!("    {:<18} root {}", n.daemon.node().name(), short(root));
+    }
+    println!("  roots differ while cut off; healing now");
+    for n in nodes {
+        n.faults.heal();
+    }
+    let t = Instant::now();
+    loop {
+        let r = roots(nodes).await?;
+        if r.iter().all(|x| *x == r[0]) {
+            let v = inside
+                .daemon
+                .node()
+                .get("demo/color")
+                .await?
+                .map(|e| e.value);
+            println!(
+                "  healed: all {} nodes agree on root {} after {:.2} s; demo/color = {:?} everywhere",
+                nodes.len(),
+                short(&r[0]),
+                t.elapsed().as_secs_f64(),
+                v.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+            );
+            break;
+        }
+        if t.elapsed() > Duration::from_secs(60) {
+            println!("  not converged 60 s after the heal: see `meridian verify --diff`");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("  conflicts are listed at /v1/conflicts; Ctrl-C stops the cluster");
+    Ok(())
+}

@@ -1,0 +1,584 @@
+//! The operator commands of the binary: `kv`, `status`, `verify`, `health`.
+//! Each talks to a node's HTTP API through [`meridian::client`].
+
+pub mod dev;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use bytes::Bytes;
+use clap::Subcommand;
+use hyper::{Method, StatusCode};
+use meridian::client::{encode_path, Client, Reply};
+use serde_json::Value;
+
+#[derive(Subcommand)]
+pub enum KvCommand {
+    /// Print a key's value (raw bytes to stdout).
+    Get {
+        key: String,
+        /// Print the whole entry as JSON (flags, indexes, base64 value).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a key: the value from the argument, `--file`, or stdin (no value or `-`).
+    Put {
+        key: String,
+        value: Option<String>,
+        /// Read the value from this file.
+        #[arg(long, conflicts_with = "value")]
+        file: Option<PathBuf>,
+        /// Consul flags stored with the value.
+        #[arg(long)]
+        flags: Option<u64>,
+        /// Only if the key's modify index is this (0: only if absent).
+        #[arg(long)]
+        cas: Option<u64>,
+    },
+    /// Delete a key, or every key under a prefix with `--recurse`.
+    Delete {
+        key: String,
+        #[arg(long)]
+        recurse: bool,
+        /// Only if the key's modify index is this.
+        #[arg(long, conflicts_with = "recurse")]
+        cas: Option<u64>,
+    },
+    /// List keys under a prefix (with values when `--values`).
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Print key = value lines.
+        #[arg(long)]
+        values: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print every change under a prefix as it happens (Ctrl-C stops).
+    Watch {
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Start after this index (0: replay every current key first).
+        #[arg(long, default_value_t = 0)]
+        index: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn check(reply: &Reply, what: &str) -> Result<()> {
+    if reply.status.is_success() {
+        return Ok(());
+    }
+    bail!(
+        "{what}: {} {}",
+        reply.status.as_u16(),
+        reply.error_message()
+    )
+}
+
+fn json(reply: &Reply) -> Result<Value> {
+    serde_json::from_slice(&reply.body).context("the node's answer is not JSON")
+}
+
+fn decode_value(v: &Value) -> Vec<u8> {
+    v.as_str()
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .unwrap_or_default()
+}
+
+pub async fn kv(client: &Client, cmd: KvCommand) -> Result<bool> {
+    match cmd {
+        KvCommand::Get { key, json: as_json } => {
+            let path = format!("/v1/kv/{}", encode_path(&key));
+            let r = client.get(&path).await?;
+            if r.status == StatusCode::NOT_FOUND {
+                eprintln!("{key}: not found");
+                return Ok(false);
+            }
+            check(&r, &key)?;
+            let entries = json(&r)?;
+            let e = entries.get(0).cloned().unwrap_or(Value::Null);
+            let mut out = std::io::stdout().lock();
+            if as_json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&e)?)?;
+            } else {
+                let v = decode_value(&e["Value"]);
+                out.write_all(&v)?;
+                if !v.ends_with(b"\n") && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+                    writeln!(out)?;
+                }
+            }
+            Ok(true)
+        }
+        KvCommand::Put {
+            key,
+            value,
+            file,
+            flags,
+            cas,
+        } => {
+            let body = match (value, file) {
+                (Some(v), _) if v != "-" => Bytes::from(v),
+                (_, Some(f)) => Bytes::from(
+                    std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?,
+                ),
+                _ => {
+                    let mut b = Vec::new();
+                    std::io::stdin()
+                        .read_to_end(&mut b)
+                        .context("reading stdin")?;
+                    Bytes::from(b)
+                }
+            };
+            let mut path = format!("/v1/kv/{}", encode_path(&key));
+            let mut params = Vec::new();
+            if let Some(f) = flags {
+                params.push(format!("flags={f}"));
+            }
+            if let Some(c) = cas {
+                params.push(format!("cas={c}"));
+            }
+            if !params.is_empty() {
+                path = format!("{path}?{}", params.join("&"));
+            }
+            let r = client.request(Method::PUT, &path, body).await?;
+            check(&r, &key)?;
+            if r.body.as_ref() == b"true" {
+                println!(
+                    "wrote {key} (index {})",
+                    r.header("X-Consul-Index").unwrap_or("?")
+                );
+                Ok(true)
+            } else {
+                eprintln!(
+                    "{key}: check-and-set failed (the key's modify index is not {})",
+                    cas.unwrap_or(0)
+                );
+                Ok(false)
+            }
+        }
+        KvCommand::Delete { key, recurse, cas } => {
+            let mut path = format!("/v1/kv/{}", encode_path(&key));
+            if recurse {
+                path.push_str("?recurse");
+            } else if let Some(c) = cas {
+                path.push_str(&format!("?cas={c}"));
+            }
+            let r = client.request(Method::DELETE, &path, Bytes::new()).await?;
+            check(&r, &key)?;
+            if r.body.as_ref() == b"true" {
+                println!(
+                    "deleted {key}{}",
+                    if recurse { " (recursively)" } else { "" }
+                );
+                Ok(true)
+            } else {
+                eprintln!("{key}: check-and-set failed");
+                Ok(false)
+            }
+        }
+        KvCommand::List {
+            prefix,
+            values,
+            json: as_json,
+        } => {
+            let path = format!("/v1/kv/{}?recurse", encode_path(&prefix));
+            let r = client.get(&path).await?;
+            if r.status == StatusCode::NOT_FOUND {
+                if as_json {
+                    println!("[]");
+                }
+                return Ok(true);
+            }
+            check(&r, &prefix)?;
+            let entries = json(&r)?;
+            let list = entries.as_array().cloned().unwrap_or_default();
+            let mut out = std::io::stdout().lock();
+            if as_json {
+                writeln!(out, "{}", serde_json::to_string_pretty(&list)?)?;
+                return Ok(true);
+            }
+            for e in &list {
+                let key = e["Key"].as_str().unwrap_or("");
+                if values {
+                    let v = decode_value(&e["Value"]);
+                    writeln!(out, "{key} = {}", String::from_utf8_lossy(&v))?;
+                } else {
+                    writeln!(out, "{key}")?;
+                }
+            }
+            Ok(true)
+        }
+        KvCommand::Watch {
+            prefix,
+            index,
+            json: as_json,
+        } => {
+            let path = format!("/v1/watch/{}?index={index}", encode_path(&prefix));
+            let mut s = client.stream(&path).await?;
+            if !s.status.is_success() {
+                bail!("watch {prefix}: {}", s.status);
+            }
+            loop {
+                let ev = tokio::select! {
+                    ev = s.next_event() => ev,
+                    _ = tokio::signal::ctrl_c() => return Ok(true),
+                };
+                let Some(ev) = ev.map_err(|e| anyhow::anyhow!("watch stream: {e}"))? else {
+                    eprintln!("the node closed the stream");
+                    return Ok(false);
+                };
+                if as_json {
+                    println!("{}", ev.data);
+                    continue;
+                }
+                let c: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
+                let key = c["Key"].as_str().unwrap_or("");
+                match c["Op"].as_str() {
+                    Some("delete") => println!("{:>8}  delete {key}", ev.id),
+                    _ => {
+                        let v = decode_value(&c["Value"]);
+                        println!(
+                            "{:>8}  put    {key} = {}",
+                            ev.id,
+                            String::from_utf8_lossy(&v)
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn ms(v: &Value) -> String {
+    match v.as_u64() {
+        None => "-".to_string(),
+        Some(ms) if ms < 10_000 => format!("{ms} ms"),
+        Some(ms) => format!("{:.0} s", ms as f64 / 1e3),
+    }
+}
+
+pub async fn status(client: &Client, as_json: bool) -> Result<bool> {
+    let r = client.get("/v1/status").await?;
+    check(&r, "status")?;
+    let s = json(&r)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(true);
+    }
+    let root = s["root"].as_str().unwrap_or("");
+    println!(
+        "{} ({}) node {}  {}  index {}  keys {}  root {}",
+        s["name"].as_str().unwrap_or(""),
+        s["region"].as_str().unwrap_or(""),
+        s["node"].as_str().unwrap_or(""),
+        s["state"].as_str().unwrap_or(""),
+        s["index"],
+        s["keys"],
+        &root[..root.len().min(16)],
+    );
+    println!(
+        "quorum {}  regions reachable {}/{}  conflicts {}  healthy {}",
+        if s["quorum"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "no"
+        },
+        s["reachable_regions"].as_array().map_or(0, Vec::len),
+        s["total_regions"],
+        s["conflicts"],
+        if s["healthy"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "no"
+        },
+    );
+    println!();
+    println!(
+        "{:<20} {:<14} {:<10} {:>8} {:>12} {:>12}  {}",
+        "PEER", "REGION", "STATE", "LAG", "IN SYNC AGO", "LAST HEARD", "API"
+    );
+    let members = s["members"].as_array().cloned().unwrap_or_default();
+    for p in s["peers"].as_array().cloned().unwrap_or_default() {
+        let swim = members
+            .iter()
+            .find(|m| m["node"] == p["node"])
+            .and_then(|m| m["state"].as_str())
+            .unwrap_or("down");
+        let state = if p["connected"].as_bool() == Some(true) {
+            "connected"
+        } else {
+            swim
+        };
+        let heard = match p["last_heard_ms_ago"].as_u64() {
+            None => "never".to_string(),
+            Some(_) => format!("{} ago", ms(&p["last_heard_ms_ago"])),
+        };
+        println!(
+            "{:<20} {:<14} {:<10} {:>8} {:>12} {:>12}  {}",
+            p["name"].as_str().unwrap_or(""),
+            p["region"].as_str().unwrap_or(""),
+            state,
+            p["lag_index"].as_u64().unwrap_or(0),
+            ms(&p["lag_ms"]),
+            heard,
+            p["api"].as_str().unwrap_or(""),
+        );
+    }
+    println!();
+    println!("{:<20} {:<12} {}", "REGION", "REACHABLE", "FOR");
+    for g in s["regions"].as_array().cloned().unwrap_or_default() {
+        println!(
+            "{:<20} {:<12} {}",
+            g["region"].as_str().unwrap_or(""),
+            if g["reachable"].as_bool() == Some(true) {
+                "yes"
+            } else {
+                "NO"
+            },
+            ms(&g["for_ms"]),
+        );
+    }
+    Ok(true)
+}
+
+pub async fn health(client: &Client, as_json: bool) -> Result<bool> {
+    let r = client.get("/v1/health").await?;
+    if r.status != StatusCode::OK && r.status != StatusCode::SERVICE_UNAVAILABLE {
+        check(&r, "health")?;
+    }
+    let h = json(&r)?;
+    let healthy = h["healthy"].as_bool() == Some(true);
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&h)?);
+    } else if healthy {
+        println!("healthy");
+    } else {
+        println!("unhealthy:");
+        for reason in h["reasons"].as_array().cloned().unwrap_or_default() {
+            println!(
+                "  {}: {}",
+                reason["check"].as_str().unwrap_or(""),
+                reason["message"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(healthy)
+}
+
+/// One node as `verify` sees it.
+struct Seen {
+    addr: String,
+    name: String,
+    region: String,
+    node: String,
+    root: Option<String>,
+    error: Option<String>,
+}
+
+/// Most differing keys `verify --diff` prints.
+const DIFF_KEYS_SHOWN_MAX: usize = 100;
+
+pub async fn verify(
+    client: &Client,
+    extra: &[String],
+    diff: bool,
+    prefix: &str,
+    as_json: bool,
+) -> Result<bool> {
+    // Every member the first node knows, plus the ones named.
+    let r = client.get("/v1/status").await?;
+    check(&r, "status")?;
+    let s = json(&r)?;
+    let mut addrs: Vec<String> = vec![client.addr().to_string()];
+    for p in s["peers"].as_array().cloned().unwrap_or_default() {
+        let api = p["api"].as_str().unwrap_or("");
+        if api.is_empty() {
+            bail!(
+                "peer {} does not tell its API address (an older node?): name it with --node",
+                p["name"].as_str().unwrap_or("?")
+            );
+        }
+        addrs.push(api.to_string());
+    }
+    for a in extra {
+        addrs.push(Client::new(a)?.addr().to_string());
+    }
+    addrs.sort();
+    addrs.dedup();
+    let query = format!("/v1/digest?prefix={}", encode_path(prefix));
+    let mut seen = Vec::new();
+    for addr in &addrs {
+        let c = Client::new(addr)?.timeout_ms(10_000);
+        let mut one = Seen {
+            addr: addr.clone(),
+            name: String::new(),
+            region: String::new(),
+            node: String::new(),
+            root: None,
+            error: None,
+        };
+        match c.get(&query).await {
+            Ok(r) if r.status.is_success() => {
+                let d = json(&r)?;
+                one.name = d["name"].as_str().unwrap_or("").to_string();
+                one.region = d["region"].as_str().unwrap_or("").to_string();
+                one.node = d["node"].as_str().unwrap_or("").to_string();
+                one.root = d["root"].as_str().map(str::to_string);
+            }
+            Ok(r) => one.error = Some(format!("{} {}", r.status.as_u16(), r.error_message())),
+            Err(e) => one.error = Some(e.to_string()),
+        }
+        seen.push(one);
+    }
+    // The same node reached under two addresses counts once.
+    let mut ids = BTreeSet::new();
+    seen.retain(|n| n.node.is_empty() || ids.insert(n.node.clone()));
+    let mut groups: BTreeMap<String, Vec<&Seen>> = BTreeMap::new();
+    for n in seen.iter().filter(|n| n.root.is_some()) {
+        groups
+            .entry(n.root.clone().unwrap_or_default())
+            .or_default()
+            .push(n);
+    }
+    let unreachable: Vec<&Seen> = seen.iter().filter(|n| n.error.is_some()).collect();
+    let regions: BTreeSet<&str> = seen
+        .iter()
+        .map(|n| n.region.as_str())
+        .filter(|r| !r.is_empty())
+        .collect();
+    let agree = groups.len() == 1 && unreachable.is_empty();
+    let mut differing = Vec::new();
+    if diff && groups.len() > 1 {
+        differing = diff_keys(&seen, prefix).await?;
+    }
+    if as_json {
+        let nodes: Vec<Value> = seen
+            .iter()
+            .map(|n| serde_json::json!({"name": n.name, "region": n.region, "api": n.addr, "node": n.node, "root": n.root, "error": n.error}))
+            .collect();
+        let keys: Vec<Value> = differing
+            .iter()
+            .map(|(k, per)| serde_json::json!({"key": k, "nodes": per.iter().map(|(n, v)| serde_json::json!({"name": n, "state": v})).collect::<Vec<_>>()}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"agree": agree, "nodes": nodes, "differing_keys": keys})
+            )?
+        );
+        return Ok(agree);
+    }
+    let scope = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!(" (keys under {prefix:?})")
+    };
+    if agree {
+        let root = groups.keys().next().cloned().unwrap_or_default();
+        println!(
+            "all {} nodes in {} regions agree on {root}{scope}",
+            seen.len(),
+            regions.len()
+        );
+        return Ok(true);
+    }
+    if groups.len() > 1 {
+        println!(
+            "DIVERGED{scope}: {} different roots among {} nodes",
+            groups.len(),
+            seen.len()
+        );
+    }
+    for (root, nodes) in &groups {
+        let names: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("{} ({}, {})", n.name, n.region, n.addr))
+            .collect();
+        println!("  {}  {}", &root[..root.len().min(16)], names.join(", "));
+    }
+    for n in &unreachable {
+        println!(
+            "  unreachable: {} ({})",
+            n.addr,
+            n.error.as_deref().unwrap_or("")
+        );
+    }
+    if diff && !differing.is_empty() {
+        println!();
+        println!(
+            "{} differing keys{}:",
+            differing.len(),
+            if differing.len() > DIFF_KEYS_SHOWN_MAX {
+                format!(" (first {DIFF_KEYS_SHOWN_MAX} shown)")
+            } else {
+                String::new()
+            }
+        );
+        for (key, per) in differing.iter().take(DIFF_KEYS_SHOWN_MAX) {
+            println!("  {key}");
+            for (name, state) in per {
+                println!("    {name:<20} {state}");
+            }
+        }
+    } else if !diff && groups.len() > 1 {
+        println!("run with --diff to list the differing keys");
+    }
+    Ok(false)
+}
+
+/// Keys whose state differs between the reachable nodes, with each node's state.
+async fn diff_keys(seen: &[Seen], prefix: &str) -> Result<Vec<(String, Vec<(String, String)>)>> {
+    let mut per_node: Vec<(&Seen, BTreeMap<String, (String, bool)>)> = Vec::new();
+    for n in seen.iter().filter(|n| n.root.is_some()) {
+        let c = Client::new(&n.addr)?;
+        let r = c
+            .get(&format!("/v1/hashes?prefix={}", encode_path(prefix)))
+            .await?;
+        check(&r, &n.addr)?;
+        let mut map = BTreeMap::new();
+        for k in json(&r)?.as_array().cloned().unwrap_or_default() {
+            let key = k["key"].as_str().unwrap_or("").to_string();
+            let hash = k["hash"].as_str().unwrap_or("").to_string();
+            map.insert(key, (hash, k["deleted"].as_bool() == Some(true)));
+        }
+        per_node.push((n, map));
+    }
+    let all: BTreeSet<&String> = per_node.iter().flat_map(|(_, m)| m.keys()).collect();
+    let mut out = Vec::new();
+    for key in all {
+        let states: Vec<Option<&(String, bool)>> =
+            per_node.iter().map(|(_, m)| m.get(key)).collect();
+        if states.iter().all(|s| *s == states[0]) {
+            continue;
+        }
+        let mut per = Vec::new();
+        for ((n, _), state) in per_node.iter().zip(&states) {
+            let shown = match state {
+                None => "absent".to_string(),
+                Some((_, true)) => "deleted".to_string(),
+                Some((_, false)) => {
+                    let c = Client::new(&n.addr)?;
+                    let r = c.get(&format!("/v1/kv/{}?raw", encode_path(key))).await?;
+                    if r.status.is_success() {
+                        let v = String::from_utf8_lossy(&r.body);
+                        let mut v: String = v.chars().take(80).collect();
+                        if r.body.len() > 80 {
+                            v.push('…');
+                        }
+                        format!("{v:?}")
+                    } else {
+                        "absent".to_string()
+                    }
+                }
+            };
+            per.push((n.name.clone(), shown));
+        }
+        out.push((key.clone(), per));
+    }
+    Ok(out)
+}

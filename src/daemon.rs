@@ -1,0 +1,402 @@
+//! `daemon`: a [`Node`] with its HTTP API, configured from a TOML file.
+//!
+//! Owns the node configuration file format ([`DaemonConfig`], every field
+//! with a documented default, unknown fields refused with their name) and
+//! [`Daemon`], which starts a node and serves its API and stops both in
+//! order: stop accepting HTTP, finish pending commits, close peers.
+//! `meridian node` runs one daemon; `meridian dev` runs several in one
+//! process.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, ApiConfig, Thresholds};
+use crate::core::types::{Limits, KEY_BYTES_MAX, VALUE_BYTES_MAX_DEFAULT};
+use crate::net::faults::Faults;
+use crate::net::tls::{NodeIdentity, TlsError};
+use crate::node::{Node, NodeError};
+use crate::store::Durability;
+use crate::sync::PartitionPolicy;
+
+/// How long open HTTP connections (watch streams, blocking queries) may
+/// keep a stopping daemon waiting before they are cut.
+pub const HTTP_DRAIN_MS_MAX: u64 = 2_000;
+
+/// Why a daemon could not start.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("cannot read the config file {path}: {source}")]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    ParseConfig { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+    #[error("cannot load the TLS files from {dir} (made by `meridian ca issue`): {source}")]
+    Tls {
+        dir: PathBuf,
+        #[source]
+        source: TlsError,
+    },
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("cannot listen for the API on {addr}: {source}")]
+    Api {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `durability` in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityConfig {
+    /// fsync before a write is acknowledged (default).
+    #[default]
+    Immediate,
+    /// No fsync: a crash loses recent writes. For ephemeral edge nodes only.
+    None,
+}
+
+/// `partition_policy` in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyConfig {
+    #[default]
+    Available,
+    Quorum,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Default 1024 (also the hard maximum).
+    pub key_bytes_max: usize,
+    /// Default 1 MiB (hard maximum 8 MiB).
+    pub value_bytes_max: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            key_bytes_max: KEY_BYTES_MAX,
+            value_bytes_max: VALUE_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
+/// `[sync]`: replication timers and bounds (defaults from the design, §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// Anti-entropy with a random peer this often. Default 5000.
+    pub ae_interval_ms: u64,
+    /// Plus up to this much random delay. Default 1000.
+    pub ae_jitter_ms: u64,
+    /// Unacknowledged changes are sent again after this long. Default 5000.
+    pub peer_timeout_ms: u64,
+    /// Remote stamps further ahead of our clock are refused. Default 500.
+    pub clock_offset_ms_max: u64,
+    /// Tombstones are dropped after this long even if not known stable. Default 7 days.
+    pub tombstone_horizon_ms: u64,
+    /// Local writes are batched this long before being pushed. Default 2.
+    pub push_delay_ms: u64,
+    /// Conflicts kept for `/v1/conflicts`. Default 1024.
+    pub conflicts_max: usize,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            ae_interval_ms: 5_000,
+            ae_jitter_ms: 1_000,
+            peer_timeout_ms: 5_000,
+            clock_offset_ms_max: 500,
+            tombstone_horizon_ms: 7 * 24 * 3_600 * 1_000,
+            push_delay_ms: 2,
+            conflicts_max: 1_024,
+        }
+    }
+}
+
+/// A node's configuration file (see the README's config reference).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// The node's name, unique in the cluster (required).
+    pub name: String,
+    /// The node's region (required).
+    pub region: String,
+    /// Where the node keeps its state. Default `data`.
+    pub data_dir: PathBuf,
+    /// The directory with `node.pem`, `node.key` and `ca.pem` (from `meridian ca issue`). Default `tls`.
+    pub tls_dir: PathBuf,
+    /// UDP address for peers (QUIC). Default `0.0.0.0:7400`.
+    pub listen: SocketAddr,
+    /// The address peers should dial, when `listen` is not it (NAT, `0.0.0.0`).
+    pub advertise: Option<SocketAddr>,
+    /// TCP address of the HTTP API. Default `127.0.0.1:8500` (loopback only).
+    pub api: SocketAddr,
+    /// Peers to join through (`ip:port` of their `listen`). Default none.
+    pub seeds: Vec<SocketAddr>,
+    /// Default `immediate`.
+    pub durability: DurabilityConfig,
+    /// Default `available`.
+    pub partition_policy: PolicyConfig,
+    pub limits: LimitsConfig,
+    pub health: Thresholds,
+    pub sync: SyncConfig,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            name: String::new(),
+            region: String::new(),
+            data_dir: PathBuf::from("data"),
+            tls_dir: PathBuf::from("tls"),
+            listen: SocketAddr::from(([0, 0, 0, 0], 7400)),
+            advertise: None,
+            api: SocketAddr::from(([127, 0, 0, 1], 8500)),
+            seeds: Vec::new(),
+            durability: DurabilityConfig::default(),
+            partition_policy: PolicyConfig::default(),
+            limits: LimitsConfig::default(),
+            health: Thresholds::default(),
+            sync: SyncConfig::default(),
+        }
+    }
+}
+
+impl DaemonConfig {
+    /// Parses a config file's text; errors name the offending field.
+    pub fn parse(text: &str, path: &Path) -> Result<DaemonConfig, DaemonError> {
+        toml::from_str(text).map_err(|e| DaemonError::ParseConfig {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    pub fn load(path: &Path) -> Result<DaemonConfig, DaemonError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DaemonError::ReadConfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        DaemonConfig::parse(&text, path)
+    }
+
+    /// The file's text for this config (what `meridian dev` writes).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+
+    /// Checks what serde cannot; the node checks the rest when it starts.
+    pub fn validate(&self) -> Result<(), DaemonError> {
+        if self.name.is_empty() {
+            return Err(DaemonError::Invalid("name is required".into()));
+        }
+        if self.region.is_empty() {
+            return Err(DaemonError::Invalid("region is required".into()));
+        }
+        Ok(())
+    }
+
+    pub fn api_config(&self) -> ApiConfig {
+        ApiConfig {
+            limits: self.node_limits(),
+            policy: self.policy(),
+            health: self.health,
+        }
+    }
+
+    fn node_limits(&self) -> Limits {
+        Limits {
+            key_bytes_max: self.limits.key_bytes_max,
+            value_bytes_max: self.limits.value_bytes_max,
+        }
+    }
+
+    fn policy(&self) -> PartitionPolicy {
+        match self.partition_policy {
+            PolicyConfig::Available => PartitionPolicy::Available,
+            PolicyConfig::Quorum => PartitionPolicy::Quorum,
+        }
+    }
+}
+
+/// A running node and its HTTP API.
+pub struct Daemon {
+    node: Arc<Node>,
+    api_addr: SocketAddr,
+    stop_http: Option<oneshot::Sender<()>>,
+    http: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Daemon {
+    /// Starts the node (loading its TLS identity from `tls_dir`) and its API.
+    pub async fn start(cfg: &DaemonConfig) -> Result<Daemon, DaemonError> {
+        let identity = NodeIdentity::load(&cfg.tls_dir).map_err(|source| DaemonError::Tls {
+            dir: cfg.tls_dir.clone(),
+            source,
+        })?;
+        Daemon::start_with(cfg, identity, None).await
+    }
+
+    /// Starts with an identity in hand, and optionally a fault switchboard
+    /// under the node's socket (`meridian dev --partition-demo`).
+    pub async fn start_with(
+        cfg: &DaemonConfig,
+        identity: NodeIdentity,
+        faults: Option<Arc<Faults>>,
+    ) -> Result<Daemon, DaemonError> {
+        cfg.validate()?;
+        // Bind the API first: its address is told to peers, and a taken
+        // port should fail before the node starts.
+        let listener = api::bind(cfg.api)
+            .await
+            .map_err(|source| DaemonError::Api {
+                addr: cfg.api,
+                source,
+            })?;
+        let api_addr = listener.local_addr().map_err(|source| DaemonError::Api {
+            addr: cfg.api,
+            source,
+        })?;
+        let sync = cfg.sync;
+        let mut b = Node::builder(&cfg.name, &cfg.region, identity)
+            .data_dir(&cfg.data_dir)
+            .listen(cfg.listen)
+            .seeds(cfg.seeds.iter().copied())
+            .durability(match cfg.durability {
+                DurabilityConfig::Immediate => Durability::Immediate,
+                DurabilityConfig::None => Durability::None,
+            })
+            .limits(cfg.node_limits())
+            .partition_policy(cfg.policy())
+            .api_addr(api_addr)
+            .tune(move |c| {
+                c.ae_interval_ms = sync.ae_interval_ms;
+                c.ae_jitter_ms = sync.ae_jitter_ms;
+                c.peer_timeout_ms = sync.peer_timeout_ms;
+                c.clock_offset_ms_max = sync.clock_offset_ms_max;
+                c.tombstone_horizon_ms = sync.tombstone_horizon_ms;
+                c.push_delay_ms = sync.push_delay_ms;
+                c.conflicts_max = sync.conflicts_max;
+            });
+        if let Some(a) = cfg.advertise {
+            b = b.advertise(a);
+        }
+        if let Some(f) = faults {
+            b = b.faults(f);
+        }
+        let node = Arc::new(b.start().await?);
+        let router = api::router(node.clone(), cfg.api_config());
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let http = tokio::spawn(api::serve(listener, router, async move {
+            let _ = stop_rx.await;
+        }));
+        tracing::info!(
+            name = %cfg.name,
+            region = %cfg.region,
+            node = %node.id(),
+            peers = %node.local_addr(),
+            api = %api_addr,
+            "node started"
+        );
+        Ok(Daemon {
+            node,
+            api_addr,
+            stop_http: Some(stop_tx),
+            http: Some(http),
+        })
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Where the HTTP API listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Stops accepting HTTP requests (open ones get [`HTTP_DRAIN_MS_MAX`]
+    /// to finish), then finishes pending commits and closes every peer.
+    pub async fn shutdown(mut self) -> Result<(), DaemonError> {
+        if let Some(stop) = self.stop_http.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut http) = self.http.take() {
+            let drain = Duration::from_millis(HTTP_DRAIN_MS_MAX);
+            if tokio::time::timeout(drain, &mut http).await.is_err() {
+                http.abort();
+            }
+        }
+        self.node.shutdown().await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_a_full_file() {
+        let text = r#"
+            name = "us-east-1"
+            region = "us-east"
+            data_dir = "/var/lib/meridian"
+            listen = "0.0.0.0:7400"
+            api = "127.0.0.1:8500"
+            seeds = ["10.0.0.2:7400"]
+            partition_policy = "quorum"
+            [health]
+            sync_lag_ms_max = 5000
+            [sync]
+            ae_interval_ms = 2000
+        "#;
+        let c = DaemonConfig::parse(text, Path::new("node.toml")).unwrap();
+        assert_eq!(c.partition_policy, PolicyConfig::Quorum);
+        assert_eq!(c.health.sync_lag_ms_max, 5_000);
+        assert_eq!(c.health.partition_ms_max, 60_000);
+        assert_eq!(c.sync.ae_interval_ms, 2_000);
+        assert_eq!(c.sync.clock_offset_ms_max, 500);
+        assert_eq!(c.tls_dir, PathBuf::from("tls"));
+        // What `meridian dev` writes reads back the same.
+        let again = DaemonConfig::parse(&c.to_toml(), Path::new("x")).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_by_name() {
+        for (text, field) in [
+            ("name = \"a\"\nregoin = \"b\"", "regoin"),
+            ("[health]\nsync_lag = 1", "sync_lag"),
+            ("[sync]\nae_interval = 1", "ae_interval"),
+        ] {
+            let e = DaemonConfig::parse(text, Path::new("node.toml")).unwrap_err();
+            assert!(e.to_string().contains(field), "{e}");
+        }
+        let e = DaemonConfig::parse("partition_policy = \"cp\"", Path::new("n")).unwrap_err();
+        assert!(e.to_string().contains("partition_policy"), "{e}");
+    }
+
+    #[test]
+    fn name_and_region_are_required() {
+        let c = DaemonConfig::default();
+        assert!(c.validate().unwrap_err().to_string().contains("name"));
+    }
+}
