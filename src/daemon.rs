@@ -344,7 +344,7 @@ impl Daemon {
                 http.abort();
             }
         }
-        self.node.shutdown().await?;
+        self.node.stop().await?;
         Ok(())
     }
 }

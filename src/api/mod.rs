@@ -131,12 +131,29 @@ async fn refresh(api: Weak<Api>) {
 
 // ------------------------------------------------------------------ helpers
 
-fn error(code: StatusCode, message: impl Into<String>) -> Response {
-    let body = json!({ "error": message.into() });
-    (code, axum::Json(body)).into_response()
+/// A request that failed: its status and a message naming what was wrong,
+/// sent as `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: StatusCode,
+    pub message: String,
 }
 
-fn node_error(e: NodeError) -> Response {
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "error": self.message });
+        (self.code, axum::Json(body)).into_response()
+    }
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError {
+        code,
+        message: message.into(),
+    }
+}
+
+fn node_error(e: NodeError) -> ApiError {
     match e {
         NodeError::Write(w) => write_error(w),
         NodeError::Stopped => error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down"),
@@ -144,7 +161,7 @@ fn node_error(e: NodeError) -> Response {
     }
 }
 
-fn write_error(e: WriteError) -> Response {
+fn write_error(e: WriteError) -> ApiError {
     let code = match &e {
         WriteError::Key(KeyError::TooLong { .. }) | WriteError::Value(_) => {
             StatusCode::PAYLOAD_TOO_LARGE
@@ -156,7 +173,7 @@ fn write_error(e: WriteError) -> Response {
     error(code, e.to_string())
 }
 
-fn key_error(e: KeyError) -> Response {
+fn key_error(e: KeyError) -> ApiError {
     let code = match e {
         KeyError::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::BAD_REQUEST,
@@ -187,7 +204,7 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 /// The query string as a map (later repeats win; `+` is a space).
-fn query(uri: &Uri) -> Result<HashMap<String, String>, Response> {
+fn query(uri: &Uri) -> Result<HashMap<String, String>, ApiError> {
     let mut out = HashMap::new();
     for pair in uri
         .query()
@@ -216,7 +233,7 @@ fn flag(q: &HashMap<String, String>, name: &str) -> bool {
     q.get(name).is_some_and(|v| v != "false" && v != "0")
 }
 
-fn number(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, Response> {
+fn number(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
     match q.get(name) {
         None => Ok(None),
         Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
@@ -245,7 +262,7 @@ fn duration_ms(s: &str) -> Option<u64> {
 }
 
 /// The path after `prefix`, percent-decoded and checked as UTF-8.
-fn path_rest(uri: &Uri, prefix: &str) -> Result<String, Response> {
+fn path_rest(uri: &Uri, prefix: &str) -> Result<String, ApiError> {
     let raw = uri.path().strip_prefix(prefix).unwrap_or("");
     let raw = raw.strip_prefix('/').unwrap_or(raw);
     let bytes = percent_decode(raw).ok_or_else(|| {
@@ -315,7 +332,7 @@ impl Api {
         h
     }
 
-    fn permit(&self) -> Result<OwnedSemaphorePermit, Response> {
+    fn permit(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.waiters.clone().try_acquire_owned().map_err(|_| {
             error(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -334,7 +351,7 @@ impl Api {
         exact: bool,
         index: u64,
         wait_ms: u64,
-    ) -> Result<(), Response> {
+    ) -> Result<(), ApiError> {
         if index == 0 || index > self.node.index() {
             return Ok(());
         }
@@ -364,10 +381,10 @@ async fn kv(State(api): State<Arc<Api>>, method: Method, uri: Uri, body: Body) -
             format!("{other} is not supported on /v1/kv (GET, PUT, DELETE)"),
         )),
     };
-    result.unwrap_or_else(|e| e)
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn kv_get(api: &Api, uri: &Uri) -> Result<Response, Response> {
+async fn kv_get(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
     let key = path_rest(uri, "/v1/kv")?;
     let q = query(uri)?;
     let recurse = flag(&q, "recurse");
@@ -434,7 +451,7 @@ async fn kv_get(api: &Api, uri: &Uri) -> Result<Response, Response> {
     }
 }
 
-async fn kv_put(api: &Api, uri: &Uri, body: Body) -> Result<Response, Response> {
+async fn kv_put(api: &Api, uri: &Uri, body: Body) -> Result<Response, ApiError> {
     let key = path_rest(uri, "/v1/kv")?;
     let q = query(uri)?;
     for unsupported in ["acquire", "release"] {
@@ -463,7 +480,7 @@ async fn kv_put(api: &Api, uri: &Uri, body: Body) -> Result<Response, Response> 
     Ok((api.headers(api.node.index()), axum::Json(done)).into_response())
 }
 
-async fn kv_delete(api: &Api, uri: &Uri) -> Result<Response, Response> {
+async fn kv_delete(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
     let key = path_rest(uri, "/v1/kv")?;
     let q = query(uri)?;
     let cas = number(&q, "cas")?;
@@ -493,6 +510,10 @@ async fn kv_delete(api: &Api, uri: &Uri) -> Result<Response, Response> {
         return Ok((api.headers(api.node.index()), axum::Json(true)).into_response());
     }
     Key::check(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
+    if cas == Some(0) {
+        // As in Consul: a delete with cas=0 never deletes.
+        return Ok((api.headers(api.node.index()), axum::Json(false)).into_response());
+    }
     let done = match api.node.delete_with(&key, cas).await {
         Ok(_) => true,
         Err(NodeError::Write(WriteError::CasMismatch { .. })) => false,
@@ -518,7 +539,7 @@ fn change_json(c: &Change) -> Value {
 /// index N (or after the `Last-Event-ID` header), then each change as it
 /// becomes durable, as server-sent events whose id is the change's index.
 async fn watch(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap) -> Response {
-    let go = || -> Result<Response, Response> {
+    let go = || -> Result<Response, ApiError> {
         let prefix = path_rest(&uri, "/v1/watch")?;
         let q = query(&uri)?;
         let from = match number(&q, "index")? {
@@ -547,7 +568,7 @@ async fn watch(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap) -> Res
         let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
         Ok(sse.into_response())
     };
-    go().unwrap_or_else(|e| e)
+    go().unwrap_or_else(IntoResponse::into_response)
 }
 
 // --------------------------------------------------------------- status
@@ -632,7 +653,7 @@ async fn status(State(api): State<Arc<Api>>) -> Response {
             let addr = api.node.api_addr();
             axum::Json(status_json(&s, &name, &addr, &api.cfg.health)).into_response()
         }
-        Err(e) => node_error(e),
+        Err(e) => node_error(e).into_response(),
     }
 }
 
@@ -642,7 +663,7 @@ async fn digest(State(api): State<Arc<Api>>, uri: Uri) -> Response {
         let prefix = q.get("prefix").cloned().unwrap_or_default();
         let root = api.node.digest(&prefix).await.map_err(node_error)?;
         let index = api.node.index();
-        Ok::<_, Response>(
+        Ok::<_, ApiError>(
             (
                 api.headers(index),
                 axum::Json(json!({
@@ -657,7 +678,7 @@ async fn digest(State(api): State<Arc<Api>>, uri: Uri) -> Response {
                 .into_response(),
         )
     };
-    go.await.unwrap_or_else(|e| e)
+    go.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /v1/hashes?prefix=`: every key under the prefix (tombstones
@@ -678,9 +699,9 @@ async fn hashes(State(api): State<Arc<Api>>, uri: Uri) -> Response {
                 })
             })
             .collect();
-        Ok::<_, Response>(axum::Json(body).into_response())
+        Ok::<_, ApiError>(axum::Json(body).into_response())
     };
-    go.await.unwrap_or_else(|e| e)
+    go.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn health_check(State(api): State<Arc<Api>>) -> Response {
@@ -699,7 +720,7 @@ async fn health_check(State(api): State<Arc<Api>>) -> Response {
             });
             (code, axum::Json(body)).into_response()
         }
-        Err(e) => node_error(e),
+        Err(e) => node_error(e).into_response(),
     }
 }
 
@@ -721,7 +742,7 @@ async fn conflicts(State(api): State<Arc<Api>>) -> Response {
                 .collect();
             axum::Json(json!({ "total": total, "kept": kept })).into_response()
         }
-        Err(e) => node_error(e),
+        Err(e) => node_error(e).into_response(),
     }
 }
 
@@ -732,7 +753,7 @@ async fn prometheus(State(api): State<Arc<Api>>) -> Response {
             metrics::render(&s),
         )
             .into_response(),
-        Err(e) => node_error(e),
+        Err(e) => node_error(e).into_response(),
     }
 }
 

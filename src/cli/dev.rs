@@ -107,8 +107,8 @@ pub async fn run(a: DevArgs) -> Result<bool> {
     );
     println!();
     println!(
-        "  {:<18} {:<14} {:<26} {}",
-        "NODE", "REGION", "API", "PEERS (QUIC)"
+        "  {:<18} {:<14} {:<26} PEERS (QUIC)",
+        "NODE", "REGION", "API"
     );
     for n in &nodes {
         println!(

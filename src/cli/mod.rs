@@ -299,8 +299,8 @@ pub async fn status(client: &Client, as_json: bool) -> Result<bool> {
     );
     println!();
     println!(
-        "{:<20} {:<14} {:<10} {:>8} {:>12} {:>12}  {}",
-        "PEER", "REGION", "STATE", "LAG", "IN SYNC AGO", "LAST HEARD", "API"
+        "{:<20} {:<14} {:<10} {:>8} {:>12} {:>12}  API",
+        "PEER", "REGION", "STATE", "LAG", "IN SYNC AGO", "LAST HEARD"
     );
     let members = s["members"].as_array().cloned().unwrap_or_default();
     for p in s["peers"].as_array().cloned().unwrap_or_default() {
@@ -330,7 +330,7 @@ pub async fn status(client: &Client, as_json: bool) -> Result<bool> {
         );
     }
     println!();
-    println!("{:<20} {:<12} {}", "REGION", "REACHABLE", "FOR");
+    println!("{:<20} {:<12} FOR", "REGION", "REACHABLE");
     for g in s["regions"].as_array().cloned().unwrap_or_default() {
         println!(
             "{:<20} {:<12} {}",
@@ -533,7 +533,9 @@ pub async fn verify(
 
 /// Keys whose state differs between the reachable nodes, with each node's state.
 async fn diff_keys(seen: &[Seen], prefix: &str) -> Result<Vec<(String, Vec<(String, String)>)>> {
-    let mut per_node: Vec<(&Seen, BTreeMap<String, (String, bool)>)> = Vec::new();
+    // Per node: key -> (entry hash, deleted).
+    type Hashes = BTreeMap<String, (String, bool)>;
+    let mut per_node: Vec<(&Seen, Hashes)> = Vec::new();
     for n in seen.iter().filter(|n| n.root.is_some()) {
         let c = Client::new(&n.addr)?;
         let r = c

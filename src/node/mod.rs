@@ -305,6 +305,8 @@ impl NodeBuilder {
         cfg.limits = self.limits;
         cfg.partition_policy = self.policy;
         cfg.rng_seed = random_u64();
+        // Without seeds this node founds a cluster: there is no one to rebuild from.
+        cfg.rebuild_when_empty = !self.seeds.is_empty();
         for f in self.tune {
             f(&mut cfg);
         }
@@ -586,9 +588,16 @@ impl Node {
         self.call(|reply| Command::Digest { prefix, reply }).await
     }
 
-    /// Finishes pending commits, closes every connection and stops.
-    /// Callable through a shared handle; later calls return at once.
-    pub async fn shutdown(&self) -> Result<(), NodeError> {
+    /// Finishes pending commits, closes every connection and stops, then
+    /// releases the socket (by dropping the node).
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        self.stop().await
+    }
+
+    /// Like [`Node::shutdown`] through a shared handle (the API holds one);
+    /// the socket is released once the last handle is dropped. Later calls
+    /// return at once.
+    pub async fn stop(&self) -> Result<(), NodeError> {
         let _ = self.call(|reply| Command::Shutdown { reply }).await;
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(task) = task {

@@ -71,6 +71,10 @@ pub struct Config {
     pub conflicts_max: usize,
     /// Seed of the replica's random choices (peer picks, jitter).
     pub rng_seed: u64,
+    /// An empty replica (no entries, index 0) rebuilds from its first peer
+    /// before it counts as in sync. Default true; false for the founding
+    /// node of a new cluster, which has no one to rebuild from.
+    pub rebuild_when_empty: bool,
 }
 
 /// A configuration that cannot work.
@@ -116,6 +120,7 @@ impl Config {
             ae_nodes_max: 4_096,
             conflicts_max: CONFLICTS_MAX_DEFAULT,
             rng_seed: node.0,
+            rebuild_when_empty: true,
         }
     }
 

@@ -285,7 +285,7 @@ impl Replica {
                 },
             );
         }
-        let rebuilding = map.is_empty() && state.index == 0;
+        let rebuilding = cfg.rebuild_when_empty && map.is_empty() && state.index == 0;
         let mut rng = Rng::new(cfg.rng_seed);
         let ae_first = now_ms + rng.below(cfg.ae_interval_ms + cfg.ae_jitter_ms + 1);
         Ok(Replica {

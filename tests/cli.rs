@@ -1,0 +1,551 @@
+//! The built `meridian` binary as an operator and an application use it:
+//! real processes on loopback, `meridian dev`, `meridian node` from a config
+//! file, the CLI, the HTTP API, and an unmodified Consul client library.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use meridian::client::Client;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meridian");
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("meridian-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A child process killed when dropped, with its stdout lines on a channel.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn meridian");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// Lines up to and including the first that contains `marker`.
+    fn until(&self, marker: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let done = l.contains(marker);
+                    seen.push(l);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!("no line with {marker:?} within 60 s; saw {seen:#?}");
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id() as i32;
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn meridian(addr: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("--addr")
+        .arg(addr)
+        .args(args)
+        .output()
+        .expect("run meridian")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn apis(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("http://127.0.0.1:"))
+        })
+        .map(str::to_string)
+        .filter(|a| !a.ends_with(":0"))
+        .collect::<Vec<_>>()
+}
+
+/// `meridian dev` with any free ports; returns it and the API addresses in table order.
+fn dev(name: &str, regions: usize) -> (Proc, Vec<String>) {
+    let d = dir(name);
+    let r = regions.to_string();
+    let p = Proc::spawn(&[
+        "dev",
+        "--dir",
+        d.to_str().unwrap(),
+        "--api-port",
+        "0",
+        "--regions",
+        &r,
+    ]);
+    let lines = p.until("ready:");
+    let mut addrs = apis(&lines[..lines.iter().position(|l| l.starts_with("Try")).unwrap()]);
+    addrs.dedup();
+    assert_eq!(addrs.len(), regions, "{lines:#?}");
+    (p, addrs)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Polls `f` until it returns true (60 s at most).
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn dev_cluster_replicates_across_regions_and_verifies() {
+    let (dev, api) = dev("dev", 3);
+    let put = meridian(&api[0], &["kv", "put", "config/greeting", "hello"]);
+    assert!(put.status.success(), "{put:?}");
+    let put = meridian(
+        &api[0],
+        &["kv", "put", "--flags", "42", "config/flagged", "x"],
+    );
+    assert!(put.status.success(), "{put:?}");
+    for other in &api[1..] {
+        eventually("the write is visible in another region", || {
+            let o = meridian(other, &["kv", "get", "config/greeting"]);
+            o.status.success() && stdout(&o) == "hello"
+        });
+        // Flags replicate with the value.
+        eventually("flags replicate", || {
+            let o = meridian(other, &["kv", "get", "--json", "config/flagged"]);
+            stdout(&o).contains("\"Flags\": 42")
+        });
+    }
+    let list = meridian(&api[2], &["kv", "list", "config/", "--values"]);
+    assert_eq!(
+        stdout(&list),
+        "config/flagged = x\nconfig/greeting = hello\n"
+    );
+    eventually("verify agrees", || {
+        let v = meridian(&api[1], &["verify"]);
+        v.status.success() && stdout(&v).contains("all 3 nodes in 3 regions agree on")
+    });
+    let s = meridian(&api[0], &["status"]);
+    assert!(s.status.success());
+    let text = stdout(&s);
+    assert!(
+        text.contains("eu-west-1") && text.contains("ap-southeast-1"),
+        "{text}"
+    );
+    let h = meridian(&api[0], &["health"]);
+    assert!(h.status.success(), "{h:?}");
+    // Ctrl-C (SIGINT) or SIGTERM stops it cleanly.
+    assert!(dev.terminate().success());
+}
+
+#[test]
+fn blocking_query_returns_when_the_key_changes() {
+    let (_dev, api) = dev("blocking", 2);
+    let rt = rt();
+    rt.block_on(async {
+        let a = Client::new(&api[0]).unwrap();
+        let b = Client::new(&api[1]).unwrap();
+        let put = a
+            .request(hyper::Method::PUT, "/v1/kv/app/mode", "one".into())
+            .await
+            .unwrap();
+        assert_eq!(put.text(), "true");
+        let mut index = 0;
+        for _ in 0..1_200 {
+            let r = b.get("/v1/kv/app/mode?raw").await.unwrap();
+            if r.text() == "one" {
+                index = r.header("X-Consul-Index").unwrap().parse::<u64>().unwrap();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(index > 0, "the first write never reached the second node");
+        // Block on the second node; write on the first.
+        let path = format!("/v1/kv/app/mode?index={index}&wait=30s");
+        let blocked = tokio::spawn(async move { b.get(&path).await.unwrap() });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            !blocked.is_finished(),
+            "the blocking query returned before any change"
+        );
+        a.request(hyper::Method::PUT, "/v1/kv/app/mode", "two".into())
+            .await
+            .unwrap();
+        let r = blocked.await.unwrap();
+        assert_eq!(r.status, 200);
+        let new_index: u64 = r.header("X-Consul-Index").unwrap().parse().unwrap();
+        assert!(new_index > index);
+        assert!(r.text().contains("\"Value\":\"dHdv\""), "{}", r.text());
+        // With nothing changing, it returns the same data at the deadline.
+        let path = format!("/v1/kv/app/mode?index={new_index}&wait=200ms");
+        let again = Client::new(&api[1]).unwrap().get(&path).await.unwrap();
+        assert!(again.text().contains("dHdv"));
+    });
+}
+
+#[test]
+fn sse_watch_delivers_in_order_and_resumes_from_an_index() {
+    let (_dev, api) = dev("watch", 1);
+    let rt = rt();
+    rt.block_on(async {
+        let c = Client::new(&api[0]).unwrap();
+        c.request(hyper::Method::PUT, "/v1/kv/other/x", "ignored".into())
+            .await
+            .unwrap();
+        let mut s = c.stream("/v1/watch/w/?index=0").await.unwrap();
+        assert_eq!(s.status, 200);
+        for i in 1..=5 {
+            let path = format!("/v1/kv/w/{i}");
+            c.request(hyper::Method::PUT, &path, format!("v{i}").into())
+                .await
+                .unwrap();
+        }
+        let mut ids = Vec::new();
+        for i in 1..=5 {
+            let ev = s.next_event().await.unwrap().unwrap();
+            let v: serde_json::Value = serde_json::from_str(&ev.data).unwrap();
+            assert_eq!(
+                (ev.event.as_str(), v["Key"].as_str().unwrap()),
+                ("put", format!("w/{i}").as_str())
+            );
+            ids.push(ev.id.parse::<u64>().unwrap());
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+        c.request(hyper::Method::DELETE, "/v1/kv/w/2", Default::default())
+            .await
+            .unwrap();
+        let del = s.next_event().await.unwrap().unwrap();
+        assert_eq!(del.event, "delete");
+        assert!(del.data.contains("\"Key\":\"w/2\""), "{del:?}");
+        drop(s);
+        // Resume after w/3: the later changes only (w/2's latest change is its delete).
+        let mut s = c
+            .stream(&format!("/v1/watch/w/?index={}", ids[2]))
+            .await
+            .unwrap();
+        let mut resumed = Vec::new();
+        for _ in 0..3 {
+            let ev = s.next_event().await.unwrap().unwrap();
+            let v: serde_json::Value = serde_json::from_str(&ev.data).unwrap();
+            resumed.push(format!("{} {}", ev.event, v["Key"].as_str().unwrap()));
+        }
+        assert_eq!(resumed, ["put w/4", "put w/5", "delete w/2"]);
+        // And live: a new write arrives on the open stream.
+        c.request(hyper::Method::PUT, "/v1/kv/w/6", "v6".into())
+            .await
+            .unwrap();
+        let live = s.next_event().await.unwrap().unwrap();
+        assert!(live.data.contains("\"Key\":\"w/6\""), "{live:?}");
+    });
+}
+
+/// Writes a CA and a node's TLS files with the CLI; returns the node's TLS dir.
+fn issue(root: &Path, name: &str, region: &str) -> PathBuf {
+    let ca = root.join("ca");
+    if !ca.join("ca.key").exists() {
+        let o = Command::new(BIN)
+            .args([
+                "ca",
+                "init",
+                "--cluster",
+                "test",
+                "--out",
+                ca.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+    }
+    let out = root.join(name).join("tls");
+    let o = Command::new(BIN)
+        .args(["ca", "issue", "--name", name, "--region", region, "--ca"])
+        .arg(&ca)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    out
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `meridian node --config` with extra TOML; returns it and its API address.
+fn node(
+    root: &Path,
+    name: &str,
+    region: &str,
+    port: u16,
+    seeds: &[u16],
+    extra: &str,
+) -> (Proc, String) {
+    let tls = issue(root, name, region);
+    let seeds: Vec<String> = seeds.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let cfg = format!(
+        "name = \"{name}\"\nregion = \"{region}\"\ndata_dir = \"{}\"\ntls_dir = \"{}\"\n\
+         listen = \"127.0.0.1:{port}\"\napi = \"127.0.0.1:0\"\nseeds = [{}]\n{extra}",
+        root.join(name).join("data").display(),
+        tls.display(),
+        seeds.join(", ")
+    );
+    let path = root.join(format!("{name}.toml"));
+    std::fs::write(&path, cfg).unwrap();
+    let p = Proc::spawn(&["node", "--config", path.to_str().unwrap()]);
+    let lines = p.until("ready: api");
+    let api = apis(&lines).pop().expect("the api address");
+    (p, api)
+}
+
+#[test]
+fn verify_names_the_differing_key_and_health_reports_a_down_peer() {
+    let root = dir("verify");
+    let (pa, pb, pc) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let fast = "[health]\npeer_down_ms_max = 1000\n";
+    let (_a, a) = node(&root, "a", "us", pa, &[], fast);
+    let (b_proc, b) = node(&root, "b", "eu", pb, &[pa], fast);
+    // c shares the CA but knows no one and no one knows it: it diverges.
+    let (_c, c) = node(&root, "c", "ap", pc, &[], "");
+    assert!(meridian(&a, &["kv", "put", "shared", "1"]).status.success());
+    eventually("a and b agree", || {
+        let v = meridian(&a, &["verify"]);
+        v.status.success() && stdout(&v).contains("all 2 nodes in 2 regions agree")
+    });
+    assert!(meridian(&c, &["kv", "put", "only-on-c", "x"])
+        .status
+        .success());
+    let v = meridian(&a, &["verify", "--node", &c, "--diff"]);
+    assert_eq!(v.status.code(), Some(1), "{v:?}");
+    let text = stdout(&v);
+    assert!(text.contains("DIVERGED"), "{text}");
+    assert!(text.contains("only-on-c"), "{text}");
+    assert!(text.contains("shared"), "{text}");
+    assert!(text.contains("\"x\""), "c's value is shown: {text}");
+    // JSON for scripts.
+    let j = meridian(&a, &["verify", "--node", &c, "--diff", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    assert_eq!(doc["agree"], false);
+    assert_eq!(doc["differing_keys"].as_array().unwrap().len(), 2);
+
+    // Health: b stops (SIGTERM: a clean exit), a reports it down past the threshold.
+    assert!(meridian(&a, &["health"]).status.success());
+    assert!(b_proc.terminate().success());
+    eventually("a is unhealthy", || {
+        let h = meridian(&a, &["health"]);
+        h.status.code() == Some(1) && stdout(&h).contains("peer_down")
+    });
+    let r = rt()
+        .block_on(Client::new(&a).unwrap().get("/v1/health"))
+        .unwrap();
+    assert_eq!(r.status, 503);
+    // The API of a stopped node refuses connections; verify says so and fails.
+    let v = meridian(&a, &["verify"]);
+    assert_eq!(v.status.code(), Some(1));
+    assert!(stdout(&v).contains(&format!("unreachable: {}", b.trim_start_matches("http://"))));
+}
+
+#[test]
+fn bad_input_gets_4xx_and_writes_nothing() {
+    let root = dir("bad");
+    let port = free_udp_port();
+    let (_n, api) = node(
+        &root,
+        "n",
+        "us",
+        port,
+        &[],
+        "[limits]\nvalue_bytes_max = 1024\n",
+    );
+    rt().block_on(async {
+        let c = Client::new(&api).unwrap();
+        let put = |path: String, body: Vec<u8>| {
+            let c = c.clone();
+            async move {
+                c.request(hyper::Method::PUT, &path, body.into())
+                    .await
+                    .unwrap()
+            }
+        };
+        let r = put("/v1/kv/big".into(), vec![b'x'; 1025]).await;
+        assert_eq!(r.status, 413, "{}", r.text());
+        assert!(r.error_message().contains("1024"), "{}", r.text());
+        let long = "k".repeat(1025);
+        let r = put(format!("/v1/kv/{long}"), b"v".to_vec()).await;
+        assert_eq!(r.status, 413);
+        assert!(r.error_message().contains("key"), "{}", r.text());
+        let r = put("/v1/kv/a?cas=abc".into(), b"v".to_vec()).await;
+        assert_eq!(r.status, 400);
+        assert!(r.error_message().contains("cas"));
+        let r = put("/v1/kv/a?flags=-1".into(), b"v".to_vec()).await;
+        assert_eq!(r.status, 400);
+        assert!(r.error_message().contains("flags"));
+        let r = put("/v1/kv/%ff%fe".into(), b"v".to_vec()).await;
+        assert_eq!(r.status, 400);
+        assert!(r.error_message().contains("UTF-8"));
+        let r = put("/v1/kv/a%00b".into(), b"v".to_vec()).await;
+        assert_eq!(r.status, 400);
+        let r = put("/v1/kv/a?acquire=s1".into(), b"v".to_vec()).await;
+        assert_eq!(r.status, 400);
+        let r = c.get("/v1/kv/a?index=1&wait=forever").await.unwrap();
+        assert_eq!(r.status, 400);
+        assert!(r.error_message().contains("wait"));
+        let r = c.get("/v1/nothing").await.unwrap();
+        assert_eq!(r.status, 404);
+        // Nothing was written by any of them.
+        let r = c.get("/v1/kv/?recurse").await.unwrap();
+        assert_eq!(r.status, 404, "{}", r.text());
+        let r = c.get("/v1/kv/missing").await.unwrap();
+        assert_eq!(r.status, 404);
+        assert!(r.header("X-Consul-Index").is_some());
+        // A good write still works, and the metrics and status answer.
+        assert_eq!(put("/v1/kv/a".into(), b"v".to_vec()).await.text(), "true");
+        let m = c.get("/metrics").await.unwrap().text();
+        for name in [
+            "meridian_writes_total 1",
+            "meridian_store_commit_seconds_count",
+            "meridian_ae_keys_repaired_total",
+            "meridian_bytes_out_total",
+            "meridian_clock_skew_refusals_total",
+        ] {
+            assert!(m.contains(name), "{name} missing from:\n{m}");
+        }
+        let s: serde_json::Value =
+            serde_json::from_slice(&c.get("/v1/status").await.unwrap().body).unwrap();
+        assert_eq!(s["keys"], 1);
+        assert_eq!(s["state"], "active");
+    });
+}
+
+#[test]
+fn config_errors_name_the_field() {
+    let root = dir("config");
+    let path = root.join("bad.toml");
+    std::fs::write(
+        &path,
+        "name = \"x\"\nregion = \"y\"\nparition_policy = \"quorum\"\n",
+    )
+    .unwrap();
+    let o = Command::new(BIN)
+        .args(["node", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("parition_policy"), "{err}");
+    let o = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(o.status.success() && stdout(&o).contains("meridian"));
+}
+
+/// An unmodified Consul client library (py-consul from PyPI) against a
+/// node: get, put, delete, recurse, keys, cas, blocking queries, flags.
+#[test]
+fn consul_client_library_works_unchanged() {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("consul-venv");
+    let python = venv.join("bin").join("python");
+    if !python.exists() {
+        let o = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(&venv)
+            .output()
+            .expect("python3 is needed for the Consul client test");
+        assert!(o.status.success(), "python3 -m venv: {o:?}");
+    }
+    let have = Command::new(&python)
+        .args(["-c", "import consul"])
+        .output()
+        .unwrap();
+    if !have.status.success() {
+        let o = Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "py-consul==1.8.0"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "pip install py-consul: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let (_dev, api) = dev("consul", 2);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("consul_client.py");
+    let o = Command::new(&python)
+        .arg(script)
+        .arg(api[0].trim_start_matches("http://"))
+        .arg(api[1].trim_start_matches("http://"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "consul client script failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(stdout(&o).contains("all checks passed"));
+}
