@@ -1,0 +1,180 @@
+//! The HTTP API under load, and propagation between regions, on loopback.
+//! Run with `cargo bench --bench api`; prints a table of figures.
+//!
+//! - durable writes (PUT /v1/kv) and reads (GET /v1/kv) per second through
+//!   the HTTP API of one node (redb with fsync), with p50/p99 latency, at
+//!   several concurrencies; each client holds one keep-alive connection;
+//! - the time from a PUT's start in one region until the change arrives on
+//!   `/v1/watch` streams open on the nodes of the two other regions.
+//!
+//! The load generator runs in the same process as the node, on the same
+//! 2 cores: the figures are what one machine does serving and loading.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use meridian::client::Client;
+use meridian::daemon::{Daemon, DaemonConfig};
+use meridian::net::tls::Ca;
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+fn config(
+    root: &std::path::Path,
+    name: &str,
+    region: &str,
+    seeds: Vec<std::net::SocketAddr>,
+) -> DaemonConfig {
+    DaemonConfig {
+        name: name.into(),
+        region: region.into(),
+        data_dir: root.join(name),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        api: "127.0.0.1:0".parse().unwrap(),
+        seeds,
+        ..DaemonConfig::default()
+    }
+}
+
+/// `clients` keep-alive connections, each sending `per_client` requests back
+/// to back over its own `keys` keys.
+async fn load(
+    addr: std::net::SocketAddr,
+    clients: usize,
+    per_client: usize,
+    keys: usize,
+    write: bool,
+) -> (f64, Vec<Duration>) {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            stream.set_nodelay(true).unwrap();
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let value = Bytes::from(vec![b'x'; 100]);
+            let mut lat = Vec::with_capacity(per_client);
+            for i in 0..per_client {
+                let key = format!("/v1/kv/bench/{c}/{}", i % keys);
+                let (method, body) = if write {
+                    (Method::PUT, value.clone())
+                } else {
+                    (Method::GET, Bytes::new())
+                };
+                let req = Request::builder()
+                    .method(method)
+                    .uri(key)
+                    .header("host", "bench")
+                    .body(Full::new(body))
+                    .unwrap();
+                let t = Instant::now();
+                tx.ready().await.unwrap();
+                let resp = tx.send_request(req).await.unwrap();
+                let status = resp.status();
+                resp.into_body().collect().await.unwrap();
+                assert!(status.is_success(), "{status}");
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let secs = start.elapsed().as_secs_f64();
+    all.sort();
+    (all.len() as f64 / secs, all)
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let root = std::env::temp_dir().join(format!("meridian-bench-api-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let ca = Ca::generate("bench").unwrap();
+
+        println!("== HTTP API, one node (redb, fsync per group commit), 100-byte values, keep-alive clients");
+        println!("{:>8} {:>6} {:>12} {:>9} {:>9}", "clients", "op", "ops/s", "p50 ms", "p99 ms");
+        let d = Daemon::start_with(&config(&root, "api", "us-east", vec![]), ca.issue("api", "us-east").unwrap(), None)
+            .await
+            .unwrap();
+        for clients in [1usize, 16, 64] {
+            let per = if clients == 1 { 2_000 } else { 20_000 / clients };
+            let (rate, lat) = load(d.api_addr(), clients, per, per, true).await;
+            println!("{clients:>8} {:>6} {rate:>12.0} {:>9.2} {:>9.2}", "PUT", pct(&lat, 0.5), pct(&lat, 0.99));
+            let (rate, lat) = load(d.api_addr(), clients, per * 5, per, false).await;
+            println!("{clients:>8} {:>6} {rate:>12.0} {:>9.2} {:>9.2}", "GET", pct(&lat, 0.5), pct(&lat, 0.99));
+        }
+        d.shutdown().await.unwrap();
+
+        println!();
+        println!("== propagation: PUT in us-east until the change arrives on /v1/watch in eu-west and ap-southeast (loopback, no injected delay)");
+        let a = Daemon::start_with(&config(&root, "p-a", "us-east", vec![]), ca.issue("p-a", "us-east").unwrap(), None)
+            .await
+            .unwrap();
+        let seed = vec![a.node().local_addr()];
+        let b = Daemon::start_with(&config(&root, "p-b", "eu-west", seed.clone()), ca.issue("p-b", "eu-west").unwrap(), None)
+            .await
+            .unwrap();
+        let c = Daemon::start_with(&config(&root, "p-c", "ap-southeast", seed), ca.issue("p-c", "ap-southeast").unwrap(), None)
+            .await
+            .unwrap();
+        // Wait until both see the first key.
+        let writer = Client::new(&a.api_addr().to_string()).unwrap();
+        let mut watches = Vec::new();
+        for d in [&b, &c] {
+            let w = Client::new(&d.api_addr().to_string()).unwrap();
+            let idx = d.node().index();
+            watches.push(w.stream(&format!("/v1/watch/prop/?index={idx}")).await.unwrap());
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        for mut s in watches {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                while let Ok(Some(_)) = s.next_event().await {
+                    if tx.send(Instant::now()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        let rounds = 300;
+        let mut lat = Vec::new();
+        for i in 0..rounds {
+            let t = Instant::now();
+            let r = writer.request(Method::PUT, &format!("/v1/kv/prop/{i}"), "v".into()).await.unwrap();
+            assert!(r.status.is_success());
+            for _ in 0..2 {
+                let at = rx.recv().await.unwrap();
+                lat.push(at - t);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        lat.sort();
+        println!(
+            "{} PUTs, {} arrivals: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (includes the PUT's fsync and the receivers' fsync)",
+            rounds,
+            lat.len(),
+            pct(&lat, 0.5),
+            pct(&lat, 0.99),
+            lat.last().unwrap().as_secs_f64() * 1e3
+        );
+        for d in [a, b, c] {
+            d.shutdown().await.unwrap();
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    });
+}
