@@ -100,7 +100,7 @@ pub async fn run(a: DevArgs) -> Result<bool> {
         });
     }
     println!(
-        "meridian dev: {} regions × {} nodes, data under {}",
+        "meridian dev: {} regions × {} node(s) per region, data under {}",
         a.regions,
         a.nodes_per_region,
         a.dir.display()
