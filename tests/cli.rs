@@ -438,6 +438,7 @@ fn bad_input_gets_4xx_and_writes_nothing() {
         assert!(r.error_message().contains("key"), "{}", r.text());
         let r = put("/v1/kv/a?cas=abc".into(), b"v".to_vec()).await;
         assert_eq!(r.status, 400);
+        assert!(r.header("X-Consul-Index").is_some());
         assert!(r.error_message().contains("cas"));
         let r = put("/v1/kv/a?flags=-1".into(), b"v".to_vec()).await;
         assert_eq!(r.status, 400);
@@ -469,6 +470,8 @@ fn bad_input_gets_4xx_and_writes_nothing() {
             "meridian_ae_keys_repaired_total",
             "meridian_bytes_out_total",
             "meridian_clock_skew_refusals_total",
+            "meridian_clock_skew_ahead_ms_max",
+            "meridian_partitions 0",
         ] {
             assert!(m.contains(name), "{name} missing from:\n{m}");
         }

@@ -7,6 +7,7 @@
 use std::fmt::Write;
 
 use crate::node::{NodeStatus, COMMIT_BUCKETS_US};
+use crate::sync::Event;
 
 struct Out(String);
 
@@ -121,6 +122,21 @@ pub fn render(s: &NodeStatus) -> String {
         "counter",
         "Messages refused for a stamp too far ahead of our clock.",
         m.clock_skew_refusals,
+    );
+    let skew = s
+        .recent_events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ClockSkew { ahead_ms, .. } => Some(*ahead_ms),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(0);
+    o.one(
+        "clock_skew_ahead_ms_max",
+        "gauge",
+        "Largest lead of a refused peer stamp over our clock among recent events (ms).",
+        skew,
     );
     o.one(
         "peers_refused_total",

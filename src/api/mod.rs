@@ -51,6 +51,9 @@ pub const WAITERS_MAX: usize = 4_096;
 pub const DELETE_KEYS_MAX: usize = 100_000;
 /// Deletes in flight at once during a recursive delete.
 const DELETE_CONCURRENCY: usize = 256;
+/// How long a blocking query with an index ahead of the durable one waits
+/// for the commit in flight before it answers at once.
+const INDEX_AHEAD_WAIT_MS: u64 = 1_000;
 /// The cached status behind the consistency headers is refreshed this often.
 const STATUS_REFRESH_MS: u64 = 500;
 
@@ -352,8 +355,19 @@ impl Api {
         index: u64,
         wait_ms: u64,
     ) -> Result<(), ApiError> {
-        if index == 0 || index > self.node.index() {
+        if index == 0 {
             return Ok(());
+        }
+        if index > self.node.index() {
+            // Reads may show a change a moment before it is durable, so a
+            // client may hold an index a little ahead of the durable one:
+            // give the commit in flight a moment. Further ahead, the client
+            // came from another node and starts over.
+            let caught_up = self.node.wait_durable(index);
+            let waited = Duration::from_millis(INDEX_AHEAD_WAIT_MS);
+            if !matches!(tokio::time::timeout(waited, caught_up).await, Ok(true)) {
+                return Ok(());
+            }
         }
         let _permit = self.permit()?;
         let mut w = self.node.watch(scope, index);
@@ -381,7 +395,12 @@ async fn kv(State(api): State<Arc<Api>>, method: Method, uri: Uri, body: Body) -
             format!("{other} is not supported on /v1/kv (GET, PUT, DELETE)"),
         )),
     };
-    result.unwrap_or_else(IntoResponse::into_response)
+    result.unwrap_or_else(|e| {
+        // Every KV answer carries the index, errors included (as Consul's do).
+        let mut r = e.into_response();
+        r.headers_mut().extend(api.headers(api.node.index()));
+        r
+    })
 }
 
 async fn kv_get(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
@@ -405,12 +424,22 @@ async fn kv_get(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
         .min(WAIT_MS_MAX);
         api.block(&key, !recurse && !keys, index, wait_ms).await?;
     }
-    let index = api.node.index();
-    let headers = api.headers(index);
-    let not_found = || (StatusCode::NOT_FOUND, headers.clone()).into_response();
-    if keys {
-        let separator = q.get("separator").filter(|s| !s.is_empty());
+    // The index covers what the answer shows: a read may include a change a
+    // moment before it is durable.
+    let durable = api.node.index();
+    let not_found = || (StatusCode::NOT_FOUND, api.headers(durable)).into_response();
+    if keys || recurse {
         let list = api.node.list(&key).await.map_err(node_error)?;
+        if list.is_empty() {
+            return Ok(not_found());
+        }
+        let index = list.iter().map(|e| e.modify_index).fold(durable, u64::max);
+        let headers = api.headers(index);
+        if recurse && !keys {
+            let body: Vec<Value> = list.iter().map(entry_json).collect();
+            return Ok((headers, axum::Json(body)).into_response());
+        }
+        let separator = q.get("separator").filter(|s| !s.is_empty());
         let mut names: Vec<String> = Vec::new();
         for e in &list {
             let name = match separator {
@@ -424,30 +453,21 @@ async fn kv_get(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
                 names.push(name);
             }
         }
-        if names.is_empty() {
-            return Ok(not_found());
-        }
         return Ok((headers, axum::Json(names)).into_response());
-    }
-    if recurse {
-        let list = api.node.list(&key).await.map_err(node_error)?;
-        if list.is_empty() {
-            return Ok(not_found());
-        }
-        let body: Vec<Value> = list.iter().map(entry_json).collect();
-        return Ok((headers, axum::Json(body)).into_response());
     }
     match api.node.get(&key).await.map_err(node_error)? {
         None => Ok(not_found()),
-        Some(e) if flag(&q, "raw") || q.contains_key("raw") => {
-            let mut h = headers;
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            Ok((h, e.value).into_response())
+        Some(e) => {
+            let mut headers = api.headers(durable.max(e.modify_index));
+            if q.contains_key("raw") {
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                return Ok((headers, e.value).into_response());
+            }
+            Ok((headers, axum::Json(vec![entry_json(&e)])).into_response())
         }
-        Some(e) => Ok((headers, axum::Json(vec![entry_json(&e)])).into_response()),
     }
 }
 

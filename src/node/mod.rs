@@ -543,6 +543,13 @@ impl Node {
         *self.notify.borrow()
     }
 
+    /// Waits until the durable index reaches `index`; false if the node stopped first.
+    pub async fn wait_durable(&self, index: u64) -> bool {
+        let mut rx = self.notify.clone();
+        let reached = rx.wait_for(|i| *i >= index).await.is_ok();
+        reached
+    }
+
     /// The kept conflicts (oldest first) and how many were seen since start.
     pub async fn conflicts(&self) -> Result<(Vec<Conflict>, u64), NodeError> {
         self.call(|reply| Command::Conflicts { reply }).await
