@@ -187,7 +187,7 @@ impl Client {
         Ok(Stream {
             status: resp.status(),
             body: resp.into_body(),
-            buf: String::new(),
+            buf: Vec::new(),
         })
     }
 }
@@ -196,7 +196,8 @@ impl Client {
 pub struct Stream {
     pub status: StatusCode,
     body: Incoming,
-    buf: String,
+    /// Raw bytes: a character may be split between frames.
+    buf: Vec<u8>,
 }
 
 /// One server-sent event.
@@ -214,8 +215,9 @@ impl Stream {
     /// The next event; `Ok(None)` when the stream ends. Comments (keep-alives) are skipped.
     pub async fn next_event(&mut self) -> Result<Option<SseEvent>, String> {
         loop {
-            if let Some(end) = self.buf.find("\n\n") {
-                let block: String = self.buf.drain(..end + 2).collect();
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let raw: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let block = String::from_utf8_lossy(&raw);
                 let mut ev = SseEvent::default();
                 for line in block.lines() {
                     let (field, value) = line.split_once(':').unwrap_or((line, ""));
@@ -245,7 +247,7 @@ impl Stream {
                 Some(Err(e)) => return Err(e.to_string()),
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
-                        self.buf.push_str(&String::from_utf8_lossy(&data));
+                        self.buf.extend_from_slice(&data);
                     }
                 }
             }

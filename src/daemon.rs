@@ -149,6 +149,10 @@ pub struct DaemonConfig {
     pub advertise: Option<SocketAddr>,
     /// TCP address of the HTTP API. Default `127.0.0.1:8500` (loopback only).
     pub api: SocketAddr,
+    /// The API address told to peers (what `meridian verify` run on another
+    /// node dials). Default: `api`, with an unspecified IP replaced by
+    /// `advertise`'s IP (or 127.0.0.1).
+    pub api_advertise: Option<SocketAddr>,
     /// Peers to join through (`ip:port` of their `listen`). Default none.
     pub seeds: Vec<SocketAddr>,
     /// Default `immediate`.
@@ -170,6 +174,7 @@ impl Default for DaemonConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7400)),
             advertise: None,
             api: SocketAddr::from(([127, 0, 0, 1], 8500)),
+            api_advertise: None,
             seeds: Vec::new(),
             durability: DurabilityConfig::default(),
             partition_policy: PolicyConfig::default(),
@@ -219,6 +224,21 @@ impl DaemonConfig {
             policy: self.policy(),
             health: self.health,
         }
+    }
+
+    /// The API address peers are told, given the one bound.
+    fn api_told(&self, bound: SocketAddr) -> SocketAddr {
+        if let Some(a) = self.api_advertise {
+            return a;
+        }
+        let mut a = bound;
+        if a.ip().is_unspecified() {
+            let ip = self
+                .advertise
+                .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |adv| adv.ip());
+            a.set_ip(ip);
+        }
+        a
     }
 
     fn node_limits(&self) -> Limits {
@@ -285,7 +305,7 @@ impl Daemon {
             })
             .limits(cfg.node_limits())
             .partition_policy(cfg.policy())
-            .api_addr(api_addr)
+            .api_addr(cfg.api_told(api_addr))
             .tune(move |c| {
                 c.ae_interval_ms = sync.ae_interval_ms;
                 c.ae_jitter_ms = sync.ae_jitter_ms;
@@ -392,6 +412,17 @@ mod tests {
         }
         let e = DaemonConfig::parse("partition_policy = \"cp\"", Path::new("n")).unwrap_err();
         assert!(e.to_string().contains("partition_policy"), "{e}");
+    }
+
+    #[test]
+    fn the_api_address_told_to_peers() {
+        let mut c = DaemonConfig::default();
+        let bound: SocketAddr = "0.0.0.0:8500".parse().unwrap();
+        assert_eq!(c.api_told(bound).to_string(), "127.0.0.1:8500");
+        c.advertise = Some("10.0.0.5:7400".parse().unwrap());
+        assert_eq!(c.api_told(bound).to_string(), "10.0.0.5:8500");
+        c.api_advertise = Some("10.0.0.9:80".parse().unwrap());
+        assert_eq!(c.api_told(bound).to_string(), "10.0.0.9:80");
     }
 
     #[test]

@@ -404,7 +404,18 @@ fn verify_names_the_differing_key_and_health_reports_a_down_peer() {
     // The API of a stopped node refuses connections; verify says so and fails.
     let v = meridian(&a, &["verify"]);
     assert_eq!(v.status.code(), Some(1));
-    assert!(stdout(&v).contains(&format!("unreachable: {}", b.trim_start_matches("http://"))));
+    let text = stdout(&v);
+    assert!(text.contains("unreachable: b (eu)"), "{text}");
+    assert!(text.contains(b.trim_start_matches("http://")), "{text}");
+
+    // A member that announces another node's API address is not taken for
+    // that node: verify says so instead of comparing the wrong root.
+    let wrong = format!("api_advertise = \"{}\"\n", a.trim_start_matches("http://"));
+    let (_d, _) = node(&root, "d", "sa", free_udp_port(), &[pa], &wrong);
+    eventually("verify flags the misdirected address", || {
+        let v = meridian(&a, &["verify"]);
+        v.status.code() == Some(1) && stdout(&v).contains("set api_advertise")
+    });
 }
 
 #[test]

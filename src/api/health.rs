@@ -60,10 +60,13 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
     }
     for p in &r.peers {
         if p.connected {
-            if p.in_sync_at_ms == 0 {
-                continue;
-            }
-            let lag = now.saturating_sub(p.in_sync_at_ms);
+            // Never fully synced: lagging since the connection came up.
+            let since = if p.in_sync_at_ms == 0 {
+                p.connected_at_ms
+            } else {
+                p.in_sync_at_ms
+            };
+            let lag = now.saturating_sub(since);
             if lag > t.sync_lag_ms_max {
                 out.push(Reason {
                     check: "sync_lag",
@@ -165,6 +168,7 @@ mod tests {
             connected,
             lag_index: 3,
             in_sync_at_ms,
+            connected_at_ms: 1_000,
             last_heard_ms,
             acked: 0,
             applied: 0,
@@ -203,6 +207,9 @@ mod tests {
         let r = assess(&lagging, &t);
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].check, r[0].for_ms), ("sync_lag", 11_000));
+        // Connected but never fully synced: lagging since it connected.
+        let never = status(100_000, vec![peer(true, 0, 99_000)], vec![region(true, 0)]);
+        assert_eq!(assess(&never, &t)[0].for_ms, 99_000);
 
         let down = status(
             100_000,

@@ -218,7 +218,11 @@ pub fn render(s: &NodeStatus) -> String {
     for p in &r.peers {
         o.labelled(
             "peer_connected",
-            &[("peer", &p.name), ("region", &p.region)],
+            &[
+                ("node", &p.node.to_string()),
+                ("peer", &p.name),
+                ("region", &p.region),
+            ],
             u8::from(p.connected),
         );
     }
@@ -230,7 +234,11 @@ pub fn render(s: &NodeStatus) -> String {
     for p in &r.peers {
         o.labelled(
             "peer_lag_index",
-            &[("peer", &p.name), ("region", &p.region)],
+            &[
+                ("node", &p.node.to_string()),
+                ("peer", &p.name),
+                ("region", &p.region),
+            ],
             p.lag_index,
         );
     }
@@ -243,7 +251,11 @@ pub fn render(s: &NodeStatus) -> String {
         let secs = s.now_ms.saturating_sub(p.in_sync_at_ms) as f64 / 1e3;
         o.labelled(
             "peer_lag_seconds",
-            &[("peer", &p.name), ("region", &p.region)],
+            &[
+                ("node", &p.node.to_string()),
+                ("peer", &p.name),
+                ("region", &p.region),
+            ],
             secs,
         );
     }

@@ -193,6 +193,9 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
         match b[i] {
             b'%' => {
                 let hex = b.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
                 let hex = std::str::from_utf8(hex).ok()?;
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
@@ -231,9 +234,9 @@ fn query(uri: &Uri) -> Result<HashMap<String, String>, ApiError> {
     Ok(out)
 }
 
-/// A flag parameter: present (any value but `false`/`0`) means on.
+/// A flag parameter: present means on, whatever its value (as in Consul).
 fn flag(q: &HashMap<String, String>, name: &str) -> bool {
-    q.get(name).is_some_and(|v| v != "false" && v != "0")
+    q.contains_key(name)
 }
 
 fn number(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
@@ -248,20 +251,41 @@ fn number(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiErr
     }
 }
 
-/// Parses a Go-style duration as Consul takes it: `10s`, `5m`, `250ms`, `1h`;
-/// a bare number is seconds.
+/// Parses a Go duration as Consul takes it (`10s`, `5m`, `1m30s`, `1.5s`,
+/// `250ms`; a bare number is seconds) into milliseconds, rounded down.
 fn duration_ms(s: &str) -> Option<u64> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let factor = match unit {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    n.checked_mul(factor)
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<u64>().ok()?.checked_mul(1_000);
+    }
+    let mut rest = s;
+    let mut total_ns: f64 = 0.0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (n, tail) = rest.split_at(split);
+        let n: f64 = n.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let ns = match unit {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3_600e9,
+            _ => return None,
+        };
+        total_ns += n * ns;
+        rest = tail;
+    }
+    let ms = total_ns / 1e6;
+    (ms.is_finite() && ms < u64::MAX as f64).then_some(ms as u64)
 }
 
 /// The path after `prefix`, percent-decoded and checked as UTF-8.
@@ -319,8 +343,8 @@ impl Api {
                     .replica
                     .peers
                     .iter()
-                    .filter(|p| p.in_sync_at_ms > 0)
-                    .map(|p| s.now_ms.saturating_sub(p.in_sync_at_ms))
+                    // Never synced since our start: counted from our start.
+                    .map(|p| s.now_ms.saturating_sub(p.in_sync_at_ms.max(s.started_ms)))
                     .max()
                     .unwrap_or(0);
                 (leader, contact)
@@ -486,11 +510,20 @@ async fn kv_put(api: &Api, uri: &Uri, body: Body) -> Result<Response, ApiError> 
     let cas = number(&q, "cas")?;
     let flags = number(&q, "flags")?.unwrap_or(0);
     let max = api.cfg.limits.value_bytes_max;
-    let value: Bytes = axum::body::to_bytes(body, max).await.map_err(|_| {
-        error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("value is more than the limit of {max} bytes"),
-        )
+    let value: Bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
+        let too_long = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_long {
+            error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("value is more than the limit of {max} bytes"),
+            )
+        } else {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {e}"),
+            )
+        }
     })?;
     let done = match api.node.put_with(&key, value, flags, cas).await {
         Ok(_) => true,
@@ -534,6 +567,11 @@ async fn kv_delete(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
         // As in Consul: a delete with cas=0 never deletes.
         return Ok((api.headers(api.node.index()), axum::Json(false)).into_response());
     }
+    // Deleting what is not there writes nothing (no tombstone to replicate
+    // and keep), as in Consul; a cas on it has nothing to disagree with.
+    if api.node.get(&key).await.map_err(node_error)?.is_none() {
+        return Ok((api.headers(api.node.index()), axum::Json(true)).into_response());
+    }
     let done = match api.node.delete_with(&key, cas).await {
         Ok(_) => true,
         Err(NodeError::Write(WriteError::CasMismatch { .. })) => false,
@@ -559,22 +597,30 @@ fn change_json(c: &Change) -> Value {
 /// index N (or after the `Last-Event-ID` header), then each change as it
 /// becomes durable, as server-sent events whose id is the change's index.
 async fn watch(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap) -> Response {
-    let go = || -> Result<Response, ApiError> {
+    let go = async {
         let prefix = path_rest(&uri, "/v1/watch")?;
         let q = query(&uri)?;
-        let from = match number(&q, "index")? {
-            Some(i) => i,
-            None => match headers.get("last-event-id") {
-                None => 0,
-                Some(v) => v
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.parse().ok())
-                    .ok_or_else(|| {
-                        error(StatusCode::BAD_REQUEST, "Last-Event-ID must be an index")
-                    })?,
-            },
+        // A reconnecting EventSource repeats the URL and adds Last-Event-ID:
+        // the header is the later position, so it wins.
+        let from = match headers.get("last-event-id") {
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or_else(|| error(StatusCode::BAD_REQUEST, "Last-Event-ID must be an index"))?,
+            None => number(&q, "index")?.unwrap_or(0),
         };
+        // An index ahead of this node (another node's, or from before a
+        // restore) would skip changes: after a moment for a commit in
+        // flight, the watch starts over from the beginning.
+        let mut from = from;
+        if from > api.node.index() {
+            let caught_up = api.node.wait_durable(from);
+            let waited = Duration::from_millis(INDEX_AHEAD_WAIT_MS);
+            if !matches!(tokio::time::timeout(waited, caught_up).await, Ok(true)) {
+                from = 0;
+            }
+        }
         let permit = api.permit()?;
         let w = api.node.watch(&prefix, from);
         let stream = futures_util::stream::unfold((w, permit), |(mut w, permit)| async move {
@@ -586,9 +632,9 @@ async fn watch(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap) -> Res
             Some((Ok::<_, Infallible>(ev), (w, permit)))
         });
         let sse = Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)));
-        Ok(sse.into_response())
+        Ok::<_, ApiError>(sse.into_response())
     };
-    go().unwrap_or_else(IntoResponse::into_response)
+    go.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 // --------------------------------------------------------------- status
@@ -793,8 +839,12 @@ mod tests {
         assert_eq!(duration_ms("250ms"), Some(250));
         assert_eq!(duration_ms("2"), Some(2_000));
         assert_eq!(duration_ms("1h"), Some(3_600_000));
+        assert_eq!(duration_ms("1m30s"), Some(90_000));
+        assert_eq!(duration_ms("1.5s"), Some(1_500));
         assert_eq!(duration_ms("s"), None);
+        assert_eq!(duration_ms(""), None);
         assert_eq!(duration_ms("10x"), None);
+        assert_eq!(duration_ms("5"), Some(5_000));
     }
 
     #[test]
@@ -802,6 +852,7 @@ mod tests {
         assert_eq!(percent_decode("a%2Fb%20c").as_deref(), Some(&b"a/b c"[..]));
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%+1"), None);
         assert_eq!(percent_decode("%ff").as_deref(), Some(&[0xff][..]));
     }
 }

@@ -56,6 +56,12 @@ pub async fn run(a: DevArgs) -> Result<bool> {
             a.nodes_per_region
         );
     }
+    // Ctrl-C or SIGTERM at any point from here stops the cluster cleanly.
+    let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
     let ca_dir = a.dir.join("ca");
     let ca = if ca_dir.join("ca.key").exists() {
@@ -68,6 +74,9 @@ pub async fn run(a: DevArgs) -> Result<bool> {
     let mut nodes: Vec<DevNode> = Vec::new();
     let mut seed: Option<SocketAddr> = None;
     for i in 0..total {
+        if *stop.borrow() {
+            break;
+        }
         let region = i / a.nodes_per_region;
         let rname = region_name(region);
         let name = format!("{rname}-{}", i % a.nodes_per_region + 1);
@@ -89,15 +98,24 @@ pub async fn run(a: DevArgs) -> Result<bool> {
             ..DaemonConfig::default()
         };
         let faults = Faults::new();
-        let daemon = Daemon::start_with(&cfg, id, Some(faults.clone()))
-            .await
-            .with_context(|| format!("starting {name}"))?;
+        let daemon = match Daemon::start_with(&cfg, id, Some(faults.clone())).await {
+            Ok(d) => d,
+            Err(e) => {
+                for n in nodes {
+                    let _ = n.daemon.shutdown().await;
+                }
+                return Err(e).with_context(|| format!("starting {name}"));
+            }
+        };
         seed.get_or_insert(daemon.node().local_addr());
         nodes.push(DevNode {
             daemon,
             region,
             faults,
         });
+    }
+    if nodes.is_empty() {
+        return Ok(true);
     }
     println!(
         "meridian dev: {} regions × {} node(s) per region, data under {}",
@@ -133,15 +151,23 @@ pub async fn run(a: DevArgs) -> Result<bool> {
         "Ctrl-C stops the cluster; its data stays in {} for the next run.",
         a.dir.display()
     );
-    wait_connected(&nodes).await;
-    println!("ready: every node is connected to every other");
-    if a.partition_demo && a.regions >= 2 {
+    if nodes.len() == total {
         tokio::select! {
-            r = partition_demo(&nodes) => r?,
-            _ = shutdown_signal() => {}
+            _ = wait_connected(&nodes) => println!("ready: every node is connected to every other"),
+            _ = stop.wait_for(|s| *s) => {}
         }
     }
-    shutdown_signal().await;
+    if a.partition_demo && a.regions >= 2 && !*stop.borrow() {
+        tokio::select! {
+            r = partition_demo(&nodes) => {
+                if let Err(e) = r {
+                    eprintln!("partition demo failed: {e:#}");
+                }
+            }
+            _ = stop.wait_for(|s| *s) => {}
+        }
+    }
+    let _ = stop.wait_for(|s| *s).await;
     println!("stopping…");
     for n in nodes {
         n.daemon.shutdown().await?;

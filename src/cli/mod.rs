@@ -380,8 +380,45 @@ struct Seen {
     error: Option<String>,
 }
 
-/// Most differing keys `verify --diff` prints.
+/// Most differing keys `verify --diff` prints (and fetches values for).
 const DIFF_KEYS_SHOWN_MAX: usize = 100;
+
+/// Asks `addr` for its digest; checks it is the node we expected there.
+async fn probe(addr: &str, expected: Option<&str>, query: &str) -> Result<Seen> {
+    let mut one = Seen {
+        addr: addr.to_string(),
+        name: String::new(),
+        region: String::new(),
+        node: expected.unwrap_or("").to_string(),
+        root: None,
+        error: None,
+    };
+    let c = Client::new(addr)?.timeout_ms(10_000);
+    match c.get(query).await {
+        Ok(r) if r.status.is_success() => {
+            let d = json(&r)?;
+            let node = d["node"].as_str().unwrap_or("").to_string();
+            one.name = d["name"].as_str().unwrap_or("").to_string();
+            one.region = d["region"].as_str().unwrap_or("").to_string();
+            match expected {
+                Some(want) if want != node => {
+                    one.error = Some(format!(
+                        "node {want} announced this API address, but node {node} ({}) answers there: \
+                         set api_advertise in its config",
+                        one.name
+                    ));
+                }
+                _ => {
+                    one.node = node;
+                    one.root = d["root"].as_str().map(str::to_string);
+                }
+            }
+        }
+        Ok(r) => one.error = Some(format!("{} {}", r.status.as_u16(), r.error_message())),
+        Err(e) => one.error = Some(e.to_string()),
+    }
+    Ok(one)
+}
 
 pub async fn verify(
     client: &Client,
@@ -390,54 +427,54 @@ pub async fn verify(
     prefix: &str,
     as_json: bool,
 ) -> Result<bool> {
-    // Every member the first node knows, plus the ones named.
+    // Every member the first node knows (each expected to answer as itself),
+    // plus the nodes named on the command line.
     let r = client.get("/v1/status").await?;
     check(&r, "status")?;
     let s = json(&r)?;
-    let mut addrs: Vec<String> = vec![client.addr().to_string()];
+    let query = format!("/v1/digest?prefix={}", encode_path(prefix));
+    let mut seen: Vec<Seen> = Vec::new();
+    let me = s["node"].as_str().map(str::to_string);
+    seen.push(probe(client.addr(), me.as_deref(), &query).await?);
     for p in s["peers"].as_array().cloned().unwrap_or_default() {
+        let node = p["node"].as_str().unwrap_or("").to_string();
         let api = p["api"].as_str().unwrap_or("");
         if api.is_empty() {
-            bail!(
-                "peer {} does not tell its API address (an older node?): name it with --node",
-                p["name"].as_str().unwrap_or("?")
-            );
+            seen.push(Seen {
+                addr: String::new(),
+                name: p["name"].as_str().unwrap_or("").to_string(),
+                region: p["region"].as_str().unwrap_or("").to_string(),
+                node,
+                root: None,
+                error: Some(
+                    "its API address is unknown (it has not connected since this node started): \
+                     name it with --node"
+                        .to_string(),
+                ),
+            });
+            continue;
         }
-        addrs.push(api.to_string());
-    }
-    for a in extra {
-        addrs.push(Client::new(a)?.addr().to_string());
-    }
-    addrs.sort();
-    addrs.dedup();
-    let query = format!("/v1/digest?prefix={}", encode_path(prefix));
-    let mut seen = Vec::new();
-    for addr in &addrs {
-        let c = Client::new(addr)?.timeout_ms(10_000);
-        let mut one = Seen {
-            addr: addr.clone(),
-            name: String::new(),
-            region: String::new(),
-            node: String::new(),
-            root: None,
-            error: None,
-        };
-        match c.get(&query).await {
-            Ok(r) if r.status.is_success() => {
-                let d = json(&r)?;
-                one.name = d["name"].as_str().unwrap_or("").to_string();
-                one.region = d["region"].as_str().unwrap_or("").to_string();
-                one.node = d["node"].as_str().unwrap_or("").to_string();
-                one.root = d["root"].as_str().map(str::to_string);
-            }
-            Ok(r) => one.error = Some(format!("{} {}", r.status.as_u16(), r.error_message())),
-            Err(e) => one.error = Some(e.to_string()),
+        let mut one = probe(api, Some(&node), &query).await?;
+        if one.root.is_none() {
+            // Name it as its hello did, not as whatever answered there.
+            one.name = p["name"].as_str().unwrap_or("").to_string();
+            one.region = p["region"].as_str().unwrap_or("").to_string();
         }
         seen.push(one);
     }
-    // The same node reached under two addresses counts once.
-    let mut ids = BTreeSet::new();
-    seen.retain(|n| n.node.is_empty() || ids.insert(n.node.clone()));
+    for a in extra {
+        let addr = Client::new(a)?.addr().to_string();
+        if seen.iter().any(|n| n.addr == addr) {
+            continue;
+        }
+        let one = probe(&addr, None, &query).await?;
+        // The same node reached under another address counts once.
+        if one.root.is_some() && seen.iter().any(|n| n.node == one.node && n.root.is_some()) {
+            continue;
+        }
+        seen.retain(|n| !(n.root.is_none() && !one.node.is_empty() && n.node == one.node));
+        seen.push(one);
+    }
     let mut groups: BTreeMap<String, Vec<&Seen>> = BTreeMap::new();
     for n in seen.iter().filter(|n| n.root.is_some()) {
         groups
@@ -445,32 +482,46 @@ pub async fn verify(
             .or_default()
             .push(n);
     }
-    let unreachable: Vec<&Seen> = seen.iter().filter(|n| n.error.is_some()).collect();
     let regions: BTreeSet<&str> = seen
         .iter()
         .map(|n| n.region.as_str())
         .filter(|r| !r.is_empty())
         .collect();
-    let agree = groups.len() == 1 && unreachable.is_empty();
     let mut differing = Vec::new();
+    let mut diff_errors = Vec::new();
     if diff && groups.len() > 1 {
-        differing = diff_keys(&seen, prefix).await?;
+        (differing, diff_errors) = diff_keys(&seen, prefix).await?;
     }
+    let unreachable: Vec<&Seen> = seen.iter().filter(|n| n.error.is_some()).collect();
+    let agree = groups.len() == 1 && unreachable.is_empty();
+    let label = |n: &Seen| {
+        if n.name.is_empty() {
+            format!("node {}", n.node)
+        } else {
+            format!("{} ({})", n.name, n.region)
+        }
+    };
     if as_json {
         let nodes: Vec<Value> = seen
             .iter()
-            .map(|n| serde_json::json!({"name": n.name, "region": n.region, "api": n.addr, "node": n.node, "root": n.root, "error": n.error}))
+            .map(|n| {
+                serde_json::json!({"name": n.name, "region": n.region, "api": n.addr,
+                    "node": n.node, "root": n.root, "error": n.error})
+            })
             .collect();
         let keys: Vec<Value> = differing
             .iter()
-            .map(|(k, per)| serde_json::json!({"key": k, "nodes": per.iter().map(|(n, v)| serde_json::json!({"name": n, "state": v})).collect::<Vec<_>>()}))
+            .map(|(k, per)| {
+                let nodes: Vec<Value> = per
+                    .iter()
+                    .map(|(n, v)| serde_json::json!({"name": n, "state": v}))
+                    .collect();
+                serde_json::json!({"key": k, "nodes": nodes})
+            })
             .collect();
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"agree": agree, "nodes": nodes, "differing_keys": keys})
-            )?
-        );
+        let doc = serde_json::json!({"agree": agree, "nodes": nodes, "differing_keys": keys,
+            "diff_errors": diff_errors});
+        println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(agree);
     }
     let scope = if prefix.is_empty() {
@@ -491,34 +542,37 @@ pub async fn verify(
         println!(
             "DIVERGED{scope}: {} different roots among {} nodes",
             groups.len(),
-            seen.len()
+            groups.values().map(Vec::len).sum::<usize>()
         );
+    } else if !groups.is_empty() {
+        println!("not verified{scope}: the reachable nodes agree, but not every member answered");
     }
     for (root, nodes) in &groups {
         let names: Vec<String> = nodes
             .iter()
-            .map(|n| format!("{} ({}, {})", n.name, n.region, n.addr))
+            .map(|n| format!("{} {}", label(n), n.addr))
             .collect();
         println!("  {}  {}", &root[..root.len().min(16)], names.join(", "));
     }
     for n in &unreachable {
         println!(
-            "  unreachable: {} ({})",
+            "  unreachable: {} {} ({})",
+            label(n),
             n.addr,
             n.error.as_deref().unwrap_or("")
         );
     }
+    for e in &diff_errors {
+        println!("  diff: {e}");
+    }
     if diff && !differing.is_empty() {
         println!();
-        println!(
-            "{} differing keys{}:",
-            differing.len(),
-            if differing.len() > DIFF_KEYS_SHOWN_MAX {
-                format!(" (first {DIFF_KEYS_SHOWN_MAX} shown)")
-            } else {
-                String::new()
-            }
-        );
+        let shown = if differing.len() > DIFF_KEYS_SHOWN_MAX {
+            format!(" (first {DIFF_KEYS_SHOWN_MAX} shown)")
+        } else {
+            String::new()
+        };
+        println!("{} differing keys{shown}:", differing.len());
         for (key, per) in differing.iter().take(DIFF_KEYS_SHOWN_MAX) {
             println!("  {key}");
             for (name, state) in per {
@@ -531,17 +585,39 @@ pub async fn verify(
     Ok(false)
 }
 
-/// Keys whose state differs between the reachable nodes, with each node's state.
-async fn diff_keys(seen: &[Seen], prefix: &str) -> Result<Vec<(String, Vec<(String, String)>)>> {
-    // Per node: key -> (entry hash, deleted).
-    type Hashes = BTreeMap<String, (String, bool)>;
+/// What one node holds of a key: (entry hash, deleted).
+type Hashes = BTreeMap<String, (String, bool)>;
+
+/// Keys whose state differs between the reachable nodes, with each node's
+/// state (values fetched for the shown keys only); and the nodes whose
+/// hashes could not be read.
+async fn diff_keys(
+    seen: &[Seen],
+    prefix: &str,
+) -> Result<(Vec<(String, Vec<(String, String)>)>, Vec<String>)> {
     let mut per_node: Vec<(&Seen, Hashes)> = Vec::new();
+    let mut errors = Vec::new();
     for n in seen.iter().filter(|n| n.root.is_some()) {
         let c = Client::new(&n.addr)?;
-        let r = c
+        let r = match c
             .get(&format!("/v1/hashes?prefix={}", encode_path(prefix)))
-            .await?;
-        check(&r, &n.addr)?;
+            .await
+        {
+            Ok(r) if r.status.is_success() => r,
+            Ok(r) => {
+                errors.push(format!(
+                    "{}: {} {}",
+                    n.addr,
+                    r.status.as_u16(),
+                    r.error_message()
+                ));
+                continue;
+            }
+            Err(e) => {
+                errors.push(format!("{}: {e}", n.addr));
+                continue;
+            }
+        };
         let mut map = BTreeMap::new();
         for k in json(&r)?.as_array().cloned().unwrap_or_default() {
             let key = k["key"].as_str().unwrap_or("").to_string();
@@ -558,29 +634,37 @@ async fn diff_keys(seen: &[Seen], prefix: &str) -> Result<Vec<(String, Vec<(Stri
         if states.iter().all(|s| *s == states[0]) {
             continue;
         }
+        let fetch = out.len() < DIFF_KEYS_SHOWN_MAX;
         let mut per = Vec::new();
         for ((n, _), state) in per_node.iter().zip(&states) {
             let shown = match state {
                 None => "absent".to_string(),
                 Some((_, true)) => "deleted".to_string(),
+                Some((hash, false)) if !fetch => format!("value with hash {hash}"),
                 Some((_, false)) => {
                     let c = Client::new(&n.addr)?;
-                    let r = c.get(&format!("/v1/kv/{}?raw", encode_path(key))).await?;
-                    if r.status.is_success() {
-                        let v = String::from_utf8_lossy(&r.body);
-                        let mut v: String = v.chars().take(80).collect();
-                        if r.body.len() > 80 {
-                            v.push('…');
+                    match c.get(&format!("/v1/kv/{}?raw", encode_path(key))).await {
+                        Ok(r) if r.status.is_success() => {
+                            let v = String::from_utf8_lossy(&r.body);
+                            let mut v: String = v.chars().take(80).collect();
+                            if r.body.len() > 80 {
+                                v.push('…');
+                            }
+                            format!("{v:?}")
                         }
-                        format!("{v:?}")
-                    } else {
-                        "absent".to_string()
+                        Ok(r) => format!("(read failed: {})", r.status.as_u16()),
+                        Err(e) => format!("(read failed: {e})"),
                     }
                 }
             };
-            per.push((n.name.clone(), shown));
+            let name = if n.name.is_empty() {
+                n.addr.clone()
+            } else {
+                n.name.clone()
+            };
+            per.push((name, shown));
         }
         out.push((key.clone(), per));
     }
-    Ok(out)
+    Ok((out, errors))
 }

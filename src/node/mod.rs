@@ -40,6 +40,8 @@ pub const COMMAND_QUEUE_MAX: usize = 4_096;
 pub const NET_QUEUE_MAX: usize = 4_096;
 /// Most changes one watch poll returns.
 pub const WATCH_BATCH_MAX: usize = 1_024;
+/// Most feed positions one watch poll scans.
+pub const WATCH_SCAN_MAX: usize = 16_384;
 /// Recent events kept for status.
 pub const EVENTS_KEPT_MAX: usize = 256;
 
@@ -1067,11 +1069,13 @@ impl Driver {
                 let durable = *self.notify.borrow();
                 let mut scanned_to = durable.min(self.replica.map().index());
                 let mut out = Vec::new();
-                for (i, k, r) in self.replica.map().changes_since(since) {
+                for (n, (i, k, r)) in self.replica.map().changes_since(since).enumerate() {
                     if i > durable {
                         break;
                     }
-                    if out.len() == WATCH_BATCH_MAX {
+                    // Bounded work per command: a long feed is scanned in
+                    // slices, other commands run between them.
+                    if out.len() == WATCH_BATCH_MAX || n == WATCH_SCAN_MAX {
                         scanned_to = i - 1;
                         break;
                     }

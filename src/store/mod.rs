@@ -122,6 +122,9 @@ struct DiskRecord {
 struct DiskProgress {
     applied: u64,
     received: u64,
+    name: String,
+    region: String,
+    api: String,
 }
 
 /// A store in one redb file.
@@ -251,6 +254,9 @@ impl Store for RedbStore {
                 PeerProgress {
                     applied: p.applied,
                     received: Hlc(p.received),
+                    name: p.name,
+                    region: p.region,
+                    api: p.api,
                 },
             );
         }
@@ -300,6 +306,9 @@ impl Store for RedbStore {
                     let d = DiskProgress {
                         applied: p.applied,
                         received: p.received.0,
+                        name: p.name.clone(),
+                        region: p.region.clone(),
+                        api: p.api.clone(),
                     };
                     peers.insert(id.0, encode(&d).as_slice()).map_err(&err)?;
                 }

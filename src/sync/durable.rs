@@ -20,13 +20,19 @@ pub struct StoredRecord {
     pub modify_index: u64,
 }
 
-/// How far this replica has durably applied one peer's feed.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// How far this replica has durably applied one peer's feed, and who the
+/// peer said it was (so that a restarted replica knows its regions before
+/// they reconnect: quorum and partition checks count them).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeerProgress {
     /// The peer's feed index up to which every change has been applied.
     pub applied: u64,
     /// Every write of the peer stamped at or below this clock is held here.
     pub received: Hlc,
+    pub name: String,
+    pub region: String,
+    /// Its HTTP API address.
+    pub api: String,
 }
 
 /// The changes made by one input, to be written atomically.
@@ -83,7 +89,7 @@ impl DurableState {
         self.horizon_floor = self.horizon_floor.max(batch.horizon_floor);
         self.synced_ms = self.synced_ms.max(batch.synced_ms);
         for (id, p) in &batch.peers {
-            self.peers.insert(*id, *p);
+            self.peers.insert(*id, p.clone());
         }
     }
 }

@@ -180,6 +180,8 @@ pub struct PeerStatus {
     /// When this replica last held everything the peer had (physical ms;
     /// 0: never). The sync lag in time is `now - in_sync_at_ms`.
     pub in_sync_at_ms: u64,
+    /// When its current connection's hello arrived (physical ms; 0: never).
+    pub connected_at_ms: u64,
     pub last_heard_ms: u64,
     /// Our feed up to here is acknowledged by them.
     pub acked: u64,
@@ -281,6 +283,9 @@ impl Replica {
                 Peer {
                     applied: p.applied,
                     received: p.received,
+                    name: p.name.clone(),
+                    region: p.region.clone(),
+                    api: p.api.clone(),
                     ..Peer::default()
                 },
             );
@@ -288,7 +293,7 @@ impl Replica {
         let rebuilding = cfg.rebuild_when_empty && map.is_empty() && state.index == 0;
         let mut rng = Rng::new(cfg.rng_seed);
         let ae_first = now_ms + rng.below(cfg.ae_interval_ms + cfg.ae_jitter_ms + 1);
-        Ok(Replica {
+        let mut r = Replica {
             clock: Clock::restore(state.clock, cfg.clock_offset_ms_max),
             map,
             rng,
@@ -316,7 +321,10 @@ impl Replica {
             regions: BTreeMap::from([(cfg.region.clone(), (true, now_ms))]),
             metrics: Metrics::default(),
             cfg,
-        })
+        };
+        // Regions of remembered peers are known, unreachable until they reconnect.
+        r.update_regions(now_ms);
+        Ok(r)
     }
 
     pub fn node(&self) -> NodeId {
@@ -669,9 +677,12 @@ impl Replica {
         let horizon_floor = self.horizon_floor;
         let index = self.map.index();
         let p = self.peers.entry(from).or_default();
-        p.region = h.region;
-        p.name = h.name;
-        p.api = h.api;
+        if (&p.region, &p.name, &p.api) != (&h.region, &h.name, &h.api) {
+            p.region = h.region;
+            p.name = h.name;
+            p.api = h.api;
+            self.dirty_peers.insert(from);
+        }
         p.transport = true;
         p.ready = true;
         p.last_heard_ms = now_ms;
@@ -1376,6 +1387,9 @@ impl Replica {
                             PeerProgress {
                                 applied: p.applied,
                                 received: p.received,
+                                name: p.name.clone(),
+                                region: p.region.clone(),
+                                api: p.api.clone(),
                             },
                         )
                     })
@@ -1428,6 +1442,7 @@ impl Replica {
                     connected: p.ready,
                     lag_index: p.their_index.saturating_sub(p.applied),
                     in_sync_at_ms: p.in_sync_ms,
+                    connected_at_ms: p.hello_ms,
                     last_heard_ms: p.last_heard_ms,
                     acked: p.acked,
                     applied: p.applied,
