@@ -368,6 +368,23 @@ impl Api {
         })
     }
 
+    /// Where a client holding `index` resumes: `index`, or 0 when it is
+    /// ahead of this node. Reads may show a change a moment before it is
+    /// durable, so a client may hold an index a little ahead of the durable
+    /// one: the commit in flight gets a moment. Further ahead, the client
+    /// came from another node (or from before a restore) and starts over.
+    async fn resume_index(&self, index: u64) -> u64 {
+        if index <= self.node.index() {
+            return index;
+        }
+        let caught_up = self.node.wait_durable(index);
+        let waited = Duration::from_millis(INDEX_AHEAD_WAIT_MS);
+        match tokio::time::timeout(waited, caught_up).await {
+            Ok(true) => index,
+            _ => 0,
+        }
+    }
+
     /// Blocks until a change under `scope` (exactly `scope` when `exact`)
     /// lands after `index`, or `wait_ms` passes. Returns at once when
     /// `index` is 0 or ahead of this node (a client that moved between
@@ -379,19 +396,8 @@ impl Api {
         index: u64,
         wait_ms: u64,
     ) -> Result<(), ApiError> {
-        if index == 0 {
+        if self.resume_index(index).await == 0 {
             return Ok(());
-        }
-        if index > self.node.index() {
-            // Reads may show a change a moment before it is durable, so a
-            // client may hold an index a little ahead of the durable one:
-            // give the commit in flight a moment. Further ahead, the client
-            // came from another node and starts over.
-            let caught_up = self.node.wait_durable(index);
-            let waited = Duration::from_millis(INDEX_AHEAD_WAIT_MS);
-            if !matches!(tokio::time::timeout(waited, caught_up).await, Ok(true)) {
-                return Ok(());
-            }
         }
         let _permit = self.permit()?;
         let mut w = self.node.watch(scope, index);
@@ -613,14 +619,7 @@ async fn watch(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap) -> Res
         // An index ahead of this node (another node's, or from before a
         // restore) would skip changes: after a moment for a commit in
         // flight, the watch starts over from the beginning.
-        let mut from = from;
-        if from > api.node.index() {
-            let caught_up = api.node.wait_durable(from);
-            let waited = Duration::from_millis(INDEX_AHEAD_WAIT_MS);
-            if !matches!(tokio::time::timeout(waited, caught_up).await, Ok(true)) {
-                from = 0;
-            }
-        }
+        let from = api.resume_index(from).await;
         let permit = api.permit()?;
         let w = api.node.watch(&prefix, from);
         let stream = futures_util::stream::unfold((w, permit), |(mut w, permit)| async move {
