@@ -181,6 +181,16 @@ impl Client {
         self.request(Method::GET, path, Bytes::new()).await
     }
 
+    /// Sends a request and returns the response with its body unread (for downloads).
+    pub async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        self.send(method, path, body).await
+    }
+
     /// Opens a streaming response (server-sent events).
     pub async fn stream(&self, path: &str) -> Result<Stream, ClientError> {
         let resp = self.send(Method::GET, path, Bytes::new()).await?;

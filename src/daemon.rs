@@ -131,6 +131,31 @@ impl Default for SyncConfig {
     }
 }
 
+/// `[backup]`: scheduled full snapshots (off unless `interval_ms` > 0).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Where snapshots go. Default `backups` (relative to the working directory).
+    pub dir: PathBuf,
+    /// A full snapshot this often; 0 (default): none. A typical choice: 900000 (15 min).
+    pub interval_ms: u64,
+    /// Snapshots kept; older ones are deleted. Default 96.
+    pub keep: usize,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            dir: PathBuf::from("backups"),
+            interval_ms: 0,
+            keep: 96,
+        }
+    }
+}
+
+/// Shortest interval between scheduled snapshots.
+pub const SNAPSHOT_INTERVAL_MS_MIN: u64 = 1_000;
+
 /// A node's configuration file (see the README's config reference).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -162,6 +187,7 @@ pub struct DaemonConfig {
     pub limits: LimitsConfig,
     pub health: Thresholds,
     pub sync: SyncConfig,
+    pub backup: BackupConfig,
 }
 
 impl Default for DaemonConfig {
@@ -181,6 +207,7 @@ impl Default for DaemonConfig {
             limits: LimitsConfig::default(),
             health: Thresholds::default(),
             sync: SyncConfig::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -215,6 +242,12 @@ impl DaemonConfig {
         if self.region.is_empty() {
             return Err(DaemonError::Invalid("region is required".into()));
         }
+        let b = &self.backup;
+        if b.interval_ms > 0 && (b.interval_ms < SNAPSHOT_INTERVAL_MS_MIN || b.keep == 0) {
+            return Err(DaemonError::Invalid(format!(
+                "[backup] interval_ms must be 0 (off) or at least {SNAPSHOT_INTERVAL_MS_MIN}, and keep at least 1"
+            )));
+        }
         Ok(())
     }
 
@@ -223,6 +256,7 @@ impl DaemonConfig {
             limits: self.node_limits(),
             policy: self.policy(),
             health: self.health,
+            restore_bytes_max: api::RESTORE_BYTES_MAX_DEFAULT,
         }
     }
 
@@ -262,6 +296,7 @@ pub struct Daemon {
     api_addr: SocketAddr,
     stop_http: Option<oneshot::Sender<()>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
+    snapshots: Option<JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -335,11 +370,14 @@ impl Daemon {
             api = %api_addr,
             "node started"
         );
+        let snapshots = (cfg.backup.interval_ms > 0)
+            .then(|| tokio::spawn(snapshot_loop(node.clone(), cfg.backup.clone())));
         Ok(Daemon {
             node,
             api_addr,
             stop_http: Some(stop_tx),
             http: Some(http),
+            snapshots,
         })
     }
 
@@ -355,6 +393,9 @@ impl Daemon {
     /// Stops accepting HTTP requests (open ones get [`HTTP_DRAIN_MS_MAX`]
     /// to finish), then finishes pending commits and closes every peer.
     pub async fn shutdown(mut self) -> Result<(), DaemonError> {
+        if let Some(s) = self.snapshots.take() {
+            s.abort();
+        }
         if let Some(stop) = self.stop_http.take() {
             let _ = stop.send(());
         }
@@ -367,6 +408,87 @@ impl Daemon {
         self.node.stop().await?;
         Ok(())
     }
+}
+
+/// Takes a full snapshot every `interval_ms` into `dir`, keeping the newest `keep`.
+async fn snapshot_loop(node: Arc<Node>, cfg: BackupConfig) {
+    let mut tick = tokio::time::interval(Duration::from_millis(cfg.interval_ms));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate: wait one interval
+    loop {
+        tick.tick().await;
+        let snap = match node.snapshot(0).await {
+            Ok(s) => s,
+            Err(_) => return,
+        };
+        let (dir, keep) = (cfg.dir.clone(), cfg.keep);
+        let cluster = node.cluster();
+        let written =
+            tokio::task::spawn_blocking(move || write_snapshot(&dir, keep, cluster, snap)).await;
+        match written {
+            Ok(Ok(path)) => tracing::info!(path = %path.display(), "scheduled snapshot written"),
+            Ok(Err(e)) => tracing::error!("scheduled snapshot failed: {e}"),
+            Err(e) => tracing::error!("scheduled snapshot task failed: {e}"),
+        }
+    }
+}
+
+/// The file name prefix of a node's scheduled snapshots.
+fn snapshot_prefix(name: &str) -> String {
+    format!("meridian-{name}-")
+}
+
+fn write_snapshot(
+    dir: &Path,
+    keep: usize,
+    cluster: crate::core::codec::ClusterId,
+    snap: crate::node::Snapshot,
+) -> Result<PathBuf, String> {
+    use crate::backup;
+    let header = backup::Header {
+        version: backup::FORMAT_VERSION,
+        cluster,
+        node: snap.node,
+        name: snap.name.clone(),
+        region: snap.region.clone(),
+        since: 0,
+        index: snap.index,
+        root: snap.root,
+        gc_floor: snap.gc_floor,
+        created_ms: snap.taken_ms,
+    };
+    let bytes = backup::encode(&header, &snap.entries).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let prefix = snapshot_prefix(&snap.name);
+    let name = format!("{prefix}{:013}-{}.mbak", snap.taken_ms, snap.index);
+    let path = dir.join(&name);
+    let partial = dir.join(format!("{name}.partial"));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&partial)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&partial, &path)
+    };
+    write().map_err(|e| format!("writing {}: {e}", path.display()))?;
+    // Retention: the newest `keep` by name (which sorts by time).
+    let mut ours: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("listing {}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".mbak"))
+        })
+        .collect();
+    ours.sort();
+    let excess = ours.len().saturating_sub(keep);
+    for old in &ours[..excess] {
+        if let Err(e) = std::fs::remove_file(old) {
+            tracing::warn!("cannot remove old snapshot {}: {e}", old.display());
+        }
+    }
+    Ok(path)
 }
 
 #[cfg(test)]

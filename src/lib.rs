@@ -9,6 +9,7 @@
 //! with mutual TLS, and [`node`] composes them into a running [`Node`].
 
 pub mod api;
+pub mod backup;
 pub mod client;
 pub mod core;
 pub mod daemon;

@@ -86,6 +86,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Backups of the node at --addr, and checking backup files.
+    Backup {
+        #[command(subcommand)]
+        command: cli::backup::BackupCommand,
+    },
+    /// Merge a full backup and its incrementals into every member (CRDT merge: nothing newer is lost).
+    Restore {
+        /// The full backup, then incrementals (any order; they are checked as a chain).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Restore a backup of another cluster (another CA).
+        #[arg(long)]
+        force: bool,
+        /// Only into the node at --addr, not every member.
+        #[arg(long)]
+        only: bool,
+    },
     /// The node's health against its thresholds; exit 1 when unhealthy.
     Health {
         #[arg(long)]
@@ -247,6 +264,10 @@ fn run(cli: Cli) -> Result<bool> {
                     Command::Kv { command } => cli::kv(&client, command).await,
                     Command::Status { json } => cli::status(&client, json).await,
                     Command::Health { json } => cli::health(&client, json).await,
+                    Command::Backup { command } => cli::backup::run(&client, command).await,
+                    Command::Restore { files, force, only } => {
+                        cli::backup::restore(&client, &files, force, only).await
+                    }
                     Command::Verify {
                         nodes,
                         diff,

@@ -15,6 +15,7 @@
 //! delete deletes key by key (each durable, not one atomic transaction);
 //! sessions and locks (`acquire`, `release`) are refused with a 400.
 
+mod backup;
 pub mod health;
 pub mod metrics;
 
@@ -57,12 +58,19 @@ const INDEX_AHEAD_WAIT_MS: u64 = 1_000;
 /// The cached status behind the consistency headers is refreshed this often.
 const STATUS_REFRESH_MS: u64 = 500;
 
+/// Largest backup a restore request may upload, by default.
+pub const RESTORE_BYTES_MAX_DEFAULT: usize = 4 << 30;
+/// Entries merged per durable step of a restore.
+const RESTORE_STEP_ENTRIES: usize = 4_096;
+
 /// What the API needs besides the node.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub limits: Limits,
     pub policy: PartitionPolicy,
     pub health: Thresholds,
+    /// Largest backup file `POST /v1/restore` accepts.
+    pub restore_bytes_max: usize,
 }
 
 struct Api {
@@ -95,6 +103,8 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         .route("/v1/hashes", get(hashes))
         .route("/v1/health", get(health_check))
         .route("/v1/conflicts", get(conflicts))
+        .route("/v1/backup", get(backup::backup))
+        .route("/v1/restore", axum::routing::post(backup::restore))
         .route("/metrics", get(prometheus))
         .fallback(|uri: Uri| async move {
             error(

@@ -1,6 +1,7 @@
 //! The operator commands of the binary: `kv`, `status`, `verify`, `health`.
 //! Each talks to a node's HTTP API through [`meridian::client`].
 
+pub mod backup;
 pub mod dev;
 
 use std::collections::{BTreeMap, BTreeSet};

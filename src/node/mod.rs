@@ -22,16 +22,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::core::codec;
+use crate::core::hlc::Hlc;
 use crate::core::map::Conflict;
-use crate::core::types::{Hash, Limits, NodeId, Stamp};
+use crate::core::types::{Entry, Hash, Key, Limits, NodeId, Stamp};
 use crate::net::faults::{Faults, FaultySocket};
 use crate::net::tls::{NodeIdentity, TlsError};
 use crate::net::{self, NetEvent, NetMetrics, Transport};
 use crate::store::{Durability, MemoryStore, RedbStore, Store, StoreError};
 use crate::sync::membership::{Member, MemberView, Membership, MembershipOutput};
 use crate::sync::{
-    Config, ConfigError, Event, Metrics, Output, PartitionPolicy, PersistBatch, Replica, Status,
-    WriteError, WriteReceipt,
+    Config, ConfigError, Event, ImportReport, Metrics, Output, PartitionPolicy, PersistBatch,
+    Replica, Status, WriteError, WriteReceipt,
 };
 
 /// Commands waiting for the driver.
@@ -119,6 +120,22 @@ pub struct NodeStatus {
     pub commit_latency: Histogram,
 }
 
+/// A consistent copy of a node's entries (tombstones included) changed
+/// after `since` (all of them for 0), taken at one instant of its state.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub node: NodeId,
+    pub name: String,
+    pub region: String,
+    pub since: u64,
+    /// The node's index and Merkle root at that instant.
+    pub index: u64,
+    pub root: Hash,
+    pub gc_floor: Hlc,
+    pub taken_ms: u64,
+    pub entries: Vec<(Key, Entry)>,
+}
+
 /// One key's state as the digest sees it (tombstones included): what
 /// `meridian verify --diff` compares between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +201,14 @@ enum Command {
     Conflicts {
         reply: oneshot::Sender<(Vec<Conflict>, u64)>,
     },
+    Snapshot {
+        since: u64,
+        reply: oneshot::Sender<Snapshot>,
+    },
+    Import {
+        entries: Vec<(Key, Entry)>,
+        reply: oneshot::Sender<Result<ImportReport, NodeError>>,
+    },
     Hashes {
         prefix: String,
         reply: oneshot::Sender<Vec<KeyHash>>,
@@ -194,6 +219,7 @@ enum Command {
 }
 
 type Tune = Box<dyn FnOnce(&mut Config) + Send>;
+type ImportReply = oneshot::Sender<Result<ImportReport, NodeError>>;
 
 /// Builds a [`Node`].
 pub struct NodeBuilder {
@@ -400,6 +426,7 @@ impl NodeBuilder {
             started_ms,
             store_tx: Some(store_tx),
             pending: HashMap::new(),
+            barriers: VecDeque::new(),
             notify: notify_tx,
             events: VecDeque::new(),
             failed: None,
@@ -415,6 +442,7 @@ impl NodeBuilder {
             id: state.node,
             name: self.name.clone(),
             region: self.region.clone(),
+            cluster,
             api_addr,
             cmd: cmd_tx,
             notify: notify_rx,
@@ -431,6 +459,7 @@ pub struct Node {
     id: NodeId,
     name: String,
     region: String,
+    cluster: crate::core::codec::ClusterId,
     api_addr: String,
     cmd: mpsc::Sender<Command>,
     notify: watch::Receiver<u64>,
@@ -469,6 +498,11 @@ impl Node {
 
     pub fn region(&self) -> &str {
         &self.region
+    }
+
+    /// The cluster this node belongs to (derived from its CA).
+    pub fn cluster(&self) -> crate::core::codec::ClusterId {
+        self.cluster
     }
 
     /// The HTTP API address told to peers (empty: none).
@@ -555,6 +589,20 @@ impl Node {
     /// The kept conflicts (oldest first) and how many were seen since start.
     pub async fn conflicts(&self) -> Result<(Vec<Conflict>, u64), NodeError> {
         self.call(|reply| Command::Conflicts { reply }).await
+    }
+
+    /// A consistent copy of the entries changed after `since` (0: all),
+    /// with the index and root of that instant. Cheap per entry (keys and
+    /// values are shared, not copied); the driver pauses while it is taken.
+    pub async fn snapshot(&self, since: u64) -> Result<Snapshot, NodeError> {
+        self.call(|reply| Command::Snapshot { since, reply }).await
+    }
+
+    /// Merges backup entries as replicated state (see
+    /// [`Replica::import`]); returns once they are durable.
+    pub async fn import(&self, entries: Vec<(Key, Entry)>) -> Result<ImportReport, NodeError> {
+        self.call(|reply| Command::Import { entries, reply })
+            .await?
     }
 
     /// Every key under `prefix`, tombstones included, with its stamp and entry hash.
@@ -699,6 +747,8 @@ struct Driver {
     started_ms: u64,
     store_tx: Option<std::sync::mpsc::Sender<(Vec<PersistBatch>, u64)>>,
     pending: HashMap<Stamp, oneshot::Sender<Result<WriteReceipt, NodeError>>>,
+    /// Imports waiting for the persist numbered by their first field.
+    barriers: VecDeque<(u64, ImportReport, ImportReply)>,
     notify: watch::Sender<u64>,
     events: VecDeque<Event>,
     failed: Option<String>,
@@ -797,6 +847,9 @@ impl Driver {
         for (_, reply) in self.pending.drain() {
             let _ = reply.send(Err(NodeError::StoreFailed(err.clone())));
         }
+        for (_, _, reply) in self.barriers.drain(..) {
+            let _ = reply.send(Err(NodeError::StoreFailed(err.clone())));
+        }
         if let Some(reply) = shutdown {
             let _ = reply.send(());
         }
@@ -830,6 +883,14 @@ impl Driver {
         while self.queue.front().is_some_and(|(seq, _)| *seq <= self.done) {
             let (_, o) = self.queue.pop_front().expect("checked");
             self.execute(o);
+        }
+        while self
+            .barriers
+            .front()
+            .is_some_and(|(seq, ..)| *seq <= self.done)
+        {
+            let (_, report, reply) = self.barriers.pop_front().expect("checked");
+            let _ = reply.send(Ok(report));
         }
     }
 
@@ -1119,6 +1180,37 @@ impl Driver {
                     self.replica.map().prefix_digest(&prefix)
                 };
                 let _ = reply.send(h);
+            }
+            Command::Snapshot { since, reply } => {
+                let entries = self
+                    .replica
+                    .map()
+                    .iter()
+                    .filter(|(_, r)| r.modify_index > since)
+                    .map(|(k, r)| (k.clone(), r.entry.clone()))
+                    .collect();
+                let snap = Snapshot {
+                    node: self.me,
+                    name: self.replica.config().name.clone(),
+                    region: self.replica.config().region.clone(),
+                    since,
+                    index: self.replica.map().index(),
+                    root: self.replica.root(),
+                    gc_floor: self.replica.gc_floor(),
+                    taken_ms: now,
+                    entries,
+                };
+                let _ = reply.send(snap);
+            }
+            Command::Import { entries, reply } => {
+                if let Some(e) = &self.failed {
+                    let _ = reply.send(Err(NodeError::StoreFailed(e.clone())));
+                    return;
+                }
+                let report = self.replica.import(entries, now);
+                // Answer once the persist it produced is durable.
+                self.absorb();
+                self.barriers.push_back((self.issued, report, reply));
             }
             Command::Conflicts { reply } => {
                 let log = self.replica.map().conflicts();

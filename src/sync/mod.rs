@@ -56,6 +56,6 @@ mod replica;
 pub use config::{Config, ConfigError, PartitionPolicy};
 pub use durable::{DurableState, PeerProgress, PersistBatch, StoredRecord};
 pub use replica::{
-    Event, Metrics, Output, PeerStatus, Refusal, RegionStatus, Replica, Status, WriteError,
-    WriteReceipt,
+    Event, ImportReport, Metrics, Output, PeerStatus, Refusal, RegionStatus, Replica, Status,
+    WriteError, WriteReceipt,
 };

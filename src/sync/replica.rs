@@ -202,6 +202,19 @@ pub struct RegionStatus {
     pub since_ms: u64,
 }
 
+/// What an import of backup entries did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Entries that changed this replica's state.
+    pub applied: u64,
+    /// Entries this replica already held, or held something newer for.
+    pub unchanged: u64,
+    /// Entries of absent keys at or below the collection floor.
+    pub refused_floor: u64,
+    /// Entries stamped too far ahead of this replica's clock.
+    pub refused_clock: u64,
+}
+
 /// A replica's status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
@@ -349,6 +362,37 @@ impl Replica {
 
     pub fn root(&mut self) -> Hash {
         self.map.root()
+    }
+
+    /// The collection floor: tombstones at or below it may have been dropped.
+    pub fn gc_floor(&self) -> Hlc {
+        self.gc_floor
+    }
+
+    /// Merges entries from a backup as replicated state: per key the greater
+    /// stamp wins, so nothing newer is lost. Entries at or below the
+    /// collection floor for absent keys are refused (they may be deleted
+    /// keys whose tombstones were collected), and so are entries stamped
+    /// further ahead of `now_ms` than the clock bound. Durable with the
+    /// `Persist` that follows.
+    pub fn import(&mut self, entries: Vec<(Key, Entry)>, now_ms: u64) -> ImportReport {
+        let mut report = ImportReport::default();
+        for (k, e) in entries {
+            if self.clock.check(e.stamp.hlc, now_ms).is_err() {
+                report.refused_clock += 1;
+                continue;
+            }
+            let below = self.metrics.below_floor_refused;
+            if self.merge_entry(k, e, self.gc_floor, now_ms) {
+                report.applied += 1;
+            } else if self.metrics.below_floor_refused != below {
+                report.refused_floor += 1;
+            } else {
+                report.unchanged += 1;
+            }
+        }
+        self.commit();
+        report
     }
 
     pub fn clock(&self) -> Hlc {

@@ -1,0 +1,163 @@
+//! `GET /v1/backup` and `POST /v1/restore`: backup files (see
+//! [`crate::backup`]) out of and into a node.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::{error, flag, hex, node_error, number, query, Api, ApiError, RESTORE_STEP_ENTRIES};
+use crate::node::Node;
+
+/// `GET /v1/backup[?since=N]`: a backup file (see [`crate::backup`]) of a
+/// consistent snapshot: every entry (full) or those changed after index N
+/// (incremental), streamed chunk by chunk while writes go on.
+pub(super) async fn backup(State(api): State<Arc<Api>>, uri: Uri) -> Response {
+    let go = async {
+        let q = query(&uri)?;
+        let since = number(&q, "since")?.unwrap_or(0);
+        if since > api.node.index() {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "since={since} is ahead of this node's index {}",
+                    api.node.index()
+                ),
+            ));
+        }
+        let snap = api.node.snapshot(since).await.map_err(node_error)?;
+        let header = backup_header(&api.node, &snap);
+        let name = format!(
+            "meridian-{}-{}{}.mbak",
+            snap.name,
+            snap.index,
+            if since > 0 {
+                format!("-since-{since}")
+            } else {
+                String::new()
+            }
+        );
+        let entries = snap.entries.len();
+        let w = crate::backup::Writer::new(&header)
+            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let state = Some((w, blake3::Hasher::new(), snap.entries.into_iter()));
+        let stream = futures_util::stream::unfold(state, |state| async move {
+            let (mut w, mut hasher, mut it) = state?;
+            for _ in 0..crate::backup::CHUNK_ENTRIES_MAX {
+                let Some((k, e)) = it.next() else {
+                    let ready = w.take_ready();
+                    hasher.update(&ready);
+                    let out = w
+                        .finish(hasher)
+                        .map(|tail| Bytes::from([ready, tail].concat()));
+                    return Some((out, None));
+                };
+                if let Err(e) = w.push(k, e) {
+                    return Some((Err(e), None));
+                }
+            }
+            let ready = w.take_ready();
+            hasher.update(&ready);
+            Some((Ok(Bytes::from(ready)), Some((w, hasher, it))))
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+            headers.insert(header::CONTENT_DISPOSITION, v);
+        }
+        headers.insert("X-Meridian-Index", HeaderValue::from(header.index));
+        headers.insert("X-Meridian-Entries", HeaderValue::from(entries));
+        Ok::<_, ApiError>((headers, Body::from_stream(stream)).into_response())
+    };
+    go.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+fn backup_header(node: &Node, snap: &crate::node::Snapshot) -> crate::backup::Header {
+    crate::backup::Header {
+        version: crate::backup::FORMAT_VERSION,
+        cluster: node.cluster(),
+        node: snap.node,
+        name: snap.name.clone(),
+        region: snap.region.clone(),
+        since: snap.since,
+        index: snap.index,
+        root: snap.root,
+        gc_floor: snap.gc_floor,
+        created_ms: snap.taken_ms,
+    }
+}
+
+/// `POST /v1/restore[?force]` with a backup file as the body: checks it
+/// (checksums, count, root of a full backup, cluster unless `force`), then
+/// merges its entries as CRDT state, durably, in steps. Answers what the
+/// merge did.
+pub(super) async fn restore(State(api): State<Arc<Api>>, uri: Uri, body: Body) -> Response {
+    let go = async {
+        let q = query(&uri)?;
+        let force = flag(&q, "force");
+        let max = api.cfg.restore_bytes_max;
+        let bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
+            let too_long = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if too_long {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the backup is more than the limit of {max} bytes"),
+                )
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the backup: {e}"),
+                )
+            }
+        })?;
+        let b = crate::backup::decode(&bytes)
+            .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid backup: {e}")))?;
+        if b.header.cluster != api.node.cluster() && !force {
+            let e = crate::backup::BackupError::OtherCluster {
+                expected: crate::backup::cluster_hex(&api.node.cluster()),
+                found: crate::backup::cluster_hex(&b.header.cluster),
+            };
+            return Err(error(StatusCode::CONFLICT, e.to_string()));
+        }
+        let total = b.entries.len();
+        let mut report = crate::sync::ImportReport::default();
+        let mut entries = b.entries;
+        while !entries.is_empty() {
+            let rest = entries.split_off(entries.len().min(RESTORE_STEP_ENTRIES));
+            let r = api.node.import(entries).await.map_err(node_error)?;
+            report.applied += r.applied;
+            report.unchanged += r.unchanged;
+            report.refused_floor += r.refused_floor;
+            report.refused_clock += r.refused_clock;
+            entries = rest;
+        }
+        let root = api.node.digest("").await.map_err(node_error)?;
+        tracing::info!(
+            entries = total,
+            applied = report.applied,
+            "restored a backup"
+        );
+        Ok::<_, ApiError>(
+            axum::Json(json!({
+                "entries": total,
+                "applied": report.applied,
+                "unchanged": report.unchanged,
+                "refused_below_floor": report.refused_floor,
+                "refused_clock": report.refused_clock,
+                "backup_root": hex(&b.header.root),
+                "root": hex(&root),
+                "backup_index": b.header.index,
+                "backup_node": b.header.name,
+            }))
+            .into_response(),
+        )
+    };
+    go.await.unwrap_or_else(IntoResponse::into_response)
+}

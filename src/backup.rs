@@ -1,0 +1,493 @@
+//! `backup`: the backup file format, and checking and combining backups.
+//!
+//! A backup is a point-in-time copy of one node's entries (tombstones
+//! included) with what is needed to check it: the cluster id, the node's
+//! index and Merkle root at that instant, and checksums. A *full* backup
+//! holds every entry; an *incremental* one the entries changed after an
+//! index (`since`). Restoring merges entries as CRDT state (greater stamps
+//! win), so a restore into a live cluster loses nothing newer.
+//!
+//! Layout: the 8-byte magic `MRDNBAK1`, then frames of `u32` length (LE),
+//! postcard payload and the first 16 bytes of the payload's blake3: one
+//! [`Header`], chunks of at most [`CHUNK_ENTRIES_MAX`] entries or
+//! [`CHUNK_BYTES_MAX`] bytes (one larger entry goes alone), and a
+//! [`Trailer`] with the entry count and a blake3 over every byte before it.
+//! Pure: bytes in, bytes out; files and HTTP are the caller's.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::core::codec::{ClusterId, FRAME_BYTES_MAX};
+use crate::core::hlc::Hlc;
+use crate::core::map::LwwMap;
+use crate::core::types::{Entry, Hash, Key, NodeId};
+
+/// First bytes of every backup file.
+pub const MAGIC: [u8; 8] = *b"MRDNBAK1";
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Most entries per chunk.
+pub const CHUNK_ENTRIES_MAX: usize = 1_024;
+/// Most value bytes per chunk (one larger entry goes alone).
+pub const CHUNK_BYTES_MAX: usize = 1 << 20;
+/// Largest frame: one chunk holding the largest entry, with room to spare.
+pub const BACKUP_FRAME_BYTES_MAX: usize = FRAME_BYTES_MAX;
+
+/// What a backup file says about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    pub version: u16,
+    pub cluster: ClusterId,
+    /// The node it was taken from.
+    pub node: NodeId,
+    pub name: String,
+    pub region: String,
+    /// 0 for a full backup; else the index after which changes are included.
+    pub since: u64,
+    /// The node's index when the backup was taken.
+    pub index: u64,
+    /// The node's Merkle root of its whole state when the backup was taken.
+    pub root: Hash,
+    /// The node's collection floor then: tombstones at or below it may have
+    /// been dropped from its state (they are not in later backups).
+    pub gc_floor: Hlc,
+    /// Physical time of the backup, ms since the epoch.
+    pub created_ms: u64,
+}
+
+impl Header {
+    pub fn is_full(&self) -> bool {
+        self.since == 0
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Trailer {
+    entries: u64,
+    /// blake3 of every byte before the trailer frame.
+    checksum: Hash,
+}
+
+/// Why a backup could not be read or used.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum BackupError {
+    #[error("not a Meridian backup (the file does not start with MRDNBAK1)")]
+    BadMagic,
+    #[error("backup format version {0} is not supported (this build reads {FORMAT_VERSION})")]
+    Version(u16),
+    #[error("the backup is truncated at byte {0}")]
+    Truncated(usize),
+    #[error("frame at byte {offset} is corrupt: {reason}")]
+    Corrupt { offset: usize, reason: String },
+    #[error("the backup holds {found} entries, its trailer says {expected}")]
+    Count { expected: u64, found: u64 },
+    #[error("bytes after the trailer at byte {0}")]
+    TrailingBytes(usize),
+    #[error("the entries' Merkle root {found} is not the recorded root {expected}")]
+    Root { expected: String, found: String },
+    #[error("the backup belongs to another cluster ({found}, this is {expected}); --force restores it anyway")]
+    OtherCluster { expected: String, found: String },
+    #[error("backup chain: {0}")]
+    Chain(String),
+    #[error("cannot encode the backup: {0}")]
+    Encode(String),
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The hex form of a cluster id, as `meridian ca init` prints it.
+pub fn cluster_hex(c: &ClusterId) -> String {
+    hex(&c.0)
+}
+
+fn check16(payload: &[u8]) -> [u8; 16] {
+    let mut c = [0u8; 16];
+    c.copy_from_slice(&blake3::hash(payload).as_bytes()[..16]);
+    c
+}
+
+/// Writes a backup into memory, chunk by chunk.
+pub struct Writer {
+    out: Vec<u8>,
+    chunk: Vec<(Key, Entry)>,
+    chunk_bytes: usize,
+    entries: u64,
+}
+
+impl Writer {
+    pub fn new(header: &Header) -> Result<Writer, BackupError> {
+        let mut w = Writer {
+            out: MAGIC.to_vec(),
+            chunk: Vec::new(),
+            chunk_bytes: 0,
+            entries: 0,
+        };
+        w.frame(header)?;
+        Ok(w)
+    }
+
+    fn frame<T: Serialize>(&mut self, v: &T) -> Result<(), BackupError> {
+        let payload = postcard::to_allocvec(v).map_err(|e| BackupError::Encode(e.to_string()))?;
+        if payload.len() > BACKUP_FRAME_BYTES_MAX {
+            return Err(BackupError::Encode(format!(
+                "a frame of {} bytes is over the limit of {BACKUP_FRAME_BYTES_MAX}",
+                payload.len()
+            )));
+        }
+        self.out
+            .extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        self.out.extend_from_slice(&payload);
+        self.out.extend_from_slice(&check16(&payload));
+        Ok(())
+    }
+
+    pub fn push(&mut self, key: Key, entry: Entry) -> Result<(), BackupError> {
+        let len = entry.value_len() + key.len();
+        if !self.chunk.is_empty()
+            && (self.chunk.len() == CHUNK_ENTRIES_MAX || self.chunk_bytes + len > CHUNK_BYTES_MAX)
+        {
+            self.flush()?;
+        }
+        self.chunk_bytes += len;
+        self.entries += 1;
+        self.chunk.push((key, entry));
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), BackupError> {
+        let chunk = std::mem::take(&mut self.chunk);
+        self.chunk_bytes = 0;
+        self.frame(&chunk)
+    }
+
+    /// Bytes written so far (whole frames only).
+    pub fn take_ready(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Ends the backup; `checksum` runs over every byte of the file before
+    /// the trailer, so the caller passes the hasher it fed with every
+    /// [`Writer::take_ready`] output, or uses [`Writer::finish_all`].
+    pub fn finish(mut self, mut hasher: blake3::Hasher) -> Result<Vec<u8>, BackupError> {
+        if !self.chunk.is_empty() {
+            self.flush()?;
+        }
+        hasher.update(&self.out);
+        let trailer = Trailer {
+            entries: self.entries,
+            checksum: *hasher.finalize().as_bytes(),
+        };
+        self.frame(&trailer)?;
+        Ok(self.out)
+    }
+
+    /// The whole file at once.
+    pub fn finish_all(self) -> Result<Vec<u8>, BackupError> {
+        self.finish(blake3::Hasher::new())
+    }
+}
+
+/// Encodes a whole backup.
+pub fn encode(header: &Header, entries: &[(Key, Entry)]) -> Result<Vec<u8>, BackupError> {
+    let mut w = Writer::new(header)?;
+    for (k, e) in entries {
+        w.push(k.clone(), e.clone())?;
+    }
+    w.finish_all()
+}
+
+/// A backup read and checked: checksums, entry count and, for a full
+/// backup, the Merkle root of its entries.
+#[derive(Debug, Clone)]
+pub struct Backup {
+    pub header: Header,
+    pub entries: Vec<(Key, Entry)>,
+    pub bytes: usize,
+}
+
+impl Backup {
+    pub fn tombstones(&self) -> usize {
+        self.entries
+            .iter()
+            .filter(|(_, e)| e.is_tombstone())
+            .count()
+    }
+}
+
+fn frame_at(b: &[u8], at: usize) -> Result<(&[u8], usize), BackupError> {
+    let len_end = at.checked_add(4).ok_or(BackupError::Truncated(at))?;
+    let len = b.get(at..len_end).ok_or(BackupError::Truncated(at))?;
+    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if len > BACKUP_FRAME_BYTES_MAX {
+        return Err(BackupError::Corrupt {
+            offset: at,
+            reason: format!("frame of {len} bytes is over the limit"),
+        });
+    }
+    let end = len_end + len + 16;
+    let payload = b
+        .get(len_end..len_end + len)
+        .ok_or(BackupError::Truncated(b.len()))?;
+    let check = b
+        .get(len_end + len..end)
+        .ok_or(BackupError::Truncated(b.len()))?;
+    if check != check16(payload) {
+        return Err(BackupError::Corrupt {
+            offset: at,
+            reason: "checksum mismatch".into(),
+        });
+    }
+    Ok((payload, end))
+}
+
+fn parse<'a, T: Deserialize<'a>>(payload: &'a [u8], at: usize) -> Result<T, BackupError> {
+    postcard::from_bytes(payload).map_err(|e| BackupError::Corrupt {
+        offset: at,
+        reason: e.to_string(),
+    })
+}
+
+/// The Merkle root of a set of entries, as a replica holding exactly them reports it.
+pub fn root_of(entries: &[(Key, Entry)]) -> Hash {
+    let mut map = LwwMap::new(0);
+    for (k, e) in entries {
+        let _ = map.merge(k, e.clone(), Hlc::ZERO);
+    }
+    map.root()
+}
+
+/// Reads and checks a backup. A full backup's entries must have its recorded root.
+pub fn decode(b: &[u8]) -> Result<Backup, BackupError> {
+    if b.len() < MAGIC.len() {
+        return Err(BackupError::Truncated(b.len()));
+    }
+    if b[..MAGIC.len()] != MAGIC {
+        return Err(BackupError::BadMagic);
+    }
+    let mut at = MAGIC.len();
+    let (payload, next) = frame_at(b, at)?;
+    let header: Header = parse(payload, at)?;
+    if header.version != FORMAT_VERSION {
+        return Err(BackupError::Version(header.version));
+    }
+    at = next;
+    let mut entries = Vec::new();
+    loop {
+        let (payload, next) = frame_at(b, at)?;
+        if next == b.len() {
+            let trailer: Trailer = parse(payload, at)?;
+            if *blake3::hash(&b[..at]).as_bytes() != trailer.checksum {
+                return Err(BackupError::Corrupt {
+                    offset: at,
+                    reason: "file checksum mismatch".into(),
+                });
+            }
+            if trailer.entries != entries.len() as u64 {
+                return Err(BackupError::Count {
+                    expected: trailer.entries,
+                    found: entries.len() as u64,
+                });
+            }
+            break;
+        }
+        let chunk: Vec<(Key, Entry)> = parse(payload, at)?;
+        entries.extend(chunk);
+        at = next;
+    }
+    if header.is_full() {
+        let found = root_of(&entries);
+        if found != header.root {
+            return Err(BackupError::Root {
+                expected: hex(&header.root),
+                found: hex(&found),
+            });
+        }
+    }
+    Ok(Backup {
+        header,
+        entries,
+        bytes: b.len(),
+    })
+}
+
+/// Combines a full backup and incrementals of the same node (in any order
+/// given) into the state they describe: entries merged by stamp, and
+/// tombstones the node had collected by the last backup dropped. The
+/// result's root must be the last backup's root; if it is not (a
+/// collection the floor does not explain), the error says so.
+pub fn combine(mut backups: Vec<Backup>) -> Result<(Header, Vec<(Key, Entry)>), BackupError> {
+    backups.sort_by_key(|b| (b.header.since, b.header.index));
+    let Some(first) = backups.first() else {
+        return Err(BackupError::Chain("no backup given".into()));
+    };
+    if !first.header.is_full() {
+        return Err(BackupError::Chain(format!(
+            "the chain must start with a full backup; the earliest given holds changes after index {}",
+            first.header.since
+        )));
+    }
+    let mut covered = first.header.index;
+    for b in &backups[1..] {
+        if b.header.is_full() {
+            return Err(BackupError::Chain("more than one full backup given".into()));
+        }
+        if b.header.cluster != first.header.cluster || b.header.node != first.header.node {
+            return Err(BackupError::Chain(format!(
+                "an incremental backup of node {} ({}) cannot extend a full backup of node {} ({})",
+                b.header.node, b.header.name, first.header.node, first.header.name
+            )));
+        }
+        if b.header.since > covered {
+            return Err(BackupError::Chain(format!(
+                "gap: changes after index {covered} are needed, the next backup starts after {}",
+                b.header.since
+            )));
+        }
+        covered = covered.max(b.header.index);
+    }
+    let mut state: BTreeMap<Key, Entry> = BTreeMap::new();
+    for b in &backups {
+        for (k, e) in &b.entries {
+            match state.get(k) {
+                Some(cur) if cur.stamp >= e.stamp => {}
+                _ => {
+                    state.insert(k.clone(), e.clone());
+                }
+            }
+        }
+    }
+    let last = backups
+        .last()
+        .map(|b| b.header.clone())
+        .unwrap_or_else(|| first.header.clone());
+    let entries: Vec<(Key, Entry)> = state
+        .into_iter()
+        .filter(|(_, e)| !(e.is_tombstone() && e.stamp.hlc <= last.gc_floor))
+        .collect();
+    let found = root_of(&entries);
+    if found != last.root {
+        return Err(BackupError::Root {
+            expected: hex(&last.root),
+            found: hex(&found),
+        });
+    }
+    Ok((last, entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::types::Stamp;
+    use bytes::Bytes;
+
+    fn entry(t: u64, v: Option<&str>) -> Entry {
+        Entry {
+            stamp: Stamp::new(Hlc::new(t, 0), NodeId(7)),
+            prev: Stamp::ZERO,
+            flags: 0,
+            value: v.map(|s| Bytes::from(s.to_string())),
+        }
+    }
+
+    fn header(since: u64, index: u64, entries: &[(Key, Entry)]) -> Header {
+        Header {
+            version: FORMAT_VERSION,
+            cluster: ClusterId([1; 16]),
+            node: NodeId(7),
+            name: "n".into(),
+            region: "r".into(),
+            since,
+            index,
+            root: root_of(entries),
+            gc_floor: Hlc::ZERO,
+            created_ms: 1,
+        }
+    }
+
+    fn k(s: &str) -> Key {
+        Key::new(s).unwrap()
+    }
+
+    #[test]
+    fn round_trip_over_many_chunks() {
+        let entries: Vec<(Key, Entry)> = (0..3_000)
+            .map(|i| {
+                (
+                    k(&format!("k{i:05}")),
+                    entry(i + 1, (i % 7 != 0).then_some("v")),
+                )
+            })
+            .collect();
+        let file = encode(&header(0, 3_000, &entries), &entries).unwrap();
+        let b = decode(&file).unwrap();
+        assert_eq!(b.entries, entries);
+        assert_eq!(b.header.index, 3_000);
+        assert_eq!(
+            b.tombstones(),
+            entries.iter().filter(|(_, e)| e.is_tombstone()).count()
+        );
+    }
+
+    #[test]
+    fn any_flipped_byte_or_cut_is_detected() {
+        let entries: Vec<(Key, Entry)> = (0..50)
+            .map(|i| (k(&format!("k{i}")), entry(i + 1, Some("v"))))
+            .collect();
+        let file = encode(&header(0, 50, &entries), &entries).unwrap();
+        for i in (0..file.len()).step_by(7) {
+            let mut bad = file.clone();
+            bad[i] ^= 0x40;
+            assert!(decode(&bad).is_err(), "flipping byte {i} went unnoticed");
+        }
+        for cut in [0, 5, 8, 20, file.len() / 2, file.len() - 1] {
+            assert!(decode(&file[..cut]).is_err(), "cut at {cut} went unnoticed");
+        }
+        let mut longer = file.clone();
+        longer.push(0);
+        assert!(decode(&longer).is_err());
+    }
+
+    #[test]
+    fn a_full_backup_with_the_wrong_root_is_refused() {
+        let entries = vec![(k("a"), entry(1, Some("x")))];
+        let mut h = header(0, 1, &entries);
+        h.root = [9; 32];
+        let file = encode(&h, &entries).unwrap();
+        assert!(matches!(decode(&file), Err(BackupError::Root { .. })));
+    }
+
+    #[test]
+    fn a_chain_combines_and_checks_its_root() {
+        let full = vec![(k("a"), entry(1, Some("1"))), (k("b"), entry(2, Some("2")))];
+        // Later: a changed, b deleted, c added.
+        let inc = vec![
+            (k("a"), entry(3, Some("3"))),
+            (k("b"), entry(4, None)),
+            (k("c"), entry(5, Some("5"))),
+        ];
+        let state = vec![inc[0].clone(), inc[1].clone(), inc[2].clone()];
+        let f = decode(&encode(&header(0, 2, &full), &full).unwrap()).unwrap();
+        let i = decode(&encode(&header(2, 5, &state), &inc).unwrap()).unwrap();
+        let (last, entries) = combine(vec![i.clone(), f.clone()]).unwrap();
+        assert_eq!(last.index, 5);
+        assert_eq!(entries, state);
+        // An incremental alone, or with a gap, is refused.
+        assert!(combine(vec![i.clone()]).is_err());
+        let gap = decode(&encode(&header(3, 5, &state), &inc).unwrap()).unwrap();
+        assert!(matches!(
+            combine(vec![f.clone(), gap]),
+            Err(BackupError::Chain(_))
+        ));
+        // A collected tombstone (at or below the last floor) is dropped before the root check.
+        let collected: Vec<(Key, Entry)> = vec![state[0].clone(), state[2].clone()];
+        let mut h = header(2, 5, &collected);
+        h.gc_floor = Hlc::new(4, 0);
+        let i2 = decode(&encode(&h, &inc).unwrap()).unwrap();
+        let (_, entries) = combine(vec![f, i2]).unwrap();
+        assert_eq!(entries, collected);
+    }
+}

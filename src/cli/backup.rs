@@ -1,0 +1,275 @@
+//! `meridian backup create|inspect` and `meridian restore`.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::Subcommand;
+use http_body_util::BodyExt;
+use hyper::Method;
+use indicatif::{ProgressBar, ProgressStyle};
+use meridian::backup::{self, Backup};
+use meridian::client::Client;
+use serde_json::Value;
+
+#[derive(Subcommand)]
+pub enum BackupCommand {
+    /// Take a backup of the node at --addr, while it keeps serving writes.
+    Create {
+        /// Where to write the backup file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Incremental: only the changes after this index (from an earlier backup's index).
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+    },
+    /// Check backup files (checksums, count, root) and print what they hold.
+    Inspect {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn spinner(message: &str) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new_spinner();
+    if let Ok(style) = ProgressStyle::with_template("{spinner} {msg} {bytes} ({bytes_per_sec})") {
+        pb.set_style(style);
+    }
+    pb.set_message(message.to_string());
+    pb.enable_steady_tick(Duration::from_millis(100));
+    pb
+}
+
+fn bar(message: &str, len: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})") {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_message(message.to_string());
+    pb
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn read(path: &Path) -> Result<Backup> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    backup::decode(&bytes).with_context(|| format!("{} is not a usable backup", path.display()))
+}
+
+pub async fn run(client: &Client, cmd: BackupCommand) -> Result<bool> {
+    match cmd {
+        BackupCommand::Create { out, since } => create(client, &out, since).await,
+        BackupCommand::Inspect { files, json } => inspect(&files, json),
+    }
+}
+
+async fn create(client: &Client, out: &Path, since: u64) -> Result<bool> {
+    let path = format!("/v1/backup?since={since}");
+    let resp = client.open(Method::GET, &path, Bytes::new()).await?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        bail!(
+            "backup: {} {}",
+            status.as_u16(),
+            String::from_utf8_lossy(&body)
+        );
+    }
+    let partial = out.with_extension("partial");
+    let mut file = std::fs::File::create(&partial)
+        .with_context(|| format!("creating {}", partial.display()))?;
+    let pb = spinner("downloading");
+    let mut body = resp.into_body();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.context("the backup stream broke off")?;
+        if let Ok(data) = frame.into_data() {
+            file.write_all(&data)
+                .with_context(|| format!("writing {}", partial.display()))?;
+            pb.inc(data.len() as u64);
+        }
+    }
+    file.sync_all()
+        .with_context(|| format!("syncing {}", partial.display()))?;
+    drop(file);
+    pb.finish_and_clear();
+    // What was written must read back whole before it takes the final name.
+    let b = read(&partial)?;
+    std::fs::rename(&partial, out).with_context(|| format!("renaming to {}", out.display()))?;
+    let h = &b.header;
+    println!(
+        "{} backup of {} ({}) at index {}{}: {} entries ({} tombstones), {} bytes, root {}",
+        if h.is_full() { "full" } else { "incremental" },
+        h.name,
+        h.region,
+        h.index,
+        if h.is_full() {
+            String::new()
+        } else {
+            format!(" (changes after {})", h.since)
+        },
+        b.entries.len(),
+        b.tombstones(),
+        b.bytes,
+        hex(&h.root),
+    );
+    println!(
+        "wrote {}; next incremental: --since {}",
+        out.display(),
+        h.index
+    );
+    Ok(true)
+}
+
+fn inspect(files: &[PathBuf], as_json: bool) -> Result<bool> {
+    let mut ok = true;
+    let mut docs = Vec::new();
+    for f in files {
+        match read(f) {
+            Ok(b) => {
+                let h = &b.header;
+                let doc = serde_json::json!({
+                    "file": f.display().to_string(),
+                    "valid": true,
+                    "kind": if h.is_full() { "full" } else { "incremental" },
+                    "since": h.since,
+                    "index": h.index,
+                    "entries": b.entries.len(),
+                    "tombstones": b.tombstones(),
+                    "bytes": b.bytes,
+                    "root": hex(&h.root),
+                    "cluster": backup::cluster_hex(&h.cluster),
+                    "node": h.node.to_string(),
+                    "name": h.name,
+                    "region": h.region,
+                    "created_ms": h.created_ms,
+                });
+                if !as_json {
+                    println!(
+                        "{}: valid {} backup of {} ({}), index {}{}, {} entries ({} tombstones), {} bytes, root {}, cluster {}, taken at {} ms since the epoch",
+                        f.display(),
+                        doc["kind"].as_str().unwrap_or(""),
+                        h.name,
+                        h.region,
+                        h.index,
+                        if h.is_full() { String::new() } else { format!(" (changes after {})", h.since) },
+                        b.entries.len(),
+                        b.tombstones(),
+                        b.bytes,
+                        hex(&h.root),
+                        backup::cluster_hex(&h.cluster),
+                        h.created_ms,
+                    );
+                }
+                docs.push(doc);
+            }
+            Err(e) => {
+                ok = false;
+                if !as_json {
+                    println!("{}: INVALID: {e:#}", f.display());
+                }
+                docs.push(serde_json::json!({"file": f.display().to_string(), "valid": false, "error": format!("{e:#}")}));
+            }
+        }
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&docs)?);
+    }
+    Ok(ok)
+}
+
+/// `meridian restore FILE...`: a full backup and its incrementals, checked,
+/// combined, and merged into every member of the cluster (or only the node
+/// at --addr).
+pub async fn restore(client: &Client, files: &[PathBuf], force: bool, only: bool) -> Result<bool> {
+    let pb = bar("checking", files.len() as u64);
+    let mut backups = Vec::new();
+    for f in files {
+        backups.push(read(f)?);
+        pb.inc(1);
+    }
+    pb.finish_and_clear();
+    let (header, entries) = if backups.len() == 1 && backups[0].header.is_full() {
+        let b = backups.remove(0);
+        (b.header, b.entries)
+    } else {
+        backup::combine(backups).context("the backups do not form a chain")?
+    };
+    let mut full = header.clone();
+    full.since = 0;
+    let file = backup::encode(&full, &entries)?;
+    println!(
+        "restoring {} entries of {} ({}) at index {}, root {}",
+        entries.len(),
+        header.name,
+        header.region,
+        header.index,
+        hex(&header.root)
+    );
+    // Every member, as `verify` finds them, unless --only.
+    let mut targets = vec![client.addr().to_string()];
+    if !only {
+        let r = client.get("/v1/status").await?;
+        if !r.status.is_success() {
+            bail!("status: {} {}", r.status.as_u16(), r.error_message());
+        }
+        let s: Value = serde_json::from_slice(&r.body)?;
+        for p in s["peers"].as_array().cloned().unwrap_or_default() {
+            match p["api"].as_str() {
+                Some(api) if !api.is_empty() => targets.push(api.to_string()),
+                _ => bail!(
+                    "member {} has no known API address: restore into it with --only --addr",
+                    p["name"].as_str().unwrap_or("?")
+                ),
+            }
+        }
+    }
+    let path = if force {
+        "/v1/restore?force"
+    } else {
+        "/v1/restore"
+    };
+    let body = Bytes::from(file);
+    let mut ok = true;
+    for t in &targets {
+        let c = Client::new(t)?.timeout_ms(3_600_000);
+        let pb = spinner(&format!("restoring into {t}"));
+        let r = c.request(Method::POST, path, body.clone()).await;
+        pb.finish_and_clear();
+        match r {
+            Ok(r) if r.status.is_success() => {
+                let v: Value = serde_json::from_slice(&r.body)?;
+                println!(
+                    "  {t}: {} applied, {} already held (or newer), {} refused below the collection floor, {} refused for clock skew; root now {}",
+                    v["applied"], v["unchanged"], v["refused_below_floor"], v["refused_clock"],
+                    v["root"].as_str().unwrap_or("")
+                );
+            }
+            Ok(r) => {
+                ok = false;
+                println!("  {t}: {} {}", r.status.as_u16(), r.error_message());
+            }
+            Err(e) => {
+                ok = false;
+                println!("  {t}: {e}");
+            }
+        }
+    }
+    Ok(ok)
+}
