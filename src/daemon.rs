@@ -78,6 +78,21 @@ pub enum PolicyConfig {
     Quorum,
 }
 
+/// `role` in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Accepts client writes (default).
+    #[default]
+    Active,
+    /// Replicates everything, refuses client writes until promoted.
+    Standby,
+}
+
+/// The file in the data directory that records a promotion, so that a
+/// promoted standby stays active across restarts whatever its config says.
+pub const PROMOTED_FILE: &str = "promoted";
+
 /// `[limits]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -86,6 +101,8 @@ pub struct LimitsConfig {
     pub key_bytes_max: usize,
     /// Default 1 MiB (hard maximum 8 MiB).
     pub value_bytes_max: usize,
+    /// A recursive delete of more keys than this needs `force`. Default 1000.
+    pub recursive_delete_keys_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -93,6 +110,7 @@ impl Default for LimitsConfig {
         LimitsConfig {
             key_bytes_max: KEY_BYTES_MAX,
             value_bytes_max: VALUE_BYTES_MAX_DEFAULT,
+            recursive_delete_keys_max: 1_000,
         }
     }
 }
@@ -184,6 +202,8 @@ pub struct DaemonConfig {
     pub durability: DurabilityConfig,
     /// Default `available`.
     pub partition_policy: PolicyConfig,
+    /// `active` (default) or `standby`; a promoted standby stays active.
+    pub role: Role,
     pub limits: LimitsConfig,
     pub health: Thresholds,
     pub sync: SyncConfig,
@@ -204,6 +224,7 @@ impl Default for DaemonConfig {
             seeds: Vec::new(),
             durability: DurabilityConfig::default(),
             partition_policy: PolicyConfig::default(),
+            role: Role::default(),
             limits: LimitsConfig::default(),
             health: Thresholds::default(),
             sync: SyncConfig::default(),
@@ -257,6 +278,8 @@ impl DaemonConfig {
             policy: self.policy(),
             health: self.health,
             restore_bytes_max: api::RESTORE_BYTES_MAX_DEFAULT,
+            promoted_file: Some(self.data_dir.join(PROMOTED_FILE)),
+            recursive_delete_keys_max: self.limits.recursive_delete_keys_max,
         }
     }
 
@@ -341,6 +364,7 @@ impl Daemon {
             .limits(cfg.node_limits())
             .partition_policy(cfg.policy())
             .api_addr(cfg.api_told(api_addr))
+            .standby(cfg.role == Role::Standby && !cfg.data_dir.join(PROMOTED_FILE).exists())
             .tune(move |c| {
                 c.ae_interval_ms = sync.ae_interval_ms;
                 c.ae_jitter_ms = sync.ae_jitter_ms;

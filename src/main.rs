@@ -103,6 +103,8 @@ enum Command {
         #[arg(long)]
         only: bool,
     },
+    /// Make a standby node active: it accepts client writes from now on (and after restarts).
+    Promote,
     /// The node's health against its thresholds; exit 1 when unhealthy.
     Health {
         #[arg(long)]
@@ -264,6 +266,7 @@ fn run(cli: Cli) -> Result<bool> {
                     Command::Kv { command } => cli::kv(&client, command).await,
                     Command::Status { json } => cli::status(&client, json).await,
                     Command::Health { json } => cli::health(&client, json).await,
+                    Command::Promote => cli::promote(&client).await,
                     Command::Backup { command } => cli::backup::run(&client, command).await,
                     Command::Restore { files, force, only } => {
                         cli::backup::restore(&client, &files, force, only).await

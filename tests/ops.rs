@@ -190,3 +190,106 @@ fn scheduled_snapshots_keep_the_newest() {
         }
     }
 }
+
+/// Starts a node again from the config file `node()` wrote.
+fn restart(root: &Path, name: &str) -> (Proc, String) {
+    let path = root.join(format!("{name}.toml"));
+    let p = Proc::spawn(&["node", "--config", path.to_str().unwrap()]);
+    let lines = p.until("ready: api");
+    let api = apis(&lines).pop().expect("the api address");
+    (p, api)
+}
+
+#[test]
+fn standby_refuses_writes_until_promoted_and_stays_promoted() {
+    let root = dir("ops-standby");
+    let pa = free_udp_port();
+    let ps = free_udp_port();
+    let (_a, a) = node(&root, "a", "us", pa, &[], "");
+    let (s_proc, s) = node(&root, "s", "eu", ps, &[pa], "role = \"standby\"\n");
+    assert!(meridian(&a, &["kv", "put", "app/x", "1"]).status.success());
+    eventually("the standby replicates", || {
+        stdout(&meridian(&s, &["kv", "get", "app/x"])) == "1"
+    });
+    let o = meridian(&s, &["kv", "put", "app/x", "2"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("standby"),
+        "{o:?}"
+    );
+    let st = stdout(&meridian(&s, &["status", "--json"]));
+    assert!(st.contains("\"role\": \"standby\""), "{st}");
+    // Failover: promote it, then it takes writes, and they replicate back.
+    let o = meridian(&s, &["promote"]);
+    assert!(stdout(&o).contains("promoted"), "{o:?}");
+    assert!(meridian(&s, &["kv", "put", "app/x", "2"]).status.success());
+    eventually("the write replicates to a", || {
+        stdout(&meridian(&a, &["kv", "get", "app/x"])) == "2"
+    });
+    // Still active after a restart, although its config says standby.
+    assert!(s_proc.terminate().success());
+    let (_s2, s2) = restart(&root, "s");
+    assert!(meridian(&s2, &["kv", "put", "app/y", "3"]).status.success());
+}
+
+#[test]
+fn a_mass_delete_needs_force() {
+    let root = dir("ops-guard");
+    let extra = "[limits]\nrecursive_delete_keys_max = 5\n";
+    let (_a, a) = node(&root, "a", "us", free_udp_port(), &[], extra);
+    for i in 0..10 {
+        assert!(meridian(&a, &["kv", "put", &format!("p/{i}"), "v"])
+            .status
+            .success());
+    }
+    let o = meridian(&a, &["kv", "delete", "--recurse", "p/"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("recursive_delete_keys_max"),
+        "{o:?}"
+    );
+    assert_eq!(
+        stdout(&meridian(&a, &["kv", "list", "p/"])).lines().count(),
+        10
+    );
+    // Within the limit, no force needed; beyond it, with force.
+    let o = meridian(&a, &["kv", "delete", "--recurse", "p/1"]);
+    assert!(o.status.success(), "{o:?}");
+    let o = meridian(&a, &["kv", "delete", "--recurse", "--force", "p/"]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&meridian(&a, &["kv", "list", "p/"])), "");
+}
+
+#[test]
+fn a_wiped_node_is_syncing_and_unhealthy_until_rebuilt() {
+    let root = dir("ops-rebuild");
+    let pa = free_udp_port();
+    let (a_proc, a) = node(&root, "a", "us", pa, &[], "");
+    for i in 0..50 {
+        assert!(meridian(&a, &["kv", "put", &format!("k/{i}"), "v"])
+            .status
+            .success());
+    }
+    // Its only peer is down: the empty node waits, syncing, unhealthy.
+    assert!(a_proc.terminate().success());
+    let (_w, w) = node(&root, "w", "eu", free_udp_port(), &[pa], "");
+    let st = stdout(&meridian(&w, &["status"]));
+    assert!(st.contains("syncing"), "{st}");
+    let h = meridian(&w, &["health"]);
+    assert_eq!(h.status.code(), Some(1));
+    assert!(stdout(&h).contains("rebuilding"), "{h:?}");
+    // The peer returns: the rebuild completes, and health and roots follow.
+    let (_a2, a2) = restart(&root, "a");
+    eventually("w is active with a's root", || {
+        let s = stdout(&meridian(&w, &["status", "--json"]));
+        s.contains("\"state\": \"active\"") && stdout(&meridian(&w, &["verify"])).contains("agree")
+    });
+    assert_eq!(
+        stdout(&meridian(&w, &["kv", "list", "k/"])).lines().count(),
+        50
+    );
+    eventually("w is healthy", || {
+        meridian(&w, &["health"]).status.success()
+    });
+    let _ = a2;
+}

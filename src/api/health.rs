@@ -133,6 +133,8 @@ mod tests {
                 keys: 0,
                 tombstones: 0,
                 rebuilding: false,
+                rebuild_from: None,
+                standby: false,
                 peers,
                 reachable_regions: vec!["us".into()],
                 regions,

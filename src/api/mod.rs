@@ -71,6 +71,10 @@ pub struct ApiConfig {
     pub health: Thresholds,
     /// Largest backup file `POST /v1/restore` accepts.
     pub restore_bytes_max: usize,
+    /// Where `POST /v1/promote` records the promotion (so it outlives a restart).
+    pub promoted_file: Option<std::path::PathBuf>,
+    /// A recursive delete of more keys than this needs `?force`.
+    pub recursive_delete_keys_max: usize,
 }
 
 struct Api {
@@ -103,6 +107,7 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         .route("/v1/hashes", get(hashes))
         .route("/v1/health", get(health_check))
         .route("/v1/conflicts", get(conflicts))
+        .route("/v1/promote", axum::routing::post(promote))
         .route("/v1/backup", get(backup::backup))
         .route("/v1/restore", axum::routing::post(backup::restore))
         .route("/metrics", get(prometheus))
@@ -180,7 +185,7 @@ fn write_error(e: WriteError) -> ApiError {
             StatusCode::PAYLOAD_TOO_LARGE
         }
         WriteError::Key(_) | WriteError::CasMismatch { .. } => StatusCode::BAD_REQUEST,
-        WriteError::NoQuorum { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        WriteError::NoQuorum { .. } | WriteError::Standby => StatusCode::SERVICE_UNAVAILABLE,
         WriteError::Clock(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(code, e.to_string())
@@ -348,7 +353,8 @@ impl Api {
         h.insert("X-Consul-Index", HeaderValue::from(index.max(1)));
         let (leader, contact) = match self.status_cached() {
             Some(s) => {
-                let leader = self.cfg.policy == PartitionPolicy::Available || s.replica.quorum;
+                let leader = !s.replica.standby
+                    && (self.cfg.policy == PartitionPolicy::Available || s.replica.quorum);
                 let contact = s
                     .replica
                     .peers
@@ -561,6 +567,17 @@ async fn kv_delete(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
             ));
         }
         let list = api.node.list(&key).await.map_err(node_error)?;
+        let guard = api.cfg.recursive_delete_keys_max;
+        if list.len() > guard && !flag(&q, "force") {
+            return Err(error(
+                StatusCode::CONFLICT,
+                format!(
+                    "refusing to delete {} keys under {key:?}: more than recursive_delete_keys_max ({guard}); \
+                     add ?force (meridian kv delete --recurse --force) if you mean it",
+                    list.len()
+                ),
+            ));
+        }
         if list.len() > DELETE_KEYS_MAX {
             return Err(error(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -699,12 +716,24 @@ pub fn status_json(s: &NodeStatus, name: &str, api_addr: &str, t: &Thresholds) -
         })
         .collect();
     let reasons = health::assess(s, t);
+    // A rebuild's progress: how much of its source's feed it holds.
+    let rebuild = r.rebuild_from.and_then(|from| {
+        let p = r.peers.iter().find(|p| p.node == from)?;
+        Some(json!({
+            "from": p.name,
+            "applied": p.applied,
+            "of": p.applied + p.lag_index,
+            "keys": r.keys,
+        }))
+    });
     json!({
         "node": r.node.to_string(),
         "name": name,
         "region": r.region,
         "api": api_addr,
         "state": if r.rebuilding { "syncing" } else { "active" },
+        "role": if r.standby { "standby" } else { "active" },
+        "rebuild": rebuild,
         "index": r.index,
         "root": hex(&r.root),
         "keys": r.keys,
@@ -819,6 +848,32 @@ async fn conflicts(State(api): State<Arc<Api>>) -> Response {
         }
         Err(e) => node_error(e).into_response(),
     }
+}
+
+/// `POST /v1/promote`: a standby starts accepting client writes, and stays
+/// active across restarts.
+async fn promote(State(api): State<Arc<Api>>) -> Response {
+    let go = async {
+        let was = api.node.status().await.map_err(node_error)?.replica.standby;
+        if let Some(path) = api.cfg.promoted_file.clone() {
+            let write = tokio::task::spawn_blocking(move || {
+                std::fs::write(&path, b"promoted: this node ignores role = \"standby\"\n")
+                    .map_err(|e| format!("cannot record the promotion in {}: {e}", path.display()))
+            });
+            match write.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+                Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+            }
+        }
+        api.node.promote().await.map_err(node_error)?;
+        tracing::warn!(was_standby = was, "promoted: accepting client writes");
+        Ok::<_, ApiError>(
+            axum::Json(json!({ "role": "active", "was": if was { "standby" } else { "active" } }))
+                .into_response(),
+        )
+    };
+    go.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn prometheus(State(api): State<Arc<Api>>) -> Response {

@@ -44,6 +44,9 @@ pub enum KvCommand {
         key: String,
         #[arg(long)]
         recurse: bool,
+        /// Allow a recursive delete of more keys than the node's recursive_delete_keys_max.
+        #[arg(long, requires = "recurse")]
+        force: bool,
         /// Only if the key's modify index is this.
         #[arg(long, conflicts_with = "recurse")]
         cas: Option<u64>,
@@ -162,10 +165,15 @@ pub async fn kv(client: &Client, cmd: KvCommand) -> Result<bool> {
                 Ok(false)
             }
         }
-        KvCommand::Delete { key, recurse, cas } => {
+        KvCommand::Delete {
+            key,
+            recurse,
+            force,
+            cas,
+        } => {
             let mut path = format!("/v1/kv/{}", encode_path(&key));
             if recurse {
-                path.push_str("?recurse");
+                path.push_str(if force { "?recurse&force" } else { "?recurse" });
             } else if let Some(c) = cas {
                 path.push_str(&format!("?cas={c}"));
             }
@@ -282,6 +290,22 @@ pub async fn status(client: &Client, as_json: bool) -> Result<bool> {
         s["keys"],
         &root[..root.len().min(16)],
     );
+    if s["role"] == "standby" {
+        println!(
+            "role standby: replicates, refuses client writes (`meridian promote` makes it active)"
+        );
+    }
+    if let Some(r) = s["rebuild"].as_object() {
+        println!(
+            "syncing: rebuilding from {}, {} of its {} changes applied, {} keys so far",
+            r.get("from").and_then(Value::as_str).unwrap_or("?"),
+            r.get("applied").and_then(Value::as_u64).unwrap_or(0),
+            r.get("of").and_then(Value::as_u64).unwrap_or(0),
+            r.get("keys").and_then(Value::as_u64).unwrap_or(0),
+        );
+    } else if s["state"] == "syncing" {
+        println!("syncing: waiting for a peer to rebuild from");
+    }
     println!(
         "quorum {}  regions reachable {}/{}  conflicts {}  healthy {}",
         if s["quorum"].as_bool() == Some(true) {
@@ -343,6 +367,20 @@ pub async fn status(client: &Client, as_json: bool) -> Result<bool> {
             },
             ms(&g["for_ms"]),
         );
+    }
+    Ok(true)
+}
+
+pub async fn promote(client: &Client) -> Result<bool> {
+    let r = client
+        .request(Method::POST, "/v1/promote", Bytes::new())
+        .await?;
+    check(&r, "promote")?;
+    let v = json(&r)?;
+    if v["was"] == "standby" {
+        println!("promoted: {} accepts client writes now", client.addr());
+    } else {
+        println!("{} was already active", client.addr());
     }
     Ok(true)
 }

@@ -213,6 +213,9 @@ enum Command {
         prefix: String,
         reply: oneshot::Sender<Vec<KeyHash>>,
     },
+    Promote {
+        reply: oneshot::Sender<()>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -279,6 +282,14 @@ impl NodeBuilder {
 
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;
+        self
+    }
+
+    /// Starts as a standby: it replicates but refuses client writes until
+    /// [`Node::promote`].
+    pub fn standby(mut self, standby: bool) -> Self {
+        self.tune
+            .push(Box::new(move |c: &mut Config| c.standby = standby));
         self
     }
 
@@ -584,6 +595,11 @@ impl Node {
         let mut rx = self.notify.clone();
         let reached = rx.wait_for(|i| *i >= index).await.is_ok();
         reached
+    }
+
+    /// Makes a standby active: client writes are accepted from now on.
+    pub async fn promote(&self) -> Result<(), NodeError> {
+        self.call(|reply| Command::Promote { reply }).await
     }
 
     /// The kept conflicts (oldest first) and how many were seen since start.
@@ -1211,6 +1227,10 @@ impl Driver {
                 // Answer once the persist it produced is durable.
                 self.absorb();
                 self.barriers.push_back((self.issued, report, reply));
+            }
+            Command::Promote { reply } => {
+                self.replica.promote();
+                let _ = reply.send(());
             }
             Command::Conflicts { reply } => {
                 let log = self.replica.map().conflicts();

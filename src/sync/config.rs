@@ -33,6 +33,9 @@ pub struct Config {
     pub limits: Limits,
     /// Default: [`PartitionPolicy::Available`].
     pub partition_policy: PartitionPolicy,
+    /// A standby replicates everything but refuses client writes until
+    /// promoted ([`crate::sync::Replica::promote`]). Default false.
+    pub standby: bool,
     /// Largest lead of a remote stamp over our clock. Default 500 ms.
     pub clock_offset_ms_max: u64,
     /// How long a local write waits to be batched with others before it is
@@ -104,6 +107,7 @@ impl Config {
             cluster,
             limits: Limits::default(),
             partition_policy: PartitionPolicy::Available,
+            standby: false,
             clock_offset_ms_max: CLOCK_OFFSET_MS_MAX_DEFAULT,
             push_delay_ms: 2,
             heartbeat_interval_ms: 1_000,

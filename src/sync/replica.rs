@@ -29,6 +29,10 @@ pub enum WriteError {
         "no quorum: {reachable} of {total} regions reachable and partition_policy is \"quorum\""
     )]
     NoQuorum { reachable: usize, total: usize },
+    #[error(
+        "this node is a standby: write to an active node, or promote this one (`meridian promote`)"
+    )]
+    Standby,
     #[error("check-and-set failed: key's modify index is {actual}, not {expected}")]
     CasMismatch { expected: u64, actual: u64 },
 }
@@ -225,6 +229,10 @@ pub struct Status {
     pub keys: usize,
     pub tombstones: usize,
     pub rebuilding: bool,
+    /// The peer a rebuild is taking its full transfer from.
+    pub rebuild_from: Option<NodeId>,
+    /// A standby refuses client writes until promoted.
+    pub standby: bool,
     pub peers: Vec<PeerStatus>,
     pub reachable_regions: Vec<String>,
     /// Every known region, with since when it is (un)reachable.
@@ -364,6 +372,11 @@ impl Replica {
         self.map.root()
     }
 
+    /// Makes a standby active: it accepts client writes from now on.
+    pub fn promote(&mut self) {
+        self.cfg.standby = false;
+    }
+
     /// The collection floor: tombstones at or below it may have been dropped.
     pub fn gc_floor(&self) -> Hlc {
         self.gc_floor
@@ -470,6 +483,9 @@ impl Replica {
         now_ms: u64,
     ) -> Result<WriteReceipt, WriteError> {
         Key::check(key, self.cfg.limits.key_bytes_max)?;
+        if self.cfg.standby {
+            return Err(WriteError::Standby);
+        }
         if self.cfg.partition_policy == PartitionPolicy::Quorum && !self.has_quorum() {
             let (reachable, total) = self.region_counts();
             return Err(WriteError::NoQuorum { reachable, total });
@@ -1475,6 +1491,8 @@ impl Replica {
             keys: self.map.len() - self.map.tombstone_count(),
             tombstones: self.map.tombstone_count(),
             rebuilding: self.rebuilding,
+            rebuild_from: self.rebuild_from,
+            standby: self.cfg.standby,
             peers: self
                 .peers
                 .iter()
