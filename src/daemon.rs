@@ -24,6 +24,10 @@ use crate::net::tls::{NodeIdentity, TlsError};
 use crate::node::{Node, NodeError};
 use crate::store::Durability;
 use crate::sync::PartitionPolicy;
+use crate::webhook::{self, WebhookConfig};
+
+/// How often the daemon judges health (and publishes changes as events).
+pub const HEALTH_CHECK_MS: u64 = 1_000;
 
 /// How long open HTTP connections (watch streams, blocking queries) may
 /// keep a stopping daemon waiting before they are cut.
@@ -208,6 +212,8 @@ pub struct DaemonConfig {
     pub health: Thresholds,
     pub sync: SyncConfig,
     pub backup: BackupConfig,
+    /// `[[webhooks]]`: endpoints that receive events. Default none.
+    pub webhooks: Vec<WebhookConfig>,
 }
 
 impl Default for DaemonConfig {
@@ -229,6 +235,7 @@ impl Default for DaemonConfig {
             health: Thresholds::default(),
             sync: SyncConfig::default(),
             backup: BackupConfig::default(),
+            webhooks: Vec::new(),
         }
     }
 }
@@ -262,6 +269,9 @@ impl DaemonConfig {
         }
         if self.region.is_empty() {
             return Err(DaemonError::Invalid("region is required".into()));
+        }
+        for w in &self.webhooks {
+            w.target().map_err(DaemonError::Invalid)?;
         }
         let b = &self.backup;
         if b.interval_ms > 0 && (b.interval_ms < SNAPSHOT_INTERVAL_MS_MIN || b.keep == 0) {
@@ -320,6 +330,8 @@ pub struct Daemon {
     stop_http: Option<oneshot::Sender<()>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
     snapshots: Option<JoinHandle<()>>,
+    /// Health monitor and webhook deliveries.
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -396,12 +408,18 @@ impl Daemon {
         );
         let snapshots = (cfg.backup.interval_ms > 0)
             .then(|| tokio::spawn(snapshot_loop(node.clone(), cfg.backup.clone())));
+        let mut tasks = vec![tokio::spawn(health_loop(node.clone(), cfg.health))];
+        for w in &cfg.webhooks {
+            let (handles, _stats) = webhook::spawn(&node, w).map_err(DaemonError::Invalid)?;
+            tasks.extend(handles);
+        }
         Ok(Daemon {
             node,
             api_addr,
             stop_http: Some(stop_tx),
             http: Some(http),
             snapshots,
+            tasks,
         })
     }
 
@@ -420,6 +438,9 @@ impl Daemon {
         if let Some(s) = self.snapshots.take() {
             s.abort();
         }
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
         if let Some(stop) = self.stop_http.take() {
             let _ = stop.send(());
         }
@@ -431,6 +452,27 @@ impl Daemon {
         }
         self.node.stop().await?;
         Ok(())
+    }
+}
+
+/// Judges health every [`HEALTH_CHECK_MS`]; publishes each change as an event.
+async fn health_loop(node: Arc<Node>, thresholds: Thresholds) {
+    let mut healthy = true;
+    loop {
+        tokio::time::sleep(Duration::from_millis(HEALTH_CHECK_MS)).await;
+        let Ok(status) = node.status().await else {
+            return;
+        };
+        let reasons: Vec<String> = api::health::assess(&status, &thresholds)
+            .into_iter()
+            .map(|r| r.message)
+            .collect();
+        let now = reasons.is_empty();
+        if now != healthy {
+            healthy = now;
+            tracing::warn!(healthy, ?reasons, "health changed");
+            node.publish(crate::node::EventKind::Health { healthy, reasons });
+        }
     }
 }
 

@@ -61,6 +61,9 @@ enum Command {
         /// After start, cut the last region off, write on both sides, heal and time the convergence.
         #[arg(long)]
         partition_demo: bool,
+        /// Every node posts its events (JSON) to this http:// URL.
+        #[arg(long)]
+        webhook: Option<String>,
     },
     /// Read and write keys.
     Kv {
@@ -248,6 +251,7 @@ fn run(cli: Cli) -> Result<bool> {
             dir,
             api_port,
             partition_demo,
+            webhook,
         } => {
             logging(cli.log_format, "warn");
             runtime()?.block_on(cli::dev::run(cli::dev::DevArgs {
@@ -256,6 +260,7 @@ fn run(cli: Cli) -> Result<bool> {
                 dir,
                 api_port,
                 partition_demo,
+                webhook,
             }))
         }
         command => {

@@ -206,7 +206,25 @@ fn standby_refuses_writes_until_promoted_and_stays_promoted() {
     let pa = free_udp_port();
     let ps = free_udp_port();
     let (_a, a) = node(&root, "a", "us", pa, &[], "");
+    // a's event stream reports the standby joining.
+    let rt = rt();
+    let mut events = rt
+        .block_on(Client::new(&a).unwrap().stream("/v1/events"))
+        .unwrap();
     let (s_proc, s) = node(&root, "s", "eu", ps, &[pa], "role = \"standby\"\n");
+    let up = rt.block_on(async {
+        loop {
+            let e = events.next_event().await.unwrap().unwrap();
+            if e.event == "peer_up" {
+                return e;
+            }
+        }
+    });
+    let doc: serde_json::Value = serde_json::from_str(&up.data).unwrap();
+    assert_eq!(
+        (doc["peer_name"].as_str(), doc["name"].as_str()),
+        (Some("s"), Some("a"))
+    );
     assert!(meridian(&a, &["kv", "put", "app/x", "1"]).status.success());
     eventually("the standby replicates", || {
         stdout(&meridian(&s, &["kv", "get", "app/x"])) == "1"
@@ -292,4 +310,77 @@ fn a_wiped_node_is_syncing_and_unhealthy_until_rebuilt() {
         meridian(&w, &["health"]).status.success()
     });
     let _ = a2;
+}
+
+#[test]
+fn webhooks_receive_partition_and_heal_events_from_a_real_partition() {
+    // A receiver for the webhooks.
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        rt().block_on(async move {
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            let app = axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |body: axum::body::Bytes| {
+                    let tx = tx.clone();
+                    async move {
+                        let _ = tx.send(serde_json::from_slice(&body).unwrap());
+                        "ok"
+                    }
+                }),
+            );
+            axum::serve(l, app).await.unwrap();
+        })
+    });
+    // The dev cluster's partition demo cuts a region off under QUIC (a
+    // fault-injecting socket), writes on both sides, and heals.
+    let d = dir("ops-webhook");
+    let p = Proc::spawn(&[
+        "dev",
+        "--dir",
+        d.to_str().unwrap(),
+        "--api-port",
+        "0",
+        "--regions",
+        "2",
+        "--partition-demo",
+        "--webhook",
+        &hook,
+    ]);
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let has = |seen: &[serde_json::Value], kind: &str| seen.iter().any(|e| e["type"] == kind);
+    while !(has(&seen, "partition_detected") && has(&seen, "partition_healed")) {
+        let left = deadline.checked_duration_since(std::time::Instant::now());
+        let Some(left) = left else {
+            panic!("no partition_detected and partition_healed events; got {seen:#?}");
+        };
+        if let Ok(e) = rx.recv_timeout(left) {
+            seen.push(e);
+        }
+    }
+    let detected = seen
+        .iter()
+        .find(|e| e["type"] == "partition_detected")
+        .unwrap();
+    assert!(
+        detected["cut_region"].is_string() && detected["name"].is_string(),
+        "{detected}"
+    );
+    let healed = seen
+        .iter()
+        .find(|e| e["type"] == "partition_healed")
+        .unwrap();
+    assert!(healed["keys_exchanged"].as_u64().unwrap() > 0, "{healed}");
+    assert!(healed["partition_ms"].as_u64().unwrap() > 0, "{healed}");
+    assert!(healed["converge_ms"].is_u64(), "{healed}");
+    // Peers going down and coming back were reported too.
+    assert!(
+        has(&seen, "peer_down") && has(&seen, "peer_up"),
+        "{seen:#?}"
+    );
+    drop(p);
 }

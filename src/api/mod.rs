@@ -16,6 +16,7 @@
 //! sessions and locks (`acquire`, `release`) are refused with a 400.
 
 mod backup;
+pub mod events;
 pub mod health;
 pub mod metrics;
 
@@ -108,6 +109,7 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         .route("/v1/health", get(health_check))
         .route("/v1/conflicts", get(conflicts))
         .route("/v1/promote", axum::routing::post(promote))
+        .route("/v1/events", get(events_stream))
         .route("/v1/backup", get(backup::backup))
         .route("/v1/restore", axum::routing::post(backup::restore))
         .route("/metrics", get(prometheus))
@@ -848,6 +850,41 @@ async fn conflicts(State(api): State<Arc<Api>>) -> Response {
         }
         Err(e) => node_error(e).into_response(),
     }
+}
+
+/// `GET /v1/events`: operators' events (see [`events`]) as server-sent
+/// events, from now on. A stream that falls behind gets a `missed` event
+/// saying how many it lost.
+async fn events_stream(State(api): State<Arc<Api>>) -> Response {
+    let permit = match api.permit() {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let rx = api.node.subscribe();
+    let who = (
+        api.node.id().to_string(),
+        api.node.name().to_string(),
+        api.node.region().to_string(),
+    );
+    let stream =
+        futures_util::stream::unfold((rx, permit, who), |(mut rx, permit, who)| async move {
+            use tokio::sync::broadcast::error::RecvError;
+            let ev = match rx.recv().await {
+                Ok(e) => {
+                    let doc = events::event_json(&e, &who.0, &who.1, &who.2);
+                    let kind = doc["type"].as_str().unwrap_or("event").to_string();
+                    SseEvent::default().event(kind).data(doc.to_string())
+                }
+                Err(RecvError::Lagged(n)) => SseEvent::default()
+                    .event("missed")
+                    .data(json!({ "missed": n }).to_string()),
+                Err(RecvError::Closed) => return None,
+            };
+            Some((Ok::<_, Infallible>(ev), (rx, permit, who)))
+        });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
 }
 
 /// `POST /v1/promote`: a standby starts accepting client writes, and stays

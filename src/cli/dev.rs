@@ -23,6 +23,8 @@ pub struct DevArgs {
     pub dir: PathBuf,
     pub api_port: u16,
     pub partition_demo: bool,
+    /// Every node posts its events here.
+    pub webhook: Option<String>,
 }
 
 struct DevNode {
@@ -95,6 +97,14 @@ pub async fn run(a: DevArgs) -> Result<bool> {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             api: SocketAddr::from(([127, 0, 0, 1], api_port)),
             seeds: seed.into_iter().collect(),
+            webhooks: a
+                .webhook
+                .iter()
+                .map(|url| meridian::webhook::WebhookConfig {
+                    url: url.clone(),
+                    events: Vec::new(),
+                })
+                .collect(),
             ..DaemonConfig::default()
         };
         let faults = Faults::new();

@@ -120,6 +120,25 @@ pub struct NodeStatus {
     pub commit_latency: Histogram,
 }
 
+/// Most events buffered for each subscriber; a slower one misses the oldest.
+pub const EVENTS_BUFFERED_MAX: usize = 1_024;
+
+/// Something an operator should hear about, with when it happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeEvent {
+    /// Physical time, ms since the epoch.
+    pub at_ms: u64,
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventKind {
+    /// Decided by the replica: connectivity, partitions, repairs, refusals.
+    Replica(Event),
+    /// The node's health changed (published by whoever judges it: the daemon).
+    Health { healthy: bool, reasons: Vec<String> },
+}
+
 /// A consistent copy of a node's entries (tombstones included) changed
 /// after `since` (all of them for 0), taken at one instant of its state.
 #[derive(Debug, Clone)]
@@ -420,6 +439,7 @@ impl NodeBuilder {
                 source,
             })?;
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
+        let (events_tx, _) = tokio::sync::broadcast::channel(EVENTS_BUFFERED_MAX);
         let (notify_tx, notify_rx) = watch::channel(replica.map().index());
         let driver = Driver {
             me: state.node,
@@ -438,6 +458,7 @@ impl NodeBuilder {
             store_tx: Some(store_tx),
             pending: HashMap::new(),
             barriers: VecDeque::new(),
+            events_tx: events_tx.clone(),
             notify: notify_tx,
             events: VecDeque::new(),
             failed: None,
@@ -455,6 +476,7 @@ impl NodeBuilder {
             region: self.region.clone(),
             cluster,
             api_addr,
+            events: events_tx,
             cmd: cmd_tx,
             notify: notify_rx,
             local_addr,
@@ -472,6 +494,7 @@ pub struct Node {
     region: String,
     cluster: crate::core::codec::ClusterId,
     api_addr: String,
+    events: tokio::sync::broadcast::Sender<NodeEvent>,
     cmd: mpsc::Sender<Command>,
     notify: watch::Receiver<u64>,
     local_addr: SocketAddr,
@@ -509,6 +532,20 @@ impl Node {
 
     pub fn region(&self) -> &str {
         &self.region
+    }
+
+    /// Events from now on. A subscriber that falls more than
+    /// [`EVENTS_BUFFERED_MAX`] behind is told how many it missed.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<NodeEvent> {
+        self.events.subscribe()
+    }
+
+    /// Publishes an event judged outside the node (health changes).
+    pub fn publish(&self, kind: EventKind) {
+        let _ = self.events.send(NodeEvent {
+            at_ms: now_ms(),
+            kind,
+        });
     }
 
     /// The cluster this node belongs to (derived from its CA).
@@ -763,6 +800,7 @@ struct Driver {
     started_ms: u64,
     store_tx: Option<std::sync::mpsc::Sender<(Vec<PersistBatch>, u64)>>,
     pending: HashMap<Stamp, oneshot::Sender<Result<WriteReceipt, NodeError>>>,
+    events_tx: tokio::sync::broadcast::Sender<NodeEvent>,
     /// Imports waiting for the persist numbered by their first field.
     barriers: VecDeque<(u64, ImportReport, ImportReply)>,
     notify: watch::Sender<u64>,
@@ -954,6 +992,10 @@ impl Driver {
             }
             Output::Event(e) => {
                 tracing::info!("event: {e:?}");
+                let _ = self.events_tx.send(NodeEvent {
+                    at_ms: now_ms(),
+                    kind: EventKind::Replica(e.clone()),
+                });
                 if self.events.len() == EVENTS_KEPT_MAX {
                     self.events.pop_front();
                 }

@@ -756,6 +756,14 @@ impl Sim {
                     Event::StampCollision { key } => {
                         return self.fail(format!("stamp collision on {key:?} at node {i}"));
                     }
+                    // Connectivity and repair reports: what operators see.
+                    Event::PeerUp { .. }
+                    | Event::PeerDown { .. }
+                    | Event::PartitionDetected { .. }
+                    | Event::PartitionEnded { .. }
+                    | Event::PartitionHealed { .. }
+                    | Event::DivergenceFound { .. }
+                    | Event::DivergenceRepaired { .. } => {}
                     Event::PeerRefused { .. }
                     | Event::PeerStale { .. }
                     | Event::Resynced { .. } => {

@@ -74,6 +74,35 @@ pub enum Event {
     Resynced { from: NodeId, dropped: usize },
     /// Two different entries carried the same stamp (a bug or corruption).
     StampCollision { key: Key },
+    /// A peer's hello was accepted: it is connected.
+    PeerUp {
+        peer: NodeId,
+        name: String,
+        region: String,
+    },
+    /// The connection to a peer was lost.
+    PeerDown {
+        peer: NodeId,
+        name: String,
+        region: String,
+    },
+    /// No peer of this region is reachable any more (a partition, from here).
+    PartitionDetected { region: String },
+    /// A peer of this region is reachable again after `partition_ms`.
+    PartitionEnded { region: String, partition_ms: u64 },
+    /// After a partition ended, this replica and a peer of that region were
+    /// found to hold equal state: `keys_exchanged` entries crossed (applied
+    /// here or sent from here) since the end, in `converge_ms`.
+    PartitionHealed {
+        region: String,
+        partition_ms: u64,
+        keys_exchanged: u64,
+        converge_ms: u64,
+    },
+    /// Anti-entropy found this replica's root differs from a peer's.
+    DivergenceFound { peer: NodeId },
+    /// Anti-entropy applied entries from a peer that the push had missed.
+    DivergenceRepaired { peer: NodeId, keys: u64 },
 }
 
 /// An effect for the driver to carry out, in order: an output may be carried
@@ -111,6 +140,7 @@ pub struct Metrics {
     pub ae_rounds_equal: u64,
     pub ae_entries_sent: u64,
     pub ae_entries_applied: u64,
+    pub feed_entries_sent: u64,
     pub below_floor_refused: u64,
     pub clock_skew_refusals: u64,
     pub peers_refused: u64,
@@ -168,6 +198,17 @@ struct AeSession {
     id: u64,
     peer: NodeId,
     started_ms: u64,
+    /// The peer answered with a level: the roots differed.
+    diverged: bool,
+}
+
+/// A region whose partition ended, until equal state is confirmed with it.
+#[derive(Debug, Clone)]
+struct Healing {
+    ended_ms: u64,
+    partition_ms: u64,
+    /// `entries_moved()` when it ended.
+    moved_at_end: u64,
 }
 
 /// Per-peer view for status reports.
@@ -271,6 +312,8 @@ pub struct Replica {
     rebuild_from: Option<NodeId>,
     /// Per known region: reachable, and since when (ms).
     regions: BTreeMap<String, (bool, u64)>,
+    /// Regions whose partition ended, until equal state is confirmed.
+    healing: BTreeMap<String, Healing>,
     metrics: Metrics,
 }
 
@@ -340,6 +383,7 @@ impl Replica {
             rebuilding,
             rebuild_from: None,
             regions: BTreeMap::from([(cfg.region.clone(), (true, now_ms))]),
+            healing: BTreeMap::new(),
             metrics: Metrics::default(),
             cfg,
         };
@@ -549,13 +593,44 @@ impl Replica {
             *up.entry(&p.region).or_insert(false) |= p.ready;
         }
         up.insert(&self.cfg.region, true);
+        let mut flips = Vec::new();
         for (region, reachable) in up {
             match self.regions.get_mut(region) {
                 Some(state) if state.0 == reachable => {}
-                Some(state) => *state = (reachable, now_ms),
+                Some(state) => {
+                    flips.push((
+                        region.to_string(),
+                        reachable,
+                        now_ms.saturating_sub(state.1),
+                    ));
+                    *state = (reachable, now_ms);
+                }
                 None => {
                     self.regions.insert(region.to_string(), (reachable, now_ms));
                 }
+            }
+        }
+        for (region, reachable, lasted_ms) in flips {
+            if reachable {
+                let moved_at_end = self.entries_moved();
+                self.healing.insert(
+                    region.clone(),
+                    Healing {
+                        ended_ms: now_ms,
+                        partition_ms: lasted_ms,
+                        moved_at_end,
+                    },
+                );
+                // Compare states soon: once the catch-up has had a moment.
+                self.ae_next_ms = self.ae_next_ms.min(now_ms + self.cfg.heartbeat_interval_ms);
+                self.staged.push(Output::Event(Event::PartitionEnded {
+                    region,
+                    partition_ms: lasted_ms,
+                }));
+            } else {
+                self.healing.remove(&region);
+                self.staged
+                    .push(Output::Event(Event::PartitionDetected { region }));
             }
         }
     }
@@ -608,6 +683,13 @@ impl Replica {
     /// The transport lost `peer`.
     pub fn disconnected(&mut self, peer: NodeId, now_ms: u64) {
         if let Some(p) = self.peers.get_mut(&peer) {
+            if p.ready {
+                self.staged.push(Output::Event(Event::PeerDown {
+                    peer,
+                    name: p.name.clone(),
+                    region: p.region.clone(),
+                }));
+            }
             p.ready = false;
             p.transport = false;
             p.hello_confirmed = false;
@@ -682,14 +764,23 @@ impl Replica {
                     Message::Ack { applied, frontier } => {
                         self.on_ack(from, applied, frontier, now_ms)
                     }
-                    Message::AeRoot { session, root } => self.on_ae_root(from, session, root),
-                    Message::AeDone { session } => self.end_session(from, session),
+                    Message::AeRoot { session, root } => {
+                        self.on_ae_root(from, session, root, now_ms)
+                    }
+                    Message::AeDone { session } => self.on_ae_done(from, session, now_ms),
                     Message::AeLevel {
                         session,
                         level,
                         parents,
                         hashes,
-                    } => self.on_ae_level(from, session, level, &parents, &hashes),
+                    } => {
+                        if let Some(s) = self.ae_session.as_mut() {
+                            if s.peer == from && s.id == session {
+                                s.diverged = true;
+                            }
+                        }
+                        self.on_ae_level(from, session, level, &parents, &hashes)
+                    }
                     Message::AeLeaves {
                         session,
                         leaves,
@@ -737,6 +828,13 @@ impl Replica {
         let horizon_floor = self.horizon_floor;
         let index = self.map.index();
         let p = self.peers.entry(from).or_default();
+        if !p.ready {
+            self.staged.push(Output::Event(Event::PeerUp {
+                peer: from,
+                name: h.name.clone(),
+                region: h.region.clone(),
+            }));
+        }
         if (&p.region, &p.name, &p.api) != (&h.region, &h.name, &h.api) {
             p.region = h.region;
             p.name = h.name;
@@ -960,6 +1058,8 @@ impl Replica {
         self.dirty_meta = true;
         self.rebuilding = true;
         self.rebuild_from = None;
+        // A round begun on the state we just dropped is void.
+        self.ae_session = None;
         // Say hello again, first to the peer that told us: it sends everything.
         self.say_hello(from);
         let others: Vec<NodeId> = self
@@ -1060,6 +1160,7 @@ impl Replica {
             p.sent = to;
             p.in_flight.push_back(to);
             p.last_sent_ms = now_ms;
+            self.metrics.feed_entries_sent += entries.len() as u64;
             let msg = Message::Feed(Feed {
                 from,
                 to,
@@ -1178,6 +1279,7 @@ impl Replica {
             id,
             peer,
             started_ms: now_ms,
+            diverged: false,
         });
         self.metrics.ae_rounds_started += 1;
         let root = self.map.root();
@@ -1193,12 +1295,48 @@ impl Replica {
         }
     }
 
-    fn on_ae_root(&mut self, from: NodeId, session: u64, root: Hash) {
+    /// The peer ended our session: with no level exchanged, our roots were equal.
+    fn on_ae_done(&mut self, from: NodeId, session: u64, now_ms: u64) {
+        let ours = self
+            .ae_session
+            .filter(|s| s.peer == from && s.id == session);
+        self.end_session(from, session);
+        if ours.is_some_and(|s| !s.diverged) {
+            self.equal_with(from, now_ms);
+        }
+    }
+
+    /// Every entry applied here or sent from here so far.
+    fn entries_moved(&self) -> u64 {
+        let m = &self.metrics;
+        m.feed_entries_applied + m.ae_entries_applied + m.feed_entries_sent + m.ae_entries_sent
+    }
+
+    /// This replica and `peer` hold equal state: a partition with its region has healed.
+    fn equal_with(&mut self, peer: NodeId, now_ms: u64) {
+        let Some(region) = self.peers.get(&peer).map(|p| p.region.clone()) else {
+            return;
+        };
+        if let Some(h) = self.healing.remove(&region) {
+            let keys_exchanged = self.entries_moved().saturating_sub(h.moved_at_end);
+            self.staged.push(Output::Event(Event::PartitionHealed {
+                region,
+                partition_ms: h.partition_ms,
+                keys_exchanged,
+                converge_ms: now_ms.saturating_sub(h.ended_ms),
+            }));
+        }
+    }
+
+    fn on_ae_root(&mut self, from: NodeId, session: u64, root: Hash, now_ms: u64) {
         if root == self.map.root() {
             self.metrics.ae_rounds_equal += 1;
             self.send(from, Message::AeDone { session });
+            self.equal_with(from, now_ms);
             return;
         }
+        self.staged
+            .push(Output::Event(Event::DivergenceFound { peer: from }));
         let hashes = self.map.digest().children(1, &[0]);
         self.send(
             from,
@@ -1355,10 +1493,18 @@ impl Replica {
         if !self.check_skew(from, entries.iter().map(|(_, e)| e.stamp.hlc), now_ms) {
             return;
         }
+        let mut repaired = 0;
         for (k, e) in entries {
             if self.merge_entry(k, e, self.gc_floor, now_ms) {
                 self.metrics.ae_entries_applied += 1;
+                repaired += 1;
             }
+        }
+        if repaired > 0 {
+            self.staged.push(Output::Event(Event::DivergenceRepaired {
+                peer: from,
+                keys: repaired,
+            }));
         }
         if want.is_empty() {
             self.end_session(from, session);

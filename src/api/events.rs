@@ -1,0 +1,103 @@
+//! Events as operators see them: one JSON shape for `/v1/events` (server-sent
+//! events) and for webhooks. Every event has `type`, `at_ms`, `node`, `name`
+//! and `region` (of the reporting node), plus fields of its own.
+
+use serde_json::{json, Value};
+
+use crate::node::{EventKind, NodeEvent};
+use crate::sync::Event;
+
+/// Every event type, as `type` names it (what webhook filters accept).
+pub const EVENT_TYPES: [&str; 13] = [
+    "peer_up",
+    "peer_down",
+    "partition_detected",
+    "partition_ended",
+    "partition_healed",
+    "divergence_found",
+    "divergence_repaired",
+    "clock_skew",
+    "peer_refused",
+    "peer_stale",
+    "resynced",
+    "stamp_collision",
+    "health_changed",
+];
+
+/// The type name and the fields of an event.
+pub fn event_fields(kind: &EventKind) -> (&'static str, Value) {
+    match kind {
+        EventKind::Health { healthy, reasons } => (
+            "health_changed",
+            json!({ "healthy": healthy, "reasons": reasons }),
+        ),
+        EventKind::Replica(e) => match e {
+            Event::PeerUp { peer, name, region } => (
+                "peer_up",
+                json!({ "peer": peer.to_string(), "peer_name": name, "peer_region": region }),
+            ),
+            Event::PeerDown { peer, name, region } => (
+                "peer_down",
+                json!({ "peer": peer.to_string(), "peer_name": name, "peer_region": region }),
+            ),
+            Event::PartitionDetected { region } => {
+                ("partition_detected", json!({ "cut_region": region }))
+            }
+            Event::PartitionEnded {
+                region,
+                partition_ms,
+            } => (
+                "partition_ended",
+                json!({ "cut_region": region, "partition_ms": partition_ms }),
+            ),
+            Event::PartitionHealed {
+                region,
+                partition_ms,
+                keys_exchanged,
+                converge_ms,
+            } => (
+                "partition_healed",
+                json!({
+                    "cut_region": region,
+                    "partition_ms": partition_ms,
+                    "keys_exchanged": keys_exchanged,
+                    "converge_ms": converge_ms,
+                }),
+            ),
+            Event::DivergenceFound { peer } => {
+                ("divergence_found", json!({ "peer": peer.to_string() }))
+            }
+            Event::DivergenceRepaired { peer, keys } => (
+                "divergence_repaired",
+                json!({ "peer": peer.to_string(), "keys": keys }),
+            ),
+            Event::ClockSkew { peer, ahead_ms } => (
+                "clock_skew",
+                json!({ "peer": peer.to_string(), "ahead_ms": ahead_ms }),
+            ),
+            Event::PeerRefused { peer, reason } => (
+                "peer_refused",
+                json!({ "peer": peer.to_string(), "reason": reason.to_string() }),
+            ),
+            Event::PeerStale { peer } => ("peer_stale", json!({ "peer": peer.to_string() })),
+            Event::Resynced { from, dropped } => (
+                "resynced",
+                json!({ "from": from.to_string(), "dropped": dropped }),
+            ),
+            Event::StampCollision { key } => ("stamp_collision", json!({ "key": key.as_str() })),
+        },
+    }
+}
+
+/// The whole JSON document of an event reported by node `node` (`name`, `region`).
+pub fn event_json(e: &NodeEvent, node: &str, name: &str, region: &str) -> Value {
+    let (kind, mut fields) = event_fields(&e.kind);
+    if let Value::Object(m) = &mut fields {
+        m.insert("type".into(), kind.into());
+        m.insert("at_ms".into(), e.at_ms.into());
+        m.insert("node".into(), node.into());
+        m.insert("name".into(), name.into());
+        m.insert("region".into(), region.into());
+    }
+    fields
+}

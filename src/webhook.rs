@@ -1,0 +1,160 @@
+//! `webhook`: delivers a node's events to HTTP endpoints.
+//!
+//! Owns one delivery task per configured endpoint: events (filtered by
+//! type) enter a bounded queue of [`WEBHOOK_QUEUE_MAX`]; when it is full new
+//! events are dropped and counted. Each event is POSTed as JSON (the shape
+//! of [`crate::api::events::event_json`]) and retried with doubling delays,
+//! [`WEBHOOK_ATTEMPTS_MAX`] attempts in all; then it is dropped, counted and
+//! logged. Plain HTTP only: put a relay in front of an HTTPS receiver.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::api::events::{event_json, EVENT_TYPES};
+use crate::client::Client;
+use crate::node::Node;
+
+/// Events waiting for one endpoint.
+pub const WEBHOOK_QUEUE_MAX: usize = 1_024;
+/// Delivery attempts per event.
+pub const WEBHOOK_ATTEMPTS_MAX: u32 = 5;
+/// First retry delay; it doubles each time.
+pub const WEBHOOK_RETRY_MS_MIN: u64 = 200;
+/// Longest wait for an endpoint's answer.
+pub const WEBHOOK_TIMEOUT_MS: u64 = 5_000;
+
+/// `[[webhooks]]` in the config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host:port/path`.
+    pub url: String,
+    /// Event types to send (see the README); empty: every type.
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+impl WebhookConfig {
+    /// The endpoint's address and path, or why the config is wrong.
+    pub fn target(&self) -> Result<(String, String), String> {
+        let rest = self.url.strip_prefix("http://").ok_or_else(|| {
+            format!(
+                "webhook url {:?} must start with http:// (HTTPS receivers need a relay)",
+                self.url
+            )
+        })?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        if authority.is_empty() {
+            return Err(format!("webhook url {:?} has no host", self.url));
+        }
+        for e in &self.events {
+            if !EVENT_TYPES.contains(&e.as_str()) {
+                return Err(format!(
+                    "webhook event type {e:?} is unknown; known: {}",
+                    EVENT_TYPES.join(", ")
+                ));
+            }
+        }
+        Ok((authority.to_string(), path.to_string()))
+    }
+}
+
+/// Counters of one endpoint.
+#[derive(Debug, Default)]
+pub struct WebhookStats {
+    pub delivered: AtomicU64,
+    /// Dropped on a full queue, or by a subscriber that fell behind.
+    pub dropped_queue: AtomicU64,
+    /// Dropped after every attempt failed.
+    pub dropped_failed: AtomicU64,
+}
+
+/// Starts delivering `node`'s events to `cfg`'s endpoint. The tasks end
+/// when the node stops or the handles are aborted.
+pub fn spawn(
+    node: &Arc<Node>,
+    cfg: &WebhookConfig,
+) -> Result<(Vec<JoinHandle<()>>, Arc<WebhookStats>), String> {
+    let (authority, path) = cfg.target()?;
+    let client = Client::new(&authority)
+        .map_err(|e| e.to_string())?
+        .timeout_ms(WEBHOOK_TIMEOUT_MS);
+    let stats = Arc::new(WebhookStats::default());
+    let (tx, rx) = mpsc::channel::<Bytes>(WEBHOOK_QUEUE_MAX);
+    let mut events = node.subscribe();
+    let filter = cfg.events.clone();
+    let who = (
+        node.id().to_string(),
+        node.name().to_string(),
+        node.region().to_string(),
+    );
+    let s = stats.clone();
+    let collect = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(e) => {
+                    let doc = event_json(&e, &who.0, &who.1, &who.2);
+                    let kind = doc["type"].as_str().unwrap_or("");
+                    if !filter.is_empty() && !filter.iter().any(|f| f == kind) {
+                        continue;
+                    }
+                    if tx.try_send(Bytes::from(doc.to_string())).is_err() {
+                        s.dropped_queue.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    s.dropped_queue.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    let deliver = tokio::spawn(deliver(client, path, rx, stats.clone()));
+    Ok((vec![collect, deliver], stats))
+}
+
+async fn deliver(
+    client: Client,
+    path: String,
+    mut rx: mpsc::Receiver<Bytes>,
+    stats: Arc<WebhookStats>,
+) {
+    while let Some(body) = rx.recv().await {
+        let mut delay = WEBHOOK_RETRY_MS_MIN;
+        let mut last = String::new();
+        let mut sent = false;
+        for attempt in 1..=WEBHOOK_ATTEMPTS_MAX {
+            match client.request(Method::POST, &path, body.clone()).await {
+                Ok(r) if r.status.is_success() => {
+                    sent = true;
+                    break;
+                }
+                Ok(r) => last = format!("HTTP {}", r.status.as_u16()),
+                Err(e) => last = e.to_string(),
+            }
+            if attempt < WEBHOOK_ATTEMPTS_MAX {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                delay *= 2;
+            }
+        }
+        if sent {
+            stats.delivered.fetch_add(1, Ordering::Relaxed);
+        } else {
+            stats.dropped_failed.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                webhook = %client.addr(),
+                "dropping an event after {WEBHOOK_ATTEMPTS_MAX} failed attempts: {last}"
+            );
+        }
+    }
+}
