@@ -178,6 +178,25 @@ impl Default for BackupConfig {
 /// Shortest interval between scheduled snapshots.
 pub const SNAPSHOT_INTERVAL_MS_MIN: u64 = 1_000;
 
+/// `[history]`: versions of each key kept for `kv history` and `kv rollback`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Versions kept per key. Default 10; 0 keeps none.
+    pub versions_max: usize,
+    /// Bytes kept in all (keys, values, 64 bytes per version). Default 64 MiB.
+    pub bytes_max: usize,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            versions_max: crate::node::history::HISTORY_VERSIONS_MAX_DEFAULT,
+            bytes_max: crate::node::history::HISTORY_BYTES_MAX_DEFAULT,
+        }
+    }
+}
+
 /// A node's configuration file (see the README's config reference).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -212,6 +231,7 @@ pub struct DaemonConfig {
     pub health: Thresholds,
     pub sync: SyncConfig,
     pub backup: BackupConfig,
+    pub history: HistoryConfig,
     /// `[[webhooks]]`: endpoints that receive events. Default none.
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -235,6 +255,7 @@ impl Default for DaemonConfig {
             health: Thresholds::default(),
             sync: SyncConfig::default(),
             backup: BackupConfig::default(),
+            history: HistoryConfig::default(),
             webhooks: Vec::new(),
         }
     }
@@ -375,6 +396,7 @@ impl Daemon {
             })
             .limits(cfg.node_limits())
             .partition_policy(cfg.policy())
+            .history(cfg.history.versions_max, cfg.history.bytes_max)
             .api_addr(cfg.api_told(api_addr))
             .standby(cfg.role == Role::Standby && !cfg.data_dir.join(PROMOTED_FILE).exists())
             .tune(move |c| {

@@ -384,3 +384,69 @@ fn webhooks_receive_partition_and_heal_events_from_a_real_partition() {
     );
     drop(p);
 }
+
+#[test]
+fn history_and_rollback_replicate() {
+    let root = dir("ops-history");
+    let pa = free_udp_port();
+    let (_a, a) = node(&root, "a", "us", pa, &[], "");
+    let (_b, b) = node(&root, "b", "eu", free_udp_port(), &[pa], "");
+    for v in ["v1", "v2", "v3"] {
+        assert!(meridian(&a, &["kv", "put", "cfg/mode", v]).status.success());
+    }
+    // b kept the replicated versions, with who wrote them.
+    let history = |api: &str| -> Vec<serde_json::Value> {
+        let o = meridian(api, &["kv", "history", "--json", "cfg/mode"]);
+        serde_json::from_slice::<serde_json::Value>(&o.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+    };
+    eventually("b has three versions", || history(&b).len() == 3);
+    let hb = history(&b);
+    assert!(
+        hb.iter()
+            .all(|v| v["NodeName"] == "a" && v["Region"] == "us"),
+        "{hb:#?}"
+    );
+    let table = stdout(&meridian(&b, &["kv", "history", "cfg/mode"]));
+    assert!(table.contains("v1") && table.contains("v3"), "{table}");
+    // Roll back on b to the first version: a new write that replicates and wins.
+    let first = hb[0]["Index"].as_u64().unwrap().to_string();
+    let o = meridian(&b, &["kv", "rollback", "cfg/mode", "--to", &first]);
+    assert!(o.status.success(), "{o:?}");
+    eventually("a holds the rolled-back value", || {
+        stdout(&meridian(&a, &["kv", "get", "cfg/mode"])) == "v1"
+    });
+    let ha = history(&a);
+    assert_eq!(ha.len(), 4, "{ha:#?}");
+    assert_eq!(ha[3]["NodeName"], "b");
+    // By stamp too, and to a deleted version.
+    assert!(meridian(&a, &["kv", "delete", "cfg/mode"]).status.success());
+    assert!(meridian(&a, &["kv", "put", "cfg/mode", "v5"])
+        .status
+        .success());
+    let deleted = history(&a)
+        .into_iter()
+        .find(|v| v["Deleted"] == true)
+        .unwrap();
+    let o = meridian(
+        &a,
+        &[
+            "kv",
+            "rollback",
+            "cfg/mode",
+            "--to",
+            deleted["Stamp"].as_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(
+        meridian(&a, &["kv", "get", "cfg/mode"]).status.code(),
+        Some(1)
+    );
+    // An unknown version is an error that names the way to find one.
+    let o = meridian(&a, &["kv", "rollback", "cfg/mode", "--to", "999999"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("kv history"));
+}

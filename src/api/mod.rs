@@ -110,6 +110,7 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         .route("/v1/conflicts", get(conflicts))
         .route("/v1/promote", axum::routing::post(promote))
         .route("/v1/events", get(events_stream))
+        .route("/v1/history/{*key}", get(history))
         .route("/v1/backup", get(backup::backup))
         .route("/v1/restore", axum::routing::post(backup::restore))
         .route("/metrics", get(prometheus))
@@ -850,6 +851,46 @@ async fn conflicts(State(api): State<Arc<Api>>) -> Response {
         }
         Err(e) => node_error(e).into_response(),
     }
+}
+
+/// `GET /v1/history/<key>`: the versions of a key this node kept, oldest
+/// first, with who wrote each (node id, and its name and region when known).
+async fn history(State(api): State<Arc<Api>>, uri: Uri) -> Response {
+    let go = async {
+        let key = path_rest(&uri, "/v1/history")?;
+        Key::check(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
+        let versions = api.node.history(&key).await.map_err(node_error)?;
+        let status = api.node.status().await.ok();
+        let who = |node: crate::core::types::NodeId| -> (String, String) {
+            if node == api.node.id() {
+                return (api.node.name().to_string(), api.node.region().to_string());
+            }
+            status
+                .as_ref()
+                .and_then(|s| s.replica.peers.iter().find(|p| p.node == node))
+                .map(|p| (p.name.clone(), p.region.clone()))
+                .unwrap_or_default()
+        };
+        let list: Vec<Value> = versions
+            .iter()
+            .map(|v| {
+                let (name, region) = who(v.entry.stamp.node);
+                json!({
+                    "Index": v.index,
+                    "Stamp": format!("{:016x}-{}", v.entry.stamp.hlc.0, v.entry.stamp.node),
+                    "Time": v.entry.stamp.hlc.physical_ms(),
+                    "Node": v.entry.stamp.node.to_string(),
+                    "NodeName": name,
+                    "Region": region,
+                    "Deleted": v.entry.is_tombstone(),
+                    "Flags": v.entry.flags,
+                    "Value": v.entry.value.as_deref().map_or(Value::Null, b64),
+                })
+            })
+            .collect();
+        Ok::<_, ApiError>((api.headers(api.node.index()), axum::Json(list)).into_response())
+    };
+    go.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /v1/events`: operators' events (see [`events`]) as server-sent

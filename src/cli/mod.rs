@@ -61,6 +61,19 @@ pub enum KvCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The versions of a key this node kept: index, time, writer, value.
+    History {
+        key: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an earlier version of a key again, as a new write (it replicates and wins).
+    Rollback {
+        key: String,
+        /// The version: its index (from `kv history`) or its stamp.
+        #[arg(long)]
+        to: String,
+    },
     /// Print every change under a prefix as it happens (Ctrl-C stops).
     Watch {
         #[arg(default_value = "")]
@@ -222,6 +235,107 @@ pub async fn kv(client: &Client, cmd: KvCommand) -> Result<bool> {
             }
             Ok(true)
         }
+        KvCommand::History { key, json: as_json } => {
+            let r = client
+                .get(&format!("/v1/history/{}", encode_path(&key)))
+                .await?;
+            check(&r, &key)?;
+            let list = json(&r)?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(true);
+            }
+            let list = list.as_array().cloned().unwrap_or_default();
+            if list.is_empty() {
+                eprintln!("{key}: no versions kept on this node");
+                return Ok(false);
+            }
+            println!(
+                "{:>8}  {:<24} {:<20} {:<14} VALUE",
+                "INDEX", "TIME (UTC)", "WRITER", "REGION"
+            );
+            for v in &list {
+                let value = if v["Deleted"].as_bool() == Some(true) {
+                    "(deleted)".to_string()
+                } else {
+                    let b = decode_value(&v["Value"]);
+                    let mut t: String = String::from_utf8_lossy(&b).chars().take(60).collect();
+                    if b.len() > 60 {
+                        t.push('…');
+                    }
+                    t
+                };
+                let writer = match v["NodeName"].as_str() {
+                    Some(n) if !n.is_empty() => n.to_string(),
+                    _ => v["Node"].as_str().unwrap_or("").to_string(),
+                };
+                println!(
+                    "{:>8}  {:<24} {:<20} {:<14} {value}",
+                    v["Index"],
+                    utc(v["Time"].as_u64().unwrap_or(0)),
+                    writer,
+                    v["Region"].as_str().unwrap_or(""),
+                );
+            }
+            Ok(true)
+        }
+        KvCommand::Rollback { key, to } => {
+            let r = client
+                .get(&format!("/v1/history/{}", encode_path(&key)))
+                .await?;
+            check(&r, &key)?;
+            let list = json(&r)?.as_array().cloned().unwrap_or_default();
+            let Some(target) = list.iter().find(|v| {
+                v["Index"].as_u64().map(|i| i.to_string()).as_deref() == Some(to.as_str())
+                    || v["Stamp"].as_str() == Some(to.as_str())
+            }) else {
+                bail!("{key}: no kept version with index or stamp {to} (see `meridian kv history {key}`)");
+            };
+            // Check-and-set against the current version: a write that lands
+            // meanwhile is not silently overwritten.
+            let cur = client.get(&format!("/v1/kv/{}", encode_path(&key))).await?;
+            let current = if cur.status == StatusCode::NOT_FOUND {
+                0
+            } else {
+                check(&cur, &key)?;
+                json(&cur)?[0]["ModifyIndex"].as_u64().unwrap_or(0)
+            };
+            let path = encode_path(&key);
+            let r = if target["Deleted"].as_bool() == Some(true) {
+                if current == 0 {
+                    println!("{key} is already deleted");
+                    return Ok(true);
+                }
+                client
+                    .request(
+                        Method::DELETE,
+                        &format!("/v1/kv/{path}?cas={current}"),
+                        Bytes::new(),
+                    )
+                    .await?
+            } else {
+                let value = Bytes::from(decode_value(&target["Value"]));
+                let flags = target["Flags"].as_u64().unwrap_or(0);
+                client
+                    .request(
+                        Method::PUT,
+                        &format!("/v1/kv/{path}?cas={current}&flags={flags}"),
+                        value,
+                    )
+                    .await?
+            };
+            check(&r, &key)?;
+            if r.body.as_ref() != b"true" {
+                eprintln!("{key} changed while rolling back; look at `meridian kv history {key}` and try again");
+                return Ok(false);
+            }
+            println!(
+                "rolled {key} back to the version of index {} (written as a new change, index {})",
+                target["Index"],
+                r.header("X-Consul-Index").unwrap_or("?")
+            );
+            Ok(true)
+        }
         KvCommand::Watch {
             prefix,
             index,
@@ -261,6 +375,28 @@ pub async fn kv(client: &Client, cmd: KvCommand) -> Result<bool> {
             }
         }
     }
+}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm` (UTC) of ms since the epoch.
+fn utc(ms: u64) -> String {
+    let (days, rem) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}.{:03}",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1_000 % 60,
+        rem % 1_000
+    )
 }
 
 fn ms(v: &Value) -> String {
@@ -706,4 +842,17 @@ async fn diff_keys(
         out.push((key.clone(), per));
     }
     Ok((out, errors))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc;
+
+    #[test]
+    fn utc_dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00.000");
+        assert_eq!(utc(1_795_567_459_522), "2026-11-25 00:44:19.522");
+        // A leap day.
+        assert_eq!(utc(951_782_400_123), "2000-02-29 00:00:00.123");
+    }
 }

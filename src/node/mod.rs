@@ -9,6 +9,8 @@
 //! feeds the replica inputs (client calls, peer messages, connection events,
 //! timer ticks) and executes what comes out.
 
+pub mod history;
+
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -235,6 +237,10 @@ enum Command {
     Promote {
         reply: oneshot::Sender<()>,
     },
+    History {
+        key: String,
+        reply: oneshot::Sender<Vec<history::Version>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -254,6 +260,7 @@ pub struct NodeBuilder {
     durability: Durability,
     limits: Limits,
     policy: PartitionPolicy,
+    history: (usize, usize),
     tune: Vec<Tune>,
     faults: Option<Arc<Faults>>,
     advertise: Option<SocketAddr>,
@@ -301,6 +308,13 @@ impl NodeBuilder {
 
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;
+        self
+    }
+
+    /// Keeps the last `versions_max` versions of each key, at most
+    /// `bytes_max` bytes in all (see [`history`]). Default 10 and 64 MiB.
+    pub fn history(mut self, versions_max: usize, bytes_max: usize) -> Self {
+        self.history = (versions_max, bytes_max);
         self
     }
 
@@ -459,6 +473,7 @@ impl NodeBuilder {
             pending: HashMap::new(),
             barriers: VecDeque::new(),
             events_tx: events_tx.clone(),
+            history: history::History::new(self.history.0, self.history.1),
             notify: notify_tx,
             events: VecDeque::new(),
             failed: None,
@@ -515,6 +530,10 @@ impl Node {
             durability: Durability::Immediate,
             limits: Limits::default(),
             policy: PartitionPolicy::Available,
+            history: (
+                history::HISTORY_VERSIONS_MAX_DEFAULT,
+                history::HISTORY_BYTES_MAX_DEFAULT,
+            ),
             tune: Vec::new(),
             faults: None,
             advertise: None,
@@ -632,6 +651,12 @@ impl Node {
         let mut rx = self.notify.clone();
         let reached = rx.wait_for(|i| *i >= index).await.is_ok();
         reached
+    }
+
+    /// The versions of `key` this node kept (see [`history`]), oldest first.
+    pub async fn history(&self, key: &str) -> Result<Vec<history::Version>, NodeError> {
+        let key = key.to_string();
+        self.call(|reply| Command::History { key, reply }).await
     }
 
     /// Makes a standby active: client writes are accepted from now on.
@@ -801,6 +826,7 @@ struct Driver {
     store_tx: Option<std::sync::mpsc::Sender<(Vec<PersistBatch>, u64)>>,
     pending: HashMap<Stamp, oneshot::Sender<Result<WriteReceipt, NodeError>>>,
     events_tx: tokio::sync::broadcast::Sender<NodeEvent>,
+    history: history::History,
     /// Imports waiting for the persist numbered by their first field.
     barriers: VecDeque<(u64, ImportReport, ImportReply)>,
     notify: watch::Sender<u64>,
@@ -915,6 +941,7 @@ impl Driver {
             match o {
                 Output::Persist(b) => {
                     self.issued += 1;
+                    self.history.record(&b);
                     self.group.push(b);
                 }
                 other => self.queue.push_back((self.issued, other)),
@@ -1269,6 +1296,9 @@ impl Driver {
                 // Answer once the persist it produced is durable.
                 self.absorb();
                 self.barriers.push_back((self.issued, report, reply));
+            }
+            Command::History { key, reply } => {
+                let _ = reply.send(self.history.versions(&key));
             }
             Command::Promote { reply } => {
                 self.replica.promote();
