@@ -450,3 +450,125 @@ fn history_and_rollback_replicate() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("kv history"));
 }
+
+#[test]
+fn import_export_round_trip_in_every_format() {
+    let root = dir("ops-transfer");
+    let (_a, a) = node(&root, "a", "us", free_udp_port(), &[], "");
+    let yaml = root.join("app.yaml");
+    std::fs::write(
+        &yaml,
+        "db:\n  host: db1.internal\n  port: 5432\nfeatures:\n  - search\n",
+    )
+    .unwrap();
+    // A dry run shows what would change and writes nothing.
+    let o = meridian(
+        &a,
+        &[
+            "kv",
+            "import",
+            "--prefix",
+            "app",
+            "--dry-run",
+            yaml.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{o:?}");
+    let text = stdout(&o);
+    assert!(text.contains("+ app/db/host = \"db1.internal\""), "{text}");
+    assert!(
+        text.contains("dry run: 3 to add, 0 to change, 0 unchanged"),
+        "{text}"
+    );
+    assert_eq!(stdout(&meridian(&a, &["kv", "list", "app/"])), "");
+    let o = meridian(
+        &a,
+        &["kv", "import", "--prefix", "app", yaml.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(stdout(&meridian(&a, &["kv", "get", "app/db/port"])), "5432");
+    assert!(
+        meridian(&a, &["kv", "put", "--flags", "7", "app/flagged", "x"])
+            .status
+            .success()
+    );
+    let before = stdout(&meridian(&a, &["kv", "list", "--json", "app/"]));
+    for (file, prefix) in [
+        ("out.json", ""),
+        ("out.yaml", "app"),
+        ("out.properties", "app"),
+    ] {
+        let path = root.join(file);
+        let o = meridian(
+            &a,
+            &["kv", "export", prefix, "--out", path.to_str().unwrap()],
+        );
+        assert!(o.status.success(), "{file}: {o:?}");
+        // Unchanged: importing the export changes nothing.
+        let o = meridian(
+            &a,
+            &[
+                "kv",
+                "import",
+                "--prefix",
+                prefix,
+                "--dry-run",
+                path.to_str().unwrap(),
+            ],
+        );
+        assert!(
+            stdout(&o).contains("0 to add, 0 to change"),
+            "{file}: {}",
+            stdout(&o)
+        );
+        // Into an empty prefix elsewhere, and back out: the same keys and values.
+        let copy = format!("copy-{}", file.replace('.', "-"));
+        let into = if prefix.is_empty() {
+            copy.clone()
+        } else {
+            format!("{copy}/app")
+        };
+        let o = meridian(
+            &a,
+            &["kv", "import", "--prefix", &into, path.to_str().unwrap()],
+        );
+        assert!(o.status.success(), "{file}: {o:?}");
+        let listed = stdout(&meridian(
+            &a,
+            &["kv", "list", "--values", &format!("{copy}/")],
+        ));
+        let orig = stdout(&meridian(&a, &["kv", "list", "--values", "app/"]));
+        let strip = |s: &str, p: &str| {
+            s.lines()
+                .map(|l| l.trim_start_matches(p).to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            strip(&listed, &format!("{copy}/")),
+            strip(&orig, ""),
+            "{file}"
+        );
+    }
+    // JSON keeps flags too.
+    let copied = stdout(&meridian(
+        &a,
+        &["kv", "get", "--json", "copy-out-json/app/flagged"],
+    ));
+    assert!(copied.contains("\"Flags\": 7"), "{copied}");
+    assert_eq!(
+        stdout(&meridian(&a, &["kv", "list", "--json", "app/"])),
+        before
+    );
+    // A malformed file is refused with its name, and nothing is written.
+    let bad = root.join("bad.yaml");
+    std::fs::write(&bad, "a: [unclosed\n").unwrap();
+    let o = meridian(
+        &a,
+        &["kv", "import", "--prefix", "bad", bad.to_str().unwrap()],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("bad.yaml"),
+        "{o:?}"
+    );
+}

@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod dev;
+pub mod transfer;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -73,6 +74,29 @@ pub enum KvCommand {
         /// The version: its index (from `kv history`) or its stamp.
         #[arg(long)]
         to: String,
+    },
+    /// Write keys under a prefix to a file (or stdout): json (Consul's export format), yaml, properties.
+    Export {
+        #[arg(default_value = "")]
+        prefix: String,
+        /// Default: from --out's extension, else json.
+        #[arg(long, value_enum)]
+        format: Option<transfer::Format>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Write the keys of a json, yaml or properties file (under --prefix); only what differs.
+    Import {
+        file: PathBuf,
+        /// Put the keys under this prefix (yaml and properties: the root of the file).
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Default: from the file's extension.
+        #[arg(long, value_enum)]
+        format: Option<transfer::Format>,
+        /// Show what would be added and changed, write nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Print every change under a prefix as it happens (Ctrl-C stops).
     Watch {
@@ -235,6 +259,17 @@ pub async fn kv(client: &Client, cmd: KvCommand) -> Result<bool> {
             }
             Ok(true)
         }
+        KvCommand::Export {
+            prefix,
+            format,
+            out,
+        } => transfer::export(client, &prefix, format, out).await,
+        KvCommand::Import {
+            file,
+            prefix,
+            format,
+            dry_run,
+        } => transfer::import(client, &file, &prefix, format, dry_run).await,
         KvCommand::History { key, json: as_json } => {
             let r = client
                 .get(&format!("/v1/history/{}", encode_path(&key)))
