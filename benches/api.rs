@@ -175,6 +175,57 @@ fn main() {
         for d in [a, b, c] {
             d.shutdown().await.unwrap();
         }
+
+        println!();
+        println!("== recovery: a wiped node rebuilds 100k keys (100-byte values) from a peer until /v1/health says 200");
+        let src = Daemon::start_with(&config(&root, "r-src", "us-east", vec![]), ca.issue("r-src", "us-east").unwrap(), None)
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..64 {
+            let node = src.node().clone();
+            tasks.push(tokio::spawn(async move {
+                for i in (w..100_000).step_by(64) {
+                    node.put(&format!("cfg/{i:06}"), vec![b'x'; 100]).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let start = Instant::now();
+        let wiped = Daemon::start_with(
+            &config(&root, "r-wiped", "eu-west", vec![src.node().local_addr()]),
+            ca.issue("r-wiped", "eu-west").unwrap(),
+            None,
+        )
+        .await
+        .unwrap();
+        let health = Client::new(&wiped.api_addr().to_string()).unwrap();
+        let mut first_keys = None;
+        loop {
+            let r = health.get("/v1/health").await.unwrap();
+            if first_keys.is_none() && wiped.node().status().await.unwrap().replica.keys > 0 {
+                first_keys = Some(start.elapsed());
+            }
+            if r.status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let healthy = start.elapsed();
+        let keys = wiped.node().status().await.unwrap().replica.keys;
+        assert_eq!(keys, 100_000);
+        assert_eq!(wiped.node().digest("").await.unwrap(), src.node().digest("").await.unwrap());
+        println!(
+            "start to healthy: {:.2} s ({} keys, equal roots); first keys after {:.2} s",
+            healthy.as_secs_f64(),
+            keys,
+            first_keys.unwrap_or_default().as_secs_f64()
+        );
+        for d in [src, wiped] {
+            d.shutdown().await.unwrap();
+        }
         let _ = std::fs::remove_dir_all(&root);
     });
 }

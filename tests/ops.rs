@@ -572,3 +572,45 @@ fn import_export_round_trip_in_every_format() {
         "{o:?}"
     );
 }
+
+#[test]
+fn a_node_away_longer_than_the_tombstone_horizon_resyncs_instead_of_resurrecting() {
+    let root = dir("ops-horizon");
+    let short = "[sync]\ntombstone_horizon_ms = 2000\n";
+    let pa = free_udp_port();
+    let pb = free_udp_port();
+    let (_a, a) = node(&root, "a", "us", pa, &[], short);
+    let (b_proc, b) = node(&root, "b", "eu", pb, &[pa], short);
+    assert!(meridian(&a, &["kv", "put", "gone", "old"]).status.success());
+    assert!(meridian(&a, &["kv", "put", "kept", "old"]).status.success());
+    eventually("b has both", || {
+        stdout(&meridian(&b, &["kv", "list", "--values"])) == "gone = old\nkept = old\n"
+    });
+    // b goes away; the key is deleted; the tombstone outlives the horizon
+    // and is collected by age (b never acknowledged it).
+    assert!(b_proc.terminate().success());
+    assert!(meridian(&a, &["kv", "delete", "gone"]).status.success());
+    eventually("a collected the tombstone by age", || {
+        let s = stdout(&meridian(&a, &["status", "--json"]));
+        s.contains("\"tombstones\": 0")
+    });
+    // b returns with the old value: it is told it is stale and resyncs.
+    let (_b2, b2) = restart(&root, "b");
+    eventually("b dropped the deleted key and agrees with a", || {
+        meridian(&b2, &["kv", "get", "gone"]).status.code() == Some(1)
+            && stdout(&meridian(&b2, &["verify"])).contains("agree")
+    });
+    assert_eq!(
+        stdout(&meridian(&a, &["kv", "list", "--values"])),
+        "kept = old\n"
+    );
+    assert_eq!(
+        stdout(&meridian(&b2, &["kv", "list", "--values"])),
+        "kept = old\n"
+    );
+    let m = rt()
+        .block_on(Client::new(&b2).unwrap().get("/metrics"))
+        .unwrap()
+        .text();
+    assert!(m.contains("meridian_resyncs_total 1"), "{m}");
+}

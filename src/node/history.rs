@@ -31,6 +31,8 @@ pub struct History {
     bytes_max: usize,
     bytes: usize,
     keys: HashMap<Key, VecDeque<Version>>,
+    /// Versions kept in all.
+    kept: usize,
     /// Every kept version in the order it was recorded, for eviction.
     order: VecDeque<(Key, u64)>,
 }
@@ -46,6 +48,7 @@ impl History {
             bytes_max,
             bytes: 0,
             keys: HashMap::new(),
+            kept: 0,
             order: VecDeque::new(),
         }
     }
@@ -69,11 +72,13 @@ impl History {
                 continue;
             }
             self.bytes += cost(key, &v.entry);
+            self.kept += 1;
             self.order.push_back((key.clone(), v.index));
             list.push_back(v);
             if list.len() > self.versions_max {
                 if let Some(old) = list.pop_front() {
                     self.bytes -= cost(key, &old.entry);
+                    self.kept -= 1;
                 }
             }
         }
@@ -88,6 +93,7 @@ impl History {
             if list.front().is_some_and(|v| v.index == index) {
                 if let Some(old) = list.pop_front() {
                     self.bytes -= cost(&key, &old.entry);
+                    self.kept -= 1;
                 }
             }
             if list.is_empty() {
@@ -96,8 +102,7 @@ impl History {
         }
         // The order log holds stale positions of versions dropped by the
         // per-key bound; compact it when it grows well past what is kept.
-        let kept: usize = self.keys.values().map(VecDeque::len).sum();
-        if self.order.len() > 2 * kept + 1_024 {
+        if self.order.len() > 2 * self.kept + 1_024 {
             let keys = &self.keys;
             self.order
                 .retain(|(k, i)| keys.get(k).is_some_and(|l| l.iter().any(|v| v.index == *i)));
