@@ -544,6 +544,7 @@ fn write_snapshot(
         root: snap.root,
         gc_floor: snap.gc_floor,
         created_ms: snap.taken_ms,
+        removed: Vec::new(),
     };
     let bytes = backup::encode(&header, &snap.entries).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;

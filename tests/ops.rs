@@ -74,6 +74,12 @@ fn backups_taken_while_writing_restore_into_a_fresh_cluster() {
     eventually("more writes after the full backup", || {
         written.load(Ordering::Relaxed) > f["entries"].as_u64().unwrap() + 50
     });
+    // A key deleted after the full backup whose tombstone is collected
+    // before the incremental: only the incremental's removal list shows it.
+    assert!(meridian(&a, &["kv", "delete", "seed/000"]).status.success());
+    eventually("a collected the tombstone", || {
+        stdout(&meridian(&a, &["status", "--json"])).contains("\"tombstones\": 0")
+    });
     let inc = root.join("inc.mbak");
     let o = meridian(
         &a,
@@ -94,18 +100,20 @@ fn backups_taken_while_writing_restore_into_a_fresh_cluster() {
     assert!(i["entries"].as_u64().unwrap() > 0);
     assert!(i["entries"].as_u64().unwrap() < i["index"].as_u64().unwrap());
 
-    // A fresh cluster of the same CA: the full backup gives the full backup's root on every node.
+    // A fresh node of the same CA: the full backup gives it the full backup's root.
+    let (_g, g) = node(&root, "g", "us", free_udp_port(), &[], "");
+    let o = meridian(&g, &["restore", full.to_str().unwrap()]);
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(root_of(&g), f["root"].as_str().unwrap());
+    // A fresh cluster: the chain (given in any order) gives every node the
+    // incremental's root. (A restore merges: it never deletes, so the chain
+    // goes into a fresh cluster, not over the full backup's keys.)
     let (pc, pd) = (free_udp_port(), free_udp_port());
     let (_c, c) = node(&root, "c", "us", pc, &[], "");
     let (_d, d) = node(&root, "d", "eu", pd, &[pc], "");
     eventually("c and d are connected", || {
         stdout(&meridian(&c, &["status", "--json"])).contains("\"connected\": true")
     });
-    let o = meridian(&c, &["restore", full.to_str().unwrap()]);
-    assert!(o.status.success(), "{o:?}");
-    assert_eq!(root_of(&c), f["root"].as_str().unwrap());
-    assert_eq!(root_of(&d), f["root"].as_str().unwrap());
-    // The chain (given in any order) brings both to the incremental's root.
     let o = meridian(
         &c,
         &["restore", inc.to_str().unwrap(), full.to_str().unwrap()],
@@ -117,6 +125,10 @@ fn backups_taken_while_writing_restore_into_a_fresh_cluster() {
     assert!(
         stdout(&v).contains("all 2 nodes in 2 regions agree on"),
         "{v:?}"
+    );
+    assert_eq!(
+        meridian(&c, &["kv", "get", "seed/000"]).status.code(),
+        Some(1)
     );
     // An incremental alone is not a state: refused.
     let o = meridian(&c, &["restore", inc.to_str().unwrap()]);

@@ -90,6 +90,7 @@ fn backup_header(node: &Node, snap: &crate::node::Snapshot) -> crate::backup::He
         root: snap.root,
         gc_floor: snap.gc_floor,
         created_ms: snap.taken_ms,
+        removed: snap.removed.clone(),
     }
 }
 

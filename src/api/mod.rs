@@ -178,6 +178,7 @@ fn node_error(e: NodeError) -> ApiError {
     match e {
         NodeError::Write(w) => write_error(w),
         NodeError::Stopped => error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down"),
+        NodeError::Snapshot(m) => error(StatusCode::CONFLICT, m),
         other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }
 }

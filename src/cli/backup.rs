@@ -213,6 +213,7 @@ pub async fn restore(client: &Client, files: &[PathBuf], force: bool, only: bool
     };
     let mut full = header.clone();
     full.since = 0;
+    full.removed = Vec::new();
     let file = backup::encode(&full, &entries)?;
     println!(
         "restoring {} entries of {} ({}) at index {}, root {}",

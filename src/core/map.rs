@@ -143,7 +143,17 @@ pub struct LwwMap {
     raw_bytes: u64,
     /// Smallest key, the lower bound of hash-range scans.
     key_min: Key,
+    /// Keys removed outright, with the index when they were removed, for
+    /// incremental backups; at most [`REMOVALS_BYTES_MAX`] bytes of keys.
+    removals: VecDeque<(u64, Key)>,
+    removals_bytes: usize,
+    /// Every removal recorded at an index at or after this one is in `removals`.
+    removals_from: u64,
 }
+
+/// Bytes of keys the removal log keeps; older removals are forgotten (an
+/// incremental backup from before them then needs a full backup instead).
+pub const REMOVALS_BYTES_MAX: usize = 4 << 20;
 
 impl Default for LwwMap {
     fn default() -> Self {
@@ -170,6 +180,9 @@ impl LwwMap {
             stamp_collisions: 0,
             raw_bytes: 0,
             key_min: Key::min_bound(),
+            removals: VecDeque::new(),
+            removals_bytes: 0,
+            removals_from: 0,
         }
     }
 
@@ -184,7 +197,25 @@ impl LwwMap {
             m.insert_new(key, entry, create_index, modify_index);
         }
         m.index = index.max(m.feed.keys().next_back().copied().unwrap_or(0));
+        // Removals before the restart are not known.
+        m.removals_from = m.index + 1;
         m
+    }
+
+    /// The keys removed outright (collected tombstones, dropped on resync)
+    /// at or after index `since`, or `None` if the log no longer reaches back
+    /// that far (a restart, or more than [`REMOVALS_BYTES_MAX`] since).
+    pub fn removed_since(&self, since: u64) -> Option<Vec<Key>> {
+        if since < self.removals_from {
+            return None;
+        }
+        Some(
+            self.removals
+                .iter()
+                .filter(|(i, _)| *i >= since)
+                .map(|(_, k)| k.clone())
+                .collect(),
+        )
     }
 
     /// The last index assigned.
@@ -410,7 +441,16 @@ impl LwwMap {
         self.feed.remove(&rec.modify_index);
         self.raw_bytes -= (key.len() + rec.entry.value_len()) as u64;
         if rec.entry.is_tombstone() {
-            self.tombstones.remove(&(rec.entry.stamp, key));
+            self.tombstones.remove(&(rec.entry.stamp, key.clone()));
+        }
+        self.removals_bytes += key.len();
+        self.removals.push_back((self.index, key));
+        while self.removals_bytes > REMOVALS_BYTES_MAX {
+            let Some((i, k)) = self.removals.pop_front() else {
+                break;
+            };
+            self.removals_bytes -= k.len();
+            self.removals_from = i + 1;
         }
         Some(rec)
     }
@@ -432,6 +472,31 @@ mod tests {
 
     fn k(s: &str) -> Key {
         Key::new(s).unwrap()
+    }
+
+    #[test]
+    fn the_removal_log_serves_incremental_backups() {
+        let mut m = LwwMap::new(0);
+        for k in ["a", "b", "c"] {
+            let e = Entry {
+                stamp: Stamp::new(Hlc::new(1, 0), NodeId(1)),
+                prev: Stamp::ZERO,
+                flags: 0,
+                value: None,
+            };
+            m.apply_local(&Key::new(k).unwrap(), e);
+        }
+        let at = m.index();
+        m.remove("a");
+        let names = |v: Option<Vec<Key>>| {
+            v.map(|v| v.iter().map(|k| k.as_str().to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(names(m.removed_since(at)), Some(vec!["a".to_string()]));
+        assert_eq!(names(m.removed_since(at + 1)), Some(vec![]));
+        // After a restart, removals before it are unknown.
+        let r = LwwMap::restore(Vec::new(), at, 0);
+        assert_eq!(r.removed_since(at), None);
+        assert_eq!(names(r.removed_since(at + 1)), Some(vec![]));
     }
 
     #[test]

@@ -75,6 +75,8 @@ pub enum NodeError {
     Stopped,
     #[error("the store failed and the node stopped: {0}")]
     StoreFailed(String),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
 }
 
 /// A live key as the API returns it.
@@ -155,6 +157,9 @@ pub struct Snapshot {
     pub gc_floor: Hlc,
     pub taken_ms: u64,
     pub entries: Vec<(Key, Entry)>,
+    /// For an incremental snapshot: keys removed outright (collected
+    /// tombstones) since `since`, which the entries cannot show.
+    pub removed: Vec<Key>,
 }
 
 /// One key's state as the digest sees it (tombstones included): what
@@ -224,7 +229,7 @@ enum Command {
     },
     Snapshot {
         since: u64,
-        reply: oneshot::Sender<Snapshot>,
+        reply: oneshot::Sender<Result<Snapshot, NodeError>>,
     },
     Import {
         entries: Vec<(Key, Entry)>,
@@ -247,7 +252,9 @@ enum Command {
 }
 
 type Tune = Box<dyn FnOnce(&mut Config) + Send>;
-type ImportReply = oneshot::Sender<Result<ImportReport, NodeError>>;
+/// An answer to send once every persist issued before it is durable (or
+/// with the error that stopped the node).
+type Barrier = Box<dyn FnOnce(Result<(), NodeError>) + Send>;
 
 /// Builds a [`Node`].
 pub struct NodeBuilder {
@@ -673,7 +680,8 @@ impl Node {
     /// with the index and root of that instant. Cheap per entry (keys and
     /// values are shared, not copied); the driver pauses while it is taken.
     pub async fn snapshot(&self, since: u64) -> Result<Snapshot, NodeError> {
-        self.call(|reply| Command::Snapshot { since, reply }).await
+        self.call(|reply| Command::Snapshot { since, reply })
+            .await?
     }
 
     /// Merges backup entries as replicated state (see
@@ -828,7 +836,7 @@ struct Driver {
     events_tx: tokio::sync::broadcast::Sender<NodeEvent>,
     history: history::History,
     /// Imports waiting for the persist numbered by their first field.
-    barriers: VecDeque<(u64, ImportReport, ImportReply)>,
+    barriers: VecDeque<(u64, Barrier)>,
     notify: watch::Sender<u64>,
     events: VecDeque<Event>,
     failed: Option<String>,
@@ -927,8 +935,8 @@ impl Driver {
         for (_, reply) in self.pending.drain() {
             let _ = reply.send(Err(NodeError::StoreFailed(err.clone())));
         }
-        for (_, _, reply) in self.barriers.drain(..) {
-            let _ = reply.send(Err(NodeError::StoreFailed(err.clone())));
+        for (_, answer) in self.barriers.drain(..) {
+            answer(Err(NodeError::StoreFailed(err.clone())));
         }
         if let Some(reply) = shutdown {
             let _ = reply.send(());
@@ -970,8 +978,8 @@ impl Driver {
             .front()
             .is_some_and(|(seq, ..)| *seq <= self.done)
         {
-            let (_, report, reply) = self.barriers.pop_front().expect("checked");
-            let _ = reply.send(Ok(report));
+            let (_, answer) = self.barriers.pop_front().expect("checked");
+            answer(Ok(()));
         }
     }
 
@@ -1267,6 +1275,17 @@ impl Driver {
                 let _ = reply.send(h);
             }
             Command::Snapshot { since, reply } => {
+                let removed = if since == 0 {
+                    Vec::new()
+                } else if let Some(r) = self.replica.map().removed_since(since) {
+                    r
+                } else {
+                    let _ = reply.send(Err(NodeError::Snapshot(format!(
+                        "this node does not know every key removed since index {since} \
+                         (it restarted since, or removed too many): take a full backup"
+                    ))));
+                    return;
+                };
                 let entries = self
                     .replica
                     .map()
@@ -1284,8 +1303,17 @@ impl Driver {
                     gc_floor: self.replica.gc_floor(),
                     taken_ms: now,
                     entries,
+                    removed,
                 };
-                let _ = reply.send(snap);
+                // Answered once everything it shows is durable: a backup
+                // never holds a change a crash could take back.
+                self.absorb();
+                self.barriers.push_back((
+                    self.issued,
+                    Box::new(move |r| {
+                        let _ = reply.send(r.map(|()| snap));
+                    }),
+                ));
             }
             Command::Import { entries, reply } => {
                 if let Some(e) = &self.failed {
@@ -1295,7 +1323,12 @@ impl Driver {
                 let report = self.replica.import(entries, now);
                 // Answer once the persist it produced is durable.
                 self.absorb();
-                self.barriers.push_back((self.issued, report, reply));
+                self.barriers.push_back((
+                    self.issued,
+                    Box::new(move |r| {
+                        let _ = reply.send(r.map(|()| report));
+                    }),
+                ));
             }
             Command::History { key, reply } => {
                 let _ = reply.send(self.history.versions(&key));
