@@ -521,6 +521,24 @@ async fn snapshot_loop(node: Arc<Node>, cfg: BackupConfig) {
     }
 }
 
+/// `{prefix}{13 digits}-{digits}.mbak` exactly: what `write_snapshot` names
+/// its files (so retention never touches another node's or a hand-made backup).
+fn is_snapshot_name(name: &str, prefix: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix(prefix)
+        .and_then(|r| r.strip_suffix(".mbak"))
+    else {
+        return false;
+    };
+    let Some((ms, index)) = rest.split_once('-') else {
+        return false;
+    };
+    ms.len() == 13
+        && ms.bytes().all(|b| b.is_ascii_digit())
+        && !index.is_empty()
+        && index.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The file name prefix of a node's scheduled snapshots.
 fn snapshot_prefix(name: &str) -> String {
     format!("meridian-{name}-")
@@ -567,7 +585,7 @@ fn write_snapshot(
         .filter(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".mbak"))
+                .is_some_and(|n| is_snapshot_name(n, &prefix))
         })
         .collect();
     ours.sort();
@@ -634,6 +652,21 @@ mod tests {
         assert_eq!(c.api_told(bound).to_string(), "10.0.0.5:8500");
         c.api_advertise = Some("10.0.0.9:80".parse().unwrap());
         assert_eq!(c.api_told(bound).to_string(), "10.0.0.9:80");
+    }
+
+    #[test]
+    fn retention_only_touches_its_own_snapshots() {
+        let p = snapshot_prefix("us");
+        assert!(is_snapshot_name("meridian-us-1795567459522-42.mbak", &p));
+        assert!(!is_snapshot_name(
+            "meridian-us-east-1795567459522-42.mbak",
+            &p
+        ));
+        assert!(!is_snapshot_name(
+            "meridian-us-1795567459522-42.mbak.partial",
+            &p
+        ));
+        assert!(!is_snapshot_name("meridian-us-manual.mbak", &p));
     }
 
     #[test]

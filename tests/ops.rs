@@ -504,11 +504,17 @@ fn import_export_round_trip_in_every_format() {
             .status
             .success()
     );
+    // A sibling whose name starts with the prefix is not under it.
+    assert!(meridian(&a, &["kv", "put", "application/x", "no"])
+        .status
+        .success());
     let before = stdout(&meridian(&a, &["kv", "list", "--json", "app/"]));
-    for (file, prefix) in [
-        ("out.json", ""),
-        ("out.yaml", "app"),
-        ("out.properties", "app"),
+    // JSON holds full keys (Consul's format); YAML and properties hold the
+    // keys below the prefix.
+    for (file, prefix, again) in [
+        ("out.json", "app", ""),
+        ("out.yaml", "app", "app"),
+        ("out.properties", "app", "app"),
     ] {
         let path = root.join(file);
         let o = meridian(
@@ -523,7 +529,7 @@ fn import_export_round_trip_in_every_format() {
                 "kv",
                 "import",
                 "--prefix",
-                prefix,
+                again,
                 "--dry-run",
                 path.to_str().unwrap(),
             ],
@@ -535,7 +541,7 @@ fn import_export_round_trip_in_every_format() {
         );
         // Into an empty prefix elsewhere, and back out: the same keys and values.
         let copy = format!("copy-{}", file.replace('.', "-"));
-        let into = if prefix.is_empty() {
+        let into = if again.is_empty() {
             copy.clone()
         } else {
             format!("{copy}/app")
@@ -560,6 +566,10 @@ fn import_export_round_trip_in_every_format() {
             strip(&orig, ""),
             "{file}"
         );
+    }
+    for f in ["out.yaml", "out.properties"] {
+        let text = std::fs::read_to_string(root.join(f)).unwrap();
+        assert!(!text.contains("lication"), "{f}: {text}");
     }
     // JSON keeps flags too.
     let copied = stdout(&meridian(

@@ -127,6 +127,19 @@ pub(super) async fn restore(State(api): State<Arc<Api>>, uri: Uri, body: Body) -
             };
             return Err(error(StatusCode::CONFLICT, e.to_string()));
         }
+        if api
+            .node
+            .status()
+            .await
+            .map_err(node_error)?
+            .replica
+            .rebuilding
+        {
+            return Err(error(
+                StatusCode::CONFLICT,
+                "this node is still rebuilding from a peer: restore once it is active",
+            ));
+        }
         let total = b.entries.len();
         let mut report = crate::sync::ImportReport::default();
         let mut entries = b.entries;

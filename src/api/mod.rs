@@ -936,7 +936,18 @@ async fn promote(State(api): State<Arc<Api>>) -> Response {
         let was = api.node.status().await.map_err(node_error)?.replica.standby;
         if let Some(path) = api.cfg.promoted_file.clone() {
             let write = tokio::task::spawn_blocking(move || {
-                std::fs::write(&path, b"promoted: this node ignores role = \"standby\"\n")
+                // Durable before the node takes writes: a crash must not bring it back a standby.
+                let write = || -> std::io::Result<()> {
+                    use std::io::Write;
+                    let mut f = std::fs::File::create(&path)?;
+                    f.write_all(b"promoted: this node ignores role = \"standby\"\n")?;
+                    f.sync_all()?;
+                    if let Some(dir) = path.parent() {
+                        std::fs::File::open(dir)?.sync_all()?;
+                    }
+                    Ok(())
+                };
+                write()
                     .map_err(|e| format!("cannot record the promotion in {}: {e}", path.display()))
             });
             match write.await {

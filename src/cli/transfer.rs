@@ -55,6 +55,15 @@ pub struct Item {
     pub flags: u64,
 }
 
+/// A prefix as a directory: `app` and `app/` both mean the keys under `app/`.
+fn dir(prefix: &str) -> String {
+    if prefix.is_empty() || prefix.ends_with('/') {
+        prefix.to_string()
+    } else {
+        format!("{prefix}/")
+    }
+}
+
 fn join(prefix: &str, rest: &str) -> String {
     if prefix.is_empty() || prefix.ends_with('/') {
         format!("{prefix}{rest}")
@@ -175,11 +184,9 @@ pub fn render_yaml(items: &[Item], prefix: &str) -> Result<String> {
     }
     let mut root = Node::default();
     for i in items {
-        let rest = i
-            .key
-            .strip_prefix(prefix)
-            .unwrap_or(&i.key)
-            .trim_start_matches('/');
+        let Some(rest) = i.key.strip_prefix(&dir(prefix)) else {
+            continue;
+        };
         let value = String::from_utf8(i.value.clone())
             .with_context(|| format!("{} is not UTF-8 text: export it as json", i.key))?;
         let mut n = &mut root;
@@ -235,11 +242,20 @@ fn unescape(s: &str) -> Result<String> {
             Some('f') => out.push('\x0c'),
             Some('u') => {
                 let hex: String = chars.by_ref().take(4).collect();
-                let code = u32::from_str_radix(&hex, 16)
-                    .ok()
-                    .and_then(char::from_u32)
+                let mut code = u32::from_str_radix(&hex, 16)
                     .with_context(|| format!("bad \\u escape \\u{hex}"))?;
-                out.push(code);
+                // A high surrogate takes the low one that follows (Java writes pairs).
+                if (0xD800..0xDC00).contains(&code) {
+                    let rest: String = chars.clone().take(6).collect();
+                    let low = rest
+                        .strip_prefix("\\u")
+                        .and_then(|h| u32::from_str_radix(h, 16).ok())
+                        .filter(|l| (0xDC00..0xE000).contains(l))
+                        .with_context(|| format!("\\u{hex} is a lone surrogate"))?;
+                    chars.nth(5);
+                    code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
+                }
+                out.push(char::from_u32(code).with_context(|| format!("bad \\u escape \\u{hex}"))?);
             }
             Some(other) => out.push(other),
             None => {}
@@ -277,7 +293,7 @@ pub fn parse_properties(text: &str, prefix: &str) -> Result<Vec<Item>> {
     let mut logical = String::new();
     let mut lines = text.lines().enumerate().peekable();
     while let Some((n, line)) = lines.next() {
-        let line = line.trim_start();
+        let line = line.trim_start_matches([' ', '\t', '\x0c']);
         if logical.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with('!'))
         {
             continue;
@@ -331,11 +347,9 @@ pub fn parse_properties(text: &str, prefix: &str) -> Result<Vec<Item>> {
 pub fn render_properties(items: &[Item], prefix: &str) -> Result<String> {
     let mut out = String::new();
     for i in items {
-        let name = i
-            .key
-            .strip_prefix(prefix)
-            .unwrap_or(&i.key)
-            .trim_start_matches('/');
+        let Some(name) = i.key.strip_prefix(&dir(prefix)) else {
+            continue;
+        };
         let value = std::str::from_utf8(&i.value)
             .with_context(|| format!("{} is not UTF-8 text: export it as json", i.key))?;
         out.push_str(&escape(name, true));
@@ -388,7 +402,8 @@ pub async fn export(
     let format = format
         .or_else(|| out.as_deref().and_then(Format::of))
         .unwrap_or(Format::Json);
-    let items = current(client, prefix).await?;
+    // Keys under the prefix as a directory: `app` does not take `application/x`.
+    let items = current(client, &dir(prefix)).await?;
     let text = match format {
         Format::Json => render_json(&items),
         Format::Yaml => render_yaml(&items, prefix)?,
@@ -432,7 +447,7 @@ pub async fn import(
     }
     .with_context(|| format!("{} is not a valid {format:?} file", file.display()))?;
     // Compare with what the node holds under the common prefix.
-    let have: BTreeMap<String, Item> = current(client, prefix)
+    let have: BTreeMap<String, Item> = current(client, &dir(prefix))
         .await?
         .into_iter()
         .map(|i| (i.key.clone(), i))
@@ -571,5 +586,12 @@ mod tests {
         );
         let back = parse_properties(&render_properties(&got, "cfg").unwrap(), "cfg").unwrap();
         assert_eq!(back, got);
+        // Java's store() writes characters beyond the BMP as surrogate pairs.
+        let emoji = parse_properties("e=\\uD83D\\uDE00!\n", "").unwrap();
+        assert_eq!(emoji[0].value, "😀!".as_bytes());
+        assert!(parse_properties("e=\\uD83D\n", "").is_err());
+        // A name starting with a non-ASCII space keeps it.
+        let nbsp = parse_properties("\u{a0}k=v\n", "").unwrap();
+        assert_eq!(nbsp[0].key, "\u{a0}k");
     }
 }

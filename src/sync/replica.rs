@@ -158,6 +158,8 @@ struct Peer {
     /// Where its HTTP API listens, as its hello said.
     api: String,
     name: String,
+    /// Its collection floor, as its last hello said.
+    gc_floor: Hlc,
     /// The transport says a connection is up.
     transport: bool,
     /// The peer showed it accepted our hello (it sent us something else).
@@ -314,6 +316,8 @@ pub struct Replica {
     regions: BTreeMap<String, (bool, u64)>,
     /// Regions whose partition ended, until equal state is confirmed.
     healing: BTreeMap<String, Healing>,
+    /// Regions reported cut off, until they are reachable again.
+    partitioned: BTreeSet<String>,
     metrics: Metrics,
 }
 
@@ -384,6 +388,7 @@ impl Replica {
             rebuild_from: None,
             regions: BTreeMap::from([(cfg.region.clone(), (true, now_ms))]),
             healing: BTreeMap::new(),
+            partitioned: BTreeSet::new(),
             metrics: Metrics::default(),
             cfg,
         };
@@ -434,13 +439,21 @@ impl Replica {
     /// `Persist` that follows.
     pub fn import(&mut self, entries: Vec<(Key, Entry)>, now_ms: u64) -> ImportReport {
         let mut report = ImportReport::default();
+        // The highest floor known in the cluster: a peer may have collected
+        // tombstones this replica never held (it was rebuilt, or new), and
+        // an old value of such a key must not come back here.
+        let floor = self
+            .peers
+            .values()
+            .map(|p| p.gc_floor)
+            .fold(self.gc_floor, Hlc::max);
         for (k, e) in entries {
             if self.clock.check(e.stamp.hlc, now_ms).is_err() {
                 report.refused_clock += 1;
                 continue;
             }
             let below = self.metrics.below_floor_refused;
-            if self.merge_entry(k, e, self.gc_floor, now_ms) {
+            if self.merge_entry(k, e, floor, now_ms) {
                 report.applied += 1;
             } else if self.metrics.below_floor_refused != below {
                 report.refused_floor += 1;
@@ -611,6 +624,11 @@ impl Replica {
             }
         }
         for (region, reachable, lasted_ms) in flips {
+            // Only a partition that was reported ends: a region first seen
+            // (or remembered across a restart) connecting is no news.
+            if reachable && !self.partitioned.remove(&region) {
+                continue;
+            }
             if reachable {
                 let moved_at_end = self.entries_moved();
                 self.healing.insert(
@@ -629,6 +647,7 @@ impl Replica {
                 }));
             } else {
                 self.healing.remove(&region);
+                self.partitioned.insert(region.clone());
                 self.staged
                     .push(Output::Event(Event::PartitionDetected { region }));
             }
@@ -843,6 +862,7 @@ impl Replica {
         }
         p.transport = true;
         p.ready = true;
+        p.gc_floor = h.gc_floor;
         p.last_heard_ms = now_ms;
         p.frontier = p.frontier.max(h.frontier);
         if h.index < p.applied {
