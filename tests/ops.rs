@@ -403,8 +403,13 @@ fn history_and_rollback_replicate() {
     let pa = free_udp_port();
     let (_a, a) = node(&root, "a", "us", pa, &[], "");
     let (_b, b) = node(&root, "b", "eu", free_udp_port(), &[pa], "");
+    // One at a time: a replica receives current entries, so writes in quick
+    // succession may reach b as only the latest (b's history holds what it received).
     for v in ["v1", "v2", "v3"] {
         assert!(meridian(&a, &["kv", "put", "cfg/mode", v]).status.success());
+        eventually("b has it", || {
+            stdout(&meridian(&b, &["kv", "get", "cfg/mode"])) == v
+        });
     }
     // b kept the replicated versions, with who wrote them.
     let history = |api: &str| -> Vec<serde_json::Value> {
