@@ -118,7 +118,12 @@ pub(super) async fn restore(State(api): State<Arc<Api>>, uri: Uri, body: Body) -
                 )
             }
         })?;
-        let b = crate::backup::decode(&bytes)
+        // Checking a large backup (checksums, rebuilding its root) is CPU
+        // work: off the async workers, one restore at a time per node.
+        let _one = api.restoring.lock().await;
+        let b = tokio::task::spawn_blocking(move || crate::backup::decode(&bytes))
+            .await
+            .map_err(|e| error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
             .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid backup: {e}")))?;
         if b.header.cluster != api.node.cluster() && !force {
             let e = crate::backup::BackupError::OtherCluster {

@@ -60,7 +60,7 @@ const INDEX_AHEAD_WAIT_MS: u64 = 1_000;
 const STATUS_REFRESH_MS: u64 = 500;
 
 /// Largest backup a restore request may upload, by default.
-pub const RESTORE_BYTES_MAX_DEFAULT: usize = 4 << 30;
+pub const RESTORE_BYTES_MAX_DEFAULT: usize = 1 << 30;
 /// Entries merged per durable step of a restore.
 const RESTORE_STEP_ENTRIES: usize = 4_096;
 
@@ -84,6 +84,8 @@ struct Api {
     waiters: Arc<Semaphore>,
     /// The last status, for the consistency headers (refreshed in the background).
     cached: RwLock<Option<Arc<NodeStatus>>>,
+    /// Held by the restore in progress: one at a time.
+    restoring: tokio::sync::Mutex<()>,
 }
 
 /// Builds the router for `node`. Spawns a task that refreshes the cached
@@ -94,6 +96,7 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         cfg,
         waiters: Arc::new(Semaphore::new(WAITERS_MAX)),
         cached: RwLock::new(None),
+        restoring: tokio::sync::Mutex::new(()),
     });
     tokio::spawn(refresh(Arc::downgrade(&api)));
     Router::new()
