@@ -379,3 +379,59 @@ async fn a_peer_of_another_cluster_with_the_same_ca_is_refused() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// The fault-injecting socket's WAN link: a change cannot arrive sooner
+/// than the injected one-way delay, and a link that loses everything
+/// delivers nothing until the loss is lifted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_link_delays_and_loses_datagrams() {
+    use meridian::net::faults::{Faults, Link};
+    let ca = Ca::generate("test").unwrap();
+    let (fa, fb) = (Faults::new(), Faults::new());
+    let a = Node::builder("a", "us", ca.issue("a", "us").unwrap())
+        .faults(fa.clone())
+        .start()
+        .await
+        .unwrap();
+    let b = Node::builder("b", "eu", ca.issue("b", "eu").unwrap())
+        .seeds([a.local_addr()])
+        .faults(fb.clone())
+        .start()
+        .await
+        .unwrap();
+    let slow = Link {
+        delay_ms: 150,
+        jitter_ms: 0,
+        loss: 0.0,
+    };
+    fa.set_link(b.local_addr(), slow);
+    fb.set_link(a.local_addr(), slow);
+    converge(&[&a, &b], 30).await;
+    let mut w = b.watch("d/", b.index());
+    let t = Instant::now();
+    a.put("d/1", "x").await.unwrap();
+    let c = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.key, "d/1");
+    assert!(
+        t.elapsed() >= Duration::from_millis(150),
+        "arrived in {:?}",
+        t.elapsed()
+    );
+    // Everything lost one way: the write stays on a.
+    fa.set_link(b.local_addr(), Link { loss: 1.0, ..slow });
+    a.put("d/2", "y").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(b.get("d/2").await.unwrap().is_none());
+    assert!(fa.dropped() > 0);
+    fa.set_link(b.local_addr(), slow);
+    let c = tokio::time::timeout(Duration::from_secs(30), w.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.key, "d/2");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

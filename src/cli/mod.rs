@@ -2,6 +2,7 @@
 //! Each talks to a node's HTTP API through [`meridian::client`].
 
 pub mod backup;
+pub mod bench;
 pub mod dev;
 pub mod transfer;
 

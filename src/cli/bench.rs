@@ -1,0 +1,499 @@
+//! `meridian bench`: measures a local cluster whose regions talk through an
+//! injected WAN link (one-way delay, jitter, loss on the UDP socket under
+//! quinn: real QUIC runs over it). Scenarios: propagate, partition,
+//! throughput, rebuild; each prints a table (or JSON with `--json`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressStyle};
+use meridian::client;
+use meridian::daemon::{Daemon, DaemonConfig};
+use meridian::net::faults::{Faults, Link};
+use meridian::net::tls::Ca;
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    All,
+    Propagate,
+    Partition,
+    Throughput,
+    Rebuild,
+}
+
+/// The knobs of a run (see `meridian bench --help`).
+pub struct BenchArgs {
+    pub scenario: Scenario,
+    pub regions: usize,
+    pub nodes_per_region: usize,
+    pub delay_ms: u64,
+    pub jitter_ms: u64,
+    pub loss: f64,
+    pub writes: usize,
+    pub rate: u64,
+    pub keys: usize,
+    pub diverged: usize,
+    pub clients: usize,
+    pub seconds: f64,
+    pub value_bytes: usize,
+    pub json: bool,
+    pub dir: Option<PathBuf>,
+}
+
+/// Most nodes a bench cluster runs.
+const BENCH_NODES_MAX: usize = 16;
+
+struct Cluster {
+    nodes: Vec<(Daemon, Arc<Faults>, usize)>,
+    ca: Ca,
+    dir: PathBuf,
+    link: Link,
+}
+
+fn region(i: usize) -> String {
+    ["us-east", "eu-west", "ap-southeast", "sa-east", "af-south"]
+        .get(i)
+        .map_or_else(|| format!("region-{}", i + 1), |r| r.to_string())
+}
+
+impl Cluster {
+    async fn node_config(&self, name: &str, region: &str, seeds: Vec<SocketAddr>) -> DaemonConfig {
+        DaemonConfig {
+            name: name.into(),
+            region: region.into(),
+            data_dir: self.dir.join(name),
+            listen: "127.0.0.1:0".parse().expect("literal"),
+            api: "127.0.0.1:0".parse().expect("literal"),
+            seeds,
+            ..DaemonConfig::default()
+        }
+    }
+
+    async fn start(a: &BenchArgs, dir: PathBuf) -> Result<Cluster> {
+        let total = a.regions * a.nodes_per_region;
+        if a.regions < 2 || a.nodes_per_region == 0 || total > BENCH_NODES_MAX {
+            bail!("a bench cluster has 2 or more regions and at most {BENCH_NODES_MAX} nodes");
+        }
+        let link = Link {
+            delay_ms: a.delay_ms,
+            jitter_ms: a.jitter_ms,
+            loss: a.loss,
+        };
+        let mut c = Cluster {
+            nodes: Vec::new(),
+            ca: Ca::generate("meridian-bench")?,
+            dir,
+            link,
+        };
+        let mut seed = None;
+        for i in 0..total {
+            let r = i / a.nodes_per_region;
+            let name = format!("{}-{}", region(r), i % a.nodes_per_region + 1);
+            c.add(&name, r, seed.into_iter().collect()).await?;
+            seed.get_or_insert(c.nodes[0].0.node().local_addr());
+        }
+        Ok(c)
+    }
+
+    /// Starts a node in region `r`, with the WAN link to every node of another region.
+    async fn add(&mut self, name: &str, r: usize, seeds: Vec<SocketAddr>) -> Result<()> {
+        let cfg = self.node_config(name, &region(r), seeds).await;
+        let faults = Faults::new();
+        let d = Daemon::start_with(&cfg, self.ca.issue(name, &region(r))?, Some(faults.clone()))
+            .await
+            .with_context(|| format!("starting {name}"))?;
+        for (other, other_faults, other_r) in &self.nodes {
+            if *other_r != r {
+                faults.set_link(other.node().local_addr(), self.link);
+                other_faults.set_link(d.node().local_addr(), self.link);
+            }
+        }
+        self.nodes.push((d, faults, r));
+        Ok(())
+    }
+
+    async fn connected(&self) -> Result<()> {
+        let want = self.nodes.len() - 1;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut all = true;
+            for (d, ..) in &self.nodes {
+                let s = d.node().status().await?;
+                all &= s.replica.peers.iter().filter(|p| p.connected).count() >= want
+                    && !s.replica.rebuilding;
+            }
+            if all {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the cluster did not connect within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn converged(&self, limit: Duration) -> Result<Option<Duration>> {
+        let start = Instant::now();
+        loop {
+            let mut roots = Vec::new();
+            for (d, ..) in &self.nodes {
+                roots.push(d.node().digest("").await?);
+            }
+            if roots.windows(2).all(|w| w[0] == w[1]) {
+                return Ok(Some(start.elapsed()));
+            }
+            if start.elapsed() > limit {
+                return Ok(None);
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    async fn bytes_out(&self) -> Result<u64> {
+        let mut sum = 0;
+        for (d, ..) in &self.nodes {
+            sum += d.node().status().await?.bytes_out;
+        }
+        Ok(sum)
+    }
+
+    async fn shutdown(self) {
+        for (d, ..) in self.nodes {
+            let _ = d.shutdown().await;
+        }
+    }
+}
+
+fn quantile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
+fn progress(a: &BenchArgs, len: u64) -> ProgressBar {
+    if a.json || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    if let Ok(s) = ProgressStyle::with_template("{msg:28} [{bar:30}] {pos}/{len}") {
+        pb.set_style(s.progress_chars("=> "));
+    }
+    pb
+}
+
+/// Writes `count` keys of `value_bytes` through node 0, 64 at a time.
+async fn load_keys(c: &Cluster, prefix: &str, count: usize, value_bytes: usize) -> Result<()> {
+    let mut tasks = Vec::new();
+    for w in 0..64usize {
+        let node = c.nodes[0].0.node().clone();
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..count).step_by(64) {
+                node.put(&format!("{prefix}{i:08}"), vec![b'x'; value_bytes])
+                    .await?;
+            }
+            Ok::<_, meridian::NodeError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+async fn propagate(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
+    pb.set_message("propagate");
+    let writer = c.nodes[0].0.node().clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String, Instant)>();
+    let mut watchers = Vec::new();
+    for (i, (d, ..)) in c.nodes.iter().enumerate().skip(1) {
+        let mut w = d.node().watch("bench/prop/", d.node().index());
+        let tx = tx.clone();
+        watchers.push(tokio::spawn(async move {
+            while let Some(ch) = w.next().await {
+                let _ = tx.send((i, ch.key, Instant::now()));
+            }
+        }));
+    }
+    let others = c.nodes.len() - 1;
+    let gap = Duration::from_secs_f64(1.0 / a.rate.max(1) as f64);
+    let mut started = Vec::with_capacity(a.writes);
+    let t0 = Instant::now();
+    for i in 0..a.writes {
+        let due = t0 + gap * i as u32;
+        tokio::time::sleep_until(due.into()).await;
+        started.push(Instant::now());
+        writer
+            .put(&format!("bench/prop/{i:08}"), vec![b'p'; a.value_bytes])
+            .await?;
+        pb.inc(1);
+    }
+    let mut lat = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lat.len() < a.writes * others {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(Some((_, key, at))) = tokio::time::timeout(left, rx.recv()).await else {
+            bail!(
+                "propagate: {} of {} arrivals within 30 s",
+                lat.len(),
+                a.writes * others
+            );
+        };
+        let i: usize = key
+            .rsplit('/')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        if let Some(s) = started.get(i) {
+            lat.push(at.saturating_duration_since(*s));
+        }
+    }
+    for w in watchers {
+        w.abort();
+    }
+    lat.sort();
+    let (p50, p99, max) = (
+        quantile(&lat, 0.5),
+        quantile(&lat, 0.99),
+        quantile(&lat, 1.0),
+    );
+    let limit = a.delay_ms as f64 + 10.0;
+    Ok(json!({
+        "scenario": "propagate",
+        "writes": a.writes,
+        "rate_per_s": a.rate,
+        "arrivals": lat.len(),
+        "injected_delay_ms": a.delay_ms,
+        "p50_ms": p50, "p99_ms": p99, "max_ms": max,
+        "target": format!("p99 <= delay + 10 ms = {limit} ms"),
+        "met": p99 <= limit,
+        "anchor": "a 1 s polling loop: >= 1000 ms",
+    }))
+}
+
+async fn partition(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
+    pb.set_message("partition: load");
+    load_keys(c, "bench/part/", a.keys, a.value_bytes).await?;
+    if c.converged(Duration::from_secs(60)).await?.is_none() {
+        bail!("partition: the cluster did not converge after loading");
+    }
+    pb.set_message("partition: cut");
+    let cut = c.nodes.iter().map(|n| n.2).max().unwrap_or(0);
+    for (_, a_faults, ar) in &c.nodes {
+        for (b_node, _, br) in &c.nodes {
+            if (*ar == cut) != (*br == cut) {
+                a_faults.block(b_node.node().local_addr());
+            }
+        }
+    }
+    // Until the cut is seen (QUIC idle timeout), writes would still be delivered.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = c.nodes[0].0.node().status().await?;
+        if s.replica
+            .regions
+            .iter()
+            .any(|g| g.region == region(cut) && !g.reachable)
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("partition: the cut was not detected within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pb.set_message("partition: diverge");
+    let inside = c.nodes[0].0.node().clone();
+    let outside = c
+        .nodes
+        .iter()
+        .find(|n| n.2 == cut)
+        .context("a node in the cut region")?
+        .0
+        .node()
+        .clone();
+    let mut diverged_bytes = 0u64;
+    for i in 0..a.diverged {
+        let key = format!("bench/part/{i:08}");
+        inside.put(&key, vec![b'a'; a.value_bytes]).await?;
+        outside.put(&key, vec![b'b'; a.value_bytes]).await?;
+        // Two entries per key: key, value, stamp (16 bytes), flags.
+        diverged_bytes += 2 * (key.len() + a.value_bytes + 24) as u64;
+    }
+    let full_state_bytes = (a.keys as u64) * (20 + a.value_bytes as u64 + 24);
+    pb.set_message("partition: heal");
+    let before = c.bytes_out().await?;
+    for (_, f, _) in &c.nodes {
+        f.heal();
+    }
+    let Some(t) = c.converged(Duration::from_secs(60)).await? else {
+        bail!("partition: no convergence within 60 s of the heal");
+    };
+    let sent = c.bytes_out().await? - before;
+    Ok(json!({
+        "scenario": "partition",
+        "keys": a.keys,
+        "diverged_keys_per_side": a.diverged,
+        "converge_ms": t.as_secs_f64() * 1e3,
+        "bytes_sent_after_heal": sent,
+        "diverged_entries_bytes": diverged_bytes,
+        "ratio_to_diverged": sent as f64 / diverged_bytes.max(1) as f64,
+        "full_state_bytes": full_state_bytes,
+        "target": "bytes <= 3 x diverged; <= 1 s on loopback (with the injected delay here)",
+        "met": (sent as f64) <= 3.0 * diverged_bytes as f64 && t <= Duration::from_secs(1),
+    }))
+}
+
+async fn throughput(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
+    pb.set_message("throughput");
+    let addr = c.nodes[0].0.api_addr();
+    let d = Duration::from_secs_f64(a.seconds);
+    let keys = 100;
+    // Every key the GETs read exists, however few PUTs the run managed.
+    let node = c.nodes[0].0.node().clone();
+    let mut tasks = Vec::new();
+    for cl in 0..a.clients {
+        let node = node.clone();
+        let value = vec![b'x'; a.value_bytes];
+        tasks.push(tokio::spawn(async move {
+            for k in 0..keys {
+                node.put(&format!("bench/{cl}/{k}"), value.clone()).await?;
+            }
+            Ok::<_, meridian::NodeError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let put = client::load(addr, a.clients, d, keys, a.value_bytes, true).await?;
+    let get = client::load(addr, a.clients, d, keys, a.value_bytes, false).await?;
+    Ok(json!({
+        "scenario": "throughput",
+        "clients": a.clients,
+        "seconds": a.seconds,
+        "put_per_s": put.ops_per_s, "put_p50_ms": put.quantile_ms(0.5), "put_p99_ms": put.quantile_ms(0.99),
+        "get_per_s": get.ops_per_s, "get_p50_ms": get.quantile_ms(0.5), "get_p99_ms": get.quantile_ms(0.99),
+    }))
+}
+
+async fn rebuild(c: &mut Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
+    pb.set_message("rebuild");
+    let have = c.nodes[0].0.node().status().await?.replica.keys;
+    if have < a.keys {
+        load_keys(c, "bench/rebuild/", a.keys - have, a.value_bytes).await?;
+    }
+    let keys = c.nodes[0].0.node().status().await?.replica.keys;
+    let seed = c.nodes[0].0.node().local_addr();
+    let start = Instant::now();
+    c.add("rebuilt-1", 0, vec![seed]).await?;
+    let n = c.nodes.last().context("the new node")?.0.node().clone();
+    let src = c.nodes[0].0.node().clone();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let s = n.status().await?;
+        if !s.replica.rebuilding && n.digest("").await? == src.digest("").await? {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("rebuild: not done within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let t = start.elapsed();
+    Ok(json!({
+        "scenario": "rebuild",
+        "keys": keys,
+        "rebuild_ms": t.as_secs_f64() * 1e3,
+        "keys_per_s": keys as f64 / t.as_secs_f64(),
+        "target": "1M keys <= 10 s",
+    }))
+}
+
+fn print(v: &Value) {
+    match v["scenario"].as_str() {
+        Some("propagate") => println!(
+            "propagate   {} writes at {}/s, {} arrivals: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (injected one-way delay {} ms; target p99 <= {} ms: {})",
+            v["writes"], v["rate_per_s"], v["arrivals"], v["p50_ms"].as_f64().unwrap_or(0.0),
+            v["p99_ms"].as_f64().unwrap_or(0.0), v["max_ms"].as_f64().unwrap_or(0.0), v["injected_delay_ms"],
+            v["injected_delay_ms"].as_u64().unwrap_or(0) + 10, if v["met"] == true { "met" } else { "NOT met" }
+        ),
+        Some("partition") => println!(
+            "partition   {} keys, {} conflicting writes per side: equal roots {:.0} ms after the heal; {} bytes sent = {:.2} x the {} bytes of diverged entries (full state: {} bytes)",
+            v["keys"], v["diverged_keys_per_side"], v["converge_ms"].as_f64().unwrap_or(0.0), v["bytes_sent_after_heal"],
+            v["ratio_to_diverged"].as_f64().unwrap_or(0.0), v["diverged_entries_bytes"], v["full_state_bytes"]
+        ),
+        Some("throughput") => println!(
+            "throughput  {} clients, {} s each: PUT {:.0}/s p50 {:.2} ms p99 {:.2} ms; GET {:.0}/s p50 {:.2} ms p99 {:.2} ms",
+            v["clients"], v["seconds"], v["put_per_s"].as_f64().unwrap_or(0.0), v["put_p50_ms"].as_f64().unwrap_or(0.0),
+            v["put_p99_ms"].as_f64().unwrap_or(0.0), v["get_per_s"].as_f64().unwrap_or(0.0),
+            v["get_p50_ms"].as_f64().unwrap_or(0.0), v["get_p99_ms"].as_f64().unwrap_or(0.0)
+        ),
+        Some("rebuild") => println!(
+            "rebuild     a wiped node rebuilt {} keys from a peer in {:.0} ms ({:.0} keys/s)",
+            v["keys"], v["rebuild_ms"].as_f64().unwrap_or(0.0), v["keys_per_s"].as_f64().unwrap_or(0.0)
+        ),
+        _ => println!("{v}"),
+    }
+}
+
+pub async fn run(a: BenchArgs) -> Result<bool> {
+    let dir = match &a.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("meridian-bench-{}", std::process::id())),
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !a.json {
+        println!(
+            "meridian bench: {} regions x {} node(s), one-way delay {} ms (jitter {} ms, loss {:.1}%) between regions, {}-byte values, data under {}",
+            a.regions, a.nodes_per_region, a.delay_ms, a.jitter_ms, a.loss * 100.0, a.value_bytes, dir.display()
+        );
+    }
+    let mut c = Cluster::start(&a, dir.clone()).await?;
+    c.connected().await?;
+    let all = a.scenario == Scenario::All;
+    let pb = progress(&a, a.writes as u64);
+    let mut results = Vec::new();
+    let outcome = async {
+        if all || a.scenario == Scenario::Propagate {
+            results.push(propagate(&c, &a, &pb).await?);
+        }
+        if all || a.scenario == Scenario::Throughput {
+            results.push(throughput(&c, &a, &pb).await?);
+        }
+        if all || a.scenario == Scenario::Partition {
+            results.push(partition(&c, &a, &pb).await?);
+        }
+        if all || a.scenario == Scenario::Rebuild {
+            results.push(rebuild(&mut c, &a, &pb).await?);
+        }
+        Ok::<_, anyhow::Error>(())
+    }
+    .await;
+    pb.finish_and_clear();
+    c.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    outcome?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "regions": a.regions, "nodes_per_region": a.nodes_per_region,
+                "delay_ms": a.delay_ms, "jitter_ms": a.jitter_ms, "loss": a.loss,
+                "value_bytes": a.value_bytes, "results": results,
+            }))?
+        );
+    } else {
+        for r in &results {
+            print(r);
+        }
+    }
+    Ok(true)
+}
