@@ -1,0 +1,7 @@
+-- PUT a 100-byte value to one of 1,000 keys through etcd's JSON gateway.
+dofile(os.getenv("BENCH_DIR") .. "/etcd_common.lua")
+request = function()
+  counter = counter + 1
+  local body = '{"key":"' .. keys[counter % 1000] .. '","value":"' .. value .. '"}'
+  return wrk.format("POST", "/v3/kv/put", { ["Content-Type"] = "application/json" }, body)
+end
