@@ -12,11 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
-use meridian::client::Client;
+use hyper::Method;
+use meridian::client::{self, Client};
 use meridian::daemon::{Daemon, DaemonConfig};
 use meridian::net::tls::Ca;
 
@@ -42,60 +39,6 @@ fn config(
     }
 }
 
-/// `clients` keep-alive connections, each sending `per_client` requests back
-/// to back over its own `keys` keys.
-async fn load(
-    addr: std::net::SocketAddr,
-    clients: usize,
-    per_client: usize,
-    keys: usize,
-    write: bool,
-) -> (f64, Vec<Duration>) {
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-            stream.set_nodelay(true).unwrap();
-            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            let value = Bytes::from(vec![b'x'; 100]);
-            let mut lat = Vec::with_capacity(per_client);
-            for i in 0..per_client {
-                let key = format!("/v1/kv/bench/{c}/{}", i % keys);
-                let (method, body) = if write {
-                    (Method::PUT, value.clone())
-                } else {
-                    (Method::GET, Bytes::new())
-                };
-                let req = Request::builder()
-                    .method(method)
-                    .uri(key)
-                    .header("host", "bench")
-                    .body(Full::new(body))
-                    .unwrap();
-                let t = Instant::now();
-                tx.ready().await.unwrap();
-                let resp = tx.send_request(req).await.unwrap();
-                let status = resp.status();
-                resp.into_body().collect().await.unwrap();
-                assert!(status.is_success(), "{status}");
-                lat.push(t.elapsed());
-            }
-            lat
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    let secs = start.elapsed().as_secs_f64();
-    all.sort();
-    (all.len() as f64 / secs, all)
-}
-
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -112,11 +55,23 @@ fn main() {
             .await
             .unwrap();
         for clients in [1usize, 16, 64] {
-            let per = if clients == 1 { 2_000 } else { 20_000 / clients };
-            let (rate, lat) = load(d.api_addr(), clients, per, per, true).await;
-            println!("{clients:>8} {:>6} {rate:>12.0} {:>9.2} {:>9.2}", "PUT", pct(&lat, 0.5), pct(&lat, 0.99));
-            let (rate, lat) = load(d.api_addr(), clients, per * 5, per, false).await;
-            println!("{clients:>8} {:>6} {rate:>12.0} {:>9.2} {:>9.2}", "GET", pct(&lat, 0.5), pct(&lat, 0.99));
+            let two = Duration::from_secs(2);
+            let put = client::load(d.api_addr(), clients, two, 100, 100, true).await.unwrap();
+            println!(
+                "{clients:>8} {:>6} {:>12.0} {:>9.2} {:>9.2}",
+                "PUT",
+                put.ops_per_s,
+                put.quantile_ms(0.5),
+                put.quantile_ms(0.99)
+            );
+            let get = client::load(d.api_addr(), clients, two, 100, 100, false).await.unwrap();
+            println!(
+                "{clients:>8} {:>6} {:>12.0} {:>9.2} {:>9.2}",
+                "GET",
+                get.ops_per_s,
+                get.quantile_ms(0.5),
+                get.quantile_ms(0.99)
+            );
         }
         d.shutdown().await.unwrap();
 
