@@ -3,7 +3,8 @@
 //! reconcile two replicas of M keys of which D diverged (Automerge's sync
 //! protocol against Meridian's Merkle anti-entropy between two sans-IO
 //! replicas). Usage: `cargo run --release -- [N] [M] [D]`
-//! (defaults 100000 100000 1000).
+//! (defaults 100000 100000 1000); `cargo run --release -- memory [N]`
+//! measures the memory of Meridian's map of N keys (default 1M).
 
 use std::time::Instant;
 
@@ -223,7 +224,56 @@ fn meridian_ae(m: usize, d: usize) -> (usize, usize, f64, usize) {
     (bytes, messages, t.elapsed().as_secs_f64(), diverged)
 }
 
+/// Resident memory of this process, bytes (Linux).
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
+        .map_or(0, |pages| pages * 4096)
+}
+
+/// Memory of an LwwMap holding `n` keys of 100-byte values, beside the raw
+/// key and value bytes (the design's target: <= 1.5 x raw + 100 B per key).
+fn meridian_memory(n: usize) -> (u64, u64) {
+    let before = rss_bytes();
+    let mut map = LwwMap::new(0);
+    let mut raw = 0u64;
+    for i in 0..n {
+        let key = format!("config/service-{:07}/setting", i);
+        let v = value(i, b'm');
+        raw += (key.len() + v.len()) as u64;
+        let e = Entry {
+            stamp: Stamp::new(Hlc::new(1_750_000_000_000 + i as u64, 0), NodeId(1)),
+            prev: Stamp::ZERO,
+            flags: 0,
+            value: Some(Bytes::from(v)),
+        };
+        map.apply_local(&Key::new(&key).expect("key"), e);
+    }
+    let _ = map.root();
+    let used = rss_bytes().saturating_sub(before);
+    drop(map);
+    (used, raw)
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("memory") {
+        let n = arg(2, 1_000_000);
+        let (used, raw) = meridian_memory(n);
+        let target = 1.5 * raw as f64 + 100.0 * n as f64;
+        println!(
+            "memory: {n} keys, {raw} raw key+value bytes: the map grew the process by {used} bytes = {:.2} x raw = {:.0} B per key over raw; target <= {:.0} bytes: {}",
+            used as f64 / raw as f64,
+            (used as f64 - raw as f64) / n as f64,
+            target,
+            if (used as f64) <= target { "met" } else { "NOT met" }
+        );
+        return;
+    }
     let n = arg(1, 100_000);
     let m = arg(2, 100_000);
     let d = arg(3, 1_000);
