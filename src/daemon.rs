@@ -551,19 +551,7 @@ fn write_snapshot(
     snap: crate::node::Snapshot,
 ) -> Result<PathBuf, String> {
     use crate::backup;
-    let header = backup::Header {
-        version: backup::FORMAT_VERSION,
-        cluster,
-        node: snap.node,
-        name: snap.name.clone(),
-        region: snap.region.clone(),
-        since: 0,
-        index: snap.index,
-        root: snap.root,
-        gc_floor: snap.gc_floor,
-        created_ms: snap.taken_ms,
-        removed: Vec::new(),
-    };
+    let header = backup::Header::for_snapshot(cluster, &snap);
     let bytes = backup::encode(&header, &snap.entries).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let prefix = snapshot_prefix(&snap.name);

@@ -120,49 +120,7 @@ enum Command {
     },
     /// Measure a local cluster whose regions talk through an injected WAN
     /// delay: propagation, partition repair, HTTP throughput, rebuild.
-    Bench {
-        #[arg(value_enum, default_value_t = cli::bench::Scenario::All)]
-        scenario: cli::bench::Scenario,
-        #[arg(long, default_value_t = 3)]
-        regions: usize,
-        #[arg(long, default_value_t = 1)]
-        nodes_per_region: usize,
-        /// One-way delay between regions.
-        #[arg(long, default_value_t = 40)]
-        delay_ms: u64,
-        /// Plus a uniform random delay up to this.
-        #[arg(long, default_value_t = 0)]
-        jitter_ms: u64,
-        /// Probability of losing a datagram between regions (0..1).
-        #[arg(long, default_value_t = 0.0)]
-        loss: f64,
-        /// propagate: writes, and their rate per second.
-        #[arg(long, default_value_t = 200)]
-        writes: usize,
-        #[arg(long, default_value_t = 50)]
-        rate: u64,
-        /// partition and rebuild: keys loaded.
-        #[arg(long, default_value_t = 10_000)]
-        keys: usize,
-        /// partition: conflicting writes on each side.
-        #[arg(long, default_value_t = 1_000)]
-        diverged: usize,
-        /// throughput: HTTP clients, and seconds for PUT then GET.
-        #[arg(long, default_value_t = 64)]
-        clients: usize,
-        #[arg(long, default_value_t = 2.0)]
-        seconds: f64,
-        #[arg(long, default_value_t = 100)]
-        value_bytes: usize,
-        /// Tiny sizes, for a smoke test: seconds, not figures.
-        #[arg(long)]
-        tiny: bool,
-        #[arg(long)]
-        json: bool,
-        /// Where the nodes keep their data (default: a temporary directory).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
+    Bench(cli::bench::BenchArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Run the deterministic cluster simulation: random writes, partitions,
@@ -286,46 +244,12 @@ fn run(cli: Cli) -> Result<bool> {
             );
             Ok(true)
         }
-        Command::Bench {
-            scenario,
-            regions,
-            nodes_per_region,
-            delay_ms,
-            jitter_ms,
-            loss,
-            writes,
-            rate,
-            keys,
-            diverged,
-            clients,
-            seconds,
-            value_bytes,
-            tiny,
-            json,
-            dir,
-        } => {
+        Command::Bench(mut a) => {
             logging(cli.log_format, "error");
-            if !(0.0..=1.0).contains(&loss) {
-                anyhow::bail!("--loss must be between 0 and 1, got {loss}");
+            if !(0.0..=1.0).contains(&a.loss) {
+                anyhow::bail!("--loss must be between 0 and 1, got {}", a.loss);
             }
-            let mut a = cli::bench::BenchArgs {
-                scenario,
-                regions,
-                nodes_per_region,
-                delay_ms,
-                jitter_ms,
-                loss,
-                writes,
-                rate,
-                keys,
-                diverged,
-                clients,
-                seconds,
-                value_bytes,
-                json,
-                dir,
-            };
-            if tiny {
+            if a.tiny {
                 a.writes = 10;
                 a.rate = 100;
                 a.keys = 200;

@@ -10,7 +10,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::{error, flag, hex, node_error, number, query, Api, ApiError, RESTORE_STEP_ENTRIES};
-use crate::node::Node;
 
 /// `GET /v1/backup[?since=N]`: a backup file (see [`crate::backup`]) of a
 /// consistent snapshot: every entry (full) or those changed after index N
@@ -29,7 +28,7 @@ pub(super) async fn backup(State(api): State<Arc<Api>>, uri: Uri) -> Response {
             ));
         }
         let snap = api.node.snapshot(since).await.map_err(node_error)?;
-        let header = backup_header(&api.node, &snap);
+        let header = crate::backup::Header::for_snapshot(api.node.cluster(), &snap);
         let name = format!(
             "meridian-{}-{}{}.mbak",
             snap.name,
@@ -76,22 +75,6 @@ pub(super) async fn backup(State(api): State<Arc<Api>>, uri: Uri) -> Response {
         Ok::<_, ApiError>((headers, Body::from_stream(stream)).into_response())
     };
     go.await.unwrap_or_else(IntoResponse::into_response)
-}
-
-fn backup_header(node: &Node, snap: &crate::node::Snapshot) -> crate::backup::Header {
-    crate::backup::Header {
-        version: crate::backup::FORMAT_VERSION,
-        cluster: node.cluster(),
-        node: snap.node,
-        name: snap.name.clone(),
-        region: snap.region.clone(),
-        since: snap.since,
-        index: snap.index,
-        root: snap.root,
-        gc_floor: snap.gc_floor,
-        created_ms: snap.taken_ms,
-        removed: snap.removed.clone(),
-    }
 }
 
 /// `POST /v1/restore[?force]` with a backup file as the body: checks it

@@ -27,21 +27,48 @@ pub enum Scenario {
 }
 
 /// The knobs of a run (see `meridian bench --help`).
+#[derive(clap::Args)]
 pub struct BenchArgs {
+    #[arg(value_enum, default_value_t = Scenario::All)]
     pub scenario: Scenario,
+    #[arg(long, default_value_t = 3)]
     pub regions: usize,
+    #[arg(long, default_value_t = 1)]
     pub nodes_per_region: usize,
+    /// One-way delay between regions.
+    #[arg(long, default_value_t = 40)]
     pub delay_ms: u64,
+    /// Plus a uniform random delay up to this.
+    #[arg(long, default_value_t = 0)]
     pub jitter_ms: u64,
+    /// Probability of losing a datagram between regions (0..1).
+    #[arg(long, default_value_t = 0.0)]
     pub loss: f64,
+    /// propagate: writes, and their rate per second.
+    #[arg(long, default_value_t = 200)]
     pub writes: usize,
+    #[arg(long, default_value_t = 50)]
     pub rate: u64,
+    /// partition and rebuild: keys loaded.
+    #[arg(long, default_value_t = 10_000)]
     pub keys: usize,
+    /// partition: conflicting writes on each side.
+    #[arg(long, default_value_t = 1_000)]
     pub diverged: usize,
+    /// throughput: HTTP clients, and seconds for PUT then GET.
+    #[arg(long, default_value_t = 64)]
     pub clients: usize,
+    #[arg(long, default_value_t = 2.0)]
     pub seconds: f64,
+    #[arg(long, default_value_t = 100)]
     pub value_bytes: usize,
+    /// Tiny sizes, for a smoke test: seconds, not figures.
+    #[arg(long)]
+    pub tiny: bool,
+    #[arg(long)]
     pub json: bool,
+    /// Where the nodes keep their data (default: a temporary directory).
+    #[arg(long)]
     pub dir: Option<PathBuf>,
 }
 
