@@ -382,10 +382,17 @@ fn webhooks_receive_partition_and_heal_events_from_a_real_partition() {
         detected["cut_region"].is_string() && detected["name"].is_string(),
         "{detected}"
     );
+    // The demo's cut lasts past the 5 s idle timeout.
     let healed = seen
         .iter()
         .find(|e| e["type"] == "partition_healed")
         .unwrap();
+    assert!(
+        seen.iter()
+            .filter(|e| e["type"] == "partition_healed")
+            .all(|e| e["partition_ms"].as_u64().unwrap() >= 1_000),
+        "a partition event without a partition: {seen:#?}"
+    );
     assert!(healed["keys_exchanged"].as_u64().unwrap() > 0, "{healed}");
     assert!(healed["partition_ms"].as_u64().unwrap() > 0, "{healed}");
     assert!(healed["converge_ms"].is_u64(), "{healed}");

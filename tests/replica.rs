@@ -646,3 +646,32 @@ fn import_merges_backup_entries_as_crdt_state() {
     }
     assert!(persisted);
 }
+
+#[test]
+fn a_swapped_connection_is_no_outage() {
+    let mut net = Net::new(2);
+    net.connect_all();
+    net.put(0, "k", "v");
+    net.settle();
+    net.events.clear();
+    // The transports kept the newer of two connections: the link restarts on both ends.
+    for (i, j) in [(0, 1), (1, 0)] {
+        let now = net.local(i);
+        let peer = net.id(j);
+        net.nodes[i].reconnected(peer, now);
+    }
+    net.settle();
+    net.put(0, "k2", "v2");
+    net.settle();
+    assert!(
+        !net.events.iter().any(|(_, e)| matches!(
+            e,
+            Event::PeerDown { .. } | Event::PeerUp { .. } | Event::PartitionDetected { .. }
+        )),
+        "{:?}",
+        net.events
+    );
+    assert!(net.nodes[0].status().quorum);
+    assert_eq!(net.value(1, "k2").as_deref(), Some(&b"v2"[..]));
+    assert!(net.roots_equal());
+}

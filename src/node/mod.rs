@@ -1150,8 +1150,7 @@ impl Driver {
                         old.connection
                             .close(net::CLOSE_DUPLICATE.into(), b"duplicate");
                         self.conns.insert(node, new);
-                        self.replica.disconnected(node, now);
-                        self.replica.connected(node, now);
+                        self.replica.reconnected(node, now);
                     }
                     None => {
                         self.conns.insert(node, new);

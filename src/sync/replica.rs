@@ -160,6 +160,9 @@ struct Peer {
     name: String,
     /// Its collection floor, as its last hello said.
     gc_floor: Hlc,
+    /// The transport swapped the connection: the link restarts, but the
+    /// peer was never out of reach (no down/up or partition events).
+    swapping: bool,
     /// The transport says a connection is up.
     transport: bool,
     /// The peer showed it accepted our hello (it sent us something else).
@@ -592,7 +595,7 @@ impl Replica {
         up.insert(&self.cfg.region);
         for p in self.peers.values().filter(|p| !p.region.is_empty()) {
             all.insert(&p.region);
-            if p.ready {
+            if p.ready || p.swapping {
                 up.insert(&p.region);
             }
         }
@@ -603,7 +606,7 @@ impl Replica {
     fn update_regions(&mut self, now_ms: u64) {
         let mut up: BTreeMap<&str, bool> = BTreeMap::new();
         for p in self.peers.values().filter(|p| !p.region.is_empty()) {
-            *up.entry(&p.region).or_insert(false) |= p.ready;
+            *up.entry(&p.region).or_insert(false) |= p.ready || p.swapping;
         }
         up.insert(&self.cfg.region, true);
         let mut flips = Vec::new();
@@ -700,9 +703,29 @@ impl Replica {
     }
 
     /// The transport lost `peer`.
+    /// The transport replaced its connection to `peer` with a new one (both
+    /// sides dialed at once): the link restarts with a hello, as after a
+    /// reconnection, but the peer stays reachable throughout.
+    pub fn reconnected(&mut self, peer: NodeId, now_ms: u64) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.swapping = p.ready || p.swapping;
+            p.ready = false;
+            p.transport = false;
+            p.hello_confirmed = false;
+            p.in_flight.clear();
+            p.resume_asked_ms = None;
+        }
+        if self.ae_session.is_some_and(|s| s.peer == peer) {
+            self.ae_session = None;
+        }
+        self.connected(peer, now_ms);
+    }
+
     pub fn disconnected(&mut self, peer: NodeId, now_ms: u64) {
         if let Some(p) = self.peers.get_mut(&peer) {
-            if p.ready {
+            // A swap whose new connection died is a real loss.
+            let swapping = std::mem::take(&mut p.swapping);
+            if p.ready || swapping {
                 self.staged.push(Output::Event(Event::PeerDown {
                     peer,
                     name: p.name.clone(),
@@ -847,7 +870,8 @@ impl Replica {
         let horizon_floor = self.horizon_floor;
         let index = self.map.index();
         let p = self.peers.entry(from).or_default();
-        if !p.ready {
+        let swapped = std::mem::take(&mut p.swapping);
+        if !p.ready && !swapped {
             self.staged.push(Output::Event(Event::PeerUp {
                 peer: from,
                 name: h.name.clone(),
