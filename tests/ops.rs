@@ -382,7 +382,9 @@ fn webhooks_receive_partition_and_heal_events_from_a_real_partition() {
         detected["cut_region"].is_string() && detected["name"].is_string(),
         "{detected}"
     );
-    // The demo's cut lasts past the 5 s idle timeout.
+    // partition_ms runs from detection (the 5 s idle timeout) to the
+    // reconnection after the heal: tens of ms at least; the false
+    // "partitions" of a swapped connection measured 0-1 ms.
     let healed = seen
         .iter()
         .find(|e| e["type"] == "partition_healed")
@@ -390,7 +392,7 @@ fn webhooks_receive_partition_and_heal_events_from_a_real_partition() {
     assert!(
         seen.iter()
             .filter(|e| e["type"] == "partition_healed")
-            .all(|e| e["partition_ms"].as_u64().unwrap() >= 1_000),
+            .all(|e| e["partition_ms"].as_u64().unwrap() >= 50),
         "a partition event without a partition: {seen:#?}"
     );
     assert!(healed["keys_exchanged"].as_u64().unwrap() > 0, "{healed}");
