@@ -70,7 +70,7 @@ fn redb_store_holds_exactly_what_the_memory_model_holds() {
     let state = disk.load().unwrap();
     assert_eq!(state, mem.load().unwrap());
     let cfg = r.config().clone();
-    let mut restored = Replica::restore(cfg, &state, T0 + 100).unwrap();
+    let mut restored = Replica::restore(cfg, state, T0 + 100).unwrap();
     assert_eq!(restored.root(), r.root());
     assert!(restored.clock() >= r.clock(), "the clock never goes back");
     let _ = std::fs::remove_dir_all(dir);

@@ -13,11 +13,14 @@
 //! part of the digest.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::hash::BuildHasher;
 use std::ops::Bound;
 
 use bytes::Bytes;
+use foldhash::fast::FixedState;
+use hashbrown::HashTable;
 
-use super::digest::{leaf_key_hash_range, Digest};
+use super::digest::{leaf_of, Digest, LEAVES};
 use super::hlc::Hlc;
 use super::types::{entry_hash, key_hash, Entry, Hash, Key, Stamp};
 
@@ -128,21 +131,45 @@ impl ConflictLog {
     }
 }
 
+/// A key and its record, in the map's arena.
+struct Slot {
+    key: Key,
+    rec: Record,
+}
+
+/// Stale pairs the change feed may hold beyond half its current ones before
+/// it is compacted.
+const FEED_SLACK: usize = 1024;
+
 /// The replicated map (see the module docs).
+///
+/// Records live in one arena of slots; three indexes name slots by `u32`:
+/// a hash table (seeded, see [`LwwMap::with_seed`]) finds a key's slot for
+/// merges and reads, an ordered map serves prefix scans, and one chain per
+/// digest leaf serves the leaf exchange of anti-entropy. The change feed is
+/// an append-only log of (index, slot) pairs; a pair is current while its
+/// slot still holds that index, and stale pairs are dropped in bulk.
 pub struct LwwMap {
-    records: BTreeMap<Key, Record>,
-    /// Keys by digest position, for the leaf exchange of anti-entropy.
-    by_hash: BTreeSet<(u64, Key)>,
-    /// index → key, the latest change of each key only.
-    feed: BTreeMap<u64, Key>,
+    /// `None` marks a free slot (reused first).
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    table: HashTable<u32>,
+    hasher: FixedState,
+    /// Keys in order, for prefix scans and ordered iteration.
+    ordered: BTreeMap<Key, u32>,
+    /// Per digest leaf, the first slot of its chain plus one (0: empty);
+    /// `leaf_next[slot]` the next slot plus one. Zero-initialised, so an
+    /// empty map's heads cost no resident memory.
+    leaf_head: Vec<u32>,
+    leaf_next: Vec<u32>,
+    /// (index, slot) in increasing index order.
+    feed: Vec<(u64, u32)>,
     tombstones: BTreeSet<(Stamp, Key)>,
     index: u64,
     digest: Digest,
     conflicts: ConflictLog,
     stamp_collisions: u64,
     raw_bytes: u64,
-    /// Smallest key, the lower bound of hash-range scans.
-    key_min: Key,
     /// Keys removed outright, with the index when they were removed, for
     /// incremental backups; at most [`REMOVALS_BYTES_MAX`] bytes of keys.
     removals: VecDeque<(u64, Key)>,
@@ -167,19 +194,37 @@ fn part_of(hash: &Hash) -> [u8; 16] {
     p
 }
 
+fn table_hash(hasher: &FixedState, key: &str) -> u64 {
+    hasher.hash_one(key)
+}
+
 impl LwwMap {
+    /// An empty map whose lookup table uses a fixed seed: for tests and
+    /// offline tools. A map that holds keys from clients should use
+    /// [`LwwMap::with_seed`] with a random seed, so that nobody can choose
+    /// keys that collide in its table.
     pub fn new(conflicts_max: usize) -> LwwMap {
+        LwwMap::with_seed(conflicts_max, 0)
+    }
+
+    /// An empty map whose lookup table hashes keys with `hash_seed`. The
+    /// seed changes no result, only where keys sit in the table.
+    pub fn with_seed(conflicts_max: usize, hash_seed: u64) -> LwwMap {
         LwwMap {
-            records: BTreeMap::new(),
-            by_hash: BTreeSet::new(),
-            feed: BTreeMap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            table: HashTable::new(),
+            hasher: FixedState::with_seed(hash_seed),
+            ordered: BTreeMap::new(),
+            leaf_head: vec![0; LEAVES],
+            leaf_next: Vec::new(),
+            feed: Vec::new(),
             tombstones: BTreeSet::new(),
             index: 0,
             digest: Digest::new(),
             conflicts: ConflictLog::new(conflicts_max),
             stamp_collisions: 0,
             raw_bytes: 0,
-            key_min: Key::min_bound(),
             removals: VecDeque::new(),
             removals_bytes: 0,
             removals_from: 0,
@@ -191,15 +236,49 @@ impl LwwMap {
         records: impl IntoIterator<Item = (Key, Entry, u64, u64)>,
         index: u64,
         conflicts_max: usize,
+        hash_seed: u64,
     ) -> LwwMap {
-        let mut m = LwwMap::new(conflicts_max);
+        let mut m = LwwMap::with_seed(conflicts_max, hash_seed);
+        let records = records.into_iter();
+        let (n, _) = records.size_hint();
+        m.slots.reserve(n);
+        m.leaf_next.reserve(n);
+        m.feed.reserve(n);
+        let (slots, hasher) = (&m.slots, &m.hasher);
+        m.table.reserve(n, |&s| Self::slot_hash(slots, hasher, s));
         for (key, entry, create_index, modify_index) in records {
+            debug_assert!(m.slot_of(key.as_str()).is_none(), "restored twice: {key:?}");
             m.insert_new(key, entry, create_index, modify_index);
         }
-        m.index = index.max(m.feed.keys().next_back().copied().unwrap_or(0));
+        m.feed.sort_unstable_by_key(|&(i, _)| i);
+        m.index = index.max(m.feed.last().map_or(0, |&(i, _)| i));
         // Removals before the restart are not known.
         m.removals_from = m.index + 1;
         m
+    }
+
+    fn slot_hash(slots: &[Option<Slot>], hasher: &FixedState, s: u32) -> u64 {
+        slots[s as usize]
+            .as_ref()
+            .map_or(0, |x| table_hash(hasher, x.key.as_str()))
+    }
+
+    fn slot_of(&self, key: &str) -> Option<u32> {
+        let slots = &self.slots;
+        self.table
+            .find(table_hash(&self.hasher, key), |&s| {
+                slots[s as usize]
+                    .as_ref()
+                    .is_some_and(|x| x.key.as_str() == key)
+            })
+            .copied()
+    }
+
+    fn slot(&self, s: u32) -> &Slot {
+        match self.slots.get(s as usize) {
+            Some(Some(slot)) => slot,
+            _ => unreachable!("an index names free slot {s}"),
+        }
     }
 
     /// The keys removed outright (collected tombstones, dropped on resync)
@@ -225,11 +304,11 @@ impl LwwMap {
 
     /// Keys held, tombstones included.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.ordered.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.ordered.is_empty()
     }
 
     pub fn tombstone_count(&self) -> usize {
@@ -251,12 +330,12 @@ impl LwwMap {
     }
 
     pub fn get(&self, key: &str) -> Option<&Record> {
-        self.records.get(key)
+        self.slot_of(key).map(|s| &self.slot(s).rec)
     }
 
     /// Every record, tombstones included, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&Key, &Record)> {
-        self.records.iter()
+        self.ordered.iter().map(|(k, &s)| (k, &self.slot(s).rec))
     }
 
     /// Records whose key starts with `prefix`, in key order, tombstones included.
@@ -264,39 +343,48 @@ impl LwwMap {
         &'a self,
         prefix: &'a str,
     ) -> impl Iterator<Item = (&'a Key, &'a Record)> {
-        self.records
+        self.ordered
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
             .take_while(move |(k, _)| k.as_str().starts_with(prefix))
+            .map(|(k, &s)| (k, &self.slot(s).rec))
     }
 
     /// The current records of keys changed after `since`, in index order.
     pub fn changes_since(&self, since: u64) -> impl Iterator<Item = (u64, &Key, &Record)> {
-        self.feed
-            .range(since.saturating_add(1)..)
-            .filter_map(move |(i, k)| self.records.get(k.as_str()).map(|r| (*i, k, r)))
+        let start = self.feed.partition_point(|&(i, _)| i <= since);
+        self.feed[start..].iter().filter_map(move |&(i, s)| {
+            let slot = self.slots.get(s as usize)?.as_ref()?;
+            (slot.rec.modify_index == i).then_some((i, &slot.key, &slot.rec))
+        })
+    }
+
+    /// The slots chained in `leaf`, in no particular order.
+    fn chain(&self, leaf: u32) -> impl Iterator<Item = &Slot> {
+        let mut next = self.leaf_head.get(leaf as usize).copied().unwrap_or(0);
+        std::iter::from_fn(move || {
+            let s = next.checked_sub(1)?;
+            next = self.leaf_next[s as usize];
+            Some(self.slot(s))
+        })
     }
 
     /// Records whose key hash lies in `leaf`, in key-hash order.
     pub fn leaf_records(&self, leaf: u32) -> impl Iterator<Item = (&Key, &Record)> {
-        let (lo, hi) = leaf_key_hash_range(leaf);
-        self.by_hash
-            .range((
-                Bound::Included((lo, self.key_min.clone())),
-                Bound::Unbounded,
-            ))
-            .take_while(move |(h, _)| *h <= hi)
-            .filter_map(|(_, k)| self.records.get_key_value(k.as_str()))
+        let mut v: Vec<&Slot> = self.chain(leaf).collect();
+        v.sort_unstable_by(|a, b| {
+            (a.rec.key_hash, a.key.as_str()).cmp(&(b.rec.key_hash, b.key.as_str()))
+        });
+        v.into_iter().map(|s| (&s.key, &s.rec))
     }
 
-    /// Records whose key hash is `hash` (normally one).
+    /// Records whose key hash is `hash` (normally one), in key order.
     pub fn records_with_hash(&self, hash: u64) -> impl Iterator<Item = (&Key, &Record)> {
-        self.by_hash
-            .range((
-                Bound::Included((hash, self.key_min.clone())),
-                Bound::Unbounded,
-            ))
-            .take_while(move |(h, _)| *h == hash)
-            .filter_map(|(_, k)| self.records.get_key_value(k.as_str()))
+        let mut v: Vec<&Slot> = self
+            .chain(leaf_of(hash))
+            .filter(|s| s.rec.key_hash == hash)
+            .collect();
+        v.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        v.into_iter().map(|s| (&s.key, &s.rec))
     }
 
     /// The Merkle root of the whole state.
@@ -331,11 +419,9 @@ impl LwwMap {
     /// Applies a write made on this replica. Its stamp must be greater than
     /// the key's current one (the local clock guarantees it).
     pub fn apply_local(&mut self, key: &Key, entry: Entry) -> u64 {
-        debug_assert!(self
-            .records
-            .get(key.as_str())
-            .is_none_or(|r| r.entry.stamp < entry.stamp));
-        match self.replace(key, entry) {
+        let found = self.slot_of(key.as_str());
+        debug_assert!(found.is_none_or(|s| self.slot(s).rec.entry.stamp < entry.stamp));
+        match self.install(key, entry, found) {
             Merged::Inserted { index } | Merged::Replaced { index, .. } => index,
             other => unreachable!("a local write always changes the map, got {other:?}"),
         }
@@ -344,42 +430,53 @@ impl LwwMap {
     /// Merges a replicated entry. `floor` is the garbage-collection floor:
     /// an entry at or below it for an absent key is refused.
     pub fn merge(&mut self, key: &Key, entry: Entry, floor: Hlc) -> Merged {
-        match self.records.get(key.as_str()) {
-            None if entry.stamp.hlc <= floor => Merged::BelowFloor,
-            None => self.replace(key, entry),
-            Some(r) if entry.stamp > r.entry.stamp => self.replace(key, entry),
-            Some(r) if entry.stamp < r.entry.stamp => Merged::Stale,
-            Some(r) if r.entry == entry => Merged::Duplicate,
-            Some(r) => {
-                // Same stamp, different content: never from a correct writer.
-                // Resolve the same way everywhere: the greater content hash wins.
-                self.stamp_collisions += 1;
-                let ours = entry_hash(key.as_str(), &r.entry);
-                let theirs = entry_hash(key.as_str(), &entry);
-                if theirs > ours {
-                    self.replace(key, entry)
-                } else {
-                    Merged::Stale
-                }
+        let found = self.slot_of(key.as_str());
+        let Some(s) = found else {
+            if entry.stamp.hlc <= floor {
+                return Merged::BelowFloor;
             }
+            return self.install(key, entry, None);
+        };
+        let r = &self.slot(s).rec;
+        if entry.stamp > r.entry.stamp {
+            return self.install(key, entry, found);
+        }
+        if entry.stamp < r.entry.stamp {
+            return Merged::Stale;
+        }
+        if r.entry == entry {
+            return Merged::Duplicate;
+        }
+        // Same stamp, different content: never from a correct writer.
+        // Resolve the same way everywhere: the greater content hash wins.
+        let ours = entry_hash(key.as_str(), &r.entry);
+        let theirs = entry_hash(key.as_str(), &entry);
+        self.stamp_collisions += 1;
+        if theirs > ours {
+            self.install(key, entry, found)
+        } else {
+            Merged::Stale
         }
     }
 
-    /// Installs `entry` for `key` unconditionally, assigning the next index.
-    fn replace(&mut self, key: &Key, entry: Entry) -> Merged {
+    /// Installs `entry` for `key` (held in slot `found`, if any)
+    /// unconditionally, assigning the next index.
+    fn install(&mut self, key: &Key, entry: Entry, found: Option<u32>) -> Merged {
         self.index += 1;
         let index = self.index;
-        let part = part_of(&entry_hash(key.as_str(), &entry));
-        let Some(rec) = self.records.get_mut(key.as_str()) else {
+        let Some(s) = found else {
             self.insert_new(key.clone(), entry, index, index);
             return Merged::Inserted { index };
         };
+        let part = part_of(&entry_hash(key.as_str(), &entry));
+        let Some(Some(slot)) = self.slots.get_mut(s as usize) else {
+            unreachable!("the table names free slot {s}");
+        };
+        let rec = &mut slot.rec;
         let old = std::mem::replace(&mut rec.entry, entry);
         self.digest.toggle(rec.key_hash, &rec.part);
         self.digest.toggle(rec.key_hash, &part);
         rec.part = part;
-        self.feed.remove(&rec.modify_index);
-        self.feed.insert(index, key.clone());
         rec.modify_index = index;
         if old.is_tombstone() && !rec.entry.is_tombstone() {
             rec.create_index = index;
@@ -408,37 +505,86 @@ impl LwwMap {
                 index,
             });
         }
+        self.feed_push(index, s);
         Merged::Replaced { index, conflict }
+    }
+
+    /// Appends a change to the feed, dropping the stale pairs once they
+    /// outnumber half the current ones (so the feed stays within 1.5 × the
+    /// keys, and each change pays O(1) amortised).
+    fn feed_push(&mut self, index: u64, s: u32) {
+        debug_assert!(self.feed.last().is_none_or(|&(i, _)| i < index));
+        self.feed.push((index, s));
+        let live = self.ordered.len();
+        if self.feed.len() > live + live / 2 + FEED_SLACK {
+            let slots = &self.slots;
+            self.feed.retain(|&(i, s)| {
+                slots
+                    .get(s as usize)
+                    .and_then(Option::as_ref)
+                    .is_some_and(|x| x.rec.modify_index == i)
+            });
+        }
     }
 
     fn insert_new(&mut self, key: Key, entry: Entry, create_index: u64, modify_index: u64) {
         let kh = key_hash(key.as_str());
         let part = part_of(&entry_hash(key.as_str(), &entry));
         self.digest.toggle(kh, &part);
-        self.by_hash.insert((kh, key.clone()));
-        self.feed.insert(modify_index, key.clone());
         self.raw_bytes += (key.len() + entry.value_len()) as u64;
         if entry.is_tombstone() {
             self.tombstones.insert((entry.stamp, key.clone()));
         }
-        self.records.insert(
+        let s = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                // Slot ids are u32; 4G keys would need terabytes of memory first.
+                assert!(self.slots.len() < u32::MAX as usize, "map full");
+                self.slots.push(None);
+                self.leaf_next.push(0);
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let leaf = leaf_of(kh) as usize;
+        self.leaf_next[s as usize] = self.leaf_head[leaf];
+        self.leaf_head[leaf] = s + 1;
+        let h = table_hash(&self.hasher, key.as_str());
+        self.ordered.insert(key.clone(), s);
+        self.slots[s as usize] = Some(Slot {
             key,
-            Record {
+            rec: Record {
                 entry,
                 create_index,
                 modify_index,
                 key_hash: kh,
                 part,
             },
-        );
+        });
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.table
+            .insert_unique(h, s, |&x| Self::slot_hash(slots, hasher, x));
+        if modify_index > self.feed.last().map_or(0, |&(i, _)| i) {
+            self.feed_push(modify_index, s);
+        } else {
+            // Restoring: sorted once all are in.
+            self.feed.push((modify_index, s));
+        }
     }
 
     /// Removes a key outright (tombstone collection, resync). Returns its record.
     pub fn remove(&mut self, key: &str) -> Option<Record> {
-        let (key, rec) = self.records.remove_entry(key)?;
+        let s = self.slot_of(key)?;
+        if let Ok(e) = self
+            .table
+            .find_entry(table_hash(&self.hasher, key), |&x| x == s)
+        {
+            e.remove();
+        }
+        let Slot { key, rec } = self.slots.get_mut(s as usize)?.take()?;
+        self.ordered.remove(key.as_str());
+        self.unlink(leaf_of(rec.key_hash), s);
+        self.free.push(s);
         self.digest.toggle(rec.key_hash, &rec.part);
-        self.by_hash.remove(&(rec.key_hash, key.clone()));
-        self.feed.remove(&rec.modify_index);
         self.raw_bytes -= (key.len() + rec.entry.value_len()) as u64;
         if rec.entry.is_tombstone() {
             self.tombstones.remove(&(rec.entry.stamp, key.clone()));
@@ -453,6 +599,26 @@ impl LwwMap {
             self.removals_from = i + 1;
         }
         Some(rec)
+    }
+
+    /// Takes slot `s` out of the chain of `leaf`.
+    fn unlink(&mut self, leaf: u32, s: u32) {
+        let after = std::mem::take(&mut self.leaf_next[s as usize]);
+        let head = &mut self.leaf_head[leaf as usize];
+        if *head == s + 1 {
+            *head = after;
+            return;
+        }
+        let mut at = *head;
+        while let Some(p) = at.checked_sub(1) {
+            let next = self.leaf_next[p as usize];
+            if next == s + 1 {
+                self.leaf_next[p as usize] = after;
+                return;
+            }
+            at = next;
+        }
+        unreachable!("slot {s} is not in the chain of leaf {leaf}");
     }
 }
 
@@ -494,7 +660,7 @@ mod tests {
         assert_eq!(names(m.removed_since(at)), Some(vec!["a".to_string()]));
         assert_eq!(names(m.removed_since(at + 1)), Some(vec![]));
         // After a restart, removals before it are unknown.
-        let r = LwwMap::restore(Vec::new(), at, 0);
+        let r = LwwMap::restore(Vec::new(), at, 0, 0);
         assert_eq!(r.removed_since(at), None);
         assert_eq!(names(r.removed_since(at + 1)), Some(vec![]));
     }
@@ -608,6 +774,76 @@ mod tests {
         assert_eq!(m.records_with_hash(kh).count(), 1);
     }
 
+    /// The arena's indexes (lookup table, key order, leaf chains, change
+    /// feed with compaction, slot reuse) against a plain ordered map.
+    #[test]
+    fn indexes_agree_with_a_model() {
+        use proptest::prelude::*;
+        use std::collections::BTreeMap as Model;
+        let op = (0u8..4, 0usize..24, 1u64..40, 0u64..3);
+        proptest!(ProptestConfig::with_cases(48), |(ops in proptest::collection::vec(op, 0..2500))| {
+            let mut m = LwwMap::with_seed(4, 99);
+            let mut model: Model<String, Entry> = Model::new();
+            let keys: Vec<String> = (0..24).map(|i| format!("p{}/k{i}", i % 3)).collect();
+            let mut hlc = 0u64;
+            for (kind, ki, _, node) in ops {
+                let key = &keys[ki];
+                hlc += 1;
+                match kind {
+                    0 | 1 => {
+                        let v = if kind == 0 { Some("v") } else { None };
+                        let entry = e(hlc, node, v);
+                        m.merge(&k(key), entry.clone(), Hlc::ZERO);
+                        model.insert(key.clone(), entry);
+                    }
+                    2 => {
+                        // A delayed write (from node 3, so no stamp repeats):
+                        // wins only over an older one.
+                        let old = e(hlc.saturating_sub(30).max(1), 3, Some("old"));
+                        m.merge(&k(key), old.clone(), Hlc::ZERO);
+                        if model.get(key).is_none_or(|cur| cur.stamp < old.stamp) {
+                            model.insert(key.clone(), old);
+                        }
+                    }
+                    _ => {
+                        prop_assert_eq!(m.remove(key).is_some(), model.remove(key).is_some());
+                    }
+                }
+            }
+            prop_assert_eq!(m.len(), model.len());
+            let got: Vec<(String, Entry)> =
+                m.iter().map(|(k, r)| (k.as_str().to_string(), r.entry.clone())).collect();
+            let want: Vec<(String, Entry)> = model.clone().into_iter().collect();
+            prop_assert_eq!(&got, &want);
+            for key in &keys {
+                prop_assert_eq!(m.get(key).map(|r| &r.entry), model.get(key));
+                let kh = key_hash(key);
+                let in_leaf = m.leaf_records(leaf_of(kh)).filter(|(k2, _)| k2.as_str() == key).count();
+                prop_assert_eq!(in_leaf, usize::from(model.contains_key(key)));
+                prop_assert_eq!(m.records_with_hash(kh).count(), usize::from(model.contains_key(key)));
+            }
+            let p1: Vec<&str> = m.scan_prefix("p1/").map(|(k, _)| k.as_str()).collect();
+            let want_p1: Vec<&str> = model.keys().filter(|k| k.starts_with("p1/")).map(String::as_str).collect();
+            prop_assert_eq!(p1, want_p1);
+            // The feed names every key once, at its latest index, in order.
+            let feed: Vec<(u64, String)> =
+                m.changes_since(0).map(|(i, k, _)| (i, k.as_str().to_string())).collect();
+            prop_assert_eq!(feed.len(), model.len());
+            prop_assert!(feed.windows(2).all(|w| w[0].0 < w[1].0));
+            for (i, key) in &feed {
+                prop_assert_eq!(m.get(key).map(|r| r.modify_index), Some(*i));
+            }
+            if let Some(&(mid, _)) = feed.get(feed.len() / 2) {
+                prop_assert_eq!(m.changes_since(mid).count(), feed.len() - feed.len() / 2 - 1);
+            }
+            prop_assert!(m.feed.len() <= m.len() + m.len() / 2 + FEED_SLACK + 1);
+            // The same entries rebuilt from scratch give the same root.
+            let recs: Vec<_> = model.iter().map(|(k2, en)| (k(k2), en.clone(), 1, 1)).collect();
+            let mut fresh = LwwMap::restore(recs, 1, 0, 5);
+            prop_assert_eq!(fresh.root(), m.root());
+        });
+    }
+
     #[test]
     fn restore_rebuilds_the_same_root() {
         let mut m = LwwMap::default();
@@ -619,7 +855,7 @@ mod tests {
             .iter()
             .map(|(k, r)| (k.clone(), r.entry.clone(), r.create_index, r.modify_index))
             .collect();
-        let mut n = LwwMap::restore(recs, m.index(), 16);
+        let mut n = LwwMap::restore(recs, m.index(), 16, 7);
         assert_eq!(n.root(), m.root());
         assert_eq!(n.index(), m.index());
         assert_eq!(n.tombstone_count(), m.tombstone_count());

@@ -108,11 +108,6 @@ impl Key {
         &self.0
     }
 
-    /// The empty key, less than every valid key: a lower bound for range scans only.
-    pub(crate) fn min_bound() -> Key {
-        Key(Arc::from(""))
-    }
-
     pub fn len(&self) -> usize {
         self.0.len()
     }
@@ -231,7 +226,46 @@ pub fn key_hash(key: &str) -> u64 {
 }
 
 /// The content hash of one entry of one key: what the digest's leaves combine.
+///
+/// blake3 over: key length (u32), key, stamp, prev (hlc and node, u64
+/// each), flags (u64), then `0` for a tombstone or `1`, value length (u64)
+/// and the value; integers little-endian. Small entries (up to
+/// `ONE_CALL_BYTES_MAX` in all, most config entries) are assembled on the
+/// stack and hashed in one call, which costs a quarter less than feeding
+/// the pieces in turn (`cargo bench --bench core -- merge`).
 pub fn entry_hash(key: &str, e: &Entry) -> Hash {
+    const ONE_CALL_BYTES_MAX: usize = 256;
+    let value = e.value.as_deref();
+    let len = 4 + key.len() + 5 * 8 + 1 + value.map_or(0, |v| 8 + v.len());
+    if len > ONE_CALL_BYTES_MAX {
+        return entry_hash_pieces(key, e);
+    }
+    let mut buf = [0u8; ONE_CALL_BYTES_MAX];
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        buf[at..at + bytes.len()].copy_from_slice(bytes);
+        at += bytes.len();
+    };
+    put(&(key.len() as u32).to_le_bytes());
+    put(key.as_bytes());
+    put(&e.stamp.hlc.0.to_le_bytes());
+    put(&e.stamp.node.0.to_le_bytes());
+    put(&e.prev.hlc.0.to_le_bytes());
+    put(&e.prev.node.0.to_le_bytes());
+    put(&e.flags.to_le_bytes());
+    match value {
+        None => put(&[0]),
+        Some(v) => {
+            put(&[1]);
+            put(&(v.len() as u64).to_le_bytes());
+            put(v);
+        }
+    }
+    *blake3::hash(&buf[..len]).as_bytes()
+}
+
+/// [`entry_hash`] fed piece by piece: the definition it must agree with.
+fn entry_hash_pieces(key: &str, e: &Entry) -> Hash {
     let mut h = blake3::Hasher::new();
     h.update(&(key.len() as u32).to_le_bytes());
     h.update(key.as_bytes());
@@ -256,6 +290,33 @@ pub fn entry_hash(key: &str, e: &Entry) -> Hash {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn entry_hash_in_one_call_equals_the_pieces() {
+        for (klen, vlen) in [
+            (1, None),
+            (30, Some(0)),
+            (30, Some(100)),
+            (30, Some(173)),
+            (30, Some(174)),
+            (200, None),
+            (1, Some(1000)),
+            (1024, None),
+        ] {
+            let key = "k".repeat(klen);
+            let e = Entry {
+                stamp: Stamp::new(Hlc(7), NodeId(9)),
+                prev: Stamp::new(Hlc(3), NodeId(2)),
+                flags: 42,
+                value: vlen.map(|n| Bytes::from(vec![5u8; n])),
+            };
+            assert_eq!(
+                entry_hash(&key, &e),
+                entry_hash_pieces(&key, &e),
+                "{klen} {vlen:?}"
+            );
+        }
+    }
 
     #[test]
     fn key_validation() {

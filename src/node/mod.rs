@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -371,7 +371,10 @@ impl NodeBuilder {
             }
             None => Box::new(MemoryStore::new()),
         };
+        let started = Instant::now();
         let mut state = store.load()?;
+        let loaded = started.elapsed();
+        let keys = state.records.len();
         if state.node == NodeId(0) {
             state.node = NodeId(random_u64() | 1);
             store.set_node(state.node)?;
@@ -390,7 +393,16 @@ impl NodeBuilder {
             f(&mut cfg);
         }
         let api_addr = cfg.api.clone();
-        let replica = Replica::restore(cfg, &state, now_ms())?;
+        let node_id = state.node;
+        let replica = Replica::restore(cfg, state, now_ms())?;
+        if keys > 0 {
+            tracing::info!(
+                keys,
+                load_ms = loaded.as_millis() as u64,
+                restore_ms = (started.elapsed() - loaded).as_millis() as u64,
+                "state loaded from disk"
+            );
+        }
         let (server, client) = self.identity.quic_configs()?;
         let listen_err = |source| NodeError::Listen {
             addr: self.listen,
@@ -418,7 +430,7 @@ impl NodeBuilder {
         let transport = Transport::new(
             endpoint.clone(),
             cluster,
-            state.node,
+            node_id,
             &self.name,
             &self.region,
             net_tx,
@@ -432,7 +444,7 @@ impl NodeBuilder {
             advertise.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
         let me = Member {
-            node: state.node,
+            node: node_id,
             name: self.name.clone(),
             region: self.region.clone(),
             addr: advertise.to_string(),
@@ -447,7 +459,7 @@ impl NodeBuilder {
             .name(format!("meridian-store-{}", self.name))
             .spawn(move || {
                 while let Ok((batches, seq)) = store_rx.recv() {
-                    let t = std::time::Instant::now();
+                    let t = Instant::now();
                     let r = store.commit(&batches).map_err(|e| e.to_string());
                     let us = t.elapsed().as_micros() as u64;
                     if commit_tx.blocking_send((seq, r, us)).is_err() {
@@ -463,7 +475,7 @@ impl NodeBuilder {
         let (events_tx, _) = tokio::sync::broadcast::channel(EVENTS_BUFFERED_MAX);
         let (notify_tx, notify_rx) = watch::channel(replica.map().index());
         let driver = Driver {
-            me: state.node,
+            me: node_id,
             replica,
             metrics: transport.metrics.clone(),
             transport,
@@ -493,7 +505,7 @@ impl NodeBuilder {
         };
         let task = tokio::spawn(driver.run(cmd_rx, net_rx, commit_rx, timer_rx));
         Ok(Node {
-            id: state.node,
+            id: node_id,
             name: self.name.clone(),
             region: self.region.clone(),
             cluster,

@@ -456,7 +456,7 @@ impl Sim {
     fn start_node(&mut self, i: usize) {
         let now = self.node_now(i);
         let n = &mut self.nodes[i];
-        let replica = Replica::restore(n.cfg.clone(), &n.durable, now);
+        let replica = Replica::restore(n.cfg.clone(), n.durable.clone(), now);
         let mut replica = match replica {
             Ok(r) => r,
             Err(e) => return self.fail(format!("node {i} cannot restart: {e}")),
@@ -901,7 +901,7 @@ impl Sim {
             }
             // What is durable must restore to what is in memory.
             let root = r.root();
-            let mut restored = Replica::restore(n.cfg.clone(), &n.durable, EPOCH_MS)
+            let mut restored = Replica::restore(n.cfg.clone(), n.durable.clone(), EPOCH_MS)
                 .map_err(|e| format!("node {i} durable state does not restore: {e}"))?;
             if restored.root() != root {
                 return Err(format!("node {i}: durable state restores to another root"));

@@ -127,6 +127,11 @@ struct DiskProgress {
     api: String,
 }
 
+/// redb's page cache. The whole state is in memory already (the map), so
+/// the cache only serves the B-tree pages that commits touch; redb's default
+/// (1 GiB) would keep a second copy of the state after a restart.
+pub const REDB_CACHE_BYTES: usize = 64 << 20;
+
 /// A store in one redb file.
 pub struct RedbStore {
     db: Database,
@@ -137,7 +142,10 @@ pub struct RedbStore {
 impl RedbStore {
     /// Opens (or creates) the database file at `path`.
     pub fn open(path: &Path, durability: Durability) -> Result<RedbStore, StoreError> {
-        let db = Database::create(path).map_err(|e| db_err(path, e))?;
+        let db = Database::builder()
+            .set_cache_size(REDB_CACHE_BYTES)
+            .create(path)
+            .map_err(|e| db_err(path, e))?;
         let mut store = RedbStore {
             db,
             path: path.to_path_buf(),
@@ -229,21 +237,25 @@ impl Store for RedbStore {
         state.horizon_floor = Hlc(get("horizon_floor")?);
         state.synced_ms = get("synced_ms")?;
         let entries = tx.open_table(ENTRIES).map_err(|e| self.err(e))?;
+        // In key order from redb: collected into a vector, the map is built
+        // in bulk (packed nodes, no search per key).
+        let mut records = Vec::new();
         for item in entries.iter().map_err(|e| self.err(e))? {
             let (k, v) = item.map_err(|e| self.err(e))?;
             let key =
                 Key::new(k.value()).map_err(|e| self.corrupt(format!("key {:?}", k.value()), e))?;
             let r: DiskRecord =
                 decode(v.value()).map_err(|e| self.corrupt(format!("record of {key:?}"), e))?;
-            state.records.insert(
+            records.push((
                 key,
                 StoredRecord {
                     entry: r.entry,
                     create_index: r.create_index,
                     modify_index: r.modify_index,
                 },
-            );
+            ));
         }
+        state.records = records.into_iter().collect();
         let peers = tx.open_table(PEERS).map_err(|e| self.err(e))?;
         for item in peers.iter().map_err(|e| self.err(e))? {
             let (k, v) = item.map_err(|e| self.err(e))?;

@@ -327,11 +327,15 @@ pub struct Replica {
 impl Replica {
     /// A replica with an empty state. It asks its first peer for a full transfer.
     pub fn new(cfg: Config, now_ms: u64) -> Result<Replica, ConfigError> {
-        Replica::restore(cfg, &DurableState::default(), now_ms)
+        Replica::restore(cfg, DurableState::default(), now_ms)
     }
 
     /// A replica restarted from durable state.
-    pub fn restore(cfg: Config, state: &DurableState, now_ms: u64) -> Result<Replica, ConfigError> {
+    pub fn restore(
+        cfg: Config,
+        mut state: DurableState,
+        now_ms: u64,
+    ) -> Result<Replica, ConfigError> {
         cfg.validate()?;
         if state.node != NodeId(0) && state.node != cfg.node {
             return Err(ConfigError::WrongNode {
@@ -340,12 +344,12 @@ impl Replica {
             });
         }
         let map = LwwMap::restore(
-            state
-                .records
-                .iter()
-                .map(|(k, r)| (k.clone(), r.entry.clone(), r.create_index, r.modify_index)),
+            std::mem::take(&mut state.records)
+                .into_iter()
+                .map(|(k, r)| (k, r.entry, r.create_index, r.modify_index)),
             state.index,
             cfg.conflicts_max,
+            cfg.rng_seed,
         );
         let mut peers = BTreeMap::new();
         for (id, p) in &state.peers {
