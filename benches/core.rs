@@ -114,6 +114,17 @@ fn digest(c: &mut Criterion) {
     let mut g = c.benchmark_group("digest");
     g.sample_size(10);
     let es = entries(1_000_000, 1, 1);
+    // The floor under merge: every changed entry is hashed once (a new key
+    // also once for its key hash). Entries as in `merge`: ~20-byte keys,
+    // 100-byte values.
+    g.throughput(Throughput::Elements(1));
+    let (k0, e0) = es[12_345].clone();
+    g.bench_function("entry_hash_one_entry", |b| {
+        b.iter(|| std::hint::black_box(entry_hash(k0.as_str(), std::hint::black_box(&e0))))
+    });
+    g.bench_function("key_hash_one_key", |b| {
+        b.iter(|| std::hint::black_box(key_hash(std::hint::black_box(k0.as_str()))))
+    });
     let parts: Vec<(u64, [u8; 16])> = es
         .iter()
         .map(|(k, e)| {

@@ -10,9 +10,10 @@
 //! progress) and table `meta` (index, clock, floors, node id). Records are
 //! postcard behind a format byte, so a later format can be told apart.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -61,10 +62,34 @@ pub enum StoreError {
     },
 }
 
+/// Records [`Store::load_records`] hands over at a time.
+pub const LOAD_CHUNK_RECORDS: usize = 4096;
+
 /// Durable state of one node.
-pub trait Store: Send {
+pub trait Store: Send + Sync {
     /// The state to restart from; `node` is `NodeId(0)` if none was ever set.
-    fn load(&self) -> Result<DurableState, StoreError>;
+    fn load(&self) -> Result<DurableState, StoreError> {
+        let mut state = self.load_meta()?;
+        let mut records = Vec::new();
+        self.load_records(&mut |chunk| {
+            records.extend(chunk);
+            true
+        })?;
+        state.records = records.into_iter().collect();
+        Ok(state)
+    }
+    /// The state to restart from without its records, and how many records
+    /// there are.
+    fn load_meta(&self) -> Result<DurableState, StoreError>;
+    /// Hands the records to `sink` in key order, in chunks of at most
+    /// [`LOAD_CHUNK_RECORDS`], as they are read; stops early when `sink`
+    /// returns false.
+    fn load_records(
+        &self,
+        sink: &mut dyn FnMut(Vec<(Key, StoredRecord)>) -> bool,
+    ) -> Result<(), StoreError>;
+    /// How many records [`Store::load_records`] will hand over.
+    fn records_len(&self) -> Result<u64, StoreError>;
     /// Writes `batches`, in order, as one atomic transaction. When it returns
     /// `Ok` (and the durability is immediate) all of them are on disk.
     fn commit(&mut self, batches: &[PersistBatch]) -> Result<(), StoreError>;
@@ -88,6 +113,34 @@ impl MemoryStore {
 impl Store for MemoryStore {
     fn load(&self) -> Result<DurableState, StoreError> {
         Ok(self.state.clone())
+    }
+
+    fn load_meta(&self) -> Result<DurableState, StoreError> {
+        Ok(DurableState {
+            records: BTreeMap::new(),
+            ..self.state.clone()
+        })
+    }
+
+    fn load_records(
+        &self,
+        sink: &mut dyn FnMut(Vec<(Key, StoredRecord)>) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut it = self.state.records.iter();
+        loop {
+            let chunk: Vec<_> = it
+                .by_ref()
+                .take(LOAD_CHUNK_RECORDS)
+                .map(|(k, r)| (k.clone(), r.clone()))
+                .collect();
+            if chunk.is_empty() || !sink(chunk) {
+                return Ok(());
+            }
+        }
+    }
+
+    fn records_len(&self) -> Result<u64, StoreError> {
+        Ok(self.state.records.len() as u64)
     }
 
     fn commit(&mut self, batches: &[PersistBatch]) -> Result<(), StoreError> {
@@ -220,7 +273,7 @@ fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, String> {
 }
 
 impl Store for RedbStore {
-    fn load(&self) -> Result<DurableState, StoreError> {
+    fn load_meta(&self) -> Result<DurableState, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let mut state = DurableState::default();
         let meta = tx.open_table(META).map_err(|e| self.err(e))?;
@@ -236,26 +289,6 @@ impl Store for RedbStore {
         state.gc_floor = Hlc(get("gc_floor")?);
         state.horizon_floor = Hlc(get("horizon_floor")?);
         state.synced_ms = get("synced_ms")?;
-        let entries = tx.open_table(ENTRIES).map_err(|e| self.err(e))?;
-        // In key order from redb: collected into a vector, the map is built
-        // in bulk (packed nodes, no search per key).
-        let mut records = Vec::new();
-        for item in entries.iter().map_err(|e| self.err(e))? {
-            let (k, v) = item.map_err(|e| self.err(e))?;
-            let key =
-                Key::new(k.value()).map_err(|e| self.corrupt(format!("key {:?}", k.value()), e))?;
-            let r: DiskRecord =
-                decode(v.value()).map_err(|e| self.corrupt(format!("record of {key:?}"), e))?;
-            records.push((
-                key,
-                StoredRecord {
-                    entry: r.entry,
-                    create_index: r.create_index,
-                    modify_index: r.modify_index,
-                },
-            ));
-        }
-        state.records = records.into_iter().collect();
         let peers = tx.open_table(PEERS).map_err(|e| self.err(e))?;
         for item in peers.iter().map_err(|e| self.err(e))? {
             let (k, v) = item.map_err(|e| self.err(e))?;
@@ -273,6 +306,46 @@ impl Store for RedbStore {
             );
         }
         Ok(state)
+    }
+
+    fn load_records(
+        &self,
+        sink: &mut dyn FnMut(Vec<(Key, StoredRecord)>) -> bool,
+    ) -> Result<(), StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let entries = tx.open_table(ENTRIES).map_err(|e| self.err(e))?;
+        let mut chunk = Vec::with_capacity(LOAD_CHUNK_RECORDS);
+        for item in entries.iter().map_err(|e| self.err(e))? {
+            let (k, v) = item.map_err(|e| self.err(e))?;
+            let key =
+                Key::new(k.value()).map_err(|e| self.corrupt(format!("key {:?}", k.value()), e))?;
+            let r: DiskRecord =
+                decode(v.value()).map_err(|e| self.corrupt(format!("record of {key:?}"), e))?;
+            chunk.push((
+                key,
+                StoredRecord {
+                    entry: r.entry,
+                    create_index: r.create_index,
+                    modify_index: r.modify_index,
+                },
+            ));
+            if chunk.len() == LOAD_CHUNK_RECORDS {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK_RECORDS));
+                if !sink(full) {
+                    return Ok(());
+                }
+            }
+        }
+        if !chunk.is_empty() {
+            sink(chunk);
+        }
+        Ok(())
+    }
+
+    fn records_len(&self) -> Result<u64, StoreError> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let entries = tx.open_table(ENTRIES).map_err(|e| self.err(e))?;
+        entries.len().map_err(|e| self.err(e))
     }
 
     fn commit(&mut self, batches: &[PersistBatch]) -> Result<(), StoreError> {

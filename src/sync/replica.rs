@@ -336,6 +336,19 @@ impl Replica {
         mut state: DurableState,
         now_ms: u64,
     ) -> Result<Replica, ConfigError> {
+        let records = std::mem::take(&mut state.records);
+        Replica::restore_from(cfg, state, records, now_ms)
+    }
+
+    /// A replica restarted from durable state whose records come separately
+    /// (`state.records` is ignored), e.g. as a store reads them: the caller
+    /// can read on one thread while this builds the map on another.
+    pub fn restore_from(
+        cfg: Config,
+        state: DurableState,
+        records: impl IntoIterator<Item = (Key, StoredRecord)>,
+        now_ms: u64,
+    ) -> Result<Replica, ConfigError> {
         cfg.validate()?;
         if state.node != NodeId(0) && state.node != cfg.node {
             return Err(ConfigError::WrongNode {
@@ -344,7 +357,7 @@ impl Replica {
             });
         }
         let map = LwwMap::restore(
-            std::mem::take(&mut state.records)
+            records
                 .into_iter()
                 .map(|(k, r)| (k, r.entry, r.create_index, r.modify_index)),
             state.index,

@@ -6,6 +6,8 @@
 //! (defaults 100000 100000 1000); `cargo run --release -- memory [N]`
 //! measures the memory of Meridian's map of N keys (default 1M).
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use automerge::sync::{self, SyncDoc};
@@ -236,42 +238,94 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
+fn memory_record(i: usize) -> (Key, Entry) {
+    let key = format!("config/service-{:07}/setting", i);
+    let e = Entry {
+        stamp: Stamp::new(Hlc::new(1_750_000_000_000 + i as u64, 0), NodeId(1)),
+        prev: Stamp::ZERO,
+        flags: 0,
+        value: Some(Bytes::from(value(i, b'm'))),
+    };
+    (Key::new(&key).expect("key"), e)
+}
+
 /// Memory of an LwwMap holding `n` keys of 100-byte values, beside the raw
-/// key and value bytes (the design's target: <= 1.5 x raw + 100 B per key).
+/// key and value bytes (the design's target: <= 1.5 x raw + 100 B per key):
+/// built by writes, and restored from records as after a restart. Returns
+/// the process's growth while building by writes and the raw bytes.
 fn meridian_memory(n: usize) -> (u64, u64) {
+    let report = |what: &str, bytes: f64, raw: f64| {
+        println!(
+            "  {what}: {bytes:.0} heap bytes = {:.2} x raw = {:.0} B per key over raw",
+            bytes / raw,
+            (bytes - raw) / n as f64
+        )
+    };
     let before = rss_bytes();
+    let heap0 = heap_bytes();
     let mut map = LwwMap::new(0);
     let mut raw = 0u64;
     for i in 0..n {
-        let key = format!("config/service-{:07}/setting", i);
-        let v = value(i, b'm');
-        raw += (key.len() + v.len()) as u64;
-        let e = Entry {
-            stamp: Stamp::new(Hlc::new(1_750_000_000_000 + i as u64, 0), NodeId(1)),
-            prev: Stamp::ZERO,
-            flags: 0,
-            value: Some(Bytes::from(v)),
-        };
-        map.apply_local(&Key::new(&key).expect("key"), e);
+        let (k, e) = memory_record(i);
+        raw += (k.len() + e.value_len()) as u64;
+        map.apply_local(&k, e);
     }
     let _ = map.root();
     let used = rss_bytes().saturating_sub(before);
-    // Restart: the same records rebuilt into a map (as from disk).
-    let records: Vec<_> = map
-        .iter()
-        .map(|(k, r)| (k.clone(), r.entry.clone(), r.create_index, r.modify_index))
-        .collect();
+    println!("heap held by the map, keys and values (malloc's own headers not counted):");
+    report("built by writes", (heap_bytes() - heap0) as f64, raw as f64);
     let index = map.index();
     drop(map);
+    // The same records as read from disk on a restart.
+    let heap0 = heap_bytes();
+    let records: Vec<_> = (0..n)
+        .map(|i| {
+            let (k, e) = memory_record(i);
+            (k, e, i as u64 + 1, i as u64 + 1)
+        })
+        .collect();
     let t = Instant::now();
     let mut restored = LwwMap::restore(records, index, 0, 1);
     let _ = restored.root();
-    println!(
-        "restore: {n} records into a map in {:.0} ms",
-        t.elapsed().as_secs_f64() * 1e3
-    );
+    let secs = t.elapsed().as_secs_f64();
+    report("restored from records", (heap_bytes() - heap0) as f64, raw as f64);
+    println!("restore of {n} records took {:.0} ms", secs * 1e3);
+    drop(restored);
     (used, raw)
 }
+
+/// Counts the bytes of live heap allocations, to tell what a structure holds
+/// beside what the process's resident size says.
+struct Counting;
+
+static HEAP_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+fn heap_bytes() -> usize {
+    HEAP_BYTES.load(Ordering::Relaxed)
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        HEAP_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        HEAP_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        HEAP_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        HEAP_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        HEAP_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("memory") {
