@@ -83,8 +83,14 @@ fn records_stream_in_key_order_in_bounded_chunks_and_restore_the_same_root() {
     let mut r = replica();
     let n = 2 * LOAD_CHUNK_RECORDS + 123;
     for i in 0..n {
-        r.put(&format!("k/{:06}", (i * 7919) % n), Bytes::from_static(b"v"), 0, None, T0)
-            .unwrap();
+        r.put(
+            &format!("k/{:06}", (i * 7919) % n),
+            Bytes::from_static(b"v"),
+            0,
+            None,
+            T0,
+        )
+        .unwrap();
     }
     disk.commit(&batches(&mut r)).unwrap();
     assert_eq!(disk.records_len().unwrap(), n as u64);
@@ -94,8 +100,14 @@ fn records_stream_in_key_order_in_bounded_chunks_and_restore_the_same_root() {
         true
     })
     .unwrap();
-    assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= LOAD_CHUNK_RECORDS));
-    let keys: Vec<String> = chunks.iter().flatten().map(|(k, _)| k.to_string()).collect();
+    assert!(chunks
+        .iter()
+        .all(|c| !c.is_empty() && c.len() <= LOAD_CHUNK_RECORDS));
+    let keys: Vec<String> = chunks
+        .iter()
+        .flatten()
+        .map(|(k, _)| k.to_string())
+        .collect();
     assert_eq!(keys.len(), n);
     assert!(keys.windows(2).all(|w| w[0] < w[1]), "key order");
     // A sink that stops gets no more.
@@ -108,9 +120,13 @@ fn records_stream_in_key_order_in_bounded_chunks_and_restore_the_same_root() {
     assert_eq!(calls, 1);
     let meta = disk.load_meta().unwrap();
     assert!(meta.records.is_empty());
-    let mut restored =
-        Replica::restore_from(r.config().clone(), meta, chunks.into_iter().flatten(), T0 + 1)
-            .unwrap();
+    let mut restored = Replica::restore_from(
+        r.config().clone(),
+        meta,
+        chunks.into_iter().flatten(),
+        T0 + 1,
+    )
+    .unwrap();
     assert_eq!(restored.root(), r.root());
     assert_eq!(restored.map().len(), n);
     let _ = std::fs::remove_dir_all(dir);

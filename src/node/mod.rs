@@ -33,8 +33,8 @@ use crate::net::{self, NetEvent, NetMetrics, Transport};
 use crate::store::{Durability, MemoryStore, RedbStore, Store, StoreError};
 use crate::sync::membership::{Member, MemberView, Membership, MembershipOutput};
 use crate::sync::{
-    Config, ConfigError, DurableState, Event, ImportReport, Metrics, Output, PartitionPolicy, PersistBatch,
-    Replica, Status, WriteError, WriteReceipt,
+    Config, ConfigError, DurableState, Event, ImportReport, Metrics, Output, PartitionPolicy,
+    PersistBatch, Replica, Status, WriteError, WriteReceipt,
 };
 
 /// Commands waiting for the driver.
@@ -675,7 +675,11 @@ impl Node {
         flags: u64,
         cas: Option<u64>,
     ) -> Result<WriteReceipt, NodeError> {
-        let value = Some(value.into());
+        // The map keeps an exact copy: a value sliced from a larger buffer
+        // (an HTTP request's read buffer, a Vec with spare capacity) would
+        // keep all of that buffer alive for as long as the key holds it.
+        let value: Bytes = value.into();
+        let value = Some(Bytes::copy_from_slice(&value));
         let key = key.to_string();
         self.call(|reply| Command::Put {
             key,
