@@ -61,5 +61,5 @@ async fn a_value_sliced_from_a_large_buffer_does_not_keep_the_buffer() {
         node.get("k7").await.unwrap().map(|e| e.value.len()),
         Some(10)
     );
-    node.stop().await;
+    node.stop().await.unwrap();
 }

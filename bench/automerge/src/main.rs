@@ -238,22 +238,24 @@ fn rss_bytes() -> u64 {
         .map_or(0, |pages| pages * 4096)
 }
 
-fn memory_record(i: usize) -> (Key, Entry) {
+fn memory_record(i: usize, value_bytes: usize) -> (Key, Entry) {
     let key = format!("config/service-{:07}/setting", i);
+    let mut value = value(i, b'm');
+    value.resize(value_bytes, b'm');
     let e = Entry {
         stamp: Stamp::new(Hlc::new(1_750_000_000_000 + i as u64, 0), NodeId(1)),
         prev: Stamp::ZERO,
         flags: 0,
-        value: Some(Bytes::from(value(i, b'm'))),
+        value: Some(Bytes::from(value)),
     };
     (Key::new(&key).expect("key"), e)
 }
 
-/// Memory of an LwwMap holding `n` keys of 100-byte values, beside the raw
+/// Memory of an LwwMap holding `n` keys of `value_bytes`-byte values, beside the raw
 /// key and value bytes (the design's target: <= 1.5 x raw + 100 B per key):
 /// built by writes, and restored from records as after a restart. Returns
 /// the process's growth while building by writes and the raw bytes.
-fn meridian_memory(n: usize) -> (u64, u64) {
+fn meridian_memory(n: usize, value_bytes: usize) -> (u64, u64) {
     let report = |what: &str, bytes: f64, raw: f64| {
         println!(
             "  {what}: {bytes:.0} heap bytes = {:.2} x raw = {:.0} B per key over raw",
@@ -266,7 +268,7 @@ fn meridian_memory(n: usize) -> (u64, u64) {
     let mut map = LwwMap::new(0);
     let mut raw = 0u64;
     for i in 0..n {
-        let (k, e) = memory_record(i);
+        let (k, e) = memory_record(i, value_bytes);
         raw += (k.len() + e.value_len()) as u64;
         map.apply_local(&k, e);
     }
@@ -280,7 +282,7 @@ fn meridian_memory(n: usize) -> (u64, u64) {
     let heap0 = heap_bytes();
     let records: Vec<_> = (0..n)
         .map(|i| {
-            let (k, e) = memory_record(i);
+            let (k, e) = memory_record(i, value_bytes);
             (k, e, i as u64 + 1, i as u64 + 1)
         })
         .collect();
@@ -330,7 +332,8 @@ static GLOBAL: Counting = Counting;
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("memory") {
         let n = arg(2, 1_000_000);
-        let (used, raw) = meridian_memory(n);
+        let value_bytes = arg(3, 100);
+        let (used, raw) = meridian_memory(n, value_bytes);
         let target = 1.5 * raw as f64 + 100.0 * n as f64;
         println!(
             "memory: {n} keys, {raw} raw key+value bytes: the map grew the process by {used} bytes = {:.2} x raw = {:.0} B per key over raw; target <= {:.0} bytes: {}",
