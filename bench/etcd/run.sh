@@ -52,7 +52,8 @@ etcd_member() { # NAME CLIENT_PORT PEER_PORT ADVERTISED_PEER_PORT CLUSTER
     etcd --name "$1" --data-dir "$work/$1" \
         --listen-client-urls "http://127.0.0.1:$2" --advertise-client-urls "http://127.0.0.1:$2" \
         --listen-peer-urls "http://127.0.0.1:$3" --initial-advertise-peer-urls "http://127.0.0.1:$4" \
-        --initial-cluster "$5" --initial-cluster-state new --logger zap --log-outputs "$work/$1.log" &
+        --initial-cluster "$5" --initial-cluster-state new --logger zap --log-outputs "$work/$1.log" \
+        2>>"$work/$1.stderr" &  # grpc's own warnings (peers dialing at shutdown) go there
     pids+=($!)
 }
 
