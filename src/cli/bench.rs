@@ -55,6 +55,10 @@ pub struct BenchArgs {
     /// partition: conflicting writes on each side.
     #[arg(long, default_value_t = 1_000)]
     pub diverged: usize,
+    /// partition: how long the region stays cut off after its conflicting
+    /// writes (a longer cut lets the redial backoff grow).
+    #[arg(long, default_value_t = 0)]
+    pub cut_ms: u64,
     /// throughput: HTTP clients, and seconds for PUT then GET.
     #[arg(long, default_value_t = 64)]
     pub clients: usize,
@@ -355,6 +359,7 @@ async fn partition(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value
         diverged_bytes += 2 * (key.len() + a.value_bytes + 24) as u64;
     }
     let full_state_bytes = (a.keys as u64) * (20 + a.value_bytes as u64 + 24);
+    tokio::time::sleep(Duration::from_millis(a.cut_ms)).await;
     pb.set_message("partition: heal");
     let before = c.bytes_out().await?;
     for (_, f, _) in &c.nodes {
@@ -368,6 +373,7 @@ async fn partition(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value
         "scenario": "partition",
         "keys": a.keys,
         "diverged_keys_per_side": a.diverged,
+        "cut_ms": a.cut_ms,
         "converge_ms": t.as_secs_f64() * 1e3,
         "bytes_sent_after_heal": sent,
         "diverged_entries_bytes": diverged_bytes,

@@ -198,6 +198,17 @@ fn table_hash(hasher: &FixedState, key: &str) -> u64 {
     hasher.hash_one(key)
 }
 
+/// The slot an index names; every index names only occupied slots.
+fn slot_in(slots: &[Option<Slot>], s: u32) -> &Slot {
+    match slots.get(s as usize) {
+        Some(Some(slot)) => slot,
+        _ => unreachable!("an index names free slot {s}"),
+    }
+}
+
+/// Most records [`LwwMap::restore`] reserves room for up front.
+const RESTORE_RESERVE_MAX: usize = 1 << 24;
+
 impl LwwMap {
     /// An empty map whose lookup table uses a fixed seed: for tests and
     /// offline tools. A map that holds keys from clients should use
@@ -240,7 +251,9 @@ impl LwwMap {
     ) -> LwwMap {
         let mut m = LwwMap::with_seed(conflicts_max, hash_seed);
         let records = records.into_iter();
-        let (n, _) = records.size_hint();
+        // A hint, not a promise: a wrong count from a damaged file must not
+        // reserve without bound.
+        let n = records.size_hint().0.min(RESTORE_RESERVE_MAX);
         m.slots.reserve(n);
         m.leaf_next.reserve(n);
         m.feed.reserve(n);
@@ -252,6 +265,7 @@ impl LwwMap {
         for (key, entry, create_index, modify_index) in records {
             debug_assert!(m.slot_of(key.as_str()).is_none(), "restored twice: {key:?}");
             let s = m.insert_slot(key.clone(), entry, create_index, modify_index);
+            m.feed.push((modify_index, s));
             ordered.push((key, s));
         }
         m.ordered = ordered.into_iter().collect();
@@ -263,9 +277,7 @@ impl LwwMap {
     }
 
     fn slot_hash(slots: &[Option<Slot>], hasher: &FixedState, s: u32) -> u64 {
-        slots[s as usize]
-            .as_ref()
-            .map_or(0, |x| table_hash(hasher, x.key.as_str()))
+        table_hash(hasher, slot_in(slots, s).key.as_str())
     }
 
     fn slot_of(&self, key: &str) -> Option<u32> {
@@ -280,10 +292,7 @@ impl LwwMap {
     }
 
     fn slot(&self, s: u32) -> &Slot {
-        match self.slots.get(s as usize) {
-            Some(Some(slot)) => slot,
-            _ => unreachable!("an index names free slot {s}"),
-        }
+        slot_in(&self.slots, s)
     }
 
     /// The keys removed outright (collected tombstones, dropped on resync)
@@ -356,10 +365,24 @@ impl LwwMap {
 
     /// The current records of keys changed after `since`, in index order.
     pub fn changes_since(&self, since: u64) -> impl Iterator<Item = (u64, &Key, &Record)> {
+        self.feed_since(since)
+            .filter_map(|(i, c)| c.map(|(k, r)| (i, k, r)))
+    }
+
+    /// Every change after `since` the feed still lists, in index order:
+    /// `None` for a change superseded by a later one of the same key. For
+    /// callers that bound their work: superseded changes cost a step too
+    /// (at most half as many as keys, plus 1,024, before the feed drops them).
+    pub fn feed_since(&self, since: u64) -> impl Iterator<Item = (u64, Option<(&Key, &Record)>)> {
         let start = self.feed.partition_point(|&(i, _)| i <= since);
-        self.feed[start..].iter().filter_map(move |&(i, s)| {
-            let slot = self.slots.get(s as usize)?.as_ref()?;
-            (slot.rec.modify_index == i).then_some((i, &slot.key, &slot.rec))
+        self.feed[start..].iter().map(move |&(i, s)| {
+            let current = self
+                .slots
+                .get(s as usize)
+                .and_then(Option::as_ref)
+                .filter(|slot| slot.rec.modify_index == i)
+                .map(|slot| (&slot.key, &slot.rec));
+            (i, current)
         })
     }
 
@@ -539,9 +562,10 @@ impl LwwMap {
     fn insert_new(&mut self, key: Key, entry: Entry, create_index: u64, modify_index: u64) {
         let s = self.insert_slot(key.clone(), entry, create_index, modify_index);
         self.ordered.insert(key, s);
+        self.feed_push(modify_index, s);
     }
 
-    /// Everything of [`Self::insert_new`] but the ordered index.
+    /// Everything of [`Self::insert_new`] but the ordered index and the feed.
     fn insert_slot(&mut self, key: Key, entry: Entry, create_index: u64, modify_index: u64) -> u32 {
         let kh = key_hash(key.as_str());
         let part = part_of(&entry_hash(key.as_str(), &entry));
@@ -577,25 +601,22 @@ impl LwwMap {
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.table
             .insert_unique(h, s, |&x| Self::slot_hash(slots, hasher, x));
-        if modify_index > self.feed.last().map_or(0, |&(i, _)| i) {
-            self.feed_push(modify_index, s);
-        } else {
-            // Restoring: sorted once all are in.
-            self.feed.push((modify_index, s));
-        }
         s
     }
 
     /// Removes a key outright (tombstone collection, resync). Returns its record.
     pub fn remove(&mut self, key: &str) -> Option<Record> {
-        let s = self.slot_of(key)?;
-        if let Ok(e) = self
+        let slots = &self.slots;
+        let found = self
             .table
-            .find_entry(table_hash(&self.hasher, key), |&x| x == s)
-        {
-            e.remove();
-        }
-        let Slot { key, rec } = self.slots.get_mut(s as usize)?.take()?;
+            .find_entry(table_hash(&self.hasher, key), |&s| {
+                slot_in(slots, s).key.as_str() == key
+            })
+            .ok()?;
+        let (s, _) = found.remove();
+        let Some(Slot { key, rec }) = self.slots.get_mut(s as usize).and_then(Option::take) else {
+            unreachable!("the table named free slot {s}");
+        };
         self.ordered.remove(key.as_str());
         self.unlink(leaf_of(rec.key_hash), s);
         self.free.push(s);
@@ -852,6 +873,10 @@ mod tests {
                 prop_assert_eq!(m.changes_since(mid).count(), feed.len() - feed.len() / 2 - 1);
             }
             prop_assert!(m.feed.len() <= m.len() + m.len() / 2 + FEED_SLACK + 1);
+            // The raw feed counts superseded changes too (callers bound their
+            // steps with it), and its current ones are the feed above.
+            prop_assert_eq!(m.feed_since(0).count(), m.feed.len());
+            prop_assert_eq!(m.feed_since(0).filter(|(_, c)| c.is_some()).count(), feed.len());
             // The same entries rebuilt from scratch give the same root.
             let recs: Vec<_> = model.iter().map(|(k2, en)| (k(k2), en.clone(), 1, 1)).collect();
             let mut fresh = LwwMap::restore(recs, 1, 0, 5);

@@ -1287,7 +1287,7 @@ impl Driver {
                 let durable = *self.notify.borrow();
                 let mut scanned_to = durable.min(self.replica.map().index());
                 let mut out = Vec::new();
-                for (n, (i, k, r)) in self.replica.map().changes_since(since).enumerate() {
+                for (n, (i, current)) in self.replica.map().feed_since(since).enumerate() {
                     if i > durable {
                         break;
                     }
@@ -1297,6 +1297,9 @@ impl Driver {
                         scanned_to = i - 1;
                         break;
                     }
+                    let Some((k, r)) = current else {
+                        continue;
+                    };
                     if k.as_str().starts_with(&prefix) {
                         out.push(Change {
                             index: i,

@@ -116,9 +116,16 @@ impl Store for MemoryStore {
     }
 
     fn load_meta(&self) -> Result<DurableState, StoreError> {
+        let s = &self.state;
         Ok(DurableState {
+            node: s.node,
             records: BTreeMap::new(),
-            ..self.state.clone()
+            index: s.index,
+            clock: s.clock,
+            gc_floor: s.gc_floor,
+            horizon_floor: s.horizon_floor,
+            synced_ms: s.synced_ms,
+            peers: s.peers.clone(),
         })
     }
 

@@ -362,7 +362,8 @@ impl Replica {
                 .map(|(k, r)| (k, r.entry, r.create_index, r.modify_index)),
             state.index,
             cfg.conflicts_max,
-            cfg.rng_seed,
+            // Its own seed: the protocol's random choices use `rng_seed`.
+            cfg.rng_seed.rotate_left(32) ^ 0x6d65_7269_6469_616e,
         );
         let mut peers = BTreeMap::new();
         for (id, p) in &state.peers {
@@ -1195,14 +1196,20 @@ impl Replica {
             let mut entries = Vec::new();
             let mut bytes = 0usize;
             let mut to = index;
-            for (scanned, (i, k, r)) in self.map.changes_since(from).enumerate() {
+            for (scanned, (i, current)) in self.map.feed_since(from).enumerate() {
+                if scanned == self.cfg.feed_scan_max {
+                    to = i - 1;
+                    break;
+                }
+                let Some((k, r)) = current else {
+                    continue;
+                };
                 let origin = r.entry.stamp.node;
                 // A full transfer carries every origin, the receiver's own
                 // included (a resynced node dropped some of its own).
                 let include = i <= p.full_until || origin == me;
                 let size = r.entry.encoded_len_estimate(k);
-                let full = scanned == self.cfg.feed_scan_max
-                    || entries.len() == self.cfg.feed_entries_max
+                let full = entries.len() == self.cfg.feed_entries_max
                     || (include && !entries.is_empty() && bytes + size > self.cfg.batch_bytes_max);
                 if full {
                     to = i - 1;
