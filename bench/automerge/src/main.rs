@@ -6,8 +6,6 @@
 //! (defaults 100000 100000 1000); `cargo run --release -- memory [N]`
 //! measures the memory of Meridian's map of N keys (default 1M).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use automerge::sync::{self, SyncDoc};
@@ -290,44 +288,23 @@ fn meridian_memory(n: usize, value_bytes: usize) -> (u64, u64) {
     let mut restored = LwwMap::restore(records, index, 0, 1);
     let _ = restored.root();
     let secs = t.elapsed().as_secs_f64();
-    report("restored from records", (heap_bytes() - heap0) as f64, raw as f64);
+    report(
+        "restored from records",
+        (heap_bytes() - heap0) as f64,
+        raw as f64,
+    );
     println!("restore of {n} records took {:.0} ms", secs * 1e3);
     drop(restored);
     (used, raw)
 }
 
-/// Counts the bytes of live heap allocations, to tell what a structure holds
-/// beside what the process's resident size says.
-struct Counting;
-
-static HEAP_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-fn heap_bytes() -> usize {
-    HEAP_BYTES.load(Ordering::Relaxed)
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HEAP_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        HEAP_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HEAP_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        HEAP_BYTES.fetch_add(new_size, Ordering::Relaxed);
-        HEAP_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+// The counting allocator of Meridian's tests, shared by path.
+#[path = "../../../tests/common/heap.rs"]
+mod heap;
+use heap::heap_bytes;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: heap::Counting = heap::Counting;
 
 fn main() {
     if std::env::args().nth(1).as_deref() == Some("memory") {
