@@ -379,8 +379,9 @@ async fn partition(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value
         "diverged_entries_bytes": diverged_bytes,
         "ratio_to_diverged": sent as f64 / diverged_bytes.max(1) as f64,
         "full_state_bytes": full_state_bytes,
-        "target": "bytes <= 3 x diverged; <= 1 s on loopback (with the injected delay here)",
-        "met": (sent as f64) <= 3.0 * diverged_bytes as f64 && t <= Duration::from_secs(1),
+        "target": "bytes <= 3 x diverged; <= 1 s on loopback (time judged only without injected delay)",
+        "met": (sent as f64) <= 3.0 * diverged_bytes as f64
+            && (a.delay_ms > 0 || t <= Duration::from_secs(1)),
     }))
 }
 
@@ -478,9 +479,10 @@ fn print(v: &Value) {
             v["injected_delay_ms"].as_u64().unwrap_or(0) + 10, if v["met"] == true { "met" } else { "NOT met" }
         ),
         Some("partition") => println!(
-            "partition   {} keys, {} conflicting writes per side: equal roots {:.0} ms after the heal; {} bytes sent = {:.2} x the {} bytes of diverged entries (full state: {} bytes)",
+            "partition   {} keys, {} conflicting writes per side: equal roots {:.0} ms after the heal; {} bytes sent = {:.2} x the {} bytes of diverged entries (full state: {} bytes; target <= 3 x, and <= 1 s on loopback: {})",
             v["keys"], v["diverged_keys_per_side"], v["converge_ms"].as_f64().unwrap_or(0.0), v["bytes_sent_after_heal"],
-            v["ratio_to_diverged"].as_f64().unwrap_or(0.0), v["diverged_entries_bytes"], v["full_state_bytes"]
+            v["ratio_to_diverged"].as_f64().unwrap_or(0.0), v["diverged_entries_bytes"], v["full_state_bytes"],
+            if v["met"] == true { "met" } else { "NOT met" }
         ),
         Some("throughput") => println!(
             "throughput  {} clients, {} s each: PUT {:.0}/s p50 {:.2} ms p99 {:.2} ms; GET {:.0}/s p50 {:.2} ms p99 {:.2} ms",
@@ -489,9 +491,14 @@ fn print(v: &Value) {
             v["get_p50_ms"].as_f64().unwrap_or(0.0), v["get_p99_ms"].as_f64().unwrap_or(0.0)
         ),
         Some("rebuild") => println!(
-            "rebuild     a wiped node rebuilt {} keys from a peer in {:.0} ms ({:.0} keys/s); restarted from its disk in {:.0} ms",
+            "rebuild     a wiped node rebuilt {} keys from a peer in {:.0} ms ({:.0} keys/s); restarted from its disk in {:.0} ms{}",
             v["keys"], v["rebuild_ms"].as_f64().unwrap_or(0.0), v["keys_per_s"].as_f64().unwrap_or(0.0),
-            v["restart_ms"].as_f64().unwrap_or(0.0)
+            v["restart_ms"].as_f64().unwrap_or(0.0),
+            match (v["keys"].as_u64().unwrap_or(0) >= 1_000_000, v["met"] == true) {
+                (false, _) => "",
+                (true, true) => " (target for 1M keys: rebuild <= 10 s, restart <= 2 s: met)",
+                (true, false) => " (target for 1M keys: rebuild <= 10 s, restart <= 2 s: NOT met)",
+            }
         ),
         _ => println!("{v}"),
     }
