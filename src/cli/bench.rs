@@ -361,6 +361,7 @@ async fn partition(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value
     let full_state_bytes = (a.keys as u64) * (20 + a.value_bytes as u64 + 24);
     tokio::time::sleep(Duration::from_millis(a.cut_ms)).await;
     pb.set_message("partition: heal");
+    tracing::info!("bench: healing the cut");
     let before = c.bytes_out().await?;
     for (_, f, _) in &c.nodes {
         f.heal();
