@@ -198,6 +198,18 @@ struct Peer {
     last_heard_ms: u64,
 }
 
+impl Peer {
+    /// Forgets the state of the link (its connection is gone or replaced):
+    /// the next hello starts it afresh.
+    fn reset_link(&mut self) {
+        self.ready = false;
+        self.transport = false;
+        self.hello_confirmed = false;
+        self.in_flight.clear();
+        self.resume_asked_ms = None;
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct AeSession {
     id: u64,
@@ -727,11 +739,7 @@ impl Replica {
     pub fn reconnected(&mut self, peer: NodeId, now_ms: u64) {
         if let Some(p) = self.peers.get_mut(&peer) {
             p.swapping = p.ready || p.swapping;
-            p.ready = false;
-            p.transport = false;
-            p.hello_confirmed = false;
-            p.in_flight.clear();
-            p.resume_asked_ms = None;
+            p.reset_link();
         }
         if self.ae_session.is_some_and(|s| s.peer == peer) {
             self.ae_session = None;
@@ -750,11 +758,7 @@ impl Replica {
                     region: p.region.clone(),
                 }));
             }
-            p.ready = false;
-            p.transport = false;
-            p.hello_confirmed = false;
-            p.in_flight.clear();
-            p.resume_asked_ms = None;
+            p.reset_link();
         }
         if self.ae_session.is_some_and(|s| s.peer == peer) {
             self.ae_session = None;
