@@ -26,8 +26,12 @@ use crate::core::types::{Entry, Hash, Key, NodeId};
 
 /// First bytes of every backup file.
 pub const MAGIC: [u8; 8] = *b"MRDNBAK1";
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes. Version 1 recorded a root over
+/// every entry, tombstones included; version 2 records the root replicas
+/// report, over live entries only. Both are read.
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this build reads.
+pub const FORMAT_VERSION_MIN: u16 = 1;
 /// Most entries per chunk.
 pub const CHUNK_ENTRIES_MAX: usize = 1_024;
 /// Most value bytes per chunk (one larger entry goes alone).
@@ -96,7 +100,7 @@ struct Trailer {
 pub enum BackupError {
     #[error("not a Meridian backup (the file does not start with MRDNBAK1)")]
     BadMagic,
-    #[error("backup format version {0} is not supported (this build reads {FORMAT_VERSION})")]
+    #[error("backup format version {0} is not supported (this build reads {FORMAT_VERSION_MIN} to {FORMAT_VERSION})")]
     Version(u16),
     #[error("the backup is truncated at byte {0}")]
     Truncated(usize),
@@ -281,6 +285,22 @@ pub fn root_of(entries: &[(Key, Entry)]) -> Hash {
     map.root()
 }
 
+/// The root a backup of format `version` recorded for `entries`: version 1
+/// covered tombstones too.
+fn recorded_root(version: u16, entries: &[(Key, Entry)]) -> Hash {
+    if version >= 2 {
+        return root_of(entries);
+    }
+    let mut digest = crate::core::digest::Digest::new();
+    for (k, e) in entries {
+        let hash = crate::core::types::entry_hash(k.as_str(), e);
+        let mut part = [0u8; 16];
+        part.copy_from_slice(&hash[..16]);
+        digest.toggle(crate::core::types::key_hash(k.as_str()), &part);
+    }
+    digest.root()
+}
+
 /// Reads and checks a backup. A full backup's entries must have its recorded root.
 pub fn decode(b: &[u8]) -> Result<Backup, BackupError> {
     if b.len() < MAGIC.len() {
@@ -292,7 +312,7 @@ pub fn decode(b: &[u8]) -> Result<Backup, BackupError> {
     let mut at = MAGIC.len();
     let (payload, next) = frame_at(b, at)?;
     let header: Header = parse(payload, at)?;
-    if header.version != FORMAT_VERSION {
+    if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&header.version) {
         return Err(BackupError::Version(header.version));
     }
     at = next;
@@ -320,7 +340,7 @@ pub fn decode(b: &[u8]) -> Result<Backup, BackupError> {
         at = next;
     }
     if header.is_full() {
-        let found = root_of(&entries);
+        let found = recorded_root(header.version, &entries);
         if found != header.root {
             return Err(BackupError::Root {
                 expected: hex(&header.root),
@@ -395,7 +415,7 @@ pub fn combine(mut backups: Vec<Backup>) -> Result<(Header, Vec<(Key, Entry)>), 
         .map(|b| b.header.clone())
         .unwrap_or_else(|| first.header.clone());
     let entries: Vec<(Key, Entry)> = state.into_iter().collect();
-    let found = root_of(&entries);
+    let found = recorded_root(last.version, &entries);
     if found != last.root {
         return Err(BackupError::Root {
             expected: hex(&last.root),
@@ -477,6 +497,29 @@ mod tests {
         let mut longer = file.clone();
         longer.push(0);
         assert!(decode(&longer).is_err());
+    }
+
+    #[test]
+    fn a_version_1_backup_is_checked_against_its_root_over_tombstones() {
+        let entries = vec![(k("a"), entry(1, Some("x"))), (k("b"), entry(2, None))];
+        let mut h = header(0, 2, &entries);
+        h.version = 1;
+        // Version 2 roots leave the tombstone out: a version 1 file does not.
+        assert!(matches!(
+            decode(&encode(&h, &entries).unwrap()),
+            Err(BackupError::Root { .. })
+        ));
+        h.root = recorded_root(1, &entries);
+        assert_ne!(h.root, root_of(&entries));
+        assert_eq!(
+            decode(&encode(&h, &entries).unwrap()).unwrap().entries,
+            entries
+        );
+        h.version = 3;
+        assert!(matches!(
+            decode(&encode(&h, &entries).unwrap()),
+            Err(BackupError::Version(3))
+        ));
     }
 
     #[test]

@@ -39,6 +39,9 @@ fn seeds_converge_to_the_oracle() {
                 total.feed_gaps += r.feed_gaps;
                 total.below_floor_refused += r.below_floor_refused;
                 total.writes_lost_unacknowledged += r.writes_lost_unacknowledged;
+                total.deletes_of_absent_keys += r.deletes_of_absent_keys;
+                total.prefix_deletes += r.prefix_deletes;
+                total.collected_while_steady += r.collected_while_steady;
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -48,7 +51,8 @@ fn seeds_converge_to_the_oracle() {
     }
     println!(
         "{count} seeds: {} writes acknowledged, {} refused, {} partitions, {} crashes, {} messages dropped, \
-         {} feed gaps, {} entries repaired by anti-entropy, {} tombstones collected, {} stale entries refused",
+         {} feed gaps, {} entries repaired by anti-entropy, {} tombstones collected ({} after convergence), \
+         {} stale entries refused, {} deletes of keys absent where deleted, {} prefix-delete tombstones",
         total.writes_acknowledged,
         total.writes_refused,
         total.partitions,
@@ -57,7 +61,10 @@ fn seeds_converge_to_the_oracle() {
         total.feed_gaps,
         total.ae_entries_applied,
         total.tombstones_collected,
-        total.below_floor_refused
+        total.collected_while_steady,
+        total.below_floor_refused,
+        total.deletes_of_absent_keys,
+        total.prefix_deletes
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
     // The runs must actually exercise what they claim to check.
@@ -70,6 +77,14 @@ fn seeds_converge_to_the_oracle() {
         assert!(
             total.ae_entries_applied > 0,
             "anti-entropy never repaired anything"
+        );
+        assert!(
+            total.deletes_of_absent_keys > 0 && total.prefix_deletes > 0,
+            "no delete of a key absent where it was deleted, or no prefix delete"
+        );
+        assert!(
+            total.collected_while_steady > 0,
+            "no tombstone was collected while roots were checked after convergence"
         );
     }
 }

@@ -11,9 +11,11 @@
 //!
 //! Differences from Consul, on purpose: `X-Consul-Index` is the node's
 //! durable change index (one sequence for all keys, local to the node);
-//! compare-and-set is checked against the local node's state; a recursive
-//! delete deletes key by key (each durable, not one atomic transaction);
-//! sessions and locks (`acquire`, `release`) are refused with a 400.
+//! compare-and-set is checked against the local node's state; a delete
+//! writes a tombstone also for a key absent here (a write from another
+//! region may be on its way, and the later delete must win); a recursive
+//! delete deletes every key the node knows under the prefix in one durable
+//! step; sessions and locks (`acquire`, `release`) are refused with a 400.
 
 mod backup;
 pub mod events;
@@ -51,8 +53,6 @@ pub const WAIT_MS_DEFAULT: u64 = 300_000;
 pub const WAITERS_MAX: usize = 4_096;
 /// Keys one recursive delete may touch in one request.
 pub const DELETE_KEYS_MAX: usize = 100_000;
-/// Deletes in flight at once during a recursive delete.
-const DELETE_CONCURRENCY: usize = 256;
 /// How long a blocking query with an index ahead of the durable one waits
 /// for the commit in flight before it answers at once.
 const INDEX_AHEAD_WAIT_MS: u64 = 1_000;
@@ -188,9 +188,9 @@ fn node_error(e: NodeError) -> ApiError {
 
 fn write_error(e: WriteError) -> ApiError {
     let code = match &e {
-        WriteError::Key(KeyError::TooLong { .. }) | WriteError::Value(_) => {
-            StatusCode::PAYLOAD_TOO_LARGE
-        }
+        WriteError::Key(KeyError::TooLong { .. })
+        | WriteError::Value(_)
+        | WriteError::TooManyKeys { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         WriteError::Key(_) | WriteError::CasMismatch { .. } => StatusCode::BAD_REQUEST,
         WriteError::NoQuorum { .. } | WriteError::Standby => StatusCode::SERVICE_UNAVAILABLE,
         WriteError::Clock(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -585,36 +585,23 @@ async fn kv_delete(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
                 ),
             ));
         }
-        if list.len() > DELETE_KEYS_MAX {
-            return Err(error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "{} keys under {key:?}, more than {DELETE_KEYS_MAX} in one request: delete narrower prefixes",
-                    list.len()
-                ),
-            ));
-        }
-        for chunk in list.chunks(DELETE_CONCURRENCY) {
-            let deletes = chunk.iter().map(|e| api.node.delete(&e.key));
-            for r in futures_util::future::join_all(deletes).await {
-                r.map_err(node_error)?;
-            }
-        }
+        // One durable step: every key this node knows under the prefix,
+        // deleted ones included (so the delete also wins over writes to
+        // them not seen here yet).
+        api.node
+            .delete_prefix(&key, DELETE_KEYS_MAX)
+            .await
+            .map_err(node_error)?;
         return Ok((api.headers(api.node.index()), axum::Json(true)).into_response());
     }
     Key::check(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
-    if cas == Some(0) {
-        // As in Consul: a delete with cas=0 never deletes.
-        return Ok((api.headers(api.node.index()), axum::Json(false)).into_response());
-    }
-    // Deleting what is not there writes nothing (no tombstone to replicate
-    // and keep), as in Consul; a cas on it has nothing to disagree with.
-    if api.node.get(&key).await.map_err(node_error)?.is_none() {
-        return Ok((api.headers(api.node.index()), axum::Json(true)).into_response());
-    }
+    // Without cas a delete always writes a tombstone, also for a key absent
+    // here: a write from another region may be on its way, and the later
+    // delete must win. With cas, as in Consul: a key that is not live here
+    // answers true (nothing left to delete), another version false.
     let done = match api.node.delete_with(&key, cas).await {
         Ok(_) => true,
-        Err(NodeError::Write(WriteError::CasMismatch { .. })) => false,
+        Err(NodeError::Write(WriteError::CasMismatch { actual, .. })) => actual == 0,
         Err(e) => return Err(node_error(e)),
     };
     Ok((api.headers(api.node.index()), axum::Json(done)).into_response())

@@ -842,7 +842,13 @@ async fn diff_keys(
     for key in all {
         let states: Vec<Option<&(String, bool)>> =
             per_node.iter().map(|(_, m)| m.get(key)).collect();
-        if states.iter().all(|s| *s == states[0]) {
+        // Roots cover live entries only: a tombstone and no entry at all
+        // are the same live state (nodes collect tombstones at different
+        // moments), so only a difference in the live value counts.
+        fn live(s: Option<&(String, bool)>) -> Option<&String> {
+            s.filter(|(_, deleted)| !deleted).map(|(h, _)| h)
+        }
+        if states.iter().all(|s| live(*s) == live(states[0])) {
             continue;
         }
         let fetch = out.len() < DIFF_KEYS_SHOWN_MAX;

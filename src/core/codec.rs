@@ -17,8 +17,9 @@ use super::types::{Entry, Hash, Key, NodeId, Stamp, VALUE_BYTES_LIMIT};
 
 /// First bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"MRDN";
-/// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this build speaks. Version 2: roots and
+/// fingerprints cover live entries only (tombstones left out).
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Envelope bytes before the payload.
 pub const HEADER_BYTES: usize = 10;
 /// Largest frame, envelope included: room for one entry of the largest value.

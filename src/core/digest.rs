@@ -3,9 +3,19 @@
 //! Owns a fixed-shape tree over the hash space of keys: 2^20 leaves, fan-out
 //! 16, five inner levels (level 0 is the root, level 5 the leaves). A key
 //! lives in the leaf named by the top 20 bits of its [`key_hash`]. A leaf is
-//! the XOR of the first 16 bytes of its entries' [`entry_hash`]es, so a write
-//! updates it in O(1) and the leaf depends only on the set of entries, never
-//! on the order they arrived in. Inner nodes are blake3 over their children,
+//! the XOR of the first 16 bytes of its live entries' [`entry_hash`]es, so a
+//! write updates it in O(1) and the leaf depends only on the set of entries,
+//! never on the order they arrived in.
+//!
+//! Tombstones are not in the digest. Replicas collect tombstones at
+//! different moments (each when it learns that every member holds them), so
+//! a digest over tombstones would differ between replicas holding equal live
+//! data, and `verify` would report divergence that is not there. The root is
+//! therefore a function of the live entries only: equal live data gives
+//! equal roots at every moment. Tombstones still travel: the feed carries
+//! them, and anti-entropy's leaf exchange lists every record of a differing
+//! leaf, tombstones included, so a delete that wins over a value one side
+//! still holds is sent across. Inner nodes are blake3 over their children,
 //! recomputed lazily (on the next read) along the paths marked dirty; an
 //! all-empty subtree hashes to zero, so an empty replica's tree is all zero
 //! pages and costs no resident memory until keys arrive.

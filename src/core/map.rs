@@ -415,7 +415,8 @@ impl LwwMap {
         v.into_iter().map(|s| (&s.key, &s.rec))
     }
 
-    /// The Merkle root of the whole state.
+    /// The Merkle root of the live entries (tombstones are not in the
+    /// digest: see [`Digest`]).
     pub fn root(&mut self) -> Hash {
         self.digest.root()
     }
@@ -424,14 +425,16 @@ impl LwwMap {
         &mut self.digest
     }
 
-    /// A digest of the keys under `prefix` only: blake3 over their records'
-    /// [`Record::check`]s (the first 16 bytes of each entry hash, which
-    /// covers the key) in key order. O(keys under the prefix), no entry
-    /// hashed again.
+    /// A digest of the live keys under `prefix` only: blake3 over their
+    /// records' [`Record::check`]s (the first 16 bytes of each entry hash,
+    /// which covers the key) in key order; tombstones are left out, as in
+    /// the root. O(keys under the prefix), no entry hashed again.
     pub fn prefix_digest(&self, prefix: &str) -> Hash {
         let mut h = blake3::Hasher::new();
         for (_, r) in self.scan_prefix(prefix) {
-            h.update(&r.part);
+            if !r.entry.is_tombstone() {
+                h.update(&r.part);
+            }
         }
         *h.finalize().as_bytes()
     }
@@ -504,12 +507,20 @@ impl LwwMap {
         };
         let rec = &mut slot.rec;
         let old = std::mem::replace(&mut rec.entry, entry);
-        // Out with the old entry's part, in with the new one's, in one step.
-        let mut delta = rec.part;
-        for (d, p) in delta.iter_mut().zip(&part) {
-            *d ^= p;
+        // Out with the old entry's part, in with the new one's, in one
+        // step; a tombstone has no part in the digest.
+        let mut delta = [0u8; 16];
+        if !old.is_tombstone() {
+            delta = rec.part;
         }
-        self.digest.toggle(rec.key_hash, &delta);
+        if !rec.entry.is_tombstone() {
+            for (d, p) in delta.iter_mut().zip(&part) {
+                *d ^= p;
+            }
+        }
+        if delta != [0u8; 16] {
+            self.digest.toggle(rec.key_hash, &delta);
+        }
         rec.part = part;
         rec.modify_index = index;
         if old.is_tombstone() && !rec.entry.is_tombstone() {
@@ -571,7 +582,9 @@ impl LwwMap {
     fn insert_slot(&mut self, key: Key, entry: Entry, create_index: u64, modify_index: u64) -> u32 {
         let kh = key_hash(key.as_str());
         let part = part_of(&entry_hash(key.as_str(), &entry));
-        self.digest.toggle(kh, &part);
+        if !entry.is_tombstone() {
+            self.digest.toggle(kh, &part);
+        }
         self.raw_bytes += (key.len() + entry.value_len()) as u64;
         if entry.is_tombstone() {
             self.tombstones.insert((entry.stamp, key.clone()));
@@ -622,7 +635,9 @@ impl LwwMap {
         self.ordered.remove(key.as_str());
         self.unlink(leaf_of(rec.key_hash), s);
         self.free.push(s);
-        self.digest.toggle(rec.key_hash, &rec.part);
+        if !rec.entry.is_tombstone() {
+            self.digest.toggle(rec.key_hash, &rec.part);
+        }
         self.raw_bytes -= (key.len() + rec.entry.value_len()) as u64;
         if rec.entry.is_tombstone() {
             self.tombstones.remove(&(rec.entry.stamp, key.clone()));
@@ -897,13 +912,47 @@ mod tests {
         a.merge(&k("other"), e(3, 1, Some("only in a")), Hlc::ZERO);
         assert_eq!(a.prefix_digest("app/"), b.prefix_digest("app/"));
         assert_ne!(a.prefix_digest(""), b.prefix_digest(""));
-        // A different value, or a tombstone collected on one side, shows.
+        // A different value shows; a tombstone collected on one side does
+        // not (the live data is the same).
         b.merge(&k("app/x"), e(4, 2, Some("2")), Hlc::ZERO);
         assert_ne!(a.prefix_digest("app/"), b.prefix_digest("app/"));
         a.merge(&k("app/x"), e(4, 2, Some("2")), Hlc::ZERO);
         assert_eq!(a.prefix_digest("app/"), b.prefix_digest("app/"));
         b.remove("app/y");
+        assert_eq!(a.prefix_digest("app/"), b.prefix_digest("app/"));
+        a.merge(&k("app/x"), e(5, 2, None), Hlc::ZERO);
         assert_ne!(a.prefix_digest("app/"), b.prefix_digest("app/"));
+    }
+
+    /// Equal live data gives equal roots whatever tombstones each side
+    /// holds: nodes collect tombstones at different moments.
+    #[test]
+    fn tombstones_are_not_in_the_root() {
+        let mut a = LwwMap::default();
+        let mut b = LwwMap::default();
+        a.merge(&k("live"), e(1, 1, Some("v")), Hlc::ZERO);
+        b.merge(&k("live"), e(1, 1, Some("v")), Hlc::ZERO);
+        a.merge(&k("gone"), e(2, 1, None), Hlc::ZERO);
+        assert_eq!(a.root(), b.root());
+        // A value replaced by a tombstone leaves the root; a tombstone
+        // replaced by a value enters it.
+        b.merge(&k("gone"), e(1, 2, Some("old")), Hlc::ZERO);
+        assert_ne!(a.root(), b.root());
+        b.merge(&k("gone"), e(2, 1, None), Hlc::ZERO);
+        assert_eq!(a.root(), b.root());
+        a.merge(&k("gone"), e(3, 1, Some("back")), Hlc::ZERO);
+        b.merge(&k("gone"), e(3, 1, Some("back")), Hlc::ZERO);
+        assert_eq!(a.root(), b.root());
+        a.remove("gone");
+        b.remove("gone");
+        a.merge(&k("t"), e(4, 1, None), Hlc::ZERO);
+        b.merge(&k("t"), e(5, 1, None), Hlc::ZERO);
+        assert_eq!(a.root(), b.root());
+        assert_eq!(a.root(), {
+            let mut only = LwwMap::default();
+            only.merge(&k("live"), e(1, 1, Some("v")), Hlc::ZERO);
+            only.root()
+        });
     }
 
     #[test]

@@ -204,6 +204,11 @@ enum Command {
         cas: Option<u64>,
         reply: oneshot::Sender<Result<WriteReceipt, NodeError>>,
     },
+    DeletePrefix {
+        prefix: String,
+        keys_max: usize,
+        reply: oneshot::Sender<Result<usize, NodeError>>,
+    },
     Get {
         key: String,
         reply: oneshot::Sender<Option<KvEntry>>,
@@ -708,6 +713,20 @@ impl Node {
             value: None,
             flags: 0,
             cas,
+            reply,
+        })
+        .await?
+    }
+
+    /// Deletes every key this node knows under `prefix` (live keys and
+    /// keys it holds a tombstone for), at most `keys_max`, in one durable
+    /// step; returns how many tombstones it wrote once they are durable.
+    /// See [`Replica::delete_prefix`].
+    pub async fn delete_prefix(&self, prefix: &str, keys_max: usize) -> Result<usize, NodeError> {
+        let prefix = prefix.to_string();
+        self.call(|reply| Command::DeletePrefix {
+            prefix,
+            keys_max,
             reply,
         })
         .await?
@@ -1258,6 +1277,32 @@ impl Driver {
                 match r {
                     Ok(receipt) => {
                         self.pending.insert(receipt.stamp, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::DeletePrefix {
+                prefix,
+                keys_max,
+                reply,
+            } => {
+                if let Some(e) = &self.failed {
+                    let _ = reply.send(Err(NodeError::StoreFailed(e.clone())));
+                    return;
+                }
+                match self.replica.delete_prefix(&prefix, keys_max, now) {
+                    Ok(receipts) => {
+                        let n = receipts.len();
+                        // Answered once the tombstones are durable.
+                        self.absorb();
+                        self.barriers.push_back((
+                            self.issued,
+                            Box::new(move |r| {
+                                let _ = reply.send(r.map(|()| n));
+                            }),
+                        ));
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e.into()));

@@ -11,7 +11,9 @@
 //! of [`Output`] demands, and a crash discards them.
 //!
 //! After the active phase every partition heals and every node restarts;
-//! the run then waits for quiescence and checks: all Merkle roots equal, all
+//! the run then waits for quiescence, goes on for a while checking after
+//! every event that all roots are still equal while replicas collect
+//! tombstones, and checks: all Merkle roots equal, all
 //! states equal, the state equal to an oracle built from every acknowledged
 //! write (so no acknowledged write was lost and no deleted key came back),
 //! and every node's durable state restoring to the same root. Everything
@@ -31,6 +33,10 @@ use crate::sync::{Config, DurableState, Event, Output, PartitionPolicy, PersistB
 
 /// Virtual time starts here (ms since the Unix epoch), so stamps look real.
 pub const EPOCH_MS: u64 = 1_750_000_000_000;
+/// How long a converged run goes on with every root checked at every step.
+const STEADY_MS: u64 = 10_000;
+/// Share of deletes that delete a whole prefix, per million.
+const PREFIX_DELETE_PER_MILLION: u32 = 50_000;
 const REGION_NAMES: [&str; 5] = ["us-east", "eu-west", "ap-southeast", "sa-east", "af-south"];
 
 /// What one simulated run does. [`SimConfig::from_seed`] draws a varied one.
@@ -118,6 +124,14 @@ pub struct SimReport {
     pub clock_skew_events: u64,
     /// Virtual ms from the end of the active phase to equal roots everywhere.
     pub converged_after_ms: u64,
+    /// Acknowledged deletes of keys that were not live on the deleting
+    /// replica (they must still win over earlier writes made elsewhere).
+    pub deletes_of_absent_keys: u64,
+    /// Tombstones written by prefix deletes.
+    pub prefix_deletes: u64,
+    /// Tombstones collected after convergence, while every root was
+    /// checked at every step.
+    pub collected_while_steady: u64,
     pub keys_live: usize,
     pub root: Hash,
 }
@@ -216,6 +230,11 @@ struct Issued {
     key: String,
     value: Option<Bytes>,
     flags: u64,
+    /// The node that accepted it, and its incarnation then: unless that
+    /// incarnation crashed, the write must be acknowledged.
+    node: usize,
+    incarnation: u64,
+    acknowledged: bool,
 }
 
 /// The simulator (see the module docs).
@@ -373,8 +392,45 @@ impl Sim {
             }
         }
         self.report.converged_after_ms = t - end;
+        self.check_steady(t + STEADY_MS)?;
         self.check_final()?;
         Ok(self.report.clone())
+    }
+
+    /// After convergence the live data no longer changes, while replicas
+    /// go on collecting tombstones, each when it learns every member holds
+    /// them: runs until `t`, checking after every event that every root is
+    /// still equal (equal live data must give equal roots at every moment).
+    fn check_steady(&mut self, t: u64) -> Result<(), String> {
+        let collected = |nodes: &[Node]| -> u64 {
+            nodes
+                .iter()
+                .filter_map(|n| n.replica.as_ref())
+                .map(|r| r.metrics().tombstones_collected)
+                .sum()
+        };
+        let before = collected(&self.nodes);
+        while let Some(Reverse(s)) = self.events.peek() {
+            if s.at > t {
+                break;
+            }
+            let Reverse(s) = self.events.pop().expect("peeked");
+            self.now = self.now.max(s.at);
+            self.dispatch(s.ev);
+            if let Some(f) = self.failure.take() {
+                return Err(f);
+            }
+            if !self.converged_roots() {
+                let roots = self.describe_roots();
+                return Err(format!(
+                    "roots differ {} ms after convergence, with no write in flight: {roots}",
+                    self.now - (t - STEADY_MS)
+                ));
+            }
+        }
+        self.now = self.now.max(t);
+        self.report.collected_while_steady = collected(&self.nodes) - before;
+        Ok(())
     }
 
     fn run_until(&mut self, t: u64) {
@@ -607,11 +663,36 @@ impl Sim {
         let delete = self.rng.chance(self.cfg.delete_per_million);
         let flags = self.rng.below(4);
         let value = Bytes::from(format!("v{}-{}", self.seq, self.rng.next_u64() % 1000));
+        let prefix_delete = delete && self.rng.chance(PREFIX_DELETE_PER_MILLION);
+        let prefix = format!("k{}", self.rng.below(10));
         let now = self.node_now(i);
         let Some(r) = self.nodes[i].replica.as_mut() else {
             self.report.writes_refused += 1;
             return;
         };
+        if prefix_delete {
+            match r.delete_prefix(&prefix, usize::MAX, now) {
+                Ok(receipts) => {
+                    self.report.prefix_deletes += receipts.len() as u64;
+                    let incarnation = self.nodes[i].incarnation;
+                    for receipt in receipts {
+                        let issued = Issued {
+                            key: receipt.key.to_string(),
+                            value: None,
+                            flags: 0,
+                            node: i,
+                            incarnation,
+                            acknowledged: false,
+                        };
+                        self.issued.insert(receipt.stamp, issued);
+                    }
+                }
+                Err(crate::sync::WriteError::NoQuorum { .. }) => self.report.writes_refused += 1,
+                Err(e) => return self.fail(format!("prefix delete at node {i} refused: {e}")),
+            }
+            return self.drain(i);
+        }
+        let absent = r.get(&key).is_none_or(|rec| rec.entry.is_tombstone());
         let res = if delete {
             r.delete(&key, None, now)
         } else {
@@ -619,12 +700,19 @@ impl Sim {
         };
         match res {
             Ok(receipt) => {
+                if delete && absent {
+                    self.report.deletes_of_absent_keys += 1;
+                }
+                let incarnation = self.nodes[i].incarnation;
                 self.issued.insert(
                     receipt.stamp,
                     Issued {
                         key,
                         value: (!delete).then_some(value),
                         flags: if delete { 0 } else { flags },
+                        node: i,
+                        incarnation,
+                        acknowledged: false,
                     },
                 );
             }
@@ -734,11 +822,15 @@ impl Sim {
                 Output::Send { to, msg } => self.transmit(i, to, &msg),
                 Output::Acknowledge(receipt) => {
                     self.report.writes_acknowledged += 1;
-                    let Some(w) = self.issued.get(&receipt.stamp).cloned() else {
+                    let Some(issued) = self.issued.get_mut(&receipt.stamp) else {
                         return self.fail(format!(
                             "node {i} acknowledged a write nobody issued: {receipt:?}"
                         ));
                     };
+                    if std::mem::replace(&mut issued.acknowledged, true) {
+                        return self.fail(format!("node {i} acknowledged twice: {receipt:?}"));
+                    }
+                    let w = issued.clone();
                     let newer = self
                         .oracle
                         .get(&w.key)
@@ -795,14 +887,16 @@ impl Sim {
     }
 
     fn converged(&mut self) -> bool {
+        self.nodes.iter().all(|n| n.pending.is_none()) && self.converged_roots()
+    }
+
+    /// Every node is up and reports the same root.
+    fn converged_roots(&mut self) -> bool {
         let mut root = None;
         for n in &mut self.nodes {
             let Some(r) = n.replica.as_mut() else {
                 return false;
             };
-            if n.pending.is_some() {
-                return false;
-            }
             let rr = r.root();
             if *root.get_or_insert(rr) != rr {
                 return false;
@@ -860,6 +954,15 @@ impl Sim {
             .collect();
         self.report.writes_lost_unacknowledged =
             self.issued.len() as u64 - self.report.writes_acknowledged;
+        // An accepted write is acknowledged unless its node crashed first.
+        for (stamp, w) in &self.issued {
+            if !w.acknowledged && self.nodes[w.node].incarnation == w.incarnation {
+                return Err(format!(
+                    "node {} accepted a write of {:?} at {stamp:?} and never acknowledged it",
+                    w.node, w.key
+                ));
+            }
+        }
         for (i, n) in self.nodes.iter_mut().enumerate() {
             let r = n.replica.as_mut().expect("converged means all up");
             let live: BTreeMap<String, (Stamp, Bytes, u64)> = r

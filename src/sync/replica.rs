@@ -35,6 +35,10 @@ pub enum WriteError {
     Standby,
     #[error("check-and-set failed: key's modify index is {actual}, not {expected}")]
     CasMismatch { expected: u64, actual: u64 },
+    #[error(
+        "{count} keys under the prefix, more than {max} in one request: delete narrower prefixes"
+    )]
+    TooManyKeys { count: usize, max: usize },
 }
 
 /// A write accepted by the replica. It is acknowledged (durable) once the
@@ -554,7 +558,12 @@ impl Replica {
         self.write(key, Some(value), flags, cas, now_ms)
     }
 
-    /// Deletes `key` (writes a tombstone). With `cas`, only if the key's modify index is `cas`.
+    /// Deletes `key`: writes a tombstone stamped now, whether or not the key
+    /// is present here, since a write this replica has not seen yet may be
+    /// on its way and the later delete must win against it. With `cas`,
+    /// only a live key whose modify index is `cas` is deleted; a key that is
+    /// not live here fails the check with `actual` 0 and nothing is written
+    /// (Consul answers `true` to that: nothing is left to delete).
     pub fn delete(
         &mut self,
         key: &str,
@@ -573,19 +582,14 @@ impl Replica {
         now_ms: u64,
     ) -> Result<WriteReceipt, WriteError> {
         Key::check(key, self.cfg.limits.key_bytes_max)?;
-        if self.cfg.standby {
-            return Err(WriteError::Standby);
-        }
-        if self.cfg.partition_policy == PartitionPolicy::Quorum && !self.has_quorum() {
-            let (reachable, total) = self.region_counts();
-            return Err(WriteError::NoQuorum { reachable, total });
-        }
+        self.writable()?;
         let current = self.map.get(key);
         if let Some(expected) = cas {
             let actual = current
                 .filter(|r| !r.entry.is_tombstone())
                 .map_or(0, |r| r.modify_index);
-            if actual != expected {
+            // A delete needs a live version to match: cas=0 never deletes.
+            if actual != expected || (value.is_none() && actual == 0) {
                 return Err(WriteError::CasMismatch { expected, actual });
             }
         }
@@ -606,13 +610,83 @@ impl Replica {
         self.dirty_meta = true;
         let receipt = WriteReceipt { key, stamp, index };
         self.staged.push(Output::Acknowledge(receipt.clone()));
+        self.schedule_push(now_ms);
+        self.commit();
+        Ok(receipt)
+    }
+
+    /// Deletes every key this replica knows under `prefix`, live or already
+    /// deleted, with one stamp each, in one input: durable together with
+    /// the `Persist` that follows, after which each is acknowledged.
+    /// Keys deleted here before are deleted again,
+    /// so that the prefix delete also wins over writes to them this replica
+    /// has not seen yet. Keys it never heard of are not covered. At most
+    /// `keys_max` keys; more is refused and nothing is written.
+    pub fn delete_prefix(
+        &mut self,
+        prefix: &str,
+        keys_max: usize,
+        now_ms: u64,
+    ) -> Result<Vec<WriteReceipt>, WriteError> {
+        self.writable()?;
+        let keys: Vec<(Key, Stamp)> = self
+            .map
+            .scan_prefix(prefix)
+            .take(keys_max.saturating_add(1))
+            .map(|(k, r)| (k.clone(), r.entry.stamp))
+            .collect();
+        if keys.len() > keys_max {
+            let count = self.map.scan_prefix(prefix).count();
+            return Err(WriteError::TooManyKeys {
+                count,
+                max: keys_max,
+            });
+        }
+        let mut receipts = Vec::with_capacity(keys.len());
+        for (key, prev) in keys {
+            let stamp = Stamp::new(self.clock.tick(now_ms)?, self.cfg.node);
+            let index = self.map.apply_local(
+                &key,
+                Entry {
+                    stamp,
+                    prev,
+                    flags: 0,
+                    value: None,
+                },
+            );
+            self.metrics.local_writes += 1;
+            self.dirty_keys.insert(key.clone());
+            let receipt = WriteReceipt { key, stamp, index };
+            self.staged.push(Output::Acknowledge(receipt.clone()));
+            receipts.push(receipt);
+        }
+        if !receipts.is_empty() {
+            self.dirty_meta = true;
+            self.schedule_push(now_ms);
+        }
+        self.commit();
+        Ok(receipts)
+    }
+
+    /// Refuses client writes while this replica may not take them.
+    fn writable(&self) -> Result<(), WriteError> {
+        if self.cfg.standby {
+            return Err(WriteError::Standby);
+        }
+        if self.cfg.partition_policy == PartitionPolicy::Quorum && !self.has_quorum() {
+            let (reachable, total) = self.region_counts();
+            return Err(WriteError::NoQuorum { reachable, total });
+        }
+        Ok(())
+    }
+
+    /// Pushes local writes now, or after the batching delay.
+    fn schedule_push(&mut self, now_ms: u64) {
         if self.cfg.push_delay_ms == 0 {
             self.pump_all(now_ms);
         } else if self.push_due_ms.is_none() {
             self.push_due_ms = Some(now_ms + self.cfg.push_delay_ms);
         }
-        self.commit();
-        Ok(receipt)
     }
 
     // ------------------------------------------------------------ membership
