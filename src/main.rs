@@ -86,6 +86,10 @@ enum Command {
         /// Only compare keys under this prefix.
         #[arg(long, default_value = "")]
         prefix: String,
+        /// Each node first recomputes every record's check and its digest
+        /// from the values (O(keys)); damaged records are quarantined.
+        #[arg(long)]
+        deep: bool,
         #[arg(long)]
         json: bool,
     },
@@ -298,8 +302,9 @@ fn run(cli: Cli) -> Result<bool> {
                         nodes,
                         diff,
                         prefix,
+                        deep,
                         json,
-                    } => cli::verify(&client, &nodes, diff, &prefix, json).await,
+                    } => cli::verify(&client, &nodes, diff, &prefix, deep, json).await,
                     _ => unreachable!("handled above"),
                 }
             })

@@ -11,7 +11,7 @@ use meridian::core::codec::ClusterId;
 use meridian::core::rng::Rng;
 use meridian::core::types::NodeId;
 use meridian::store::{Durability, MemoryStore, RedbStore, Store, StoreError, LOAD_CHUNK_RECORDS};
-use meridian::sync::{Config, Output, PersistBatch, Replica};
+use meridian::sync::{Config, Loaded, Output, PersistBatch, Replica};
 
 const T0: u64 = 1_750_000_000_000;
 
@@ -106,7 +106,10 @@ fn records_stream_in_key_order_in_bounded_chunks_and_restore_the_same_root() {
     let keys: Vec<String> = chunks
         .iter()
         .flatten()
-        .map(|(k, _)| k.to_string())
+        .map(|l| match l {
+            Loaded::Record(k, _) => k.to_string(),
+            Loaded::Damaged(d) => panic!("damaged: {d:?}"),
+        })
         .collect();
     assert_eq!(keys.len(), n);
     assert!(keys.windows(2).all(|w| w[0] < w[1]), "key order");

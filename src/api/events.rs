@@ -5,10 +5,10 @@
 use serde_json::{json, Value};
 
 use crate::node::{EventKind, NodeEvent};
-use crate::sync::Event;
+use crate::sync::{Event, Resolution};
 
 /// Every event type, as `type` names it (what webhook filters accept).
-pub const EVENT_TYPES: [&str; 13] = [
+pub const EVENT_TYPES: [&str; 16] = [
     "peer_up",
     "peer_down",
     "partition_detected",
@@ -21,6 +21,9 @@ pub const EVENT_TYPES: [&str; 13] = [
     "peer_stale",
     "resynced",
     "stamp_collision",
+    "record_quarantined",
+    "record_repaired",
+    "store_lost",
     "health_changed",
 ];
 
@@ -85,6 +88,29 @@ pub fn event_fields(kind: &EventKind) -> (&'static str, Value) {
                 json!({ "from": from.to_string(), "dropped": dropped }),
             ),
             Event::StampCollision { key } => ("stamp_collision", json!({ "key": key.as_str() })),
+            Event::RecordQuarantined { key, reason } => (
+                "record_quarantined",
+                json!({ "key": key, "reason": reason }),
+            ),
+            Event::RecordRepaired { key, how } => {
+                let how = match how {
+                    Resolution::Repaired { from, stamp } => json!({
+                        "how": "repaired", "from": from.to_string(),
+                        "stamp": format!("{:016x}-{}", stamp.hlc.0, stamp.node),
+                    }),
+                    Resolution::Overwritten => json!({ "how": "overwritten" }),
+                    Resolution::AbsentAtPeer { peer } => {
+                        json!({ "how": "absent_at_peer", "peer": peer.to_string() })
+                    }
+                    Resolution::Resynced { from } => {
+                        json!({ "how": "resynced", "from": from.to_string() })
+                    }
+                };
+                let mut doc = how;
+                doc["key"] = key.as_str().into();
+                ("record_repaired", doc)
+            }
+            Event::StoreLost => ("store_lost", json!({})),
         },
     }
 }

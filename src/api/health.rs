@@ -34,7 +34,8 @@ impl Default for Thresholds {
 /// One reason a node is unhealthy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reason {
-    /// `rebuilding`, `sync_lag`, `partition` or `peer_down`.
+    /// `rebuilding`, `store_lost`, `disk_full`, `store_error`, `quarantine`,
+    /// `sync_lag`, `partition` or `peer_down`.
     pub check: &'static str,
     /// The peer's name or the region concerned (empty for the node itself).
     pub subject: String,
@@ -49,13 +50,73 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
     let now = status.now_ms;
     let r = &status.replica;
     let mut out = Vec::new();
-    if r.rebuilding {
+    if r.store_lost {
+        out.push(Reason {
+            check: "store_lost",
+            subject: String::new(),
+            for_ms: now.saturating_sub(status.started_ms),
+            threshold_ms: 0,
+            message: "the store could not be read (moved aside): rebuilding it from a peer, \
+                      refusing writes until then"
+                .to_string(),
+        });
+    } else if r.rebuilding {
         out.push(Reason {
             check: "rebuilding",
             subject: String::new(),
             for_ms: now.saturating_sub(status.started_ms),
             threshold_ms: 0,
             message: "the node is rebuilding its state from a peer".to_string(),
+        });
+    }
+    if let Some(t) = &status.store_trouble {
+        let for_ms = now.saturating_sub(t.since_ms);
+        out.push(Reason {
+            check: if t.disk_full {
+                "disk_full"
+            } else {
+                "store_error"
+            },
+            subject: String::new(),
+            for_ms,
+            threshold_ms: 0,
+            message: if t.disk_full {
+                format!(
+                    "the disk is full: writes refused for {for_ms} ms, reads served ({})",
+                    t.error
+                )
+            } else {
+                format!(
+                    "the store refuses commits: writes refused for {for_ms} ms ({})",
+                    t.error
+                )
+            },
+        });
+    }
+    if r.quarantined > 0 {
+        let oldest = r.quarantine.iter().map(|q| q.since_ms).min().unwrap_or(now);
+        let named: Vec<&str> = r
+            .quarantine
+            .iter()
+            .take(5)
+            .map(|q| q.key.as_str())
+            .collect();
+        out.push(Reason {
+            check: "quarantine",
+            subject: String::new(),
+            for_ms: now.saturating_sub(oldest),
+            threshold_ms: 0,
+            message: format!(
+                "{} records failed their integrity check and are quarantined until repaired \
+                 from a peer ({}{})",
+                r.quarantined,
+                named.join(", "),
+                if r.quarantined > named.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            ),
         });
     }
     for p in &r.peers {
@@ -143,6 +204,9 @@ mod tests {
                 conflicts: 0,
                 gc_floor: Hlc(0),
                 frontier: Hlc(0),
+                quarantined: 0,
+                quarantine: Vec::new(),
+                store_lost: false,
             },
             metrics: Metrics::default(),
             frames_in: 0,
@@ -158,6 +222,7 @@ mod tests {
             now_ms,
             started_ms: 1_000,
             commit_latency: Default::default(),
+            store_trouble: None,
         }
     }
 

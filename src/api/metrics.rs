@@ -68,6 +68,60 @@ pub fn render(s: &NodeStatus) -> String {
         "1 when a majority of regions is reachable.",
         u8::from(r.quorum),
     );
+    o.one(
+        "store_lost",
+        "gauge",
+        "1 while rebuilding a store that could not be read.",
+        u8::from(r.store_lost),
+    );
+    o.one(
+        "store_refusing_commits",
+        "gauge",
+        "1 while the store refuses commits (writes refused, reads served).",
+        u8::from(s.store_trouble.is_some()),
+    );
+    o.one(
+        "disk_full",
+        "gauge",
+        "1 while commits fail because the disk is full.",
+        u8::from(s.store_trouble.as_ref().is_some_and(|t| t.disk_full)),
+    );
+    o.one(
+        "records_quarantined",
+        "gauge",
+        "Records quarantined now (they failed their integrity check).",
+        r.quarantined,
+    );
+    o.one(
+        "records_quarantined_total",
+        "counter",
+        "Records that failed their integrity check (on load, before sending or serving, in the scrub).",
+        m.records_quarantined,
+    );
+    o.one(
+        "records_repaired_total",
+        "counter",
+        "Quarantines ended (repaired from a peer, overwritten, or found absent everywhere).",
+        m.records_repaired,
+    );
+    o.one(
+        "records_damaged_in_memory_total",
+        "counter",
+        "Records found damaged in memory.",
+        m.damage_found_in_memory,
+    );
+    o.one(
+        "records_scrubbed_total",
+        "counter",
+        "Records verified by the background scrub.",
+        m.records_scrubbed,
+    );
+    o.one(
+        "scrub_passes_total",
+        "counter",
+        "Complete passes of the background scrub.",
+        m.scrub_passes,
+    );
     o.one("regions_known", "gauge", "Regions known.", r.total_regions);
     o.one(
         "regions_reachable",

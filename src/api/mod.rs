@@ -181,6 +181,12 @@ fn node_error(e: NodeError) -> ApiError {
     match e {
         NodeError::Write(w) => write_error(w),
         NodeError::Stopped => error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down"),
+        NodeError::StoreUnavailable {
+            disk_full: true, ..
+        } => error(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+        e @ (NodeError::StoreUnavailable { .. } | NodeError::Quarantined { .. }) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
         NodeError::Snapshot(m) => error(StatusCode::CONFLICT, m),
         other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }
@@ -192,7 +198,9 @@ fn write_error(e: WriteError) -> ApiError {
         | WriteError::Value(_)
         | WriteError::TooManyKeys { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         WriteError::Key(_) | WriteError::CasMismatch { .. } => StatusCode::BAD_REQUEST,
-        WriteError::NoQuorum { .. } | WriteError::Standby => StatusCode::SERVICE_UNAVAILABLE,
+        WriteError::NoQuorum { .. } | WriteError::Standby | WriteError::Rebuilding => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         WriteError::Clock(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(code, e.to_string())
@@ -759,7 +767,18 @@ async fn digest(State(api): State<Arc<Api>>, uri: Uri) -> Response {
     let go = async {
         let q = query(&uri)?;
         let prefix = q.get("prefix").cloned().unwrap_or_default();
-        let root = api.node.digest(&prefix).await.map_err(node_error)?;
+        let deep = flag(&q, "deep");
+        let report = if deep {
+            api.node.deep_digest(&prefix).await.map_err(node_error)?
+        } else {
+            crate::node::DigestReport {
+                root: api.node.digest(&prefix).await.map_err(node_error)?,
+                deep: false,
+                damaged_found: 0,
+                digest_repaired: false,
+                quarantined: api.status_cached().map_or(0, |s| s.replica.quarantined),
+            }
+        };
         let index = api.node.index();
         Ok::<_, ApiError>(
             (
@@ -769,8 +788,12 @@ async fn digest(State(api): State<Arc<Api>>, uri: Uri) -> Response {
                     "name": api.node.name(),
                     "region": api.node.region(),
                     "prefix": prefix,
-                    "root": hex(&root),
+                    "root": hex(&report.root),
                     "index": index,
+                    "deep": report.deep,
+                    "damaged_found": report.damaged_found,
+                    "digest_repaired": report.digest_repaired,
+                    "quarantined": report.quarantined,
                 })),
             )
                 .into_response(),

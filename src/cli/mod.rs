@@ -589,6 +589,10 @@ struct Seen {
     node: String,
     root: Option<String>,
     error: Option<String>,
+    /// Records quarantined there (missing from its root until repaired),
+    /// and of those, how many this check found damaged (`--deep`).
+    quarantined: u64,
+    damaged_found: u64,
 }
 
 /// Most differing keys `verify --diff` prints (and fetches values for).
@@ -603,8 +607,16 @@ async fn probe(addr: &str, expected: Option<&str>, query: &str) -> Result<Seen> 
         node: expected.unwrap_or("").to_string(),
         root: None,
         error: None,
+        quarantined: 0,
+        damaged_found: 0,
     };
-    let c = Client::new(addr)?.timeout_ms(10_000);
+    // A deep check recomputes every record: give it longer.
+    let timeout_ms = if query.contains("deep") {
+        120_000
+    } else {
+        10_000
+    };
+    let c = Client::new(addr)?.timeout_ms(timeout_ms);
     match c.get(query).await {
         Ok(r) if r.status.is_success() => {
             let d = json(&r)?;
@@ -622,6 +634,8 @@ async fn probe(addr: &str, expected: Option<&str>, query: &str) -> Result<Seen> 
                 _ => {
                     one.node = node;
                     one.root = d["root"].as_str().map(str::to_string);
+                    one.quarantined = d["quarantined"].as_u64().unwrap_or(0);
+                    one.damaged_found = d["damaged_found"].as_u64().unwrap_or(0);
                 }
             }
         }
@@ -636,6 +650,7 @@ pub async fn verify(
     extra: &[String],
     diff: bool,
     prefix: &str,
+    deep: bool,
     as_json: bool,
 ) -> Result<bool> {
     // Every member the first node knows (each expected to answer as itself),
@@ -643,7 +658,11 @@ pub async fn verify(
     let r = client.get("/v1/status").await?;
     check(&r, "status")?;
     let s = json(&r)?;
-    let query = format!("/v1/digest?prefix={}", encode_path(prefix));
+    let query = format!(
+        "/v1/digest?prefix={}{}",
+        encode_path(prefix),
+        if deep { "&deep" } else { "" }
+    );
     let mut seen: Vec<Seen> = Vec::new();
     let me = s["node"].as_str().map(str::to_string);
     seen.push(probe(client.addr(), me.as_deref(), &query).await?);
@@ -662,6 +681,8 @@ pub async fn verify(
                      name it with --node"
                         .to_string(),
                 ),
+                quarantined: 0,
+                damaged_found: 0,
             });
             continue;
         }
@@ -704,7 +725,10 @@ pub async fn verify(
         (differing, diff_errors) = diff_keys(&seen, prefix).await?;
     }
     let unreachable: Vec<&Seen> = seen.iter().filter(|n| n.error.is_some()).collect();
-    let agree = groups.len() == 1 && unreachable.is_empty();
+    // Quarantined records are missing from their node's root: no agreement
+    // is claimed until they are repaired.
+    let damaged: Vec<&Seen> = seen.iter().filter(|n| n.quarantined > 0).collect();
+    let agree = groups.len() == 1 && unreachable.is_empty() && damaged.is_empty();
     let label = |n: &Seen| {
         if n.name.is_empty() {
             format!("node {}", n.node)
@@ -717,7 +741,8 @@ pub async fn verify(
             .iter()
             .map(|n| {
                 serde_json::json!({"name": n.name, "region": n.region, "api": n.addr,
-                    "node": n.node, "root": n.root, "error": n.error})
+                    "node": n.node, "root": n.root, "error": n.error,
+                    "quarantined": n.quarantined, "damaged_found": n.damaged_found})
             })
             .collect();
         let keys: Vec<Value> = differing
@@ -740,10 +765,15 @@ pub async fn verify(
     } else {
         format!(" (keys under {prefix:?})")
     };
+    let checked = if deep {
+        " (every record checked against its value)"
+    } else {
+        ""
+    };
     if agree {
         let root = groups.keys().next().cloned().unwrap_or_default();
         println!(
-            "all {} nodes in {} regions agree on {root}{scope}",
+            "all {} nodes in {} regions agree on {root}{scope}{checked}",
             seen.len(),
             regions.len()
         );
@@ -755,8 +785,22 @@ pub async fn verify(
             groups.len(),
             groups.values().map(Vec::len).sum::<usize>()
         );
-    } else if !groups.is_empty() {
+    } else if !groups.is_empty() && !unreachable.is_empty() {
         println!("not verified{scope}: the reachable nodes agree, but not every member answered");
+    } else if !groups.is_empty() {
+        println!("not verified{scope}: the roots agree, but records are quarantined (damaged, not yet repaired)");
+    }
+    for n in &damaged {
+        println!(
+            "  {}: {} records quarantined{}",
+            label(n),
+            n.quarantined,
+            if n.damaged_found > 0 {
+                format!(" ({} found damaged by this check)", n.damaged_found)
+            } else {
+                String::new()
+            }
+        );
     }
     for (root, nodes) in &groups {
         let names: Vec<String> = nodes

@@ -22,7 +22,7 @@ use hashbrown::HashTable;
 
 use super::digest::{leaf_of, Digest, LEAVES};
 use super::hlc::Hlc;
-use super::types::{entry_hash, key_hash, Entry, Hash, Key, Stamp};
+use super::types::{entry_hash, entry_part, Check, Entry, Hash, Key, Stamp};
 
 /// Default number of conflicts kept.
 pub const CONFLICTS_MAX_DEFAULT: usize = 1024;
@@ -52,6 +52,15 @@ impl Record {
     /// The first 16 bytes of the entry's hash (its contribution to the digest).
     pub fn check(&self) -> [u8; 16] {
         self.part
+    }
+
+    /// What this record is stored with: its key hash and its part, as
+    /// computed when the entry arrived (not from the entry as it is now).
+    pub fn stored_check(&self) -> Check {
+        Check {
+            key_hash: self.key_hash,
+            part: self.part,
+        }
     }
 }
 
@@ -169,6 +178,8 @@ pub struct LwwMap {
     digest: Digest,
     conflicts: ConflictLog,
     stamp_collisions: u64,
+    /// Collisions where our entry failed its check and was replaced.
+    damaged_replaced: u64,
     raw_bytes: u64,
     /// Keys removed outright, with the index when they were removed, for
     /// incremental backups; at most [`REMOVALS_BYTES_MAX`] bytes of keys.
@@ -186,12 +197,6 @@ impl Default for LwwMap {
     fn default() -> Self {
         LwwMap::new(CONFLICTS_MAX_DEFAULT)
     }
-}
-
-fn part_of(hash: &Hash) -> [u8; 16] {
-    let mut p = [0u8; 16];
-    p.copy_from_slice(&hash[..16]);
-    p
 }
 
 fn table_hash(hasher: &FixedState, key: &str) -> u64 {
@@ -235,6 +240,7 @@ impl LwwMap {
             digest: Digest::new(),
             conflicts: ConflictLog::new(conflicts_max),
             stamp_collisions: 0,
+            damaged_replaced: 0,
             raw_bytes: 0,
             removals: VecDeque::new(),
             removals_bytes: 0,
@@ -242,9 +248,11 @@ impl LwwMap {
         }
     }
 
-    /// Rebuilds a map from durable records and the last index.
+    /// Rebuilds a map from durable records (key, entry, create index,
+    /// modify index, and the record's check, which the caller has verified
+    /// against the entry: it is taken as is) and the last index.
     pub fn restore(
-        records: impl IntoIterator<Item = (Key, Entry, u64, u64)>,
+        records: impl IntoIterator<Item = (Key, Entry, u64, u64, Check)>,
         index: u64,
         conflicts_max: usize,
         hash_seed: u64,
@@ -262,9 +270,9 @@ impl LwwMap {
         // The ordered index is built in bulk at the end: packed nodes (a
         // third less memory than inserting one by one) and no search per key.
         let mut ordered = Vec::with_capacity(n);
-        for (key, entry, create_index, modify_index) in records {
+        for (key, entry, create_index, modify_index, check) in records {
             debug_assert!(m.slot_of(key.as_str()).is_none(), "restored twice: {key:?}");
-            let s = m.insert_slot(key.clone(), entry, create_index, modify_index);
+            let s = m.insert_slot(key.clone(), entry, create_index, modify_index, check);
             m.feed.push((modify_index, s));
             ordered.push((key, s));
         }
@@ -341,6 +349,12 @@ impl LwwMap {
     /// Merges that met a different entry with the same stamp (a bug or corruption).
     pub fn stamp_collisions(&self) -> u64 {
         self.stamp_collisions
+    }
+
+    /// Of those, the ones where our entry failed its check and the
+    /// incoming one replaced it.
+    pub fn damaged_replaced(&self) -> u64 {
+        self.damaged_replaced
     }
 
     pub fn get(&self, key: &str) -> Option<&Record> {
@@ -480,11 +494,20 @@ impl LwwMap {
         if r.entry == entry {
             return Merged::Duplicate;
         }
-        // Same stamp, different content: never from a correct writer.
-        // Resolve the same way everywhere: the greater content hash wins.
+        // Same stamp, different content: never from a correct writer. An
+        // entry of ours that no longer matches its stored check is damaged
+        // (in memory): the intact one replaces it. Two intact entries mean a
+        // bug on one side: resolve them the same way everywhere, the greater
+        // content hash wins. (Senders check every entry before they send it,
+        // so what arrives is intact.)
+        let ours_damaged = Check::of(key.as_str(), &r.entry) != r.stored_check();
         let ours = entry_hash(key.as_str(), &r.entry);
         let theirs = entry_hash(key.as_str(), &entry);
         self.stamp_collisions += 1;
+        if ours_damaged {
+            self.damaged_replaced += 1;
+            return self.install(key, entry, found);
+        }
         if theirs > ours {
             self.install(key, entry, found)
         } else {
@@ -501,7 +524,7 @@ impl LwwMap {
             self.insert_new(key.clone(), entry, index, index);
             return Merged::Inserted { index };
         };
-        let part = part_of(&entry_hash(key.as_str(), &entry));
+        let part = entry_part(key.as_str(), &entry);
         let Some(Some(slot)) = self.slots.get_mut(s as usize) else {
             unreachable!("the table names free slot {s}");
         };
@@ -573,15 +596,22 @@ impl LwwMap {
     }
 
     fn insert_new(&mut self, key: Key, entry: Entry, create_index: u64, modify_index: u64) {
-        let s = self.insert_slot(key.clone(), entry, create_index, modify_index);
+        let check = Check::of(key.as_str(), &entry);
+        let s = self.insert_slot(key.clone(), entry, create_index, modify_index, check);
         self.ordered.insert(key, s);
         self.feed_push(modify_index, s);
     }
 
     /// Everything of [`Self::insert_new`] but the ordered index and the feed.
-    fn insert_slot(&mut self, key: Key, entry: Entry, create_index: u64, modify_index: u64) -> u32 {
-        let kh = key_hash(key.as_str());
-        let part = part_of(&entry_hash(key.as_str(), &entry));
+    fn insert_slot(
+        &mut self,
+        key: Key,
+        entry: Entry,
+        create_index: u64,
+        modify_index: u64,
+        check: Check,
+    ) -> u32 {
+        let Check { key_hash: kh, part } = check;
         if !entry.is_tombstone() {
             self.digest.toggle(kh, &part);
         }
@@ -619,8 +649,87 @@ impl LwwMap {
         s
     }
 
+    /// Whether the record of `key` still matches the check it was stored
+    /// with, recomputed from its entry now (`None`: no such key).
+    pub fn verify(&self, key: &str) -> Option<bool> {
+        let slot = self.slot(self.slot_of(key)?);
+        Some(Check::of(slot.key.as_str(), &slot.rec.entry) == slot.rec.stored_check())
+    }
+
+    /// Verifies up to `max` records in key order after `after` (from the
+    /// first key when `None`): returns the keys whose entry no longer
+    /// matches its check, the last key looked at (`None`: the end of the
+    /// map was reached) and how many records were verified.
+    pub fn verify_range(&self, after: Option<&Key>, max: usize) -> (Vec<Key>, Option<Key>, usize) {
+        let start = match after {
+            Some(k) => Bound::Excluded(k.as_str()),
+            None => Bound::Unbounded,
+        };
+        let mut bad = Vec::new();
+        let mut last = None;
+        let mut n = 0;
+        for (k, &s) in self.ordered.range::<str, _>((start, Bound::Unbounded)) {
+            if n == max {
+                return (bad, last, n);
+            }
+            n += 1;
+            let rec = &self.slot(s).rec;
+            if Check::of(k.as_str(), &rec.entry) != rec.stored_check() {
+                bad.push(k.clone());
+            }
+            last = Some(k.clone());
+        }
+        (bad, None, n)
+    }
+
+    /// Builds the digest again from the records' checks and replaces the
+    /// incremental one if they differ (a damaged digest in memory); true if
+    /// they differed. O(keys) and a new 16 MiB leaf array: for `verify
+    /// --deep`, not for the hot path.
+    pub fn rebuild_digest(&mut self) -> bool {
+        let mut fresh = Digest::new();
+        for slot in self.slots.iter().flatten() {
+            if !slot.rec.entry.is_tombstone() {
+                fresh.toggle(slot.rec.key_hash, &slot.rec.part);
+            }
+        }
+        if fresh.root() == self.digest.root() {
+            return false;
+        }
+        self.digest = fresh;
+        true
+    }
+
+    /// Fault injection (the simulation, tests): replaces the value of
+    /// `key`'s entry in memory without its check, as a bit flip in RAM
+    /// would. False if the key is absent.
+    #[doc(hidden)]
+    pub fn simulate_memory_damage(&mut self, key: &str, value: Option<Bytes>) -> bool {
+        let Some(s) = self.slot_of(key) else {
+            return false;
+        };
+        let Some(Some(slot)) = self.slots.get_mut(s as usize) else {
+            return false;
+        };
+        slot.rec.entry.value = value;
+        true
+    }
+
+    /// Takes out a record that failed its check, without logging it as a
+    /// removal (it was not deleted: an incremental backup must not carry it
+    /// as one). Its stored part leaves the digest, as it entered it.
+    pub fn remove_damaged(&mut self, key: &str) -> Option<Record> {
+        self.take(key, false)
+    }
+
     /// Removes a key outright (tombstone collection, resync). Returns its record.
     pub fn remove(&mut self, key: &str) -> Option<Record> {
+        self.take(key, true)
+    }
+
+    /// Takes `key`'s record out of every index; `log`: record it as a
+    /// removal for incremental backups.
+    fn take(&mut self, key: &str, log: bool) -> Option<Record> {
         let slots = &self.slots;
         let found = self
             .table
@@ -641,6 +750,9 @@ impl LwwMap {
         self.raw_bytes -= (key.len() + rec.entry.value_len()) as u64;
         if rec.entry.is_tombstone() {
             self.tombstones.remove(&(rec.entry.stamp, key.clone()));
+        }
+        if !log {
+            return Some(rec);
         }
         self.removals_bytes += key.len();
         self.removals.push_back((self.index, key));
@@ -678,7 +790,7 @@ impl LwwMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::types::NodeId;
+    use crate::core::types::{key_hash, NodeId};
 
     fn e(hlc: u64, node: u64, v: Option<&'static str>) -> Entry {
         Entry {
@@ -895,7 +1007,10 @@ mod tests {
             prop_assert_eq!(m.feed_since(0).count(), m.feed.len());
             prop_assert_eq!(m.feed_since(0).filter(|(_, c)| c.is_some()).count(), feed.len());
             // The same entries rebuilt from scratch give the same root.
-            let recs: Vec<_> = model.iter().map(|(k2, en)| (k(k2), en.clone(), 1, 1)).collect();
+            let recs: Vec<_> = model
+                .iter()
+                .map(|(k2, en)| (k(k2), en.clone(), 1, 1, Check::of(k2, en)))
+                .collect();
             let mut fresh = LwwMap::restore(recs, 1, 0, 5);
             prop_assert_eq!(fresh.root(), m.root());
         });
@@ -964,7 +1079,15 @@ mod tests {
         }
         let recs: Vec<_> = m
             .iter()
-            .map(|(k, r)| (k.clone(), r.entry.clone(), r.create_index, r.modify_index))
+            .map(|(k, r)| {
+                (
+                    k.clone(),
+                    r.entry.clone(),
+                    r.create_index,
+                    r.modify_index,
+                    r.stored_check(),
+                )
+            })
             .collect();
         let mut n = LwwMap::restore(recs, m.index(), 16, 7);
         assert_eq!(n.root(), m.root());

@@ -15,4 +15,4 @@ pub mod types;
 
 pub use hlc::{Clock, ClockError, Hlc};
 pub use map::{LwwMap, Merged, Record};
-pub use types::{Entry, Hash, Key, KeyError, Limits, NodeId, Stamp, ValueError};
+pub use types::{Check, Entry, Hash, Key, KeyError, Limits, NodeId, Stamp, ValueError};

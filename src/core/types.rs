@@ -216,6 +216,35 @@ impl Entry {
 /// A 32-byte blake3 digest.
 pub type Hash = [u8; 32];
 
+/// What a stored record carries so that its content can be checked when it
+/// is read back (design §3, "Integrity"): the key's position hash, which
+/// tells a damaged key from damaged content, and the first 16 bytes of the
+/// entry hash, which is also the entry's part of its digest leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Check {
+    pub key_hash: u64,
+    pub part: [u8; 16],
+}
+
+impl Check {
+    /// The check of `entry` stored under `key`.
+    pub fn of(key: &str, entry: &Entry) -> Check {
+        Check {
+            key_hash: key_hash(key),
+            part: entry_part(key, entry),
+        }
+    }
+}
+
+/// The first 16 bytes of [`entry_hash`]: what an entry contributes to its
+/// digest leaf, and what its stored check compares.
+pub fn entry_part(key: &str, e: &Entry) -> [u8; 16] {
+    let h = entry_hash(key, e);
+    let mut p = [0u8; 16];
+    p.copy_from_slice(&h[..16]);
+    p
+}
+
 /// The position of a key in the digest's hash space: the first 8 bytes of
 /// blake3(key), big-endian.
 pub fn key_hash(key: &str) -> u64 {

@@ -132,16 +132,18 @@ mod tests {
     use bytes::Bytes;
 
     fn batch(key: &str, t: u64, index: u64, value: &str) -> PersistBatch {
+        let entry = Entry {
+            stamp: Stamp::new(Hlc::new(t, 0), NodeId(1)),
+            prev: Stamp::ZERO,
+            flags: 0,
+            value: Some(Bytes::from(value.to_string())),
+        };
         PersistBatch {
             records: vec![(
                 Key::new(key).unwrap(),
                 Some(StoredRecord {
-                    entry: Entry {
-                        stamp: Stamp::new(Hlc::new(t, 0), NodeId(1)),
-                        prev: Stamp::ZERO,
-                        flags: 0,
-                        value: Some(Bytes::from(value.to_string())),
-                    },
+                    check: crate::core::types::Check::of(key, &entry),
+                    entry,
                     create_index: 1,
                     modify_index: index,
                 }),

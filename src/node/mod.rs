@@ -9,6 +9,8 @@
 //! feeds the replica inputs (client calls, peer messages, connection events,
 //! timer ticks) and executes what comes out.
 
+mod commit;
+pub mod data_dir;
 pub mod history;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -23,6 +25,8 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use self::commit::{CommitReport, StoreThread, COMMIT_RETRY_MS_MAX};
+use self::data_dir::{DataDir, NODE_ID_FILE};
 use crate::core::codec;
 use crate::core::hlc::Hlc;
 use crate::core::map::Conflict;
@@ -30,6 +34,7 @@ use crate::core::types::{Entry, Hash, Key, Limits, NodeId, Stamp};
 use crate::net::faults::{Faults, FaultySocket};
 use crate::net::tls::{NodeIdentity, TlsError};
 use crate::net::{self, NetEvent, NetMetrics, Transport};
+use crate::store::faults::{FaultyStore, StoreFaults};
 use crate::store::{Durability, MemoryStore, RedbStore, Store, StoreError};
 use crate::sync::membership::{Member, MemberView, Membership, MembershipOutput};
 use crate::sync::{
@@ -45,6 +50,8 @@ pub const NET_QUEUE_MAX: usize = 4_096;
 pub const WATCH_BATCH_MAX: usize = 1_024;
 /// Most feed positions one watch poll scans.
 pub const WATCH_SCAN_MAX: usize = 16_384;
+/// Quarantined keys a refused read names.
+pub const QUARANTINED_NAMED_MAX: usize = 10;
 /// Recent events kept for status.
 pub const EVENTS_KEPT_MAX: usize = 256;
 
@@ -65,18 +72,45 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot create the data directory {path}: {source}")]
+    #[error("data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
+    #[error("data directory {path}: {reason}")]
+    DataDirInvalid { path: PathBuf, reason: String },
     #[error("the node is shut down")]
     Stopped,
+    #[error("cannot start the {what} thread: {source}")]
+    Thread {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", store_refusal(*disk_full, error))]
+    StoreUnavailable { disk_full: bool, error: String },
+    /// A read would include records that failed their integrity check.
+    #[error(
+        "quarantined: {} failed its integrity check and is not served until it is repaired from a peer",
+        keys.join(", ")
+    )]
+    Quarantined { keys: Vec<String> },
     #[error("the store failed and the node stopped: {0}")]
     StoreFailed(String),
     #[error("snapshot: {0}")]
     Snapshot(String),
+}
+
+fn store_refusal(disk_full: bool, error: &str) -> String {
+    if disk_full {
+        format!(
+            "the disk is full: writes are refused until space returns (reads are served; \
+             nothing acknowledged is lost): {error}"
+        )
+    } else {
+        format!("the store refuses commits: writes are refused until it takes them again (reads are served): {error}")
+    }
 }
 
 /// A live key as the API returns it.
@@ -122,6 +156,18 @@ pub struct NodeStatus {
     pub started_ms: u64,
     /// How long group commits took on the store thread.
     pub commit_latency: Histogram,
+    /// Set while the store refuses commits.
+    pub store_trouble: Option<StoreTrouble>,
+}
+
+/// Why the store refuses commits, since when (see [`commit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreTrouble {
+    /// Physical time of the first refused commit, ms since the epoch.
+    pub since_ms: u64,
+    pub error: String,
+    /// The disk (or a quota) is full.
+    pub disk_full: bool,
 }
 
 /// Most events buffered for each subscriber; a slower one misses the oldest.
@@ -160,6 +206,20 @@ pub struct Snapshot {
     /// For an incremental snapshot: keys removed outright (collected
     /// tombstones) since `since`, which the entries cannot show.
     pub removed: Vec<Key>,
+}
+
+/// A node's root, and what a deep check found on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestReport {
+    pub root: Hash,
+    /// Every record's check and the digest were recomputed from the values.
+    pub deep: bool,
+    /// Records the deep check found damaged (now quarantined).
+    pub damaged_found: usize,
+    /// The digest in memory differed from one rebuilt from the records.
+    pub digest_repaired: bool,
+    /// Records quarantined now (not in the root until repaired).
+    pub quarantined: usize,
 }
 
 /// One key's state as the digest sees it (tombstones included): what
@@ -211,11 +271,11 @@ enum Command {
     },
     Get {
         key: String,
-        reply: oneshot::Sender<Option<KvEntry>>,
+        reply: oneshot::Sender<Result<Option<KvEntry>, NodeError>>,
     },
     List {
         prefix: String,
-        reply: oneshot::Sender<Vec<KvEntry>>,
+        reply: oneshot::Sender<Result<Vec<KvEntry>, NodeError>>,
     },
     Changes {
         prefix: String,
@@ -227,7 +287,8 @@ enum Command {
     },
     Digest {
         prefix: String,
-        reply: oneshot::Sender<Hash>,
+        deep: bool,
+        reply: oneshot::Sender<DigestReport>,
     },
     Conflicts {
         reply: oneshot::Sender<(Vec<Conflict>, u64)>,
@@ -275,6 +336,8 @@ pub struct NodeBuilder {
     history: (usize, usize),
     tune: Vec<Tune>,
     faults: Option<Arc<Faults>>,
+    store_faults: Option<Arc<StoreFaults>>,
+    check_store_on_open: bool,
     advertise: Option<SocketAddr>,
     cluster: Option<crate::core::codec::ClusterId>,
 }
@@ -307,6 +370,93 @@ fn restore_replica(
         }
         Ok(replica?)
     })
+}
+
+/// Opens the store in `data` and restores the replica from it, under the
+/// node id the directory names (see [`data_dir`]). A store that cannot be
+/// read is moved aside when the directory names its node: the node starts
+/// empty under that id and rebuilds from a peer.
+fn load_data_dir(
+    data: &DataDir,
+    durability: Durability,
+    check_on_open: bool,
+    mut cfg: Config,
+) -> Result<(Box<dyn Store>, Replica), NodeError> {
+    let named = data.node_id()?;
+    let path = data.store_path();
+    let existed = path.exists();
+    let attempt = (|| -> Result<(Box<dyn Store>, Option<Replica>), NodeError> {
+        let mut store = RedbStore::open_with(&path, durability, check_on_open)?;
+        let state = store.load_meta()?;
+        let keys = store.records_len()?;
+        match (named, state.node) {
+            (Some(n), NodeId(0)) => {
+                // The directory held node n, its store holds nothing: the
+                // store was lost (deleted, or never written).
+                store.set_node(n)?;
+                cfg.node = n;
+                if existed && keys > 0 {
+                    return Err(NodeError::DataDirInvalid {
+                        path: path.clone(),
+                        reason: "the store holds records but no node id".to_string(),
+                    });
+                }
+                Ok((Box::new(store), None))
+            }
+            (Some(n), found) if found != n => Err(NodeError::Store(StoreError::WrongNode {
+                path: path.clone(),
+                expected: n,
+                found,
+            })),
+            (_, found) => {
+                let node = if found == NodeId(0) {
+                    let id = NodeId(random_u64() | 1);
+                    store.set_node(id)?;
+                    id
+                } else {
+                    found
+                };
+                if named.is_none() {
+                    data.set_node_id(node)?;
+                }
+                cfg.node = node;
+                let replica = restore_replica(&store, cfg.clone(), state, keys)?;
+                Ok((Box::new(store), Some(replica)))
+            }
+        }
+    })();
+    let reason = match attempt {
+        Ok((store, Some(replica))) => return Ok((store, replica)),
+        Ok((store, None)) => {
+            let mut replica = Replica::new(cfg, now_ms())?;
+            tracing::error!(node = %replica.node(), "the store is missing: rebuilding it from a peer");
+            replica.store_lost();
+            return Ok((store, replica));
+        }
+        Err(NodeError::Store(StoreError::Damaged { reason, .. })) => reason,
+        Err(e) => return Err(e),
+    };
+    let Some(node) = named else {
+        return Err(NodeError::DataDirInvalid {
+            path,
+            reason: format!(
+                "{reason}; and {NODE_ID_FILE} does not say which node this directory held: \
+                 move the file away to start a new node, or restore a backup"
+            ),
+        });
+    };
+    let moved = data.move_aside(now_ms())?;
+    tracing::error!(
+        %node,
+        moved_to = ?moved,
+        "the store cannot be read ({reason}): moved aside; rebuilding it from a peer"
+    );
+    let mut store = RedbStore::open_with(&path, durability, check_on_open)?;
+    store.set_node(node)?;
+    cfg.node = node;
+    let mut replica = Replica::new(cfg, now_ms())?;
+    replica.store_lost();
+    Ok((Box::new(store), replica))
 }
 
 /// An iterator that says how many items to expect (for reserving space);
@@ -348,6 +498,21 @@ impl NodeBuilder {
     /// Runs QUIC over a socket that applies `faults` (tests, benchmarks).
     pub fn faults(mut self, faults: Arc<Faults>) -> Self {
         self.faults = Some(faults);
+        self
+    }
+
+    /// Runs the store behind a switch that can make its writes fail as a
+    /// full disk does (tests, demonstrations).
+    pub fn store_faults(mut self, faults: Arc<StoreFaults>) -> Self {
+        self.store_faults = Some(faults);
+        self
+    }
+
+    /// Verifies every page checksum of the store file when opening it
+    /// (about two reads of the file; default off: every record is checked
+    /// against its own check as it is loaded either way).
+    pub fn check_store_on_open(mut self, check: bool) -> Self {
+        self.check_store_on_open = check;
         self
     }
 
@@ -414,31 +579,13 @@ impl NodeBuilder {
 
     /// Opens the store, binds the endpoint and starts the node.
     pub async fn start(self) -> Result<Node, NodeError> {
-        let mut store: Box<dyn Store> = match &self.data_dir {
-            Some(dir) => {
-                std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir {
-                    path: dir.clone(),
-                    source,
-                })?;
-                Box::new(RedbStore::open(
-                    &dir.join("meridian.redb"),
-                    self.durability,
-                )?)
-            }
-            None => Box::new(MemoryStore::new()),
-        };
         let started = Instant::now();
-        let mut state = store.load_meta()?;
-        let keys = store.records_len()?;
-        if state.node == NodeId(0) {
-            state.node = NodeId(random_u64() | 1);
-            store.set_node(state.node)?;
-        }
         let cluster = match self.cluster {
             Some(c) => c,
             None => self.identity.cluster_id()?,
         };
-        let mut cfg = Config::new(state.node, &self.name, &self.region, cluster);
+        // The node id is set once the store (or the data directory) names it.
+        let mut cfg = Config::new(NodeId(0), &self.name, &self.region, cluster);
         cfg.limits = self.limits;
         cfg.partition_policy = self.policy;
         cfg.rng_seed = random_u64();
@@ -448,8 +595,28 @@ impl NodeBuilder {
             f(&mut cfg);
         }
         let api_addr = cfg.api.clone();
-        let node_id = state.node;
-        let replica = restore_replica(&*store, cfg, state, keys)?;
+        let (mut store, replica) = match &self.data_dir {
+            Some(dir) => load_data_dir(
+                &DataDir::open(dir)?,
+                self.durability,
+                self.check_store_on_open,
+                cfg,
+            )?,
+            None => {
+                cfg.node = NodeId(random_u64() | 1);
+                let mut store = MemoryStore::new();
+                store.set_node(cfg.node)?;
+                (
+                    Box::new(store) as Box<dyn Store>,
+                    Replica::new(cfg, now_ms())?,
+                )
+            }
+        };
+        if let Some(f) = self.store_faults {
+            store = Box::new(FaultyStore::new(store, f));
+        }
+        let node_id = replica.node();
+        let keys = replica.map().len();
         if keys > 0 {
             tracing::info!(
                 keys,
@@ -508,23 +675,12 @@ impl NodeBuilder {
         let (timer_tx, timer_rx) = mpsc::channel(NET_QUEUE_MAX);
         let (commit_tx, commit_rx) = mpsc::channel(16);
         let started_ms = now_ms();
-        let (store_tx, store_rx) = std::sync::mpsc::channel::<(Vec<PersistBatch>, u64)>();
-        std::thread::Builder::new()
-            .name(format!("meridian-store-{}", self.name))
-            .spawn(move || {
-                while let Ok((batches, seq)) = store_rx.recv() {
-                    let t = Instant::now();
-                    let r = store.commit(&batches).map_err(|e| e.to_string());
-                    let us = t.elapsed().as_micros() as u64;
-                    if commit_tx.blocking_send((seq, r, us)).is_err() {
-                        return;
-                    }
-                }
-            })
-            .map_err(|source| NodeError::DataDir {
-                path: self.data_dir.clone().unwrap_or_default(),
+        let store_thread = StoreThread::spawn(&self.name, store, commit_tx).map_err(|source| {
+            NodeError::Thread {
+                what: "store",
                 source,
-            })?;
+            }
+        })?;
         let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE_MAX);
         let (events_tx, _) = tokio::sync::broadcast::channel(EVENTS_BUFFERED_MAX);
         let (notify_tx, notify_rx) = watch::channel(replica.map().index());
@@ -542,7 +698,8 @@ impl NodeBuilder {
             commits: 0,
             commit_latency: Histogram::default(),
             started_ms,
-            store_tx: Some(store_tx),
+            store: store_thread,
+            store_trouble: None,
             pending: HashMap::new(),
             barriers: VecDeque::new(),
             events_tx: events_tx.clone(),
@@ -609,6 +766,8 @@ impl Node {
             ),
             tune: Vec::new(),
             faults: None,
+            store_faults: None,
+            check_store_on_open: false,
             advertise: None,
             cluster: None,
         }
@@ -784,13 +943,14 @@ impl Node {
     /// Reads `key` from this node's state.
     pub async fn get(&self, key: &str) -> Result<Option<KvEntry>, NodeError> {
         let key = key.to_string();
-        self.call(|reply| Command::Get { key, reply }).await
+        self.call(|reply| Command::Get { key, reply }).await?
     }
 
-    /// Every live key under `prefix`, in key order.
+    /// Every live key under `prefix`, in key order. Fails while a key under
+    /// it is quarantined (see [`NodeError::Quarantined`]).
     pub async fn list(&self, prefix: &str) -> Result<Vec<KvEntry>, NodeError> {
         let prefix = prefix.to_string();
-        self.call(|reply| Command::List { prefix, reply }).await
+        self.call(|reply| Command::List { prefix, reply }).await?
     }
 
     /// The changes under `prefix` after `from_index`, then every change as it comes.
@@ -812,7 +972,27 @@ impl Node {
     /// The Merkle root of the whole state (empty prefix), or a digest of the keys under `prefix`.
     pub async fn digest(&self, prefix: &str) -> Result<Hash, NodeError> {
         let prefix = prefix.to_string();
-        self.call(|reply| Command::Digest { prefix, reply }).await
+        let r = self
+            .call(|reply| Command::Digest {
+                prefix,
+                deep: false,
+                reply,
+            })
+            .await?;
+        Ok(r.root)
+    }
+
+    /// [`Node::digest`] after every record's check and the digest itself
+    /// are recomputed from the values (`verify --deep`; O(keys)): records
+    /// that fail are quarantined first, so the root covers checked data only.
+    pub async fn deep_digest(&self, prefix: &str) -> Result<DigestReport, NodeError> {
+        let prefix = prefix.to_string();
+        self.call(|reply| Command::Digest {
+            prefix,
+            deep: true,
+            reply,
+        })
+        .await
     }
 
     /// Finishes pending commits, closes every connection and stops, then
@@ -915,7 +1095,10 @@ struct Driver {
     commits: u64,
     commit_latency: Histogram,
     started_ms: u64,
-    store_tx: Option<std::sync::mpsc::Sender<(Vec<PersistBatch>, u64)>>,
+    store: StoreThread,
+    /// Set while the store refuses commits (a full disk): writes are
+    /// refused, reads served, replication paused, the commit retried.
+    store_trouble: Option<StoreTrouble>,
     pending: HashMap<Stamp, oneshot::Sender<Result<WriteReceipt, NodeError>>>,
     events_tx: tokio::sync::broadcast::Sender<NodeEvent>,
     history: history::History,
@@ -955,7 +1138,7 @@ impl Driver {
         mut self,
         mut cmd_rx: mpsc::Receiver<Command>,
         mut net_rx: mpsc::Receiver<NetEvent>,
-        mut commit_rx: mpsc::Receiver<(u64, Result<(), String>, u64)>,
+        mut commit_rx: mpsc::Receiver<CommitReport>,
         mut timer_rx: mpsc::Receiver<foca::Timer<Member>>,
     ) {
         let mut shutdown: Option<oneshot::Sender<()>> = None;
@@ -964,9 +1147,12 @@ impl Driver {
             tokio::select! {
                 biased;
                 done = commit_rx.recv() => match done {
-                    Some((seq, result, us)) => {
+                    Some(CommitReport::Done { seq, us }) => {
                         self.commit_latency.record(us);
-                        self.committed(seq, result)
+                        self.committed(seq);
+                    }
+                    Some(CommitReport::Failed { seq, error, disk_full }) => {
+                        self.commit_failed(seq, error, disk_full);
                     }
                     None => {
                         self.committing = false;
@@ -978,17 +1164,22 @@ impl Driver {
                     Some(Command::Shutdown { reply }) => shutdown = Some(reply),
                     Some(c) => self.command(c),
                 },
-                Some(ev) = net_rx.recv() => self.net(ev),
+                // While the store refuses commits, replication waits (the
+                // transport's bounded queues hold or drop what comes).
+                Some(ev) = net_rx.recv(), if self.store_trouble.is_none() => self.net(ev),
                 Some(t) = timer_rx.recv() => {
                     if let Err(e) = self.membership.handle_timer(t) {
                         tracing::debug!("{e}");
                     }
                 }
-                _ = tokio::time::sleep(Duration::from_millis(wait)) => self.replica.tick(now_ms()),
+                _ = tokio::time::sleep(Duration::from_millis(wait)), if self.store_trouble.is_none() => {
+                    self.replica.tick(now_ms())
+                }
+                _ = tokio::time::sleep(Duration::from_millis(COMMIT_RETRY_MS_MAX)), if self.store_trouble.is_some() => {}
             }
             // Timers run even while inputs never stop coming.
             let now = now_ms();
-            if self.replica.next_timeout() <= now {
+            if self.store_trouble.is_none() && self.replica.next_timeout() <= now {
                 self.replica.tick(now);
             }
             loop {
@@ -1002,16 +1193,24 @@ impl Driver {
                     self.replica.disconnected(peer, now_ms());
                 }
             }
-            if self.failed.is_some()
-                || (shutdown.is_some() && !self.committing && self.group.is_empty())
-            {
+            // A commit the disk refuses is not waited for at shutdown: what
+            // it holds was never acknowledged.
+            let settled =
+                self.store_trouble.is_some() || (!self.committing && self.group.is_empty());
+            if self.failed.is_some() || (shutdown.is_some() && settled) {
                 break;
             }
         }
         self.transport
             .endpoint
             .close(net::CLOSE_SHUTDOWN.into(), b"shutdown");
-        self.store_tx = None;
+        self.store.stop();
+        if let Some(t) = &self.store_trouble {
+            self.failed = Some(format!(
+                "the node stopped while its store refused commits: {}",
+                t.error
+            ));
+        }
         let err = self
             .failed
             .clone()
@@ -1044,13 +1243,11 @@ impl Driver {
     /// Starts the next group commit if none is running, and carries out every output already durable.
     fn flush(&mut self) {
         if !self.committing && !self.group.is_empty() {
-            if let Some(tx) = &self.store_tx {
-                let group = std::mem::take(&mut self.group);
-                if tx.send((group, self.issued)).is_ok() {
-                    self.committing = true;
-                } else {
-                    self.failed = Some("the store thread stopped".to_string());
-                }
+            let group = std::mem::take(&mut self.group);
+            if self.store.send(group, self.issued) {
+                self.committing = true;
+            } else {
+                self.failed = Some("the store thread stopped".to_string());
             }
         }
         while self.queue.front().is_some_and(|(seq, _)| *seq <= self.done) {
@@ -1067,18 +1264,34 @@ impl Driver {
         }
     }
 
-    fn committed(&mut self, seq: u64, result: Result<(), String>) {
+    fn committed(&mut self, seq: u64) {
         self.committing = false;
-        match result {
-            Ok(()) => {
-                self.commits += 1;
-                self.done = seq;
-            }
-            Err(e) => {
-                tracing::error!("store commit failed, stopping the node: {e}");
-                self.failed = Some(e);
-            }
+        self.commits += 1;
+        self.done = seq;
+        if let Some(t) = self.store_trouble.take() {
+            tracing::warn!(
+                lasted_ms = now_ms().saturating_sub(t.since_ms),
+                "the store takes commits again: writes resume"
+            );
         }
+    }
+
+    /// The store refused a commit; the store thread retries it.
+    fn commit_failed(&mut self, seq: u64, error: String, disk_full: bool) {
+        let since_ms = self
+            .store_trouble
+            .as_ref()
+            .map_or_else(now_ms, |t| t.since_ms);
+        tracing::error!(
+            seq,
+            disk_full,
+            "commit refused: refusing writes, serving reads: {error}"
+        );
+        self.store_trouble = Some(StoreTrouble {
+            since_ms,
+            error,
+            disk_full,
+        });
     }
 
     fn execute(&mut self, o: Output) {
@@ -1256,6 +1469,19 @@ impl Driver {
         }
     }
 
+    /// Why client writes cannot be taken now, if they cannot.
+    fn writes_refused(&self) -> Option<NodeError> {
+        if let Some(e) = &self.failed {
+            return Some(NodeError::StoreFailed(e.clone()));
+        }
+        self.store_trouble
+            .as_ref()
+            .map(|t| NodeError::StoreUnavailable {
+                disk_full: t.disk_full,
+                error: t.error.clone(),
+            })
+    }
+
     fn command(&mut self, c: Command) {
         let now = now_ms();
         match c {
@@ -1266,8 +1492,8 @@ impl Driver {
                 cas,
                 reply,
             } => {
-                if let Some(e) = &self.failed {
-                    let _ = reply.send(Err(NodeError::StoreFailed(e.clone())));
+                if let Some(e) = self.writes_refused() {
+                    let _ = reply.send(Err(e));
                     return;
                 }
                 let r = match value {
@@ -1288,8 +1514,8 @@ impl Driver {
                 keys_max,
                 reply,
             } => {
-                if let Some(e) = &self.failed {
-                    let _ = reply.send(Err(NodeError::StoreFailed(e.clone())));
+                if let Some(e) = self.writes_refused() {
+                    let _ = reply.send(Err(e));
                     return;
                 }
                 match self.replica.delete_prefix(&prefix, keys_max, now) {
@@ -1310,17 +1536,30 @@ impl Driver {
                 }
             }
             Command::Get { key, reply } => {
+                // Checked before it is served: a damaged record is
+                // quarantined, and reads of it fail until it is repaired.
+                if !self.replica.check_before_serving(&key, now) {
+                    let _ = reply.send(Err(NodeError::Quarantined { keys: vec![key] }));
+                    return;
+                }
                 let e = self.replica.get(&key).and_then(|r| live(&key, r));
-                let _ = reply.send(e);
+                let _ = reply.send(Ok(e));
             }
             Command::List { prefix, reply } => {
+                let keys =
+                    self.replica
+                        .check_prefix_before_serving(&prefix, QUARANTINED_NAMED_MAX, now);
+                if !keys.is_empty() {
+                    let _ = reply.send(Err(NodeError::Quarantined { keys }));
+                    return;
+                }
                 let list = self
                     .replica
                     .map()
                     .scan_prefix(&prefix)
                     .filter_map(|(k, r)| live(k.as_str(), r))
                     .collect();
-                let _ = reply.send(list);
+                let _ = reply.send(Ok(list));
             }
             Command::Changes {
                 prefix,
@@ -1375,16 +1614,32 @@ impl Driver {
                     now_ms: now,
                     started_ms: self.started_ms,
                     commit_latency: self.commit_latency.clone(),
+                    store_trouble: self.store_trouble.clone(),
                 };
                 let _ = reply.send(status);
             }
-            Command::Digest { prefix, reply } => {
-                let h = if prefix.is_empty() {
+            Command::Digest {
+                prefix,
+                deep,
+                reply,
+            } => {
+                let (damaged_found, digest_repaired) = if deep {
+                    self.replica.verify_all(now)
+                } else {
+                    (0, false)
+                };
+                let root = if prefix.is_empty() {
                     self.replica.root()
                 } else {
                     self.replica.map().prefix_digest(&prefix)
                 };
-                let _ = reply.send(h);
+                let _ = reply.send(DigestReport {
+                    root,
+                    deep,
+                    damaged_found,
+                    digest_repaired,
+                    quarantined: self.replica.quarantined_count(),
+                });
             }
             Command::Snapshot { since, reply } => {
                 let removed = if since == 0 {
@@ -1428,8 +1683,8 @@ impl Driver {
                 ));
             }
             Command::Import { entries, reply } => {
-                if let Some(e) = &self.failed {
-                    let _ = reply.send(Err(NodeError::StoreFailed(e.clone())));
+                if let Some(e) = self.writes_refused() {
+                    let _ = reply.send(Err(e));
                     return;
                 }
                 let report = self.replica.import(entries, now);

@@ -855,7 +855,10 @@ impl Sim {
                     | Event::PartitionEnded { .. }
                     | Event::PartitionHealed { .. }
                     | Event::DivergenceFound { .. }
-                    | Event::DivergenceRepaired { .. } => {}
+                    | Event::DivergenceRepaired { .. }
+                    | Event::RecordQuarantined { .. }
+                    | Event::RecordRepaired { .. }
+                    | Event::StoreLost => {}
                     Event::PeerRefused { .. }
                     | Event::PeerStale { .. }
                     | Event::Resynced { .. } => {

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use crate::core::hlc::Hlc;
-use crate::core::types::{Entry, Key, NodeId};
+use crate::core::types::{Check, Entry, Key, NodeId};
 
 /// A key's durable record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +18,27 @@ pub struct StoredRecord {
     pub entry: Entry,
     pub create_index: u64,
     pub modify_index: u64,
+    /// The check the entry was stored with: a replica restoring from it
+    /// recomputes the check from the entry and quarantines the record if
+    /// they differ.
+    pub check: Check,
+}
+
+/// A stored record whose bytes do not decode into a record (or whose key
+/// is not a valid key): a store hands it over for the replica to judge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DamagedRecord {
+    /// The key as stored (maybe damaged itself).
+    pub raw_key: Vec<u8>,
+    pub reason: String,
+}
+
+/// One record as a store reads it back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Loaded {
+    /// Decoded, with the check it was stored with (not yet verified).
+    Record(Key, StoredRecord),
+    Damaged(DamagedRecord),
 }
 
 /// How far this replica has durably applied one peer's feed, and who the
@@ -48,6 +69,9 @@ pub struct PersistBatch {
     /// Physical time of the last message from any peer.
     pub synced_ms: u64,
     pub peers: Vec<(NodeId, PeerProgress)>,
+    /// Stored keys (as stored, maybe not valid keys) of damaged records to
+    /// remove, before `records` are written.
+    pub purge: Vec<Vec<u8>>,
 }
 
 /// Everything a replica needs to restart (see the module docs).
@@ -61,6 +85,8 @@ pub struct DurableState {
     pub horizon_floor: Hlc,
     pub synced_ms: u64,
     pub peers: BTreeMap<NodeId, PeerProgress>,
+    /// Records that did not decode when the state was read back.
+    pub damaged: Vec<DamagedRecord>,
 }
 
 impl DurableState {
@@ -73,6 +99,12 @@ impl DurableState {
 
     /// Applies one batch, as a store's transaction would.
     pub fn apply(&mut self, batch: &PersistBatch) {
+        for raw in &batch.purge {
+            self.damaged.retain(|d| &d.raw_key != raw);
+            if let Ok(k) = Key::from_bytes(raw) {
+                self.records.remove(&k);
+            }
+        }
         for (k, r) in &batch.records {
             match r {
                 Some(r) => {

@@ -54,8 +54,8 @@ pub mod membership;
 mod replica;
 
 pub use config::{Config, ConfigError, PartitionPolicy};
-pub use durable::{DurableState, PeerProgress, PersistBatch, StoredRecord};
+pub use durable::{DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, StoredRecord};
 pub use replica::{
-    Event, ImportReport, Metrics, Output, PeerStatus, Refusal, RegionStatus, Replica, Status,
-    WriteError, WriteReceipt,
+    Event, ImportReport, Metrics, Output, PeerStatus, QuarantineStatus, Refusal, RegionStatus,
+    Replica, Resolution, Status, WriteError, WriteReceipt, QUARANTINE_MAX,
 };

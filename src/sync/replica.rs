@@ -1,12 +1,14 @@
 //! The replica state machine (see the `sync` module docs for the protocol).
 
+mod integrity;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use bytes::Bytes;
 use thiserror::Error;
 
 use super::config::{Config, ConfigError, PartitionPolicy};
-use super::durable::{DurableState, PeerProgress, PersistBatch, StoredRecord};
+use super::durable::{DurableState, Loaded, PeerProgress, PersistBatch, StoredRecord};
 use crate::core::codec::{
     Feed, Hello, Message, Summary, AE_SUMMARIES_MAX, ENTRIES_PER_MESSAGE_MAX, PROTOCOL_VERSION,
 };
@@ -14,7 +16,8 @@ use crate::core::digest::{Fingerprint, LEAF_LEVEL};
 use crate::core::hlc::{Clock, ClockError, Hlc};
 use crate::core::map::{LwwMap, Merged, Record};
 use crate::core::rng::Rng;
-use crate::core::types::{Entry, Hash, Key, KeyError, NodeId, Stamp, ValueError};
+use crate::core::types::{Check, Entry, Hash, Key, KeyError, NodeId, Stamp, ValueError};
+pub use integrity::{QuarantineStatus, Resolution, QUARANTINE_MAX};
 
 /// Why a client write was refused. Nothing was changed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -39,6 +42,8 @@ pub enum WriteError {
         "{count} keys under the prefix, more than {max} in one request: delete narrower prefixes"
     )]
     TooManyKeys { count: usize, max: usize },
+    #[error("this node lost its store and is rebuilding it from a peer: writes resume once the rebuild is done")]
+    Rebuilding,
 }
 
 /// A write accepted by the replica. It is acknowledged (durable) once the
@@ -107,6 +112,14 @@ pub enum Event {
     DivergenceFound { peer: NodeId },
     /// Anti-entropy applied entries from a peer that the push had missed.
     DivergenceRepaired { peer: NodeId, keys: u64 },
+    /// A record failed its check (read back from the store, before it was
+    /// sent or served, or in the scrub): it is quarantined until repaired.
+    RecordQuarantined { key: String, reason: String },
+    /// A quarantined record's quarantine ended.
+    RecordRepaired { key: String, how: Resolution },
+    /// The store could not be read at all: this node starts empty under
+    /// its own id and rebuilds from a peer, refusing writes until then.
+    StoreLost,
 }
 
 /// An effect for the driver to carry out, in order: an output may be carried
@@ -153,6 +166,15 @@ pub struct Metrics {
     pub tombstones_collected: u64,
     pub messages_ignored: u64,
     pub messages_invalid: u64,
+    /// Records quarantined because they failed their check.
+    pub records_quarantined: u64,
+    /// Quarantines ended (repaired, overwritten, or found moot).
+    pub records_repaired: u64,
+    /// Of the quarantined, those found damaged in memory (not on load).
+    pub damage_found_in_memory: u64,
+    /// Records verified by the background scrub, and its completed passes.
+    pub records_scrubbed: u64,
+    pub scrub_passes: u64,
 }
 
 /// What the replica knows of one peer.
@@ -305,7 +327,16 @@ pub struct Status {
     pub gc_floor: Hlc,
     /// This replica holds every write stamped at or below this.
     pub frontier: Hlc,
+    /// Records quarantined now (they failed their check), and the first
+    /// [`STATUS_QUARANTINE_MAX`] of them.
+    pub quarantined: usize,
+    pub quarantine: Vec<QuarantineStatus>,
+    /// The store was lost: rebuilding from a peer, writes refused.
+    pub store_lost: bool,
 }
+
+/// Quarantined records a status lists by name (all are counted).
+pub const STATUS_QUARANTINE_MAX: usize = 100;
 
 /// One replica of the map (see the module docs).
 pub struct Replica {
@@ -338,6 +369,17 @@ pub struct Replica {
     /// Regions reported cut off, until they are reachable again.
     partitioned: BTreeSet<String>,
     metrics: Metrics,
+    /// Records that failed their check, by stored key (see [`integrity`]).
+    quarantine: BTreeMap<Vec<u8>, integrity::Quarantined>,
+    /// A damaged key needs a full transfer from a peer.
+    resync_pending: bool,
+    /// The store was lost: client writes wait for the rebuild.
+    store_lost: bool,
+    /// Stored keys of damaged records to drop from the store.
+    purge: Vec<Vec<u8>>,
+    /// The scrub resumes after this key.
+    scrub_cursor: Option<Key>,
+    scrub_next_ms: u64,
 }
 
 impl Replica {
@@ -353,16 +395,23 @@ impl Replica {
         now_ms: u64,
     ) -> Result<Replica, ConfigError> {
         let records = std::mem::take(&mut state.records);
-        Replica::restore_from(cfg, state, records, now_ms)
+        let damaged = std::mem::take(&mut state.damaged);
+        let loaded = records
+            .into_iter()
+            .map(|(k, r)| Loaded::Record(k, r))
+            .chain(damaged.into_iter().map(Loaded::Damaged));
+        Replica::restore_from(cfg, state, loaded, now_ms)
     }
 
     /// A replica restarted from durable state whose records come separately
-    /// (`state.records` is ignored), e.g. as a store reads them: the caller
-    /// can read on one thread while this builds the map on another.
+    /// (`state.records` and `state.damaged` are ignored), e.g. as a store
+    /// reads them: the caller can read on one thread while this builds the
+    /// map on another. Every record is checked against the check it was
+    /// stored with; those that fail are quarantined (see [`integrity`]).
     pub fn restore_from(
         cfg: Config,
         state: DurableState,
-        records: impl IntoIterator<Item = (Key, StoredRecord)>,
+        records: impl IntoIterator<Item = Loaded>,
         now_ms: u64,
     ) -> Result<Replica, ConfigError> {
         cfg.validate()?;
@@ -372,10 +421,9 @@ impl Replica {
                 found: state.node,
             });
         }
+        let verified = integrity::verify_loaded(records, state.index, now_ms);
         let map = LwwMap::restore(
-            records
-                .into_iter()
-                .map(|(k, r)| (k, r.entry, r.create_index, r.modify_index)),
+            verified.records,
             state.index,
             cfg.conflicts_max,
             // Its own seed: the protocol's random choices use `rng_seed`.
@@ -427,10 +475,17 @@ impl Replica {
             healing: BTreeMap::new(),
             partitioned: BTreeSet::new(),
             metrics: Metrics::default(),
+            quarantine: verified.quarantine,
+            resync_pending: verified.resync,
+            store_lost: false,
+            purge: Vec::new(),
+            scrub_cursor: None,
+            scrub_next_ms: now_ms + cfg.scrub_interval_ms,
             cfg,
         };
         // Regions of remembered peers are known, unreachable until they reconnect.
         r.update_regions(now_ms);
+        r.report_loaded_quarantine();
         Ok(r)
     }
 
@@ -463,6 +518,17 @@ impl Replica {
         self.cfg.standby = false;
     }
 
+    /// This (empty) replica replaces a store that could not be read: it
+    /// rebuilds from its first peer, and refuses client writes until then
+    /// (its clock may be behind stamps it issued before).
+    pub fn store_lost(&mut self) {
+        self.store_lost = true;
+        self.rebuilding = true;
+        self.rebuild_from = None;
+        self.staged.push(Output::Event(Event::StoreLost));
+        self.commit();
+    }
+
     /// The collection floor: tombstones at or below it may have been dropped.
     pub fn gc_floor(&self) -> Hlc {
         self.gc_floor
@@ -490,7 +556,7 @@ impl Replica {
                 continue;
             }
             let below = self.metrics.below_floor_refused;
-            if self.merge_entry(k, e, floor, now_ms) {
+            if self.merge_entry(None, k, e, floor, now_ms) {
                 report.applied += 1;
             } else if self.metrics.below_floor_refused != below {
                 report.refused_floor += 1;
@@ -535,7 +601,8 @@ impl Replica {
         let mut t = self
             .ae_next_ms
             .min(self.gc_next_ms)
-            .min(self.heartbeat_next_ms);
+            .min(self.heartbeat_next_ms)
+            .min(self.scrub_next_ms);
         if let Some(p) = self.push_due_ms {
             t = t.min(p);
         }
@@ -606,6 +673,7 @@ impl Replica {
             },
         );
         self.metrics.local_writes += 1;
+        self.resolve_key(&key, Resolution::Overwritten);
         self.dirty_keys.insert(key.clone());
         self.dirty_meta = true;
         let receipt = WriteReceipt { key, stamp, index };
@@ -655,6 +723,7 @@ impl Replica {
                 },
             );
             self.metrics.local_writes += 1;
+            self.resolve_key(&key, Resolution::Overwritten);
             self.dirty_keys.insert(key.clone());
             let receipt = WriteReceipt { key, stamp, index };
             self.staged.push(Output::Acknowledge(receipt.clone()));
@@ -672,6 +741,9 @@ impl Replica {
     fn writable(&self) -> Result<(), WriteError> {
         if self.cfg.standby {
             return Err(WriteError::Standby);
+        }
+        if self.store_lost {
+            return Err(WriteError::Rebuilding);
         }
         if self.cfg.partition_policy == PartitionPolicy::Quorum && !self.has_quorum() {
             let (reachable, total) = self.region_counts();
@@ -923,7 +995,7 @@ impl Replica {
                         session,
                         leaves,
                         summaries,
-                    } => self.on_ae_leaves(from, session, &leaves, &summaries),
+                    } => self.on_ae_leaves(from, session, &leaves, &summaries, now_ms),
                     Message::AeEntries {
                         session,
                         entries,
@@ -1030,8 +1102,7 @@ impl Replica {
         self.synced_ms = self.synced_ms.max(now_ms);
         if p.caught_up && self.rebuild_from == Some(from) {
             // The peer has nothing we lack (it is empty): the rebuild is done.
-            self.rebuild_from = None;
-            self.rebuilding = false;
+            self.rebuild_done(from);
         }
         self.pump(from, now_ms);
     }
@@ -1055,7 +1126,7 @@ impl Replica {
         };
         let mut applied = 0u64;
         for (k, e) in f.entries {
-            if self.merge_entry(k, e, floor, now_ms) {
+            if self.merge_entry(Some(from), k, e, floor, now_ms) {
                 applied += 1;
             }
         }
@@ -1102,10 +1173,12 @@ impl Replica {
             p.caught_up = true;
             start_ae = true;
             if rebuilding_from_them {
-                self.rebuilding = false;
-                self.rebuild_from = None;
+                self.rebuild_done(from);
             }
         }
+        let Some(p) = self.peers.get(&from) else {
+            return;
+        };
         let applied = p.applied;
         let frontier = self.frontier();
         self.send(from, Message::Ack { applied, frontier });
@@ -1115,6 +1188,15 @@ impl Replica {
         if start_ae {
             self.ae_next_ms = self.ae_next_ms.min(now_ms + self.cfg.heartbeat_interval_ms);
         }
+    }
+
+    /// The full transfer from `from` is complete: this replica holds
+    /// everything that peer held.
+    fn rebuild_done(&mut self, from: NodeId) {
+        self.rebuilding = false;
+        self.rebuild_from = None;
+        self.store_lost = false;
+        self.resolve_resync(from);
     }
 
     /// Refuses (and reports) a message whose stamps run too far ahead of our clock.
@@ -1138,14 +1220,47 @@ impl Replica {
         }
     }
 
-    /// Merges one replicated entry; true if it changed the map.
-    fn merge_entry(&mut self, key: Key, entry: Entry, floor: Hlc, now_ms: u64) -> bool {
+    /// Merges one replicated entry (from a peer, or from a backup when
+    /// `from` is `None`); true if it changed the map.
+    fn merge_entry(
+        &mut self,
+        from: Option<NodeId>,
+        key: Key,
+        entry: Entry,
+        floor: Hlc,
+        now_ms: u64,
+    ) -> bool {
         let hlc = entry.stamp.hlc;
+        let stamp = entry.stamp;
         let collisions = self.map.stamp_collisions();
+        let damaged = self.map.damaged_replaced();
+        let floor = self.floor_for(&key, floor);
         let merged = self.map.merge(&key, entry, floor);
-        if self.map.stamp_collisions() != collisions {
+        if self.map.damaged_replaced() != damaged {
+            // Our entry had changed in memory: the intact one replaced it.
+            self.metrics.records_quarantined += 1;
+            self.metrics.records_repaired += 1;
+            self.metrics.damage_found_in_memory += 1;
+            self.staged.push(Output::Event(Event::RecordQuarantined {
+                key: key.to_string(),
+                reason: "a peer sent the same stamp and the entry here no longer matched its check"
+                    .to_string(),
+            }));
+            self.staged.push(Output::Event(Event::RecordRepaired {
+                key: key.to_string(),
+                how: Resolution::Repaired {
+                    from: from.unwrap_or(self.cfg.node),
+                    stamp,
+                },
+            }));
+        } else if self.map.stamp_collisions() != collisions {
             self.staged
                 .push(Output::Event(Event::StampCollision { key: key.clone() }));
+        }
+        if merged.changed() {
+            if let Some(from) = from {
+                self.resolve_key(&key, Resolution::Repaired { from, stamp });
+            }
         }
         match merged {
             Merged::BelowFloor => {
@@ -1269,6 +1384,7 @@ impl Replica {
         if !p.ready || p.stale {
             return;
         }
+        let mut damaged = Vec::new();
         while p.in_flight.len() < self.cfg.feed_window_max && p.sent < index {
             let from = p.sent;
             let mut entries = Vec::new();
@@ -1294,6 +1410,12 @@ impl Replica {
                     break;
                 }
                 if include {
+                    // Checked before it leaves: a record damaged in memory
+                    // is quarantined, never sent.
+                    if Check::of(k.as_str(), &r.entry) != r.stored_check() {
+                        damaged.push(k.clone());
+                        continue;
+                    }
                     bytes += size;
                     entries.push((k.clone(), r.entry.clone()));
                 }
@@ -1315,6 +1437,9 @@ impl Replica {
                 entries,
             });
             self.staged.push(Output::Send { to: id, msg });
+        }
+        for k in damaged {
+            self.quarantine_damaged(&k, "the entry in memory does not match its check", now_ms);
         }
     }
 
@@ -1363,6 +1488,10 @@ impl Replica {
         if self.gc_next_ms <= now_ms {
             self.gc_next_ms = now_ms + self.cfg.gc_interval_ms;
             self.collect_garbage(now_ms);
+        }
+        if self.scrub_next_ms <= now_ms {
+            self.scrub_next_ms = now_ms + self.cfg.scrub_interval_ms;
+            self.scrub(self.cfg.scrub_batch_max, now_ms);
         }
         self.commit();
     }
@@ -1458,8 +1587,10 @@ impl Replica {
         m.feed_entries_applied + m.ae_entries_applied + m.feed_entries_sent + m.ae_entries_sent
     }
 
-    /// This replica and `peer` hold equal state: a partition with its region has healed.
+    /// This replica and `peer` hold equal state: a partition with its
+    /// region has healed, and no quarantined key is live there.
     fn equal_with(&mut self, peer: NodeId, now_ms: u64) {
+        self.resolve_equal_with(peer);
         let Some(region) = self.peers.get(&peer).map(|p| p.region.clone()) else {
             return;
         };
@@ -1549,7 +1680,14 @@ impl Replica {
         }
     }
 
-    fn on_ae_leaves(&mut self, from: NodeId, session: u64, leaves: &[u32], summaries: &[Summary]) {
+    fn on_ae_leaves(
+        &mut self,
+        from: NodeId,
+        session: u64,
+        leaves: &[u32],
+        summaries: &[Summary],
+        now_ms: u64,
+    ) {
         let theirs: HashMap<[u8; 8], &Summary> =
             summaries.iter().map(|s| (s.key_hash, s)).collect();
         let mut seen: BTreeSet<[u8; 8]> = BTreeSet::new();
@@ -1582,17 +1720,21 @@ impl Replica {
             self.send(from, Message::AeDone { session });
             return;
         }
-        self.send_entries(from, session, send, want);
+        self.send_entries(from, session, send, want, now_ms);
     }
 
-    /// Sends `entries` in messages bounded by count and bytes; `want` rides on the first.
+    /// Sends `entries` in messages bounded by count and bytes; `want` rides
+    /// on the first. Entries whose records fail their check are not sent
+    /// (they are quarantined).
     fn send_entries(
         &mut self,
         to: NodeId,
         session: u64,
         entries: Vec<(Key, Entry)>,
         want: Vec<[u8; 8]>,
+        now_ms: u64,
     ) {
+        let entries = self.intact(entries, now_ms);
         self.metrics.ae_entries_sent += entries.len() as u64;
         let mut want = Some(want);
         let mut batch = Vec::new();
@@ -1641,7 +1783,7 @@ impl Replica {
         }
         let mut repaired = 0;
         for (k, e) in entries {
-            if self.merge_entry(k, e, self.gc_floor, now_ms) {
+            if self.merge_entry(Some(from), k, e, self.gc_floor, now_ms) {
                 self.metrics.ae_entries_applied += 1;
                 repaired += 1;
             }
@@ -1663,7 +1805,7 @@ impl Replica {
             }
         }
         self.end_session(from, session);
-        self.send_entries(from, session, send, Vec::new());
+        self.send_entries(from, session, send, Vec::new(), now_ms);
     }
 
     // ------------------------------------------------------ garbage collection
@@ -1718,14 +1860,20 @@ impl Replica {
 
     /// Ends an input: the persist batch first, then everything it allows.
     fn commit(&mut self) {
-        if self.dirty_meta || !self.dirty_keys.is_empty() || !self.dirty_peers.is_empty() {
+        if self.dirty_meta
+            || !self.dirty_keys.is_empty()
+            || !self.dirty_peers.is_empty()
+            || !self.purge.is_empty()
+        {
             let records = std::mem::take(&mut self.dirty_keys)
                 .into_iter()
                 .map(|k| {
+                    // Stored with the check computed when the entry arrived.
                     let r = self.map.get(k.as_str()).map(|r| StoredRecord {
                         entry: r.entry.clone(),
                         create_index: r.create_index,
                         modify_index: r.modify_index,
+                        check: r.stored_check(),
                     });
                     (k, r)
                 })
@@ -1755,6 +1903,7 @@ impl Replica {
                 horizon_floor: self.horizon_floor,
                 synced_ms: self.synced_ms,
                 peers,
+                purge: std::mem::take(&mut self.purge),
             }));
             self.dirty_meta = false;
             self.outputs.push_back(Output::Notify {
@@ -1819,6 +1968,13 @@ impl Replica {
             conflicts: self.map.conflicts().total(),
             gc_floor: self.gc_floor,
             frontier: self.frontier(),
+            quarantined: self.quarantine.len(),
+            quarantine: self
+                .quarantine()
+                .into_iter()
+                .take(STATUS_QUARANTINE_MAX)
+                .collect(),
+            store_lost: self.store_lost,
         }
     }
 }

@@ -1,0 +1,608 @@
+//! The redb store: a node's durable state in one file.
+//!
+//! Layout: table `records` (stored key bytes → record), table `peers`
+//! (node id → progress) and table `meta` (index, clock, floors, node id, and
+//! a check over them). A record is a format byte (2), the record's
+//! [`Check`] (its key hash and the first 16 bytes of its entry hash, as the
+//! replica computed them when the entry arrived) and the postcard of the
+//! entry with its indexes; a peer's progress is a format byte (2), 16 bytes
+//! of blake3 over its id and payload, and the payload. The store only
+//! decodes: the replica verifies each record against its check when it
+//! restores (see `sync::replica::integrity`).
+//!
+//! Damage (design §3, "Integrity"). redb checks its page checksums only
+//! when it recovers from an unclean shutdown (or when asked to on open),
+//! never on a read, and a damaged page can make it panic. So opening and
+//! reading are guarded: an empty file, an error that says the file is
+//! damaged, or a panic inside redb make the whole store
+//! [`StoreError::Damaged`], and the node moves the file aside and rebuilds
+//! from a peer. A record whose bytes do not decode is handed over as
+//! [`Loaded::Damaged`]; a meta table whose check fails makes the store
+//! damaged; a peer's progress whose check fails is dropped (the replica
+//! asks that peer for its feed again: safe, only slower).
+//!
+//! Stores written by format 1 (table `entries`, keyed by UTF-8 strings,
+//! records without checks) are migrated on open, once.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use redb::{
+    Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata, StorageError,
+    TableDefinition, TableError,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{Durability, Store, StoreError, LOAD_CHUNK_RECORDS};
+use crate::core::hlc::Hlc;
+use crate::core::types::{Check, Entry, Key, NodeId};
+use crate::sync::{DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, StoredRecord};
+
+const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
+/// Format 1 records (no check), keyed by strings: migrated on open.
+const LEGACY_ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
+const PEERS: TableDefinition<u64, &[u8]> = TableDefinition::new("peers");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Postcard only (format 1: legacy records, and peers written by it).
+const FORMAT_PLAIN: u8 = 1;
+/// A check, then postcard.
+const FORMAT_CHECKED: u8 = 2;
+/// Bytes of a stored record before its postcard: format, key hash, part.
+const RECORD_HEADER_BYTES: usize = 1 + 8 + 16;
+/// The meta values the meta check covers, in order.
+const META_NAMES: [&str; 6] = [
+    "node",
+    "index",
+    "clock",
+    "gc_floor",
+    "horizon_floor",
+    "synced_ms",
+];
+const META_CHECK: &str = "check";
+
+/// redb's page cache. The whole state is in memory already (the map), so
+/// the cache only serves the B-tree pages that commits touch; redb's default
+/// (1 GiB) would keep a second copy of the state after a restart.
+pub const REDB_CACHE_BYTES: usize = 64 << 20;
+
+/// The on-disk form of a record, after its check.
+#[derive(Serialize, Deserialize)]
+struct DiskRecord {
+    entry: Entry,
+    create_index: u64,
+    modify_index: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DiskProgress {
+    applied: u64,
+    received: u64,
+    name: String,
+    region: String,
+    api: String,
+}
+
+/// A store in one redb file.
+pub struct RedbStore {
+    db: Option<Database>,
+    path: PathBuf,
+    durability: Durability,
+    /// Verify every page checksum when (re)opening.
+    check_on_open: bool,
+}
+
+/// The first 8 bytes of blake3 over the meta values, in [`META_NAMES`] order.
+fn meta_check(values: &[u64; 6]) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(b"meridian-meta");
+    for v in values {
+        h.update(&v.to_le_bytes());
+    }
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.finalize().as_bytes()[..8]);
+    u64::from_le_bytes(b)
+}
+
+fn progress_check(id: u64, payload: &[u8]) -> [u8; 16] {
+    let mut h = blake3::Hasher::new();
+    h.update(&id.to_le_bytes());
+    h.update(payload);
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&h.finalize().as_bytes()[..16]);
+    b
+}
+
+fn encode_record(r: &StoredRecord) -> Vec<u8> {
+    let d = DiskRecord {
+        entry: r.entry.clone(),
+        create_index: r.create_index,
+        modify_index: r.modify_index,
+    };
+    let mut out = Vec::with_capacity(RECORD_HEADER_BYTES + r.entry.value_len() + 64);
+    out.push(FORMAT_CHECKED);
+    out.extend_from_slice(&r.check.key_hash.to_le_bytes());
+    out.extend_from_slice(&r.check.part);
+    // Serializing plain data into a Vec cannot fail.
+    out.extend(postcard::to_allocvec(&d).unwrap_or_default());
+    out
+}
+
+/// A stored record as it reads back; its check is not verified here.
+fn decode_record(raw_key: &[u8], bytes: &[u8]) -> Loaded {
+    let damaged = |reason: String| {
+        Loaded::Damaged(DamagedRecord {
+            raw_key: raw_key.to_vec(),
+            reason,
+        })
+    };
+    let key = match Key::from_bytes(raw_key) {
+        Ok(k) => k,
+        Err(e) => return damaged(format!("the stored key is not a valid key: {e}")),
+    };
+    let Some((&format, rest)) = bytes.split_first() else {
+        return damaged("the record is empty".to_string());
+    };
+    if format != FORMAT_CHECKED {
+        return damaged(format!("unknown record format {format}"));
+    }
+    if rest.len() < RECORD_HEADER_BYTES - 1 {
+        return damaged(format!("the record is {} bytes, too short", bytes.len()));
+    }
+    let (kh, rest) = rest.split_at(8);
+    let (part, payload) = rest.split_at(16);
+    let mut key_hash = [0u8; 8];
+    key_hash.copy_from_slice(kh);
+    let mut p = [0u8; 16];
+    p.copy_from_slice(part);
+    match postcard::from_bytes::<DiskRecord>(payload) {
+        Ok(d) => Loaded::Record(
+            key,
+            StoredRecord {
+                entry: d.entry,
+                create_index: d.create_index,
+                modify_index: d.modify_index,
+                check: Check {
+                    key_hash: u64::from_le_bytes(key_hash),
+                    part: p,
+                },
+            },
+        ),
+        Err(e) => damaged(format!("the record does not decode: {e}")),
+    }
+}
+
+fn encode_progress(id: u64, p: &PeerProgress) -> Vec<u8> {
+    let d = DiskProgress {
+        applied: p.applied,
+        received: p.received.0,
+        name: p.name.clone(),
+        region: p.region.clone(),
+        api: p.api.clone(),
+    };
+    let payload = postcard::to_allocvec(&d).unwrap_or_default();
+    let mut out = vec![FORMAT_CHECKED];
+    out.extend_from_slice(&progress_check(id, &payload));
+    out.extend(payload);
+    out
+}
+
+fn decode_progress(id: u64, bytes: &[u8]) -> Result<PeerProgress, String> {
+    let payload = match bytes.split_first() {
+        Some((&FORMAT_CHECKED, rest)) if rest.len() >= 16 => {
+            let (check, payload) = rest.split_at(16);
+            if check != progress_check(id, payload) {
+                return Err("its check does not match".to_string());
+            }
+            payload
+        }
+        Some((&FORMAT_PLAIN, payload)) => payload,
+        Some((f, _)) => return Err(format!("unknown format {f}")),
+        None => return Err("empty value".to_string()),
+    };
+    let d: DiskProgress = postcard::from_bytes(payload).map_err(|e| e.to_string())?;
+    Ok(PeerProgress {
+        applied: d.applied,
+        received: Hlc(d.received),
+        name: d.name,
+        region: d.region,
+        api: d.api,
+    })
+}
+
+/// Whether an error from opening or reading means the file is damaged
+/// (rather than, say, out of space or locked).
+fn is_damage(e: &StorageError) -> bool {
+    match e {
+        StorageError::Corrupted(_) => true,
+        StorageError::Io(io) => matches!(
+            io.kind(),
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+        ),
+        _ => false,
+    }
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic inside redb".to_string())
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database file at `path`. An existing file
+    /// that is empty, or that redb finds damaged (or panics on), is
+    /// [`StoreError::Damaged`]: it is left where it is for the caller.
+    pub fn open(path: &Path, durability: Durability) -> Result<RedbStore, StoreError> {
+        RedbStore::open_with(path, durability, false)
+    }
+
+    /// [`RedbStore::open`], verifying every page checksum first when
+    /// `check_on_open` (about two reads of the whole file).
+    pub fn open_with(
+        path: &Path,
+        durability: Durability,
+        check_on_open: bool,
+    ) -> Result<RedbStore, StoreError> {
+        let mut store = RedbStore {
+            db: None,
+            path: path.to_path_buf(),
+            durability,
+            check_on_open,
+        };
+        store.reopen()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn damaged(&self, reason: impl Into<String>) -> StoreError {
+        StoreError::Damaged {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    fn err(&self, e: impl Into<redb::Error>) -> StoreError {
+        let e: redb::Error = e.into();
+        match &e {
+            redb::Error::Corrupted(_) => self.damaged(e.to_string()),
+            redb::Error::Io(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                self.damaged(e.to_string())
+            }
+            _ => StoreError::Database {
+                path: self.path.clone(),
+                source: Box::new(e),
+            },
+        }
+    }
+
+    fn db(&self) -> Result<&Database, StoreError> {
+        self.db.as_ref().ok_or_else(|| StoreError::Database {
+            path: self.path.clone(),
+            source: Box::new(redb::Error::DatabaseClosed),
+        })
+    }
+
+    /// Runs `f` with a guard against redb panicking on a damaged file.
+    fn guarded<T>(&self, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(r) => r,
+            Err(p) => Err(self.damaged(format!("redb failed reading it: {}", panic_text(&*p)))),
+        }
+    }
+
+    fn open_database(&self) -> Result<Database, StoreError> {
+        if let Ok(meta) = std::fs::metadata(&self.path) {
+            if meta.len() == 0 {
+                return Err(self.damaged("the database file is empty (0 bytes)"));
+            }
+        }
+        self.guarded(|| {
+            let mut b = Database::builder();
+            b.set_cache_size(REDB_CACHE_BYTES);
+            if self.check_on_open {
+                b.set_check_integrity_on_open(true);
+            }
+            b.create(&self.path).map_err(|e| match e {
+                DatabaseError::Storage(s) if is_damage(&s) => self.damaged(s.to_string()),
+                DatabaseError::UpgradeRequired(v) => {
+                    self.damaged(format!("redb file format {v} needs an upgrade"))
+                }
+                DatabaseError::RepairAborted => self.damaged("redb's repair was aborted"),
+                other => self.err(other),
+            })
+        })
+    }
+
+    /// Creates the tables a new store lacks and migrates a format 1 store;
+    /// writes nothing when the store is current (so a reopen after a full
+    /// disk needs no space).
+    fn prepare(&self, db: &Database) -> Result<(), StoreError> {
+        let current = {
+            let tx = db.begin_read().map_err(|e| self.err(e))?;
+            let records = match tx.open_table(RECORDS) {
+                Ok(_) => true,
+                Err(TableError::TableDoesNotExist(_)) => false,
+                Err(e) => return Err(self.err(e)),
+            };
+            let legacy = match tx.open_table(LEGACY_ENTRIES) {
+                Ok(_) => true,
+                Err(TableError::TableDoesNotExist(_)) => false,
+                Err(e) => return Err(self.err(e)),
+            };
+            records && !legacy
+        };
+        if current {
+            return Ok(());
+        }
+        let mut tx = db.begin_write().map_err(|e| self.err(e))?;
+        tx.set_durability(redb::Durability::Immediate)
+            .map_err(|e| self.err(e))?;
+        {
+            let mut records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
+            tx.open_table(PEERS).map_err(|e| self.err(e))?;
+            tx.open_table(META).map_err(|e| self.err(e))?;
+            let legacy = tx.open_table(LEGACY_ENTRIES).map_err(|e| self.err(e))?;
+            for item in legacy.iter().map_err(|e| self.err(e))? {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                let key = k.value();
+                let bytes = v.value();
+                let migrated = match bytes.split_first() {
+                    Some((&FORMAT_PLAIN, payload)) => {
+                        postcard::from_bytes::<DiskRecord>(payload).ok().map(|d| {
+                            encode_record(&StoredRecord {
+                                check: Check::of(key, &d.entry),
+                                entry: d.entry,
+                                create_index: d.create_index,
+                                modify_index: d.modify_index,
+                            })
+                        })
+                    }
+                    _ => None,
+                };
+                // A format 1 record that does not decode is kept as it was:
+                // it reads back damaged, and the replica repairs it.
+                let out = migrated.unwrap_or_else(|| bytes.to_vec());
+                records
+                    .insert(key.as_bytes(), out.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.delete_table(LEGACY_ENTRIES).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Runs `f` in one write transaction and commits it with the configured durability.
+    fn write(
+        &mut self,
+        f: impl FnOnce(
+            &mut redb::Table<&[u8], &[u8]>,
+            &mut redb::Table<u64, &[u8]>,
+            &mut redb::Table<&str, u64>,
+        ) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let db = self.db()?;
+        let mut tx = db.begin_write().map_err(|e| self.err(e))?;
+        let durability = match self.durability {
+            Durability::Immediate => redb::Durability::Immediate,
+            Durability::None => redb::Durability::None,
+        };
+        tx.set_durability(durability).map_err(|e| self.err(e))?;
+        {
+            let mut records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
+            let mut peers = tx.open_table(PEERS).map_err(|e| self.err(e))?;
+            let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
+            f(&mut records, &mut peers, &mut meta)?;
+            let mut values = [0u64; 6];
+            for (v, name) in values.iter_mut().zip(META_NAMES) {
+                *v = meta
+                    .get(name)
+                    .map_err(|e| self.err(e))?
+                    .map_or(0, |g| g.value());
+            }
+            meta.insert(META_CHECK, meta_check(&values))
+                .map_err(|e| self.err(e))?;
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Damages the stored bytes of `key` for fault-injection tests: XORs
+    /// `mask` into the byte at `at` of the record's value (counted from the
+    /// end when negative). False if the key is absent.
+    #[doc(hidden)]
+    pub fn damage_record(&mut self, key: &str, at: isize, mask: u8) -> Result<bool, StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(|e| self.err(e))?;
+        let found = {
+            let mut records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
+            let old = records
+                .get(key.as_bytes())
+                .map_err(|e| self.err(e))?
+                .map(|v| v.value().to_vec());
+            match old {
+                Some(mut bytes) if !bytes.is_empty() => {
+                    let len = bytes.len() as isize;
+                    let i = if at < 0 { len + at } else { at }.clamp(0, len - 1) as usize;
+                    bytes[i] ^= mask;
+                    records
+                        .insert(key.as_bytes(), bytes.as_slice())
+                        .map_err(|e| self.err(e))?;
+                    true
+                }
+                _ => false,
+            }
+        };
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(found)
+    }
+}
+
+impl Store for RedbStore {
+    fn load_meta(&self) -> Result<DurableState, StoreError> {
+        self.guarded(|| {
+            let db = self.db()?;
+            let tx = db.begin_read().map_err(|e| self.err(e))?;
+            let mut state = DurableState::default();
+            let meta = tx.open_table(META).map_err(|e| self.err(e))?;
+            let get = |name: &str| -> Result<u64, StoreError> {
+                Ok(meta
+                    .get(name)
+                    .map_err(|e| self.err(e))?
+                    .map_or(0, |v| v.value()))
+            };
+            let mut values = [0u64; 6];
+            for (v, name) in values.iter_mut().zip(META_NAMES) {
+                *v = get(name)?;
+            }
+            // Stores written before the check have none.
+            if let Some(stored) = meta.get(META_CHECK).map_err(|e| self.err(e))? {
+                if stored.value() != meta_check(&values) {
+                    return Err(self.damaged(
+                        "the meta table (index, clock, floors) does not match its check",
+                    ));
+                }
+            }
+            let [node, index, clock, gc_floor, horizon_floor, synced_ms] = values;
+            state.node = NodeId(node);
+            state.index = index;
+            state.clock = Hlc(clock);
+            state.gc_floor = Hlc(gc_floor);
+            state.horizon_floor = Hlc(horizon_floor);
+            state.synced_ms = synced_ms;
+            let peers = tx.open_table(PEERS).map_err(|e| self.err(e))?;
+            for item in peers.iter().map_err(|e| self.err(e))? {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                match decode_progress(k.value(), v.value()) {
+                    Ok(p) => {
+                        state.peers.insert(NodeId(k.value()), p);
+                    }
+                    Err(e) => tracing::warn!(
+                        peer = %NodeId(k.value()),
+                        "dropping the stored progress of a peer ({e}): its feed is asked for again"
+                    ),
+                }
+            }
+            Ok(state)
+        })
+    }
+
+    fn load_records(&self, sink: &mut dyn FnMut(Vec<Loaded>) -> bool) -> Result<(), StoreError> {
+        self.guarded(|| {
+            let db = self.db()?;
+            let tx = db.begin_read().map_err(|e| self.err(e))?;
+            let records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
+            let mut chunk = Vec::with_capacity(LOAD_CHUNK_RECORDS);
+            for item in records.iter().map_err(|e| self.err(e))? {
+                let (k, v) = item.map_err(|e| self.err(e))?;
+                chunk.push(decode_record(k.value(), v.value()));
+                if chunk.len() == LOAD_CHUNK_RECORDS {
+                    let full =
+                        std::mem::replace(&mut chunk, Vec::with_capacity(LOAD_CHUNK_RECORDS));
+                    if !sink(full) {
+                        return Ok(());
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                sink(chunk);
+            }
+            Ok(())
+        })
+    }
+
+    fn records_len(&self) -> Result<u64, StoreError> {
+        self.guarded(|| {
+            let tx = self.db()?.begin_read().map_err(|e| self.err(e))?;
+            let records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
+            records.len().map_err(|e| self.err(e))
+        })
+    }
+
+    fn commit(&mut self, batches: &[PersistBatch]) -> Result<(), StoreError> {
+        if batches.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let err = move |e: StorageError| StoreError::Database {
+            path: path.clone(),
+            source: Box::new(e.into()),
+        };
+        self.write(|records, peers, meta| {
+            let mut max = |name: &str, v: u64| -> Result<(), StoreError> {
+                let old = meta.get(name).map_err(&err)?.map_or(0, |g| g.value());
+                if v > old {
+                    meta.insert(name, v).map_err(&err)?;
+                }
+                Ok(())
+            };
+            for b in batches {
+                max("index", b.index)?;
+                max("clock", b.clock.0)?;
+                max("gc_floor", b.gc_floor.0)?;
+                max("horizon_floor", b.horizon_floor.0)?;
+                max("synced_ms", b.synced_ms)?;
+            }
+            for b in batches {
+                for raw in &b.purge {
+                    records.remove(raw.as_slice()).map_err(&err)?;
+                }
+                for (k, r) in &b.records {
+                    match r {
+                        Some(r) => {
+                            records
+                                .insert(k.as_str().as_bytes(), encode_record(r).as_slice())
+                                .map_err(&err)?;
+                        }
+                        None => {
+                            records.remove(k.as_str().as_bytes()).map_err(&err)?;
+                        }
+                    }
+                }
+                for (id, p) in &b.peers {
+                    peers
+                        .insert(id.0, encode_progress(id.0, p).as_slice())
+                        .map_err(&err)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn set_node(&mut self, node: NodeId) -> Result<(), StoreError> {
+        let found = self.load_meta()?.node;
+        if found != NodeId(0) && found != node {
+            return Err(StoreError::WrongNode {
+                path: self.path.clone(),
+                expected: node,
+                found,
+            });
+        }
+        let path = self.path.clone();
+        self.write(|_, _, meta| {
+            meta.insert("node", node.0)
+                .map_err(|e| StoreError::Database {
+                    path: path.clone(),
+                    source: Box::new(e.into()),
+                })?;
+            Ok(())
+        })
+    }
+
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        // Every transaction of the old handle is gone: drop it first, or
+        // redb refuses the second open.
+        self.db = None;
+        let db = self.open_database()?;
+        self.guarded(|| self.prepare(&db))?;
+        self.db = Some(db);
+        Ok(())
+    }
+}

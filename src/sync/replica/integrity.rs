@@ -1,0 +1,444 @@
+//! Integrity: checking records against their content, quarantine, repair.
+//!
+//! Owns what a replica does with a record whose content no longer matches
+//! the check it was stored with (design §3, "Integrity"): when the state is
+//! read back ([`verify_loaded`]), before an entry is sent or served, and in
+//! a background scrub at a bounded rate. A record that fails is
+//! *quarantined*: taken out of the map (never served, sent, or allowed to
+//! win a collision), counted and reported, and repaired from a peer. A
+//! quarantined key is exempt from the collection floor for the entries
+//! anti-entropy brings (its own copy was lost, not deleted), and its
+//! quarantine ends when a peer's entry for it is merged, or when
+//! anti-entropy finds this replica's root equal to a peer's (no live value
+//! of the key exists there: nothing is left to repair). A record whose key
+//! itself is damaged cannot be named: the replica then takes a full
+//! transfer from a peer, as a rebuilding replica does, and the quarantine
+//! ends when that transfer is complete.
+
+use std::collections::BTreeMap;
+
+use super::{Event, Output, Replica};
+use crate::core::types::{Check, Entry, Key, NodeId, Stamp};
+use crate::sync::durable::{DamagedRecord, Loaded, StoredRecord};
+
+/// Most quarantined records kept by key; beyond it the replica takes a
+/// full transfer from a peer instead of repairing key by key.
+pub const QUARANTINE_MAX: usize = 10_000;
+
+/// One quarantined record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Quarantined {
+    /// The key, if the stored key is intact (its hash matched).
+    pub key: Option<Key>,
+    /// The stamp as stored (it may be damaged too).
+    pub stamp: Option<Stamp>,
+    pub reason: String,
+    pub since_ms: u64,
+}
+
+/// A record found damaged, as operators see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineStatus {
+    /// The stored key (lossy UTF-8 if it is not a valid key).
+    pub key: String,
+    pub reason: String,
+    pub since_ms: u64,
+}
+
+/// How a quarantine ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolution {
+    /// A peer's entry for the key was merged.
+    Repaired { from: NodeId, stamp: Stamp },
+    /// A local write replaced it.
+    Overwritten,
+    /// Anti-entropy found this replica equal to a peer without the key:
+    /// no live value of it exists there.
+    AbsentAtPeer { peer: NodeId },
+    /// The full transfer from a peer completed (the key itself was damaged).
+    Resynced { from: NodeId },
+}
+
+/// What reading a store back found, before the map is built.
+pub(super) struct Verified {
+    /// Records whose content matches their check, with it.
+    pub records: Vec<(Key, Entry, u64, u64, Check)>,
+    pub quarantine: BTreeMap<Vec<u8>, Quarantined>,
+    /// A key was damaged (or too many records): take a full transfer.
+    pub resync: bool,
+}
+
+/// Checks every record read back against its stored check (sans-IO: the
+/// store only decodes). A record whose key hash differs has a damaged key;
+/// one whose entry part differs has damaged content; both are quarantined.
+/// Indexes that cannot be right (beyond the stored index, or a create
+/// index after the modify index) are renumbered after it: the content is
+/// intact, only its place in the feed is new. A key read twice keeps its
+/// first record.
+pub(super) fn verify_loaded(
+    records: impl IntoIterator<Item = Loaded>,
+    index: u64,
+    now_ms: u64,
+) -> Verified {
+    let mut out = Verified {
+        records: Vec::new(),
+        quarantine: BTreeMap::new(),
+        resync: false,
+    };
+    let mut next_index = index;
+    let mut last: Option<Key> = None;
+    for loaded in records {
+        let (key, r) = match loaded {
+            Loaded::Record(k, r) => (k, r),
+            Loaded::Damaged(DamagedRecord { raw_key, reason }) => {
+                // It does not decode: nothing in it can be trusted, the key
+                // included (a valid key may still be the wrong one).
+                out.resync = true;
+                out.quarantine.insert(
+                    raw_key,
+                    Quarantined {
+                        key: None,
+                        stamp: None,
+                        reason: format!("the stored record does not decode: {reason}"),
+                        since_ms: now_ms,
+                    },
+                );
+                continue;
+            }
+        };
+        if last.as_ref() == Some(&key) {
+            continue;
+        }
+        last = Some(key.clone());
+        let StoredRecord {
+            entry,
+            mut create_index,
+            mut modify_index,
+            check,
+        } = r;
+        let found = Check::of(key.as_str(), &entry);
+        if found.key_hash != check.key_hash {
+            out.resync = true;
+            out.quarantine.insert(
+                key.as_str().as_bytes().to_vec(),
+                Quarantined {
+                    key: None,
+                    stamp: Some(entry.stamp),
+                    reason: "the stored key does not match its check".to_string(),
+                    since_ms: now_ms,
+                },
+            );
+            continue;
+        }
+        if found.part != check.part {
+            out.quarantine.insert(
+                key.as_str().as_bytes().to_vec(),
+                Quarantined {
+                    key: Some(key),
+                    stamp: Some(entry.stamp),
+                    reason: "the stored entry does not match its check".to_string(),
+                    since_ms: now_ms,
+                },
+            );
+            continue;
+        }
+        if modify_index == 0 || modify_index > index || create_index > modify_index {
+            next_index += 1;
+            create_index = next_index;
+            modify_index = next_index;
+        }
+        out.records
+            .push((key, entry, create_index, modify_index, found));
+    }
+    if out.quarantine.len() > QUARANTINE_MAX {
+        out.resync = true;
+    }
+    out
+}
+
+impl Replica {
+    /// Reports the quarantine found when the state was read back (called
+    /// once, by the constructor).
+    pub(super) fn report_loaded_quarantine(&mut self) {
+        if self.quarantine.is_empty() {
+            return;
+        }
+        self.metrics.records_quarantined += self.quarantine.len() as u64;
+        let reported: Vec<Event> = self
+            .quarantine
+            .iter()
+            .take(QUARANTINE_EVENTS_MAX)
+            .map(|(raw, q)| Event::RecordQuarantined {
+                key: String::from_utf8_lossy(raw).into_owned(),
+                reason: q.reason.clone(),
+            })
+            .collect();
+        self.staged.extend(reported.into_iter().map(Output::Event));
+        if self.resync_pending {
+            self.rebuilding = true;
+            self.rebuild_from = None;
+        }
+    }
+
+    /// True if `key`'s record is quarantined (it is not served: reads of it fail).
+    pub fn quarantined(&self, key: &str) -> bool {
+        !self.quarantine.is_empty() && self.quarantine.contains_key(key.as_bytes())
+    }
+
+    /// Quarantined keys under `prefix` (as stored), at most `max`.
+    pub fn quarantined_under(&self, prefix: &str, max: usize) -> Vec<String> {
+        if self.quarantine.is_empty() {
+            return Vec::new();
+        }
+        self.quarantine
+            .range(prefix.as_bytes().to_vec()..)
+            .take_while(|(raw, _)| raw.starts_with(prefix.as_bytes()))
+            .take(max)
+            .map(|(raw, _)| String::from_utf8_lossy(raw).into_owned())
+            .collect()
+    }
+
+    /// Every quarantined record, oldest key order.
+    pub fn quarantine(&self) -> Vec<QuarantineStatus> {
+        self.quarantine
+            .iter()
+            .map(|(raw, q)| QuarantineStatus {
+                key: String::from_utf8_lossy(raw).into_owned(),
+                reason: q.reason.clone(),
+                since_ms: q.since_ms,
+            })
+            .collect()
+    }
+
+    /// The floor that applies to an entry of `key` arriving from a peer's
+    /// current state: none for a quarantined key (its copy here was lost,
+    /// not deleted; the peer's entry is what repairs it).
+    pub(super) fn floor_for(
+        &self,
+        key: &Key,
+        floor: crate::core::hlc::Hlc,
+    ) -> crate::core::hlc::Hlc {
+        if self.quarantined(key.as_str()) {
+            crate::core::hlc::Hlc::ZERO
+        } else {
+            floor
+        }
+    }
+
+    /// Quarantines `key`, whose record in memory no longer matches its
+    /// check: it leaves the map (its stored part leaves the digest, as it
+    /// entered it). The copy on disk is left alone: it is checked when it
+    /// is read back, and overwritten once the key is repaired.
+    pub(super) fn quarantine_damaged(&mut self, key: &Key, reason: &str, now_ms: u64) {
+        let Some(rec) = self.map.remove_damaged(key.as_str()) else {
+            return;
+        };
+        self.metrics.records_quarantined += 1;
+        self.metrics.damage_found_in_memory += 1;
+        self.quarantine.insert(
+            key.as_str().as_bytes().to_vec(),
+            Quarantined {
+                key: Some(key.clone()),
+                stamp: Some(rec.entry.stamp),
+                reason: reason.to_string(),
+                since_ms: now_ms,
+            },
+        );
+        self.staged.push(Output::Event(Event::RecordQuarantined {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        }));
+        if self.quarantine.len() > QUARANTINE_MAX && !self.rebuilding {
+            self.resync_pending = true;
+            self.rebuilding = true;
+            self.rebuild_from = None;
+            let ids: Vec<NodeId> = self
+                .peers
+                .iter()
+                .filter(|(_, p)| p.ready)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                self.say_hello(id);
+            }
+        }
+    }
+
+    /// Keeps the entries whose records still match their checks; the others
+    /// are quarantined (in-memory damage) and not sent.
+    pub(super) fn intact(&mut self, entries: Vec<(Key, Entry)>, now_ms: u64) -> Vec<(Key, Entry)> {
+        let mut damaged = Vec::new();
+        let kept = entries
+            .into_iter()
+            .filter(|(k, e)| {
+                let ok = self
+                    .map
+                    .get(k.as_str())
+                    .is_some_and(|r| Check::of(k.as_str(), e) == r.stored_check());
+                if !ok {
+                    damaged.push(k.clone());
+                }
+                ok
+            })
+            .collect();
+        for k in damaged {
+            self.quarantine_damaged(&k, "the entry in memory does not match its check", now_ms);
+        }
+        kept
+    }
+
+    /// Checks `key`'s record before it is served; quarantines it if it no
+    /// longer matches its check. True if it may be served (or is absent).
+    pub fn check_before_serving(&mut self, key: &str, now_ms: u64) -> bool {
+        match self.map.verify(key) {
+            Some(false) => {
+                if let Ok(k) = Key::new(key) {
+                    self.quarantine_damaged(
+                        &k,
+                        "the entry in memory does not match its check",
+                        now_ms,
+                    );
+                    self.commit();
+                }
+                false
+            }
+            _ => !self.quarantined(key),
+        }
+    }
+
+    /// Verifies every record under `prefix` before they are served
+    /// (quarantining those that fail); returns the quarantined keys under
+    /// it, at most `max`: empty when all may be served.
+    pub fn check_prefix_before_serving(
+        &mut self,
+        prefix: &str,
+        max: usize,
+        now_ms: u64,
+    ) -> Vec<String> {
+        let bad: Vec<Key> = self
+            .map
+            .scan_prefix(prefix)
+            .filter(|(k, r)| Check::of(k.as_str(), &r.entry) != r.stored_check())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &bad {
+            self.quarantine_damaged(k, "the entry in memory does not match its check", now_ms);
+        }
+        if !bad.is_empty() {
+            self.commit();
+        }
+        self.quarantined_under(prefix, max)
+    }
+
+    /// Verifies up to `max` records after the scrub cursor; quarantines
+    /// those that fail. Returns how many failed.
+    pub(super) fn scrub(&mut self, max: usize, now_ms: u64) -> usize {
+        let (bad, next, scanned) = self.map.verify_range(self.scrub_cursor.as_ref(), max);
+        self.metrics.records_scrubbed += scanned as u64;
+        if next.is_none() {
+            self.metrics.scrub_passes += 1;
+        }
+        self.scrub_cursor = next;
+        let n = bad.len();
+        for k in bad {
+            self.quarantine_damaged(
+                &k,
+                "the scrub found the entry does not match its check",
+                now_ms,
+            );
+        }
+        n
+    }
+
+    /// Recomputes the check of every record from its entry now, and the
+    /// digest from those checks (what `verify --deep` asks): quarantines the
+    /// records that fail and replaces a digest that differs. Returns how
+    /// many records failed, and whether the digest differed.
+    pub fn verify_all(&mut self, now_ms: u64) -> (usize, bool) {
+        let (bad, _, _) = self.map.verify_range(None, usize::MAX);
+        let n = bad.len();
+        for k in bad {
+            self.quarantine_damaged(
+                &k,
+                "a deep verify found the entry does not match its check",
+                now_ms,
+            );
+        }
+        let digest_differed = self.map.rebuild_digest();
+        self.commit();
+        (n, digest_differed)
+    }
+
+    /// How many records are quarantined now.
+    pub fn quarantined_count(&self) -> usize {
+        self.quarantine.len()
+    }
+
+    /// A merged or written entry ends the quarantine of its key.
+    pub(super) fn resolve_key(&mut self, key: &Key, how: Resolution) {
+        if self.quarantine.is_empty() {
+            return;
+        }
+        if self.quarantine.remove(key.as_str().as_bytes()).is_some() {
+            self.report_resolved(key.to_string(), how);
+        }
+    }
+
+    /// This replica's root equals `peer`'s: no quarantined key is live
+    /// there, so nothing is left to repair (the damaged copies are dropped
+    /// from disk). Keys whose own name was damaged wait for the full transfer.
+    pub(super) fn resolve_equal_with(&mut self, peer: NodeId) {
+        if self.quarantine.is_empty() || self.resync_pending {
+            return;
+        }
+        let done: Vec<Vec<u8>> = self
+            .quarantine
+            .iter()
+            .filter(|(_, q)| q.key.is_some())
+            .map(|(raw, _)| raw.clone())
+            .collect();
+        for raw in done {
+            let Some(q) = self.quarantine.remove(&raw) else {
+                continue;
+            };
+            if let Some(k) = q.key {
+                // Absent in memory: the commit removes the stored copy.
+                self.dirty_keys.insert(k.clone());
+                self.report_resolved(k.to_string(), Resolution::AbsentAtPeer { peer });
+            }
+        }
+    }
+
+    /// The full transfer that repairs damaged keys is complete.
+    pub(super) fn resolve_resync(&mut self, from: NodeId) {
+        if !self.resync_pending {
+            return;
+        }
+        self.resync_pending = false;
+        let all = std::mem::take(&mut self.quarantine);
+        for (raw, q) in all {
+            match q.key {
+                // Still absent after a full transfer: no peer holds it live.
+                Some(k) if self.map.get(k.as_str()).is_none() => {
+                    self.dirty_keys.insert(k);
+                }
+                Some(_) => {}
+                None => self.purge.push(raw.clone()),
+            }
+            self.report_resolved(
+                String::from_utf8_lossy(&raw).into_owned(),
+                Resolution::Resynced { from },
+            );
+        }
+        self.dirty_meta = true;
+    }
+
+    fn report_resolved(&mut self, key: String, how: Resolution) {
+        self.metrics.records_repaired += 1;
+        self.staged
+            .push(Output::Event(Event::RecordRepaired { key, how }));
+    }
+}
+
+/// Most quarantine events reported at once after a restart (the rest are counted).
+const QUARANTINE_EVENTS_MAX: usize = 64;
