@@ -138,3 +138,171 @@ fn roots_stay_equal_while_tombstones_are_collected() {
     }
     assert!(polls > 5, "collection was over before polling began");
 }
+
+/// Fast anti-entropy, so that repairs are quick to watch.
+const FAST_SYNC: &str = "[sync]\nae_interval_ms = 300\nae_jitter_ms = 100\n";
+
+fn metric(addr: &str, name: &str) -> u64 {
+    let (code, text) = http(addr, Method::GET, "/metrics", "");
+    assert_eq!(code, 200);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("meridian_{name} ")))
+        .unwrap_or_else(|| panic!("no metric {name}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn value(addr: &str, key: &str) -> (u16, String) {
+    http(addr, Method::GET, &format!("/v1/kv/{key}?raw"), "")
+}
+
+/// Values damaged in a stopped node's store are quarantined when it
+/// starts, repaired from its peer, and `verify` never reports agreement
+/// while a damaged value is served.
+#[test]
+fn values_damaged_on_disk_are_repaired_and_never_verified_while_served() {
+    let root_dir = dir("disk-values");
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    let (_a, a) = node(&root_dir, "a", "us", pa, &[], FAST_SYNC);
+    let (b_proc, b) = node(&root_dir, "b", "eu", pb, &[pa], FAST_SYNC);
+    for i in 0..200 {
+        let (code, _) = http(
+            &a,
+            Method::PUT,
+            &format!("/v1/kv/cfg/{i:03}"),
+            &format!("good {i:03}"),
+        );
+        assert_eq!(code, 200);
+    }
+    eventually("b holds a's data", || root(&a) == root(&b));
+    let b_id = status(&b)["node"].as_str().unwrap().to_string();
+    assert!(b_proc.terminate().success());
+    let damaged: Vec<String> = (0..8).map(|i| format!("cfg/{:03}", i * 23)).collect();
+    {
+        let path = root_dir.join("b/data/meridian.redb");
+        let mut store =
+            meridian::store::RedbStore::open(&path, meridian::store::Durability::Immediate)
+                .unwrap();
+        for k in &damaged {
+            // One bit of the value; the stored check is left as it was.
+            assert!(store.damage_value(k, 6, 0x04).unwrap(), "{k}");
+        }
+    }
+    let (_b, b) = restart(&root_dir, "b");
+    assert_eq!(status(&b)["node"].as_str().unwrap(), b_id, "the same node");
+    // Until every damaged key is repaired, verify must not say "agree";
+    // whenever it does, every damaged key is served with its good value.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let v = meridian(&b, &["verify"]);
+        let agreed = v.status.success();
+        for k in &damaged {
+            let (code, body) = value(&b, k);
+            let good = format!("good {}", &k[4..]);
+            assert!(
+                code == 503 || (code == 200 && body == good),
+                "{k} served as {code} {body:?}"
+            );
+            if agreed {
+                assert_eq!((code, body.as_str()), (200, good.as_str()), "verify agreed");
+            }
+        }
+        if agreed {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never repaired: {}", stdout(&v));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(metric(&b, "records_quarantined_total"), 8);
+    assert_eq!(metric(&b, "records_repaired_total"), 8);
+    assert_eq!(metric(&b, "records_quarantined"), 0);
+    // The damaged values never reached a.
+    for k in &damaged {
+        assert_eq!(value(&a, k).1, format!("good {}", &k[4..]));
+    }
+    assert!(meridian(&b, &["verify", "--deep"]).status.success());
+    assert!(meridian(&b, &["health"]).status.success());
+}
+
+/// A store that cannot be read at all (a zeroed page, a cut file, an empty
+/// file) is moved aside; the node keeps its id and rebuilds from its peer.
+#[test]
+fn an_unreadable_store_is_moved_aside_and_rebuilt_under_the_same_id() {
+    let root_dir = dir("disk-unreadable");
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    let (_a, a) = node(&root_dir, "a", "us", pa, &[], FAST_SYNC);
+    let (mut b_proc, mut b) = node(&root_dir, "b", "eu", pb, &[pa], FAST_SYNC);
+    for i in 0..2_000 {
+        let (code, _) = http(
+            &a,
+            Method::PUT,
+            &format!("/v1/kv/k/{i:04}"),
+            &"v".repeat(100),
+        );
+        assert_eq!(code, 200);
+    }
+    let b_id = status(&b)["node"].as_str().unwrap().to_string();
+    let path = root_dir.join("b/data/meridian.redb");
+    type Damage = fn(&std::path::Path);
+    let damages: [(&str, Damage); 3] = [
+        ("a zeroed page", |p| {
+            let mut bytes = std::fs::read(p).unwrap();
+            let page = bytes.len() / 4096 / 2;
+            bytes[page * 4096..(page + 1) * 4096].fill(0);
+            std::fs::write(p, bytes).unwrap();
+        }),
+        ("a cut", |p| {
+            let len = std::fs::metadata(p).unwrap().len();
+            let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+            f.set_len(len / 2).unwrap();
+        }),
+        ("an empty file", |p| std::fs::write(p, b"").unwrap()),
+    ];
+    for (what, damage) in damages {
+        eventually("b holds a's data", || root(&a) == root(&b));
+        assert!(b_proc.terminate().success());
+        damage(&path);
+        let before = moved_aside(&root_dir);
+        (b_proc, b) = restart(&root_dir, "b");
+        assert_eq!(
+            status(&b)["node"].as_str().unwrap(),
+            b_id,
+            "{what}: the same node"
+        );
+        assert_eq!(
+            moved_aside(&root_dir),
+            before + 1,
+            "{what}: kept for inspection"
+        );
+        eventually("b is rebuilt", || {
+            root(&a) == root(&b) && meridian(&b, &["health"]).status.success()
+        });
+        assert_eq!(value(&b, "k/1999").0, 200, "{what}");
+    }
+    // Without node.id nothing says which node the directory held: refused.
+    assert!(b_proc.terminate().success());
+    std::fs::write(&path, b"").unwrap();
+    std::fs::remove_file(root_dir.join("b/data/node.id")).unwrap();
+    let o = std::process::Command::new(BIN)
+        .args(["node", "--config"])
+        .arg(root_dir.join("b.toml"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("node.id"), "{err}");
+}
+
+fn moved_aside(root_dir: &std::path::Path) -> usize {
+    std::fs::read_dir(root_dir.join("b/data"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("meridian.redb.damaged-")
+        })
+        .count()
+}

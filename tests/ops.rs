@@ -203,15 +203,6 @@ fn scheduled_snapshots_keep_the_newest() {
     }
 }
 
-/// Starts a node again from the config file `node()` wrote.
-fn restart(root: &Path, name: &str) -> (Proc, String) {
-    let path = root.join(format!("{name}.toml"));
-    let p = Proc::spawn(&["node", "--config", path.to_str().unwrap()]);
-    let lines = p.until("ready: api");
-    let api = apis(&lines).pop().expect("the api address");
-    (p, api)
-}
-
 #[test]
 fn standby_refuses_writes_until_promoted_and_stays_promoted() {
     let root = dir("ops-standby");

@@ -168,6 +168,218 @@ fn a_garbage_file_is_refused_with_a_clear_error() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A store of `n` keys (values named after their keys), committed and closed.
+fn written_store(path: &std::path::Path, n: usize) -> Replica {
+    let mut disk = RedbStore::open(path, Durability::Immediate).unwrap();
+    let mut r = replica();
+    for i in 0..n {
+        r.put(
+            &format!("cfg/{i:05}"),
+            Bytes::from(format!("value of {i:05} {}", "x".repeat(i % 90))),
+            (i % 3) as u64,
+            None,
+            T0 + i as u64,
+        )
+        .unwrap();
+    }
+    disk.commit(&batches(&mut r)).unwrap();
+    disk.set_node(NodeId(7)).unwrap();
+    r
+}
+
+/// What a replica restored from the store at `path` serves, or why the
+/// store could not be read. Never panics, whatever the file holds.
+fn served_after(path: &std::path::Path) -> Result<(Replica, usize), StoreError> {
+    let disk = RedbStore::open(path, Durability::Immediate)?;
+    let state = disk.load()?;
+    let damaged = state.damaged.len();
+    let r = Replica::restore(replica().config().clone(), state, T0 + 1_000_000).unwrap();
+    Ok((r, damaged))
+}
+
+#[test]
+fn a_damaged_value_is_read_back_as_a_record_that_fails_its_check() {
+    let dir = scratch("damaged-value");
+    let path = dir.join("node.redb");
+    let mut original = written_store(&path, 50);
+    let mut disk = RedbStore::open(&path, Durability::Immediate).unwrap();
+    // One bit of the value.
+    assert!(disk.damage_value("cfg/00007", 3, 0x01).unwrap());
+    // Inside the entry's postcard: it no longer decodes.
+    assert!(disk.damage_record("cfg/00011", 34, 0x80).unwrap());
+    // The modify index: bookkeeping, renumbered rather than quarantined.
+    assert!(disk.damage_record("cfg/00013", -1, 0x01).unwrap());
+    drop(disk);
+    let (mut r, _) = served_after(&path).unwrap();
+    assert_eq!(r.metrics().records_renumbered, 1);
+    assert!(r.get("cfg/00013").unwrap().modify_index > 50);
+    assert!(
+        r.quarantined("cfg/00007") && r.quarantined("cfg/00011"),
+        "{:?}",
+        r.quarantine()
+    );
+    assert!(r.get("cfg/00007").is_none());
+    assert_eq!(r.map().len(), 48);
+    assert_eq!(r.metrics().records_quarantined, 2);
+    // Everything else is what was written.
+    for (k, rec) in r.map().iter() {
+        assert_eq!(original.get(k.as_str()).unwrap().entry, rec.entry);
+    }
+    assert_ne!(r.root(), original.root());
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Bytes damaged anywhere in the file (a zeroed page, XORed bytes, a cut):
+/// the store is refused as damaged, or reads back with the damage caught
+/// by the records' checks; a wrong value is never served, and nothing panics.
+#[test]
+fn a_damaged_file_never_serves_a_wrong_value() {
+    let dir = scratch("damaged-file");
+    let path = dir.join("node.redb");
+    let original = written_store(&path, 3_000);
+    let good = std::fs::read(&path).unwrap();
+    let len = good.len();
+    let mut kinds: Vec<(String, Vec<u8>)> = Vec::new();
+    for page in [1usize, 2, 3, len / 4096 / 2, len / 4096 - 2] {
+        let mut b = good.clone();
+        let at = page * 4096;
+        if at + 4096 <= len {
+            b[at..at + 4096].fill(0);
+            kinds.push((format!("page {page} zeroed"), b));
+        }
+    }
+    for at in [600usize, 4_200, len / 3, len / 2 + 77, len - 5_000] {
+        let mut b = good.clone();
+        for x in &mut b[at..at + 16] {
+            *x ^= 0x5a;
+        }
+        kinds.push((format!("16 bytes XORed at {at}"), b));
+    }
+    for cut in [0usize, 9, 4_096, len / 10, len / 2, len - 4_096] {
+        kinds.push((format!("cut to {cut} bytes"), good[..cut].to_vec()));
+    }
+    let mut refused = 0;
+    let mut caught = 0;
+    for (what, bytes) in kinds {
+        std::fs::write(&path, &bytes).unwrap();
+        match served_after(&path) {
+            Err(StoreError::Damaged { .. }) => refused += 1,
+            Err(e) => panic!("{what}: an error that does not say the store is damaged: {e}"),
+            Ok((r, damaged)) => {
+                for (k, rec) in r.map().iter() {
+                    let want = original.get(k.as_str());
+                    assert_eq!(
+                        want.map(|w| &w.entry),
+                        Some(&rec.entry),
+                        "{what}: {k} is served with a value never written"
+                    );
+                }
+                if r.map().len() < original.map().len() {
+                    assert!(
+                        r.metrics().records_quarantined > 0 || damaged > 0,
+                        "{what}: records are missing and nothing says so"
+                    );
+                    caught += 1;
+                }
+            }
+        }
+    }
+    assert!(refused > 0, "no damage was refused as such");
+    println!("{refused} refused as damaged, {caught} read back with the damage caught");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn an_empty_file_is_damaged_not_a_new_store() {
+    let dir = scratch("empty-file");
+    let path = dir.join("node.redb");
+    std::fs::write(&path, b"").unwrap();
+    assert!(matches!(
+        RedbStore::open(&path, Durability::Immediate),
+        Err(StoreError::Damaged { .. })
+    ));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The meta table (index, clock, floors) carries a check: values changed
+/// behind the store's back make it damaged.
+#[test]
+fn meta_values_that_fail_their_check_make_the_store_damaged() {
+    let dir = scratch("meta");
+    let path = dir.join("node.redb");
+    written_store(&path, 10);
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut meta = tx
+                .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+                .unwrap();
+            meta.insert("gc_floor", 1u64 << 60).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let disk = RedbStore::open(&path, Durability::Immediate).unwrap();
+    assert!(matches!(disk.load_meta(), Err(StoreError::Damaged { .. })));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A store written by format 1 (string keys, records without checks) is
+/// migrated on open and restores the same state.
+#[test]
+fn a_format_1_store_is_migrated_on_open() {
+    use meridian::core::types::{Entry, Stamp};
+    use meridian::core::Hlc;
+    let dir = scratch("format-1");
+    let path = dir.join("node.redb");
+    let entries: Vec<(String, Entry)> = (0..20u64)
+        .map(|i| {
+            (
+                format!("old/{i}"),
+                Entry {
+                    stamp: Stamp::new(Hlc::new(T0 + i, 0), NodeId(7)),
+                    prev: Stamp::ZERO,
+                    flags: i,
+                    value: (i % 5 != 0).then(|| Bytes::from(format!("v{i}"))),
+                },
+            )
+        })
+        .collect();
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new("entries"))
+                .unwrap();
+            for (i, (k, e)) in entries.iter().enumerate() {
+                // Format 1: a format byte, then postcard of (entry, create, modify).
+                let mut v = vec![1u8];
+                v.extend(postcard::to_allocvec(&(e, i as u64 + 1, i as u64 + 1)).unwrap());
+                t.insert(k.as_str(), v.as_slice()).unwrap();
+            }
+            let mut meta = tx
+                .open_table(redb::TableDefinition::<&str, u64>::new("meta"))
+                .unwrap();
+            meta.insert("node", 7).unwrap();
+            meta.insert("index", 20).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let (r, damaged) = served_after(&path).unwrap();
+    assert_eq!(damaged, 0);
+    assert_eq!(r.metrics().records_quarantined, 0);
+    assert_eq!(r.map().len(), 20);
+    for (k, e) in &entries {
+        assert_eq!(&r.get(k).unwrap().entry, e);
+    }
+    // Read again: already migrated, the same.
+    let (again, _) = served_after(&path).unwrap();
+    assert_eq!(again.map().len(), 20);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// The child: writes keys forever, one group commit per few writes, and
 /// prints `acked <i>` for each write once its commit returned.
 fn crash_child(path: PathBuf) -> ! {

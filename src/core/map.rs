@@ -42,6 +42,9 @@ pub struct Record {
     key_hash: u64,
     /// Cached: what this entry contributes to its digest leaf.
     part: [u8; 16],
+    /// `part` is in the digest (the entry was live when it arrived): what
+    /// leaves the digest with it, whatever the entry holds by then.
+    in_digest: bool,
 }
 
 impl Record {
@@ -446,7 +449,7 @@ impl LwwMap {
     pub fn prefix_digest(&self, prefix: &str) -> Hash {
         let mut h = blake3::Hasher::new();
         for (_, r) in self.scan_prefix(prefix) {
-            if !r.entry.is_tombstone() {
+            if r.in_digest {
                 h.update(&r.part);
             }
         }
@@ -461,6 +464,19 @@ impl LwwMap {
             .take(max)
             .cloned()
             .collect()
+    }
+
+    /// Collects the tombstone `stamp` of `key`: removes the key only if it
+    /// still holds exactly that tombstone (an index entry left behind by a
+    /// record damaged in memory is dropped instead). True if it removed it.
+    pub fn collect(&mut self, key: &Key, stamp: Stamp) -> bool {
+        let current = self.get(key.as_str()).map(|r| &r.entry);
+        if current.is_some_and(|e| e.is_tombstone() && e.stamp == stamp) {
+            self.remove(key.as_str());
+            return true;
+        }
+        self.tombstones.remove(&(stamp, key.clone()));
+        false
     }
 
     /// Applies a write made on this replica. Its stamp must be greater than
@@ -533,10 +549,11 @@ impl LwwMap {
         // Out with the old entry's part, in with the new one's, in one
         // step; a tombstone has no part in the digest.
         let mut delta = [0u8; 16];
-        if !old.is_tombstone() {
+        if rec.in_digest {
             delta = rec.part;
         }
-        if !rec.entry.is_tombstone() {
+        rec.in_digest = !rec.entry.is_tombstone();
+        if rec.in_digest {
             for (d, p) in delta.iter_mut().zip(&part) {
                 *d ^= p;
             }
@@ -549,7 +566,9 @@ impl LwwMap {
         if old.is_tombstone() && !rec.entry.is_tombstone() {
             rec.create_index = index;
         }
-        self.raw_bytes = self.raw_bytes - old.value_len() as u64 + rec.entry.value_len() as u64;
+        // Saturating: an entry damaged in memory may have changed its length.
+        self.raw_bytes =
+            self.raw_bytes.saturating_sub(old.value_len() as u64) + rec.entry.value_len() as u64;
         if old.is_tombstone() {
             self.tombstones.remove(&(old.stamp, key.clone()));
         }
@@ -636,6 +655,7 @@ impl LwwMap {
         self.slots[s as usize] = Some(Slot {
             key,
             rec: Record {
+                in_digest: !entry.is_tombstone(),
                 entry,
                 create_index,
                 modify_index,
@@ -689,7 +709,7 @@ impl LwwMap {
     pub fn rebuild_digest(&mut self) -> bool {
         let mut fresh = Digest::new();
         for slot in self.slots.iter().flatten() {
-            if !slot.rec.entry.is_tombstone() {
+            if slot.rec.in_digest {
                 fresh.toggle(slot.rec.key_hash, &slot.rec.part);
             }
         }
@@ -744,10 +764,13 @@ impl LwwMap {
         self.ordered.remove(key.as_str());
         self.unlink(leaf_of(rec.key_hash), s);
         self.free.push(s);
-        if !rec.entry.is_tombstone() {
+        if rec.in_digest {
             self.digest.toggle(rec.key_hash, &rec.part);
         }
-        self.raw_bytes -= (key.len() + rec.entry.value_len()) as u64;
+        // Saturating: an entry damaged in memory may have changed its length.
+        self.raw_bytes = self
+            .raw_bytes
+            .saturating_sub((key.len() + rec.entry.value_len()) as u64);
         if rec.entry.is_tombstone() {
             self.tombstones.remove(&(rec.entry.stamp, key.clone()));
         }

@@ -4,8 +4,10 @@
 //! (node id → progress) and table `meta` (index, clock, floors, node id, and
 //! a check over them). A record is a format byte (2), the record's
 //! [`Check`] (its key hash and the first 16 bytes of its entry hash, as the
-//! replica computed them when the entry arrived) and the postcard of the
-//! entry with its indexes; a peer's progress is a format byte (2), 16 bytes
+//! replica computed them when the entry arrived), 4 bytes that check its
+//! two local indexes, and the postcard of the entry with its indexes
+//! (indexes that fail their check read back as 0, which the replica
+//! renumbers: they are local bookkeeping); a peer's progress is a format byte (2), 16 bytes
 //! of blake3 over its id and payload, and the payload. The store only
 //! decodes: the replica verifies each record against its check when it
 //! restores (see `sync::replica::integrity`).
@@ -47,8 +49,9 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const FORMAT_PLAIN: u8 = 1;
 /// A check, then postcard.
 const FORMAT_CHECKED: u8 = 2;
-/// Bytes of a stored record before its postcard: format, key hash, part.
-const RECORD_HEADER_BYTES: usize = 1 + 8 + 16;
+/// Bytes of a stored record before its postcard: format, key hash, part,
+/// index check.
+const RECORD_HEADER_BYTES: usize = 1 + 8 + 16 + 4;
 /// The meta values the meta check covers, in order.
 const META_NAMES: [&str; 6] = [
     "node",
@@ -112,6 +115,23 @@ fn progress_check(id: u64, payload: &[u8]) -> [u8; 16] {
     b
 }
 
+/// A stable mix of a record's part and its two indexes (splitmix64
+/// steps): catches damage to the indexes, which the entry check does not
+/// cover.
+fn index_check(part: &[u8; 16], create_index: u64, modify_index: u64) -> u32 {
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    let mut lo = [0u8; 8];
+    lo.copy_from_slice(&part[..8]);
+    let mut h = mix(u64::from_le_bytes(lo) ^ 0x6d65_7269_6469_616e);
+    h = mix(h ^ create_index);
+    h = mix(h ^ modify_index.rotate_left(17));
+    (h >> 32) as u32
+}
+
 fn encode_record(r: &StoredRecord) -> Vec<u8> {
     let d = DiskRecord {
         entry: r.entry.clone(),
@@ -122,6 +142,9 @@ fn encode_record(r: &StoredRecord) -> Vec<u8> {
     out.push(FORMAT_CHECKED);
     out.extend_from_slice(&r.check.key_hash.to_le_bytes());
     out.extend_from_slice(&r.check.part);
+    out.extend_from_slice(
+        &index_check(&r.check.part, r.create_index, r.modify_index).to_le_bytes(),
+    );
     // Serializing plain data into a Vec cannot fail.
     out.extend(postcard::to_allocvec(&d).unwrap_or_default());
     out
@@ -149,24 +172,36 @@ fn decode_record(raw_key: &[u8], bytes: &[u8]) -> Loaded {
         return damaged(format!("the record is {} bytes, too short", bytes.len()));
     }
     let (kh, rest) = rest.split_at(8);
-    let (part, payload) = rest.split_at(16);
+    let (part, rest) = rest.split_at(16);
+    let (ic, payload) = rest.split_at(4);
     let mut key_hash = [0u8; 8];
     key_hash.copy_from_slice(kh);
     let mut p = [0u8; 16];
     p.copy_from_slice(part);
+    let mut icb = [0u8; 4];
+    icb.copy_from_slice(ic);
     match postcard::from_bytes::<DiskRecord>(payload) {
-        Ok(d) => Loaded::Record(
-            key,
-            StoredRecord {
-                entry: d.entry,
-                create_index: d.create_index,
-                modify_index: d.modify_index,
-                check: Check {
-                    key_hash: u64::from_le_bytes(key_hash),
-                    part: p,
+        Ok(d) => {
+            // Indexes that fail their check read back as 0: renumbered.
+            let (create_index, modify_index) =
+                if u32::from_le_bytes(icb) == index_check(&p, d.create_index, d.modify_index) {
+                    (d.create_index, d.modify_index)
+                } else {
+                    (0, 0)
+                };
+            Loaded::Record(
+                key,
+                StoredRecord {
+                    entry: d.entry,
+                    create_index,
+                    modify_index,
+                    check: Check {
+                        key_hash: u64::from_le_bytes(key_hash),
+                        part: p,
+                    },
                 },
-            },
-        ),
+            )
+        }
         Err(e) => damaged(format!("the record does not decode: {e}")),
     }
 }
@@ -414,8 +449,43 @@ impl RedbStore {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// Damages the stored value of `key` for fault-injection tests: XORs
+    /// `mask` into byte `at` of the value (modulo its length), leaving the
+    /// stored check as it was, as a bit flip on the disk would. False if
+    /// the key is absent or holds no value.
+    #[doc(hidden)]
+    pub fn damage_value(&mut self, key: &str, at: usize, mask: u8) -> Result<bool, StoreError> {
+        let db = self.db()?;
+        let tx = db.begin_write().map_err(|e| self.err(e))?;
+        let found = {
+            let mut records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
+            let old = records
+                .get(key.as_bytes())
+                .map_err(|e| self.err(e))?
+                .map(|v| v.value().to_vec());
+            match old.map(|b| decode_record(key.as_bytes(), &b)) {
+                Some(Loaded::Record(_, mut r)) => match r.entry.value.as_mut() {
+                    Some(v) if !v.is_empty() => {
+                        let mut bytes = v.to_vec();
+                        let i = at % bytes.len();
+                        bytes[i] ^= mask;
+                        *v = bytes.into();
+                        records
+                            .insert(key.as_bytes(), encode_record(&r).as_slice())
+                            .map_err(|e| self.err(e))?;
+                        true
+                    }
+                    _ => false,
+                },
+                _ => false,
+            }
+        };
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(found)
+    }
+
     /// Damages the stored bytes of `key` for fault-injection tests: XORs
-    /// `mask` into the byte at `at` of the record's value (counted from the
+    /// `mask` into the byte at `at` of the stored record (counted from the
     /// end when negative). False if the key is absent.
     #[doc(hidden)]
     pub fn damage_record(&mut self, key: &str, at: isize, mask: u8) -> Result<bool, StoreError> {

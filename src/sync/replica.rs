@@ -175,6 +175,8 @@ pub struct Metrics {
     /// Records verified by the background scrub, and its completed passes.
     pub records_scrubbed: u64,
     pub scrub_passes: u64,
+    /// Records read back with indexes that could not be right (renumbered).
+    pub records_renumbered: u64,
 }
 
 /// What the replica knows of one peer.
@@ -422,6 +424,8 @@ impl Replica {
             });
         }
         let verified = integrity::verify_loaded(records, state.index, now_ms);
+        let renumbered = verified.renumbered;
+        let renumbered_count = renumbered.len() as u64;
         let map = LwwMap::restore(
             verified.records,
             state.index,
@@ -485,6 +489,12 @@ impl Replica {
         };
         // Regions of remembered peers are known, unreachable until they reconnect.
         r.update_regions(now_ms);
+        r.metrics.records_renumbered = renumbered_count;
+        if !renumbered.is_empty() {
+            // Written back with their new indexes at the first commit.
+            r.dirty_meta = true;
+            r.dirty_keys.extend(renumbered);
+        }
         r.report_loaded_quarantine();
         Ok(r)
     }
@@ -1841,7 +1851,9 @@ impl Replica {
             return;
         }
         for (stamp, key) in self.map.tombstones_up_to(limit, self.cfg.gc_batch_max) {
-            self.map.remove(key.as_str());
+            if !self.map.collect(&key, stamp) {
+                continue;
+            }
             self.dirty_keys.insert(key);
             self.gc_floor = self.gc_floor.max(stamp.hlc);
             if stamp.hlc > stable {

@@ -212,3 +212,12 @@ pub fn node(
     let api = apis(&lines).pop().expect("the api address");
     (p, api)
 }
+
+/// Starts a node again from the config file `node()` wrote.
+pub fn restart(root: &Path, name: &str) -> (Proc, String) {
+    let path = root.join(format!("{name}.toml"));
+    let p = Proc::spawn(&["node", "--config", path.to_str().unwrap()]);
+    let lines = p.until("ready: api");
+    let api = apis(&lines).pop().expect("the api address");
+    (p, api)
+}

@@ -25,11 +25,22 @@ use crate::sync::durable::{DamagedRecord, Loaded, StoredRecord};
 /// full transfer from a peer instead of repairing key by key.
 pub const QUARANTINE_MAX: usize = 10_000;
 
+/// Where a quarantined record was found damaged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Found {
+    /// Read back from the store: the stored copy is damaged.
+    Store,
+    /// In memory: the stored copy may be intact (it is checked again when
+    /// the state is next read back).
+    Memory,
+}
+
 /// One quarantined record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Quarantined {
     /// The key, if the stored key is intact (its hash matched).
     pub key: Option<Key>,
+    pub found: Found,
     /// The stamp as stored (it may be damaged too).
     pub stamp: Option<Stamp>,
     pub reason: String,
@@ -66,6 +77,9 @@ pub(super) struct Verified {
     pub quarantine: BTreeMap<Vec<u8>, Quarantined>,
     /// A key was damaged (or too many records): take a full transfer.
     pub resync: bool,
+    /// Records whose indexes could not be right, renumbered (to be
+    /// written back with their new ones).
+    pub renumbered: Vec<Key>,
 }
 
 /// Checks every record read back against its stored check (sans-IO: the
@@ -84,6 +98,7 @@ pub(super) fn verify_loaded(
         records: Vec::new(),
         quarantine: BTreeMap::new(),
         resync: false,
+        renumbered: Vec::new(),
     };
     let mut next_index = index;
     let mut last: Option<Key> = None;
@@ -97,6 +112,7 @@ pub(super) fn verify_loaded(
                 out.quarantine.insert(
                     raw_key,
                     Quarantined {
+                        found: Found::Store,
                         key: None,
                         stamp: None,
                         reason: format!("the stored record does not decode: {reason}"),
@@ -122,6 +138,7 @@ pub(super) fn verify_loaded(
             out.quarantine.insert(
                 key.as_str().as_bytes().to_vec(),
                 Quarantined {
+                    found: Found::Store,
                     key: None,
                     stamp: Some(entry.stamp),
                     reason: "the stored key does not match its check".to_string(),
@@ -134,6 +151,7 @@ pub(super) fn verify_loaded(
             out.quarantine.insert(
                 key.as_str().as_bytes().to_vec(),
                 Quarantined {
+                    found: Found::Store,
                     key: Some(key),
                     stamp: Some(entry.stamp),
                     reason: "the stored entry does not match its check".to_string(),
@@ -143,6 +161,7 @@ pub(super) fn verify_loaded(
             continue;
         }
         if modify_index == 0 || modify_index > index || create_index > modify_index {
+            out.renumbered.push(key.clone());
             next_index += 1;
             create_index = next_index;
             modify_index = next_index;
@@ -239,6 +258,7 @@ impl Replica {
             key.as_str().as_bytes().to_vec(),
             Quarantined {
                 key: Some(key.clone()),
+                found: Found::Memory,
                 stamp: Some(rec.entry.stamp),
                 reason: reason.to_string(),
                 since_ms: now_ms,
@@ -369,6 +389,13 @@ impl Replica {
         (n, digest_differed)
     }
 
+    /// Fault injection (the simulation, tests): changes `key`'s entry in
+    /// memory without its check, as a bit flip in RAM would.
+    #[doc(hidden)]
+    pub fn simulate_memory_damage(&mut self, key: &str, value: Option<bytes::Bytes>) -> bool {
+        self.map.simulate_memory_damage(key, value)
+    }
+
     /// How many records are quarantined now.
     pub fn quarantined_count(&self) -> usize {
         self.quarantine.len()
@@ -385,8 +412,10 @@ impl Replica {
     }
 
     /// This replica's root equals `peer`'s: no quarantined key is live
-    /// there, so nothing is left to repair (the damaged copies are dropped
-    /// from disk). Keys whose own name was damaged wait for the full transfer.
+    /// there, so nothing is left to repair. Copies damaged on disk are
+    /// dropped from it; a copy on disk of a record damaged in memory is left
+    /// alone (it may be intact, and is checked when next read back). Keys
+    /// whose own name was damaged wait for the full transfer.
     pub(super) fn resolve_equal_with(&mut self, peer: NodeId) {
         if self.quarantine.is_empty() || self.resync_pending {
             return;
@@ -402,8 +431,10 @@ impl Replica {
                 continue;
             };
             if let Some(k) = q.key {
-                // Absent in memory: the commit removes the stored copy.
-                self.dirty_keys.insert(k.clone());
+                if q.found == Found::Store {
+                    // Absent in memory: the commit removes the stored copy.
+                    self.dirty_keys.insert(k.clone());
+                }
                 self.report_resolved(k.to_string(), Resolution::AbsentAtPeer { peer });
             }
         }
@@ -419,11 +450,20 @@ impl Replica {
         for (raw, q) in all {
             match q.key {
                 // Still absent after a full transfer: no peer holds it live.
-                Some(k) if self.map.get(k.as_str()).is_none() => {
+                Some(k) if self.map.get(k.as_str()).is_none() && q.found == Found::Store => {
                     self.dirty_keys.insert(k);
                 }
                 Some(_) => {}
-                None => self.purge.push(raw.clone()),
+                None => {
+                    // The damaged bytes go; if the name is a key the
+                    // transfer brought, its record is written again after.
+                    self.purge.push(raw.clone());
+                    if let Ok(k) = Key::from_bytes(&raw) {
+                        if self.map.get(k.as_str()).is_some() {
+                            self.dirty_keys.insert(k);
+                        }
+                    }
+                }
             }
             self.report_resolved(
                 String::from_utf8_lossy(&raw).into_owned(),

@@ -1,0 +1,316 @@
+//! Integrity (design §3): records that no longer match their checks, on
+//! disk or in memory, are quarantined, never served, sent or allowed to win,
+//! and repaired from a peer. Replicas wired by hand (tests/common/net.rs).
+
+#[path = "common/net.rs"]
+mod net;
+
+use bytes::Bytes;
+use meridian::core::codec::Message;
+use meridian::core::types::{Entry, Key};
+use meridian::sync::{DamagedRecord, Event, Resolution, WriteError};
+use net::*;
+
+fn quarantined(net: &Net, i: usize) -> usize {
+    net.events_of(i)
+        .iter()
+        .filter(|e| matches!(e, Event::RecordQuarantined { .. }))
+        .count()
+}
+
+fn repaired(net: &Net, i: usize) -> Vec<(String, Resolution)> {
+    net.events_of(i)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::RecordRepaired { key, how } => Some((key.clone(), how.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn no_collisions(net: &Net) {
+    assert!(
+        !net.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::StampCollision { .. })),
+        "{:?}",
+        net.events
+    );
+}
+
+/// A value damaged on a stopped replica's disk is quarantined when it is
+/// read back, never sent, and repaired from a peer that holds the same
+/// stamp intact, although its stamp is below the collection floor.
+#[test]
+fn a_value_damaged_on_disk_is_quarantined_and_repaired_below_the_floor() {
+    let mut net = Net::new(2);
+    net.connect_all();
+    let stamp = net.put(0, "cfg/db", "postgres://good");
+    net.put(0, "cfg/other", "x");
+    // Later deletes, collected everywhere: the floor rises above cfg/db's stamp.
+    net.advance(100);
+    for i in 0..5 {
+        net.put(1, &format!("tmp/{i}"), "t");
+        let now = net.local(1);
+        net.nodes[1].delete(&format!("tmp/{i}"), None, now).unwrap();
+    }
+    net.settle();
+    net.advance(3_000);
+    assert!(net.nodes[1].gc_floor() > stamp.hlc, "the floor rose");
+    net.restart_with(1, |d| {
+        let k = Key::new("cfg/db").unwrap();
+        let r = d.records.get_mut(&k).unwrap();
+        // One flipped bit in the stored value; the stored check is as it was.
+        r.entry.value = Some(Bytes::from_static(b"postgres://gooe"));
+    });
+    assert_eq!(quarantined(&net, 1), 1);
+    assert!(net.nodes[1].quarantined("cfg/db"));
+    assert!(net.nodes[1].get("cfg/db").is_none(), "never served");
+    let now = net.local(1);
+    assert!(!net.nodes[1].check_before_serving("cfg/db", now));
+    assert!(!net.roots_equal(), "the root covers checked data only");
+    // Anti-entropy repairs it from node 0, which holds the same stamp.
+    net.advance(8_000);
+    assert!(net.roots_equal());
+    assert_eq!(
+        net.value(1, "cfg/db").as_deref(),
+        Some(&b"postgres://good"[..])
+    );
+    assert_eq!(net.nodes[1].get("cfg/db").unwrap().entry.stamp, stamp);
+    assert_eq!(
+        net.value(0, "cfg/db").as_deref(),
+        Some(&b"postgres://good"[..]),
+        "the damaged value never left node 1"
+    );
+    let fixed = repaired(&net, 1);
+    assert!(
+        matches!(&fixed[..], [(k, Resolution::Repaired { stamp: s, .. })] if k == "cfg/db" && *s == stamp),
+        "{fixed:?}"
+    );
+    assert!(!net.nodes[1].quarantined("cfg/db"));
+    // The repair is durable: a restart reads back an intact record.
+    net.restart(1);
+    assert_eq!(quarantined(&net, 1), 1, "nothing new quarantined");
+    assert_eq!(
+        net.value(1, "cfg/db").as_deref(),
+        Some(&b"postgres://good"[..])
+    );
+    no_collisions(&net);
+}
+
+/// Every field the check covers: flags and stamps damaged on disk are
+/// caught as well as values.
+#[test]
+fn damaged_flags_stamps_and_indexes_on_disk_are_caught() {
+    let mut net = Net::new(2);
+    net.connect_all();
+    net.put(0, "a", "1");
+    net.put(0, "b", "2");
+    net.put(0, "c", "3");
+    net.restart_with(1, |d| {
+        d.records
+            .get_mut(&Key::new("a").unwrap())
+            .unwrap()
+            .entry
+            .flags ^= 1;
+        d.records
+            .get_mut(&Key::new("b").unwrap())
+            .unwrap()
+            .entry
+            .stamp
+            .hlc
+            .0 ^= 1 << 20;
+        // Indexes are bookkeeping: an impossible one is renumbered, the
+        // record kept.
+        d.records
+            .get_mut(&Key::new("c").unwrap())
+            .unwrap()
+            .modify_index = u64::MAX / 2;
+    });
+    assert_eq!(quarantined(&net, 1), 2);
+    assert!(net.nodes[1].get("a").is_none() && net.nodes[1].get("b").is_none());
+    assert_eq!(net.value(1, "c").as_deref(), Some(&b"3"[..]));
+    assert!(net.nodes[1].get("c").unwrap().modify_index < 1_000);
+    net.advance(8_000);
+    assert!(net.roots_equal());
+    assert_eq!(net.value(1, "a").as_deref(), Some(&b"1"[..]));
+    assert_eq!(net.nodes[1].get("a").unwrap().entry.flags, 0);
+    assert_eq!(net.value(1, "b").as_deref(), Some(&b"2"[..]));
+    assert_eq!(repaired(&net, 1).len(), 2);
+    no_collisions(&net);
+}
+
+/// A record whose key itself is damaged cannot be named: the replica takes
+/// a full transfer from a peer, and the damaged bytes are dropped.
+#[test]
+fn a_damaged_key_or_undecodable_record_takes_a_full_transfer() {
+    let mut net = Net::new(2);
+    net.connect_all();
+    for i in 0..20 {
+        net.put(0, &format!("k{i:02}"), "v");
+    }
+    net.restart_with(1, |d| {
+        // "k03" stored under another name, its check still of "k03".
+        let r = d.records.remove(&Key::new("k03").unwrap()).unwrap();
+        d.records.insert(Key::new("k0\u{13}").unwrap(), r);
+        d.damaged.push(DamagedRecord {
+            raw_key: b"k\xff\x07".to_vec(),
+            reason: "does not decode".to_string(),
+        });
+    });
+    assert_eq!(quarantined(&net, 1), 2);
+    net.advance(3_000);
+    assert!(net.roots_equal());
+    assert!(!net.nodes[1].rebuilding());
+    assert_eq!(net.value(1, "k03").as_deref(), Some(&b"v"[..]));
+    assert!(net.nodes[1].get("k0\u{13}").is_none());
+    let fixed = repaired(&net, 1);
+    assert_eq!(fixed.len(), 2, "{fixed:?}");
+    assert!(fixed
+        .iter()
+        .all(|(_, how)| matches!(how, Resolution::Resynced { .. })));
+    // The damaged bytes are gone from the store.
+    assert!(net.durable[1].damaged.is_empty());
+    assert!(!net.durable[1]
+        .records
+        .contains_key(&Key::new("k0\u{13}").unwrap()));
+    net.restart(1);
+    assert_eq!(quarantined(&net, 1), 2, "nothing new after a restart");
+}
+
+/// A record that changed in memory is quarantined before it is sent or
+/// served, and by the background scrub; the copy on disk is left alone.
+#[test]
+fn damage_in_memory_is_caught_before_sending_serving_and_by_the_scrub() {
+    let mut net = Net::new(2);
+    net.connect_all();
+    net.put(0, "served", "v");
+    net.put(0, "scrubbed", "v");
+    let now = net.local(1);
+    assert!(net.nodes[1].check_before_serving("served", now));
+    // Before serving.
+    assert!(net.nodes[1].simulate_memory_damage("served", Some(Bytes::from_static(b"x"))));
+    assert!(!net.nodes[1].check_before_serving("served", now));
+    assert!(net.nodes[1].quarantined("served"));
+    // The scrub.
+    assert!(net.nodes[1].simulate_memory_damage("scrubbed", None));
+    net.advance(1_100);
+    assert!(net.nodes[1].quarantined("scrubbed"));
+    assert!(net.nodes[1].metrics().records_scrubbed > 0);
+    // Before sending: a write made while the link is down, damaged before
+    // the feed carries it.
+    net.disconnect(0, 1);
+    net.put(0, "sent", "intact");
+    assert!(net.nodes[0].simulate_memory_damage("sent", Some(Bytes::from_static(b"bad"))));
+    net.connect(0, 1);
+    assert!(
+        net.nodes[1].get("sent").is_none(),
+        "the damaged entry never left"
+    );
+    assert!(net.nodes[0].quarantined("sent"));
+    assert_eq!(net.nodes[0].metrics().damage_found_in_memory, 1);
+    // The stored copy of "sent" was intact: a restart reads it back and it
+    // replicates; the others are repaired from the peer.
+    net.restart(0);
+    net.advance(8_000);
+    assert!(net.roots_equal());
+    assert_eq!(net.value(1, "sent").as_deref(), Some(&b"intact"[..]));
+    assert_eq!(net.value(1, "served").as_deref(), Some(&b"v"[..]));
+    assert_eq!(net.value(1, "scrubbed").as_deref(), Some(&b"v"[..]));
+    no_collisions(&net);
+}
+
+/// A stamp collision is resolved by the checks: an entry here that no
+/// longer matches its check loses to the intact one with the same stamp.
+#[test]
+fn a_stamp_collision_keeps_the_intact_entry() {
+    let mut net = Net::new(2);
+    net.connect_all();
+    let stamp = net.put(0, "k", "intact");
+    assert!(net.nodes[1].simulate_memory_damage("k", Some(Bytes::from_static(b"zzzzzz"))));
+    // The intact entry arrives again (a repeated anti-entropy exchange).
+    let entry = Entry {
+        stamp,
+        prev: meridian::core::types::Stamp::ZERO,
+        flags: 0,
+        value: Some(Bytes::from_static(b"intact")),
+    };
+    let msg = Message::AeEntries {
+        session: 9,
+        entries: vec![(Key::new("k").unwrap(), entry)],
+        want: vec![],
+    };
+    let (from, now) = (net.id(0), net.local(1));
+    net.nodes[1].handle(from, msg, now);
+    net.settle();
+    assert_eq!(net.value(1, "k").as_deref(), Some(&b"intact"[..]));
+    assert!(net.nodes[1].check_before_serving("k", now));
+    assert_eq!(repaired(&net, 1).len(), 1);
+    no_collisions(&net);
+}
+
+/// A damaged record of a key that no peer holds live (deleted and
+/// collected there) is resolved when anti-entropy finds equal roots, and
+/// its damaged copy leaves the disk.
+#[test]
+fn a_damaged_record_no_peer_holds_is_resolved_when_roots_agree() {
+    let mut net = Net::new(2);
+    net.connect_all();
+    net.put(0, "live", "v");
+    net.disconnect(0, 1);
+    net.put(1, "lonely", "only on 1");
+    let now = net.local(1);
+    net.nodes[1].delete("lonely", None, now).unwrap();
+    net.settle();
+    net.restart_with(1, |d| {
+        let r = d.records.get_mut(&Key::new("lonely").unwrap()).unwrap();
+        r.entry.flags = 7;
+    });
+    net.connect(0, 1);
+    assert!(net.nodes[1].quarantined("lonely"));
+    net.advance(8_000);
+    assert!(!net.nodes[1].quarantined("lonely"));
+    assert!(matches!(
+        &repaired(&net, 1)[..],
+        [(k, Resolution::AbsentAtPeer { .. })] if k == "lonely"
+    ));
+    assert!(!net.durable[1]
+        .records
+        .contains_key(&Key::new("lonely").unwrap()));
+}
+
+/// A replica whose store was lost refuses writes until it has rebuilt
+/// from a peer (its clock may be behind stamps it issued before).
+#[test]
+fn a_lost_store_refuses_writes_until_rebuilt() {
+    let mut net = Net::new(2);
+    net.connect_all();
+    for i in 0..10 {
+        net.put(1, &format!("k{i}"), "v");
+    }
+    net.restart_with(0, |d| {
+        *d = meridian::sync::DurableState::new(d.node);
+    });
+    // What the node does when its store cannot be read: an empty replica
+    // told so. (Restarted links already carry a hello: start over.)
+    net.disconnect(0, 1);
+    net.nodes[0].store_lost();
+    net.pump(0);
+    let now = net.local(0);
+    assert_eq!(
+        net.nodes[0].put("x", Bytes::from_static(b"1"), 0, None, now),
+        Err(WriteError::Rebuilding)
+    );
+    assert!(net
+        .events_of(0)
+        .iter()
+        .any(|e| matches!(e, Event::StoreLost)));
+    net.connect(0, 1);
+    net.advance(1_000);
+    assert!(net.roots_equal());
+    assert!(!net.nodes[0].rebuilding());
+    let now = net.local(0);
+    assert!(net.nodes[0]
+        .put("x", Bytes::from_static(b"1"), 0, None, now)
+        .is_ok());
+}
