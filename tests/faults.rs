@@ -306,3 +306,88 @@ fn moved_aside(root_dir: &std::path::Path) -> usize {
         })
         .count()
 }
+
+/// Unmounts a tmpfs when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A node whose data directory sits on a small tmpfs that fills up: writes
+/// get 507 with a JSON error, reads and health go on, and once space is
+/// freed the refused commit lands and writes resume; nothing acknowledged
+/// is lost. (Mounting needs root, as in CI; elsewhere the same path is
+/// tested through an injected ENOSPC in `tests/node.rs`.)
+#[test]
+fn a_full_filesystem_refuses_writes_keeps_reads_and_recovers() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let mnt = dir("tmpfs");
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount -t tmpfs failed");
+    let _mount = Mount(mnt.clone());
+    let (a_proc, a) = node(&mnt, "a", "us", free_udp_port(), &[], "");
+    // Leave little room.
+    let filler = mnt.join("filler");
+    let free = {
+        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+        let c = std::ffi::CString::new(mnt.to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
+        s.f_bavail as u64 * s.f_frsize as u64
+    };
+    std::fs::write(&filler, vec![0u8; (free - (1 << 20)) as usize]).unwrap();
+    let value = "v".repeat(1_000);
+    let mut acknowledged = Vec::new();
+    let mut refusal = None;
+    for i in 0..20_000 {
+        let key = format!("fill/{i:05}");
+        match http(&a, Method::PUT, &format!("/v1/kv/{key}"), &value) {
+            (200, _) => acknowledged.push(key),
+            (code, body) => {
+                refusal = Some((code, body));
+                break;
+            }
+        }
+    }
+    let (code, body) = refusal.expect("the disk never filled up");
+    assert_eq!(code, 507, "{body}");
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        doc["error"].as_str().unwrap().contains("disk is full"),
+        "{doc}"
+    );
+    // Reads and health go on.
+    assert_eq!(value_of(&a, &acknowledged[0]), (200, value.clone()));
+    let (code, body) = http(&a, Method::GET, "/v1/health", "");
+    assert_eq!(code, 503);
+    assert!(body.contains("disk_full"), "{body}");
+    assert_eq!(http(&a, Method::PUT, "/v1/kv/more", "x").0, 507);
+    // Space returns: writes resume without a restart.
+    std::fs::remove_file(&filler).unwrap();
+    eventually("writes resume", || {
+        http(&a, Method::PUT, "/v1/kv/more", "x").0 == 200
+    });
+    eventually("healthy again", || {
+        http(&a, Method::GET, "/v1/health", "").0 == 200
+    });
+    // Nothing acknowledged was lost.
+    assert!(a_proc.terminate().success());
+    let (_a, a) = restart(&mnt, "a");
+    for k in acknowledged.iter().step_by(7).chain(acknowledged.last()) {
+        assert_eq!(value_of(&a, k).0, 200, "{k} lost");
+    }
+    assert_eq!(value_of(&a, "more").0, 200);
+}
+
+fn value_of(addr: &str, key: &str) -> (u16, String) {
+    http(addr, Method::GET, &format!("/v1/kv/{key}?raw"), "")
+}

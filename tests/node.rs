@@ -443,3 +443,80 @@ async fn an_injected_link_delays_and_loses_datagrams() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// A full disk: writes are refused with a clear error while reads go on;
+/// the refused commit is retried and lands when space returns; nothing
+/// acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
+    use meridian::node::NodeError;
+    use meridian::store::faults::StoreFaults;
+    let ca = Ca::generate("test").unwrap();
+    let dir = scratch("full-disk");
+    let faults = StoreFaults::new();
+    let start_node = |faults: std::sync::Arc<StoreFaults>| {
+        let id = ca.issue("n", "us").unwrap();
+        Node::builder("n", "us", id)
+            .data_dir(dir.join("n"))
+            .store_faults(faults)
+            .start()
+    };
+    let n = start_node(faults.clone()).await.unwrap();
+    for i in 0..10 {
+        n.put(&format!("k{i}"), "before").await.unwrap();
+    }
+    faults.set_full(true);
+    // The write that meets the full disk is not acknowledged: it hears so
+    // at once (it is applied here, and durable if space returns).
+    let n = std::sync::Arc::new(n);
+    match n.put("during", "not acknowledged").await {
+        Err(NodeError::NotDurable {
+            disk_full: true, ..
+        }) => {}
+        other => panic!("expected no acknowledgement, got {other:?}"),
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while n.status().await.unwrap().store_trouble.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the refused commit was never reported"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let st = n.status().await.unwrap();
+    assert!(st.store_trouble.as_ref().unwrap().disk_full);
+    match n.put("refused", "x").await {
+        Err(
+            e @ NodeError::StoreUnavailable {
+                disk_full: true, ..
+            },
+        ) => {
+            assert!(e.to_string().contains("disk is full"), "{e}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Reads are served.
+    assert_eq!(&n.get("k3").await.unwrap().unwrap().value[..], b"before");
+    assert_eq!(n.list("k").await.unwrap().len(), 10);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(faults.refused() >= 2, "the commit is retried");
+    // Space returns: the retried commit lands, writes resume.
+    faults.set_full(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while n.put("after", "v").await.is_err() {
+        assert!(Instant::now() < deadline, "writes never resumed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(n.status().await.unwrap().store_trouble.is_none());
+    let n = std::sync::Arc::try_unwrap(n).ok().unwrap();
+    n.shutdown().await.unwrap();
+    // Everything acknowledged is on disk.
+    let n = start_node(StoreFaults::new()).await.unwrap();
+    // The retried commit landed: the write that was not acknowledged is
+    // there too.
+    for k in ["k0", "k9", "during", "after"] {
+        assert!(n.get(k).await.unwrap().is_some(), "{k} lost");
+    }
+    assert!(n.get("refused").await.unwrap().is_none());
+    n.shutdown().await.unwrap();
+}

@@ -183,10 +183,13 @@ fn node_error(e: NodeError) -> ApiError {
         NodeError::Stopped => error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down"),
         NodeError::StoreUnavailable {
             disk_full: true, ..
-        } => error(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
-        e @ (NodeError::StoreUnavailable { .. } | NodeError::Quarantined { .. }) => {
-            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
         }
+        | NodeError::NotDurable {
+            disk_full: true, ..
+        } => error(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+        e @ (NodeError::StoreUnavailable { .. }
+        | NodeError::NotDurable { .. }
+        | NodeError::Quarantined { .. }) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         NodeError::Snapshot(m) => error(StatusCode::CONFLICT, m),
         other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }

@@ -41,6 +41,7 @@ pub(super) enum CommitReport {
 pub(super) struct StoreThread {
     tx: Option<std::sync::mpsc::Sender<(Vec<PersistBatch>, u64)>>,
     stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl StoreThread {
@@ -53,7 +54,7 @@ impl StoreThread {
         let (tx, rx) = std::sync::mpsc::channel::<(Vec<PersistBatch>, u64)>();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name(format!("meridian-store-{name}"))
             .spawn(move || {
                 while let Ok((batches, seq)) = rx.recv() {
@@ -70,7 +71,11 @@ impl StoreThread {
                     }
                 }
             })?;
-        Ok(StoreThread { tx: Some(tx), stop })
+        Ok(StoreThread {
+            tx: Some(tx),
+            stop,
+            thread: Some(thread),
+        })
     }
 
     /// Hands a group over; false if the thread is gone.
@@ -80,11 +85,14 @@ impl StoreThread {
             .is_some_and(|tx| tx.send((group, seq)).is_ok())
     }
 
-    /// Stops the thread: it finishes the commit in hand, or gives up
-    /// retrying one the disk refuses.
-    pub fn stop(&mut self) {
+    /// Stops the thread and waits until it has closed the store: it
+    /// finishes the commit in hand, or gives up retrying one the disk refuses.
+    pub async fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
         self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
     }
 }
 

@@ -90,6 +90,15 @@ pub enum NodeError {
     },
     #[error("{}", store_refusal(*disk_full, error))]
     StoreUnavailable { disk_full: bool, error: String },
+    /// The write's commit was refused: it is not acknowledged. It is
+    /// applied in memory, and becomes durable if the retried commit lands
+    /// before the node stops.
+    #[error(
+        "not acknowledged: the store refused the commit ({}; {error}): the write is applied here \
+         and becomes durable only if space returns before the node stops",
+        if *disk_full { "the disk is full" } else { "a store error" }
+    )]
+    NotDurable { disk_full: bool, error: String },
     /// A read would include records that failed their integrity check.
     #[error(
         "quarantined: {} failed its integrity check and is not served until it is repaired from a peer",
@@ -1204,7 +1213,7 @@ impl Driver {
         self.transport
             .endpoint
             .close(net::CLOSE_SHUTDOWN.into(), b"shutdown");
-        self.store.stop();
+        self.store.stop().await;
         if let Some(t) = &self.store_trouble {
             self.failed = Some(format!(
                 "the node stopped while its store refused commits: {}",
@@ -1287,6 +1296,21 @@ impl Driver {
             disk_full,
             "commit refused: refusing writes, serving reads: {error}"
         );
+        // Clients waiting on writes in the refused group hear now, not when
+        // space returns: their writes are not acknowledged (they are applied
+        // here, and durable if the retried commit lands).
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(NodeError::NotDurable {
+                disk_full,
+                error: error.clone(),
+            }));
+        }
+        for (_, answer) in self.barriers.drain(..) {
+            answer(Err(NodeError::NotDurable {
+                disk_full,
+                error: error.clone(),
+            }));
+        }
         self.store_trouble = Some(StoreTrouble {
             since_ms,
             error,
