@@ -178,6 +178,103 @@ impl Default for BackupConfig {
 /// Shortest interval between scheduled snapshots.
 pub const SNAPSHOT_INTERVAL_MS_MIN: u64 = 1_000;
 
+/// `[http]`: the API's connections (design §6: slow or idle clients time
+/// out, and the listener bounds its connections). See `api::server`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// From a request's first byte to the end of its head; else 408. Default 10 s.
+    pub header_read_timeout_ms: u64,
+    /// Longest wait for the next part of a request body; else 408. Default 30 s.
+    pub body_read_timeout_ms: u64,
+    /// A keep-alive connection idle this long is closed. Default 60 s.
+    pub idle_timeout_ms: u64,
+    /// Open connections at most (blocking queries and watches hold one
+    /// each); at the limit new ones wait to be accepted. Default 8192.
+    pub connections_max: usize,
+    /// Longest request line (method, path with the key, query); else 414. Default 8192.
+    pub request_line_bytes_max: usize,
+    /// Longest request head; else 431. Default 65536.
+    pub head_bytes_max: usize,
+    /// Most header fields; else 431. Default 100.
+    pub headers_max: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        let d = api::server::ServeConfig::default();
+        HttpConfig {
+            header_read_timeout_ms: d.header_read_timeout.as_millis() as u64,
+            body_read_timeout_ms: d.body_read_timeout.as_millis() as u64,
+            idle_timeout_ms: d.idle_timeout.as_millis() as u64,
+            connections_max: d.max_connections,
+            request_line_bytes_max: d.request_line_bytes_max,
+            head_bytes_max: d.head_bytes_max,
+            headers_max: d.headers_max,
+        }
+    }
+}
+
+impl HttpConfig {
+    fn validate(&self) -> Result<(), DaemonError> {
+        let range = |field: &str, v: u64, min: u64, max: u64| {
+            if v < min || v > max {
+                return Err(DaemonError::Invalid(format!(
+                    "[http] {field} is {v}, must be between {min} and {max}"
+                )));
+            }
+            Ok(())
+        };
+        range(
+            "header_read_timeout_ms",
+            self.header_read_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        range(
+            "body_read_timeout_ms",
+            self.body_read_timeout_ms,
+            100,
+            3_600_000,
+        )?;
+        range("idle_timeout_ms", self.idle_timeout_ms, 100, 86_400_000)?;
+        range(
+            "connections_max",
+            self.connections_max as u64,
+            16,
+            1_000_000,
+        )?;
+        // Below the HTTP library's own limits, so that the answer is ours (JSON).
+        range(
+            "request_line_bytes_max",
+            self.request_line_bytes_max as u64,
+            256,
+            65_000,
+        )?;
+        range(
+            "head_bytes_max",
+            self.head_bytes_max as u64,
+            self.request_line_bytes_max as u64,
+            400_000,
+        )?;
+        range("headers_max", self.headers_max as u64, 8, 100)
+    }
+
+    /// The server's settings.
+    pub fn serve_config(&self) -> api::server::ServeConfig {
+        api::server::ServeConfig {
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(self.body_read_timeout_ms),
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            max_connections: self.connections_max,
+            drain: Duration::from_millis(HTTP_DRAIN_MS_MAX),
+            request_line_bytes_max: self.request_line_bytes_max,
+            head_bytes_max: self.head_bytes_max,
+            headers_max: self.headers_max,
+        }
+    }
+}
+
 /// `[history]`: versions of each key kept for `kv history` and `kv rollback`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -232,6 +329,7 @@ pub struct DaemonConfig {
     pub sync: SyncConfig,
     pub backup: BackupConfig,
     pub history: HistoryConfig,
+    pub http: HttpConfig,
     /// `[[webhooks]]`: endpoints that receive events. Default none.
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -256,6 +354,7 @@ impl Default for DaemonConfig {
             sync: SyncConfig::default(),
             backup: BackupConfig::default(),
             history: HistoryConfig::default(),
+            http: HttpConfig::default(),
             webhooks: Vec::new(),
         }
     }
@@ -294,6 +393,7 @@ impl DaemonConfig {
         for w in &self.webhooks {
             w.target().map_err(DaemonError::Invalid)?;
         }
+        self.http.validate()?;
         let b = &self.backup;
         if b.interval_ms > 0 && (b.interval_ms < SNAPSHOT_INTERVAL_MS_MIN || b.keep == 0) {
             return Err(DaemonError::Invalid(format!(
@@ -417,9 +517,20 @@ impl Daemon {
         let node = Arc::new(b.start().await?);
         let router = api::router(node.clone(), cfg.api_config());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let http = tokio::spawn(api::serve(listener, router, async move {
-            let _ = stop_rx.await;
-        }));
+        if !api_addr.ip().is_loopback() {
+            tracing::warn!(
+                api = %api_addr,
+                "the HTTP API listens beyond loopback without TLS or authentication: keep it behind a firewall"
+            );
+        }
+        let http = tokio::spawn(api::serve(
+            listener,
+            router,
+            cfg.http.serve_config(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
         tracing::info!(
             name = %cfg.name,
             region = %cfg.region,
@@ -467,7 +578,8 @@ impl Daemon {
             let _ = stop.send(());
         }
         if let Some(mut http) = self.http.take() {
-            let drain = Duration::from_millis(HTTP_DRAIN_MS_MAX);
+            // The server gives open connections HTTP_DRAIN_MS_MAX itself.
+            let drain = Duration::from_millis(HTTP_DRAIN_MS_MAX + 1_000);
             if tokio::time::timeout(drain, &mut http).await.is_err() {
                 http.abort();
             }

@@ -391,3 +391,144 @@ fn a_full_filesystem_refuses_writes_keeps_reads_and_recovers() {
 fn value_of(addr: &str, key: &str) -> (u16, String) {
     http(addr, Method::GET, &format!("/v1/kv/{key}?raw"), "")
 }
+
+/// Short HTTP timeouts and a small connection limit, for the tests below.
+const TIGHT_HTTP: &str = "[http]\nheader_read_timeout_ms = 500\nbody_read_timeout_ms = 500\n\
+                          idle_timeout_ms = 700\nconnections_max = 64\n";
+
+/// Sends `bytes` on a new connection and reads until the server closes it
+/// (or 10 s pass): what came back, and how long it took.
+fn raw(addr: &str, bytes: &[u8]) -> (String, Duration) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr.trim_start_matches("http://")).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        started.elapsed(),
+    )
+}
+
+fn status_line(answer: &str) -> &str {
+    answer.lines().next().unwrap_or("")
+}
+
+fn json_body(answer: &str) -> serde_json::Value {
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {answer:?}"))
+}
+
+/// Slow and idle clients time out with clear answers; over-long request
+/// lines and heads and wrong methods get JSON errors; nothing is written.
+#[test]
+fn slow_idle_and_oversized_http_clients_get_clear_answers() {
+    let root_dir = dir("http-limits");
+    let (_a, a) = node(&root_dir, "a", "us", free_udp_port(), &[], TIGHT_HTTP);
+    let index = |a: &str| status(a)["index"].as_u64().unwrap();
+    let before = index(&a);
+    // Half a header: 408 with a JSON error, then the connection closes.
+    let (answer, took) = raw(&a, b"GET /v1/kv/x HTTP/1.1\r\nHost: a\r\nX-Slow: ");
+    assert!(status_line(&answer).contains("408"), "{answer:?}");
+    assert!(json_body(&answer)["error"]
+        .as_str()
+        .unwrap()
+        .contains("head"));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // A body that never comes: 408, and nothing written.
+    let (answer, _) = raw(
+        &a,
+        b"PUT /v1/kv/stalled HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nabc",
+    );
+    assert!(status_line(&answer).contains("408"), "{answer:?}");
+    assert!(json_body(&answer)["error"]
+        .as_str()
+        .unwrap()
+        .contains("body"));
+    assert_eq!(value_of(&a, "stalled").0, 404);
+    // Nothing at all: closed quietly.
+    let (answer, took) = raw(&a, b"");
+    assert_eq!(answer, "");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // An idle keep-alive connection is closed after its request.
+    let (answer, took) = raw(&a, b"GET /v1/kv/x HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert!(status_line(&answer).contains("404"), "{answer:?}");
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    // A 100,000-byte key: 414 with JSON; a huge head: 431 with JSON.
+    let long = format!(
+        "PUT /v1/kv/{} HTTP/1.1\r\nHost: a\r\n\r\n",
+        "k".repeat(100_000)
+    );
+    let (answer, _) = raw(&a, long.as_bytes());
+    assert!(status_line(&answer).contains("414"), "{answer:?}");
+    assert!(json_body(&answer)["error"].is_string());
+    let fat = format!(
+        "GET /v1/kv/x HTTP/1.1\r\nHost: a\r\nX-Fat: {}\r\n\r\n",
+        "f".repeat(100_000)
+    );
+    let (answer, _) = raw(&a, fat.as_bytes());
+    assert!(status_line(&answer).contains("431"), "{answer:?}");
+    assert!(json_body(&answer)["error"].is_string());
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let (answer, _) = raw(
+        &a,
+        format!("GET /v1/kv/x HTTP/1.1\r\nHost: a\r\n{many}\r\n").as_bytes(),
+    );
+    assert!(status_line(&answer).contains("431"), "{answer:?}");
+    // A key over the key limit but within the request line: 413, as documented.
+    let (code, body) = http(
+        &a,
+        Method::PUT,
+        &format!("/v1/kv/{}", "k".repeat(2_000)),
+        "v",
+    );
+    assert_eq!(code, 413, "{body}");
+    // A wrong method: 405 with JSON.
+    let (code, body) = http(&a, Method::POST, "/v1/status", "");
+    assert_eq!(code, 405);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["error"]
+            .as_str()
+            .unwrap()
+            .contains("POST")
+    );
+    assert_eq!(index(&a), before, "nothing was written");
+}
+
+/// Hundreds of clients that send half a header hold no connection for
+/// long: they are cut at the header timeout, and the node keeps answering.
+#[test]
+fn hundreds_of_slow_clients_are_cut_and_the_api_keeps_answering() {
+    use std::io::Write;
+    const SLOW: usize = 400;
+    let root_dir = dir("http-slowloris");
+    let (_a, a) = node(&root_dir, "a", "us", free_udp_port(), &[], TIGHT_HTTP);
+    let target = a.trim_start_matches("http://").to_string();
+    let mut slow = Vec::new();
+    for _ in 0..SLOW {
+        let mut s = std::net::TcpStream::connect(&target).unwrap();
+        let _ = s.write_all(b"GET /v1/kv/x HTTP/1.1\r\nHost: a\r\n");
+        slow.push(s);
+    }
+    // More than connections_max are open: the rest wait to be accepted, and
+    // each accepted one is cut at the header timeout, so the node answers.
+    let started = Instant::now();
+    assert_eq!(http(&a, Method::PUT, "/v1/kv/alive", "yes").0, 200);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Every slow client was answered 408 and closed.
+    use std::io::Read;
+    let mut closed = 0;
+    for mut s in slow {
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut out = Vec::new();
+        if s.read_to_end(&mut out).is_ok() {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, SLOW);
+}

@@ -9,7 +9,9 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{error, flag, hex, node_error, number, query, Api, ApiError, RESTORE_STEP_ENTRIES};
+use super::{
+    body_error, error, flag, hex, node_error, number, query, Api, ApiError, RESTORE_STEP_ENTRIES,
+};
 
 /// `GET /v1/backup[?since=N]`: a backup file (see [`crate::backup`]) of a
 /// consistent snapshot: every entry (full) or those changed after index N
@@ -86,21 +88,9 @@ pub(super) async fn restore(State(api): State<Arc<Api>>, uri: Uri, body: Body) -
         let q = query(&uri)?;
         let force = flag(&q, "force");
         let max = api.cfg.restore_bytes_max;
-        let bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
-            let too_long = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_long {
-                error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("the backup is more than the limit of {max} bytes"),
-                )
-            } else {
-                error(
-                    StatusCode::BAD_REQUEST,
-                    format!("cannot read the backup: {e}"),
-                )
-            }
-        })?;
+        let bytes = axum::body::to_bytes(body, max)
+            .await
+            .map_err(|e| body_error(&e, max, "the backup"))?;
         // Checking a large backup (checksums, rebuilding its root) is CPU
         // work: off the async workers, one restore at a time per node.
         let _one = api.restoring.lock().await;

@@ -21,6 +21,7 @@ mod backup;
 pub mod events;
 pub mod health;
 pub mod metrics;
+pub mod server;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -117,6 +118,12 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         .route("/v1/backup", get(backup::backup))
         .route("/v1/restore", axum::routing::post(backup::restore))
         .route("/metrics", get(prometheus))
+        .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on {}", uri.path()),
+            )
+        })
         .fallback(|uri: Uri| async move {
             error(
                 StatusCode::NOT_FOUND,
@@ -126,15 +133,15 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         .with_state(api)
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves `router` on `listener` with the connection limits and timeouts
+/// of `cfg` until `shutdown` completes (see [`server`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    cfg: server::ServeConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(listener, router, cfg, shutdown).await
 }
 
 async fn refresh(api: Weak<Api>) {
@@ -207,6 +214,31 @@ fn write_error(e: WriteError) -> ApiError {
         WriteError::Clock(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(code, e.to_string())
+}
+
+/// The answer to a request body that could not be read: too long (413),
+/// too slow (408), or broken (400).
+fn body_error(e: &axum::Error, max: usize, what: &str) -> ApiError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{what} is more than the limit of {max} bytes"),
+            );
+        }
+        if let Some(t) = c.downcast_ref::<server::BodyTimeout>() {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body stalled: {t}"),
+            );
+        }
+        cause = c.source();
+    }
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("cannot read the request body: {e}"),
+    )
 }
 
 fn key_error(e: KeyError) -> ApiError {
@@ -550,21 +582,9 @@ async fn kv_put(api: &Api, uri: &Uri, body: Body) -> Result<Response, ApiError> 
     let cas = number(&q, "cas")?;
     let flags = number(&q, "flags")?.unwrap_or(0);
     let max = api.cfg.limits.value_bytes_max;
-    let value: Bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
-        let too_long = std::error::Error::source(&e)
-            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-        if too_long {
-            error(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("value is more than the limit of {max} bytes"),
-            )
-        } else {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("cannot read the request body: {e}"),
-            )
-        }
-    })?;
+    let value: Bytes = axum::body::to_bytes(body, max)
+        .await
+        .map_err(|e| body_error(&e, max, "value"))?;
     let done = match api.node.put_with(&key, value, flags, cas).await {
         Ok(_) => true,
         Err(NodeError::Write(WriteError::CasMismatch { .. })) => false,
