@@ -8,7 +8,7 @@ use crate::node::{EventKind, NodeEvent};
 use crate::sync::{Event, Resolution};
 
 /// Every event type, as `type` names it (what webhook filters accept).
-pub const EVENT_TYPES: [&str; 16] = [
+pub const EVENT_TYPES: [&str; 17] = [
     "peer_up",
     "peer_down",
     "partition_detected",
@@ -24,6 +24,7 @@ pub const EVENT_TYPES: [&str; 16] = [
     "record_quarantined",
     "record_repaired",
     "store_lost",
+    "clock_offset",
     "health_changed",
 ];
 
@@ -111,6 +112,20 @@ pub fn event_fields(kind: &EventKind) -> (&'static str, Value) {
                 ("record_repaired", doc)
             }
             Event::StoreLost => ("store_lost", json!({})),
+            Event::ClockOffset {
+                offset_ms,
+                disagreeing,
+                members,
+                off,
+            } => (
+                "clock_offset",
+                json!({
+                    "offset_ms": offset_ms,
+                    "disagreeing": disagreeing,
+                    "members": members,
+                    "off": off,
+                }),
+            ),
         },
     }
 }

@@ -35,7 +35,8 @@ impl Default for Thresholds {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reason {
     /// `rebuilding`, `store_lost`, `disk_full`, `store_error`, `quarantine`,
-    /// `sync_lag`, `partition` or `peer_down`.
+    /// `clock_offset`, `clock_ahead`, `peer_clock`, `sync_lag`, `partition`
+    /// or `peer_down`.
     pub check: &'static str,
     /// The peer's name or the region concerned (empty for the node itself).
     pub subject: String,
@@ -119,7 +120,67 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
             ),
         });
     }
+    let c = &r.clock;
+    let j = &c.judgement;
+    if j.disagreeing > 0 && (j.off || j.members <= 2) {
+        let offset = j.offset_ms.unwrap_or(0);
+        let way = if offset > 0 { "behind" } else { "ahead of" };
+        out.push(Reason {
+            check: "clock_offset",
+            subject: String::new(),
+            for_ms: offset.unsigned_abs(),
+            threshold_ms: c.offset_ms_max,
+            message: if j.off {
+                format!(
+                    "this node's clock is {} ms {way} {} of the {} other members: client writes \
+                     are refused until it is fixed",
+                    offset.unsigned_abs(),
+                    j.disagreeing,
+                    j.members - 1
+                )
+            } else {
+                format!(
+                    "this node's clock and its only peer's differ by {} ms (bound {} ms): one \
+                     of them is wrong",
+                    offset.unsigned_abs(),
+                    c.offset_ms_max
+                )
+            },
+        });
+    }
+    if c.ahead_of_time_ms > 0 {
+        out.push(Reason {
+            check: "clock_ahead",
+            subject: String::new(),
+            for_ms: c.ahead_of_time_ms,
+            threshold_ms: c.offset_ms_max,
+            message: format!(
+                "this node's clock already reached stamps {} ms beyond its physical clock and \
+                 the bound: client writes are refused until the physical clock catches up",
+                c.ahead_of_time_ms
+            ),
+        });
+    }
     for p in &r.peers {
+        // A minority of peers whose clocks disagree with ours: theirs are wrong.
+        if let Some(o) = p.clock_offset_ms {
+            let beyond = o.unsigned_abs() > c.offset_ms_max + p.rtt_ms.unwrap_or(0) / 2;
+            if beyond && !j.off && j.members > 2 {
+                out.push(Reason {
+                    check: "peer_clock",
+                    subject: p.name.clone(),
+                    for_ms: o.unsigned_abs(),
+                    threshold_ms: c.offset_ms_max,
+                    message: format!(
+                        "peer {} ({}) has its clock {} ms {} this node's and most members'",
+                        p.name,
+                        p.region,
+                        o.unsigned_abs(),
+                        if o > 0 { "ahead of" } else { "behind" }
+                    ),
+                });
+            }
+        }
         if p.connected {
             // Never fully synced: lagging since the connection came up.
             let since = if p.in_sync_at_ms == 0 {
@@ -135,8 +196,18 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
                     for_ms: lag,
                     threshold_ms: t.sync_lag_ms_max,
                     message: format!(
-                        "peer {} ({}) has not been fully synced for {lag} ms ({} changes behind)",
-                        p.name, p.region, p.lag_index
+                        "peer {} ({}) has not been fully synced for {lag} ms ({} changes behind){}",
+                        p.name,
+                        p.region,
+                        p.lag_index,
+                        if p.refused_at_ms > since {
+                            format!(
+                                "; its changes are refused: its stamps run {} ms ahead of our clock",
+                                p.refused_ahead_ms
+                            )
+                        } else {
+                            String::new()
+                        }
                     ),
                 });
             }
@@ -207,6 +278,7 @@ mod tests {
                 quarantined: 0,
                 quarantine: Vec::new(),
                 store_lost: false,
+                clock: Default::default(),
             },
             metrics: Metrics::default(),
             frames_in: 0,
@@ -241,6 +313,10 @@ mod tests {
             applied: 0,
             received: Hlc(0),
             frontier: Hlc(0),
+            clock_offset_ms: None,
+            rtt_ms: None,
+            refused_at_ms: 0,
+            refused_ahead_ms: 0,
         }
     }
 

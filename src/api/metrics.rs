@@ -69,6 +69,24 @@ pub fn render(s: &NodeStatus) -> String {
         u8::from(r.quorum),
     );
     o.one(
+        "clock_off",
+        "gauge",
+        "1 while a majority of members' clocks disagree with this node's (client writes refused).",
+        u8::from(r.clock.judgement.off),
+    );
+    o.one(
+        "clock_offset_ms",
+        "gauge",
+        "The other members' clocks minus this node's (median of those beyond the bound, else of all), ms.",
+        r.clock.judgement.offset_ms.unwrap_or(0),
+    );
+    o.one(
+        "clock_ahead_of_time_ms",
+        "gauge",
+        "How far this node's clock runs ahead of its physical clock beyond the bound (writes refused while > 0).",
+        r.clock.ahead_of_time_ms,
+    );
+    o.one(
         "store_lost",
         "gauge",
         "1 while rebuilding a store that could not be read.",
@@ -279,6 +297,24 @@ pub fn render(s: &NodeStatus) -> String {
             ],
             u8::from(p.connected),
         );
+    }
+    o.head(
+        "peer_clock_offset_ms",
+        "gauge",
+        "The peer's clock minus this node's (ms), from round trips.",
+    );
+    for p in &r.peers {
+        if let Some(offset) = p.clock_offset_ms {
+            o.labelled(
+                "peer_clock_offset_ms",
+                &[
+                    ("node", &p.node.to_string()),
+                    ("peer", &p.name),
+                    ("region", &p.region),
+                ],
+                offset,
+            );
+        }
     }
     o.head(
         "peer_lag_index",

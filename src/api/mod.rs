@@ -208,9 +208,10 @@ fn write_error(e: WriteError) -> ApiError {
         | WriteError::Value(_)
         | WriteError::TooManyKeys { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         WriteError::Key(_) | WriteError::CasMismatch { .. } => StatusCode::BAD_REQUEST,
-        WriteError::NoQuorum { .. } | WriteError::Standby | WriteError::Rebuilding => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        WriteError::NoQuorum { .. }
+        | WriteError::Standby
+        | WriteError::Rebuilding
+        | WriteError::ClockOffset { .. } => StatusCode::SERVICE_UNAVAILABLE,
         WriteError::Clock(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(code, e.to_string())

@@ -18,7 +18,7 @@ use super::types::{Entry, Hash, Key, NodeId, Stamp, VALUE_BYTES_LIMIT};
 /// First bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"MRDN";
 /// The protocol version this build speaks. Version 2: roots and
-/// fingerprints cover live entries only (tombstones left out).
+/// fingerprints cover live entries only (tombstones left out); clock probes.
 pub const PROTOCOL_VERSION: u16 = 2;
 /// Envelope bytes before the payload.
 pub const HEADER_BYTES: usize = 10;
@@ -141,6 +141,16 @@ pub enum Message {
         entries: Vec<(Key, Entry)>,
         want: Vec<[u8; 8]>,
     },
+    /// "What time is it?": the sender's physical clock (ms) when it sent this.
+    Probe {
+        sent_ms: u64,
+    },
+    /// The answer to a probe: its `sent_ms`, and the answerer's physical
+    /// clock when it answered.
+    ProbeReply {
+        sent_ms: u64,
+        their_ms: u64,
+    },
 }
 
 impl Message {
@@ -157,6 +167,8 @@ impl Message {
             Message::AeLevel { .. } => "ae_level",
             Message::AeLeaves { .. } => "ae_leaves",
             Message::AeEntries { .. } => "ae_entries",
+            Message::Probe { .. } => "probe",
+            Message::ProbeReply { .. } => "probe_reply",
         }
     }
 
@@ -254,7 +266,9 @@ impl Message {
             | Message::Stale { .. }
             | Message::Ack { .. }
             | Message::AeRoot { .. }
-            | Message::AeDone { .. } => Ok(()),
+            | Message::AeDone { .. }
+            | Message::Probe { .. }
+            | Message::ProbeReply { .. } => Ok(()),
         }
     }
 }

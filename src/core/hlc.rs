@@ -63,6 +63,21 @@ pub enum ClockError {
     /// The physical time does not fit in 48 bits of milliseconds.
     #[error("physical time {now_ms} ms is out of range (max {PHYSICAL_MS_MAX})")]
     OutOfRange { now_ms: u64 },
+    /// This clock already issued or observed stamps further ahead of the
+    /// physical time than the bound (the physical clock went back, or the
+    /// node restarted with a stored clock from the future): a new stamp
+    /// would come from the future too.
+    #[error(
+        "this node's clock already reached {last_ms} ms, {ahead_ms} ms ahead of its physical \
+         clock ({now_ms} ms; bound {offset_ms_max} ms): writes resume when the physical clock \
+         catches up (a clock that ran fast, or went back?)"
+    )]
+    AheadOfTime {
+        last_ms: u64,
+        now_ms: u64,
+        ahead_ms: u64,
+        offset_ms_max: u64,
+    },
 }
 
 /// The local hybrid logical clock: monotonic, never more than
@@ -96,12 +111,30 @@ impl Clock {
         self.offset_ms_max
     }
 
-    /// Issues a new timestamp, strictly greater than every one issued or observed.
+    /// How far the last stamp issued or observed is ahead of `now_ms`
+    /// beyond the bound (0 when within it).
+    pub fn ahead_of(&self, now_ms: u64) -> u64 {
+        self.last
+            .physical_ms()
+            .saturating_sub(now_ms.saturating_add(self.offset_ms_max))
+    }
+
+    /// Issues a new timestamp, strictly greater than every one issued or
+    /// observed; refused while those run ahead of `now_ms` by more than the
+    /// bound (the stamp would come from the future).
     pub fn tick(&mut self, now_ms: u64) -> Result<Hlc, ClockError> {
         if now_ms > PHYSICAL_MS_MAX {
             return Err(ClockError::OutOfRange { now_ms });
         }
         let last_ms = self.last.physical_ms();
+        if last_ms > now_ms.saturating_add(self.offset_ms_max) {
+            return Err(ClockError::AheadOfTime {
+                last_ms,
+                now_ms,
+                ahead_ms: last_ms - now_ms,
+                offset_ms_max: self.offset_ms_max,
+            });
+        }
         let next = if now_ms > last_ms {
             Hlc::new(now_ms, 0)
         } else if u64::from(self.last.logical()) < LOGICAL_MAX {
@@ -185,6 +218,32 @@ mod tests {
         c.observe(Hlc::new(1_500, 3), 1_000).unwrap();
         let next = c.tick(1_000).unwrap();
         assert_eq!(next, Hlc::new(1_500, 4));
+    }
+
+    #[test]
+    fn a_clock_ahead_of_time_refuses_to_stamp_until_time_catches_up() {
+        // Restarted with a stored clock an hour ahead (it ran fast before).
+        let mut c = Clock::restore(Hlc::new(1_000 + 3_600_000, 0), 500);
+        let err = c.tick(1_000).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClockError::AheadOfTime {
+                    ahead_ms: 3_600_000,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(c.ahead_of(1_000), 3_600_000 - 500);
+        // Within the bound of it again: stamps resume, after the stored clock.
+        let t = c.tick(1_000 + 3_600_000 - 500).unwrap();
+        assert!(t > Hlc::new(1_000 + 3_600_000, 0));
+        // A physical clock that steps back more than the bound.
+        let mut c = Clock::new(500);
+        c.tick(10_000).unwrap();
+        assert!(c.tick(9_600).is_ok());
+        assert!(matches!(c.tick(9_000), Err(ClockError::AheadOfTime { .. })));
     }
 
     #[test]

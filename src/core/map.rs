@@ -602,6 +602,12 @@ impl LwwMap {
     fn feed_push(&mut self, index: u64, s: u32) {
         debug_assert!(self.feed.last().is_none_or(|&(i, _)| i < index));
         self.feed.push((index, s));
+        self.compact_feed();
+    }
+
+    /// Drops the feed's stale pairs once they outnumber half the live keys
+    /// (plus [`FEED_SLACK`]): after a push, and after a removal.
+    fn compact_feed(&mut self) {
         let live = self.slots.len() - self.free.len();
         if self.feed.len() > live + live / 2 + FEED_SLACK {
             let slots = &self.slots;
@@ -767,6 +773,7 @@ impl LwwMap {
         if rec.in_digest {
             self.digest.toggle(rec.key_hash, &rec.part);
         }
+        self.compact_feed();
         // Saturating: an entry damaged in memory may have changed its length.
         self.raw_bytes = self
             .raw_bytes

@@ -52,6 +52,8 @@ pub const WATCH_BATCH_MAX: usize = 1_024;
 pub const WATCH_SCAN_MAX: usize = 16_384;
 /// Quarantined keys a refused read names.
 pub const QUARANTINED_NAMED_MAX: usize = 10;
+/// Longest the driver sleeps without ticking the replica.
+const TICK_MS_MAX: u64 = 1_000;
 /// Recent events kept for status.
 pub const EVENTS_KEPT_MAX: usize = 256;
 
@@ -1152,7 +1154,13 @@ impl Driver {
     ) {
         let mut shutdown: Option<oneshot::Sender<()>> = None;
         loop {
-            let wait = self.replica.next_timeout().saturating_sub(now_ms());
+            // At least once a second, also when the clock went back and
+            // the replica's deadlines lie far ahead.
+            let wait = self
+                .replica
+                .next_timeout()
+                .saturating_sub(now_ms())
+                .min(TICK_MS_MAX);
             tokio::select! {
                 biased;
                 done = commit_rx.recv() => match done {

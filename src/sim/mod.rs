@@ -858,7 +858,8 @@ impl Sim {
                     | Event::DivergenceRepaired { .. }
                     | Event::RecordQuarantined { .. }
                     | Event::RecordRepaired { .. }
-                    | Event::StoreLost => {}
+                    | Event::StoreLost
+                    | Event::ClockOffset { .. } => {}
                     Event::PeerRefused { .. }
                     | Event::PeerStale { .. }
                     | Event::Resynced { .. } => {
@@ -875,7 +876,11 @@ impl Sim {
             return;
         };
         let local = r.next_timeout();
-        let at = ((local as i64) - self.nodes[i].skew_ms).max(self.now as i64) as u64;
+        // At least once a virtual second, as the node's driver does (a
+        // clock that went back leaves the replica's deadlines far ahead).
+        let at = ((local as i64) - self.nodes[i].skew_ms)
+            .max(self.now as i64)
+            .min((self.now + 1_000) as i64) as u64;
         if self.nodes[i].tick_at.is_none_or(|t| at < t) {
             self.nodes[i].tick_at = Some(at);
             let incarnation = self.nodes[i].incarnation;

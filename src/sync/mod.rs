@@ -48,6 +48,7 @@
 //!   Stability is only judged among known members: nodes that join later
 //!   must start empty (they are rebuilt from a peer).
 
+pub mod clock_offset;
 mod config;
 mod durable;
 pub mod membership;
@@ -56,6 +57,6 @@ mod replica;
 pub use config::{Config, ConfigError, PartitionPolicy};
 pub use durable::{DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, StoredRecord};
 pub use replica::{
-    Event, ImportReport, Metrics, Output, PeerStatus, QuarantineStatus, Refusal, RegionStatus,
-    Replica, Resolution, Status, WriteError, WriteReceipt, QUARANTINE_MAX,
+    ClockStatus, Event, ImportReport, Metrics, Output, PeerStatus, QuarantineStatus, Refusal,
+    RegionStatus, Replica, Resolution, Status, WriteError, WriteReceipt, QUARANTINE_MAX,
 };

@@ -1,5 +1,6 @@
 //! The replica state machine (see the `sync` module docs for the protocol).
 
+mod clock;
 mod integrity;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -7,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use bytes::Bytes;
 use thiserror::Error;
 
+use super::clock_offset::{Judgement, PeerClock};
 use super::config::{Config, ConfigError, PartitionPolicy};
 use super::durable::{DurableState, Loaded, PeerProgress, PersistBatch, StoredRecord};
 use crate::core::codec::{
@@ -17,6 +19,7 @@ use crate::core::hlc::{Clock, ClockError, Hlc};
 use crate::core::map::{LwwMap, Merged, Record};
 use crate::core::rng::Rng;
 use crate::core::types::{Check, Entry, Hash, Key, KeyError, NodeId, Stamp, ValueError};
+pub use clock::ClockStatus;
 pub use integrity::{QuarantineStatus, Resolution, QUARANTINE_MAX};
 
 /// Why a client write was refused. Nothing was changed.
@@ -44,6 +47,22 @@ pub enum WriteError {
     TooManyKeys { count: usize, max: usize },
     #[error("this node lost its store and is rebuilding it from a peer: writes resume once the rebuild is done")]
     Rebuilding,
+    /// A majority of the members' clocks disagree with this node's: its
+    /// stamps would lose (a slow clock) or never leave it (a fast one).
+    #[error(
+        "this node's clock is {} ms {} {disagreeing} of the {} other members (bound {bound_ms} ms): \
+         client writes are refused until its clock is fixed",
+        offset_ms.unsigned_abs(),
+        if *offset_ms > 0 { "behind" } else { "ahead of" },
+        members - 1
+    )]
+    ClockOffset {
+        /// The others' clocks minus this node's.
+        offset_ms: i64,
+        disagreeing: usize,
+        members: usize,
+        bound_ms: u64,
+    },
 }
 
 /// A write accepted by the replica. It is acknowledged (durable) once the
@@ -120,6 +139,16 @@ pub enum Event {
     /// The store could not be read at all: this node starts empty under
     /// its own id and rebuilds from a peer, refusing writes until then.
     StoreLost,
+    /// The judgement of this node's clock changed: `disagreeing` of the
+    /// `members` (this one included) are more than the bound off from it
+    /// (`offset_ms`: theirs minus ours), and `off` when they are a majority
+    /// (client writes are refused).
+    ClockOffset {
+        offset_ms: i64,
+        disagreeing: usize,
+        members: usize,
+        off: bool,
+    },
 }
 
 /// An effect for the driver to carry out, in order: an output may be carried
@@ -224,6 +253,12 @@ struct Peer {
     /// They hold every write stamped at or below this.
     frontier: Hlc,
     last_heard_ms: u64,
+    /// Round trips that estimate their clock's offset from ours.
+    clock: PeerClock,
+    /// When we last refused a message of theirs whose stamps ran too far
+    /// ahead of our clock, and by how much (0: never).
+    refused_ms: u64,
+    refused_ahead_ms: u64,
 }
 
 impl Peer {
@@ -281,6 +316,13 @@ pub struct PeerStatus {
     pub received: Hlc,
     /// They hold every write stamped at or below this (as they last said).
     pub frontier: Hlc,
+    /// Their clock minus ours (ms), and the round trip of that estimate.
+    pub clock_offset_ms: Option<i64>,
+    pub rtt_ms: Option<u64>,
+    /// When we last refused their stamps as too far ahead of our clock
+    /// (physical ms; 0: never), and by how much.
+    pub refused_at_ms: u64,
+    pub refused_ahead_ms: u64,
 }
 
 /// Whether a region is reachable, and since when.
@@ -335,6 +377,8 @@ pub struct Status {
     pub quarantine: Vec<QuarantineStatus>,
     /// The store was lost: rebuilding from a peer, writes refused.
     pub store_lost: bool,
+    /// What the peers' clocks say of this node's.
+    pub clock: ClockStatus,
 }
 
 /// Quarantined records a status lists by name (all are counted).
@@ -382,6 +426,10 @@ pub struct Replica {
     /// The scrub resumes after this key.
     scrub_cursor: Option<Key>,
     scrub_next_ms: u64,
+    /// What the peers' clocks say of ours.
+    judgement: Judgement,
+    /// The latest physical time an input carried (for status).
+    seen_ms: u64,
 }
 
 impl Replica {
@@ -485,6 +533,8 @@ impl Replica {
             purge: Vec::new(),
             scrub_cursor: None,
             scrub_next_ms: now_ms + cfg.scrub_interval_ms,
+            judgement: Judgement::default(),
+            seen_ms: now_ms,
             cfg,
         };
         // Regions of remembered peers are known, unreachable until they reconnect.
@@ -561,7 +611,11 @@ impl Replica {
             .map(|p| p.gc_floor)
             .fold(self.gc_floor, Hlc::max);
         for (k, e) in entries {
-            if self.clock.check(e.stamp.hlc, now_ms).is_err() {
+            if self
+                .clock
+                .check(e.stamp.hlc, self.checked_now(now_ms))
+                .is_err()
+            {
                 report.refused_clock += 1;
                 continue;
             }
@@ -599,6 +653,24 @@ impl Replica {
         }
         let since = self.regions.values().map(|r| r.1).max().unwrap_or(0);
         self.update_regions(since);
+    }
+
+    /// Notes the physical time of an input. A clock that went back would
+    /// leave every timer far in the future (heartbeats, anti-entropy,
+    /// collection and the scrub would stop until it caught up): deadlines
+    /// further away than their own period are brought back to one period
+    /// from now.
+    fn observe_time(&mut self, now_ms: u64) {
+        self.seen_ms = self.seen_ms.max(now_ms);
+        let c = &self.cfg;
+        let ae_period = c.ae_interval_ms + c.ae_jitter_ms;
+        self.heartbeat_next_ms = self.heartbeat_next_ms.min(now_ms + c.heartbeat_interval_ms);
+        self.ae_next_ms = self.ae_next_ms.min(now_ms + ae_period);
+        self.gc_next_ms = self.gc_next_ms.min(now_ms + c.gc_interval_ms);
+        self.scrub_next_ms = self.scrub_next_ms.min(now_ms + c.scrub_interval_ms);
+        if let Some(t) = self.push_due_ms.as_mut() {
+            *t = (*t).min(now_ms + c.push_delay_ms);
+        }
     }
 
     /// The next output to carry out, in order.
@@ -658,6 +730,7 @@ impl Replica {
         cas: Option<u64>,
         now_ms: u64,
     ) -> Result<WriteReceipt, WriteError> {
+        self.observe_time(now_ms);
         Key::check(key, self.cfg.limits.key_bytes_max)?;
         self.writable()?;
         let current = self.map.get(key);
@@ -754,6 +827,14 @@ impl Replica {
         }
         if self.store_lost {
             return Err(WriteError::Rebuilding);
+        }
+        if self.judgement.off {
+            return Err(WriteError::ClockOffset {
+                offset_ms: self.judgement.offset_ms.unwrap_or(0),
+                disagreeing: self.judgement.disagreeing,
+                members: self.judgement.members,
+                bound_ms: self.cfg.clock_offset_ms_max,
+            });
         }
         if self.cfg.partition_policy == PartitionPolicy::Quorum && !self.has_quorum() {
             let (reachable, total) = self.region_counts();
@@ -948,6 +1029,7 @@ impl Replica {
 
     /// Handles one message from `from` (the identity the transport authenticated).
     pub fn handle(&mut self, from: NodeId, msg: Message, now_ms: u64) {
+        self.observe_time(now_ms);
         if from == self.cfg.node {
             self.metrics.messages_ignored += 1;
             return;
@@ -1011,6 +1093,10 @@ impl Replica {
                         entries,
                         want,
                     } => self.on_ae_entries(from, session, entries, &want, now_ms),
+                    Message::Probe { sent_ms } => self.on_probe(from, sent_ms, now_ms),
+                    Message::ProbeReply { sent_ms, their_ms } => {
+                        self.on_probe_reply(from, sent_ms, their_ms, now_ms)
+                    }
                 }
             }
         }
@@ -1114,11 +1200,17 @@ impl Replica {
             // The peer has nothing we lack (it is empty): the rebuild is done.
             self.rebuild_done(from);
         }
+        // Its clock, at once: writes are judged against it.
+        self.probe(from, now_ms);
         self.pump(from, now_ms);
     }
 
     fn on_feed(&mut self, from: NodeId, f: Feed, now_ms: u64) {
         self.metrics.feed_messages_in += 1;
+        // How far their feed reaches, refused or not: what the lag reports.
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.their_index = p.their_index.max(f.to);
+        }
         if !self.check_skew(
             from,
             f.entries.iter().map(|(_, e)| e.stamp.hlc).chain(f.clock),
@@ -1210,10 +1302,14 @@ impl Replica {
     }
 
     /// Refuses (and reports) a message whose stamps run too far ahead of our clock.
+    /// Stamps are checked against our clock, or the cluster's when ours
+    /// is judged behind it: a correct peer is not refused because our
+    /// clock is wrong.
     fn check_skew(&mut self, from: NodeId, stamps: impl Iterator<Item = Hlc>, now_ms: u64) -> bool {
         let mut worst: Option<u64> = None;
+        let checked = self.checked_now(now_ms);
         for s in stamps {
-            if let Err(ClockError::AheadOfClock { ahead_ms, .. }) = self.clock.check(s, now_ms) {
+            if let Err(ClockError::AheadOfClock { ahead_ms, .. }) = self.clock.check(s, checked) {
                 worst = Some(worst.map_or(ahead_ms, |w| w.max(ahead_ms)));
             }
         }
@@ -1221,6 +1317,10 @@ impl Replica {
             None => true,
             Some(ahead_ms) => {
                 self.metrics.clock_skew_refusals += 1;
+                if let Some(p) = self.peers.get_mut(&from) {
+                    p.refused_ms = now_ms;
+                    p.refused_ahead_ms = ahead_ms;
+                }
                 self.staged.push(Output::Event(Event::ClockSkew {
                     peer: from,
                     ahead_ms,
@@ -1279,7 +1379,7 @@ impl Replica {
             }
             m if m.changed() => {
                 // Checked by check_skew, so this cannot fail; keep the clock ahead of what we hold.
-                let _ = self.clock.observe(hlc, now_ms);
+                let _ = self.clock.observe(hlc, self.checked_now(now_ms));
                 self.dirty_keys.insert(key);
                 self.dirty_meta = true;
                 true
@@ -1457,6 +1557,7 @@ impl Replica {
 
     /// Runs whatever is due: pushes, heartbeats, retransmissions, anti-entropy, garbage collection.
     pub fn tick(&mut self, now_ms: u64) {
+        self.observe_time(now_ms);
         if self.push_due_ms.is_some_and(|t| t <= now_ms) {
             self.push_due_ms = None;
             self.pump_all(now_ms);
@@ -1464,6 +1565,8 @@ impl Replica {
         if self.heartbeat_next_ms <= now_ms {
             self.heartbeat_next_ms = now_ms + self.cfg.heartbeat_interval_ms;
             self.heartbeats(now_ms);
+            // Estimates age out: judge again without waiting for a reply.
+            self.rejudge(now_ms);
         }
         if self.ae_next_ms <= now_ms {
             self.ae_next_ms =
@@ -1524,6 +1627,8 @@ impl Replica {
             if !p.ready || p.stale {
                 continue;
             }
+            self.probe(id, now_ms);
+            let p = self.peers.get_mut(&id).expect("listed");
             if !p.in_flight.is_empty() && now_ms >= p.last_progress_ms + timeout {
                 // Nothing acknowledged for a while: send it again.
                 self.metrics.feed_rewinds += 1;
@@ -1963,6 +2068,10 @@ impl Replica {
                     applied: p.applied,
                     received: p.received,
                     frontier: p.frontier,
+                    clock_offset_ms: p.clock.estimate(self.seen_ms).map(|s| s.offset_ms),
+                    rtt_ms: p.clock.estimate(self.seen_ms).map(|s| s.rtt_ms),
+                    refused_at_ms: p.refused_ms,
+                    refused_ahead_ms: p.refused_ahead_ms,
                 })
                 .collect(),
             reachable_regions: reachable,
@@ -1987,6 +2096,7 @@ impl Replica {
                 .take(STATUS_QUARANTINE_MAX)
                 .collect(),
             store_lost: self.store_lost,
+            clock: self.clock_status(self.seen_ms),
         }
     }
 }

@@ -17,8 +17,8 @@ pub const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-southeast"];
 pub struct Net {
     pub nodes: Vec<Replica>,
     pub durable: Vec<DurableState>,
-    /// Per node: its clock runs this far ahead of `now`.
-    pub skew: Vec<u64>,
+    /// Per node: its clock runs this far ahead of `now` (behind when negative).
+    pub skew: Vec<i64>,
     pub up: HashSet<(usize, usize)>,
     pub wire: VecDeque<(usize, usize, Vec<u8>)>,
     /// Drops every message this says to drop.
@@ -80,7 +80,7 @@ impl Net {
     }
 
     pub fn local(&self, i: usize) -> u64 {
-        self.now + self.skew[i]
+        (self.now as i64 + self.skew[i]) as u64
     }
 
     pub fn connect(&mut self, a: usize, b: usize) {
