@@ -532,3 +532,93 @@ fn hundreds_of_slow_clients_are_cut_and_the_api_keeps_answering() {
     }
     assert_eq!(closed, SLOW);
 }
+
+/// The libfaketime library, where Debian puts it (`apt-get install faketime`).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// Three nodes, the third with its clock `skew` off (through the fault
+/// variable, or libfaketime when `faketime` is given): the third refuses
+/// client writes and says why, takes the others' writes, and the others
+/// name its clock in their health.
+fn a_node_off_by(skew: &str, faketime: bool) {
+    let root_dir = dir(&format!("clock{skew}{}", if faketime { "-ft" } else { "" }));
+    let (pa, pb, pc) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let (_a, a) = node(&root_dir, "a", "us", pa, &[], "");
+    let (_b, _b_api) = node(&root_dir, "b", "eu", pb, &[pa], "");
+    let ft_env = [
+        ("LD_PRELOAD", LIBFAKETIME),
+        ("FAKETIME", &*format!("{skew}ms")),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1"),
+        ("FAKETIME_DONT_RESET", "1"),
+    ];
+    let env: &[(&str, &str)] = if faketime {
+        &ft_env
+    } else {
+        &[(meridian::node::CLOCK_SKEW_ENV, skew)]
+    };
+    let (_c, c) = node_with(&root_dir, "c", "ap", pc, &[pa, pb], "", env, None);
+    // Before its first round trips c cannot judge its clock (and takes
+    // writes); once it has measured both peers, it refuses them.
+    eventually("c has measured both peers' clocks", || {
+        status(&c)["clock"]["measured"].as_u64() == Some(2)
+    });
+    assert_eq!(status(&c)["clock"]["off"], true);
+    let (code, body) = http(&c, Method::PUT, "/v1/kv/from-c", "v");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("clock"), "{body}");
+    let (code, body) = http(&c, Method::GET, "/v1/health", "");
+    assert_eq!(code, 503);
+    assert!(body.contains("clock_offset"), "{body}");
+    assert_eq!(http(&a, Method::PUT, "/v1/kv/from-a", "v").0, 200);
+    eventually("c takes a correct peer's write", || {
+        value_of(&c, "from-a").0 == 200
+    });
+    eventually("a names c's clock", || {
+        http(&a, Method::GET, "/v1/health", "")
+            .1
+            .contains("peer_clock")
+    });
+    assert_eq!(value_of(&a, "from-c").0, 404);
+}
+
+#[test]
+fn a_node_whose_clock_runs_an_hour_fast_refuses_writes_and_says_why() {
+    a_node_off_by("3600000", false);
+}
+
+#[test]
+fn a_node_whose_clock_runs_an_hour_slow_takes_peers_writes_and_refuses_its_own() {
+    a_node_off_by("-3600000", false);
+}
+
+/// The same under libfaketime, which moves the whole process's clock (the
+/// TLS handshake's too), when it is installed (CI installs it).
+#[test]
+fn under_libfaketime_a_fast_node_refuses_writes() {
+    if !std::path::Path::new(LIBFAKETIME).exists() {
+        eprintln!("skipped: {LIBFAKETIME} is not installed (apt-get install faketime)");
+        return;
+    }
+    a_node_off_by("+3600000", true);
+}
+
+/// A node that stamped writes while its clock ran an hour fast, restarted
+/// with the clock fixed, does not resume stamping from its stored clock: it
+/// refuses writes and says until when.
+#[test]
+fn a_stored_clock_from_the_future_refuses_writes_after_a_restart() {
+    let root_dir = dir("clock-stored");
+    let skew = [(meridian::node::CLOCK_SKEW_ENV, "3600000")];
+    let (c_proc, c) = node_with(&root_dir, "c", "ap", free_udp_port(), &[], "", &skew, None);
+    assert_eq!(http(&c, Method::PUT, "/v1/kv/stamped-fast", "v").0, 200);
+    assert!(c_proc.terminate().success());
+    let (_c, c) = restart(&root_dir, "c");
+    let (code, body) = http(&c, Method::PUT, "/v1/kv/after", "v");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("catches up"), "{body}");
+    let (code, body) = http(&c, Method::GET, "/v1/health", "");
+    assert_eq!(code, 503);
+    assert!(body.contains("clock_ahead"), "{body}");
+    // Reads go on.
+    assert_eq!(value_of(&c, "stamped-fast").0, 200);
+}

@@ -714,6 +714,9 @@ pub fn status_json(s: &NodeStatus, name: &str, api_addr: &str, t: &Thresholds) -
                 "last_heard_ms_ago": (p.last_heard_ms > 0).then(|| now.saturating_sub(p.last_heard_ms)),
                 "applied": p.applied,
                 "acked": p.acked,
+                "clock_offset_ms": p.clock_offset_ms,
+                "rtt_ms": p.rtt_ms,
+                "refused_ms_ago": (p.refused_at_ms > 0).then(|| now.saturating_sub(p.refused_at_ms)),
             })
         })
         .collect();
@@ -771,6 +774,20 @@ pub fn status_json(s: &NodeStatus, name: &str, api_addr: &str, t: &Thresholds) -
         "members": members,
         "peers": peers,
         "conflicts": r.conflicts,
+        "clock": {
+            "offset_ms": r.clock.judgement.offset_ms,
+            "measured": r.clock.judgement.measured,
+            "disagreeing": r.clock.judgement.disagreeing,
+            "members": r.clock.judgement.members,
+            "off": r.clock.judgement.off,
+            "ahead_of_time_ms": r.clock.ahead_of_time_ms,
+        },
+        "quarantined": r.quarantined,
+        "store": s.store_trouble.as_ref().map(|t| json!({
+            "refusing_commits_ms": now.saturating_sub(t.since_ms),
+            "disk_full": t.disk_full,
+            "error": t.error,
+        })),
         "healthy": reasons.is_empty(),
         "uptime_ms": now.saturating_sub(s.started_ms),
     })

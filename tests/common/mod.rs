@@ -24,8 +24,23 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
+        Proc::spawn_with(args, &[], None)
+    }
+
+    /// [`Proc::spawn`] with extra environment variables, and optionally
+    /// under a wrapper command (such as `faketime`).
+    pub fn spawn_with(args: &[&str], env: &[(&str, &str)], wrapper: Option<&[&str]>) -> Proc {
+        let mut cmd = match wrapper {
+            Some(w) => {
+                let mut c = Command::new(w[0]);
+                c.args(&w[1..]).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -196,6 +211,21 @@ pub fn node(
     seeds: &[u16],
     extra: &str,
 ) -> (Proc, String) {
+    node_with(root, name, region, port, seeds, extra, &[], None)
+}
+
+/// [`node`] with extra environment variables and an optional wrapper command.
+#[allow(clippy::too_many_arguments)]
+pub fn node_with(
+    root: &Path,
+    name: &str,
+    region: &str,
+    port: u16,
+    seeds: &[u16],
+    extra: &str,
+    env: &[(&str, &str)],
+    wrapper: Option<&[&str]>,
+) -> (Proc, String) {
     let tls = issue(root, name, region);
     let seeds: Vec<String> = seeds.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
     let cfg = format!(
@@ -207,7 +237,7 @@ pub fn node(
     );
     let path = root.join(format!("{name}.toml"));
     std::fs::write(&path, cfg).unwrap();
-    let p = Proc::spawn(&["node", "--config", path.to_str().unwrap()]);
+    let p = Proc::spawn_with(&["node", "--config", path.to_str().unwrap()], env, wrapper);
     let lines = p.until("ready: api");
     let api = apis(&lines).pop().expect("the api address");
     (p, api)
@@ -215,8 +245,13 @@ pub fn node(
 
 /// Starts a node again from the config file `node()` wrote.
 pub fn restart(root: &Path, name: &str) -> (Proc, String) {
+    restart_with(root, name, &[])
+}
+
+/// [`restart`] with extra environment variables.
+pub fn restart_with(root: &Path, name: &str, env: &[(&str, &str)]) -> (Proc, String) {
     let path = root.join(format!("{name}.toml"));
-    let p = Proc::spawn(&["node", "--config", path.to_str().unwrap()]);
+    let p = Proc::spawn_with(&["node", "--config", path.to_str().unwrap()], env, None);
     let lines = p.until("ready: api");
     let api = apis(&lines).pop().expect("the api address");
     (p, api)
