@@ -82,6 +82,17 @@ pub enum PolicyConfig {
     Quorum,
 }
 
+/// `write_ack` in the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteAckConfig {
+    /// A write is acknowledged once durable here (default).
+    #[default]
+    Local,
+    /// Once durable on a node in a majority of regions.
+    Quorum,
+}
+
 /// `role` in the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -137,6 +148,12 @@ pub struct SyncConfig {
     pub push_delay_ms: u64,
     /// Conflicts kept for `/v1/conflicts`. Default 1024.
     pub conflicts_max: usize,
+    /// A peer not heard from this long no longer makes its region
+    /// reachable (quorum, partitions). Default 2500.
+    pub contact_timeout_ms: u64,
+    /// A quorum write not durable in a majority of regions this long is
+    /// answered 504. Default 10000.
+    pub quorum_ack_timeout_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -149,6 +166,8 @@ impl Default for SyncConfig {
             tombstone_horizon_ms: 7 * 24 * 3_600 * 1_000,
             push_delay_ms: 2,
             conflicts_max: 1_024,
+            contact_timeout_ms: 2_500,
+            quorum_ack_timeout_ms: 10_000,
         }
     }
 }
@@ -322,6 +341,8 @@ pub struct DaemonConfig {
     pub durability: DurabilityConfig,
     /// Default `available`.
     pub partition_policy: PolicyConfig,
+    /// Default `local`.
+    pub write_ack: WriteAckConfig,
     /// `active` (default) or `standby`; a promoted standby stays active.
     pub role: Role,
     pub limits: LimitsConfig,
@@ -348,6 +369,7 @@ impl Default for DaemonConfig {
             seeds: Vec::new(),
             durability: DurabilityConfig::default(),
             partition_policy: PolicyConfig::default(),
+            write_ack: WriteAckConfig::default(),
             role: Role::default(),
             limits: LimitsConfig::default(),
             health: Thresholds::default(),
@@ -486,6 +508,10 @@ impl Daemon {
             source,
         })?;
         let sync = cfg.sync;
+        let write_ack = match cfg.write_ack {
+            WriteAckConfig::Local => crate::sync::WriteAck::Local,
+            WriteAckConfig::Quorum => crate::sync::WriteAck::Quorum,
+        };
         let mut b = Node::builder(&cfg.name, &cfg.region, identity)
             .data_dir(&cfg.data_dir)
             .listen(cfg.listen)
@@ -507,6 +533,9 @@ impl Daemon {
                 c.tombstone_horizon_ms = sync.tombstone_horizon_ms;
                 c.push_delay_ms = sync.push_delay_ms;
                 c.conflicts_max = sync.conflicts_max;
+                c.contact_timeout_ms = sync.contact_timeout_ms;
+                c.quorum_ack_timeout_ms = sync.quorum_ack_timeout_ms;
+                c.write_ack = write_ack;
             });
         if let Some(a) = cfg.advertise {
             b = b.advertise(a);

@@ -35,8 +35,8 @@ impl Default for Thresholds {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reason {
     /// `rebuilding`, `store_lost`, `disk_full`, `store_error`, `quarantine`,
-    /// `clock_offset`, `clock_ahead`, `peer_clock`, `sync_lag`, `partition`
-    /// or `peer_down`.
+    /// `clock_offset`, `clock_ahead`, `peer_clock`, `no_quorum`, `sync_lag`,
+    /// `partition` or `peer_down`.
     pub check: &'static str,
     /// The peer's name or the region concerned (empty for the node itself).
     pub subject: String,
@@ -117,6 +117,26 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
                 } else {
                     ""
                 }
+            ),
+        });
+    }
+    if r.refusing_writes_no_quorum {
+        let lost = r
+            .regions
+            .iter()
+            .filter(|g| !g.reachable)
+            .map(|g| now.saturating_sub(g.since_ms))
+            .min()
+            .unwrap_or(0);
+        out.push(Reason {
+            check: "no_quorum",
+            subject: String::new(),
+            for_ms: lost,
+            threshold_ms: 0,
+            message: format!(
+                "client writes are refused (partition_policy = quorum): {} of {} regions reachable",
+                r.reachable_regions.len(),
+                r.total_regions
             ),
         });
     }
@@ -279,6 +299,8 @@ mod tests {
                 quarantine: Vec::new(),
                 store_lost: false,
                 clock: Default::default(),
+                refusing_writes_no_quorum: false,
+                quorum_writes_waiting: 0,
             },
             metrics: Metrics::default(),
             frames_in: 0,

@@ -41,8 +41,8 @@ use serde_json::{json, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::core::types::{Key, KeyError, Limits};
-use crate::node::{Change, KvEntry, Node, NodeError, NodeStatus};
-use crate::sync::{PartitionPolicy, WriteError};
+use crate::node::{Change, KvEntry, Node, NodeError, NodeStatus, WriteOptions};
+use crate::sync::{PartitionPolicy, WriteAck, WriteError};
 
 pub use health::Thresholds;
 
@@ -198,6 +198,7 @@ fn node_error(e: NodeError) -> ApiError {
         | NodeError::NotDurable { .. }
         | NodeError::Quarantined { .. }) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         NodeError::Snapshot(m) => error(StatusCode::CONFLICT, m),
+        e @ NodeError::NotReplicated(_) => error(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
         other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }
 }
@@ -208,6 +209,7 @@ fn write_error(e: WriteError) -> ApiError {
         | WriteError::Value(_)
         | WriteError::TooManyKeys { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         WriteError::Key(_) | WriteError::CasMismatch { .. } => StatusCode::BAD_REQUEST,
+        WriteError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
         WriteError::NoQuorum { .. }
         | WriteError::Standby
         | WriteError::Rebuilding
@@ -314,6 +316,20 @@ fn number(q: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiErr
                 format!("{name} must be an unsigned integer, got {v:?}"),
             )
         }),
+    }
+}
+
+/// `?ack=quorum|local`: when the write is acknowledged (default: the
+/// node's `write_ack`).
+fn write_ack(q: &HashMap<String, String>) -> Result<Option<WriteAck>, ApiError> {
+    match q.get("ack").map(String::as_str) {
+        None => Ok(None),
+        Some("quorum") => Ok(Some(WriteAck::Quorum)),
+        Some("local") => Ok(Some(WriteAck::Local)),
+        Some(other) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("ack must be quorum or local, got {other:?}"),
+        )),
     }
 }
 
@@ -582,11 +598,13 @@ async fn kv_put(api: &Api, uri: &Uri, body: Body) -> Result<Response, ApiError> 
     Key::check(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
     let cas = number(&q, "cas")?;
     let flags = number(&q, "flags")?.unwrap_or(0);
+    let ack = write_ack(&q)?;
     let max = api.cfg.limits.value_bytes_max;
     let value: Bytes = axum::body::to_bytes(body, max)
         .await
         .map_err(|e| body_error(&e, max, "value"))?;
-    let done = match api.node.put_with(&key, value, flags, cas).await {
+    let opts = WriteOptions { flags, cas, ack };
+    let done = match api.node.put_opts(&key, value, opts).await {
         Ok(_) => true,
         Err(NodeError::Write(WriteError::CasMismatch { .. })) => false,
         Err(e) => return Err(node_error(e)),
@@ -631,7 +649,12 @@ async fn kv_delete(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
     // here: a write from another region may be on its way, and the later
     // delete must win. With cas, as in Consul: a key that is not live here
     // answers true (nothing left to delete), another version false.
-    let done = match api.node.delete_with(&key, cas).await {
+    let opts = WriteOptions {
+        flags: 0,
+        cas,
+        ack: write_ack(&q)?,
+    };
+    let done = match api.node.delete_opts(&key, opts).await {
         Ok(_) => true,
         Err(NodeError::Write(WriteError::CasMismatch { actual, .. })) => actual == 0,
         Err(e) => return Err(node_error(e)),
@@ -783,6 +806,7 @@ pub fn status_json(s: &NodeStatus, name: &str, api_addr: &str, t: &Thresholds) -
             "ahead_of_time_ms": r.clock.ahead_of_time_ms,
         },
         "quarantined": r.quarantined,
+        "quorum_writes_waiting": r.quorum_writes_waiting,
         "store": s.store_trouble.as_ref().map(|t| json!({
             "refusing_commits_ms": now.saturating_sub(t.since_ms),
             "disk_full": t.disk_full,

@@ -1,6 +1,7 @@
 //! `meridian bench`: measures a local cluster whose regions talk through an
 //! injected WAN link (one-way delay, jitter, loss on the UDP socket under
-//! quinn: real QUIC runs over it). Scenarios: propagate, partition,
+//! quinn: real QUIC runs over it). Scenarios: propagate, ack (write
+//! latency acknowledged locally and by a quorum of regions), partition,
 //! throughput, rebuild; each prints a table (or JSON with `--json`).
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use serde_json::{json, Value};
 pub enum Scenario {
     All,
     Propagate,
+    Ack,
     Partition,
     Throughput,
     Rebuild,
@@ -309,6 +311,55 @@ async fn propagate(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value
     }))
 }
 
+/// Sequential writes from one client to one node, acknowledged locally
+/// (durable there) and then by a quorum of regions (durable on a node in a
+/// majority): the latency of each, side by side.
+async fn ack(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
+    use meridian::node::WriteOptions;
+    use meridian::sync::WriteAck;
+    pb.set_message("ack");
+    let writer = c.nodes[0].0.node().clone();
+    let mut per = Vec::new();
+    for (name, ack) in [("local", WriteAck::Local), ("quorum", WriteAck::Quorum)] {
+        let mut lat = Vec::with_capacity(a.writes);
+        for i in 0..a.writes {
+            let t = Instant::now();
+            let opts = WriteOptions {
+                ack: Some(ack),
+                ..WriteOptions::default()
+            };
+            writer
+                .put_opts(
+                    &format!("bench/ack/{name}/{i:08}"),
+                    vec![b'q'; a.value_bytes],
+                    opts,
+                )
+                .await?;
+            lat.push(t.elapsed());
+            pb.inc(1);
+        }
+        lat.sort();
+        per.push(json!({
+            "ack": name,
+            "p50_ms": quantile(&lat, 0.5),
+            "p99_ms": quantile(&lat, 0.99),
+            "max_ms": quantile(&lat, 1.0),
+        }));
+    }
+    let limit = 2.0 * a.delay_ms as f64 + 10.0;
+    let quorum_p99 = per[1]["p99_ms"].as_f64().unwrap_or(f64::MAX);
+    Ok(json!({
+        "scenario": "ack",
+        "writes": a.writes,
+        "injected_delay_ms": a.delay_ms,
+        "local": per[0],
+        "quorum": per[1],
+        "target": format!("quorum p99 <= 2 x delay + 10 ms = {limit} ms"),
+        "met": quorum_p99 <= limit,
+        "anchor": "etcd 3.4 stretched over a 40 ms one-way delay: about 84 ms at the leader, 168 ms at a follower (bench/etcd)",
+    }))
+}
+
 async fn partition(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
     pb.set_message("partition: load");
     load_keys(c, "bench/part/", a.keys, a.value_bytes).await?;
@@ -479,6 +530,13 @@ fn print(v: &Value) {
             v["p99_ms"].as_f64().unwrap_or(0.0), v["max_ms"].as_f64().unwrap_or(0.0), v["injected_delay_ms"],
             v["injected_delay_ms"].as_u64().unwrap_or(0) + 10, if v["met"] == true { "met" } else { "NOT met" }
         ),
+        Some("ack") => println!(
+            "ack         {} sequential writes each way: acknowledged locally p50 {:.1} ms p99 {:.1} ms; by a quorum of regions p50 {:.1} ms p99 {:.1} ms max {:.1} ms  (injected one-way delay {} ms; target quorum p99 <= {} ms: {})",
+            v["writes"], v["local"]["p50_ms"].as_f64().unwrap_or(0.0), v["local"]["p99_ms"].as_f64().unwrap_or(0.0),
+            v["quorum"]["p50_ms"].as_f64().unwrap_or(0.0), v["quorum"]["p99_ms"].as_f64().unwrap_or(0.0),
+            v["quorum"]["max_ms"].as_f64().unwrap_or(0.0), v["injected_delay_ms"],
+            2 * v["injected_delay_ms"].as_u64().unwrap_or(0) + 10, if v["met"] == true { "met" } else { "NOT met" }
+        ),
         Some("partition") => println!(
             "partition   {} keys, {} conflicting writes per side: equal roots {:.0} ms after the heal; {} bytes sent = {:.2} x the {} bytes of diverged entries (full state: {} bytes; target <= 3 x, and <= 1 s on loopback: {})",
             v["keys"], v["diverged_keys_per_side"], v["converge_ms"].as_f64().unwrap_or(0.0), v["bytes_sent_after_heal"],
@@ -526,6 +584,9 @@ pub async fn run(a: BenchArgs) -> Result<bool> {
     let outcome = async {
         if all || a.scenario == Scenario::Propagate {
             results.push(propagate(&c, &a, &pb).await?);
+        }
+        if all || a.scenario == Scenario::Ack {
+            results.push(ack(&c, &a, &pb).await?);
         }
         if all || a.scenario == Scenario::Throughput {
             results.push(throughput(&c, &a, &pb).await?);

@@ -38,8 +38,8 @@ use crate::store::faults::{FaultyStore, StoreFaults};
 use crate::store::{Durability, MemoryStore, RedbStore, Store, StoreError};
 use crate::sync::membership::{Member, MemberView, Membership, MembershipOutput};
 use crate::sync::{
-    Config, ConfigError, DurableState, Event, ImportReport, Metrics, Output, PartitionPolicy,
-    PersistBatch, Replica, Status, WriteError, WriteReceipt,
+    AckFailure, Config, ConfigError, DurableState, Event, ImportReport, Metrics, Output,
+    PartitionPolicy, PersistBatch, Replica, Status, WriteAck, WriteError, WriteReceipt,
 };
 
 /// Commands waiting for the driver.
@@ -101,6 +101,9 @@ pub enum NodeError {
         if *disk_full { "the disk is full" } else { "a store error" }
     )]
     NotDurable { disk_full: bool, error: String },
+    /// The write is durable here but not as widely as it asked.
+    #[error("{0}")]
+    NotReplicated(AckFailure),
     /// A read would include records that failed their integrity check.
     #[error(
         "quarantined: {} failed its integrity check and is not served until it is repaired from a peer",
@@ -122,6 +125,17 @@ fn store_refusal(disk_full: bool, error: &str) -> String {
     } else {
         format!("the store refuses commits: writes are refused until it takes them again (reads are served): {error}")
     }
+}
+
+/// How a client write is made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriteOptions {
+    /// Consul's flags (puts only).
+    pub flags: u64,
+    /// Check-and-set: only if the key's modify index is this (0: absent).
+    pub cas: Option<u64>,
+    /// When to acknowledge; `None`: the node's `write_ack`.
+    pub ack: Option<WriteAck>,
 }
 
 /// A live key as the API returns it.
@@ -271,8 +285,7 @@ enum Command {
     Put {
         key: String,
         value: Option<Bytes>,
-        flags: u64,
-        cas: Option<u64>,
+        opts: WriteOptions,
         reply: oneshot::Sender<Result<WriteReceipt, NodeError>>,
     },
     DeletePrefix {
@@ -850,6 +863,23 @@ impl Node {
         flags: u64,
         cas: Option<u64>,
     ) -> Result<WriteReceipt, NodeError> {
+        let opts = WriteOptions {
+            flags,
+            cas,
+            ack: None,
+        };
+        self.put_opts(key, value, opts).await
+    }
+
+    /// Writes `value` under `key` with `opts`; returns once the write is
+    /// acknowledged (durable here, or in a majority of regions with
+    /// [`WriteAck::Quorum`]).
+    pub async fn put_opts(
+        &self,
+        key: &str,
+        value: impl Into<Bytes>,
+        opts: WriteOptions,
+    ) -> Result<WriteReceipt, NodeError> {
         // The map keeps an exact copy: a value sliced from a larger buffer
         // (an HTTP request's read buffer, a Vec with spare capacity) would
         // keep all of that buffer alive for as long as the key holds it.
@@ -859,8 +889,7 @@ impl Node {
         self.call(|reply| Command::Put {
             key,
             value,
-            flags,
-            cas,
+            opts,
             reply,
         })
         .await?
@@ -877,12 +906,25 @@ impl Node {
         key: &str,
         cas: Option<u64>,
     ) -> Result<WriteReceipt, NodeError> {
+        let opts = WriteOptions {
+            flags: 0,
+            cas,
+            ack: None,
+        };
+        self.delete_opts(key, opts).await
+    }
+
+    /// Deletes `key` with `opts` (flags are ignored).
+    pub async fn delete_opts(
+        &self,
+        key: &str,
+        opts: WriteOptions,
+    ) -> Result<WriteReceipt, NodeError> {
         let key = key.to_string();
         self.call(|reply| Command::Put {
             key,
             value: None,
-            flags: 0,
-            cas,
+            opts,
             reply,
         })
         .await?
@@ -1358,6 +1400,11 @@ impl Driver {
                     let _ = reply.send(Ok(r));
                 }
             }
+            Output::Unacknowledged { receipt, reason } => {
+                if let Some(reply) = self.pending.remove(&receipt.stamp) {
+                    let _ = reply.send(Err(NodeError::NotReplicated(reason)));
+                }
+            }
             Output::Notify { index } => {
                 self.notify.send_replace(index);
             }
@@ -1537,17 +1584,19 @@ impl Driver {
             Command::Put {
                 key,
                 value,
-                flags,
-                cas,
+                opts,
                 reply,
             } => {
                 if let Some(e) = self.writes_refused() {
                     let _ = reply.send(Err(e));
                     return;
                 }
+                let ack = opts.ack.unwrap_or(self.replica.config().write_ack);
                 let r = match value {
-                    Some(v) => self.replica.put(&key, v, flags, cas, now),
-                    None => self.replica.delete(&key, cas, now),
+                    Some(v) => self
+                        .replica
+                        .put_acked(&key, v, opts.flags, opts.cas, ack, now),
+                    None => self.replica.delete_acked(&key, opts.cas, ack, now),
                 };
                 match r {
                     Ok(receipt) => {

@@ -111,6 +111,8 @@ pub struct SimReport {
     pub seed: u64,
     pub nodes: usize,
     pub writes_acknowledged: u64,
+    /// Quorum writes answered as not acknowledged (timed out).
+    pub writes_unacknowledged: u64,
     pub writes_refused: u64,
     pub writes_lost_unacknowledged: u64,
     pub messages_sent: u64,
@@ -231,10 +233,13 @@ struct Issued {
     value: Option<Bytes>,
     flags: u64,
     /// The node that accepted it, and its incarnation then: unless that
-    /// incarnation crashed, the write must be acknowledged.
+    /// incarnation crashed, the write must be answered.
     node: usize,
     incarnation: u64,
     acknowledged: bool,
+    /// Acknowledged, or answered as not acknowledged (a quorum write that
+    /// timed out).
+    answered: bool,
 }
 
 /// The simulator (see the module docs).
@@ -683,6 +688,7 @@ impl Sim {
                             node: i,
                             incarnation,
                             acknowledged: false,
+                            answered: false,
                         };
                         self.issued.insert(receipt.stamp, issued);
                     }
@@ -713,6 +719,7 @@ impl Sim {
                         node: i,
                         incarnation,
                         acknowledged: false,
+                        answered: false,
                     },
                 );
             }
@@ -827,9 +834,10 @@ impl Sim {
                             "node {i} acknowledged a write nobody issued: {receipt:?}"
                         ));
                     };
-                    if std::mem::replace(&mut issued.acknowledged, true) {
-                        return self.fail(format!("node {i} acknowledged twice: {receipt:?}"));
+                    if std::mem::replace(&mut issued.answered, true) {
+                        return self.fail(format!("node {i} answered twice: {receipt:?}"));
                     }
+                    issued.acknowledged = true;
                     let w = issued.clone();
                     let newer = self
                         .oracle
@@ -840,6 +848,19 @@ impl Sim {
                     }
                 }
                 Output::Notify { .. } => {}
+                Output::Unacknowledged { receipt, .. } => {
+                    // Not acknowledged: the oracle does not count it (it may
+                    // still replicate, or not).
+                    let Some(issued) = self.issued.get_mut(&receipt.stamp) else {
+                        return self.fail(format!(
+                            "node {i} answered a write nobody issued: {receipt:?}"
+                        ));
+                    };
+                    if std::mem::replace(&mut issued.answered, true) {
+                        return self.fail(format!("node {i} answered twice: {receipt:?}"));
+                    }
+                    self.report.writes_unacknowledged += 1;
+                }
                 Output::Disconnect { peer, reason } => {
                     return self.fail(format!("node {i} refused peer {peer}: {reason}"));
                 }
@@ -964,7 +985,7 @@ impl Sim {
             self.issued.len() as u64 - self.report.writes_acknowledged;
         // An accepted write is acknowledged unless its node crashed first.
         for (stamp, w) in &self.issued {
-            if !w.acknowledged && self.nodes[w.node].incarnation == w.incarnation {
+            if !w.answered && self.nodes[w.node].incarnation == w.incarnation {
                 return Err(format!(
                     "node {} accepted a write of {:?} at {stamp:?} and never acknowledged it",
                     w.node, w.key

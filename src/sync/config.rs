@@ -18,6 +18,16 @@ pub enum PartitionPolicy {
     Quorum,
 }
 
+/// When a client write is acknowledged (see `sync::replica::ack`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WriteAck {
+    /// Once it is durable here (default).
+    #[default]
+    Local,
+    /// Once it is durable on a node in a majority of the known regions.
+    Quorum,
+}
+
 /// A replica's configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -33,6 +43,12 @@ pub struct Config {
     pub limits: Limits,
     /// Default: [`PartitionPolicy::Available`].
     pub partition_policy: PartitionPolicy,
+    /// When client writes are acknowledged unless they ask otherwise.
+    /// Default [`WriteAck::Local`].
+    pub write_ack: WriteAck,
+    /// A quorum write not held by a majority this long is answered as not
+    /// acknowledged. Default 10 s.
+    pub quorum_ack_timeout_ms: u64,
     /// A standby replicates everything but refuses client writes until
     /// promoted ([`crate::sync::Replica::promote`]). Default false.
     pub standby: bool,
@@ -43,6 +59,9 @@ pub struct Config {
     pub push_delay_ms: u64,
     /// An idle link sends a heartbeat this often. Default 1 s.
     pub heartbeat_interval_ms: u64,
+    /// A peer not heard from for this long no longer makes its region
+    /// reachable (quorum, partitions). Default 2.5 s: two heartbeats and a half.
+    pub contact_timeout_ms: u64,
     /// Anti-entropy with one random peer this often. Default 5 s.
     pub ae_interval_ms: u64,
     /// Plus a random delay up to this. Default 1 s.
@@ -113,10 +132,13 @@ impl Config {
             cluster,
             limits: Limits::default(),
             partition_policy: PartitionPolicy::Available,
+            write_ack: WriteAck::Local,
+            quorum_ack_timeout_ms: 10_000,
             standby: false,
             clock_offset_ms_max: CLOCK_OFFSET_MS_MAX_DEFAULT,
             push_delay_ms: 2,
             heartbeat_interval_ms: 1_000,
+            contact_timeout_ms: 2_500,
             ae_interval_ms: 5_000,
             ae_jitter_ms: 1_000,
             peer_timeout_ms: 5_000,
@@ -170,10 +192,22 @@ impl Config {
         )?;
         range("push_delay_ms", self.push_delay_ms, 0, 1_000)?;
         range(
+            "quorum_ack_timeout_ms",
+            self.quorum_ack_timeout_ms,
+            10,
+            3_600_000,
+        )?;
+        range(
             "heartbeat_interval_ms",
             self.heartbeat_interval_ms,
             10,
             600_000,
+        )?;
+        range(
+            "contact_timeout_ms",
+            self.contact_timeout_ms,
+            self.heartbeat_interval_ms + 1,
+            3_600_000,
         )?;
         range("ae_interval_ms", self.ae_interval_ms, 10, 86_400_000)?;
         range("ae_jitter_ms", self.ae_jitter_ms, 0, 86_400_000)?;

@@ -22,6 +22,8 @@ use crate::core::types::NodeId;
 
 /// Largest membership packet: fits a QUIC datagram on any sane path.
 pub const PACKET_BYTES_MAX: usize = 1_000;
+/// How often members declared down are announced to.
+pub const ANNOUNCE_TO_DOWN_MS: u64 = 5_000;
 
 /// A member's identity, as SWIM spreads it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -117,7 +119,12 @@ impl Runtime<Member> for Collect<'_> {
         match n {
             Notification::MemberUp(m) => self.0.push(MembershipOutput::Up(m.clone())),
             Notification::MemberDown(m) => self.0.push(MembershipOutput::Down(m.clone())),
-            Notification::Rename(old, new) => {
+            // The same node with a higher bump (it rejoined after being
+            // declared down): nothing the driver keys on (node id, address)
+            // changed, and a change of liveness comes as MemberUp or
+            // MemberDown. Only another node taking over the address
+            // replaces one.
+            Notification::Rename(old, new) if old.node != new.node => {
                 self.0.push(MembershipOutput::Down(old.clone()));
                 self.0.push(MembershipOutput::Up(new.clone()));
             }
@@ -157,6 +164,14 @@ impl Membership {
         };
         config.max_packet_size =
             std::num::NonZeroUsize::new(PACKET_BYTES_MAX).unwrap_or(config.max_packet_size);
+        // A partition shorter than the transport's idle timeout keeps the
+        // connections (no announce on a new one): down members hear from us
+        // every few seconds rather than every 65.
+        if let Some(p) = config.periodic_announce_to_down_members.as_mut() {
+            p.frequency = p
+                .frequency
+                .min(std::time::Duration::from_millis(ANNOUNCE_TO_DOWN_MS));
+        }
         Membership {
             foca: Foca::new(me, config, SeededRng(Rng::new(seed)), PostcardCodec),
             out: Vec::new(),
@@ -180,7 +195,26 @@ impl Membership {
                 data.len()
             )));
         }
-        Self::map(self.foca.handle_data(data, Collect(&mut self.out)))
+        let before = self.foca.identity().clone();
+        let r = self.foca.handle_data(data, Collect(&mut self.out));
+        if *self.foca.identity() != before {
+            // foca renewed our identity (a peer told us we were declared
+            // down, as both sides of a healed partition tell each other).
+            // It tells only the members it holds active, and its answer
+            // goes to the peer's old identity, which that peer drops if it
+            // renewed too: without more, both sides keep each other down
+            // until the next announce to down members (65 s). An announce
+            // is taken by address whatever the bump: tell everyone now.
+            let known: Vec<Member> = self
+                .foca
+                .iter_membership_state()
+                .map(|m| m.id().clone())
+                .collect();
+            for m in known {
+                let _ = self.foca.announce(m, Collect(&mut self.out));
+            }
+        }
+        Self::map(r)
     }
 
     /// A timer that a `Timer` output asked for went off.
@@ -215,6 +249,7 @@ impl Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn member(i: u64) -> Member {
         Member {
@@ -265,5 +300,139 @@ mod tests {
             );
         }
         assert!(ups.iter().all(|u| *u >= 2));
+    }
+
+    /// Memberships wired by hand in virtual time: packets are delivered at
+    /// once (unless the pair is cut), timers fire in order of their due time
+    /// with the exact values foca asked for.
+    struct Wired {
+        ms: Vec<Membership>,
+        now: u64,
+        seq: u64,
+        timers: Vec<(u64, u64, usize, Timer<Member>)>,
+        cut: HashSet<(usize, usize)>,
+        downs: Vec<(usize, usize)>,
+    }
+
+    impl Wired {
+        fn new(n: u64) -> Wired {
+            Wired {
+                ms: (1..=n)
+                    .map(|i| Membership::new(member(i), n as u32, false, i))
+                    .collect(),
+                now: 0,
+                seq: 0,
+                timers: Vec::new(),
+                cut: HashSet::new(),
+                downs: Vec::new(),
+            }
+        }
+
+        fn idx(m: &Member) -> usize {
+            m.node.0 as usize - 1
+        }
+
+        fn pump(&mut self) {
+            loop {
+                let mut packets = Vec::new();
+                for i in 0..self.ms.len() {
+                    for o in self.ms[i].drain() {
+                        match o {
+                            MembershipOutput::Send { to, data } => {
+                                let j = Self::idx(&to);
+                                if !self.cut.contains(&(i, j)) {
+                                    packets.push((j, data));
+                                }
+                            }
+                            MembershipOutput::Timer { timer, after_ms } => {
+                                self.seq += 1;
+                                self.timers.push((self.now + after_ms, self.seq, i, timer));
+                            }
+                            MembershipOutput::Down(m) => self.downs.push((i, Self::idx(&m))),
+                            MembershipOutput::Up(_) => {}
+                        }
+                    }
+                }
+                if packets.is_empty() {
+                    return;
+                }
+                for (j, d) in packets {
+                    let _ = self.ms[j].handle_data(&d);
+                }
+            }
+        }
+
+        fn run(&mut self, ms: u64) {
+            let end = self.now + ms;
+            loop {
+                self.pump();
+                let next = (0..self.timers.len())
+                    .filter(|&k| self.timers[k].0 <= end)
+                    .min_by_key(|&k| (self.timers[k].0, self.timers[k].1));
+                let Some(k) = next else { break };
+                let (due, _, i, t) = self.timers.swap_remove(k);
+                self.now = due;
+                let _ = self.ms[i].handle_timer(t);
+            }
+            self.now = end;
+        }
+
+        /// What the node driver does when a QUIC connection comes up: both
+        /// ends announce to the other.
+        fn connect(&mut self, a: usize, b: usize) {
+            self.ms[a].announce(member(b as u64 + 1)).unwrap();
+            self.ms[b].announce(member(a as u64 + 1)).unwrap();
+        }
+
+        fn state(&self, at: usize, of: usize) -> &'static str {
+            self.ms[at]
+                .view()
+                .iter()
+                .find(|v| Self::idx(&v.member) == of)
+                .map_or("unknown", |v| v.state)
+        }
+    }
+
+    /// Members that declared each other down during a partition are alive
+    /// again within seconds of the heal (they were down for about 65 s:
+    /// both sides renewed, and each answered the other's old identity).
+    #[test]
+    fn members_declared_down_in_a_partition_are_alive_soon_after_the_heal() {
+        let mut w = Wired::new(3);
+        w.connect(0, 1);
+        w.connect(0, 2);
+        w.connect(1, 2);
+        w.run(10_000);
+        for a in 0..3 {
+            for b in 0..3 {
+                if a != b {
+                    assert_eq!(w.state(a, b), "alive", "{a} sees {b} before the cut");
+                }
+            }
+        }
+        for i in 0..2 {
+            w.cut.insert((i, 2));
+            w.cut.insert((2, i));
+        }
+        w.run(20_000);
+        assert_eq!((w.state(2, 0), w.state(2, 1)), ("down", "down"));
+        assert_eq!((w.state(0, 2), w.state(1, 2)), ("down", "down"));
+        w.cut.clear();
+        w.downs.clear();
+        w.connect(2, 0);
+        w.connect(2, 1);
+        w.run(5_000);
+        for a in 0..3 {
+            for b in 0..3 {
+                if a != b {
+                    assert_eq!(w.state(a, b), "alive", "{a} sees {b}: {:?}", w.ms[a].view());
+                }
+            }
+        }
+        assert!(
+            w.downs.is_empty(),
+            "spurious downs after the heal: {:?}",
+            w.downs
+        );
     }
 }

@@ -54,9 +54,9 @@ mod durable;
 pub mod membership;
 mod replica;
 
-pub use config::{Config, ConfigError, PartitionPolicy};
+pub use config::{Config, ConfigError, PartitionPolicy, WriteAck};
 pub use durable::{DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, StoredRecord};
 pub use replica::{
-    ClockStatus, Event, ImportReport, Metrics, Output, PeerStatus, QuarantineStatus, Refusal,
-    RegionStatus, Replica, Resolution, Status, WriteError, WriteReceipt, QUARANTINE_MAX,
+    AckFailure, ClockStatus, Event, ImportReport, Metrics, Output, PeerStatus, QuarantineStatus,
+    Refusal, RegionStatus, Replica, Resolution, Status, WriteError, WriteReceipt, QUARANTINE_MAX,
 };

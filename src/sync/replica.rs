@@ -1,5 +1,6 @@
 //! The replica state machine (see the `sync` module docs for the protocol).
 
+mod ack;
 mod clock;
 mod integrity;
 
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use super::clock_offset::{Judgement, PeerClock};
-use super::config::{Config, ConfigError, PartitionPolicy};
+use super::config::{Config, ConfigError, PartitionPolicy, WriteAck};
 use super::durable::{DurableState, Loaded, PeerProgress, PersistBatch, StoredRecord};
 use crate::core::codec::{
     Feed, Hello, Message, Summary, AE_SUMMARIES_MAX, ENTRIES_PER_MESSAGE_MAX, PROTOCOL_VERSION,
@@ -19,6 +20,7 @@ use crate::core::hlc::{Clock, ClockError, Hlc};
 use crate::core::map::{LwwMap, Merged, Record};
 use crate::core::rng::Rng;
 use crate::core::types::{Check, Entry, Hash, Key, KeyError, NodeId, Stamp, ValueError};
+pub use ack::AckFailure;
 pub use clock::ClockStatus;
 pub use integrity::{QuarantineStatus, Resolution, QUARANTINE_MAX};
 
@@ -47,6 +49,8 @@ pub enum WriteError {
     TooManyKeys { count: usize, max: usize },
     #[error("this node lost its store and is rebuilding it from a peer: writes resume once the rebuild is done")]
     Rebuilding,
+    #[error("more than {max} writes are waiting for a quorum of regions: try again later")]
+    TooManyPending { max: usize },
     /// A majority of the members' clocks disagree with this node's: its
     /// stamps would lose (a slow clock) or never leave it (a fast one).
     #[error(
@@ -160,8 +164,15 @@ pub enum Output {
         to: NodeId,
         msg: Message,
     },
-    /// A client write is durable: complete it.
+    /// A client write is durable (here, or in a majority of regions when
+    /// it asked for a quorum): complete it.
     Acknowledge(WriteReceipt),
+    /// A client write is not acknowledged: it is written here but not as
+    /// durable as it asked (see [`AckFailure`]). Complete it with an error.
+    Unacknowledged {
+        receipt: WriteReceipt,
+        reason: AckFailure,
+    },
     /// Changes up to this index are durable: wake watchers.
     Notify {
         index: u64,
@@ -255,6 +266,9 @@ struct Peer {
     last_heard_ms: u64,
     /// Round trips that estimate their clock's offset from ours.
     clock: PeerClock,
+    /// Heard from within the contact timeout (or mid-swap): what makes its
+    /// region reachable.
+    in_contact: bool,
     /// When we last refused a message of theirs whose stamps ran too far
     /// ahead of our clock, and by how much (0: never).
     refused_ms: u64,
@@ -379,6 +393,11 @@ pub struct Status {
     pub store_lost: bool,
     /// What the peers' clocks say of this node's.
     pub clock: ClockStatus,
+    /// `partition_policy = quorum` and no majority of regions reachable:
+    /// client writes are refused.
+    pub refusing_writes_no_quorum: bool,
+    /// Quorum writes waiting for a majority of regions.
+    pub quorum_writes_waiting: usize,
 }
 
 /// Quarantined records a status lists by name (all are counted).
@@ -415,6 +434,8 @@ pub struct Replica {
     /// Regions reported cut off, until they are reachable again.
     partitioned: BTreeSet<String>,
     metrics: Metrics,
+    /// Quorum writes waiting for a majority of regions, in index order.
+    pending_acks: VecDeque<ack::PendingAck>,
     /// Records that failed their check, by stored key (see [`integrity`]).
     quarantine: BTreeMap<Vec<u8>, integrity::Quarantined>,
     /// A damaged key needs a full transfer from a peer.
@@ -527,6 +548,7 @@ impl Replica {
             healing: BTreeMap::new(),
             partitioned: BTreeSet::new(),
             metrics: Metrics::default(),
+            pending_acks: VecDeque::new(),
             quarantine: verified.quarantine,
             resync_pending: verified.resync,
             store_lost: false,
@@ -688,6 +710,9 @@ impl Replica {
         if let Some(p) = self.push_due_ms {
             t = t.min(p);
         }
+        if let Some(d) = self.ack_deadline() {
+            t = t.min(d);
+        }
         t
     }
 
@@ -703,8 +728,21 @@ impl Replica {
         cas: Option<u64>,
         now_ms: u64,
     ) -> Result<WriteReceipt, WriteError> {
+        self.put_acked(key, value, flags, cas, self.cfg.write_ack, now_ms)
+    }
+
+    /// [`Replica::put`], acknowledged as `ack` says.
+    pub fn put_acked(
+        &mut self,
+        key: &str,
+        value: Bytes,
+        flags: u64,
+        cas: Option<u64>,
+        ack: WriteAck,
+        now_ms: u64,
+    ) -> Result<WriteReceipt, WriteError> {
         self.cfg.limits.check_value(value.len())?;
-        self.write(key, Some(value), flags, cas, now_ms)
+        self.write(key, Some(value), flags, cas, ack, now_ms)
     }
 
     /// Deletes `key`: writes a tombstone stamped now, whether or not the key
@@ -719,7 +757,18 @@ impl Replica {
         cas: Option<u64>,
         now_ms: u64,
     ) -> Result<WriteReceipt, WriteError> {
-        self.write(key, None, 0, cas, now_ms)
+        self.delete_acked(key, cas, self.cfg.write_ack, now_ms)
+    }
+
+    /// [`Replica::delete`], acknowledged as `ack` says.
+    pub fn delete_acked(
+        &mut self,
+        key: &str,
+        cas: Option<u64>,
+        ack: WriteAck,
+        now_ms: u64,
+    ) -> Result<WriteReceipt, WriteError> {
+        self.write(key, None, 0, cas, ack, now_ms)
     }
 
     fn write(
@@ -728,11 +777,13 @@ impl Replica {
         value: Option<Bytes>,
         flags: u64,
         cas: Option<u64>,
+        ack: WriteAck,
         now_ms: u64,
     ) -> Result<WriteReceipt, WriteError> {
         self.observe_time(now_ms);
         Key::check(key, self.cfg.limits.key_bytes_max)?;
         self.writable()?;
+        self.quorum_writable(ack)?;
         let current = self.map.get(key);
         if let Some(expected) = cas {
             let actual = current
@@ -760,8 +811,13 @@ impl Replica {
         self.dirty_keys.insert(key.clone());
         self.dirty_meta = true;
         let receipt = WriteReceipt { key, stamp, index };
-        self.staged.push(Output::Acknowledge(receipt.clone()));
-        self.schedule_push(now_ms);
+        self.acknowledge(receipt.clone(), ack, now_ms);
+        if ack == WriteAck::Quorum {
+            // Its acknowledgement waits on the push: not batched.
+            self.pump_all(now_ms);
+        } else {
+            self.schedule_push(now_ms);
+        }
         self.commit();
         Ok(receipt)
     }
@@ -862,7 +918,7 @@ impl Replica {
         up.insert(&self.cfg.region);
         for p in self.peers.values().filter(|p| !p.region.is_empty()) {
             all.insert(&p.region);
-            if p.ready || p.swapping {
+            if p.in_contact {
                 up.insert(&p.region);
             }
         }
@@ -870,10 +926,18 @@ impl Replica {
     }
 
     /// Records, per known region, when it became reachable or unreachable.
+    /// A region is reachable while a peer in it was heard from within the
+    /// contact timeout (heartbeats come every interval): a cut is noticed
+    /// then, not when the transport gives the connection up.
     fn update_regions(&mut self, now_ms: u64) {
+        let timeout = self.cfg.contact_timeout_ms;
+        for p in self.peers.values_mut() {
+            p.in_contact =
+                p.swapping || (p.ready && now_ms.saturating_sub(p.last_heard_ms) <= timeout);
+        }
         let mut up: BTreeMap<&str, bool> = BTreeMap::new();
         for p in self.peers.values().filter(|p| !p.region.is_empty()) {
-            *up.entry(&p.region).or_insert(false) |= p.ready || p.swapping;
+            *up.entry(&p.region).or_insert(false) |= p.in_contact;
         }
         up.insert(&self.cfg.region, true);
         let mut flips = Vec::new();
@@ -1054,6 +1118,7 @@ impl Replica {
                     return;
                 }
                 p.last_heard_ms = now_ms;
+                let regained = !p.in_contact;
                 p.hello_confirmed = true;
                 self.synced_ms = self.synced_ms.max(now_ms);
                 match other {
@@ -1097,6 +1162,9 @@ impl Replica {
                     Message::ProbeReply { sent_ms, their_ms } => {
                         self.on_probe_reply(from, sent_ms, their_ms, now_ms)
                     }
+                }
+                if regained {
+                    self.update_regions(now_ms);
                 }
             }
         }
@@ -1224,7 +1292,7 @@ impl Replica {
         let floor = if rebuilding_from_them {
             Hlc::ZERO
         } else {
-            self.gc_floor
+            self.merge_floor()
         };
         let mut applied = 0u64;
         for (k, e) in f.entries {
@@ -1298,7 +1366,29 @@ impl Replica {
         self.rebuilding = false;
         self.rebuild_from = None;
         self.store_lost = false;
+        // The transfer was the source's state after its collections: values
+        // of keys deleted and collected there are refused from now on, as
+        // they are there (a late or replayed message cannot bring one back).
+        if let Some(floor) = self.peers.get(&from).map(|p| p.gc_floor) {
+            if floor > self.gc_floor {
+                self.gc_floor = floor;
+                self.dirty_meta = true;
+            }
+        }
         self.resolve_resync(from);
+    }
+
+    /// The collection floor for entries from a peer (not a rebuild's full
+    /// transfer): while rebuilding, this replica's own floor says little
+    /// (it collected nothing), so the highest floor its peers told it holds.
+    fn merge_floor(&self) -> Hlc {
+        if !self.rebuilding {
+            return self.gc_floor;
+        }
+        self.peers
+            .values()
+            .map(|p| p.gc_floor)
+            .fold(self.gc_floor, Hlc::max)
     }
 
     /// Refuses (and reports) a message whose stamps run too far ahead of our clock.
@@ -1467,6 +1557,7 @@ impl Replica {
             p.in_flight.pop_front();
         }
         self.pump(from, now_ms);
+        self.release_acks(now_ms);
     }
 
     // ------------------------------------------------------------------ feed
@@ -1565,8 +1656,10 @@ impl Replica {
         if self.heartbeat_next_ms <= now_ms {
             self.heartbeat_next_ms = now_ms + self.cfg.heartbeat_interval_ms;
             self.heartbeats(now_ms);
-            // Estimates age out: judge again without waiting for a reply.
+            // Estimates age out: judge again without waiting for a reply;
+            // and contact too.
             self.rejudge(now_ms);
+            self.update_regions(now_ms);
         }
         if self.ae_next_ms <= now_ms {
             self.ae_next_ms =
@@ -1606,6 +1699,7 @@ impl Replica {
             self.scrub_next_ms = now_ms + self.cfg.scrub_interval_ms;
             self.scrub(self.cfg.scrub_batch_max, now_ms);
         }
+        self.release_acks(now_ms);
         self.commit();
     }
 
@@ -1898,7 +1992,7 @@ impl Replica {
         }
         let mut repaired = 0;
         for (k, e) in entries {
-            if self.merge_entry(Some(from), k, e, self.gc_floor, now_ms) {
+            if self.merge_entry(Some(from), k, e, self.merge_floor(), now_ms) {
                 self.metrics.ae_entries_applied += 1;
                 repaired += 1;
             }
@@ -2097,6 +2191,9 @@ impl Replica {
                 .collect(),
             store_lost: self.store_lost,
             clock: self.clock_status(self.seen_ms),
+            refusing_writes_no_quorum: self.cfg.partition_policy == PartitionPolicy::Quorum
+                && up * 2 <= all,
+            quorum_writes_waiting: self.pending_acks.len(),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::collections::{HashSet, VecDeque};
 use bytes::Bytes;
 use meridian::core::codec::{self, ClusterId, Message};
 use meridian::core::types::{NodeId, Stamp};
-use meridian::sync::{Config, DurableState, Event, Output, Refusal, Replica};
+use meridian::sync::{Config, DurableState, Event, Output, Refusal, Replica, WriteReceipt};
 
 pub const T0: u64 = 1_750_000_000_000;
 pub const CLUSTER: ClusterId = ClusterId([9; 16]);
@@ -24,6 +24,9 @@ pub struct Net {
     /// Drops every message this says to drop.
     pub drop: fn(&Message) -> bool,
     pub events: Vec<(usize, Event)>,
+    /// Acknowledged writes, and writes answered as not acknowledged.
+    pub acks: Vec<(usize, WriteReceipt)>,
+    pub unacked: Vec<(usize, WriteReceipt)>,
     pub disconnects: Vec<(usize, Refusal)>,
     pub feed_entries_sent: usize,
     pub now: u64,
@@ -62,6 +65,8 @@ impl Net {
             wire: VecDeque::new(),
             drop: |_| false,
             events: Vec::new(),
+            acks: Vec::new(),
+            unacked: Vec::new(),
             disconnects: Vec::new(),
             feed_entries_sent: 0,
             now: T0,
@@ -104,6 +109,12 @@ impl Net {
         }
     }
 
+    /// Cuts the link silently: messages vanish, and neither side is told
+    /// (the transport has not noticed yet).
+    pub fn cut(&mut self, a: usize, b: usize) {
+        self.up.remove(&(a.min(b), a.max(b)));
+    }
+
     pub fn disconnect(&mut self, a: usize, b: usize) {
         self.up.remove(&(a.min(b), a.max(b)));
         let (ia, ib, na, nb) = (self.id(a), self.id(b), self.local(a), self.local(b));
@@ -127,7 +138,9 @@ impl Net {
                 }
                 Output::Event(e) => self.events.push((i, e)),
                 Output::Disconnect { reason, .. } => self.disconnects.push((i, reason)),
-                Output::Acknowledge(_) | Output::Notify { .. } => {}
+                Output::Acknowledge(r) => self.acks.push((i, r)),
+                Output::Unacknowledged { receipt, .. } => self.unacked.push((i, receipt)),
+                Output::Notify { .. } => {}
             }
         }
     }
