@@ -622,3 +622,36 @@ fn a_stored_clock_from_the_future_refuses_writes_after_a_restart() {
     // Reads go on.
     assert_eq!(value_of(&c, "stamped-fast").0, 200);
 }
+
+/// `write_ack = "quorum"`: every write a region acknowledged survives that
+/// region's destruction (kill -9 and its disk wiped) right after.
+#[test]
+fn quorum_acknowledged_writes_survive_the_destruction_of_their_region() {
+    let root_dir = dir("quorum-destroy");
+    let (pa, pb, pc) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let q = "write_ack = \"quorum\"\n";
+    let (_b, b) = node(&root_dir, "b", "eu", pb, &[], q);
+    let (_c, c) = node(&root_dir, "c", "ap", pc, &[pb], q);
+    let (mut a_proc, a) = node(&root_dir, "a", "us", pa, &[pb, pc], q);
+    eventually("a reaches a majority", || status(&a)["quorum"] == true);
+    let mut acknowledged = Vec::new();
+    for i in 0..100 {
+        let k = format!("q/{i:03}");
+        if http(&a, Method::PUT, &format!("/v1/kv/{k}"), "v").0 == 200 {
+            acknowledged.push(k);
+        }
+    }
+    assert!(
+        acknowledged.len() >= 90,
+        "{} acknowledged",
+        acknowledged.len()
+    );
+    // The region is destroyed at once: no graceful stop, no disk.
+    a_proc.child.kill().unwrap();
+    a_proc.child.wait().unwrap();
+    std::fs::remove_dir_all(root_dir.join("a/data")).unwrap();
+    eventually("b and c agree", || root(&b) == root(&c));
+    for k in &acknowledged {
+        assert_eq!(value_of(&b, k).0, 200, "{k} was acknowledged and is lost");
+    }
+}

@@ -520,3 +520,75 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     assert!(n.get("refused").await.unwrap().is_none());
     n.shutdown().await.unwrap();
 }
+
+/// `partition_policy = quorum` refuses writes within the contact timeout
+/// of a real cut (heartbeats stop arriving), not after QUIC's 5 s idle
+/// timeout closes the connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_quorum_policy_refuses_writes_soon_after_a_real_cut() {
+    use meridian::net::faults::Faults;
+    use meridian::sync::PartitionPolicy;
+    let ca = Ca::generate("test").unwrap();
+    let faults: Vec<_> = (0..3).map(|_| Faults::new()).collect();
+    let regions = ["us-east", "eu-west", "ap-southeast"];
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 0..3 {
+        let name = format!("q{i}");
+        let n = Node::builder(&name, regions[i], ca.issue(&name, regions[i]).unwrap())
+            .seeds(addrs.clone())
+            .faults(faults[i].clone())
+            .partition_policy(PartitionPolicy::Quorum)
+            .start()
+            .await
+            .unwrap();
+        addrs.push(n.local_addr());
+        nodes.push(n);
+    }
+    nodes[2].put("before", "v").await.unwrap();
+    converge(&nodes.iter().collect::<Vec<_>>(), 20).await;
+    // Node 2 knows both other regions (a node that never met them would
+    // count one region of one, and have its quorum).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while nodes[2]
+        .status()
+        .await
+        .unwrap()
+        .replica
+        .reachable_regions
+        .len()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "node 2 never met the others");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 0..2 {
+        faults[i].block(addrs[2]);
+        faults[2].block(addrs[i]);
+    }
+    let cut = Instant::now();
+    let refused_after = loop {
+        match nodes[2].put("during", "v").await {
+            Err(meridian::NodeError::Write(meridian::sync::WriteError::NoQuorum { .. })) => {
+                break cut.elapsed()
+            }
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(cut.elapsed() < Duration::from_secs(15), "never refused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // contact timeout 2.5 s + one heartbeat, with room for scheduling.
+    assert!(
+        refused_after < Duration::from_millis(4_500),
+        "writes acknowledged for {refused_after:?} after the cut"
+    );
+    let st = nodes[2].status().await.unwrap();
+    assert!(st.replica.refusing_writes_no_quorum);
+    for f in &faults {
+        f.heal();
+    }
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}
