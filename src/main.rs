@@ -75,6 +75,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Every member's conflict log, gathered: writes that replaced a
+    /// concurrent write of another region. Exit 1 if a member did not answer.
+    Conflicts {
+        /// Also ask these API addresses.
+        #[arg(long = "node")]
+        nodes: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Check that every node holds the same data: compares Merkle roots; exit 1 on divergence.
     Verify {
         /// Also check these API addresses (nodes the first one does not know).
@@ -293,6 +302,9 @@ fn run(cli: Cli) -> Result<bool> {
                     Command::Kv { command } => cli::kv(&client, command).await,
                     Command::Status { json } => cli::status(&client, json).await,
                     Command::Health { json } => cli::health(&client, json).await,
+                    Command::Conflicts { nodes, json } => {
+                        cli::conflicts::conflicts(&client, &nodes, json).await
+                    }
                     Command::Promote => cli::promote(&client).await,
                     Command::Backup { command } => cli::backup::run(&client, command).await,
                     Command::Restore { files, force, only } => {

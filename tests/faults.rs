@@ -655,3 +655,41 @@ fn quorum_acknowledged_writes_survive_the_destruction_of_their_region() {
         assert_eq!(value_of(&b, k).0, 200, "{k} was acknowledged and is lost");
     }
 }
+
+/// The conflict log outlives a restart, and `meridian conflicts` gathers
+/// every member's.
+#[test]
+fn conflicts_are_kept_across_restarts_and_gathered_from_every_member() {
+    let root_dir = dir("conflicts");
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    let (a_proc, a) = node(&root_dir, "a", "us", pa, &[], "");
+    let (b_alone, b_first) = node(&root_dir, "b", "eu", pb, &[], "");
+    // Concurrent writes: neither has seen the other's.
+    assert_eq!(http(&a, Method::PUT, "/v1/kv/shared", "from a").0, 200);
+    std::thread::sleep(Duration::from_millis(20));
+    let (code, _) = http(&b_first, Method::PUT, "/v1/kv/shared", "from b, later");
+    assert_eq!(code, 200);
+    assert!(b_alone.terminate().success());
+    let (_b, b) = node(&root_dir, "b", "eu", pb, &[pa], "");
+    eventually("a and b agree", || root(&a) == root(&b));
+    let kept = |addr: &str| -> usize {
+        let (_, body) = http(addr, Method::GET, "/v1/conflicts", "");
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        doc["kept"].as_array().unwrap().len()
+    };
+    eventually("a recorded the conflict", || kept(&a) == 1);
+    // Durable: still there after a restart.
+    assert!(a_proc.terminate().success());
+    let (_a, a) = restart(&root_dir, "a");
+    assert_eq!(kept(&a), 1);
+    // Gathered from every member, through any of them (once b has heard
+    // a's new API address).
+    let mut text = String::new();
+    eventually("meridian conflicts reaches every member", || {
+        let o = meridian(&b, &["conflicts"]);
+        text = stdout(&o);
+        o.status.success()
+    });
+    assert!(text.contains("shared") && text.contains("from a"), "{text}");
+    assert!(text.contains("seen on a"), "{text}");
+}

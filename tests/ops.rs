@@ -373,7 +373,7 @@ fn webhooks_receive_partition_and_heal_events_from_a_real_partition() {
         detected["cut_region"].is_string() && detected["name"].is_string(),
         "{detected}"
     );
-    // partition_ms runs from detection (the 5 s idle timeout) to the
+    // partition_ms runs from detection (the contact timeout) to the
     // reconnection after the heal: tens of ms at least; the false
     // "partitions" of a swapped connection measured 0-1 ms.
     let healed = seen
@@ -389,11 +389,10 @@ fn webhooks_receive_partition_and_heal_events_from_a_real_partition() {
     assert!(healed["keys_exchanged"].as_u64().unwrap() > 0, "{healed}");
     assert!(healed["partition_ms"].as_u64().unwrap() > 0, "{healed}");
     assert!(healed["converge_ms"].is_u64(), "{healed}");
-    // Peers going down and coming back were reported too.
-    assert!(
-        has(&seen, "peer_down") && has(&seen, "peer_up"),
-        "{seen:#?}"
-    );
+    // The partition's end was reported too. (Whether the peers' QUIC
+    // connections went down meanwhile depends on the cut outlasting the
+    // transport's idle timeout: regions are judged by contact, sooner.)
+    assert!(has(&seen, "partition_ended"), "{seen:#?}");
     drop(p);
 }
 

@@ -272,7 +272,7 @@ async fn partition_demo(nodes: &[DevNode]) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!(
-        "  {} sees {cut_name} unreachable after {:.1} s (QUIC idle timeout)",
+        "  {} sees {cut_name} unreachable after {:.1} s (no heartbeat within the contact timeout)",
         inside.daemon.node().name(),
         t.elapsed().as_secs_f64()
     );

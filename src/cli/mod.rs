@@ -3,6 +3,7 @@
 
 pub mod backup;
 pub mod bench;
+pub mod conflicts;
 pub mod dev;
 pub mod transfer;
 

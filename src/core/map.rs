@@ -92,7 +92,7 @@ impl Merged {
 }
 
 /// One recorded conflict: a write replaced a concurrent write of another node.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Conflict {
     pub key: Key,
     pub winner: Stamp,
@@ -104,12 +104,15 @@ pub struct Conflict {
     pub index: u64,
 }
 
-/// A bounded log of conflicts, oldest dropped first.
+/// A bounded log of conflicts, oldest dropped first. Conflicts recorded
+/// since the last [`ConflictLog::take_fresh`] are kept aside as well (as
+/// many as the log holds), to be made durable.
 #[derive(Debug, Clone)]
 pub struct ConflictLog {
     entries: VecDeque<Conflict>,
     max: usize,
     total: u64,
+    fresh: VecDeque<Conflict>,
 }
 
 impl ConflictLog {
@@ -118,6 +121,7 @@ impl ConflictLog {
             entries: VecDeque::new(),
             max,
             total: 0,
+            fresh: VecDeque::new(),
         }
     }
 
@@ -129,7 +133,31 @@ impl ConflictLog {
         if self.entries.len() == self.max {
             self.entries.pop_front();
         }
+        if self.fresh.len() == self.max {
+            self.fresh.pop_front();
+        }
+        self.fresh.push_back(c.clone());
         self.entries.push_back(c);
+    }
+
+    /// The conflicts recorded since the last call, oldest first, and the
+    /// total count after them.
+    pub fn take_fresh(&mut self) -> (Vec<Conflict>, u64) {
+        (self.fresh.drain(..).collect(), self.total)
+    }
+
+    /// Puts back the conflicts read from durable state (oldest first) and
+    /// the total count of conflicts ever recorded.
+    pub fn restore(&mut self, kept: impl IntoIterator<Item = Conflict>, total: u64) {
+        for c in kept {
+            if self.entries.len() == self.max {
+                self.entries.pop_front();
+            }
+            if self.max > 0 {
+                self.entries.push_back(c);
+            }
+        }
+        self.total = total.max(self.entries.len() as u64);
     }
 
     /// The kept conflicts, oldest first.
@@ -347,6 +375,10 @@ impl LwwMap {
 
     pub fn conflicts(&self) -> &ConflictLog {
         &self.conflicts
+    }
+
+    pub fn conflicts_mut(&mut self) -> &mut ConflictLog {
+        &mut self.conflicts
     }
 
     /// Merges that met a different entry with the same stamp (a bug or corruption).

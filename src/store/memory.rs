@@ -30,6 +30,7 @@ impl Store for MemoryStore {
             records: BTreeMap::new(),
             damaged: Vec::new(),
             peers: s.peers.clone(),
+            conflicts: s.conflicts.clone(),
             ..*s
         })
     }

@@ -37,14 +37,20 @@ use serde::{Deserialize, Serialize};
 
 use super::{Durability, Store, StoreError, LOAD_CHUNK_RECORDS};
 use crate::core::hlc::Hlc;
+use crate::core::map::Conflict;
 use crate::core::types::{Check, Entry, Key, NodeId};
-use crate::sync::{DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, StoredRecord};
+use crate::sync::{
+    DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, StoredRecord,
+    CONFLICTS_STORED_MAX,
+};
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
 /// Format 1 records (no check), keyed by strings: migrated on open.
 const LEGACY_ENTRIES: TableDefinition<&str, &[u8]> = TableDefinition::new("entries");
 const PEERS: TableDefinition<u64, &[u8]> = TableDefinition::new("peers");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// The newest conflicts, by their number (1, 2, ...).
+const CONFLICTS: TableDefinition<u64, &[u8]> = TableDefinition::new("conflicts");
 /// Postcard only (format 1: legacy records, and peers written by it).
 const FORMAT_PLAIN: u8 = 1;
 /// A check, then postcard.
@@ -53,13 +59,14 @@ const FORMAT_CHECKED: u8 = 2;
 /// index check.
 const RECORD_HEADER_BYTES: usize = 1 + 8 + 16 + 4;
 /// The meta values the meta check covers, in order.
-const META_NAMES: [&str; 6] = [
+const META_NAMES: [&str; 7] = [
     "node",
     "index",
     "clock",
     "gc_floor",
     "horizon_floor",
     "synced_ms",
+    "conflicts_total",
 ];
 const META_CHECK: &str = "check";
 
@@ -95,7 +102,7 @@ pub struct RedbStore {
 }
 
 /// The first 8 bytes of blake3 over the meta values, in [`META_NAMES`] order.
-fn meta_check(values: &[u64; 6]) -> u64 {
+fn meta_check(values: &[u64; 7]) -> u64 {
     let mut h = blake3::Hasher::new();
     h.update(b"meridian-meta");
     for v in values {
@@ -203,6 +210,29 @@ fn decode_record(raw_key: &[u8], bytes: &[u8]) -> Loaded {
             )
         }
         Err(e) => damaged(format!("the record does not decode: {e}")),
+    }
+}
+
+/// A conflict as stored: format, 16 bytes of blake3 over its number and
+/// payload, the postcard payload.
+fn encode_conflict(seq: u64, c: &Conflict) -> Vec<u8> {
+    let payload = postcard::to_allocvec(c).unwrap_or_default();
+    let mut out = vec![FORMAT_CHECKED];
+    out.extend_from_slice(&progress_check(seq, &payload));
+    out.extend(payload);
+    out
+}
+
+fn decode_conflict(seq: u64, bytes: &[u8]) -> Result<Conflict, String> {
+    match bytes.split_first() {
+        Some((&FORMAT_CHECKED, rest)) if rest.len() >= 16 => {
+            let (check, payload) = rest.split_at(16);
+            if check != progress_check(seq, payload) {
+                return Err("its check does not match".to_string());
+            }
+            postcard::from_bytes(payload).map_err(|e| e.to_string())
+        }
+        _ => Err("unknown format".to_string()),
     }
 }
 
@@ -422,6 +452,7 @@ impl RedbStore {
             &mut redb::Table<&[u8], &[u8]>,
             &mut redb::Table<u64, &[u8]>,
             &mut redb::Table<&str, u64>,
+            &mut redb::Table<u64, &[u8]>,
         ) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let db = self.db()?;
@@ -435,8 +466,9 @@ impl RedbStore {
             let mut records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
             let mut peers = tx.open_table(PEERS).map_err(|e| self.err(e))?;
             let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
-            f(&mut records, &mut peers, &mut meta)?;
-            let mut values = [0u64; 6];
+            let mut conflicts = tx.open_table(CONFLICTS).map_err(|e| self.err(e))?;
+            f(&mut records, &mut peers, &mut meta, &mut conflicts)?;
+            let mut values = [0u64; 7];
             for (v, name) in values.iter_mut().zip(META_NAMES) {
                 *v = meta
                     .get(name)
@@ -528,7 +560,7 @@ impl Store for RedbStore {
                     .map_err(|e| self.err(e))?
                     .map_or(0, |v| v.value()))
             };
-            let mut values = [0u64; 6];
+            let mut values = [0u64; 7];
             for (v, name) in values.iter_mut().zip(META_NAMES) {
                 *v = get(name)?;
             }
@@ -540,7 +572,8 @@ impl Store for RedbStore {
                     ));
                 }
             }
-            let [node, index, clock, gc_floor, horizon_floor, synced_ms] = values;
+            let [node, index, clock, gc_floor, horizon_floor, synced_ms, conflicts_total] = values;
+            state.conflicts_total = conflicts_total;
             state.node = NodeId(node);
             state.index = index;
             state.clock = Hlc(clock);
@@ -559,6 +592,21 @@ impl Store for RedbStore {
                         "dropping the stored progress of a peer ({e}): its feed is asked for again"
                     ),
                 }
+            }
+            match tx.open_table(CONFLICTS) {
+                Ok(conflicts) => {
+                    for item in conflicts.iter().map_err(|e| self.err(e))? {
+                        let (k, v) = item.map_err(|e| self.err(e))?;
+                        match decode_conflict(k.value(), v.value()) {
+                            Ok(c) => state.conflicts.push(c),
+                            Err(e) => {
+                                tracing::warn!(seq = k.value(), "dropping a stored conflict ({e})")
+                            }
+                        }
+                    }
+                }
+                Err(TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(self.err(e)),
             }
             Ok(state)
         })
@@ -605,7 +653,7 @@ impl Store for RedbStore {
             path: path.clone(),
             source: Box::new(e.into()),
         };
-        self.write(|records, peers, meta| {
+        self.write(|records, peers, meta, conflicts| {
             let mut max = |name: &str, v: u64| -> Result<(), StoreError> {
                 let old = meta.get(name).map_err(&err)?.map_or(0, |g| g.value());
                 if v > old {
@@ -614,6 +662,7 @@ impl Store for RedbStore {
                 Ok(())
             };
             for b in batches {
+                max("conflicts_total", b.conflicts_total)?;
                 max("index", b.index)?;
                 max("clock", b.clock.0)?;
                 max("gc_floor", b.gc_floor.0)?;
@@ -641,6 +690,26 @@ impl Store for RedbStore {
                         .insert(id.0, encode_progress(id.0, p).as_slice())
                         .map_err(&err)?;
                 }
+                // The conflicts of this batch are numbered up to its total.
+                let first = b.conflicts_total + 1 - b.conflicts.len() as u64;
+                for (i, c) in b.conflicts.iter().enumerate() {
+                    let seq = first + i as u64;
+                    conflicts
+                        .insert(seq, encode_conflict(seq, c).as_slice())
+                        .map_err(&err)?;
+                }
+            }
+            // Only the newest are kept.
+            let total = batches.iter().map(|b| b.conflicts_total).max().unwrap_or(0);
+            if let Some(cut) = total.checked_sub(CONFLICTS_STORED_MAX as u64) {
+                let old: Vec<u64> = conflicts
+                    .range(..=cut)
+                    .map_err(&err)?
+                    .filter_map(|item| item.ok().map(|(k, _)| k.value()))
+                    .collect();
+                for seq in old {
+                    conflicts.remove(seq).map_err(&err)?;
+                }
             }
             Ok(())
         })
@@ -656,7 +725,7 @@ impl Store for RedbStore {
             });
         }
         let path = self.path.clone();
-        self.write(|_, _, meta| {
+        self.write(|_, _, meta, _| {
             meta.insert("node", node.0)
                 .map_err(|e| StoreError::Database {
                     path: path.clone(),

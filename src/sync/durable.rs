@@ -10,7 +10,12 @@
 use std::collections::BTreeMap;
 
 use crate::core::hlc::Hlc;
+use crate::core::map::Conflict;
 use crate::core::types::{Check, Entry, Key, NodeId};
+
+/// Conflicts a store keeps (the newest); a larger `conflicts_max` keeps the
+/// rest in memory only.
+pub const CONFLICTS_STORED_MAX: usize = 4_096;
 
 /// A key's durable record.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +77,10 @@ pub struct PersistBatch {
     /// Stored keys (as stored, maybe not valid keys) of damaged records to
     /// remove, before `records` are written.
     pub purge: Vec<Vec<u8>>,
+    /// Conflicts recorded by this input, oldest first, and the count of all
+    /// conflicts ever recorded after them (the last one's number).
+    pub conflicts: Vec<Conflict>,
+    pub conflicts_total: u64,
 }
 
 /// Everything a replica needs to restart (see the module docs).
@@ -87,6 +96,10 @@ pub struct DurableState {
     pub peers: BTreeMap<NodeId, PeerProgress>,
     /// Records that did not decode when the state was read back.
     pub damaged: Vec<DamagedRecord>,
+    /// The newest conflicts (at most [`CONFLICTS_STORED_MAX`]), oldest
+    /// first, and how many were ever recorded.
+    pub conflicts: Vec<Conflict>,
+    pub conflicts_total: u64,
 }
 
 impl DurableState {
@@ -123,5 +136,9 @@ impl DurableState {
         for (id, p) in &batch.peers {
             self.peers.insert(*id, p.clone());
         }
+        self.conflicts.extend(batch.conflicts.iter().cloned());
+        let excess = self.conflicts.len().saturating_sub(CONFLICTS_STORED_MAX);
+        self.conflicts.drain(..excess);
+        self.conflicts_total = self.conflicts_total.max(batch.conflicts_total);
     }
 }

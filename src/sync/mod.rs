@@ -55,7 +55,10 @@ pub mod membership;
 mod replica;
 
 pub use config::{Config, ConfigError, PartitionPolicy, WriteAck};
-pub use durable::{DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, StoredRecord};
+pub use durable::{
+    DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, StoredRecord,
+    CONFLICTS_STORED_MAX,
+};
 pub use replica::{
     AckFailure, ClockStatus, Event, ImportReport, Metrics, Output, PeerStatus, QuarantineStatus,
     Refusal, RegionStatus, Replica, Resolution, Status, WriteError, WriteReceipt, QUARANTINE_MAX,

@@ -495,13 +495,16 @@ impl Replica {
         let verified = integrity::verify_loaded(records, state.index, now_ms);
         let renumbered = verified.renumbered;
         let renumbered_count = renumbered.len() as u64;
-        let map = LwwMap::restore(
+        let mut map = LwwMap::restore(
             verified.records,
             state.index,
             cfg.conflicts_max,
             // Its own seed: the protocol's random choices use `rng_seed`.
             cfg.rng_seed.rotate_left(32) ^ 0x6d65_7269_6469_616e,
         );
+        // The conflict log outlives restarts.
+        map.conflicts_mut()
+            .restore(state.conflicts.iter().cloned(), state.conflicts_total);
         let mut peers = BTreeMap::new();
         for (id, p) in &state.peers {
             peers.insert(
@@ -2071,10 +2074,12 @@ impl Replica {
 
     /// Ends an input: the persist batch first, then everything it allows.
     fn commit(&mut self) {
+        let (conflicts, conflicts_total) = self.map.conflicts_mut().take_fresh();
         if self.dirty_meta
             || !self.dirty_keys.is_empty()
             || !self.dirty_peers.is_empty()
             || !self.purge.is_empty()
+            || !conflicts.is_empty()
         {
             let records = std::mem::take(&mut self.dirty_keys)
                 .into_iter()
@@ -2115,6 +2120,8 @@ impl Replica {
                 synced_ms: self.synced_ms,
                 peers,
                 purge: std::mem::take(&mut self.purge),
+                conflicts,
+                conflicts_total,
             }));
             self.dirty_meta = false;
             self.outputs.push_back(Output::Notify {
