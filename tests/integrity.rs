@@ -57,19 +57,23 @@ fn a_value_damaged_on_disk_is_quarantined_and_repaired_below_the_floor() {
     net.settle();
     net.advance(3_000);
     assert!(net.nodes[1].gc_floor() > stamp.hlc, "the floor rose");
+    // Restarted apart, to see the state before the peer is reached.
+    net.disconnect(0, 1);
     net.restart_with(1, |d| {
         let k = Key::new("cfg/db").unwrap();
         let r = d.records.get_mut(&k).unwrap();
         // One flipped bit in the stored value; the stored check is as it was.
         r.entry.value = Some(Bytes::from_static(b"postgres://gooe"));
     });
+    net.advance(10);
     assert_eq!(quarantined(&net, 1), 1);
     assert!(net.nodes[1].quarantined("cfg/db"));
     assert!(net.nodes[1].get("cfg/db").is_none(), "never served");
     let now = net.local(1);
     assert!(!net.nodes[1].check_before_serving("cfg/db", now));
     assert!(!net.roots_equal(), "the root covers checked data only");
-    // Anti-entropy repairs it from node 0, which holds the same stamp.
+    // Node 0's state, taken in the recovery, repairs it (the same stamp).
+    net.connect(0, 1);
     net.advance(8_000);
     assert!(net.roots_equal());
     assert_eq!(
@@ -107,6 +111,7 @@ fn damaged_flags_stamps_and_indexes_on_disk_are_caught() {
     net.put(0, "a", "1");
     net.put(0, "b", "2");
     net.put(0, "c", "3");
+    net.disconnect(0, 1);
     net.restart_with(1, |d| {
         d.records
             .get_mut(&Key::new("a").unwrap())
@@ -127,10 +132,12 @@ fn damaged_flags_stamps_and_indexes_on_disk_are_caught() {
             .unwrap()
             .modify_index = u64::MAX / 2;
     });
+    net.advance(10);
     assert_eq!(quarantined(&net, 1), 2);
     assert!(net.nodes[1].get("a").is_none() && net.nodes[1].get("b").is_none());
     assert_eq!(net.value(1, "c").as_deref(), Some(&b"3"[..]));
     assert!(net.nodes[1].get("c").unwrap().modify_index < 1_000);
+    net.connect(0, 1);
     net.advance(8_000);
     assert!(net.roots_equal());
     assert_eq!(net.value(1, "a").as_deref(), Some(&b"1"[..]));
@@ -168,7 +175,7 @@ fn a_damaged_key_or_undecodable_record_takes_a_full_transfer() {
     assert_eq!(fixed.len(), 2, "{fixed:?}");
     assert!(fixed
         .iter()
-        .all(|(_, how)| matches!(how, Resolution::Resynced { .. })));
+        .all(|(_, how)| matches!(how, Resolution::NotHeldByPeers { peers: 1 })));
     // The damaged bytes are gone from the store.
     assert!(net.durable[1].damaged.is_empty());
     assert!(!net.durable[1]
@@ -195,7 +202,11 @@ fn damage_in_memory_is_caught_before_sending_serving_and_by_the_scrub() {
     // The scrub.
     assert!(net.nodes[1].simulate_memory_damage("scrubbed", None));
     net.advance(1_100);
-    assert!(net.nodes[1].quarantined("scrubbed"));
+    // (The recovery that follows may have repaired it already.)
+    assert!(net
+        .events_of(1)
+        .iter()
+        .any(|e| matches!(e, Event::RecordQuarantined { key, .. } if key == "scrubbed")));
     assert!(net.nodes[1].metrics().records_scrubbed > 0);
     // Before sending: a write made while the link is down, damaged before
     // the feed carries it.
@@ -203,14 +214,22 @@ fn damage_in_memory_is_caught_before_sending_serving_and_by_the_scrub() {
     net.put(0, "sent", "intact");
     assert!(net.nodes[0].simulate_memory_damage("sent", Some(Bytes::from_static(b"bad"))));
     net.connect(0, 1);
-    assert!(
-        net.nodes[1].get("sent").is_none(),
-        "the damaged entry never left"
-    );
-    assert!(net.nodes[0].quarantined("sent"));
+    assert!(net
+        .events_of(0)
+        .iter()
+        .any(|e| matches!(e, Event::RecordQuarantined { key, .. } if key == "sent")));
     assert_eq!(net.nodes[0].metrics().damage_found_in_memory, 1);
-    // The stored copy of "sent" was intact: a restart reads it back and it
-    // replicates; the others are repaired from the peer.
+    // The stored copy of "sent" was intact: it was read back at once, and
+    // only the intact value ever left.
+    assert_eq!(net.nodes[0].metrics().records_read_back, 1);
+    assert!(repaired(&net, 0)
+        .iter()
+        .any(|(k, how)| k == "sent" && matches!(how, Resolution::ReadBack { .. })));
+    assert_eq!(net.value(1, "sent").as_deref(), Some(&b"intact"[..]));
+    assert!(!net
+        .events_of(1)
+        .iter()
+        .any(|e| matches!(e, Event::RecordQuarantined { key, .. } if key == "sent")));
     net.restart(0);
     net.advance(8_000);
     assert!(net.roots_equal());
@@ -250,10 +269,10 @@ fn a_stamp_collision_keeps_the_intact_entry() {
 }
 
 /// A damaged record of a key that no peer holds live (deleted and
-/// collected there) is resolved when anti-entropy finds equal roots, and
+/// collected there) is resolved once every peer's state was taken, and
 /// its damaged copy leaves the disk.
 #[test]
-fn a_damaged_record_no_peer_holds_is_resolved_when_roots_agree() {
+fn a_damaged_record_no_peer_holds_is_resolved_after_recovery() {
     let mut net = Net::new(2);
     net.connect_all();
     net.put(0, "live", "v");
@@ -266,13 +285,13 @@ fn a_damaged_record_no_peer_holds_is_resolved_when_roots_agree() {
         let r = d.records.get_mut(&Key::new("lonely").unwrap()).unwrap();
         r.entry.flags = 7;
     });
-    net.connect(0, 1);
     assert!(net.nodes[1].quarantined("lonely"));
+    net.connect(0, 1);
     net.advance(8_000);
     assert!(!net.nodes[1].quarantined("lonely"));
     assert!(matches!(
         &repaired(&net, 1)[..],
-        [(k, Resolution::AbsentAtPeer { .. })] if k == "lonely"
+        [(k, Resolution::NotHeldByPeers { peers: 1 })] if k == "lonely"
     ));
     assert!(!net.durable[1]
         .records
@@ -309,8 +328,79 @@ fn a_lost_store_refuses_writes_until_rebuilt() {
     net.advance(1_000);
     assert!(net.roots_equal());
     assert!(!net.nodes[0].rebuilding());
+    // Its member list is what reached it: it waits one contact timeout
+    // for gossip to bring the rest before it trusts it.
+    let now = net.local(0);
+    assert_eq!(
+        net.nodes[0].put("x", Bytes::from_static(b"1"), 0, None, now),
+        Err(WriteError::Rebuilding)
+    );
+    net.advance(2_000);
     let now = net.local(0);
     assert!(net.nodes[0]
         .put("x", Bytes::from_static(b"1"), 0, None, now)
         .is_ok());
+}
+
+/// A node whose store was lost takes every peer's state before it claims
+/// to hold its own writes: a write of its own that only one peer holds
+/// comes back, and until then it refuses writes and claims nothing (a
+/// peer would otherwise count that write as held, and raise its floor
+/// above it). The recovery survives a restart.
+#[test]
+fn a_lost_store_recovers_from_every_peer_before_claiming() {
+    let mut net = Net::new(3);
+    net.connect_all();
+    net.put(0, "before", "v");
+    // Node 0's next write reaches node 1 only.
+    net.disconnect(1, 2);
+    net.disconnect(0, 2);
+    let w = net.put(0, "only-on-1", "w");
+    assert!(net.nodes[2].get("only-on-1").is_none());
+    net.disconnect(0, 1);
+    // Node 0 loses its store and comes back next to node 2 only.
+    net.restart_with(0, |d| *d = meridian::sync::DurableState::new(d.node));
+    net.nodes[0].store_lost();
+    net.pump(0);
+    net.connect(0, 2);
+    net.advance(3_000);
+    assert!(!net.nodes[0].rebuilding(), "rebuilt from node 2");
+    assert_eq!(net.value(0, "before").as_deref(), Some(&b"v"[..]));
+    let now = net.local(0);
+    assert_eq!(
+        net.nodes[0].put("x", Bytes::from_static(b"1"), 0, None, now),
+        Err(WriteError::Rebuilding),
+        "node 1 may hold writes of node 0's"
+    );
+    let s = net.nodes[0].status();
+    assert_eq!(s.frontier, meridian::core::hlc::Hlc::ZERO, "claims nothing");
+    let r = s.recovery.expect("recovering");
+    assert_eq!((r.peers_done, r.peers), (1, 2));
+    // A restart resumes the recovery.
+    net.restart(0);
+    net.advance(1_000);
+    let now = net.local(0);
+    assert_eq!(
+        net.nodes[0].put("x", Bytes::from_static(b"1"), 0, None, now),
+        Err(WriteError::Rebuilding)
+    );
+    // Node 1's state brings the write back; then node 0 claims again.
+    net.connect(0, 1);
+    net.advance(3_000);
+    assert_eq!(net.nodes[0].get("only-on-1").unwrap().entry.stamp, w);
+    let s = net.nodes[0].status();
+    assert!(s.recovery.is_none());
+    assert!(s.frontier > meridian::core::hlc::Hlc::ZERO);
+    let now = net.local(0);
+    assert!(net.nodes[0]
+        .put("x", Bytes::from_static(b"1"), 0, None, now)
+        .is_ok());
+    assert!(net
+        .events_of(0)
+        .iter()
+        .any(|e| matches!(e, Event::Recovered { peers: 2, .. })));
+    net.connect(1, 2);
+    net.advance(8_000);
+    assert!(net.roots_equal());
+    assert_eq!(net.value(2, "only-on-1").as_deref(), Some(&b"w"[..]));
 }

@@ -3,7 +3,7 @@
 //! `MERIDIAN_SIM_SEEDS=<n>` runs n seeds (default 500); `MERIDIAN_SIM_SEED=<s>`
 //! replays one seed exactly; `MERIDIAN_SIM_FIRST=<s>` starts the range elsewhere.
 
-use meridian::sim::{run_seed, SimReport};
+use meridian::sim::{run_seed, Sim, SimConfig, SimReport};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().map(|v| {
@@ -16,7 +16,9 @@ fn env_u64(name: &str) -> Option<u64> {
 #[test]
 fn seeds_converge_to_the_oracle() {
     if let Some(seed) = env_u64("MERIDIAN_SIM_SEED") {
-        match run_seed(seed) {
+        // MERIDIAN_SIM_TRACE=<key> (or *) prints its story and every fault.
+        let trace = std::env::var("MERIDIAN_SIM_TRACE").ok();
+        match Sim::new(SimConfig::from_seed(seed)).with_trace(trace).run() {
             Ok(r) => println!("{r:?}"),
             Err(e) => panic!("{e}"),
         }
@@ -42,6 +44,13 @@ fn seeds_converge_to_the_oracle() {
                 total.deletes_of_absent_keys += r.deletes_of_absent_keys;
                 total.prefix_deletes += r.prefix_deletes;
                 total.collected_while_steady += r.collected_while_steady;
+                total.clock_faults += r.clock_faults;
+                total.writes_refused_for_clock += r.writes_refused_for_clock;
+                total.records_damaged += r.records_damaged;
+                total.records_quarantined += r.records_quarantined;
+                total.records_repaired += r.records_repaired;
+                total.destroys += r.destroys;
+                total.writes_unacknowledged += r.writes_unacknowledged;
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -52,7 +61,9 @@ fn seeds_converge_to_the_oracle() {
     println!(
         "{count} seeds: {} writes acknowledged, {} refused, {} partitions, {} crashes, {} messages dropped, \
          {} feed gaps, {} entries repaired by anti-entropy, {} tombstones collected ({} after convergence), \
-         {} stale entries refused, {} deletes of keys absent where deleted, {} prefix-delete tombstones",
+         {} stale entries refused, {} deletes of keys absent where deleted, {} prefix-delete tombstones; \
+         {} records damaged (disk or memory), {} quarantined, {} repaired; {} clock faults, {} writes refused \
+         for a clock; {} stores destroyed, {} quorum writes not acknowledged",
         total.writes_acknowledged,
         total.writes_refused,
         total.partitions,
@@ -64,7 +75,14 @@ fn seeds_converge_to_the_oracle() {
         total.collected_while_steady,
         total.below_floor_refused,
         total.deletes_of_absent_keys,
-        total.prefix_deletes
+        total.prefix_deletes,
+        total.records_damaged,
+        total.records_quarantined,
+        total.records_repaired,
+        total.clock_faults,
+        total.writes_refused_for_clock,
+        total.destroys,
+        total.writes_unacknowledged
     );
     assert!(failures.is_empty(), "failing seeds: {failures:?}");
     // The runs must actually exercise what they claim to check.
@@ -85,6 +103,20 @@ fn seeds_converge_to_the_oracle() {
         assert!(
             total.collected_while_steady > 0,
             "no tombstone was collected while roots were checked after convergence"
+        );
+        assert!(
+            total.records_damaged > 0
+                && total.records_quarantined > 0
+                && total.records_repaired > 0,
+            "no damage injected, quarantined and repaired"
+        );
+        assert!(
+            total.clock_faults > 0 && total.writes_refused_for_clock > 0,
+            "no clock fault, or none that refused a write"
+        );
+        assert!(
+            total.destroys > 0,
+            "no store destroyed under quorum acknowledgement"
         );
     }
 }

@@ -463,3 +463,56 @@ fn acknowledged_writes_survive_sigkill() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The recovery state is durable (it enters the meta check only when set,
+/// so older stores keep theirs), and one record reads back as the whole
+/// load reads it: intact, failing its check, not decoding, or absent.
+#[test]
+fn the_recovery_state_and_single_records_read_back() {
+    use meridian::core::types::{Check, Key};
+    use meridian::sync::Recovery;
+    let dir = scratch("read-back");
+    let path = dir.join("node.redb");
+    written_store(&path, 50);
+    let mut disk = RedbStore::open(&path, Durability::Immediate).unwrap();
+    assert_eq!(disk.load_meta().unwrap().recovery, Recovery::None);
+    for r in [
+        Recovery::AfterStoreLoss,
+        Recovery::AfterDamage,
+        Recovery::None,
+    ] {
+        let b = PersistBatch {
+            recovery: Some(r),
+            ..PersistBatch::default()
+        };
+        disk.commit(&[b]).unwrap();
+        drop(disk);
+        disk = RedbStore::open(&path, Durability::Immediate).unwrap();
+        assert_eq!(disk.load_meta().unwrap().recovery, r);
+    }
+    let key = Key::new("cfg/00003").unwrap();
+    let Some(Loaded::Record(k, rec)) = disk.load_record(&key).unwrap() else {
+        panic!("the record reads back");
+    };
+    assert_eq!(k, key);
+    assert_eq!(Check::of(k.as_str(), &rec.entry), rec.check);
+    assert!(disk
+        .load_record(&Key::new("cfg/absent").unwrap())
+        .unwrap()
+        .is_none());
+    assert!(disk.damage_value("cfg/00003", 2, 0x01).unwrap());
+    assert!(disk.damage_record("cfg/00011", 34, 0x80).unwrap());
+    let Some(Loaded::Record(k, rec)) = disk.load_record(&key).unwrap() else {
+        panic!("a damaged value still decodes");
+    };
+    assert_ne!(
+        Check::of(k.as_str(), &rec.entry),
+        rec.check,
+        "its check fails"
+    );
+    assert!(matches!(
+        disk.load_record(&Key::new("cfg/00011").unwrap()).unwrap(),
+        Some(Loaded::Damaged(_))
+    ));
+    let _ = std::fs::remove_dir_all(dir);
+}

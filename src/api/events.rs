@@ -8,7 +8,7 @@ use crate::node::{EventKind, NodeEvent};
 use crate::sync::{Event, Resolution};
 
 /// Every event type, as `type` names it (what webhook filters accept).
-pub const EVENT_TYPES: [&str; 17] = [
+pub const EVENT_TYPES: [&str; 19] = [
     "peer_up",
     "peer_down",
     "partition_detected",
@@ -24,6 +24,8 @@ pub const EVENT_TYPES: [&str; 17] = [
     "record_quarantined",
     "record_repaired",
     "store_lost",
+    "recovery_started",
+    "recovered",
     "clock_offset",
     "health_changed",
 ];
@@ -100,11 +102,12 @@ pub fn event_fields(kind: &EventKind) -> (&'static str, Value) {
                         "stamp": format!("{:016x}-{}", stamp.hlc.0, stamp.node),
                     }),
                     Resolution::Overwritten => json!({ "how": "overwritten" }),
-                    Resolution::AbsentAtPeer { peer } => {
-                        json!({ "how": "absent_at_peer", "peer": peer.to_string() })
-                    }
-                    Resolution::Resynced { from } => {
-                        json!({ "how": "resynced", "from": from.to_string() })
+                    Resolution::ReadBack { stamp } => json!({
+                        "how": "read_back",
+                        "stamp": format!("{:016x}-{}", stamp.hlc.0, stamp.node),
+                    }),
+                    Resolution::NotHeldByPeers { peers } => {
+                        json!({ "how": "not_held_by_peers", "peers": peers })
                     }
                 };
                 let mut doc = how;
@@ -112,6 +115,13 @@ pub fn event_fields(kind: &EventKind) -> (&'static str, Value) {
                 ("record_repaired", doc)
             }
             Event::StoreLost => ("store_lost", json!({})),
+            Event::RecoveryStarted { cause } => {
+                ("recovery_started", json!({ "cause": cause.as_str() }))
+            }
+            Event::Recovered { cause, peers } => (
+                "recovered",
+                json!({ "cause": cause.as_str(), "peers": peers }),
+            ),
             Event::ClockOffset {
                 offset_ms,
                 disagreeing,

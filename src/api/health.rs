@@ -34,7 +34,7 @@ impl Default for Thresholds {
 /// One reason a node is unhealthy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Reason {
-    /// `rebuilding`, `store_lost`, `disk_full`, `store_error`, `quarantine`,
+    /// `rebuilding`, `store_lost`, `recovering`, `disk_full`, `store_error`, `quarantine`,
     /// `clock_offset`, `clock_ahead`, `peer_clock`, `no_quorum`, `sync_lag`,
     /// `partition` or `peer_down`.
     pub check: &'static str,
@@ -51,15 +51,30 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
     let now = status.now_ms;
     let r = &status.replica;
     let mut out = Vec::new();
+    let peers_done = r.recovery.as_ref().map_or(String::new(), |c| {
+        format!(" ({} of {} peers done)", c.peers_done, c.peers)
+    });
     if r.store_lost {
         out.push(Reason {
             check: "store_lost",
             subject: String::new(),
             for_ms: now.saturating_sub(status.started_ms),
             threshold_ms: 0,
-            message: "the store could not be read (moved aside): rebuilding it from a peer, \
-                      refusing writes until then"
-                .to_string(),
+            message: format!(
+                "the store could not be read (moved aside): taking every peer's state, \
+                 refusing writes until then{peers_done}"
+            ),
+        });
+    } else if let Some(c) = &r.recovery {
+        out.push(Reason {
+            check: "recovering",
+            subject: String::new(),
+            for_ms: now.saturating_sub(c.since_ms),
+            threshold_ms: 0,
+            message: format!(
+                "records were found damaged: taking every peer's state before this node \
+                 claims to hold its writes again; tombstones wait{peers_done}"
+            ),
         });
     } else if r.rebuilding {
         out.push(Reason {
@@ -298,6 +313,7 @@ mod tests {
                 quarantined: 0,
                 quarantine: Vec::new(),
                 store_lost: false,
+                recovery: None,
                 clock: Default::default(),
                 refusing_writes_no_quorum: false,
                 quorum_writes_waiting: 0,

@@ -119,8 +119,14 @@ pub fn render(s: &NodeStatus) -> String {
     o.one(
         "records_repaired_total",
         "counter",
-        "Quarantines ended (repaired from a peer, overwritten, or found absent everywhere).",
+        "Quarantines ended (repaired from a peer or from the copy on disk, overwritten, or held by no peer).",
         m.records_repaired,
+    );
+    o.one(
+        "records_read_back_total",
+        "counter",
+        "Records damaged in memory repaired from their intact copies on disk.",
+        m.records_read_back,
     );
     o.one(
         "records_damaged_in_memory_total",
@@ -221,6 +227,24 @@ pub fn render(s: &NodeStatus) -> String {
         "counter",
         "Peers told to resync (away past the tombstone horizon).",
         m.stale_peers,
+    );
+    o.one(
+        "recoveries_started_total",
+        "counter",
+        "Recoveries begun after damaged records or a lost store (every peer's state is taken).",
+        m.recoveries_started,
+    );
+    o.one(
+        "recoveries_completed_total",
+        "counter",
+        "Recoveries complete.",
+        m.recoveries_completed,
+    );
+    o.one(
+        "recovering",
+        "gauge",
+        "1 while recovering from damaged records or a lost store.",
+        u8::from(r.recovery.is_some()),
     );
     o.one(
         "resyncs_total",

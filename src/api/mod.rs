@@ -639,7 +639,7 @@ async fn kv_delete(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
         // deleted ones included (so the delete also wins over writes to
         // them not seen here yet).
         api.node
-            .delete_prefix(&key, DELETE_KEYS_MAX)
+            .delete_prefix_acked(&key, DELETE_KEYS_MAX, write_ack(&q)?)
             .await
             .map_err(node_error)?;
         return Ok((api.headers(api.node.index()), axum::Json(true)).into_response());
@@ -806,6 +806,12 @@ pub fn status_json(s: &NodeStatus, name: &str, api_addr: &str, t: &Thresholds) -
             "ahead_of_time_ms": r.clock.ahead_of_time_ms,
         },
         "quarantined": r.quarantined,
+        "recovery": r.recovery.as_ref().map(|c| json!({
+            "cause": c.cause.as_str(),
+            "peers_done": c.peers_done,
+            "peers": c.peers,
+            "for_ms": now.saturating_sub(c.since_ms),
+        })),
         "quorum_writes_waiting": r.quorum_writes_waiting,
         "store": s.store_trouble.as_ref().map(|t| json!({
             "refusing_commits_ms": now.saturating_sub(t.since_ms),

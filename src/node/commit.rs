@@ -1,6 +1,7 @@
-//! The store thread: group commit, and commits the disk refuses.
+//! The store thread: group commit, commits the disk refuses, read-backs.
 //!
-//! Owns the thread that makes persist batches durable. The driver hands it
+//! Owns the thread that makes persist batches durable (and reads back a
+//! record the replica found damaged in memory, in order with commits). The driver hands it
 //! one group of batches at a time (while one group is on its way to disk
 //! the next gathers); it commits the group as one transaction and reports
 //! back. A commit that fails (a full disk, an I/O error) is not given up:
@@ -16,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
+use crate::core::types::Key;
 use crate::store::Store;
-use crate::sync::PersistBatch;
+use crate::sync::{Loaded, PersistBatch};
 
 /// First delay before a failed commit is tried again.
 pub const COMMIT_RETRY_MS_MIN: u64 = 50;
@@ -35,11 +37,20 @@ pub(super) enum CommitReport {
         error: String,
         disk_full: bool,
     },
+    /// `key`'s stored record, read back (`None`: none, or the read failed).
+    ReadBack { key: Key, found: Option<Loaded> },
+}
+
+/// What the driver hands the store thread.
+enum Job {
+    /// Commit a group of batches, the last of them persist number `seq`.
+    Commit(Vec<PersistBatch>, u64),
+    ReadBack(Key),
 }
 
 /// The driver's handle on the store thread.
 pub(super) struct StoreThread {
-    tx: Option<std::sync::mpsc::Sender<(Vec<PersistBatch>, u64)>>,
+    tx: Option<std::sync::mpsc::Sender<Job>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -51,13 +62,29 @@ impl StoreThread {
         mut store: Box<dyn Store>,
         reports: mpsc::Sender<CommitReport>,
     ) -> std::io::Result<StoreThread> {
-        let (tx, rx) = std::sync::mpsc::channel::<(Vec<PersistBatch>, u64)>();
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name(format!("meridian-store-{name}"))
             .spawn(move || {
-                while let Ok((batches, seq)) = rx.recv() {
+                while let Ok(job) = rx.recv() {
+                    let (batches, seq) = match job {
+                        Job::Commit(batches, seq) => (batches, seq),
+                        Job::ReadBack(key) => {
+                            let found = store.load_record(&key).unwrap_or_else(|e| {
+                                tracing::warn!(%key, "reading a record back failed: {e}");
+                                None
+                            });
+                            if reports
+                                .blocking_send(CommitReport::ReadBack { key, found })
+                                .is_err()
+                            {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
                     let started = Instant::now();
                     if !commit_until_done(&mut *store, &batches, seq, &reports, &stopping) {
                         return;
@@ -82,7 +109,15 @@ impl StoreThread {
     pub fn send(&self, group: Vec<PersistBatch>, seq: u64) -> bool {
         self.tx
             .as_ref()
-            .is_some_and(|tx| tx.send((group, seq)).is_ok())
+            .is_some_and(|tx| tx.send(Job::Commit(group, seq)).is_ok())
+    }
+
+    /// Asks for `key`'s stored record (after the groups already handed
+    /// over); false if the thread is gone.
+    pub fn read_back(&self, key: Key) -> bool {
+        self.tx
+            .as_ref()
+            .is_some_and(|tx| tx.send(Job::ReadBack(key)).is_ok())
     }
 
     /// Stops the thread and waits until it has closed the store: it

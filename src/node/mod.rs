@@ -291,6 +291,7 @@ enum Command {
     DeletePrefix {
         prefix: String,
         keys_max: usize,
+        ack: Option<WriteAck>,
         reply: oneshot::Sender<Result<usize, NodeError>>,
     },
     Get {
@@ -725,6 +726,9 @@ impl NodeBuilder {
             store: store_thread,
             store_trouble: None,
             pending: HashMap::new(),
+            group_of: HashMap::new(),
+            groups: HashMap::new(),
+            next_group: 0,
             barriers: VecDeque::new(),
             events_tx: events_tx.clone(),
             history: history::History::new(self.history.0, self.history.1),
@@ -935,10 +939,23 @@ impl Node {
     /// step; returns how many tombstones it wrote once they are durable.
     /// See [`Replica::delete_prefix`].
     pub async fn delete_prefix(&self, prefix: &str, keys_max: usize) -> Result<usize, NodeError> {
+        self.delete_prefix_acked(prefix, keys_max, None).await
+    }
+
+    /// [`Node::delete_prefix`], answered as `ack` says (`None`: the node's
+    /// `write_ack`): with a quorum, once every tombstone is durable in a
+    /// majority of regions.
+    pub async fn delete_prefix_acked(
+        &self,
+        prefix: &str,
+        keys_max: usize,
+        ack: Option<WriteAck>,
+    ) -> Result<usize, NodeError> {
         let prefix = prefix.to_string();
         self.call(|reply| Command::DeletePrefix {
             prefix,
             keys_max,
+            ack,
             reply,
         })
         .await?
@@ -1153,6 +1170,11 @@ struct Driver {
     /// refused, reads served, replication paused, the commit retried.
     store_trouble: Option<StoreTrouble>,
     pending: HashMap<Stamp, oneshot::Sender<Result<WriteReceipt, NodeError>>>,
+    /// Quorum prefix deletes: each tombstone's group, and per group the
+    /// tombstones not yet acknowledged and the answer.
+    group_of: HashMap<Stamp, u64>,
+    groups: HashMap<u64, (usize, Barrier)>,
+    next_group: u64,
     events_tx: tokio::sync::broadcast::Sender<NodeEvent>,
     history: history::History,
     /// Imports waiting for the persist numbered by their first field.
@@ -1230,6 +1252,9 @@ impl Driver {
                     Some(CommitReport::Failed { seq, error, disk_full }) => {
                         self.commit_failed(seq, error, disk_full);
                     }
+                    Some(CommitReport::ReadBack { key, found }) => {
+                        self.replica.read_back(&key, found, now_ms());
+                    }
                     None => {
                         self.committing = false;
                         self.failed = Some("the store thread stopped".to_string());
@@ -1293,6 +1318,10 @@ impl Driver {
             .unwrap_or_else(|| "the node is shut down".to_string());
         for (_, reply) in self.pending.drain() {
             let _ = reply.send(Err(NodeError::StoreFailed(err.clone())));
+        }
+        self.group_of.clear();
+        for (_, (_, answer)) in self.groups.drain() {
+            answer(Err(NodeError::StoreFailed(err.clone())));
         }
         for (_, answer) in self.barriers.drain(..) {
             answer(Err(NodeError::StoreFailed(err.clone())));
@@ -1372,6 +1401,13 @@ impl Driver {
                 error: error.clone(),
             }));
         }
+        self.group_of.clear();
+        for (_, (_, answer)) in self.groups.drain() {
+            answer(Err(NodeError::NotDurable {
+                disk_full,
+                error: error.clone(),
+            }));
+        }
         for (_, answer) in self.barriers.drain(..) {
             answer(Err(NodeError::NotDurable {
                 disk_full,
@@ -1398,15 +1434,37 @@ impl Driver {
             Output::Acknowledge(r) => {
                 if let Some(reply) = self.pending.remove(&r.stamp) {
                     let _ = reply.send(Ok(r));
+                } else if let Some(group) = self.group_of.remove(&r.stamp) {
+                    let left = self.groups.get_mut(&group).map(|(left, _)| {
+                        *left -= 1;
+                        *left
+                    });
+                    if left == Some(0) {
+                        if let Some((_, answer)) = self.groups.remove(&group) {
+                            answer(Ok(()));
+                        }
+                    }
                 }
             }
             Output::Unacknowledged { receipt, reason } => {
                 if let Some(reply) = self.pending.remove(&receipt.stamp) {
                     let _ = reply.send(Err(NodeError::NotReplicated(reason)));
+                } else if let Some(group) = self.group_of.remove(&receipt.stamp) {
+                    // One is enough to fail the whole delete (the rest of
+                    // its tombstones find no group).
+                    if let Some((_, answer)) = self.groups.remove(&group) {
+                        answer(Err(NodeError::NotReplicated(reason)));
+                    }
                 }
             }
             Output::Notify { index } => {
                 self.notify.send_replace(index);
+            }
+            Output::ReadBack { key } => {
+                // Queued behind the commits before it: it reads what they wrote.
+                if !self.store.read_back(key.clone()) {
+                    self.replica.read_back(&key, None, now_ms());
+                }
             }
             Output::Disconnect { peer, reason } => {
                 self.metrics.peers_refused.fetch_add(1, Ordering::Relaxed);
@@ -1610,23 +1668,36 @@ impl Driver {
             Command::DeletePrefix {
                 prefix,
                 keys_max,
+                ack,
                 reply,
             } => {
                 if let Some(e) = self.writes_refused() {
                     let _ = reply.send(Err(e));
                     return;
                 }
-                match self.replica.delete_prefix(&prefix, keys_max, now) {
+                let ack = ack.unwrap_or(self.replica.config().write_ack);
+                match self
+                    .replica
+                    .delete_prefix_acked(&prefix, keys_max, ack, now)
+                {
                     Ok(receipts) => {
                         let n = receipts.len();
-                        // Answered once the tombstones are durable.
-                        self.absorb();
-                        self.barriers.push_back((
-                            self.issued,
-                            Box::new(move |r| {
-                                let _ = reply.send(r.map(|()| n));
-                            }),
-                        ));
+                        let answer: Barrier = Box::new(move |r| {
+                            let _ = reply.send(r.map(|()| n));
+                        });
+                        if ack == WriteAck::Quorum && n > 0 {
+                            // Answered once every tombstone is acknowledged.
+                            let group = self.next_group;
+                            self.next_group += 1;
+                            for r in &receipts {
+                                self.group_of.insert(r.stamp, group);
+                            }
+                            self.groups.insert(group, (n, answer));
+                        } else {
+                            // Answered once the tombstones are durable.
+                            self.absorb();
+                            self.barriers.push_back((self.issued, answer));
+                        }
                     }
                     Err(e) => {
                         let _ = reply.send(Err(e.into()));

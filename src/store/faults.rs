@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::{Store, StoreError};
-use crate::core::types::NodeId;
+use crate::core::types::{Key, NodeId};
 use crate::sync::{DurableState, Loaded, PersistBatch};
 
 /// The switchboard shared by a test and the stores it wraps.
@@ -65,6 +65,10 @@ impl Store for FaultyStore {
 
     fn load_records(&self, sink: &mut dyn FnMut(Vec<Loaded>) -> bool) -> Result<(), StoreError> {
         self.inner.load_records(sink)
+    }
+
+    fn load_record(&self, key: &Key) -> Result<Option<Loaded>, StoreError> {
+        self.inner.load_record(key)
     }
 
     fn records_len(&self) -> Result<u64, StoreError> {

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::{Store, StoreError, LOAD_CHUNK_RECORDS};
-use crate::core::types::NodeId;
+use crate::core::types::{Key, NodeId};
 use crate::sync::{DurableState, Loaded, PersistBatch};
 
 /// A store that forgets everything when dropped.
@@ -48,6 +48,10 @@ impl Store for MemoryStore {
                 return Ok(());
             }
         }
+    }
+
+    fn load_record(&self, key: &Key) -> Result<Option<Loaded>, StoreError> {
+        Ok(self.state.load_record(key))
     }
 
     fn records_len(&self) -> Result<u64, StoreError> {

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
-use crate::core::types::NodeId;
+use crate::core::types::{Key, NodeId};
 use crate::sync::{DurableState, Loaded, PersistBatch};
 
 pub use self::redb::{RedbStore, REDB_CACHE_BYTES};
@@ -114,6 +114,9 @@ pub trait Store: Send + Sync {
     /// returns false. Records are decoded, not verified: a record that does
     /// not decode comes as [`Loaded::Damaged`].
     fn load_records(&self, sink: &mut dyn FnMut(Vec<Loaded>) -> bool) -> Result<(), StoreError>;
+    /// `key`'s record as stored, decoded but not verified (`None` if there
+    /// is none): a replica reads back a record it found damaged in memory.
+    fn load_record(&self, key: &Key) -> Result<Option<Loaded>, StoreError>;
     /// How many records [`Store::load_records`] will hand over.
     fn records_len(&self) -> Result<u64, StoreError>;
     /// Writes `batches`, in order, as one atomic transaction. When it returns

@@ -40,7 +40,7 @@ use crate::core::hlc::Hlc;
 use crate::core::map::Conflict;
 use crate::core::types::{Check, Entry, Key, NodeId};
 use crate::sync::{
-    DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, StoredRecord,
+    DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, Recovery, StoredRecord,
     CONFLICTS_STORED_MAX,
 };
 
@@ -69,6 +69,9 @@ const META_NAMES: [&str; 7] = [
     "conflicts_total",
 ];
 const META_CHECK: &str = "check";
+/// The recovery state ([`Recovery`]); it enters the meta check only when
+/// set, so stores written before it keep their checks.
+const META_RECOVERY: &str = "recovery";
 
 /// redb's page cache. The whole state is in memory already (the map), so
 /// the cache only serves the B-tree pages that commits touch; redb's default
@@ -101,12 +104,17 @@ pub struct RedbStore {
     check_on_open: bool,
 }
 
-/// The first 8 bytes of blake3 over the meta values, in [`META_NAMES`] order.
-fn meta_check(values: &[u64; 7]) -> u64 {
+/// The first 8 bytes of blake3 over the meta values, in [`META_NAMES`]
+/// order, then the recovery state if it is set.
+fn meta_check(values: &[u64; 7], recovery: u64) -> u64 {
     let mut h = blake3::Hasher::new();
     h.update(b"meridian-meta");
     for v in values {
         h.update(&v.to_le_bytes());
+    }
+    if recovery != 0 {
+        h.update(b"recovery");
+        h.update(&recovery.to_le_bytes());
     }
     let mut b = [0u8; 8];
     b.copy_from_slice(&h.finalize().as_bytes()[..8]);
@@ -475,7 +483,11 @@ impl RedbStore {
                     .map_err(|e| self.err(e))?
                     .map_or(0, |g| g.value());
             }
-            meta.insert(META_CHECK, meta_check(&values))
+            let recovery = meta
+                .get(META_RECOVERY)
+                .map_err(|e| self.err(e))?
+                .map_or(0, |g| g.value());
+            meta.insert(META_CHECK, meta_check(&values, recovery))
                 .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
@@ -564,9 +576,10 @@ impl Store for RedbStore {
             for (v, name) in values.iter_mut().zip(META_NAMES) {
                 *v = get(name)?;
             }
+            let recovery = get(META_RECOVERY)?;
             // Stores written before the check have none.
             if let Some(stored) = meta.get(META_CHECK).map_err(|e| self.err(e))? {
-                if stored.value() != meta_check(&values) {
+                if stored.value() != meta_check(&values, recovery) {
                     return Err(self.damaged(
                         "the meta table (index, clock, floors) does not match its check",
                     ));
@@ -574,6 +587,9 @@ impl Store for RedbStore {
             }
             let [node, index, clock, gc_floor, horizon_floor, synced_ms, conflicts_total] = values;
             state.conflicts_total = conflicts_total;
+            state.recovery = Recovery::from_u64(recovery).ok_or_else(|| {
+                self.damaged("the meta table holds a recovery state no version writes")
+            })?;
             state.node = NodeId(node);
             state.index = index;
             state.clock = Hlc(clock);
@@ -636,6 +652,16 @@ impl Store for RedbStore {
         })
     }
 
+    fn load_record(&self, key: &Key) -> Result<Option<Loaded>, StoreError> {
+        self.guarded(|| {
+            let tx = self.db()?.begin_read().map_err(|e| self.err(e))?;
+            let records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
+            let raw = key.as_str().as_bytes();
+            let found = records.get(raw).map_err(|e| self.err(e))?;
+            Ok(found.map(|v| decode_record(raw, v.value())))
+        })
+    }
+
     fn records_len(&self) -> Result<u64, StoreError> {
         self.guarded(|| {
             let tx = self.db()?.begin_read().map_err(|e| self.err(e))?;
@@ -668,6 +694,10 @@ impl Store for RedbStore {
                 max("gc_floor", b.gc_floor.0)?;
                 max("horizon_floor", b.horizon_floor.0)?;
                 max("synced_ms", b.synced_ms)?;
+            }
+            // Set, not raised (a recovery ends): the last change wins.
+            if let Some(r) = batches.iter().rev().find_map(|b| b.recovery) {
+                meta.insert(META_RECOVERY, r.to_u64()).map_err(&err)?;
             }
             for b in batches {
                 for raw in &b.purge {

@@ -61,6 +61,50 @@ pub struct PeerProgress {
     pub api: String,
 }
 
+/// Whether a replica may lack writes that its peers hold, and why. Durable:
+/// a replica that restarts in the middle of a recovery resumes it (see
+/// `replica::recovery`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Recovery {
+    /// Nothing was lost.
+    #[default]
+    None,
+    /// Records were found damaged and quarantined.
+    AfterDamage,
+    /// The store could not be read and was replaced by an empty one.
+    AfterStoreLoss,
+}
+
+impl Recovery {
+    /// Its stored form.
+    pub fn to_u64(self) -> u64 {
+        match self {
+            Recovery::None => 0,
+            Recovery::AfterDamage => 1,
+            Recovery::AfterStoreLoss => 2,
+        }
+    }
+
+    /// Its name in events, status and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Recovery::None => "none",
+            Recovery::AfterDamage => "damage",
+            Recovery::AfterStoreLoss => "store_loss",
+        }
+    }
+
+    /// The stored form back; `None` for a value no version writes.
+    pub fn from_u64(v: u64) -> Option<Recovery> {
+        match v {
+            0 => Some(Recovery::None),
+            1 => Some(Recovery::AfterDamage),
+            2 => Some(Recovery::AfterStoreLoss),
+            _ => None,
+        }
+    }
+}
+
 /// The changes made by one input, to be written atomically.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PersistBatch {
@@ -81,6 +125,8 @@ pub struct PersistBatch {
     /// conflicts ever recorded after them (the last one's number).
     pub conflicts: Vec<Conflict>,
     pub conflicts_total: u64,
+    /// The recovery state, when this input changed it.
+    pub recovery: Option<Recovery>,
 }
 
 /// Everything a replica needs to restart (see the module docs).
@@ -100,6 +146,7 @@ pub struct DurableState {
     /// first, and how many were ever recorded.
     pub conflicts: Vec<Conflict>,
     pub conflicts_total: u64,
+    pub recovery: Recovery,
 }
 
 impl DurableState {
@@ -108,6 +155,18 @@ impl DurableState {
             node,
             ..DurableState::default()
         }
+    }
+
+    /// `key`'s stored record as a store reads it back, if there is one.
+    pub fn load_record(&self, key: &Key) -> Option<Loaded> {
+        if let Some(r) = self.records.get(key) {
+            return Some(Loaded::Record(key.clone(), r.clone()));
+        }
+        self.damaged
+            .iter()
+            .find(|d| d.raw_key == key.as_str().as_bytes())
+            .cloned()
+            .map(Loaded::Damaged)
     }
 
     /// Applies one batch, as a store's transaction would.
@@ -140,5 +199,8 @@ impl DurableState {
         let excess = self.conflicts.len().saturating_sub(CONFLICTS_STORED_MAX);
         self.conflicts.drain(..excess);
         self.conflicts_total = self.conflicts_total.max(batch.conflicts_total);
+        if let Some(r) = batch.recovery {
+            self.recovery = r;
+        }
     }
 }

@@ -47,6 +47,20 @@
 //!   come back. Tombstones older than the horizon are dropped regardless.
 //!   Stability is only judged among known members: nodes that join later
 //!   must start empty (they are rebuilt from a peer).
+//! * **Recovery.** A replica that lost records (quarantined as damaged, or
+//!   a whole store that could not be read) claims nothing, neither a feed
+//!   clock nor a frontier, and asks every known peer for a full transfer;
+//!   once every peer's transfer reached its end (or anti-entropy found
+//!   equal roots) it holds whatever any of them held, and claims again.
+//!   Otherwise a peer lacking one of its lost writes would count it as
+//!   held, raise its floor above it, and refuse it for good (see
+//!   `replica/recovery.rs`).
+//! * **Clocks.** Each replica probes its peers' clocks every heartbeat; a
+//!   replica whose clock a majority of members find off beyond the bound
+//!   refuses client writes (see [`clock_offset`]).
+//! * **Acknowledgement.** A write is acknowledged once durable here, or
+//!   with `write_ack = quorum` once peers in a majority of regions
+//!   acknowledged the feed index that carries it (`replica/ack.rs`).
 
 pub mod clock_offset;
 mod config;
@@ -56,10 +70,11 @@ mod replica;
 
 pub use config::{Config, ConfigError, PartitionPolicy, WriteAck};
 pub use durable::{
-    DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, StoredRecord,
+    DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, Recovery, StoredRecord,
     CONFLICTS_STORED_MAX,
 };
 pub use replica::{
     AckFailure, ClockStatus, Event, ImportReport, Metrics, Output, PeerStatus, QuarantineStatus,
-    Refusal, RegionStatus, Replica, Resolution, Status, WriteError, WriteReceipt, QUARANTINE_MAX,
+    RecoveryStatus, Refusal, RegionStatus, Replica, Resolution, Status, WriteError, WriteReceipt,
+    QUARANTINE_MAX,
 };

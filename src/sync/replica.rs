@@ -3,6 +3,7 @@
 mod ack;
 mod clock;
 mod integrity;
+mod recovery;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -11,7 +12,7 @@ use thiserror::Error;
 
 use super::clock_offset::{Judgement, PeerClock};
 use super::config::{Config, ConfigError, PartitionPolicy, WriteAck};
-use super::durable::{DurableState, Loaded, PeerProgress, PersistBatch, StoredRecord};
+use super::durable::{DurableState, Loaded, PeerProgress, PersistBatch, Recovery, StoredRecord};
 use crate::core::codec::{
     Feed, Hello, Message, Summary, AE_SUMMARIES_MAX, ENTRIES_PER_MESSAGE_MAX, PROTOCOL_VERSION,
 };
@@ -23,6 +24,8 @@ use crate::core::types::{Check, Entry, Hash, Key, KeyError, NodeId, Stamp, Value
 pub use ack::AckFailure;
 pub use clock::ClockStatus;
 pub use integrity::{QuarantineStatus, Resolution, QUARANTINE_MAX};
+use recovery::OwnWrites;
+pub use recovery::RecoveryStatus;
 
 /// Why a client write was refused. Nothing was changed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -143,6 +146,12 @@ pub enum Event {
     /// The store could not be read at all: this node starts empty under
     /// its own id and rebuilds from a peer, refusing writes until then.
     StoreLost,
+    /// Records were lost (`cause`): this replica claims nothing and takes
+    /// every known peer's state (see [`recovery`]).
+    RecoveryStarted { cause: Recovery },
+    /// Every known peer's state (`peers` of them) was taken: this replica
+    /// claims again.
+    Recovered { cause: Recovery, peers: usize },
     /// The judgement of this node's clock changed: `disagreeing` of the
     /// `members` (this one included) are more than the bound off from it
     /// (`offset_ms`: theirs minus ours), and `off` when they are a majority
@@ -177,6 +186,12 @@ pub enum Output {
     Notify {
         index: u64,
     },
+    /// A record was found damaged in memory: read its stored copy (once
+    /// every persist issued before this output is durable) and hand it to
+    /// [`Replica::read_back`].
+    ReadBack {
+        key: Key,
+    },
     /// Close the connection to a peer.
     Disconnect {
         peer: NodeId,
@@ -203,6 +218,11 @@ pub struct Metrics {
     pub peers_refused: u64,
     pub stale_peers: u64,
     pub resyncs: u64,
+    /// Records damaged in memory repaired from their copies on disk.
+    pub records_read_back: u64,
+    /// Recoveries from damage or a lost store begun, and those complete.
+    pub recoveries_started: u64,
+    pub recoveries_completed: u64,
     pub tombstones_collected: u64,
     pub messages_ignored: u64,
     pub messages_invalid: u64,
@@ -389,8 +409,10 @@ pub struct Status {
     /// [`STATUS_QUARANTINE_MAX`] of them.
     pub quarantined: usize,
     pub quarantine: Vec<QuarantineStatus>,
-    /// The store was lost: rebuilding from a peer, writes refused.
+    /// The store was lost: recovering from the peers, writes refused.
     pub store_lost: bool,
+    /// A recovery from loss or damage, while it lasts (claims are held back).
+    pub recovery: Option<RecoveryStatus>,
     /// What the peers' clocks say of this node's.
     pub clock: ClockStatus,
     /// `partition_policy = quorum` and no majority of regions reachable:
@@ -438,10 +460,14 @@ pub struct Replica {
     pending_acks: VecDeque<ack::PendingAck>,
     /// Records that failed their check, by stored key (see [`integrity`]).
     quarantine: BTreeMap<Vec<u8>, integrity::Quarantined>,
-    /// A damaged key needs a full transfer from a peer.
-    resync_pending: bool,
-    /// The store was lost: client writes wait for the rebuild.
-    store_lost: bool,
+    /// Whether writes may be missing here (see [`recovery`]).
+    own_writes: OwnWrites,
+    /// Keys damaged in memory whose stored copies are being read back.
+    reading_back: BTreeSet<Key>,
+    /// `own_writes` changed since the last commit.
+    recovery_dirty: bool,
+    /// Peers are to be asked for their full state at the end of this input.
+    recovery_hellos_due: bool,
     /// Stored keys of damaged records to drop from the store.
     purge: Vec<Vec<u8>>,
     /// The scrub resumes after this key.
@@ -519,7 +545,10 @@ impl Replica {
                 },
             );
         }
-        let rebuilding = cfg.rebuild_when_empty && map.is_empty() && state.index == 0;
+        // A store lost before the last stop: its rebuild goes on.
+        let rebuilding = (cfg.rebuild_when_empty && map.is_empty() && state.index == 0)
+            || state.recovery == Recovery::AfterStoreLoss;
+        let resync = verified.resync;
         let mut rng = Rng::new(cfg.rng_seed);
         let ae_first = now_ms + rng.below(cfg.ae_interval_ms + cfg.ae_jitter_ms + 1);
         let mut r = Replica {
@@ -553,8 +582,17 @@ impl Replica {
             metrics: Metrics::default(),
             pending_acks: VecDeque::new(),
             quarantine: verified.quarantine,
-            resync_pending: verified.resync,
-            store_lost: false,
+            own_writes: match state.recovery {
+                Recovery::None => OwnWrites::Held,
+                cause => OwnWrites::Recovering {
+                    cause,
+                    done: BTreeSet::new(),
+                    since_ms: now_ms,
+                },
+            },
+            recovery_dirty: false,
+            recovery_hellos_due: false,
+            reading_back: BTreeSet::new(),
             purge: Vec::new(),
             scrub_cursor: None,
             scrub_next_ms: now_ms + cfg.scrub_interval_ms,
@@ -570,7 +608,7 @@ impl Replica {
             r.dirty_meta = true;
             r.dirty_keys.extend(renumbered);
         }
-        r.report_loaded_quarantine();
+        r.report_loaded_quarantine(resync);
         Ok(r)
     }
 
@@ -607,10 +645,11 @@ impl Replica {
     /// rebuilds from its first peer, and refuses client writes until then
     /// (its clock may be behind stamps it issued before).
     pub fn store_lost(&mut self) {
-        self.store_lost = true;
         self.rebuilding = true;
         self.rebuild_from = None;
         self.staged.push(Output::Event(Event::StoreLost));
+        // Writes of ours that peers hold come back from them (see [`recovery`]).
+        self.begin_recovery(Recovery::AfterStoreLoss);
         self.commit();
     }
 
@@ -838,7 +877,21 @@ impl Replica {
         keys_max: usize,
         now_ms: u64,
     ) -> Result<Vec<WriteReceipt>, WriteError> {
+        self.delete_prefix_acked(prefix, keys_max, self.cfg.write_ack, now_ms)
+    }
+
+    /// [`Replica::delete_prefix`], each tombstone acknowledged as `ack`
+    /// says (with a quorum, the pending acknowledgements count every key).
+    pub fn delete_prefix_acked(
+        &mut self,
+        prefix: &str,
+        keys_max: usize,
+        ack: WriteAck,
+        now_ms: u64,
+    ) -> Result<Vec<WriteReceipt>, WriteError> {
+        self.observe_time(now_ms);
         self.writable()?;
+        self.quorum_writable(ack)?;
         let keys: Vec<(Key, Stamp)> = self
             .map
             .scan_prefix(prefix)
@@ -852,6 +905,7 @@ impl Replica {
                 max: keys_max,
             });
         }
+        self.quorum_room(ack, keys.len())?;
         let mut receipts = Vec::with_capacity(keys.len());
         for (key, prev) in keys {
             let stamp = Stamp::new(self.clock.tick(now_ms)?, self.cfg.node);
@@ -868,12 +922,16 @@ impl Replica {
             self.resolve_key(&key, Resolution::Overwritten);
             self.dirty_keys.insert(key.clone());
             let receipt = WriteReceipt { key, stamp, index };
-            self.staged.push(Output::Acknowledge(receipt.clone()));
+            self.acknowledge(receipt.clone(), ack, now_ms);
             receipts.push(receipt);
         }
         if !receipts.is_empty() {
             self.dirty_meta = true;
-            self.schedule_push(now_ms);
+            if ack == WriteAck::Quorum {
+                self.pump_all(now_ms);
+            } else {
+                self.schedule_push(now_ms);
+            }
         }
         self.commit();
         Ok(receipts)
@@ -884,7 +942,7 @@ impl Replica {
         if self.cfg.standby {
             return Err(WriteError::Standby);
         }
-        if self.store_lost {
+        if self.lost_store() {
             return Err(WriteError::Rebuilding);
         }
         if self.judgement.off {
@@ -1012,9 +1070,24 @@ impl Replica {
 
     fn say_hello(&mut self, peer: NodeId) {
         // A repeated hello to the rebuild source must keep asking for the full transfer.
-        let want_full = self.rebuilding && self.rebuild_from.is_none_or(|r| r == peer);
-        if want_full {
+        let source = self.rebuilding && self.rebuild_from.is_none_or(|r| r == peer);
+        if source {
             self.rebuild_from = Some(peer);
+        }
+        let want_full = source || self.recovering_from(peer);
+        if want_full {
+            // The full transfer starts from the beginning of their feed, and
+            // is complete only when it reaches its end: progress remembered
+            // from before (a replica resyncing its damaged state is not
+            // empty) must not make it look complete at once, and what it
+            // claimed to hold of their writes may be what it lost.
+            let p = self.peers.entry(peer).or_default();
+            p.caught_up = false;
+            if p.applied != 0 || p.received != Hlc::ZERO {
+                p.applied = 0;
+                p.received = Hlc::ZERO;
+                self.dirty_peers.insert(peer);
+            }
         }
         let frontier = self.frontier();
         let gc_floor = self.gc_floor;
@@ -1267,9 +1340,12 @@ impl Replica {
         }
         p.stale = false;
         self.synced_ms = self.synced_ms.max(now_ms);
-        if p.caught_up && self.rebuild_from == Some(from) {
-            // The peer has nothing we lack (it is empty): the rebuild is done.
-            self.rebuild_done(from);
+        if p.caught_up {
+            // The peer has nothing we lack (it is empty).
+            if self.rebuild_from == Some(from) {
+                self.rebuild_done(from);
+            }
+            self.recovered_from(from);
         }
         // Its clock, at once: writes are judged against it.
         self.probe(from, now_ms);
@@ -1290,6 +1366,7 @@ impl Replica {
             return;
         }
         let rebuilding_from_them = self.rebuild_from == Some(from);
+        let full_wanted = rebuilding_from_them || self.recovering_from(from);
         // The full transfer of a rebuild is the source's live state: nothing
         // in it is a collected delete, so the floor does not apply to it.
         let floor = if rebuilding_from_them {
@@ -1333,7 +1410,7 @@ impl Replica {
                 p.resume_asked_ms = Some(now_ms);
                 let resume = Message::Resume {
                     from: p.applied,
-                    full: rebuilding_from_them,
+                    full: full_wanted,
                 };
                 self.staged.push(Output::Send {
                     to: from,
@@ -1348,6 +1425,8 @@ impl Replica {
             if rebuilding_from_them {
                 self.rebuild_done(from);
             }
+            // All they held is here (their full transfer, if we are recovering).
+            self.recovered_from(from);
         }
         let Some(p) = self.peers.get(&from) else {
             return;
@@ -1368,7 +1447,6 @@ impl Replica {
     fn rebuild_done(&mut self, from: NodeId) {
         self.rebuilding = false;
         self.rebuild_from = None;
-        self.store_lost = false;
         // The transfer was the source's state after its collections: values
         // of keys deleted and collected there are refused from now on, as
         // they are there (a late or replayed message cannot bring one back).
@@ -1378,7 +1456,6 @@ impl Replica {
                 self.dirty_meta = true;
             }
         }
-        self.resolve_resync(from);
     }
 
     /// The collection floor for entries from a peer (not a rebuild's full
@@ -1580,6 +1657,7 @@ impl Replica {
     /// Sends the next feed messages to `id`, within its window.
     fn pump(&mut self, id: NodeId, now_ms: u64) {
         let frontier = self.frontier();
+        let claim = self.feed_claim();
         let index = self.map.index();
         let me = self.cfg.node;
         let Some(p) = self.peers.get_mut(&id) else {
@@ -1625,7 +1703,7 @@ impl Replica {
                 }
             }
             debug_assert!(to > from);
-            let clock = (to == index).then(|| self.clock.last());
+            let clock = if to == index { claim } else { None };
             if p.in_flight.is_empty() {
                 p.last_progress_ms = now_ms;
             }
@@ -1652,6 +1730,7 @@ impl Replica {
     /// Runs whatever is due: pushes, heartbeats, retransmissions, anti-entropy, garbage collection.
     pub fn tick(&mut self, now_ms: u64) {
         self.observe_time(now_ms);
+        self.check_recovered();
         if self.push_due_ms.is_some_and(|t| t <= now_ms) {
             self.push_due_ms = None;
             self.pump_all(now_ms);
@@ -1709,7 +1788,7 @@ impl Replica {
     fn heartbeats(&mut self, now_ms: u64) {
         let frontier = self.frontier();
         let index = self.map.index();
-        let clock = self.clock.last();
+        let clock = self.feed_claim();
         let interval = self.cfg.heartbeat_interval_ms;
         let timeout = self.cfg.peer_timeout_ms;
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
@@ -1745,7 +1824,7 @@ impl Replica {
                 let msg = Message::Feed(Feed {
                     from: index,
                     to: index,
-                    clock: Some(clock),
+                    clock,
                     frontier,
                     entries: Vec::new(),
                 });
@@ -1802,7 +1881,7 @@ impl Replica {
     /// This replica and `peer` hold equal state: a partition with its
     /// region has healed, and no quarantined key is live there.
     fn equal_with(&mut self, peer: NodeId, now_ms: u64) {
-        self.resolve_equal_with(peer);
+        self.recovered_from(peer);
         let Some(region) = self.peers.get(&peer).map(|p| p.region.clone()) else {
             return;
         };
@@ -2024,11 +2103,24 @@ impl Replica {
 
     /// Our frontier: we hold every write stamped at or below it — the least
     /// of our own clock and what we received of each peer's own writes.
+    ///
+    /// While a recovery is on it claims nothing (zero): records were lost
+    /// here that peers may hold (see [`recovery`]).
     fn frontier(&self) -> Hlc {
+        if !self.claims_held() {
+            return Hlc::ZERO;
+        }
         self.peers
             .values()
             .map(|p| p.received)
             .fold(self.clock.last(), Hlc::min)
+    }
+
+    /// The clock a feed message may claim ("every write of mine stamped at
+    /// or below it is in my feed"): none while a recovery is on, since a
+    /// write of ours the feed no longer carries may be held by a peer.
+    fn feed_claim(&self) -> Option<Hlc> {
+        self.claims_held().then(|| self.clock.last())
     }
 
     /// Drops tombstones that every member holds, or that are older than the horizon.
@@ -2074,8 +2166,11 @@ impl Replica {
 
     /// Ends an input: the persist batch first, then everything it allows.
     fn commit(&mut self) {
+        self.send_recovery_hellos();
+        let recovery = self.take_recovery_change();
         let (conflicts, conflicts_total) = self.map.conflicts_mut().take_fresh();
-        if self.dirty_meta
+        if recovery.is_some()
+            || self.dirty_meta
             || !self.dirty_keys.is_empty()
             || !self.dirty_peers.is_empty()
             || !self.purge.is_empty()
@@ -2122,6 +2217,7 @@ impl Replica {
                 purge: std::mem::take(&mut self.purge),
                 conflicts,
                 conflicts_total,
+                recovery,
             }));
             self.dirty_meta = false;
             self.outputs.push_back(Output::Notify {
@@ -2196,7 +2292,8 @@ impl Replica {
                 .into_iter()
                 .take(STATUS_QUARANTINE_MAX)
                 .collect(),
-            store_lost: self.store_lost,
+            store_lost: self.lost_store(),
+            recovery: self.recovery_status(),
             clock: self.clock_status(self.seen_ms),
             refusing_writes_no_quorum: self.cfg.partition_policy == PartitionPolicy::Quorum
                 && up * 2 <= all,

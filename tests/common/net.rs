@@ -141,6 +141,11 @@ impl Net {
                 Output::Acknowledge(r) => self.acks.push((i, r)),
                 Output::Unacknowledged { receipt, .. } => self.unacked.push((i, receipt)),
                 Output::Notify { .. } => {}
+                Output::ReadBack { key } => {
+                    let found = self.durable[i].load_record(&key);
+                    let now = self.local(i);
+                    self.nodes[i].read_back(&key, found, now);
+                }
             }
         }
     }

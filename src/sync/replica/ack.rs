@@ -74,6 +74,17 @@ impl Replica {
         Ok(())
     }
 
+    /// Refuses `writes` more quorum writes when they would not fit in the
+    /// pending acknowledgements.
+    pub(super) fn quorum_room(&self, ack: WriteAck, writes: usize) -> Result<(), WriteError> {
+        if ack == WriteAck::Quorum && self.pending_acks.len() + writes > QUORUM_PENDING_MAX {
+            return Err(WriteError::TooManyPending {
+                max: QUORUM_PENDING_MAX,
+            });
+        }
+        Ok(())
+    }
+
     /// Acknowledges `receipt` now (local), or once a majority holds it.
     pub(super) fn acknowledge(&mut self, receipt: WriteReceipt, ack: WriteAck, now_ms: u64) {
         match ack {

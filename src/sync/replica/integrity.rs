@@ -5,21 +5,22 @@
 //! read back ([`verify_loaded`]), before an entry is sent or served, and in
 //! a background scrub at a bounded rate. A record that fails is
 //! *quarantined*: taken out of the map (never served, sent, or allowed to
-//! win a collision), counted and reported, and repaired from a peer. A
-//! quarantined key is exempt from the collection floor for the entries
-//! anti-entropy brings (its own copy was lost, not deleted), and its
-//! quarantine ends when a peer's entry for it is merged, or when
-//! anti-entropy finds this replica's root equal to a peer's (no live value
-//! of the key exists there: nothing is left to repair). A record whose key
-//! itself is damaged cannot be named: the replica then takes a full
-//! transfer from a peer, as a rebuilding replica does, and the quarantine
-//! ends when that transfer is complete.
+//! win a collision), counted and reported, and repaired from the peers: a
+//! quarantine starts a recovery (see [`super::recovery`]), in which every
+//! known peer sends its full state. A quarantined key is exempt from the
+//! collection floor for the entries peers bring (its own copy was lost,
+//! not deleted), and its quarantine ends when a peer's entry for it is
+//! merged, or when the recovery is over and no peer held it live. A record
+//! whose key itself is damaged cannot be named: the replica then also
+//! rebuilds, taking its first peer's transfer without the floor, as a
+//! rebuilding replica does.
 
 use std::collections::BTreeMap;
 
 use super::{Event, Output, Replica};
+use crate::core::hlc::Hlc;
 use crate::core::types::{Check, Entry, Key, NodeId, Stamp};
-use crate::sync::durable::{DamagedRecord, Loaded, StoredRecord};
+use crate::sync::durable::{DamagedRecord, Loaded, Recovery, StoredRecord};
 
 /// Most quarantined records kept by key; beyond it the replica takes a
 /// full transfer from a peer instead of repairing key by key.
@@ -63,11 +64,11 @@ pub enum Resolution {
     Repaired { from: NodeId, stamp: Stamp },
     /// A local write replaced it.
     Overwritten,
-    /// Anti-entropy found this replica equal to a peer without the key:
-    /// no live value of it exists there.
-    AbsentAtPeer { peer: NodeId },
-    /// The full transfer from a peer completed (the key itself was damaged).
-    Resynced { from: NodeId },
+    /// Its copy on disk was intact (it had been damaged in memory).
+    ReadBack { stamp: Stamp },
+    /// Every known peer (`peers` of them) sent its whole state, or was
+    /// found equal, and none held a live value of the key.
+    NotHeldByPeers { peers: usize },
 }
 
 /// What reading a store back found, before the map is built.
@@ -178,7 +179,7 @@ pub(super) fn verify_loaded(
 impl Replica {
     /// Reports the quarantine found when the state was read back (called
     /// once, by the constructor).
-    pub(super) fn report_loaded_quarantine(&mut self) {
+    pub(super) fn report_loaded_quarantine(&mut self, resync: bool) {
         if self.quarantine.is_empty() {
             return;
         }
@@ -193,10 +194,11 @@ impl Replica {
             })
             .collect();
         self.staged.extend(reported.into_iter().map(Output::Event));
-        if self.resync_pending {
+        if resync {
             self.rebuilding = true;
             self.rebuild_from = None;
         }
+        self.begin_recovery(Recovery::AfterDamage);
     }
 
     /// True if `key`'s record is quarantined (it is not served: reads of it fail).
@@ -232,13 +234,9 @@ impl Replica {
     /// The floor that applies to an entry of `key` arriving from a peer's
     /// current state: none for a quarantined key (its copy here was lost,
     /// not deleted; the peer's entry is what repairs it).
-    pub(super) fn floor_for(
-        &self,
-        key: &Key,
-        floor: crate::core::hlc::Hlc,
-    ) -> crate::core::hlc::Hlc {
+    pub(super) fn floor_for(&self, key: &Key, floor: Hlc) -> Hlc {
         if self.quarantined(key.as_str()) {
-            crate::core::hlc::Hlc::ZERO
+            Hlc::ZERO
         } else {
             floor
         }
@@ -268,20 +266,17 @@ impl Replica {
             key: key.to_string(),
             reason: reason.to_string(),
         }));
+        // Its stored copy may be intact: the quickest repair, and maybe the
+        // only one (a write no peer holds yet).
+        if self.reading_back.len() < QUARANTINE_MAX && self.reading_back.insert(key.clone()) {
+            self.staged.push(Output::ReadBack { key: key.clone() });
+        }
         if self.quarantine.len() > QUARANTINE_MAX && !self.rebuilding {
-            self.resync_pending = true;
             self.rebuilding = true;
             self.rebuild_from = None;
-            let ids: Vec<NodeId> = self
-                .peers
-                .iter()
-                .filter(|(_, p)| p.ready)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in ids {
-                self.say_hello(id);
-            }
         }
+        // The peers are asked for their state (again) once this input is over.
+        self.begin_recovery(Recovery::AfterDamage);
     }
 
     /// Keeps the entries whose records still match their checks; the others
@@ -401,6 +396,29 @@ impl Replica {
         self.quarantine.len()
     }
 
+    /// The stored copy of `key`, which was found damaged in memory, as the
+    /// store read it back (`None`: there is none, or it could not be read).
+    /// If it matches its check it is merged like a peer's entry: the
+    /// greater stamp wins, and no floor applies (the key's record was lost
+    /// here, not deleted).
+    pub fn read_back(&mut self, key: &Key, found: Option<Loaded>, now_ms: u64) {
+        self.observe_time(now_ms);
+        if self.reading_back.remove(key) {
+            if let Some(Loaded::Record(k, r)) = found {
+                let intact = k == *key && Check::of(k.as_str(), &r.entry) == r.check;
+                if intact && self.quarantined(k.as_str()) {
+                    let stamp = r.entry.stamp;
+                    if self.merge_entry(None, k.clone(), r.entry, Hlc::ZERO, now_ms) {
+                        self.metrics.records_read_back += 1;
+                    }
+                    self.resolve_key(&k, Resolution::ReadBack { stamp });
+                }
+            }
+            self.check_recovered();
+        }
+        self.commit();
+    }
+
     /// A merged or written entry ends the quarantine of its key.
     pub(super) fn resolve_key(&mut self, key: &Key, how: Resolution) {
         if self.quarantine.is_empty() {
@@ -411,69 +429,7 @@ impl Replica {
         }
     }
 
-    /// This replica's root equals `peer`'s: no quarantined key is live
-    /// there, so nothing is left to repair. Copies damaged on disk are
-    /// dropped from it; a copy on disk of a record damaged in memory is left
-    /// alone (it may be intact, and is checked when next read back). Keys
-    /// whose own name was damaged wait for the full transfer.
-    pub(super) fn resolve_equal_with(&mut self, peer: NodeId) {
-        if self.quarantine.is_empty() || self.resync_pending {
-            return;
-        }
-        let done: Vec<Vec<u8>> = self
-            .quarantine
-            .iter()
-            .filter(|(_, q)| q.key.is_some())
-            .map(|(raw, _)| raw.clone())
-            .collect();
-        for raw in done {
-            let Some(q) = self.quarantine.remove(&raw) else {
-                continue;
-            };
-            if let Some(k) = q.key {
-                if q.found == Found::Store {
-                    // Absent in memory: the commit removes the stored copy.
-                    self.dirty_keys.insert(k.clone());
-                }
-                self.report_resolved(k.to_string(), Resolution::AbsentAtPeer { peer });
-            }
-        }
-    }
-
-    /// The full transfer that repairs damaged keys is complete.
-    pub(super) fn resolve_resync(&mut self, from: NodeId) {
-        if !self.resync_pending {
-            return;
-        }
-        self.resync_pending = false;
-        let all = std::mem::take(&mut self.quarantine);
-        for (raw, q) in all {
-            match q.key {
-                // Still absent after a full transfer: no peer holds it live.
-                Some(k) if self.map.get(k.as_str()).is_none() && q.found == Found::Store => {
-                    self.dirty_keys.insert(k);
-                }
-                Some(_) => {}
-                None => {
-                    // The damaged bytes go; if the name is a key the
-                    // transfer brought, its record is written again after.
-                    self.purge.push(raw.clone());
-                    if let Ok(k) = Key::from_bytes(&raw) {
-                        if self.map.get(k.as_str()).is_some() {
-                            self.dirty_keys.insert(k);
-                        }
-                    }
-                }
-            }
-            self.report_resolved(
-                String::from_utf8_lossy(&raw).into_owned(),
-                Resolution::Resynced { from },
-            );
-        }
-        self.dirty_meta = true;
-    }
-
-    fn report_resolved(&mut self, key: String, how: Resolution) {
+    pub(super) fn report_resolved(&mut self, key: String, how: Resolution) {
         self.metrics.records_repaired += 1;
         self.staged
             .push(Output::Event(Event::RecordRepaired { key, how }));
