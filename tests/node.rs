@@ -592,3 +592,57 @@ async fn the_quorum_policy_refuses_writes_soon_after_a_real_cut() {
         n.shutdown().await.unwrap();
     }
 }
+
+/// A recursive delete asked with `ack = quorum` is answered once every
+/// tombstone is durable in a majority of regions; cut off from the others,
+/// it is never answered as acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_prefix_delete_is_answered_once_a_majority_holds_it() {
+    use meridian::net::faults::Faults;
+    use meridian::sync::WriteAck;
+    let ca = Ca::generate("test").unwrap();
+    let faults: Vec<_> = (0..3).map(|_| Faults::new()).collect();
+    let regions = ["us-east", "eu-west", "ap-southeast"];
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 0..3 {
+        let name = format!("p{i}");
+        let n = Node::builder(&name, regions[i], ca.issue(&name, regions[i]).unwrap())
+            .seeds(addrs.clone())
+            .faults(faults[i].clone())
+            .tune(|c| c.quorum_ack_timeout_ms = 1_500)
+            .start()
+            .await
+            .unwrap();
+        addrs.push(n.local_addr());
+        nodes.push(n);
+    }
+    for k in ["app/a", "app/b"] {
+        nodes[2].put(k, "v").await.unwrap();
+    }
+    converge(&nodes.iter().collect::<Vec<_>>(), 20).await;
+    let deleted = nodes[2]
+        .delete_prefix_acked("app/", 100, Some(WriteAck::Quorum))
+        .await
+        .unwrap();
+    assert_eq!(deleted, 2);
+    for i in 0..2 {
+        faults[i].block(addrs[2]);
+        faults[2].block(addrs[i]);
+    }
+    nodes[2].put("app/c", "v").await.unwrap();
+    match nodes[2]
+        .delete_prefix_acked("app/", 100, Some(WriteAck::Quorum))
+        .await
+    {
+        Err(meridian::NodeError::NotReplicated(_))
+        | Err(meridian::NodeError::Write(meridian::sync::WriteError::NoQuorum { .. })) => {}
+        other => panic!("a cut-off quorum delete answered {other:?}"),
+    }
+    for f in &faults {
+        f.heal();
+    }
+    for n in nodes {
+        n.shutdown().await.unwrap();
+    }
+}

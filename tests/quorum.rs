@@ -159,3 +159,51 @@ fn a_region_destroyed_after_acknowledging_loses_no_acknowledged_write() {
         "what only the destroyed region held is gone"
     );
 }
+
+/// A recursive delete asked with a quorum acknowledges each tombstone only
+/// once a majority of regions holds it (it was acknowledged locally before:
+/// a simulated seed lost such a delete with its region).
+#[test]
+fn a_quorum_prefix_delete_is_acknowledged_once_a_majority_holds_it() {
+    let mut net = Net::with(3, quorum_ack);
+    net.connect_all();
+    for k in ["app/a", "app/b"] {
+        put_acked(&mut net, 0, k, WriteAck::Local).unwrap();
+    }
+    net.settle();
+    net.acks.clear();
+    net.cut(0, 1);
+    net.cut(0, 2);
+    let now = net.local(0);
+    let receipts = net.nodes[0]
+        .delete_prefix_acked("app/", 100, WriteAck::Quorum, now)
+        .unwrap();
+    assert_eq!(receipts.len(), 2);
+    net.advance(1_000);
+    assert!(net.acks.is_empty(), "acknowledged without a majority");
+    net.advance(2_500);
+    assert!(unacked(&net, "app/a") && unacked(&net, "app/b"));
+    // Healed: a quorum prefix delete is acknowledged once the feed is held.
+    for j in [1, 2] {
+        net.disconnect(0, j);
+        net.connect(0, j);
+    }
+    net.advance(3_000);
+    net.unacked.clear();
+    for k in ["app/c", "app/d"] {
+        put_acked(&mut net, 0, k, WriteAck::Local).unwrap();
+    }
+    net.settle();
+    net.acks.clear();
+    let now = net.local(0);
+    let receipts = net.nodes[0]
+        .delete_prefix_acked("app/", 100, WriteAck::Quorum, now)
+        .unwrap();
+    assert!(receipts.len() >= 2);
+    net.pump(0);
+    assert!(net.acks.is_empty(), "acknowledged on the local copy alone");
+    net.settle();
+    assert_eq!(net.acks.len(), receipts.len());
+    assert!(acked(&net, "app/c") && acked(&net, "app/d"));
+    assert!(net.unacked.is_empty());
+}
