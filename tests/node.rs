@@ -68,6 +68,62 @@ async fn assert_refused_and_isolated(a: &Node, b: &Node) {
     }
 }
 
+/// Three nodes in three regions, each with its fault-injecting socket,
+/// built by `configure` (a name prefix tells tests apart in logs).
+struct Faulty {
+    nodes: Vec<Node>,
+    addrs: Vec<SocketAddr>,
+    faults: Vec<std::sync::Arc<meridian::net::faults::Faults>>,
+}
+
+async fn three_with_faults(
+    prefix: &str,
+    configure: impl Fn(meridian::node::NodeBuilder) -> meridian::node::NodeBuilder,
+) -> Faulty {
+    let ca = Ca::generate("test").unwrap();
+    let faults: Vec<_> = (0..3)
+        .map(|_| meridian::net::faults::Faults::new())
+        .collect();
+    let regions = ["us-east", "eu-west", "ap-southeast"];
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut addrs = Vec::new();
+    for i in 0..3 {
+        let name = format!("{prefix}{i}");
+        let b = Node::builder(&name, regions[i], ca.issue(&name, regions[i]).unwrap())
+            .seeds(addrs.clone())
+            .faults(faults[i].clone());
+        let n = configure(b).start().await.unwrap();
+        addrs.push(n.local_addr());
+        nodes.push(n);
+    }
+    Faulty {
+        nodes,
+        addrs,
+        faults,
+    }
+}
+
+impl Faulty {
+    /// Cuts node `i` off from the others, in both directions.
+    fn cut_off(&self, i: usize) {
+        for j in 0..self.nodes.len() {
+            if j != i {
+                self.faults[j].block(self.addrs[i]);
+                self.faults[i].block(self.addrs[j]);
+            }
+        }
+    }
+
+    async fn shutdown(self) {
+        for f in &self.faults {
+            f.heal();
+        }
+        for n in self.nodes {
+            n.shutdown().await.unwrap();
+        }
+    }
+}
+
 fn any_port() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
@@ -209,37 +265,20 @@ async fn watches_deliver_changes_in_order_and_resume() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_times_out_connections_and_heals_to_the_lww_winner() {
-    use meridian::net::faults::Faults;
-    let ca = Ca::generate("test").unwrap();
-    let faults: Vec<_> = (0..3).map(|_| Faults::new()).collect();
-    let regions = ["us-east", "eu-west", "ap-southeast"];
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut addrs = Vec::new();
-    for i in 0..3 {
-        let name = format!("p{i}");
-        let n = Node::builder(&name, regions[i], ca.issue(&name, regions[i]).unwrap())
-            .seeds(addrs.clone())
-            .faults(faults[i].clone())
-            .tune(|c| {
-                c.ae_interval_ms = 500;
-                c.heartbeat_interval_ms = 200;
-            })
-            .start()
-            .await
-            .unwrap();
-        addrs.push(n.local_addr());
-        nodes.push(n);
-    }
+    let cluster = three_with_faults("p", |b| {
+        b.tune(|c| {
+            c.ae_interval_ms = 500;
+            c.heartbeat_interval_ms = 200;
+        })
+    })
+    .await;
+    let (nodes, faults) = (&cluster.nodes, &cluster.faults);
     for k in 0..10 {
         nodes[0].put(&format!("k{k}"), "base").await.unwrap();
     }
     converge(&nodes.iter().collect::<Vec<_>>(), 20).await;
 
-    // Cut node 2 off from both others, in both directions.
-    for i in 0..2 {
-        faults[i].block(addrs[2]);
-        faults[2].block(addrs[i]);
-    }
+    cluster.cut_off(2);
     for k in 0..10 {
         nodes[0].put(&format!("k{k}"), "from p0").await.unwrap();
     }
@@ -271,11 +310,11 @@ async fn a_partition_times_out_connections_and_heals_to_the_lww_winner() {
         b"from p0"
     );
 
-    for f in &faults {
+    for f in faults {
         f.heal();
     }
     converge(&nodes.iter().collect::<Vec<_>>(), 30).await;
-    for n in &nodes {
+    for n in nodes {
         for k in 0..10 {
             let v = n.get(&format!("k{k}")).await.unwrap().unwrap();
             assert_eq!(
@@ -299,9 +338,7 @@ async fn a_partition_times_out_connections_and_heals_to_the_lww_winner() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    for n in nodes {
-        n.shutdown().await.unwrap();
-    }
+    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -526,25 +563,9 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
 /// timeout closes the connections.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_quorum_policy_refuses_writes_soon_after_a_real_cut() {
-    use meridian::net::faults::Faults;
     use meridian::sync::PartitionPolicy;
-    let ca = Ca::generate("test").unwrap();
-    let faults: Vec<_> = (0..3).map(|_| Faults::new()).collect();
-    let regions = ["us-east", "eu-west", "ap-southeast"];
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut addrs = Vec::new();
-    for i in 0..3 {
-        let name = format!("q{i}");
-        let n = Node::builder(&name, regions[i], ca.issue(&name, regions[i]).unwrap())
-            .seeds(addrs.clone())
-            .faults(faults[i].clone())
-            .partition_policy(PartitionPolicy::Quorum)
-            .start()
-            .await
-            .unwrap();
-        addrs.push(n.local_addr());
-        nodes.push(n);
-    }
+    let cluster = three_with_faults("q", |b| b.partition_policy(PartitionPolicy::Quorum)).await;
+    let nodes = &cluster.nodes;
     nodes[2].put("before", "v").await.unwrap();
     converge(&nodes.iter().collect::<Vec<_>>(), 20).await;
     // Node 2 knows both other regions (a node that never met them would
@@ -562,10 +583,7 @@ async fn the_quorum_policy_refuses_writes_soon_after_a_real_cut() {
         assert!(Instant::now() < deadline, "node 2 never met the others");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for i in 0..2 {
-        faults[i].block(addrs[2]);
-        faults[2].block(addrs[i]);
-    }
+    cluster.cut_off(2);
     let cut = Instant::now();
     let refused_after = loop {
         match nodes[2].put("during", "v").await {
@@ -585,12 +603,7 @@ async fn the_quorum_policy_refuses_writes_soon_after_a_real_cut() {
     );
     let st = nodes[2].status().await.unwrap();
     assert!(st.replica.refusing_writes_no_quorum);
-    for f in &faults {
-        f.heal();
-    }
-    for n in nodes {
-        n.shutdown().await.unwrap();
-    }
+    cluster.shutdown().await;
 }
 
 /// A recursive delete asked with `ack = quorum` is answered once every
@@ -598,25 +611,9 @@ async fn the_quorum_policy_refuses_writes_soon_after_a_real_cut() {
 /// it is never answered as acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_quorum_prefix_delete_is_answered_once_a_majority_holds_it() {
-    use meridian::net::faults::Faults;
     use meridian::sync::WriteAck;
-    let ca = Ca::generate("test").unwrap();
-    let faults: Vec<_> = (0..3).map(|_| Faults::new()).collect();
-    let regions = ["us-east", "eu-west", "ap-southeast"];
-    let mut nodes: Vec<Node> = Vec::new();
-    let mut addrs = Vec::new();
-    for i in 0..3 {
-        let name = format!("p{i}");
-        let n = Node::builder(&name, regions[i], ca.issue(&name, regions[i]).unwrap())
-            .seeds(addrs.clone())
-            .faults(faults[i].clone())
-            .tune(|c| c.quorum_ack_timeout_ms = 1_500)
-            .start()
-            .await
-            .unwrap();
-        addrs.push(n.local_addr());
-        nodes.push(n);
-    }
+    let cluster = three_with_faults("d", |b| b.tune(|c| c.quorum_ack_timeout_ms = 1_500)).await;
+    let nodes = &cluster.nodes;
     for k in ["app/a", "app/b"] {
         nodes[2].put(k, "v").await.unwrap();
     }
@@ -626,10 +623,7 @@ async fn a_quorum_prefix_delete_is_answered_once_a_majority_holds_it() {
         .await
         .unwrap();
     assert_eq!(deleted, 2);
-    for i in 0..2 {
-        faults[i].block(addrs[2]);
-        faults[2].block(addrs[i]);
-    }
+    cluster.cut_off(2);
     nodes[2].put("app/c", "v").await.unwrap();
     match nodes[2]
         .delete_prefix_acked("app/", 100, Some(WriteAck::Quorum))
@@ -639,10 +633,5 @@ async fn a_quorum_prefix_delete_is_answered_once_a_majority_holds_it() {
         | Err(meridian::NodeError::Write(meridian::sync::WriteError::NoQuorum { .. })) => {}
         other => panic!("a cut-off quorum delete answered {other:?}"),
     }
-    for f in &faults {
-        f.heal();
-    }
-    for n in nodes {
-        n.shutdown().await.unwrap();
-    }
+    cluster.shutdown().await;
 }

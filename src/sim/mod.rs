@@ -530,13 +530,7 @@ impl Sim {
                 .sum()
         };
         let before = collected(&self.nodes);
-        while let Some(Reverse(s)) = self.events.peek() {
-            if s.at > t {
-                break;
-            }
-            let Reverse(s) = self.events.pop().expect("peeked");
-            self.now = self.now.max(s.at);
-            self.dispatch(s.ev);
+        while self.step(t) {
             if let Some(f) = self.failure.take() {
                 return Err(f);
             }
@@ -554,18 +548,23 @@ impl Sim {
     }
 
     fn run_until(&mut self, t: u64) {
-        while let Some(Reverse(s)) = self.events.peek() {
-            if s.at > t {
-                break;
-            }
-            let Reverse(s) = self.events.pop().expect("peeked");
-            self.now = self.now.max(s.at);
-            self.dispatch(s.ev);
+        while self.step(t) {
             if self.failure.is_some() {
                 return;
             }
         }
         self.now = self.now.max(t);
+    }
+
+    /// Carries out the next event due at or before `t`; false if none is.
+    fn step(&mut self, t: u64) -> bool {
+        if self.events.peek().is_none_or(|Reverse(s)| s.at > t) {
+            return false;
+        }
+        let Reverse(s) = self.events.pop().expect("peeked");
+        self.now = self.now.max(s.at);
+        self.dispatch(s.ev);
+        true
     }
 
     fn dispatch(&mut self, ev: Ev) {

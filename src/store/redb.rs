@@ -499,33 +499,17 @@ impl RedbStore {
     /// the key is absent or holds no value.
     #[doc(hidden)]
     pub fn damage_value(&mut self, key: &str, at: usize, mask: u8) -> Result<bool, StoreError> {
-        let db = self.db()?;
-        let tx = db.begin_write().map_err(|e| self.err(e))?;
-        let found = {
-            let mut records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
-            let old = records
-                .get(key.as_bytes())
-                .map_err(|e| self.err(e))?
-                .map(|v| v.value().to_vec());
-            match old.map(|b| decode_record(key.as_bytes(), &b)) {
-                Some(Loaded::Record(_, mut r)) => match r.entry.value.as_mut() {
-                    Some(v) if !v.is_empty() => {
-                        let mut bytes = v.to_vec();
-                        let i = at % bytes.len();
-                        bytes[i] ^= mask;
-                        *v = bytes.into();
-                        records
-                            .insert(key.as_bytes(), encode_record(&r).as_slice())
-                            .map_err(|e| self.err(e))?;
-                        true
-                    }
-                    _ => false,
-                },
-                _ => false,
-            }
-        };
-        tx.commit().map_err(|e| self.err(e))?;
-        Ok(found)
+        self.rewrite_record(key, |bytes| {
+            let Loaded::Record(_, mut r) = decode_record(key.as_bytes(), &bytes) else {
+                return None;
+            };
+            let v = r.entry.value.as_mut().filter(|v| !v.is_empty())?;
+            let mut value = v.to_vec();
+            let i = at % value.len();
+            value[i] ^= mask;
+            *v = value.into();
+            Some(encode_record(&r))
+        })
     }
 
     /// Damages the stored bytes of `key` for fault-injection tests: XORs
@@ -533,29 +517,44 @@ impl RedbStore {
     /// end when negative). False if the key is absent.
     #[doc(hidden)]
     pub fn damage_record(&mut self, key: &str, at: isize, mask: u8) -> Result<bool, StoreError> {
+        self.rewrite_record(key, |mut bytes| {
+            if bytes.is_empty() {
+                return None;
+            }
+            let len = bytes.len() as isize;
+            let i = if at < 0 { len + at } else { at }.clamp(0, len - 1) as usize;
+            bytes[i] ^= mask;
+            Some(bytes)
+        })
+    }
+
+    /// Replaces `key`'s stored bytes with what `f` makes of them (tests);
+    /// false if the key is absent or `f` declines.
+    fn rewrite_record(
+        &mut self,
+        key: &str,
+        f: impl FnOnce(Vec<u8>) -> Option<Vec<u8>>,
+    ) -> Result<bool, StoreError> {
         let db = self.db()?;
         let tx = db.begin_write().map_err(|e| self.err(e))?;
-        let found = {
+        let done = {
             let mut records = tx.open_table(RECORDS).map_err(|e| self.err(e))?;
             let old = records
                 .get(key.as_bytes())
                 .map_err(|e| self.err(e))?
                 .map(|v| v.value().to_vec());
-            match old {
-                Some(mut bytes) if !bytes.is_empty() => {
-                    let len = bytes.len() as isize;
-                    let i = if at < 0 { len + at } else { at }.clamp(0, len - 1) as usize;
-                    bytes[i] ^= mask;
+            match old.and_then(f) {
+                Some(bytes) => {
                     records
                         .insert(key.as_bytes(), bytes.as_slice())
                         .map_err(|e| self.err(e))?;
                     true
                 }
-                _ => false,
+                None => false,
             }
         };
         tx.commit().map_err(|e| self.err(e))?;
-        Ok(found)
+        Ok(done)
     }
 }
 
