@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
-use meridian::core::codec::{self, ClusterId, Feed, Message};
+use meridian::core::codec::{self, ClusterId, Feed, FeedEnd, Message};
 use meridian::core::digest::{differing_leaves, Digest};
 use meridian::core::types::{entry_hash, key_hash, Entry, Key, NodeId, Stamp};
 use meridian::core::{Hlc, LwwMap};
@@ -185,7 +185,7 @@ fn codec_bench(c: &mut Criterion) {
     let msg = Message::Feed(Feed {
         from: 0,
         to: 1000,
-        clock: Some(Hlc(T0 << 16)),
+        end: FeedEnd::Claim(Hlc(T0 << 16)),
         frontier: Hlc(T0 << 16),
         entries: entries(1_000, T0 << 16, 0x1234_5678_9abc_def0),
     });

@@ -404,3 +404,55 @@ fn a_lost_store_recovers_from_every_peer_before_claiming() {
     assert!(net.roots_equal());
     assert_eq!(net.value(2, "only-on-1").as_deref(), Some(&b"w"[..]));
 }
+
+/// A rebuild takes on its source's floor, so the source must hold all it
+/// should: a source that is itself recovering (a record of it damaged)
+/// lacks records below that floor, which the rebuilding node refuses from
+/// anyone else. The rebuild waits for the source's recovery, and what the
+/// source takes back reaches it (simulation seed 14417).
+#[test]
+fn a_rebuild_from_a_recovering_source_waits_for_its_recovery() {
+    let mut net = Net::new(3);
+    net.connect_all();
+    let stamp = net.put(0, "cfg/db", "postgres://good");
+    net.advance(100);
+    for i in 0..5 {
+        net.put(1, &format!("tmp/{i}"), "t");
+        let now = net.local(1);
+        net.nodes[1].delete(&format!("tmp/{i}"), None, now).unwrap();
+    }
+    net.settle();
+    net.advance(3_000);
+    assert!(net.nodes[1].gc_floor() > stamp.hlc, "the floor rose");
+    // Node 2's copy is damaged on disk; it restarts apart from node 1.
+    net.disconnect(0, 2);
+    net.disconnect(1, 2);
+    net.restart_with(2, |d| {
+        let r = d.records.get_mut(&Key::new("cfg/db").unwrap()).unwrap();
+        r.entry.value = Some(Bytes::from_static(b"postgres://gooe"));
+    });
+    assert!(net.nodes[2].quarantined("cfg/db"));
+    // Node 0 loses its store and rebuilds from node 2 (its first peer);
+    // node 1's copy is below the floor, taken only from the source.
+    net.disconnect(0, 1);
+    net.restart_with(0, |d| *d = meridian::sync::DurableState::new(d.node));
+    net.nodes[0].store_lost();
+    net.pump(0);
+    net.connect(0, 2);
+    net.connect(0, 1);
+    net.advance(5_000);
+    assert!(
+        net.nodes[0].rebuilding(),
+        "node 2 is recovering: its state lacks cfg/db"
+    );
+    assert!(net.nodes[0].get("cfg/db").is_none());
+    // Node 2 recovers from node 1; its transfer to node 0 goes on with
+    // what it took back, and ends with its claim.
+    net.connect(1, 2);
+    net.advance(10_000);
+    assert!(!net.nodes[2].quarantined("cfg/db"));
+    assert!(!net.nodes[0].rebuilding());
+    assert_eq!(net.nodes[0].get("cfg/db").unwrap().entry.stamp, stamp);
+    assert!(net.roots_equal());
+    no_collisions(&net);
+}

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use meridian::core::codec::{self, ClusterId, Feed, Hello, Message, Summary};
+use meridian::core::codec::{self, ClusterId, Feed, FeedEnd, Hello, Message, Summary};
 use meridian::core::digest::{differing_leaves, leaf_of};
 use meridian::core::hlc::{Clock, Hlc};
 use meridian::core::types::{key_hash, Entry, Key, NodeId, Stamp};
@@ -216,14 +216,18 @@ fn message() -> impl Strategy<Value = Message> {
         (
             0u64..1000,
             0u64..1000,
-            prop::option::of(any::<u64>()),
+            prop_oneof![
+                Just(FeedEnd::Partial),
+                Just(FeedEnd::Recovering),
+                any::<u64>().prop_map(|c| FeedEnd::Claim(Hlc(c))),
+            ],
             entries()
         )
-            .prop_map(|(a, b, clock, entries)| {
+            .prop_map(|(a, b, end, entries)| {
                 Message::Feed(Feed {
                     from: a.min(b),
                     to: a.max(b),
-                    clock: clock.map(Hlc),
+                    end,
                     frontier: Hlc(a),
                     entries,
                 })

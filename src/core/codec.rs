@@ -19,7 +19,7 @@ use super::types::{Entry, Hash, Key, NodeId, Stamp, VALUE_BYTES_LIMIT};
 pub const MAGIC: [u8; 4] = *b"MRDN";
 /// The protocol version this build speaks. Version 2: roots and
 /// fingerprints cover live entries only (tombstones left out); clock probes.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Envelope bytes before the payload.
 pub const HEADER_BYTES: usize = 10;
 /// Largest frame, envelope included: room for one entry of the largest value.
@@ -74,12 +74,41 @@ pub struct Hello {
 pub struct Feed {
     pub from: u64,
     pub to: u64,
-    /// When `to` is the sender's last index: its clock then. Every write of
-    /// the sender stamped at or below it has an index at or below `to`.
-    pub clock: Option<Hlc>,
+    /// Whether `to` is the sender's last index, and what it claims there.
+    pub end: FeedEnd,
     /// The sender holds every write stamped at or below this clock.
     pub frontier: Hlc,
     pub entries: Vec<(Key, Entry)>,
+}
+
+/// Where a [`Feed`] message stops, and what its sender claims there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FeedEnd {
+    /// More of the feed follows: `to` is not the sender's last index.
+    Partial,
+    /// `to` is the sender's last index, and every write of the sender
+    /// stamped at or below this clock (its clock then) has an index at or
+    /// below `to`.
+    Claim(Hlc),
+    /// `to` is the sender's last index, and the sender claims nothing: it
+    /// is recovering, and may lack writes of its own that a peer holds
+    /// (its state is not yet all it should be).
+    Recovering,
+}
+
+impl FeedEnd {
+    /// True if the message reaches the end of the sender's feed.
+    pub fn is_end(self) -> bool {
+        self != FeedEnd::Partial
+    }
+
+    /// The clock claimed, if any.
+    pub fn claim(self) -> Option<Hlc> {
+        match self {
+            FeedEnd::Claim(c) => Some(c),
+            FeedEnd::Partial | FeedEnd::Recovering => None,
+        }
+    }
 }
 
 /// One entry as the leaf exchange of anti-entropy describes it.
@@ -367,7 +396,7 @@ mod tests {
         Message::Feed(Feed {
             from: 3,
             to: 9,
-            clock: Some(Hlc(77)),
+            end: FeedEnd::Claim(Hlc(77)),
             frontier: Hlc(70),
             entries: vec![(
                 Key::new("app/db/url").unwrap(),

@@ -28,7 +28,7 @@ use bytes::Bytes;
 
 use crate::core::codec::{self, ClusterId, Message};
 use crate::core::rng::Rng;
-use crate::core::types::{Hash, NodeId, Stamp};
+use crate::core::types::{Entry, Hash, Key, NodeId, Stamp};
 use crate::sync::{
     Config, DurableState, Event, Output, PartitionPolicy, PersistBatch, Replica, WriteAck,
     WriteError,
@@ -1309,7 +1309,57 @@ impl Sim {
                 }
             }
         }
+        out.extend(self.describe_differences(5));
         out.join("\n")
+    }
+
+    /// Up to `count_max` keys whose records differ between the live
+    /// replicas, with each one's stamp (or `-` where it is absent).
+    fn describe_differences(&self, count_max: usize) -> Vec<String> {
+        let live: Vec<(usize, &Replica)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.replica.as_ref().map(|r| (i, r)))
+            .collect();
+        let mut keys: Vec<&Key> = live
+            .iter()
+            .flat_map(|(_, r)| r.map().iter().map(|(k, _)| k))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let mut out = Vec::new();
+        for k in keys {
+            let held: Vec<Option<&Entry>> = live
+                .iter()
+                .map(|(_, r)| r.map().get(k.as_str()).map(|rec| &rec.entry))
+                .collect();
+            if held.windows(2).all(|w| w[0] == w[1]) {
+                continue;
+            }
+            if out.len() == count_max {
+                out.push("    ...".to_string());
+                break;
+            }
+            let each: Vec<String> = live
+                .iter()
+                .zip(&held)
+                .map(|((i, _), e)| match e {
+                    None => format!("n{i} -"),
+                    Some(e) => format!(
+                        "n{i} {:?}{}",
+                        e.stamp,
+                        if e.value.is_none() {
+                            " (tombstone)"
+                        } else {
+                            ""
+                        }
+                    ),
+                })
+                .collect();
+            out.push(format!("    differs {k:?}: {}", each.join(", ")));
+        }
+        out
     }
 
     fn check_final(&mut self) -> Result<(), String> {

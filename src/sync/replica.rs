@@ -14,7 +14,8 @@ use super::clock_offset::{Judgement, PeerClock};
 use super::config::{Config, ConfigError, PartitionPolicy, WriteAck};
 use super::durable::{DurableState, Loaded, PeerProgress, PersistBatch, Recovery, StoredRecord};
 use crate::core::codec::{
-    Feed, Hello, Message, Summary, AE_SUMMARIES_MAX, ENTRIES_PER_MESSAGE_MAX, PROTOCOL_VERSION,
+    Feed, FeedEnd, Hello, Message, Summary, AE_SUMMARIES_MAX, ENTRIES_PER_MESSAGE_MAX,
+    PROTOCOL_VERSION,
 };
 use crate::core::digest::{Fingerprint, LEAF_LEVEL};
 use crate::core::hlc::{Clock, ClockError, Hlc};
@@ -276,8 +277,10 @@ struct Peer {
     sent: u64,
     /// The `to` of each unacknowledged feed message.
     in_flight: VecDeque<u64>,
-    /// Send every origin's entries (not only ours) up to this index.
-    full_until: u64,
+    /// They asked for a full transfer: send every origin's entries (not
+    /// only ours) up to this index, and all of them while we recover (what
+    /// we take back belongs to the transfer; see `pump`).
+    full_until: Option<u64>,
     last_progress_ms: u64,
     last_sent_ms: u64,
     // What they told us.
@@ -1319,7 +1322,7 @@ impl Replica {
         p.acked = start;
         p.sent = start;
         p.in_flight.clear();
-        p.full_until = if h.want_full { index } else { 0 };
+        p.full_until = h.want_full.then_some(index);
         p.last_progress_ms = now_ms;
         let behind = h.received < horizon_floor && h.gc_floor < horizon_floor;
         if horizon_floor != Hlc::ZERO && behind && !h.want_full {
@@ -1341,15 +1344,19 @@ impl Replica {
         p.stale = false;
         self.synced_ms = self.synced_ms.max(now_ms);
         if p.caught_up {
-            // The peer has nothing we lack (it is empty).
-            if self.rebuild_from == Some(from) {
-                self.rebuild_done(from);
-            }
+            // The peer has nothing we lack (it is empty). A rebuild from it
+            // ends with its feed's end, which says whether it claims to
+            // hold all it should (see `on_feed`).
             self.recovered_from(from);
         }
         // Its clock, at once: writes are judged against it.
         self.probe(from, now_ms);
         self.pump(from, now_ms);
+        if h.want_full {
+            // A full transfer with nothing to carry ends at once.
+            let (end, frontier) = (self.feed_claim(), self.frontier());
+            self.send_feed_end(from, index, end, frontier, now_ms);
+        }
     }
 
     fn on_feed(&mut self, from: NodeId, f: Feed, now_ms: u64) {
@@ -1360,7 +1367,10 @@ impl Replica {
         }
         if !self.check_skew(
             from,
-            f.entries.iter().map(|(_, e)| e.stamp.hlc).chain(f.clock),
+            f.entries
+                .iter()
+                .map(|(_, e)| e.stamp.hlc)
+                .chain(f.end.claim()),
             now_ms,
         ) {
             return;
@@ -1389,13 +1399,15 @@ impl Replica {
         let mut reached_end = false;
         if f.from <= p.applied {
             if f.to >= p.applied {
-                reached_end = f.clock.is_some();
+                reached_end = f.end.is_end();
                 if f.to > p.applied {
                     p.applied = f.to;
                     self.dirty_peers.insert(from);
                 }
-                if let Some(c) = f.clock {
+                if reached_end {
                     p.in_sync_ms = now_ms;
+                }
+                if let Some(c) = f.end.claim() {
                     if c > p.received {
                         p.received = c;
                         self.dirty_peers.insert(from);
@@ -1422,11 +1434,15 @@ impl Replica {
         if !p.caught_up && reached_end {
             p.caught_up = true;
             start_ae = true;
-            if rebuilding_from_them {
-                self.rebuild_done(from);
-            }
             // All they held is here (their full transfer, if we are recovering).
             self.recovered_from(from);
+        }
+        // A rebuild ends with a source that holds all it should: one that
+        // is itself recovering lacks records (perhaps below its floor,
+        // which the rebuild takes on), so it must finish first; what it
+        // takes back reaches us through its feed (seed 14417).
+        if rebuilding_from_them && reached_end && f.end != FeedEnd::Recovering {
+            self.rebuild_done(from);
         }
         let Some(p) = self.peers.get(&from) else {
             return;
@@ -1619,7 +1635,7 @@ impl Replica {
         p.in_flight.clear();
         p.last_progress_ms = now_ms;
         if full {
-            p.full_until = index;
+            p.full_until = Some(index);
         }
         self.pump(from, now_ms);
     }
@@ -1658,6 +1674,7 @@ impl Replica {
     fn pump(&mut self, id: NodeId, now_ms: u64) {
         let frontier = self.frontier();
         let claim = self.feed_claim();
+        let recovering = !self.claims_held();
         let index = self.map.index();
         let me = self.cfg.node;
         let Some(p) = self.peers.get_mut(&id) else {
@@ -1682,8 +1699,12 @@ impl Replica {
                 };
                 let origin = r.entry.stamp.node;
                 // A full transfer carries every origin, the receiver's own
-                // included (a resynced node dropped some of its own).
-                let include = i <= p.full_until || origin == me;
+                // included (a resynced node dropped some of its own). While
+                // we recover it goes on: it is complete only with what we
+                // take back, and it ends with our first claim (a rebuild
+                // from us waits for that claim: seed 14417).
+                let full = p.full_until.is_some_and(|u| i <= u || recovering);
+                let include = full || origin == me;
                 let size = r.entry.encoded_len_estimate(k);
                 let full = entries.len() == self.cfg.feed_entries_max
                     || (include && !entries.is_empty() && bytes + size > self.cfg.batch_bytes_max);
@@ -1703,7 +1724,7 @@ impl Replica {
                 }
             }
             debug_assert!(to > from);
-            let clock = if to == index { claim } else { None };
+            let end = if to == index { claim } else { FeedEnd::Partial };
             if p.in_flight.is_empty() {
                 p.last_progress_ms = now_ms;
             }
@@ -1714,7 +1735,7 @@ impl Replica {
             let msg = Message::Feed(Feed {
                 from,
                 to,
-                clock,
+                end,
                 frontier,
                 entries,
             });
@@ -1788,7 +1809,7 @@ impl Replica {
     fn heartbeats(&mut self, now_ms: u64) {
         let frontier = self.frontier();
         let index = self.map.index();
-        let clock = self.feed_claim();
+        let end = self.feed_claim();
         let interval = self.cfg.heartbeat_interval_ms;
         let timeout = self.cfg.peer_timeout_ms;
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
@@ -1819,18 +1840,30 @@ impl Replica {
                 self.pump(id, now_ms);
                 continue;
             }
-            if p.in_flight.is_empty() && p.sent == index && now_ms >= p.last_sent_ms + interval {
-                p.last_sent_ms = now_ms;
-                let msg = Message::Feed(Feed {
-                    from: index,
-                    to: index,
-                    clock,
-                    frontier,
-                    entries: Vec::new(),
-                });
-                self.staged.push(Output::Send { to: id, msg });
+            if now_ms >= p.last_sent_ms + interval {
+                self.send_feed_end(id, index, end, frontier, now_ms);
             }
         }
+    }
+
+    /// Tells `id` our feed ends at `index` (the message carries no entries,
+    /// only the claim and frontier), if all of it was sent and acknowledged.
+    fn send_feed_end(&mut self, id: NodeId, index: u64, end: FeedEnd, frontier: Hlc, now_ms: u64) {
+        let Some(p) = self.peers.get_mut(&id) else {
+            return;
+        };
+        if !p.in_flight.is_empty() || p.sent != index {
+            return;
+        }
+        p.last_sent_ms = now_ms;
+        let msg = Message::Feed(Feed {
+            from: index,
+            to: index,
+            end,
+            frontier,
+            entries: Vec::new(),
+        });
+        self.staged.push(Output::Send { to: id, msg });
     }
 
     // -------------------------------------------------------- anti-entropy
@@ -2116,11 +2149,17 @@ impl Replica {
             .fold(self.clock.last(), Hlc::min)
     }
 
-    /// The clock a feed message may claim ("every write of mine stamped at
-    /// or below it is in my feed"): none while a recovery is on, since a
-    /// write of ours the feed no longer carries may be held by a peer.
-    fn feed_claim(&self) -> Option<Hlc> {
-        self.claims_held().then(|| self.clock.last())
+    /// What the last message of the feed claims ("every write of mine
+    /// stamped at or below this clock is in my feed"): nothing while a
+    /// recovery is on, since a write of ours the feed no longer carries may
+    /// be held by a peer. (The message still marks the end of the feed: a
+    /// recovering peer's transfer must be seen to complete.)
+    fn feed_claim(&self) -> FeedEnd {
+        if self.claims_held() {
+            FeedEnd::Claim(self.clock.last())
+        } else {
+            FeedEnd::Recovering
+        }
     }
 
     /// Drops tombstones that every member holds, or that are older than the horizon.

@@ -167,6 +167,14 @@ impl Replica {
             return;
         };
         self.recovery_dirty = true;
+        // Full transfers in progress carried every origin while we
+        // recovered; what is not yet sent of it is still theirs.
+        let index = self.map.index();
+        for p in self.peers.values_mut() {
+            if let Some(u) = p.full_until.as_mut() {
+                *u = index;
+            }
+        }
         self.resolve_unheld(done.len());
         self.metrics.recoveries_completed += 1;
         self.staged.push(Output::Event(Event::Recovered {
