@@ -48,8 +48,9 @@
 //!   Stability is only judged among known members: nodes that join later
 //!   must start empty (they are rebuilt from a peer).
 //! * **Recovery.** A replica that lost records (quarantined as damaged, or
-//!   a whole store that could not be read) claims nothing, neither a feed
-//!   clock nor a frontier, and asks every known peer for a full transfer;
+//!   a whole store that could not be read) claims nothing (its feed ends
+//!   `Recovering`, its frontier is zero) and asks every known peer for a
+//!   full transfer;
 //!   once every peer's transfer reached its end (or anti-entropy found
 //!   equal roots) it holds whatever any of them held, and claims again.
 //!   Otherwise a peer lacking one of its lost writes would count it as

@@ -6,6 +6,7 @@
 
 use super::{Event, Output, Replica};
 use crate::core::codec::Message;
+use crate::core::hlc::{ClockError, Hlc};
 use crate::core::types::NodeId;
 use crate::sync::clock_offset::{judge, Judgement, Sample};
 
@@ -90,6 +91,40 @@ impl Replica {
             judgement: self.judgement,
             ahead_of_time_ms: self.clock.ahead_of(now_ms),
             offset_ms_max: self.cfg.clock_offset_ms_max,
+        }
+    }
+
+    /// Refuses (and reports) a message whose stamps run too far ahead of our clock.
+    /// Stamps are checked against our clock, or the cluster's when ours
+    /// is judged behind it: a correct peer is not refused because our
+    /// clock is wrong.
+    pub(super) fn check_skew(
+        &mut self,
+        from: NodeId,
+        stamps: impl Iterator<Item = Hlc>,
+        now_ms: u64,
+    ) -> bool {
+        let mut worst: Option<u64> = None;
+        let checked = self.checked_now(now_ms);
+        for s in stamps {
+            if let Err(ClockError::AheadOfClock { ahead_ms, .. }) = self.clock.check(s, checked) {
+                worst = Some(worst.map_or(ahead_ms, |w| w.max(ahead_ms)));
+            }
+        }
+        match worst {
+            None => true,
+            Some(ahead_ms) => {
+                self.metrics.clock_skew_refusals += 1;
+                if let Some(p) = self.peers.get_mut(&from) {
+                    p.refused_ms = now_ms;
+                    p.refused_ahead_ms = ahead_ms;
+                }
+                self.staged.push(Output::Event(Event::ClockSkew {
+                    peer: from,
+                    ahead_ms,
+                }));
+                false
+            }
         }
     }
 }

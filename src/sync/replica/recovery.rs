@@ -10,10 +10,12 @@
 //! peer that lacks them raise its floor above them and then refuse them
 //! for good as values of collected deletes.
 //!
-//! So from the loss on the replica claims nothing (no feed clock, a zero
-//! frontier), asks every known peer for a full transfer of its state, and
-//! counts a peer done when that transfer reached its end or anti-entropy
-//! found their roots equal. Once every known peer is done the replica
+//! So from the loss on the replica claims nothing (its feed ends
+//! [`FeedEnd::Recovering`](crate::core::codec::FeedEnd::Recovering), its frontier is zero), asks every known peer
+//! for a full transfer of its state, and counts a peer done when that
+//! transfer reached its end or anti-entropy found their roots equal. Its
+//! own full transfers to others go on with what it takes back, and end
+//! with its first claim (a rebuild from it waits for that). Once every known peer is done the replica
 //! holds everything any of them held: it claims again, the quarantined
 //! keys that no peer held are resolved, and a node whose store was lost
 //! takes client writes again (its clock has seen every surviving stamp it

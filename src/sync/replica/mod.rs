@@ -1,0 +1,473 @@
+//! The replica state machine (see the `sync` module docs for the protocol).
+
+mod ack;
+mod anti_entropy;
+mod clock;
+mod feed;
+mod gc;
+mod integrity;
+mod merge;
+mod output;
+mod peer;
+mod recovery;
+mod regions;
+mod status;
+mod write;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use super::clock_offset::Judgement;
+use super::config::{Config, ConfigError};
+use super::durable::{DurableState, Loaded, Recovery};
+use crate::core::codec::Message;
+use crate::core::hlc::{Clock, Hlc};
+use crate::core::map::{LwwMap, Record};
+use crate::core::rng::Rng;
+use crate::core::types::{Hash, Key, NodeId};
+use anti_entropy::AeSession;
+use peer::Peer;
+use recovery::OwnWrites;
+use regions::Healing;
+
+pub use ack::AckFailure;
+pub use clock::ClockStatus;
+pub use integrity::{QuarantineStatus, Resolution, QUARANTINE_MAX};
+pub use output::{Event, Output};
+pub use peer::Refusal;
+pub use recovery::RecoveryStatus;
+pub use status::{Metrics, PeerStatus, RegionStatus, Status};
+pub use write::{ImportReport, WriteError, WriteReceipt};
+
+/// One replica of the map (see the module docs).
+pub struct Replica {
+    cfg: Config,
+    map: LwwMap,
+    clock: Clock,
+    rng: Rng,
+    peers: BTreeMap<NodeId, Peer>,
+    gc_floor: Hlc,
+    /// The greatest clock of a tombstone collected by age without stability.
+    horizon_floor: Hlc,
+    synced_ms: u64,
+    outputs: VecDeque<Output>,
+    staged: Vec<Output>,
+    dirty_keys: BTreeSet<Key>,
+    dirty_peers: BTreeSet<NodeId>,
+    dirty_meta: bool,
+    push_due_ms: Option<u64>,
+    ae_next_ms: u64,
+    gc_next_ms: u64,
+    heartbeat_next_ms: u64,
+    ae_session: Option<AeSession>,
+    next_session: u64,
+    rebuilding: bool,
+    rebuild_from: Option<NodeId>,
+    /// Per known region: reachable, and since when (ms).
+    regions: BTreeMap<String, (bool, u64)>,
+    /// Regions whose partition ended, until equal state is confirmed.
+    healing: BTreeMap<String, Healing>,
+    /// Regions reported cut off, until they are reachable again.
+    partitioned: BTreeSet<String>,
+    metrics: Metrics,
+    /// Quorum writes waiting for a majority of regions, in index order.
+    pending_acks: VecDeque<ack::PendingAck>,
+    /// Records that failed their check, by stored key (see `replica/integrity.rs`).
+    quarantine: BTreeMap<Vec<u8>, integrity::Quarantined>,
+    /// Whether writes may be missing here (see `replica/recovery.rs`).
+    own_writes: OwnWrites,
+    /// Keys damaged in memory whose stored copies are being read back.
+    reading_back: BTreeSet<Key>,
+    /// `own_writes` changed since the last commit.
+    recovery_dirty: bool,
+    /// Peers are to be asked for their full state at the end of this input.
+    recovery_hellos_due: bool,
+    /// Stored keys of damaged records to drop from the store.
+    purge: Vec<Vec<u8>>,
+    /// The scrub resumes after this key.
+    scrub_cursor: Option<Key>,
+    scrub_next_ms: u64,
+    /// What the peers' clocks say of ours.
+    judgement: Judgement,
+    /// The latest physical time an input carried (for status).
+    seen_ms: u64,
+}
+
+impl Replica {
+    /// A replica with an empty state. It asks its first peer for a full transfer.
+    pub fn new(cfg: Config, now_ms: u64) -> Result<Replica, ConfigError> {
+        Replica::restore(cfg, DurableState::default(), now_ms)
+    }
+
+    /// A replica restarted from durable state.
+    pub fn restore(
+        cfg: Config,
+        mut state: DurableState,
+        now_ms: u64,
+    ) -> Result<Replica, ConfigError> {
+        let records = std::mem::take(&mut state.records);
+        let damaged = std::mem::take(&mut state.damaged);
+        let loaded = records
+            .into_iter()
+            .map(|(k, r)| Loaded::Record(k, r))
+            .chain(damaged.into_iter().map(Loaded::Damaged));
+        Replica::restore_from(cfg, state, loaded, now_ms)
+    }
+
+    /// A replica restarted from durable state whose records come separately
+    /// (`state.records` and `state.damaged` are ignored), e.g. as a store
+    /// reads them: the caller can read on one thread while this builds the
+    /// map on another. Every record is checked against the check it was
+    /// stored with; those that fail are quarantined (see `replica/integrity.rs`).
+    pub fn restore_from(
+        cfg: Config,
+        state: DurableState,
+        records: impl IntoIterator<Item = Loaded>,
+        now_ms: u64,
+    ) -> Result<Replica, ConfigError> {
+        cfg.validate()?;
+        if state.node != NodeId(0) && state.node != cfg.node {
+            return Err(ConfigError::WrongNode {
+                expected: cfg.node,
+                found: state.node,
+            });
+        }
+        let verified = integrity::verify_loaded(records, state.index, now_ms);
+        let renumbered = verified.renumbered;
+        let renumbered_count = renumbered.len() as u64;
+        let mut map = LwwMap::restore(
+            verified.records,
+            state.index,
+            cfg.conflicts_max,
+            // Its own seed: the protocol's random choices use `rng_seed`.
+            cfg.rng_seed.rotate_left(32) ^ 0x6d65_7269_6469_616e,
+        );
+        // The conflict log outlives restarts.
+        map.conflicts_mut()
+            .restore(state.conflicts.iter().cloned(), state.conflicts_total);
+        let mut peers = BTreeMap::new();
+        for (id, p) in &state.peers {
+            peers.insert(
+                *id,
+                Peer {
+                    applied: p.applied,
+                    received: p.received,
+                    name: p.name.clone(),
+                    region: p.region.clone(),
+                    api: p.api.clone(),
+                    ..Peer::default()
+                },
+            );
+        }
+        // A store lost before the last stop: its rebuild goes on.
+        let rebuilding = (cfg.rebuild_when_empty && map.is_empty() && state.index == 0)
+            || state.recovery == Recovery::AfterStoreLoss;
+        let resync = verified.resync;
+        let mut rng = Rng::new(cfg.rng_seed);
+        let ae_first = now_ms + rng.below(cfg.ae_interval_ms + cfg.ae_jitter_ms + 1);
+        let mut r = Replica {
+            clock: Clock::restore(state.clock, cfg.clock_offset_ms_max),
+            map,
+            rng,
+            peers,
+            gc_floor: state.gc_floor,
+            horizon_floor: state.horizon_floor,
+            synced_ms: if state.synced_ms == 0 {
+                now_ms
+            } else {
+                state.synced_ms
+            },
+            outputs: VecDeque::new(),
+            staged: Vec::new(),
+            dirty_keys: BTreeSet::new(),
+            dirty_peers: BTreeSet::new(),
+            dirty_meta: false,
+            push_due_ms: None,
+            ae_next_ms: ae_first,
+            gc_next_ms: now_ms + cfg.gc_interval_ms,
+            heartbeat_next_ms: now_ms + cfg.heartbeat_interval_ms,
+            ae_session: None,
+            next_session: 1,
+            rebuilding,
+            rebuild_from: None,
+            regions: BTreeMap::from([(cfg.region.clone(), (true, now_ms))]),
+            healing: BTreeMap::new(),
+            partitioned: BTreeSet::new(),
+            metrics: Metrics::default(),
+            pending_acks: VecDeque::new(),
+            quarantine: verified.quarantine,
+            own_writes: match state.recovery {
+                Recovery::None => OwnWrites::Held,
+                cause => OwnWrites::Recovering {
+                    cause,
+                    done: BTreeSet::new(),
+                    since_ms: now_ms,
+                },
+            },
+            recovery_dirty: false,
+            recovery_hellos_due: false,
+            reading_back: BTreeSet::new(),
+            purge: Vec::new(),
+            scrub_cursor: None,
+            scrub_next_ms: now_ms + cfg.scrub_interval_ms,
+            judgement: Judgement::default(),
+            seen_ms: now_ms,
+            cfg,
+        };
+        // Regions of remembered peers are known, unreachable until they reconnect.
+        r.update_regions(now_ms);
+        r.metrics.records_renumbered = renumbered_count;
+        if !renumbered.is_empty() {
+            // Written back with their new indexes at the first commit.
+            r.dirty_meta = true;
+            r.dirty_keys.extend(renumbered);
+        }
+        r.report_loaded_quarantine(resync);
+        Ok(r)
+    }
+
+    pub fn node(&self) -> NodeId {
+        self.cfg.node
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn map(&self) -> &LwwMap {
+        &self.map
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Record> {
+        self.map.get(key)
+    }
+
+    pub fn root(&mut self) -> Hash {
+        self.map.root()
+    }
+
+    /// Makes a standby active: it accepts client writes from now on.
+    pub fn promote(&mut self) {
+        self.cfg.standby = false;
+    }
+
+    /// This (empty) replica replaces a store that could not be read: it
+    /// rebuilds from its first peer, and refuses client writes until then
+    /// (its clock may be behind stamps it issued before).
+    pub fn store_lost(&mut self) {
+        self.rebuilding = true;
+        self.rebuild_from = None;
+        self.staged.push(Output::Event(Event::StoreLost));
+        // Writes of ours that peers hold come back from them (see `replica/recovery.rs`).
+        self.begin_recovery(Recovery::AfterStoreLoss);
+        self.commit();
+    }
+
+    /// The collection floor: tombstones at or below it may have been dropped.
+    pub fn gc_floor(&self) -> Hlc {
+        self.gc_floor
+    }
+
+    pub fn clock(&self) -> Hlc {
+        self.clock.last()
+    }
+
+    /// True while the replica rebuilds an empty state from a peer.
+    pub fn rebuilding(&self) -> bool {
+        self.rebuilding
+    }
+
+    /// Makes `node` a known member of the cluster: it counts for quorum, and
+    /// tombstones are collected only once it is known to hold them.
+    pub fn add_member(&mut self, node: NodeId, region: &str) {
+        if node == self.cfg.node {
+            return;
+        }
+        let p = self.peers.entry(node).or_default();
+        if p.region.is_empty() {
+            p.region = region.to_string();
+        }
+        let since = self.regions.values().map(|r| r.1).max().unwrap_or(0);
+        self.update_regions(since);
+    }
+
+    /// Notes the physical time of an input. A clock that went back would
+    /// leave every timer far in the future (heartbeats, anti-entropy,
+    /// collection and the scrub would stop until it caught up): deadlines
+    /// further away than their own period are brought back to one period
+    /// from now.
+    pub(super) fn observe_time(&mut self, now_ms: u64) {
+        self.seen_ms = self.seen_ms.max(now_ms);
+        let c = &self.cfg;
+        let ae_period = c.ae_interval_ms + c.ae_jitter_ms;
+        self.heartbeat_next_ms = self.heartbeat_next_ms.min(now_ms + c.heartbeat_interval_ms);
+        self.ae_next_ms = self.ae_next_ms.min(now_ms + ae_period);
+        self.gc_next_ms = self.gc_next_ms.min(now_ms + c.gc_interval_ms);
+        self.scrub_next_ms = self.scrub_next_ms.min(now_ms + c.scrub_interval_ms);
+        if let Some(t) = self.push_due_ms.as_mut() {
+            *t = (*t).min(now_ms + c.push_delay_ms);
+        }
+    }
+
+    /// The next output to carry out, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When the replica next wants [`Replica::tick`] called.
+    pub fn next_timeout(&self) -> u64 {
+        let mut t = self
+            .ae_next_ms
+            .min(self.gc_next_ms)
+            .min(self.heartbeat_next_ms)
+            .min(self.scrub_next_ms);
+        if let Some(p) = self.push_due_ms {
+            t = t.min(p);
+        }
+        if let Some(d) = self.ack_deadline() {
+            t = t.min(d);
+        }
+        t
+    }
+
+    /// Handles one message from `from` (the identity the transport authenticated).
+    pub fn handle(&mut self, from: NodeId, msg: Message, now_ms: u64) {
+        self.observe_time(now_ms);
+        if from == self.cfg.node {
+            self.metrics.messages_ignored += 1;
+            return;
+        }
+        // Decoding validates already; a driver that builds messages itself may not have.
+        if msg.validate().is_err() {
+            self.metrics.messages_invalid += 1;
+            return;
+        }
+        match msg {
+            Message::Hello(h) => {
+                self.on_hello(from, h, now_ms);
+                self.update_regions(now_ms);
+            }
+            other => {
+                let Some(p) = self.peers.get_mut(&from) else {
+                    self.metrics.messages_ignored += 1;
+                    return;
+                };
+                if !p.ready || p.stale {
+                    self.metrics.messages_ignored += 1;
+                    return;
+                }
+                p.last_heard_ms = now_ms;
+                let regained = !p.in_contact;
+                p.hello_confirmed = true;
+                self.synced_ms = self.synced_ms.max(now_ms);
+                match other {
+                    Message::Hello(_) => unreachable!(),
+                    Message::Feed(f) => self.on_feed(from, f, now_ms),
+                    Message::Resume { from: start, full } => {
+                        self.on_resume(from, start, full, now_ms)
+                    }
+                    Message::Stale { floor } => self.on_stale(from, floor, now_ms),
+                    Message::Ack { applied, frontier } => {
+                        self.on_ack(from, applied, frontier, now_ms)
+                    }
+                    Message::AeRoot { session, root } => {
+                        self.on_ae_root(from, session, root, now_ms)
+                    }
+                    Message::AeDone { session } => self.on_ae_done(from, session, now_ms),
+                    Message::AeLevel {
+                        session,
+                        level,
+                        parents,
+                        hashes,
+                    } => {
+                        if let Some(s) = self.ae_session.as_mut() {
+                            if s.peer == from && s.id == session {
+                                s.diverged = true;
+                            }
+                        }
+                        self.on_ae_level(from, session, level, &parents, &hashes)
+                    }
+                    Message::AeLeaves {
+                        session,
+                        leaves,
+                        summaries,
+                    } => self.on_ae_leaves(from, session, &leaves, &summaries, now_ms),
+                    Message::AeEntries {
+                        session,
+                        entries,
+                        want,
+                    } => self.on_ae_entries(from, session, entries, &want, now_ms),
+                    Message::Probe { sent_ms } => self.on_probe(from, sent_ms, now_ms),
+                    Message::ProbeReply { sent_ms, their_ms } => {
+                        self.on_probe_reply(from, sent_ms, their_ms, now_ms)
+                    }
+                }
+                if regained {
+                    self.update_regions(now_ms);
+                }
+            }
+        }
+        self.commit();
+    }
+
+    /// Runs whatever is due: pushes, heartbeats, retransmissions, anti-entropy, garbage collection.
+    pub fn tick(&mut self, now_ms: u64) {
+        self.observe_time(now_ms);
+        self.check_recovered();
+        if self.push_due_ms.is_some_and(|t| t <= now_ms) {
+            self.push_due_ms = None;
+            self.pump_all(now_ms);
+        }
+        if self.heartbeat_next_ms <= now_ms {
+            self.heartbeat_next_ms = now_ms + self.cfg.heartbeat_interval_ms;
+            self.heartbeats(now_ms);
+            // Estimates age out: judge again without waiting for a reply;
+            // and contact too.
+            self.rejudge(now_ms);
+            self.update_regions(now_ms);
+        }
+        if self.ae_next_ms <= now_ms {
+            self.ae_next_ms =
+                now_ms + self.cfg.ae_interval_ms + self.rng.below(self.cfg.ae_jitter_ms + 1);
+            if self
+                .ae_session
+                .is_some_and(|s| now_ms >= s.started_ms + 2 * self.cfg.peer_timeout_ms)
+            {
+                self.ae_session = None;
+            }
+            // Not while a rebuild or a catch-up is still streaming (for at
+            // most twice the peer timeout): the round would repeat what the
+            // feed is about to deliver.
+            let settle = 2 * self.cfg.peer_timeout_ms;
+            let catching_up = self
+                .peers
+                .values()
+                .any(|p| p.ready && !p.caught_up && now_ms < p.hello_ms + settle);
+            if self.ae_session.is_none() && !self.rebuilding && !catching_up {
+                let ready: Vec<NodeId> = self
+                    .peers
+                    .iter()
+                    .filter(|(_, p)| p.ready && !p.stale && p.caught_up)
+                    .map(|(id, _)| *id)
+                    .collect();
+                if !ready.is_empty() {
+                    let peer = ready[self.rng.below(ready.len() as u64) as usize];
+                    self.start_session(peer, now_ms);
+                }
+            }
+        }
+        if self.gc_next_ms <= now_ms {
+            self.gc_next_ms = now_ms + self.cfg.gc_interval_ms;
+            self.collect_garbage(now_ms);
+        }
+        if self.scrub_next_ms <= now_ms {
+            self.scrub_next_ms = now_ms + self.cfg.scrub_interval_ms;
+            self.scrub(self.cfg.scrub_batch_max, now_ms);
+        }
+        self.release_acks(now_ms);
+        self.commit();
+    }
+}

@@ -1,0 +1,182 @@
+//! What the replica asks of its driver ([`Output`]) and tells operators
+//! ([`Event`]), and the end of every input: the persist batch first, then
+//! every output it allows.
+
+use super::{AckFailure, Refusal, Replica, Resolution, WriteReceipt};
+use crate::core::codec::Message;
+use crate::core::types::{Key, NodeId};
+use crate::sync::durable::{PeerProgress, PersistBatch, Recovery, StoredRecord};
+
+/// Something operators should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A peer's stamp ran ahead of our clock by more than the bound; its message was refused.
+    ClockSkew { peer: NodeId, ahead_ms: u64 },
+    /// A peer was refused.
+    PeerRefused { peer: NodeId, reason: Refusal },
+    /// A peer lost contact before a tombstone we collected by age was written; it was told to resync.
+    PeerStale { peer: NodeId },
+    /// This replica was told it is stale: it dropped every entry older than
+    /// the horizon and rebuilds from `from`.
+    Resynced { from: NodeId, dropped: usize },
+    /// Two different entries carried the same stamp (a bug or corruption).
+    StampCollision { key: Key },
+    /// A peer's hello was accepted: it is connected.
+    PeerUp {
+        peer: NodeId,
+        name: String,
+        region: String,
+    },
+    /// The connection to a peer was lost.
+    PeerDown {
+        peer: NodeId,
+        name: String,
+        region: String,
+    },
+    /// No peer of this region is reachable any more (a partition, from here).
+    PartitionDetected { region: String },
+    /// A peer of this region is reachable again after `partition_ms`.
+    PartitionEnded { region: String, partition_ms: u64 },
+    /// After a partition ended, this replica and a peer of that region were
+    /// found to hold equal state: `keys_exchanged` entries crossed (applied
+    /// here or sent from here) since the end, in `converge_ms`.
+    PartitionHealed {
+        region: String,
+        partition_ms: u64,
+        keys_exchanged: u64,
+        converge_ms: u64,
+    },
+    /// Anti-entropy found this replica's root differs from a peer's.
+    DivergenceFound { peer: NodeId },
+    /// Anti-entropy applied entries from a peer that the push had missed.
+    DivergenceRepaired { peer: NodeId, keys: u64 },
+    /// A record failed its check (read back from the store, before it was
+    /// sent or served, or in the scrub): it is quarantined until repaired.
+    RecordQuarantined { key: String, reason: String },
+    /// A quarantined record's quarantine ended.
+    RecordRepaired { key: String, how: Resolution },
+    /// The store could not be read at all: this node starts empty under
+    /// its own id and rebuilds from a peer, refusing writes until then.
+    StoreLost,
+    /// Records were lost (`cause`): this replica claims nothing and takes
+    /// every known peer's state (see `replica/recovery.rs`).
+    RecoveryStarted { cause: Recovery },
+    /// Every known peer's state (`peers` of them) was taken: this replica
+    /// claims again.
+    Recovered { cause: Recovery, peers: usize },
+    /// The judgement of this node's clock changed: `disagreeing` of the
+    /// `members` (this one included) are more than the bound off from it
+    /// (`offset_ms`: theirs minus ours), and `off` when they are a majority
+    /// (client writes are refused).
+    ClockOffset {
+        offset_ms: i64,
+        disagreeing: usize,
+        members: usize,
+        off: bool,
+    },
+}
+
+/// An effect for the driver to carry out, in order: an output may be carried
+/// out only once every `Persist` before it is durable.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Persist(PersistBatch),
+    Send {
+        to: NodeId,
+        msg: Message,
+    },
+    /// A client write is durable (here, or in a majority of regions when
+    /// it asked for a quorum): complete it.
+    Acknowledge(WriteReceipt),
+    /// A client write is not acknowledged: it is written here but not as
+    /// durable as it asked (see [`AckFailure`]). Complete it with an error.
+    Unacknowledged {
+        receipt: WriteReceipt,
+        reason: AckFailure,
+    },
+    /// Changes up to this index are durable: wake watchers.
+    Notify {
+        index: u64,
+    },
+    /// A record was found damaged in memory: read its stored copy (once
+    /// every persist issued before this output is durable) and hand it to
+    /// [`Replica::read_back`].
+    ReadBack {
+        key: Key,
+    },
+    /// Close the connection to a peer.
+    Disconnect {
+        peer: NodeId,
+        reason: Refusal,
+    },
+    Event(Event),
+}
+
+impl Replica {
+    pub(super) fn send(&mut self, to: NodeId, msg: Message) {
+        self.staged.push(Output::Send { to, msg });
+    }
+
+    /// Ends an input: the persist batch first, then everything it allows.
+    pub(super) fn commit(&mut self) {
+        self.send_recovery_hellos();
+        let recovery = self.take_recovery_change();
+        let (conflicts, conflicts_total) = self.map.conflicts_mut().take_fresh();
+        if recovery.is_some()
+            || self.dirty_meta
+            || !self.dirty_keys.is_empty()
+            || !self.dirty_peers.is_empty()
+            || !self.purge.is_empty()
+            || !conflicts.is_empty()
+        {
+            let records = std::mem::take(&mut self.dirty_keys)
+                .into_iter()
+                .map(|k| {
+                    // Stored with the check computed when the entry arrived.
+                    let r = self.map.get(k.as_str()).map(|r| StoredRecord {
+                        entry: r.entry.clone(),
+                        create_index: r.create_index,
+                        modify_index: r.modify_index,
+                        check: r.stored_check(),
+                    });
+                    (k, r)
+                })
+                .collect();
+            let peers = std::mem::take(&mut self.dirty_peers)
+                .into_iter()
+                .filter_map(|id| {
+                    self.peers.get(&id).map(|p| {
+                        (
+                            id,
+                            PeerProgress {
+                                applied: p.applied,
+                                received: p.received,
+                                name: p.name.clone(),
+                                region: p.region.clone(),
+                                api: p.api.clone(),
+                            },
+                        )
+                    })
+                })
+                .collect();
+            self.outputs.push_back(Output::Persist(PersistBatch {
+                records,
+                index: self.map.index(),
+                clock: self.clock.last(),
+                gc_floor: self.gc_floor,
+                horizon_floor: self.horizon_floor,
+                synced_ms: self.synced_ms,
+                peers,
+                purge: std::mem::take(&mut self.purge),
+                conflicts,
+                conflicts_total,
+                recovery,
+            }));
+            self.dirty_meta = false;
+            self.outputs.push_back(Output::Notify {
+                index: self.map.index(),
+            });
+        }
+        self.outputs.extend(self.staged.drain(..));
+    }
+}

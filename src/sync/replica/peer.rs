@@ -1,0 +1,317 @@
+//! The link with each peer: what the replica knows of it ([`Peer`]),
+//! connections coming and going, and the hello that starts each link
+//! (or refuses the peer).
+
+use std::collections::VecDeque;
+
+use thiserror::Error;
+
+use super::{Event, Output, Replica};
+use crate::core::codec::{Hello, Message, PROTOCOL_VERSION};
+use crate::core::hlc::Hlc;
+use crate::core::types::NodeId;
+use crate::sync::clock_offset::PeerClock;
+
+/// Why a peer was refused before any data was exchanged.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    #[error("peer speaks protocol {found}, we speak {PROTOCOL_VERSION}")]
+    Protocol { found: u16 },
+    #[error("peer belongs to another cluster")]
+    Cluster,
+    #[error("peer says it is node {claimed}, the connection is from {actual}")]
+    Identity { claimed: NodeId, actual: NodeId },
+    #[error("a node may not connect to itself")]
+    SelfConnection,
+}
+
+/// What the replica knows of one peer.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Peer {
+    pub(super) region: String,
+    /// Where its HTTP API listens, as its hello said.
+    pub(super) api: String,
+    pub(super) name: String,
+    /// Its collection floor, as its last hello said.
+    pub(super) gc_floor: Hlc,
+    /// The transport swapped the connection: the link restarts, but the
+    /// peer was never out of reach (no down/up or partition events).
+    pub(super) swapping: bool,
+    /// The transport says a connection is up.
+    pub(super) transport: bool,
+    /// The peer showed it accepted our hello (it sent us something else).
+    pub(super) hello_confirmed: bool,
+    /// A connection is up and the peer's hello was accepted.
+    pub(super) ready: bool,
+    /// The peer was found stale; its data is ignored until it says hello again.
+    pub(super) stale: bool,
+    // Their feed, to us.
+    /// Durable, contiguous: their feed index up to which we applied their entries.
+    pub(super) applied: u64,
+    /// Durable: every write of theirs stamped at or below this is held here.
+    pub(super) received: Hlc,
+    /// When we last held everything they had (a contiguous feed that reached their index).
+    pub(super) in_sync_ms: u64,
+    /// Their index when they said hello, and when.
+    pub(super) their_index: u64,
+    pub(super) hello_ms: u64,
+    pub(super) caught_up: bool,
+    pub(super) resume_asked_ms: Option<u64>,
+    // Our feed, to them.
+    pub(super) acked: u64,
+    pub(super) sent: u64,
+    /// The `to` of each unacknowledged feed message.
+    pub(super) in_flight: VecDeque<u64>,
+    /// They asked for a full transfer: send every origin's entries (not
+    /// only ours) up to this index, and all of them while we recover (what
+    /// we take back belongs to the transfer; see `pump`).
+    pub(super) full_until: Option<u64>,
+    pub(super) last_progress_ms: u64,
+    pub(super) last_sent_ms: u64,
+    // What they told us.
+    /// They hold every write stamped at or below this.
+    pub(super) frontier: Hlc,
+    pub(super) last_heard_ms: u64,
+    /// Round trips that estimate their clock's offset from ours.
+    pub(super) clock: PeerClock,
+    /// Heard from within the contact timeout (or mid-swap): what makes its
+    /// region reachable.
+    pub(super) in_contact: bool,
+    /// When we last refused a message of theirs whose stamps ran too far
+    /// ahead of our clock, and by how much (0: never).
+    pub(super) refused_ms: u64,
+    pub(super) refused_ahead_ms: u64,
+}
+
+impl Peer {
+    /// Forgets the state of the link (its connection is gone or replaced):
+    /// the next hello starts it afresh.
+    fn reset_link(&mut self) {
+        self.ready = false;
+        self.transport = false;
+        self.hello_confirmed = false;
+        self.in_flight.clear();
+        self.resume_asked_ms = None;
+    }
+}
+
+impl Replica {
+    /// The transport connected to `peer`: say hello.
+    pub fn connected(&mut self, peer: NodeId, now_ms: u64) {
+        if peer == self.cfg.node {
+            return;
+        }
+        let _ = now_ms;
+        let p = self.peers.entry(peer).or_default();
+        p.transport = true;
+        p.hello_confirmed = false;
+        self.say_hello(peer);
+        self.commit();
+    }
+
+    pub(super) fn say_hello(&mut self, peer: NodeId) {
+        // A repeated hello to the rebuild source must keep asking for the full transfer.
+        let source = self.rebuilding && self.rebuild_from.is_none_or(|r| r == peer);
+        if source {
+            self.rebuild_from = Some(peer);
+        }
+        let want_full = source || self.recovering_from(peer);
+        if want_full {
+            // The full transfer starts from the beginning of their feed, and
+            // is complete only when it reaches its end: progress remembered
+            // from before (a replica resyncing its damaged state is not
+            // empty) must not make it look complete at once, and what it
+            // claimed to hold of their writes may be what it lost.
+            let p = self.peers.entry(peer).or_default();
+            p.caught_up = false;
+            if p.applied != 0 || p.received != Hlc::ZERO {
+                p.applied = 0;
+                p.received = Hlc::ZERO;
+                self.dirty_peers.insert(peer);
+            }
+        }
+        let frontier = self.frontier();
+        let gc_floor = self.gc_floor;
+        let p = self.peers.entry(peer).or_default();
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            cluster: self.cfg.cluster,
+            node: self.cfg.node,
+            name: self.cfg.name.clone(),
+            region: self.cfg.region.clone(),
+            api: self.cfg.api.clone(),
+            index: self.map.index(),
+            applied: p.applied,
+            want_full,
+            frontier,
+            received: p.received,
+            gc_floor,
+        };
+        self.send(peer, Message::Hello(hello));
+    }
+
+    /// The transport lost `peer`.
+    /// The transport replaced its connection to `peer` with a new one (both
+    /// sides dialed at once): the link restarts with a hello, as after a
+    /// reconnection, but the peer stays reachable throughout.
+    pub fn reconnected(&mut self, peer: NodeId, now_ms: u64) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.swapping = p.ready || p.swapping;
+            p.reset_link();
+        }
+        if self.ae_session.is_some_and(|s| s.peer == peer) {
+            self.ae_session = None;
+        }
+        self.connected(peer, now_ms);
+    }
+
+    pub fn disconnected(&mut self, peer: NodeId, now_ms: u64) {
+        if let Some(p) = self.peers.get_mut(&peer) {
+            // A swap whose new connection died is a real loss.
+            let swapping = std::mem::take(&mut p.swapping);
+            if p.ready || swapping {
+                self.staged.push(Output::Event(Event::PeerDown {
+                    peer,
+                    name: p.name.clone(),
+                    region: p.region.clone(),
+                }));
+            }
+            p.reset_link();
+        }
+        if self.ae_session.is_some_and(|s| s.peer == peer) {
+            self.ae_session = None;
+        }
+        self.update_regions(now_ms);
+        if self.rebuild_from == Some(peer) {
+            self.rebuild_from = None;
+            // Continue the full transfer from another peer, from the start:
+            // our progress with it covers only its own writes.
+            let next = self.peers.iter().find(|(_, p)| p.ready).map(|(id, _)| *id);
+            if let Some(next) = next {
+                self.rebuild_from = Some(next);
+                if let Some(p) = self.peers.get_mut(&next) {
+                    // The rebuild is done once this peer's full feed reaches its index.
+                    p.caught_up = false;
+                }
+                self.send(
+                    next,
+                    Message::Resume {
+                        from: 0,
+                        full: true,
+                    },
+                );
+            }
+        }
+        self.commit();
+        let _ = now_ms;
+    }
+
+    fn refuse(&mut self, peer: NodeId, reason: Refusal) {
+        self.metrics.peers_refused += 1;
+        if let Some(p) = self.peers.get_mut(&peer) {
+            p.ready = false;
+        }
+        self.staged.push(Output::Event(Event::PeerRefused {
+            peer,
+            reason: reason.clone(),
+        }));
+        self.staged.push(Output::Disconnect { peer, reason });
+    }
+
+    pub(super) fn on_hello(&mut self, from: NodeId, h: Hello, now_ms: u64) {
+        if h.protocol != PROTOCOL_VERSION {
+            return self.refuse(from, Refusal::Protocol { found: h.protocol });
+        }
+        if h.cluster != self.cfg.cluster {
+            return self.refuse(from, Refusal::Cluster);
+        }
+        if h.node != from {
+            return self.refuse(
+                from,
+                Refusal::Identity {
+                    claimed: h.node,
+                    actual: from,
+                },
+            );
+        }
+        let horizon_floor = self.horizon_floor;
+        let index = self.map.index();
+        let p = self.peers.entry(from).or_default();
+        let swapped = std::mem::take(&mut p.swapping);
+        if !p.ready && !swapped {
+            self.staged.push(Output::Event(Event::PeerUp {
+                peer: from,
+                name: h.name.clone(),
+                region: h.region.clone(),
+            }));
+        }
+        if (&p.region, &p.name, &p.api) != (&h.region, &h.name, &h.api) {
+            p.region = h.region;
+            p.name = h.name;
+            p.api = h.api;
+            self.dirty_peers.insert(from);
+        }
+        p.transport = true;
+        p.ready = true;
+        p.gc_floor = h.gc_floor;
+        p.last_heard_ms = now_ms;
+        p.frontier = p.frontier.max(h.frontier);
+        if h.index < p.applied {
+            // Their feed restarted (a restore from an old backup): our
+            // progress with it, and the claims it supported, are void.
+            p.applied = 0;
+            p.received = Hlc::ZERO;
+            self.dirty_peers.insert(from);
+        }
+        p.their_index = h.index;
+        p.hello_ms = now_ms;
+        p.caught_up = p.applied >= h.index;
+        p.resume_asked_ms = None;
+        // They hold our feed up to `h.applied`; if that is beyond our index our
+        // feed restarted (a restore from an old backup): send it all.
+        // A full transfer starts from the beginning: it carries every origin.
+        let start = if h.applied > index || h.want_full {
+            0
+        } else {
+            h.applied
+        };
+        p.acked = start;
+        p.sent = start;
+        p.in_flight.clear();
+        p.full_until = h.want_full.then_some(index);
+        p.last_progress_ms = now_ms;
+        let behind = h.received < horizon_floor && h.gc_floor < horizon_floor;
+        if horizon_floor != Hlc::ZERO && behind && !h.want_full {
+            // We collected by age tombstones the peer may never have seen:
+            // it may still hold the values they deleted. Refuse its data
+            // until it has resynced and says hello again.
+            p.stale = true;
+            self.metrics.stale_peers += 1;
+            self.staged
+                .push(Output::Event(Event::PeerStale { peer: from }));
+            self.send(
+                from,
+                Message::Stale {
+                    floor: horizon_floor,
+                },
+            );
+            return;
+        }
+        p.stale = false;
+        self.synced_ms = self.synced_ms.max(now_ms);
+        if p.caught_up {
+            // The peer has nothing we lack (it is empty). A rebuild from it
+            // ends with its feed's end, which says whether it claims to
+            // hold all it should (see `on_feed`).
+            self.recovered_from(from);
+        }
+        // Its clock, at once: writes are judged against it.
+        self.probe(from, now_ms);
+        self.pump(from, now_ms);
+        if h.want_full {
+            // A full transfer with nothing to carry ends at once.
+            let (end, frontier) = (self.feed_claim(), self.frontier());
+            self.send_feed_end(from, index, end, frontier, now_ms);
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Client writes: validated, stamped, applied, then persisted; prefix
+//! deletes; the import of backup entries; the push that follows a write.
+
+use bytes::Bytes;
+use thiserror::Error;
+
+use super::{Replica, Resolution};
+use crate::core::hlc::{ClockError, Hlc};
+use crate::core::types::{Entry, Key, KeyError, Stamp, ValueError};
+use crate::sync::config::{PartitionPolicy, WriteAck};
+
+/// Why a client write was refused. Nothing was changed.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum WriteError {
+    #[error("invalid key: {0}")]
+    Key(#[from] KeyError),
+    #[error("invalid value: {0}")]
+    Value(#[from] ValueError),
+    #[error("clock: {0}")]
+    Clock(#[from] ClockError),
+    #[error(
+        "no quorum: {reachable} of {total} regions reachable and partition_policy is \"quorum\""
+    )]
+    NoQuorum { reachable: usize, total: usize },
+    #[error(
+        "this node is a standby: write to an active node, or promote this one (`meridian promote`)"
+    )]
+    Standby,
+    #[error("check-and-set failed: key's modify index is {actual}, not {expected}")]
+    CasMismatch { expected: u64, actual: u64 },
+    #[error(
+        "{count} keys under the prefix, more than {max} in one request: delete narrower prefixes"
+    )]
+    TooManyKeys { count: usize, max: usize },
+    #[error("this node lost its store and is rebuilding it from a peer: writes resume once the rebuild is done")]
+    Rebuilding,
+    #[error("more than {max} writes are waiting for a quorum of regions: try again later")]
+    TooManyPending { max: usize },
+    /// A majority of the members' clocks disagree with this node's: its
+    /// stamps would lose (a slow clock) or never leave it (a fast one).
+    #[error(
+        "this node's clock is {} ms {} {disagreeing} of the {} other members (bound {bound_ms} ms): \
+         client writes are refused until its clock is fixed",
+        offset_ms.unsigned_abs(),
+        if *offset_ms > 0 { "behind" } else { "ahead of" },
+        members - 1
+    )]
+    ClockOffset {
+        /// The others' clocks minus this node's.
+        offset_ms: i64,
+        disagreeing: usize,
+        members: usize,
+        bound_ms: u64,
+    },
+}
+
+/// A write accepted by the replica. It is acknowledged (durable) once the
+/// `Persist` emitted with it is, which the replica signals by the
+/// [`Output::Acknowledge`](super::Output::Acknowledge) that follows that `Persist`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteReceipt {
+    pub key: Key,
+    pub stamp: Stamp,
+    pub index: u64,
+}
+
+/// What an import of backup entries did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Entries that changed this replica's state.
+    pub applied: u64,
+    /// Entries this replica already held, or held something newer for.
+    pub unchanged: u64,
+    /// Entries of absent keys at or below the collection floor.
+    pub refused_floor: u64,
+    /// Entries stamped too far ahead of this replica's clock.
+    pub refused_clock: u64,
+}
+
+impl Replica {
+    /// Merges entries from a backup as replicated state: per key the greater
+    /// stamp wins, so nothing newer is lost. Entries at or below the
+    /// collection floor for absent keys are refused (they may be deleted
+    /// keys whose tombstones were collected), and so are entries stamped
+    /// further ahead of `now_ms` than the clock bound. Durable with the
+    /// `Persist` that follows.
+    pub fn import(&mut self, entries: Vec<(Key, Entry)>, now_ms: u64) -> ImportReport {
+        let mut report = ImportReport::default();
+        // The highest floor known in the cluster: a peer may have collected
+        // tombstones this replica never held (it was rebuilt, or new), and
+        // an old value of such a key must not come back here.
+        let floor = self
+            .peers
+            .values()
+            .map(|p| p.gc_floor)
+            .fold(self.gc_floor, Hlc::max);
+        for (k, e) in entries {
+            if self
+                .clock
+                .check(e.stamp.hlc, self.checked_now(now_ms))
+                .is_err()
+            {
+                report.refused_clock += 1;
+                continue;
+            }
+            let below = self.metrics.below_floor_refused;
+            if self.merge_entry(None, k, e, floor, now_ms) {
+                report.applied += 1;
+            } else if self.metrics.below_floor_refused != below {
+                report.refused_floor += 1;
+            } else {
+                report.unchanged += 1;
+            }
+        }
+        self.commit();
+        report
+    }
+
+    /// Writes `value` under `key`. With `cas`, only if the key's modify index
+    /// is `cas` (0: only if the key does not exist).
+    pub fn put(
+        &mut self,
+        key: &str,
+        value: Bytes,
+        flags: u64,
+        cas: Option<u64>,
+        now_ms: u64,
+    ) -> Result<WriteReceipt, WriteError> {
+        self.put_acked(key, value, flags, cas, self.cfg.write_ack, now_ms)
+    }
+
+    /// [`Replica::put`], acknowledged as `ack` says.
+    pub fn put_acked(
+        &mut self,
+        key: &str,
+        value: Bytes,
+        flags: u64,
+        cas: Option<u64>,
+        ack: WriteAck,
+        now_ms: u64,
+    ) -> Result<WriteReceipt, WriteError> {
+        self.cfg.limits.check_value(value.len())?;
+        self.write(key, Some(value), flags, cas, ack, now_ms)
+    }
+
+    /// Deletes `key`: writes a tombstone stamped now, whether or not the key
+    /// is present here, since a write this replica has not seen yet may be
+    /// on its way and the later delete must win against it. With `cas`,
+    /// only a live key whose modify index is `cas` is deleted; a key that is
+    /// not live here fails the check with `actual` 0 and nothing is written
+    /// (Consul answers `true` to that: nothing is left to delete).
+    pub fn delete(
+        &mut self,
+        key: &str,
+        cas: Option<u64>,
+        now_ms: u64,
+    ) -> Result<WriteReceipt, WriteError> {
+        self.delete_acked(key, cas, self.cfg.write_ack, now_ms)
+    }
+
+    /// [`Replica::delete`], acknowledged as `ack` says.
+    pub fn delete_acked(
+        &mut self,
+        key: &str,
+        cas: Option<u64>,
+        ack: WriteAck,
+        now_ms: u64,
+    ) -> Result<WriteReceipt, WriteError> {
+        self.write(key, None, 0, cas, ack, now_ms)
+    }
+
+    fn write(
+        &mut self,
+        key: &str,
+        value: Option<Bytes>,
+        flags: u64,
+        cas: Option<u64>,
+        ack: WriteAck,
+        now_ms: u64,
+    ) -> Result<WriteReceipt, WriteError> {
+        self.observe_time(now_ms);
+        Key::check(key, self.cfg.limits.key_bytes_max)?;
+        self.writable()?;
+        self.quorum_writable(ack)?;
+        let current = self.map.get(key);
+        if let Some(expected) = cas {
+            let actual = current
+                .filter(|r| !r.entry.is_tombstone())
+                .map_or(0, |r| r.modify_index);
+            // A delete needs a live version to match: cas=0 never deletes.
+            if actual != expected || (value.is_none() && actual == 0) {
+                return Err(WriteError::CasMismatch { expected, actual });
+            }
+        }
+        let prev = current.map_or(Stamp::ZERO, |r| r.entry.stamp);
+        let stamp = Stamp::new(self.clock.tick(now_ms)?, self.cfg.node);
+        let key = Key::new(key)?;
+        let index = self.map.apply_local(
+            &key,
+            Entry {
+                stamp,
+                prev,
+                flags,
+                value,
+            },
+        );
+        self.metrics.local_writes += 1;
+        self.resolve_key(&key, Resolution::Overwritten);
+        self.dirty_keys.insert(key.clone());
+        self.dirty_meta = true;
+        let receipt = WriteReceipt { key, stamp, index };
+        self.acknowledge(receipt.clone(), ack, now_ms);
+        if ack == WriteAck::Quorum {
+            // Its acknowledgement waits on the push: not batched.
+            self.pump_all(now_ms);
+        } else {
+            self.schedule_push(now_ms);
+        }
+        self.commit();
+        Ok(receipt)
+    }
+
+    /// Deletes every key this replica knows under `prefix`, live or already
+    /// deleted, with one stamp each, in one input: durable together with
+    /// the `Persist` that follows, after which each is acknowledged.
+    /// Keys deleted here before are deleted again,
+    /// so that the prefix delete also wins over writes to them this replica
+    /// has not seen yet. Keys it never heard of are not covered. At most
+    /// `keys_max` keys; more is refused and nothing is written.
+    pub fn delete_prefix(
+        &mut self,
+        prefix: &str,
+        keys_max: usize,
+        now_ms: u64,
+    ) -> Result<Vec<WriteReceipt>, WriteError> {
+        self.delete_prefix_acked(prefix, keys_max, self.cfg.write_ack, now_ms)
+    }
+
+    /// [`Replica::delete_prefix`], each tombstone acknowledged as `ack`
+    /// says (with a quorum, the pending acknowledgements count every key).
+    pub fn delete_prefix_acked(
+        &mut self,
+        prefix: &str,
+        keys_max: usize,
+        ack: WriteAck,
+        now_ms: u64,
+    ) -> Result<Vec<WriteReceipt>, WriteError> {
+        self.observe_time(now_ms);
+        self.writable()?;
+        self.quorum_writable(ack)?;
+        let keys: Vec<(Key, Stamp)> = self
+            .map
+            .scan_prefix(prefix)
+            .take(keys_max.saturating_add(1))
+            .map(|(k, r)| (k.clone(), r.entry.stamp))
+            .collect();
+        if keys.len() > keys_max {
+            let count = self.map.scan_prefix(prefix).count();
+            return Err(WriteError::TooManyKeys {
+                count,
+                max: keys_max,
+            });
+        }
+        self.quorum_room(ack, keys.len())?;
+        let mut receipts = Vec::with_capacity(keys.len());
+        for (key, prev) in keys {
+            let stamp = Stamp::new(self.clock.tick(now_ms)?, self.cfg.node);
+            let index = self.map.apply_local(
+                &key,
+                Entry {
+                    stamp,
+                    prev,
+                    flags: 0,
+                    value: None,
+                },
+            );
+            self.metrics.local_writes += 1;
+            self.resolve_key(&key, Resolution::Overwritten);
+            self.dirty_keys.insert(key.clone());
+            let receipt = WriteReceipt { key, stamp, index };
+            self.acknowledge(receipt.clone(), ack, now_ms);
+            receipts.push(receipt);
+        }
+        if !receipts.is_empty() {
+            self.dirty_meta = true;
+            if ack == WriteAck::Quorum {
+                self.pump_all(now_ms);
+            } else {
+                self.schedule_push(now_ms);
+            }
+        }
+        self.commit();
+        Ok(receipts)
+    }
+
+    /// Refuses client writes while this replica may not take them.
+    fn writable(&self) -> Result<(), WriteError> {
+        if self.cfg.standby {
+            return Err(WriteError::Standby);
+        }
+        if self.lost_store() {
+            return Err(WriteError::Rebuilding);
+        }
+        if self.judgement.off {
+            return Err(WriteError::ClockOffset {
+                offset_ms: self.judgement.offset_ms.unwrap_or(0),
+                disagreeing: self.judgement.disagreeing,
+                members: self.judgement.members,
+                bound_ms: self.cfg.clock_offset_ms_max,
+            });
+        }
+        if self.cfg.partition_policy == PartitionPolicy::Quorum && !self.has_quorum() {
+            let (reachable, total) = self.region_counts();
+            return Err(WriteError::NoQuorum { reachable, total });
+        }
+        Ok(())
+    }
+
+    /// Pushes local writes now, or after the batching delay.
+    fn schedule_push(&mut self, now_ms: u64) {
+        if self.cfg.push_delay_ms == 0 {
+            self.pump_all(now_ms);
+        } else if self.push_due_ms.is_none() {
+            self.push_due_ms = Some(now_ms + self.cfg.push_delay_ms);
+        }
+    }
+}
