@@ -1,0 +1,830 @@
+//! The driver task: owns the [`Replica`], feeds it inputs (commands from
+//! the [`Node`](super::Node) handle, peer messages, connection events,
+//! timer ticks) and carries out its outputs in order; persists go to the
+//! store thread in groups, and what waits on them is released when they
+//! are durable.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::commit::{CommitReport, StoreThread, COMMIT_RETRY_MS_MAX};
+use super::time::now_ms;
+use super::types::{
+    Change, DigestReport, EventKind, Histogram, KeyHash, KvEntry, NodeEvent, NodeStatus, Snapshot,
+    StoreTrouble, WriteOptions,
+};
+use super::{
+    history, NodeError, EVENTS_KEPT_MAX, QUARANTINED_NAMED_MAX, WATCH_BATCH_MAX, WATCH_SCAN_MAX,
+};
+use crate::core::codec;
+use crate::core::map::Conflict;
+use crate::core::types::{Entry, Key, NodeId, Stamp};
+use crate::net::{self, NetEvent, NetMetrics, Transport};
+use crate::sync::membership::{Member, Membership, MembershipOutput};
+use crate::sync::{Event, ImportReport, Output, PersistBatch, Replica, WriteAck, WriteReceipt};
+
+/// Longest the driver sleeps without ticking the replica.
+pub(super) const TICK_MS_MAX: u64 = 1_000;
+
+pub(super) enum Command {
+    Put {
+        key: String,
+        value: Option<Bytes>,
+        opts: WriteOptions,
+        reply: oneshot::Sender<Result<WriteReceipt, NodeError>>,
+    },
+    DeletePrefix {
+        prefix: String,
+        keys_max: usize,
+        ack: Option<WriteAck>,
+        reply: oneshot::Sender<Result<usize, NodeError>>,
+    },
+    Get {
+        key: String,
+        reply: oneshot::Sender<Result<Option<KvEntry>, NodeError>>,
+    },
+    List {
+        prefix: String,
+        reply: oneshot::Sender<Result<Vec<KvEntry>, NodeError>>,
+    },
+    Changes {
+        prefix: String,
+        since: u64,
+        reply: oneshot::Sender<(Vec<Change>, u64)>,
+    },
+    Status {
+        reply: oneshot::Sender<NodeStatus>,
+    },
+    Digest {
+        prefix: String,
+        deep: bool,
+        reply: oneshot::Sender<DigestReport>,
+    },
+    Conflicts {
+        reply: oneshot::Sender<(Vec<Conflict>, u64)>,
+    },
+    Snapshot {
+        since: u64,
+        reply: oneshot::Sender<Result<Snapshot, NodeError>>,
+    },
+    Import {
+        entries: Vec<(Key, Entry)>,
+        reply: oneshot::Sender<Result<ImportReport, NodeError>>,
+    },
+    Hashes {
+        prefix: String,
+        reply: oneshot::Sender<Vec<KeyHash>>,
+    },
+    Promote {
+        reply: oneshot::Sender<()>,
+    },
+    History {
+        key: String,
+        reply: oneshot::Sender<Vec<history::Version>>,
+    },
+    Shutdown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// An answer to send once every persist issued before it is durable (or
+/// with the error that stopped the node).
+pub(super) type Barrier = Box<dyn FnOnce(Result<(), NodeError>) + Send>;
+
+pub(super) struct Conn {
+    pub(super) id: u64,
+    pub(super) dialed: bool,
+    pub(super) tx: mpsc::Sender<Vec<u8>>,
+    pub(super) connection: quinn::Connection,
+}
+
+pub(super) struct Driver {
+    pub(super) me: NodeId,
+    pub(super) replica: Replica,
+    pub(super) transport: Transport,
+    pub(super) metrics: Arc<NetMetrics>,
+    pub(super) conns: HashMap<NodeId, Conn>,
+    /// Outputs waiting for the persist numbered by their first field.
+    pub(super) queue: VecDeque<(u64, Output)>,
+    /// Persists seen, and persists durable.
+    pub(super) issued: u64,
+    pub(super) done: u64,
+    pub(super) group: Vec<PersistBatch>,
+    pub(super) committing: bool,
+    pub(super) commits: u64,
+    pub(super) commit_latency: Histogram,
+    pub(super) started_ms: u64,
+    pub(super) store: StoreThread,
+    /// Set while the store refuses commits (a full disk): writes are
+    /// refused, reads served, replication paused, the commit retried.
+    pub(super) store_trouble: Option<StoreTrouble>,
+    pub(super) pending: HashMap<Stamp, oneshot::Sender<Result<WriteReceipt, NodeError>>>,
+    /// Quorum prefix deletes: each tombstone's group, and per group the
+    /// tombstones not yet acknowledged and the answer.
+    pub(super) group_of: HashMap<Stamp, u64>,
+    pub(super) groups: HashMap<u64, (usize, Barrier)>,
+    pub(super) next_group: u64,
+    pub(super) events_tx: tokio::sync::broadcast::Sender<NodeEvent>,
+    pub(super) history: history::History,
+    /// Imports waiting for the persist numbered by their first field.
+    pub(super) barriers: VecDeque<(u64, Barrier)>,
+    pub(super) notify: watch::Sender<u64>,
+    pub(super) events: VecDeque<Event>,
+    pub(super) failed: Option<String>,
+    pub(super) membership: Membership,
+    pub(super) timer_tx: mpsc::Sender<foca::Timer<Member>>,
+    /// Addresses of members to keep connected to (seeds are dialed forever).
+    pub(super) wanted: Arc<Mutex<HashSet<SocketAddr>>>,
+    pub(super) dialing: HashSet<SocketAddr>,
+    pub(super) seeds: HashSet<SocketAddr>,
+    /// Peers refused by the replica, to report as disconnected.
+    pub(super) refused: Vec<NodeId>,
+}
+
+impl Driver {
+    pub(super) async fn run(
+        mut self,
+        mut cmd_rx: mpsc::Receiver<Command>,
+        mut net_rx: mpsc::Receiver<NetEvent>,
+        mut commit_rx: mpsc::Receiver<CommitReport>,
+        mut timer_rx: mpsc::Receiver<foca::Timer<Member>>,
+    ) {
+        let mut shutdown: Option<oneshot::Sender<()>> = None;
+        loop {
+            // At least once a second, also when the clock went back and
+            // the replica's deadlines lie far ahead.
+            let wait = self
+                .replica
+                .next_timeout()
+                .saturating_sub(now_ms())
+                .min(TICK_MS_MAX);
+            tokio::select! {
+                biased;
+                done = commit_rx.recv() => match done {
+                    Some(CommitReport::Done { seq, us }) => {
+                        self.commit_latency.record(us);
+                        self.committed(seq);
+                    }
+                    Some(CommitReport::Failed { seq, error, disk_full }) => {
+                        self.commit_failed(seq, error, disk_full);
+                    }
+                    Some(CommitReport::ReadBack { key, found }) => {
+                        self.replica.read_back(&key, found, now_ms());
+                    }
+                    None => {
+                        self.committing = false;
+                        self.failed = Some("the store thread stopped".to_string());
+                    }
+                },
+                cmd = cmd_rx.recv(), if shutdown.is_none() => match cmd {
+                    None => shutdown = Some(oneshot::channel().0),
+                    Some(Command::Shutdown { reply }) => shutdown = Some(reply),
+                    Some(c) => self.command(c),
+                },
+                // While the store refuses commits, replication waits (the
+                // transport's bounded queues hold or drop what comes).
+                Some(ev) = net_rx.recv(), if self.store_trouble.is_none() => self.net(ev),
+                Some(t) = timer_rx.recv() => {
+                    if let Err(e) = self.membership.handle_timer(t) {
+                        tracing::debug!("{e}");
+                    }
+                }
+                _ = tokio::time::sleep(Duration::from_millis(wait)), if self.store_trouble.is_none() => {
+                    self.replica.tick(now_ms())
+                }
+                _ = tokio::time::sleep(Duration::from_millis(COMMIT_RETRY_MS_MAX)), if self.store_trouble.is_some() => {}
+            }
+            // Timers run even while inputs never stop coming.
+            let now = now_ms();
+            if self.store_trouble.is_none() && self.replica.next_timeout() <= now {
+                self.replica.tick(now);
+            }
+            loop {
+                self.membership_outputs();
+                self.absorb();
+                self.flush();
+                if self.refused.is_empty() {
+                    break;
+                }
+                for peer in std::mem::take(&mut self.refused) {
+                    self.replica.disconnected(peer, now_ms());
+                }
+            }
+            // A commit the disk refuses is not waited for at shutdown: what
+            // it holds was never acknowledged.
+            let settled =
+                self.store_trouble.is_some() || (!self.committing && self.group.is_empty());
+            if self.failed.is_some() || (shutdown.is_some() && settled) {
+                break;
+            }
+        }
+        self.transport
+            .endpoint
+            .close(net::CLOSE_SHUTDOWN.into(), b"shutdown");
+        self.store.stop().await;
+        if let Some(t) = &self.store_trouble {
+            self.failed = Some(format!(
+                "the node stopped while its store refused commits: {}",
+                t.error
+            ));
+        }
+        let err = self
+            .failed
+            .clone()
+            .unwrap_or_else(|| "the node is shut down".to_string());
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(NodeError::StoreFailed(err.clone())));
+        }
+        self.group_of.clear();
+        for (_, (_, answer)) in self.groups.drain() {
+            answer(Err(NodeError::StoreFailed(err.clone())));
+        }
+        for (_, answer) in self.barriers.drain(..) {
+            answer(Err(NodeError::StoreFailed(err.clone())));
+        }
+        if let Some(reply) = shutdown {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Moves the replica's outputs into the queue; persists join the next group.
+    fn absorb(&mut self) {
+        while let Some(o) = self.replica.poll_output() {
+            match o {
+                Output::Persist(b) => {
+                    self.issued += 1;
+                    self.history.record(&b);
+                    self.group.push(b);
+                }
+                other => self.queue.push_back((self.issued, other)),
+            }
+        }
+    }
+
+    /// Starts the next group commit if none is running, and carries out every output already durable.
+    fn flush(&mut self) {
+        if !self.committing && !self.group.is_empty() {
+            let group = std::mem::take(&mut self.group);
+            if self.store.send(group, self.issued) {
+                self.committing = true;
+            } else {
+                self.failed = Some("the store thread stopped".to_string());
+            }
+        }
+        while self.queue.front().is_some_and(|(seq, _)| *seq <= self.done) {
+            let (_, o) = self.queue.pop_front().expect("checked");
+            self.execute(o);
+        }
+        while self
+            .barriers
+            .front()
+            .is_some_and(|(seq, ..)| *seq <= self.done)
+        {
+            let (_, answer) = self.barriers.pop_front().expect("checked");
+            answer(Ok(()));
+        }
+    }
+
+    fn committed(&mut self, seq: u64) {
+        self.committing = false;
+        self.commits += 1;
+        self.done = seq;
+        if let Some(t) = self.store_trouble.take() {
+            tracing::warn!(
+                lasted_ms = now_ms().saturating_sub(t.since_ms),
+                "the store takes commits again: writes resume"
+            );
+        }
+    }
+
+    /// The store refused a commit; the store thread retries it.
+    fn commit_failed(&mut self, seq: u64, error: String, disk_full: bool) {
+        let since_ms = self
+            .store_trouble
+            .as_ref()
+            .map_or_else(now_ms, |t| t.since_ms);
+        tracing::error!(
+            seq,
+            disk_full,
+            "commit refused: refusing writes, serving reads: {error}"
+        );
+        // Clients waiting on writes in the refused group hear now, not when
+        // space returns: their writes are not acknowledged (they are applied
+        // here, and durable if the retried commit lands).
+        for (_, reply) in self.pending.drain() {
+            let _ = reply.send(Err(NodeError::NotDurable {
+                disk_full,
+                error: error.clone(),
+            }));
+        }
+        self.group_of.clear();
+        for (_, (_, answer)) in self.groups.drain() {
+            answer(Err(NodeError::NotDurable {
+                disk_full,
+                error: error.clone(),
+            }));
+        }
+        for (_, answer) in self.barriers.drain(..) {
+            answer(Err(NodeError::NotDurable {
+                disk_full,
+                error: error.clone(),
+            }));
+        }
+        self.store_trouble = Some(StoreTrouble {
+            since_ms,
+            error,
+            disk_full,
+        });
+    }
+
+    fn execute(&mut self, o: Output) {
+        match o {
+            Output::Persist(_) => unreachable!("persists never enter the queue"),
+            Output::Send { to, msg } => {
+                let Some(c) = self.conns.get(&to) else { return };
+                match codec::encode(&msg) {
+                    Ok(frame) => net::try_send(&c.tx, frame, &self.metrics),
+                    Err(e) => tracing::error!("cannot encode a {} message: {e}", msg.kind()),
+                }
+            }
+            Output::Acknowledge(r) => {
+                if let Some(reply) = self.pending.remove(&r.stamp) {
+                    let _ = reply.send(Ok(r));
+                } else if let Some(group) = self.group_of.remove(&r.stamp) {
+                    let left = self.groups.get_mut(&group).map(|(left, _)| {
+                        *left -= 1;
+                        *left
+                    });
+                    if left == Some(0) {
+                        if let Some((_, answer)) = self.groups.remove(&group) {
+                            answer(Ok(()));
+                        }
+                    }
+                }
+            }
+            Output::Unacknowledged { receipt, reason } => {
+                if let Some(reply) = self.pending.remove(&receipt.stamp) {
+                    let _ = reply.send(Err(NodeError::NotReplicated(reason)));
+                } else if let Some(group) = self.group_of.remove(&receipt.stamp) {
+                    // One is enough to fail the whole delete (the rest of
+                    // its tombstones find no group).
+                    if let Some((_, answer)) = self.groups.remove(&group) {
+                        answer(Err(NodeError::NotReplicated(reason)));
+                    }
+                }
+            }
+            Output::Notify { index } => {
+                self.notify.send_replace(index);
+            }
+            Output::ReadBack { key } => {
+                // Queued behind the commits before it: it reads what they wrote.
+                if !self.store.read_back(key.clone()) {
+                    self.replica.read_back(&key, None, now_ms());
+                }
+            }
+            Output::Disconnect { peer, reason } => {
+                self.metrics.peers_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, "refused peer: {reason}");
+                if let Some(c) = self.conns.remove(&peer) {
+                    c.connection
+                        .close(net::CLOSE_REFUSED.into(), reason.to_string().as_bytes());
+                }
+                // Its Down event will no longer match a connection: tell the replica now.
+                self.refused.push(peer);
+            }
+            Output::Event(e) => {
+                tracing::info!("event: {e:?}");
+                let _ = self.events_tx.send(NodeEvent {
+                    at_ms: now_ms(),
+                    kind: EventKind::Replica(e.clone()),
+                });
+                if self.events.len() == EVENTS_KEPT_MAX {
+                    self.events.pop_front();
+                }
+                self.events.push_back(e);
+            }
+        }
+    }
+
+    /// Carries out what membership decided: packets, timers, members up and down.
+    fn membership_outputs(&mut self) {
+        for o in self.membership.drain() {
+            match o {
+                MembershipOutput::Send { to, data } => match self.conns.get(&to.node) {
+                    Some(c) => {
+                        let _ = c.connection.send_datagram(Bytes::from(data));
+                    }
+                    None => self.want(&to.addr),
+                },
+                MembershipOutput::Timer { timer, after_ms } => {
+                    let tx = self.timer_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+                        let _ = tx.send(timer).await;
+                    });
+                }
+                MembershipOutput::Up(m) => {
+                    if m.node != self.me {
+                        self.replica.add_member(m.node, &m.region);
+                        self.want(&m.addr);
+                    }
+                }
+                MembershipOutput::Down(m) => {
+                    if let Ok(addr) = m.addr.parse::<SocketAddr>() {
+                        self.wanted
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .remove(&addr);
+                        self.dialing.remove(&addr);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Keeps a connection to a member's address (a dial loop, until it is down).
+    fn want(&mut self, addr: &str) {
+        let Ok(addr) = addr.parse::<SocketAddr>() else {
+            tracing::debug!("member address {addr:?} does not parse");
+            return;
+        };
+        if self.seeds.contains(&addr)
+            || addr == self.transport.endpoint.local_addr().unwrap_or(addr)
+        {
+            return;
+        }
+        self.wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr);
+        if self.dialing.insert(addr) {
+            tokio::spawn(
+                self.transport
+                    .clone()
+                    .dial_loop(addr, Some(self.wanted.clone())),
+            );
+        }
+    }
+
+    fn net(&mut self, ev: NetEvent) {
+        let now = now_ms();
+        match ev {
+            NetEvent::Datagram { conn, node, data } => {
+                if self.conns.get(&node).is_some_and(|c| c.id == conn) {
+                    if let Err(e) = self.membership.handle_data(&data) {
+                        self.metrics
+                            .malformed_frames
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(peer = %node, "{e}");
+                    }
+                }
+            }
+            NetEvent::Up {
+                conn,
+                node,
+                name,
+                region,
+                dialed,
+                tx,
+                connection,
+            } => {
+                self.replica.add_member(node, &region);
+                let member = Member {
+                    node,
+                    name,
+                    region,
+                    addr: connection.remote_address().to_string(),
+                    bump: 0,
+                };
+                if let Err(e) = self.membership.announce(member) {
+                    tracing::debug!("{e}");
+                }
+                let new = Conn {
+                    id: conn,
+                    dialed,
+                    tx,
+                    connection,
+                };
+                // One connection per pair: both sides keep the one dialed by the smaller id.
+                let preferred = |c: &Conn| c.dialed == (self.me < node);
+                match self.conns.remove(&node) {
+                    Some(old) if preferred(&old) || !preferred(&new) => {
+                        new.connection
+                            .close(net::CLOSE_DUPLICATE.into(), b"duplicate");
+                        self.conns.insert(node, old);
+                    }
+                    Some(old) => {
+                        old.connection
+                            .close(net::CLOSE_DUPLICATE.into(), b"duplicate");
+                        self.conns.insert(node, new);
+                        self.replica.reconnected(node, now);
+                    }
+                    None => {
+                        self.conns.insert(node, new);
+                        self.replica.connected(node, now);
+                    }
+                }
+            }
+            NetEvent::Message { conn, node, msg } => {
+                if self.conns.get(&node).is_some_and(|c| c.id == conn) {
+                    self.replica.handle(node, msg, now);
+                }
+            }
+            NetEvent::Down { conn, node } => {
+                if self.conns.get(&node).is_some_and(|c| c.id == conn) {
+                    self.conns.remove(&node);
+                    self.replica.disconnected(node, now);
+                }
+            }
+        }
+    }
+
+    /// Why client writes cannot be taken now, if they cannot.
+    fn writes_refused(&self) -> Option<NodeError> {
+        if let Some(e) = &self.failed {
+            return Some(NodeError::StoreFailed(e.clone()));
+        }
+        self.store_trouble
+            .as_ref()
+            .map(|t| NodeError::StoreUnavailable {
+                disk_full: t.disk_full,
+                error: t.error.clone(),
+            })
+    }
+
+    fn command(&mut self, c: Command) {
+        let now = now_ms();
+        match c {
+            Command::Put {
+                key,
+                value,
+                opts,
+                reply,
+            } => {
+                if let Some(e) = self.writes_refused() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let ack = opts.ack.unwrap_or(self.replica.config().write_ack);
+                let r = match value {
+                    Some(v) => self
+                        .replica
+                        .put_acked(&key, v, opts.flags, opts.cas, ack, now),
+                    None => self.replica.delete_acked(&key, opts.cas, ack, now),
+                };
+                match r {
+                    Ok(receipt) => {
+                        self.pending.insert(receipt.stamp, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::DeletePrefix {
+                prefix,
+                keys_max,
+                ack,
+                reply,
+            } => {
+                if let Some(e) = self.writes_refused() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let ack = ack.unwrap_or(self.replica.config().write_ack);
+                match self
+                    .replica
+                    .delete_prefix_acked(&prefix, keys_max, ack, now)
+                {
+                    Ok(receipts) => {
+                        let n = receipts.len();
+                        let answer: Barrier = Box::new(move |r| {
+                            let _ = reply.send(r.map(|()| n));
+                        });
+                        if ack == WriteAck::Quorum && n > 0 {
+                            // Answered once every tombstone is acknowledged.
+                            let group = self.next_group;
+                            self.next_group += 1;
+                            for r in &receipts {
+                                self.group_of.insert(r.stamp, group);
+                            }
+                            self.groups.insert(group, (n, answer));
+                        } else {
+                            // Answered once the tombstones are durable.
+                            self.absorb();
+                            self.barriers.push_back((self.issued, answer));
+                        }
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            Command::Get { key, reply } => {
+                // Checked before it is served: a damaged record is
+                // quarantined, and reads of it fail until it is repaired.
+                if !self.replica.check_before_serving(&key, now) {
+                    let _ = reply.send(Err(NodeError::Quarantined { keys: vec![key] }));
+                    return;
+                }
+                let e = self.replica.get(&key).and_then(|r| live(&key, r));
+                let _ = reply.send(Ok(e));
+            }
+            Command::List { prefix, reply } => {
+                let keys =
+                    self.replica
+                        .check_prefix_before_serving(&prefix, QUARANTINED_NAMED_MAX, now);
+                if !keys.is_empty() {
+                    let _ = reply.send(Err(NodeError::Quarantined { keys }));
+                    return;
+                }
+                let list = self
+                    .replica
+                    .map()
+                    .scan_prefix(&prefix)
+                    .filter_map(|(k, r)| live(k.as_str(), r))
+                    .collect();
+                let _ = reply.send(Ok(list));
+            }
+            Command::Changes {
+                prefix,
+                since,
+                reply,
+            } => {
+                // Only durable changes: an index seen by a watch is never
+                // reused after a crash. Everything up to `scanned_to` was looked at.
+                let durable = *self.notify.borrow();
+                let mut scanned_to = durable.min(self.replica.map().index());
+                let mut out = Vec::new();
+                for (n, (i, current)) in self.replica.map().feed_since(since).enumerate() {
+                    if i > durable {
+                        break;
+                    }
+                    // Bounded work per command: a long feed is scanned in
+                    // slices, other commands run between them.
+                    if out.len() == WATCH_BATCH_MAX || n == WATCH_SCAN_MAX {
+                        scanned_to = i - 1;
+                        break;
+                    }
+                    let Some((k, r)) = current else {
+                        continue;
+                    };
+                    if k.as_str().starts_with(&prefix) {
+                        out.push(Change {
+                            index: i,
+                            key: k.to_string(),
+                            value: r.entry.value.clone(),
+                            flags: r.entry.flags,
+                            stamp: r.entry.stamp,
+                        });
+                    }
+                }
+                let _ = reply.send((out, scanned_to.max(since)));
+            }
+            Command::Status { reply } => {
+                let m = &self.metrics;
+                let status = NodeStatus {
+                    replica: self.replica.status(),
+                    metrics: self.replica.metrics().clone(),
+                    frames_in: m.frames_in.load(Ordering::Relaxed),
+                    frames_out: m.frames_out.load(Ordering::Relaxed),
+                    bytes_in: m.bytes_in.load(Ordering::Relaxed),
+                    bytes_out: m.bytes_out.load(Ordering::Relaxed),
+                    frames_dropped: m.frames_dropped_queue_full.load(Ordering::Relaxed),
+                    malformed_frames: m.malformed_frames.load(Ordering::Relaxed),
+                    peers_refused: m.peers_refused.load(Ordering::Relaxed),
+                    commits: self.commits,
+                    recent_events: self.events.iter().cloned().collect(),
+                    members: self.membership.view(),
+                    now_ms: now,
+                    started_ms: self.started_ms,
+                    commit_latency: self.commit_latency.clone(),
+                    store_trouble: self.store_trouble.clone(),
+                };
+                let _ = reply.send(status);
+            }
+            Command::Digest {
+                prefix,
+                deep,
+                reply,
+            } => {
+                let (damaged_found, digest_repaired) = if deep {
+                    self.replica.verify_all(now)
+                } else {
+                    (0, false)
+                };
+                let root = if prefix.is_empty() {
+                    self.replica.root()
+                } else {
+                    self.replica.map().prefix_digest(&prefix)
+                };
+                let _ = reply.send(DigestReport {
+                    root,
+                    deep,
+                    damaged_found,
+                    digest_repaired,
+                    quarantined: self.replica.quarantined_count(),
+                });
+            }
+            Command::Snapshot { since, reply } => {
+                let removed = if since == 0 {
+                    Vec::new()
+                } else if let Some(r) = self.replica.map().removed_since(since) {
+                    r
+                } else {
+                    let _ = reply.send(Err(NodeError::Snapshot(format!(
+                        "this node does not know every key removed since index {since} \
+                         (it restarted since, or removed too many): take a full backup"
+                    ))));
+                    return;
+                };
+                let entries = self
+                    .replica
+                    .map()
+                    .iter()
+                    .filter(|(_, r)| r.modify_index > since)
+                    .map(|(k, r)| (k.clone(), r.entry.clone()))
+                    .collect();
+                let snap = Snapshot {
+                    node: self.me,
+                    name: self.replica.config().name.clone(),
+                    region: self.replica.config().region.clone(),
+                    since,
+                    index: self.replica.map().index(),
+                    root: self.replica.root(),
+                    gc_floor: self.replica.gc_floor(),
+                    taken_ms: now,
+                    entries,
+                    removed,
+                };
+                // Answered once everything it shows is durable: a backup
+                // never holds a change a crash could take back.
+                self.absorb();
+                self.barriers.push_back((
+                    self.issued,
+                    Box::new(move |r| {
+                        let _ = reply.send(r.map(|()| snap));
+                    }),
+                ));
+            }
+            Command::Import { entries, reply } => {
+                if let Some(e) = self.writes_refused() {
+                    let _ = reply.send(Err(e));
+                    return;
+                }
+                let report = self.replica.import(entries, now);
+                // Answer once the persist it produced is durable.
+                self.absorb();
+                self.barriers.push_back((
+                    self.issued,
+                    Box::new(move |r| {
+                        let _ = reply.send(r.map(|()| report));
+                    }),
+                ));
+            }
+            Command::History { key, reply } => {
+                let _ = reply.send(self.history.versions(&key));
+            }
+            Command::Promote { reply } => {
+                self.replica.promote();
+                let _ = reply.send(());
+            }
+            Command::Conflicts { reply } => {
+                let log = self.replica.map().conflicts();
+                let _ = reply.send((log.iter().cloned().collect(), log.total()));
+            }
+            Command::Hashes { prefix, reply } => {
+                let list = self
+                    .replica
+                    .map()
+                    .scan_prefix(&prefix)
+                    .map(|(k, r)| KeyHash {
+                        key: k.as_str().to_string(),
+                        stamp: r.entry.stamp,
+                        deleted: r.entry.is_tombstone(),
+                        hash: r.check(),
+                    })
+                    .collect();
+                let _ = reply.send(list);
+            }
+            Command::Shutdown { .. } => unreachable!("handled by the loop"),
+        }
+    }
+}
+
+pub(super) fn live(key: &str, r: &crate::core::Record) -> Option<KvEntry> {
+    r.entry.value.as_ref().map(|v| KvEntry {
+        key: key.to_string(),
+        value: v.clone(),
+        flags: r.entry.flags,
+        create_index: r.create_index,
+        modify_index: r.modify_index,
+        stamp: r.entry.stamp,
+    })
+}
