@@ -18,6 +18,5 @@ pub mod node;
 pub mod sim;
 pub mod store;
 pub mod sync;
-pub mod webhook;
 
 pub use node::{Node, NodeBuilder, NodeError};

@@ -100,7 +100,7 @@ pub async fn run(a: DevArgs) -> Result<bool> {
             webhooks: a
                 .webhook
                 .iter()
-                .map(|url| meridian::webhook::WebhookConfig {
+                .map(|url| meridian::daemon::webhook::WebhookConfig {
                     url: url.clone(),
                     events: Vec::new(),
                 })

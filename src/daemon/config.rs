@@ -1,66 +1,19 @@
-//! `daemon`: a [`Node`] with its HTTP API, configured from a TOML file.
-//!
-//! Owns the node configuration file format ([`DaemonConfig`], every field
-//! with a documented default, unknown fields refused with their name) and
-//! [`Daemon`], which starts a node and serves its API and stops both in
-//! order: stop accepting HTTP, finish pending commits, close peers.
-//! `meridian node` runs one daemon; `meridian dev` runs several in one
-//! process.
+//! The node configuration file ([`DaemonConfig`]): every field with a
+//! documented default, unknown fields refused with their name, and its
+//! translation into the node's and the API's settings.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
+use super::snapshots::SNAPSHOT_INTERVAL_MS_MIN;
+use super::{DaemonError, HTTP_DRAIN_MS_MAX};
 use crate::api::{self, ApiConfig, Thresholds};
 use crate::core::types::{Limits, KEY_BYTES_MAX, VALUE_BYTES_MAX_DEFAULT};
-use crate::net::faults::Faults;
-use crate::net::tls::{NodeIdentity, TlsError};
-use crate::node::{Node, NodeError};
-use crate::store::Durability;
+use crate::daemon::webhook::WebhookConfig;
 use crate::sync::PartitionPolicy;
-use crate::webhook::{self, WebhookConfig};
-
-/// How often the daemon judges health (and publishes changes as events).
-pub const HEALTH_CHECK_MS: u64 = 1_000;
-
-/// How long open HTTP connections (watch streams, blocking queries) may
-/// keep a stopping daemon waiting before they are cut.
-pub const HTTP_DRAIN_MS_MAX: u64 = 2_000;
-
-/// Why a daemon could not start.
-#[derive(Debug, Error)]
-pub enum DaemonError {
-    #[error("cannot read the config file {path}: {source}")]
-    ReadConfig {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    ParseConfig { path: PathBuf, message: String },
-    #[error("config: {0}")]
-    Invalid(String),
-    #[error("cannot load the TLS files from {dir} (made by `meridian ca issue`): {source}")]
-    Tls {
-        dir: PathBuf,
-        #[source]
-        source: TlsError,
-    },
-    #[error(transparent)]
-    Node(#[from] NodeError),
-    #[error("cannot listen for the API on {addr}: {source}")]
-    Api {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// `durability` in the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -194,9 +147,6 @@ impl Default for BackupConfig {
     }
 }
 
-/// Shortest interval between scheduled snapshots.
-pub const SNAPSHOT_INTERVAL_MS_MIN: u64 = 1_000;
-
 /// `[http]`: the API's connections (design §6: slow or idle clients time
 /// out, and the listener bounds its connections). See `api::server`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -235,7 +185,7 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
-    fn validate(&self) -> Result<(), DaemonError> {
+    pub(super) fn validate(&self) -> Result<(), DaemonError> {
         let range = |field: &str, v: u64, min: u64, max: u64| {
             if v < min || v > max {
                 return Err(DaemonError::Invalid(format!(
@@ -437,7 +387,7 @@ impl DaemonConfig {
     }
 
     /// The API address peers are told, given the one bound.
-    fn api_told(&self, bound: SocketAddr) -> SocketAddr {
+    pub(super) fn api_told(&self, bound: SocketAddr) -> SocketAddr {
         if let Some(a) = self.api_advertise {
             return a;
         }
@@ -451,280 +401,19 @@ impl DaemonConfig {
         a
     }
 
-    fn node_limits(&self) -> Limits {
+    pub(super) fn node_limits(&self) -> Limits {
         Limits {
             key_bytes_max: self.limits.key_bytes_max,
             value_bytes_max: self.limits.value_bytes_max,
         }
     }
 
-    fn policy(&self) -> PartitionPolicy {
+    pub(super) fn policy(&self) -> PartitionPolicy {
         match self.partition_policy {
             PolicyConfig::Available => PartitionPolicy::Available,
             PolicyConfig::Quorum => PartitionPolicy::Quorum,
         }
     }
-}
-
-/// A running node and its HTTP API.
-pub struct Daemon {
-    node: Arc<Node>,
-    api_addr: SocketAddr,
-    stop_http: Option<oneshot::Sender<()>>,
-    http: Option<JoinHandle<std::io::Result<()>>>,
-    snapshots: Option<JoinHandle<()>>,
-    /// Health monitor and webhook deliveries.
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Daemon {
-    /// Starts the node (loading its TLS identity from `tls_dir`) and its API.
-    pub async fn start(cfg: &DaemonConfig) -> Result<Daemon, DaemonError> {
-        let identity = NodeIdentity::load(&cfg.tls_dir).map_err(|source| DaemonError::Tls {
-            dir: cfg.tls_dir.clone(),
-            source,
-        })?;
-        Daemon::start_with(cfg, identity, None).await
-    }
-
-    /// Starts with an identity in hand, and optionally a fault switchboard
-    /// under the node's socket (`meridian dev --partition-demo`).
-    pub async fn start_with(
-        cfg: &DaemonConfig,
-        identity: NodeIdentity,
-        faults: Option<Arc<Faults>>,
-    ) -> Result<Daemon, DaemonError> {
-        cfg.validate()?;
-        // Bind the API first: its address is told to peers, and a taken
-        // port should fail before the node starts.
-        let listener = api::bind(cfg.api)
-            .await
-            .map_err(|source| DaemonError::Api {
-                addr: cfg.api,
-                source,
-            })?;
-        let api_addr = listener.local_addr().map_err(|source| DaemonError::Api {
-            addr: cfg.api,
-            source,
-        })?;
-        let sync = cfg.sync;
-        let write_ack = match cfg.write_ack {
-            WriteAckConfig::Local => crate::sync::WriteAck::Local,
-            WriteAckConfig::Quorum => crate::sync::WriteAck::Quorum,
-        };
-        let mut b = Node::builder(&cfg.name, &cfg.region, identity)
-            .data_dir(&cfg.data_dir)
-            .listen(cfg.listen)
-            .seeds(cfg.seeds.iter().copied())
-            .durability(match cfg.durability {
-                DurabilityConfig::Immediate => Durability::Immediate,
-                DurabilityConfig::None => Durability::None,
-            })
-            .limits(cfg.node_limits())
-            .partition_policy(cfg.policy())
-            .history(cfg.history.versions_max, cfg.history.bytes_max)
-            .api_addr(cfg.api_told(api_addr))
-            .standby(cfg.role == Role::Standby && !cfg.data_dir.join(PROMOTED_FILE).exists())
-            .tune(move |c| {
-                c.ae_interval_ms = sync.ae_interval_ms;
-                c.ae_jitter_ms = sync.ae_jitter_ms;
-                c.peer_timeout_ms = sync.peer_timeout_ms;
-                c.clock_offset_ms_max = sync.clock_offset_ms_max;
-                c.tombstone_horizon_ms = sync.tombstone_horizon_ms;
-                c.push_delay_ms = sync.push_delay_ms;
-                c.conflicts_max = sync.conflicts_max;
-                c.contact_timeout_ms = sync.contact_timeout_ms;
-                c.quorum_ack_timeout_ms = sync.quorum_ack_timeout_ms;
-                c.write_ack = write_ack;
-            });
-        if let Some(a) = cfg.advertise {
-            b = b.advertise(a);
-        }
-        if let Some(f) = faults {
-            b = b.faults(f);
-        }
-        let node = Arc::new(b.start().await?);
-        let router = api::router(node.clone(), cfg.api_config());
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        if !api_addr.ip().is_loopback() {
-            tracing::warn!(
-                api = %api_addr,
-                "the HTTP API listens beyond loopback without TLS or authentication: keep it behind a firewall"
-            );
-        }
-        let http = tokio::spawn(api::serve(
-            listener,
-            router,
-            cfg.http.serve_config(),
-            async move {
-                let _ = stop_rx.await;
-            },
-        ));
-        tracing::info!(
-            name = %cfg.name,
-            region = %cfg.region,
-            node = %node.id(),
-            peers = %node.local_addr(),
-            api = %api_addr,
-            "node started"
-        );
-        let snapshots = (cfg.backup.interval_ms > 0)
-            .then(|| tokio::spawn(snapshot_loop(node.clone(), cfg.backup.clone())));
-        let mut tasks = vec![tokio::spawn(health_loop(node.clone(), cfg.health))];
-        for w in &cfg.webhooks {
-            let (handles, _stats) = webhook::spawn(&node, w).map_err(DaemonError::Invalid)?;
-            tasks.extend(handles);
-        }
-        Ok(Daemon {
-            node,
-            api_addr,
-            stop_http: Some(stop_tx),
-            http: Some(http),
-            snapshots,
-            tasks,
-        })
-    }
-
-    pub fn node(&self) -> &Arc<Node> {
-        &self.node
-    }
-
-    /// Where the HTTP API listens.
-    pub fn api_addr(&self) -> SocketAddr {
-        self.api_addr
-    }
-
-    /// Stops accepting HTTP requests (open ones get [`HTTP_DRAIN_MS_MAX`]
-    /// to finish), then finishes pending commits and closes every peer.
-    pub async fn shutdown(mut self) -> Result<(), DaemonError> {
-        if let Some(s) = self.snapshots.take() {
-            s.abort();
-        }
-        for t in self.tasks.drain(..) {
-            t.abort();
-        }
-        if let Some(stop) = self.stop_http.take() {
-            let _ = stop.send(());
-        }
-        if let Some(mut http) = self.http.take() {
-            // The server gives open connections HTTP_DRAIN_MS_MAX itself.
-            let drain = Duration::from_millis(HTTP_DRAIN_MS_MAX + 1_000);
-            if tokio::time::timeout(drain, &mut http).await.is_err() {
-                http.abort();
-            }
-        }
-        self.node.stop().await?;
-        Ok(())
-    }
-}
-
-/// Judges health every [`HEALTH_CHECK_MS`]; publishes each change as an event.
-async fn health_loop(node: Arc<Node>, thresholds: Thresholds) {
-    let mut healthy = true;
-    loop {
-        tokio::time::sleep(Duration::from_millis(HEALTH_CHECK_MS)).await;
-        let Ok(status) = node.status().await else {
-            return;
-        };
-        let reasons: Vec<String> = api::health::assess(&status, &thresholds)
-            .into_iter()
-            .map(|r| r.message)
-            .collect();
-        let now = reasons.is_empty();
-        if now != healthy {
-            healthy = now;
-            tracing::warn!(healthy, ?reasons, "health changed");
-            node.publish(crate::node::EventKind::Health { healthy, reasons });
-        }
-    }
-}
-
-/// Takes a full snapshot every `interval_ms` into `dir`, keeping the newest `keep`.
-async fn snapshot_loop(node: Arc<Node>, cfg: BackupConfig) {
-    let mut tick = tokio::time::interval(Duration::from_millis(cfg.interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await; // the first tick is immediate: wait one interval
-    loop {
-        tick.tick().await;
-        let snap = match node.snapshot(0).await {
-            Ok(s) => s,
-            Err(_) => return,
-        };
-        let (dir, keep) = (cfg.dir.clone(), cfg.keep);
-        let cluster = node.cluster();
-        let written =
-            tokio::task::spawn_blocking(move || write_snapshot(&dir, keep, cluster, snap)).await;
-        match written {
-            Ok(Ok(path)) => tracing::info!(path = %path.display(), "scheduled snapshot written"),
-            Ok(Err(e)) => tracing::error!("scheduled snapshot failed: {e}"),
-            Err(e) => tracing::error!("scheduled snapshot task failed: {e}"),
-        }
-    }
-}
-
-/// `{prefix}{13 digits}-{digits}.mbak` exactly: what `write_snapshot` names
-/// its files (so retention never touches another node's or a hand-made backup).
-fn is_snapshot_name(name: &str, prefix: &str) -> bool {
-    let Some(rest) = name
-        .strip_prefix(prefix)
-        .and_then(|r| r.strip_suffix(".mbak"))
-    else {
-        return false;
-    };
-    let Some((ms, index)) = rest.split_once('-') else {
-        return false;
-    };
-    ms.len() == 13
-        && ms.bytes().all(|b| b.is_ascii_digit())
-        && !index.is_empty()
-        && index.bytes().all(|b| b.is_ascii_digit())
-}
-
-/// The file name prefix of a node's scheduled snapshots.
-fn snapshot_prefix(name: &str) -> String {
-    format!("meridian-{name}-")
-}
-
-fn write_snapshot(
-    dir: &Path,
-    keep: usize,
-    cluster: crate::core::codec::ClusterId,
-    snap: crate::node::Snapshot,
-) -> Result<PathBuf, String> {
-    use crate::backup;
-    let header = backup::Header::for_snapshot(cluster, &snap);
-    let bytes = backup::encode(&header, &snap.entries).map_err(|e| e.to_string())?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let prefix = snapshot_prefix(&snap.name);
-    let name = format!("{prefix}{:013}-{}.mbak", snap.taken_ms, snap.index);
-    let path = dir.join(&name);
-    let partial = dir.join(format!("{name}.partial"));
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&partial)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&partial, &path)
-    };
-    write().map_err(|e| format!("writing {}: {e}", path.display()))?;
-    // Retention: the newest `keep` by name (which sorts by time).
-    let mut ours: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| format!("listing {}: {e}", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| is_snapshot_name(n, &prefix))
-        })
-        .collect();
-    ours.sort();
-    let excess = ours.len().saturating_sub(keep);
-    for old in &ours[..excess] {
-        if let Err(e) = std::fs::remove_file(old) {
-            tracing::warn!("cannot remove old snapshot {}: {e}", old.display());
-        }
-    }
-    Ok(path)
 }
 
 #[cfg(test)]
@@ -781,21 +470,6 @@ mod tests {
         assert_eq!(c.api_told(bound).to_string(), "10.0.0.5:8500");
         c.api_advertise = Some("10.0.0.9:80".parse().unwrap());
         assert_eq!(c.api_told(bound).to_string(), "10.0.0.9:80");
-    }
-
-    #[test]
-    fn retention_only_touches_its_own_snapshots() {
-        let p = snapshot_prefix("us");
-        assert!(is_snapshot_name("meridian-us-1795567459522-42.mbak", &p));
-        assert!(!is_snapshot_name(
-            "meridian-us-east-1795567459522-42.mbak",
-            &p
-        ));
-        assert!(!is_snapshot_name(
-            "meridian-us-1795567459522-42.mbak.partial",
-            &p
-        ));
-        assert!(!is_snapshot_name("meridian-us-manual.mbak", &p));
     }
 
     #[test]

@@ -1,0 +1,222 @@
+//! `daemon`: a [`Node`] with its HTTP API, configured from a TOML file.
+//!
+//! Owns the node configuration file format ([`DaemonConfig`], every field
+//! with a documented default, unknown fields refused with their name) and
+//! [`Daemon`], which starts a node and serves its API and stops both in
+//! order: stop accepting HTTP, finish pending commits, close peers.
+//! `meridian node` runs one daemon; `meridian dev` runs several in one
+//! process.
+
+mod config;
+mod health;
+mod snapshots;
+pub mod webhook;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::api;
+use crate::net::faults::Faults;
+use crate::net::tls::{NodeIdentity, TlsError};
+use crate::node::{Node, NodeError};
+use crate::store::Durability;
+
+pub use config::{
+    BackupConfig, DaemonConfig, DurabilityConfig, HistoryConfig, HttpConfig, LimitsConfig,
+    PolicyConfig, Role, SyncConfig, WriteAckConfig, PROMOTED_FILE,
+};
+use health::health_loop;
+pub use health::HEALTH_CHECK_MS;
+use snapshots::snapshot_loop;
+pub use snapshots::SNAPSHOT_INTERVAL_MS_MIN;
+
+/// How long open HTTP connections (watch streams, blocking queries) may
+/// keep a stopping daemon waiting before they are cut.
+pub const HTTP_DRAIN_MS_MAX: u64 = 2_000;
+
+/// Why a daemon could not start.
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("cannot read the config file {path}: {source}")]
+    ReadConfig {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    ParseConfig { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+    #[error("cannot load the TLS files from {dir} (made by `meridian ca issue`): {source}")]
+    Tls {
+        dir: PathBuf,
+        #[source]
+        source: TlsError,
+    },
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error("cannot listen for the API on {addr}: {source}")]
+    Api {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running node and its HTTP API.
+pub struct Daemon {
+    node: Arc<Node>,
+    api_addr: SocketAddr,
+    stop_http: Option<oneshot::Sender<()>>,
+    http: Option<JoinHandle<std::io::Result<()>>>,
+    snapshots: Option<JoinHandle<()>>,
+    /// Health monitor and webhook deliveries.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Daemon {
+    /// Starts the node (loading its TLS identity from `tls_dir`) and its API.
+    pub async fn start(cfg: &DaemonConfig) -> Result<Daemon, DaemonError> {
+        let identity = NodeIdentity::load(&cfg.tls_dir).map_err(|source| DaemonError::Tls {
+            dir: cfg.tls_dir.clone(),
+            source,
+        })?;
+        Daemon::start_with(cfg, identity, None).await
+    }
+
+    /// Starts with an identity in hand, and optionally a fault switchboard
+    /// under the node's socket (`meridian dev --partition-demo`).
+    pub async fn start_with(
+        cfg: &DaemonConfig,
+        identity: NodeIdentity,
+        faults: Option<Arc<Faults>>,
+    ) -> Result<Daemon, DaemonError> {
+        cfg.validate()?;
+        // Bind the API first: its address is told to peers, and a taken
+        // port should fail before the node starts.
+        let listener = api::bind(cfg.api)
+            .await
+            .map_err(|source| DaemonError::Api {
+                addr: cfg.api,
+                source,
+            })?;
+        let api_addr = listener.local_addr().map_err(|source| DaemonError::Api {
+            addr: cfg.api,
+            source,
+        })?;
+        let sync = cfg.sync;
+        let write_ack = match cfg.write_ack {
+            WriteAckConfig::Local => crate::sync::WriteAck::Local,
+            WriteAckConfig::Quorum => crate::sync::WriteAck::Quorum,
+        };
+        let mut b = Node::builder(&cfg.name, &cfg.region, identity)
+            .data_dir(&cfg.data_dir)
+            .listen(cfg.listen)
+            .seeds(cfg.seeds.iter().copied())
+            .durability(match cfg.durability {
+                DurabilityConfig::Immediate => Durability::Immediate,
+                DurabilityConfig::None => Durability::None,
+            })
+            .limits(cfg.node_limits())
+            .partition_policy(cfg.policy())
+            .history(cfg.history.versions_max, cfg.history.bytes_max)
+            .api_addr(cfg.api_told(api_addr))
+            .standby(cfg.role == Role::Standby && !cfg.data_dir.join(PROMOTED_FILE).exists())
+            .tune(move |c| {
+                c.ae_interval_ms = sync.ae_interval_ms;
+                c.ae_jitter_ms = sync.ae_jitter_ms;
+                c.peer_timeout_ms = sync.peer_timeout_ms;
+                c.clock_offset_ms_max = sync.clock_offset_ms_max;
+                c.tombstone_horizon_ms = sync.tombstone_horizon_ms;
+                c.push_delay_ms = sync.push_delay_ms;
+                c.conflicts_max = sync.conflicts_max;
+                c.contact_timeout_ms = sync.contact_timeout_ms;
+                c.quorum_ack_timeout_ms = sync.quorum_ack_timeout_ms;
+                c.write_ack = write_ack;
+            });
+        if let Some(a) = cfg.advertise {
+            b = b.advertise(a);
+        }
+        if let Some(f) = faults {
+            b = b.faults(f);
+        }
+        let node = Arc::new(b.start().await?);
+        let router = api::router(node.clone(), cfg.api_config());
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        if !api_addr.ip().is_loopback() {
+            tracing::warn!(
+                api = %api_addr,
+                "the HTTP API listens beyond loopback without TLS or authentication: keep it behind a firewall"
+            );
+        }
+        let http = tokio::spawn(api::serve(
+            listener,
+            router,
+            cfg.http.serve_config(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        tracing::info!(
+            name = %cfg.name,
+            region = %cfg.region,
+            node = %node.id(),
+            peers = %node.local_addr(),
+            api = %api_addr,
+            "node started"
+        );
+        let snapshots = (cfg.backup.interval_ms > 0)
+            .then(|| tokio::spawn(snapshot_loop(node.clone(), cfg.backup.clone())));
+        let mut tasks = vec![tokio::spawn(health_loop(node.clone(), cfg.health))];
+        for w in &cfg.webhooks {
+            let (handles, _stats) = webhook::spawn(&node, w).map_err(DaemonError::Invalid)?;
+            tasks.extend(handles);
+        }
+        Ok(Daemon {
+            node,
+            api_addr,
+            stop_http: Some(stop_tx),
+            http: Some(http),
+            snapshots,
+            tasks,
+        })
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Where the HTTP API listens.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Stops accepting HTTP requests (open ones get [`HTTP_DRAIN_MS_MAX`]
+    /// to finish), then finishes pending commits and closes every peer.
+    pub async fn shutdown(mut self) -> Result<(), DaemonError> {
+        if let Some(s) = self.snapshots.take() {
+            s.abort();
+        }
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        if let Some(stop) = self.stop_http.take() {
+            let _ = stop.send(());
+        }
+        if let Some(mut http) = self.http.take() {
+            // The server gives open connections HTTP_DRAIN_MS_MAX itself.
+            let drain = Duration::from_millis(HTTP_DRAIN_MS_MAX + 1_000);
+            if tokio::time::timeout(drain, &mut http).await.is_err() {
+                http.abort();
+            }
+        }
+        self.node.stop().await?;
+        Ok(())
+    }
+}
