@@ -66,23 +66,6 @@ pub struct Header {
 }
 
 impl Header {
-    /// The header of a backup of `snap`, taken from a node of `cluster`.
-    pub fn for_snapshot(cluster: ClusterId, snap: &crate::node::Snapshot) -> Header {
-        Header {
-            version: FORMAT_VERSION,
-            cluster,
-            node: snap.node,
-            name: snap.name.clone(),
-            region: snap.region.clone(),
-            since: snap.since,
-            index: snap.index,
-            root: snap.root,
-            gc_floor: snap.gc_floor,
-            created_ms: snap.taken_ms,
-            removed: snap.removed.clone(),
-        }
-    }
-
     pub fn is_full(&self) -> bool {
         self.since == 0
     }

@@ -30,7 +30,7 @@ pub(super) async fn backup(State(api): State<Arc<Api>>, uri: Uri) -> Response {
             ));
         }
         let snap = api.node.snapshot(since).await.map_err(node_error)?;
-        let header = crate::backup::Header::for_snapshot(api.node.cluster(), &snap);
+        let header = snap.backup_header(api.node.cluster());
         let name = format!(
             "meridian-{}-{}{}.mbak",
             snap.name,

@@ -65,7 +65,7 @@ pub(super) fn write_snapshot(
     snap: crate::node::Snapshot,
 ) -> Result<PathBuf, String> {
     use crate::backup;
-    let header = backup::Header::for_snapshot(cluster, &snap);
+    let header = snap.backup_header(cluster);
     let bytes = backup::encode(&header, &snap.entries).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let prefix = snapshot_prefix(&snap.name);

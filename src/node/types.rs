@@ -3,6 +3,8 @@
 
 use bytes::Bytes;
 
+use crate::backup;
+use crate::core::codec::ClusterId;
 use crate::core::hlc::Hlc;
 use crate::core::types::{Entry, Hash, Key, NodeId, Stamp};
 use crate::sync::membership::MemberView;
@@ -112,6 +114,26 @@ pub struct Snapshot {
     /// For an incremental snapshot: keys removed outright (collected
     /// tombstones) since `since`, which the entries cannot show.
     pub removed: Vec<Key>,
+}
+
+impl Snapshot {
+    /// The header of a backup of this snapshot, taken from a node of
+    /// `cluster` (the backup format knows nothing of nodes).
+    pub fn backup_header(&self, cluster: ClusterId) -> backup::Header {
+        backup::Header {
+            version: backup::FORMAT_VERSION,
+            cluster,
+            node: self.node,
+            name: self.name.clone(),
+            region: self.region.clone(),
+            since: self.since,
+            index: self.index,
+            root: self.root,
+            gc_floor: self.gc_floor,
+            created_ms: self.taken_ms,
+            removed: self.removed.clone(),
+        }
+    }
 }
 
 /// A node's root, and what a deep check found on the way.
