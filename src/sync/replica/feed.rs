@@ -81,8 +81,8 @@ impl Replica {
             }
         }
         let mut start_ae = false;
-        if !p.caught_up && reached_end {
-            p.caught_up = true;
+        if !p.link.caught_up() && reached_end {
+            p.link.set_caught_up(true);
             start_ae = true;
             // All they held is here (their full transfer, if we are recovering).
             self.recovered_from(from);
@@ -173,7 +173,7 @@ impl Replica {
         let ids: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.ready)
+            .filter(|(_, p)| p.link.ready())
             .map(|(id, _)| *id)
             .collect();
         for id in ids {
@@ -191,7 +191,7 @@ impl Replica {
         let Some(p) = self.peers.get_mut(&id) else {
             return;
         };
-        if !p.ready || p.stale {
+        if !p.link.up() {
             return;
         }
         let mut damaged = Vec::new();
@@ -266,13 +266,13 @@ impl Replica {
         let ids: Vec<NodeId> = self.peers.keys().copied().collect();
         for id in ids {
             let p = self.peers.get_mut(&id).expect("listed");
-            if p.transport && !p.hello_confirmed {
+            if p.link.hello_unconfirmed() {
                 // Our hello may have been lost: until the peer shows it
                 // accepted it, it ignores everything else we send.
                 self.say_hello(id);
             }
             let p = self.peers.get_mut(&id).expect("listed");
-            if !p.ready || p.stale {
+            if !p.link.up() {
                 continue;
             }
             self.probe(id, now_ms);

@@ -49,7 +49,7 @@ impl Replica {
         let others: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(id, p)| p.ready && **id != from)
+            .filter(|(id, p)| p.link.ready() && **id != from)
             .map(|(id, _)| *id)
             .collect();
         for id in others {

@@ -355,13 +355,13 @@ impl Replica {
                     self.metrics.messages_ignored += 1;
                     return;
                 };
-                if !p.ready || p.stale {
+                if !p.link.up() {
                     self.metrics.messages_ignored += 1;
                     return;
                 }
                 p.last_heard_ms = now_ms;
                 let regained = !p.in_contact;
-                p.hello_confirmed = true;
+                p.link.confirm();
                 self.synced_ms = self.synced_ms.max(now_ms);
                 match other {
                     Message::Hello(_) => unreachable!(),
@@ -445,12 +445,12 @@ impl Replica {
             let catching_up = self
                 .peers
                 .values()
-                .any(|p| p.ready && !p.caught_up && now_ms < p.hello_ms + settle);
+                .any(|p| p.link.up() && !p.link.caught_up() && now_ms < p.hello_ms + settle);
             if self.ae_session.is_none() && !self.rebuilding && !catching_up {
                 let ready: Vec<NodeId> = self
                     .peers
                     .iter()
-                    .filter(|(_, p)| p.ready && !p.stale && p.caught_up)
+                    .filter(|(_, p)| p.link.caught_up())
                     .map(|(id, _)| *id)
                     .collect();
                 if !ready.is_empty() {

@@ -34,17 +34,8 @@ pub(super) struct Peer {
     pub(super) name: String,
     /// Its collection floor, as its last hello said.
     pub(super) gc_floor: Hlc,
-    /// The transport swapped the connection: the link restarts, but the
-    /// peer was never out of reach (no down/up or partition events).
-    pub(super) swapping: bool,
-    /// The transport says a connection is up.
-    pub(super) transport: bool,
-    /// The peer showed it accepted our hello (it sent us something else).
-    pub(super) hello_confirmed: bool,
-    /// A connection is up and the peer's hello was accepted.
-    pub(super) ready: bool,
-    /// The peer was found stale; its data is ignored until it says hello again.
-    pub(super) stale: bool,
+    /// The connection, and how far the hellos on it went.
+    pub(super) link: Link,
     // Their feed, to us.
     /// Durable, contiguous: their feed index up to which we applied their entries.
     pub(super) applied: u64,
@@ -55,7 +46,6 @@ pub(super) struct Peer {
     /// Their index when they said hello, and when.
     pub(super) their_index: u64,
     pub(super) hello_ms: u64,
-    pub(super) caught_up: bool,
     pub(super) resume_asked_ms: Option<u64>,
     // Our feed, to them.
     pub(super) acked: u64,
@@ -83,13 +73,99 @@ pub(super) struct Peer {
     pub(super) refused_ahead_ms: u64,
 }
 
+/// The state of the link with a peer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum Link {
+    /// No connection (or the peer was refused): nothing is exchanged.
+    #[default]
+    Down,
+    /// A connection is up and our hello sent; theirs is not yet accepted.
+    Connecting {
+        /// The transport swapped the connection (both sides dialed at
+        /// once): the link restarts, but the peer was never out of reach
+        /// (no down/up or partition events).
+        swapping: bool,
+    },
+    /// Their hello was accepted: data flows both ways.
+    Up {
+        /// They showed they accepted our hello (they sent something else).
+        confirmed: bool,
+        /// We applied their feed as far as it reached at their hello.
+        caught_up: bool,
+    },
+    /// Their hello was accepted but they are stale: their data is ignored,
+    /// and ours not sent, until they resync and say hello again.
+    Stale { confirmed: bool },
+}
+
+impl Link {
+    /// The transport says a connection is up.
+    pub(super) fn connected(self) -> bool {
+        self != Link::Down
+    }
+
+    /// Their hello was accepted, stale or not (status calls it connected).
+    pub(super) fn ready(self) -> bool {
+        matches!(self, Link::Up { .. } | Link::Stale { .. })
+    }
+
+    /// Data flows: their hello was accepted and they are not stale.
+    pub(super) fn up(self) -> bool {
+        matches!(self, Link::Up { .. })
+    }
+
+    pub(super) fn caught_up(self) -> bool {
+        matches!(
+            self,
+            Link::Up {
+                caught_up: true,
+                ..
+            }
+        )
+    }
+
+    pub(super) fn swapping(self) -> bool {
+        matches!(self, Link::Connecting { swapping: true })
+    }
+
+    /// They showed they accepted our hello.
+    fn confirmed(self) -> bool {
+        matches!(
+            self,
+            Link::Up {
+                confirmed: true,
+                ..
+            } | Link::Stale { confirmed: true }
+        )
+    }
+
+    /// A connection is up but our hello may have been lost: until the peer
+    /// shows it accepted it, it ignores everything else we send.
+    pub(super) fn hello_unconfirmed(self) -> bool {
+        self.connected() && !self.confirmed()
+    }
+
+    /// The peer sent something after its hello: it accepted ours.
+    pub(super) fn confirm(&mut self) {
+        if let Link::Up { confirmed, .. } | Link::Stale { confirmed } = self {
+            *confirmed = true;
+        }
+    }
+
+    /// Whether their feed (as far as it reached at their hello) is applied
+    /// here; meaningful on a link that is up.
+    pub(super) fn set_caught_up(&mut self, value: bool) {
+        if let Link::Up { caught_up, .. } = self {
+            *caught_up = value;
+        }
+    }
+}
+
 impl Peer {
     /// Forgets the state of the link (its connection is gone or replaced):
     /// the next hello starts it afresh.
     fn reset_link(&mut self) {
-        self.ready = false;
-        self.transport = false;
-        self.hello_confirmed = false;
+        self.link = Link::Down;
         self.in_flight.clear();
         self.resume_asked_ms = None;
     }
@@ -103,8 +179,16 @@ impl Replica {
         }
         let _ = now_ms;
         let p = self.peers.entry(peer).or_default();
-        p.transport = true;
-        p.hello_confirmed = false;
+        // A new connection: our hello on it is not yet confirmed.
+        p.link = match p.link {
+            Link::Down => Link::Connecting { swapping: false },
+            Link::Connecting { swapping } => Link::Connecting { swapping },
+            Link::Up { caught_up, .. } => Link::Up {
+                confirmed: false,
+                caught_up,
+            },
+            Link::Stale { .. } => Link::Stale { confirmed: false },
+        };
         self.say_hello(peer);
         self.commit();
     }
@@ -123,7 +207,7 @@ impl Replica {
             // empty) must not make it look complete at once, and what it
             // claimed to hold of their writes may be what it lost.
             let p = self.peers.entry(peer).or_default();
-            p.caught_up = false;
+            p.link.set_caught_up(false);
             if p.applied != 0 || p.received != Hlc::ZERO {
                 p.applied = 0;
                 p.received = Hlc::ZERO;
@@ -156,8 +240,9 @@ impl Replica {
     /// reconnection, but the peer stays reachable throughout.
     pub fn reconnected(&mut self, peer: NodeId, now_ms: u64) {
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.swapping = p.ready || p.swapping;
+            let swapping = p.link.ready() || p.link.swapping();
             p.reset_link();
+            p.link = Link::Connecting { swapping };
         }
         if self.ae_session.is_some_and(|s| s.peer == peer) {
             self.ae_session = None;
@@ -168,8 +253,7 @@ impl Replica {
     pub fn disconnected(&mut self, peer: NodeId, now_ms: u64) {
         if let Some(p) = self.peers.get_mut(&peer) {
             // A swap whose new connection died is a real loss.
-            let swapping = std::mem::take(&mut p.swapping);
-            if p.ready || swapping {
+            if p.link.ready() || p.link.swapping() {
                 self.staged.push(Output::Event(Event::PeerDown {
                     peer,
                     name: p.name.clone(),
@@ -186,12 +270,16 @@ impl Replica {
             self.rebuild_from = None;
             // Continue the full transfer from another peer, from the start:
             // our progress with it covers only its own writes.
-            let next = self.peers.iter().find(|(_, p)| p.ready).map(|(id, _)| *id);
+            let next = self
+                .peers
+                .iter()
+                .find(|(_, p)| p.link.ready())
+                .map(|(id, _)| *id);
             if let Some(next) = next {
                 self.rebuild_from = Some(next);
                 if let Some(p) = self.peers.get_mut(&next) {
                     // The rebuild is done once this peer's full feed reaches its index.
-                    p.caught_up = false;
+                    p.link.set_caught_up(false);
                 }
                 self.send(
                     next,
@@ -209,7 +297,10 @@ impl Replica {
     fn refuse(&mut self, peer: NodeId, reason: Refusal) {
         self.metrics.peers_refused += 1;
         if let Some(p) = self.peers.get_mut(&peer) {
-            p.ready = false;
+            // The driver closes the connection; until then nothing flows.
+            p.link = Link::Connecting {
+                swapping: p.link.swapping(),
+            };
         }
         self.staged.push(Output::Event(Event::PeerRefused {
             peer,
@@ -237,8 +328,7 @@ impl Replica {
         let horizon_floor = self.horizon_floor;
         let index = self.map.index();
         let p = self.peers.entry(from).or_default();
-        let swapped = std::mem::take(&mut p.swapping);
-        if !p.ready && !swapped {
+        if !p.link.ready() && !p.link.swapping() {
             self.staged.push(Output::Event(Event::PeerUp {
                 peer: from,
                 name: h.name.clone(),
@@ -251,8 +341,7 @@ impl Replica {
             p.api = h.api;
             self.dirty_peers.insert(from);
         }
-        p.transport = true;
-        p.ready = true;
+        let confirmed = p.link.confirmed();
         p.gc_floor = h.gc_floor;
         p.last_heard_ms = now_ms;
         p.frontier = p.frontier.max(h.frontier);
@@ -265,7 +354,10 @@ impl Replica {
         }
         p.their_index = h.index;
         p.hello_ms = now_ms;
-        p.caught_up = p.applied >= h.index;
+        p.link = Link::Up {
+            confirmed,
+            caught_up: p.applied >= h.index,
+        };
         p.resume_asked_ms = None;
         // They hold our feed up to `h.applied`; if that is beyond our index our
         // feed restarted (a restore from an old backup): send it all.
@@ -285,7 +377,7 @@ impl Replica {
             // We collected by age tombstones the peer may never have seen:
             // it may still hold the values they deleted. Refuse its data
             // until it has resynced and says hello again.
-            p.stale = true;
+            p.link = Link::Stale { confirmed };
             self.metrics.stale_peers += 1;
             self.staged
                 .push(Output::Event(Event::PeerStale { peer: from }));
@@ -297,9 +389,8 @@ impl Replica {
             );
             return;
         }
-        p.stale = false;
         self.synced_ms = self.synced_ms.max(now_ms);
-        if p.caught_up {
+        if p.link.caught_up() {
             // The peer has nothing we lack (it is empty). A rebuild from it
             // ends with its feed's end, which says whether it claims to
             // hold all it should (see `on_feed`).

@@ -90,7 +90,7 @@ impl Replica {
         let ids: Vec<NodeId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.transport)
+            .filter(|(_, p)| p.link.connected())
             .map(|(id, _)| *id)
             .collect();
         for id in ids {

@@ -38,8 +38,8 @@ impl Replica {
     pub(super) fn update_regions(&mut self, now_ms: u64) {
         let timeout = self.cfg.contact_timeout_ms;
         for p in self.peers.values_mut() {
-            p.in_contact =
-                p.swapping || (p.ready && now_ms.saturating_sub(p.last_heard_ms) <= timeout);
+            p.in_contact = p.link.swapping()
+                || (p.link.ready() && now_ms.saturating_sub(p.last_heard_ms) <= timeout);
         }
         let mut up: BTreeMap<&str, bool> = BTreeMap::new();
         for p in self.peers.values().filter(|p| !p.region.is_empty()) {

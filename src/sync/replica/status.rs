@@ -136,7 +136,7 @@ impl Replica {
     pub fn status(&mut self) -> Status {
         let (up, all) = self.region_counts();
         let mut reachable: Vec<String> = vec![self.cfg.region.clone()];
-        for p in self.peers.values().filter(|p| p.ready) {
+        for p in self.peers.values().filter(|p| p.link.ready()) {
             if !reachable.contains(&p.region) {
                 reachable.push(p.region.clone());
             }
@@ -160,7 +160,7 @@ impl Replica {
                     name: p.name.clone(),
                     region: p.region.clone(),
                     api: p.api.clone(),
-                    connected: p.ready,
+                    connected: p.link.ready(),
                     lag_index: p.their_index.saturating_sub(p.applied),
                     in_sync_at_ms: p.in_sync_ms,
                     connected_at_ms: p.hello_ms,
