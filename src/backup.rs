@@ -22,7 +22,7 @@ use thiserror::Error;
 use crate::core::codec::{ClusterId, FRAME_BYTES_MAX};
 use crate::core::hlc::Hlc;
 use crate::core::map::LwwMap;
-use crate::core::types::{Entry, Hash, Key, NodeId};
+use crate::core::types::{hex, Entry, Hash, Key, NodeId};
 
 /// First bytes of every backup file.
 pub const MAGIC: [u8; 8] = *b"MRDNBAK1";
@@ -101,10 +101,6 @@ pub enum BackupError {
     Chain(String),
     #[error("cannot encode the backup: {0}")]
     Encode(String),
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// The hex form of a cluster id, as `meridian ca init` prints it.

@@ -40,7 +40,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::core::types::{Key, KeyError, Limits};
+use crate::core::types::{hex, Key, KeyError, Limits};
 use crate::node::{Change, KvEntry, Node, NodeError, NodeStatus, WriteOptions};
 use crate::sync::{PartitionPolicy, WriteAck, WriteError};
 
@@ -713,10 +713,6 @@ async fn watch(State(api): State<Arc<Api>>, uri: Uri, headers: HeaderMap) -> Res
 }
 
 // --------------------------------------------------------------- status
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 /// The status document of `GET /v1/status` (also what `meridian status` prints).
 pub fn status_json(s: &NodeStatus, name: &str, api_addr: &str, t: &Thresholds) -> Value {

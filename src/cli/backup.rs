@@ -12,6 +12,7 @@ use hyper::Method;
 use indicatif::{ProgressBar, ProgressStyle};
 use meridian::backup::{self, Backup};
 use meridian::client::Client;
+use meridian::core::types::hex;
 use serde_json::Value;
 
 #[derive(Subcommand)]
@@ -57,10 +58,6 @@ fn bar(message: &str, len: u64) -> ProgressBar {
     }
     pb.set_message(message.to_string());
     pb
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn read(path: &Path) -> Result<Backup> {

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 use meridian::client;
+use meridian::core::types::region_name;
 use meridian::daemon::{Daemon, DaemonConfig};
 use meridian::net::faults::{Faults, Link};
 use meridian::net::tls::Ca;
@@ -88,12 +89,6 @@ struct Cluster {
     link: Link,
 }
 
-fn region(i: usize) -> String {
-    ["us-east", "eu-west", "ap-southeast", "sa-east", "af-south"]
-        .get(i)
-        .map_or_else(|| format!("region-{}", i + 1), |r| r.to_string())
-}
-
 impl Cluster {
     async fn node_config(&self, name: &str, region: &str, seeds: Vec<SocketAddr>) -> DaemonConfig {
         DaemonConfig {
@@ -126,7 +121,7 @@ impl Cluster {
         let mut seed = None;
         for i in 0..total {
             let r = i / a.nodes_per_region;
-            let name = format!("{}-{}", region(r), i % a.nodes_per_region + 1);
+            let name = format!("{}-{}", region_name(r), i % a.nodes_per_region + 1);
             c.add(&name, r, seed.into_iter().collect()).await?;
             seed.get_or_insert(c.nodes[0].0.node().local_addr());
         }
@@ -135,11 +130,15 @@ impl Cluster {
 
     /// Starts a node in region `r`, with the WAN link to every node of another region.
     async fn add(&mut self, name: &str, r: usize, seeds: Vec<SocketAddr>) -> Result<()> {
-        let cfg = self.node_config(name, &region(r), seeds).await;
+        let cfg = self.node_config(name, &region_name(r), seeds).await;
         let faults = Faults::new();
-        let d = Daemon::start_with(&cfg, self.ca.issue(name, &region(r))?, Some(faults.clone()))
-            .await
-            .with_context(|| format!("starting {name}"))?;
+        let d = Daemon::start_with(
+            &cfg,
+            self.ca.issue(name, &region_name(r))?,
+            Some(faults.clone()),
+        )
+        .await
+        .with_context(|| format!("starting {name}"))?;
         for (other, other_faults, other_r) in &self.nodes {
             if *other_r != r {
                 faults.set_link(other.node().local_addr(), self.link);
@@ -382,7 +381,7 @@ async fn partition(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value
         if s.replica
             .regions
             .iter()
-            .any(|g| g.region == region(cut) && !g.reachable)
+            .any(|g| g.region == region_name(cut) && !g.reachable)
         {
             break;
         }

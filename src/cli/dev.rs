@@ -8,12 +8,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use meridian::core::types::region_name;
 use meridian::daemon::{Daemon, DaemonConfig};
 use meridian::net::faults::Faults;
 use meridian::net::tls::{Ca, NodeIdentity};
 
-/// Region names used first; more regions are called `region-N`.
-const REGIONS: [&str; 5] = ["us-east", "eu-west", "ap-southeast", "sa-east", "af-south"];
 /// Most nodes one dev cluster runs.
 pub const DEV_NODES_MAX: usize = 32;
 
@@ -31,12 +30,6 @@ struct DevNode {
     daemon: Daemon,
     region: usize,
     faults: Arc<Faults>,
-}
-
-fn region_name(i: usize) -> String {
-    REGIONS
-        .get(i)
-        .map_or_else(|| format!("region-{}", i + 1), |r| r.to_string())
 }
 
 fn identity(ca: &Ca, dir: &Path, name: &str, region: &str) -> Result<NodeIdentity> {

@@ -216,6 +216,23 @@ impl Entry {
 /// A 32-byte blake3 digest.
 pub type Hash = [u8; 32];
 
+/// Region names local clusters (`meridian dev`, `meridian bench`) and the
+/// simulation give their regions, in order.
+pub const REGION_NAMES: [&str; 5] = ["us-east", "eu-west", "ap-southeast", "sa-east", "af-south"];
+
+/// The name of local region `i`: [`REGION_NAMES`], then `region-N`.
+pub fn region_name(i: usize) -> String {
+    REGION_NAMES
+        .get(i)
+        .map_or_else(|| format!("region-{}", i + 1), |r| r.to_string())
+}
+
+/// The lowercase hex form of `bytes` (roots, hashes, ids), as every
+/// answer and message prints them.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|x| format!("{x:02x}")).collect()
+}
+
 /// What a stored record carries so that its content can be checked when it
 /// is read back (design §3, "Integrity"): the key's position hash, which
 /// tells a damaged key from damaged content, and the first 16 bytes of the

@@ -11,9 +11,10 @@ use serde::{Deserialize, Serialize};
 use super::snapshots::SNAPSHOT_INTERVAL_MS_MIN;
 use super::{DaemonError, HTTP_DRAIN_MS_MAX};
 use crate::api::{self, ApiConfig, Thresholds};
-use crate::core::types::{Limits, KEY_BYTES_MAX, VALUE_BYTES_MAX_DEFAULT};
+use crate::core::codec::ClusterId;
+use crate::core::types::{Limits, NodeId, KEY_BYTES_MAX, VALUE_BYTES_MAX_DEFAULT};
 use crate::daemon::webhook::WebhookConfig;
-use crate::sync::PartitionPolicy;
+use crate::sync::{self, PartitionPolicy};
 
 /// `durability` in the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -110,17 +111,19 @@ pub struct SyncConfig {
 }
 
 impl Default for SyncConfig {
+    /// The replica's own defaults ([`sync::Config::new`]): one place for each.
     fn default() -> Self {
+        let c = sync::Config::new(NodeId(0), "", "", ClusterId::default());
         SyncConfig {
-            ae_interval_ms: 5_000,
-            ae_jitter_ms: 1_000,
-            peer_timeout_ms: 5_000,
-            clock_offset_ms_max: 500,
-            tombstone_horizon_ms: 7 * 24 * 3_600 * 1_000,
-            push_delay_ms: 2,
-            conflicts_max: 1_024,
-            contact_timeout_ms: 2_500,
-            quorum_ack_timeout_ms: 10_000,
+            ae_interval_ms: c.ae_interval_ms,
+            ae_jitter_ms: c.ae_jitter_ms,
+            peer_timeout_ms: c.peer_timeout_ms,
+            clock_offset_ms_max: c.clock_offset_ms_max,
+            tombstone_horizon_ms: c.tombstone_horizon_ms,
+            push_delay_ms: c.push_delay_ms,
+            conflicts_max: c.conflicts_max,
+            contact_timeout_ms: c.contact_timeout_ms,
+            quorum_ack_timeout_ms: c.quorum_ack_timeout_ms,
         }
     }
 }

@@ -28,7 +28,7 @@ use bytes::Bytes;
 
 use crate::core::codec::{self, ClusterId, Message};
 use crate::core::rng::Rng;
-use crate::core::types::{Entry, Hash, Key, NodeId, Stamp};
+use crate::core::types::{Entry, Hash, Key, NodeId, Stamp, REGION_NAMES};
 use crate::sync::{
     Config, DurableState, Event, Output, PartitionPolicy, PersistBatch, Replica, WriteAck,
     WriteError,
@@ -40,7 +40,6 @@ pub const EPOCH_MS: u64 = 1_750_000_000_000;
 const STEADY_MS: u64 = 10_000;
 /// Share of deletes that delete a whole prefix, per million.
 const PREFIX_DELETE_PER_MILLION: u32 = 50_000;
-const REGION_NAMES: [&str; 5] = ["us-east", "eu-west", "ap-southeast", "sa-east", "af-south"];
 
 /// What one simulated run does. [`SimConfig::from_seed`] draws a varied one.
 #[derive(Debug, Clone)]
