@@ -3,7 +3,7 @@
 //! heartbeats at its end, and the full transfer that rebuilds an empty
 //! replica.
 
-use super::{Output, Replica};
+use super::{Output, Replica, Timer};
 use crate::core::codec::{Feed, FeedEnd, Message};
 use crate::core::hlc::Hlc;
 use crate::core::types::{Check, NodeId};
@@ -104,7 +104,8 @@ impl Replica {
         // the other connections of a restart are up and caught up too
         // (earlier, it would repeat what their feeds still carry).
         if start_ae {
-            self.ae_next_ms = self.ae_next_ms.min(now_ms + self.cfg.heartbeat_interval_ms);
+            let soon_ms = now_ms + self.cfg.heartbeat_interval_ms;
+            self.timers.set_sooner(Timer::AntiEntropy, soon_ms);
         }
     }
 

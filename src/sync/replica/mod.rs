@@ -12,6 +12,7 @@ mod peer;
 mod recovery;
 mod regions;
 mod status;
+mod timer;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -28,6 +29,7 @@ use anti_entropy::AeSession;
 use peer::Peer;
 use recovery::OwnWrites;
 use regions::Healing;
+use timer::{Timer, TimerTable};
 
 pub use ack::AckFailure;
 pub use clock::ClockStatus;
@@ -54,10 +56,7 @@ pub struct Replica {
     dirty_keys: BTreeSet<Key>,
     dirty_peers: BTreeSet<NodeId>,
     dirty_meta: bool,
-    push_due_ms: Option<u64>,
-    ae_next_ms: u64,
-    gc_next_ms: u64,
-    heartbeat_next_ms: u64,
+    timers: TimerTable,
     ae_session: Option<AeSession>,
     next_session: u64,
     rebuilding: bool,
@@ -85,7 +84,6 @@ pub struct Replica {
     purge: Vec<Vec<u8>>,
     /// The scrub resumes after this key.
     scrub_cursor: Option<Key>,
-    scrub_next_ms: u64,
     /// What the peers' clocks say of ours.
     judgement: Judgement,
     /// The latest physical time an input carried (for status).
@@ -164,6 +162,11 @@ impl Replica {
         let resync = verified.resync;
         let mut rng = Rng::new(cfg.rng_seed);
         let ae_first = now_ms + rng.below(cfg.ae_interval_ms + cfg.ae_jitter_ms + 1);
+        let mut timers = TimerTable::default();
+        timers.set(Timer::AntiEntropy, ae_first);
+        timers.set(Timer::Gc, now_ms + cfg.gc_interval_ms);
+        timers.set(Timer::Heartbeat, now_ms + cfg.heartbeat_interval_ms);
+        timers.set(Timer::Scrub, now_ms + cfg.scrub_interval_ms);
         let mut r = Replica {
             clock: Clock::restore(state.clock, cfg.clock_offset_ms_max),
             map,
@@ -181,10 +184,7 @@ impl Replica {
             dirty_keys: BTreeSet::new(),
             dirty_peers: BTreeSet::new(),
             dirty_meta: false,
-            push_due_ms: None,
-            ae_next_ms: ae_first,
-            gc_next_ms: now_ms + cfg.gc_interval_ms,
-            heartbeat_next_ms: now_ms + cfg.heartbeat_interval_ms,
+            timers,
             ae_session: None,
             next_session: 1,
             rebuilding,
@@ -208,7 +208,6 @@ impl Replica {
             reading_back: BTreeSet::new(),
             purge: Vec::new(),
             scrub_cursor: None,
-            scrub_next_ms: now_ms + cfg.scrub_interval_ms,
             judgement: Judgement::default(),
             seen_ms: now_ms,
             cfg,
@@ -303,13 +302,12 @@ impl Replica {
         self.seen_ms = self.seen_ms.max(now_ms);
         let c = &self.cfg;
         let ae_period = c.ae_interval_ms + c.ae_jitter_ms;
-        self.heartbeat_next_ms = self.heartbeat_next_ms.min(now_ms + c.heartbeat_interval_ms);
-        self.ae_next_ms = self.ae_next_ms.min(now_ms + ae_period);
-        self.gc_next_ms = self.gc_next_ms.min(now_ms + c.gc_interval_ms);
-        self.scrub_next_ms = self.scrub_next_ms.min(now_ms + c.scrub_interval_ms);
-        if let Some(t) = self.push_due_ms.as_mut() {
-            *t = (*t).min(now_ms + c.push_delay_ms);
-        }
+        let t = &mut self.timers;
+        t.bring_back(Timer::Heartbeat, now_ms + c.heartbeat_interval_ms);
+        t.bring_back(Timer::AntiEntropy, now_ms + ae_period);
+        t.bring_back(Timer::Gc, now_ms + c.gc_interval_ms);
+        t.bring_back(Timer::Scrub, now_ms + c.scrub_interval_ms);
+        t.bring_back(Timer::Push, now_ms + c.push_delay_ms);
     }
 
     /// The next output to carry out, in order.
@@ -319,18 +317,9 @@ impl Replica {
 
     /// When the replica next wants [`Replica::tick`] called.
     pub fn next_timeout(&self) -> u64 {
-        let mut t = self
-            .ae_next_ms
-            .min(self.gc_next_ms)
-            .min(self.heartbeat_next_ms)
-            .min(self.scrub_next_ms);
-        if let Some(p) = self.push_due_ms {
-            t = t.min(p);
-        }
-        if let Some(d) = self.ack_deadline() {
-            t = t.min(d);
-        }
-        t
+        // The periodic timers are always set: there is always a next one.
+        let next = self.timers.next_ms().unwrap_or(self.seen_ms);
+        self.ack_deadline().map_or(next, |d| next.min(d))
     }
 
     /// Handles one message from `from` (the identity the transport authenticated).
@@ -417,21 +406,25 @@ impl Replica {
     pub fn tick(&mut self, now_ms: u64) {
         self.observe_time(now_ms);
         self.check_recovered();
-        if self.push_due_ms.is_some_and(|t| t <= now_ms) {
-            self.push_due_ms = None;
+        if self.timers.expired(Timer::Push, now_ms) {
+            self.timers.stop(Timer::Push);
             self.pump_all(now_ms);
         }
-        if self.heartbeat_next_ms <= now_ms {
-            self.heartbeat_next_ms = now_ms + self.cfg.heartbeat_interval_ms;
+        if self.timers.expired(Timer::Heartbeat, now_ms) {
+            self.timers
+                .set(Timer::Heartbeat, now_ms + self.cfg.heartbeat_interval_ms);
             self.heartbeats(now_ms);
             // Estimates age out: judge again without waiting for a reply;
             // and contact too.
             self.rejudge(now_ms);
             self.update_regions(now_ms);
         }
-        if self.ae_next_ms <= now_ms {
-            self.ae_next_ms =
-                now_ms + self.cfg.ae_interval_ms + self.rng.below(self.cfg.ae_jitter_ms + 1);
+        if self.timers.expired(Timer::AntiEntropy, now_ms) {
+            let jitter_ms = self.rng.below(self.cfg.ae_jitter_ms + 1);
+            self.timers.set(
+                Timer::AntiEntropy,
+                now_ms + self.cfg.ae_interval_ms + jitter_ms,
+            );
             if self
                 .ae_session
                 .is_some_and(|s| now_ms >= s.started_ms + 2 * self.cfg.peer_timeout_ms)
@@ -459,12 +452,13 @@ impl Replica {
                 }
             }
         }
-        if self.gc_next_ms <= now_ms {
-            self.gc_next_ms = now_ms + self.cfg.gc_interval_ms;
+        if self.timers.expired(Timer::Gc, now_ms) {
+            self.timers.set(Timer::Gc, now_ms + self.cfg.gc_interval_ms);
             self.collect_garbage(now_ms);
         }
-        if self.scrub_next_ms <= now_ms {
-            self.scrub_next_ms = now_ms + self.cfg.scrub_interval_ms;
+        if self.timers.expired(Timer::Scrub, now_ms) {
+            self.timers
+                .set(Timer::Scrub, now_ms + self.cfg.scrub_interval_ms);
             self.scrub(self.cfg.scrub_batch_max, now_ms);
         }
         self.release_acks(now_ms);

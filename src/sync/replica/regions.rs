@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Event, Output, Replica};
+use super::{Event, Output, Replica, Timer};
 
 /// A region whose partition ended, until equal state is confirmed with it.
 #[derive(Debug, Clone)]
@@ -80,7 +80,8 @@ impl Replica {
                     },
                 );
                 // Compare states soon: once the catch-up has had a moment.
-                self.ae_next_ms = self.ae_next_ms.min(now_ms + self.cfg.heartbeat_interval_ms);
+                let soon_ms = now_ms + self.cfg.heartbeat_interval_ms;
+                self.timers.set_sooner(Timer::AntiEntropy, soon_ms);
                 self.staged.push(Output::Event(Event::PartitionEnded {
                     region,
                     partition_ms: lasted_ms,

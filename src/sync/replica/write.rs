@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use thiserror::Error;
 
-use super::{Replica, Resolution};
+use super::{Replica, Resolution, Timer};
 use crate::core::hlc::{ClockError, Hlc};
 use crate::core::types::{Entry, Key, KeyError, Stamp, ValueError};
 use crate::sync::config::{PartitionPolicy, WriteAck};
@@ -320,8 +320,9 @@ impl Replica {
     fn schedule_push(&mut self, now_ms: u64) {
         if self.cfg.push_delay_ms == 0 {
             self.pump_all(now_ms);
-        } else if self.push_due_ms.is_none() {
-            self.push_due_ms = Some(now_ms + self.cfg.push_delay_ms);
+        } else if !self.timers.is_set(Timer::Push) {
+            self.timers
+                .set(Timer::Push, now_ms + self.cfg.push_delay_ms);
         }
     }
 }
