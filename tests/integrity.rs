@@ -7,7 +7,7 @@ mod net;
 
 use bytes::Bytes;
 use meridian::core::codec::Message;
-use meridian::core::types::{Entry, Key};
+use meridian::core::types::{Entry, Key, Stamp};
 use meridian::sync::{DamagedRecord, Event, Resolution, WriteError};
 use net::*;
 
@@ -38,16 +38,9 @@ fn no_collisions(net: &Net) {
     );
 }
 
-/// A value damaged on a stopped replica's disk is quarantined when it is
-/// read back, never sent, and repaired from a peer that holds the same
-/// stamp intact, although its stamp is below the collection floor.
-#[test]
-fn a_value_damaged_on_disk_is_quarantined_and_repaired_below_the_floor() {
-    let mut net = Net::new(2);
-    net.connect_all();
-    let stamp = net.put(0, "cfg/db", "postgres://good");
-    net.put(0, "cfg/other", "x");
-    // Later deletes, collected everywhere: the floor rises above cfg/db's stamp.
+/// Later deletes on node 1, collected everywhere: the collection floor
+/// rises above `stamp`.
+fn raise_floor_above(net: &mut Net, stamp: Stamp) {
     net.advance(100);
     for i in 0..5 {
         net.put(1, &format!("tmp/{i}"), "t");
@@ -57,6 +50,18 @@ fn a_value_damaged_on_disk_is_quarantined_and_repaired_below_the_floor() {
     net.settle();
     net.advance(3_000);
     assert!(net.nodes[1].gc_floor() > stamp.hlc, "the floor rose");
+}
+
+/// A value damaged on a stopped replica's disk is quarantined when it is
+/// read back, never sent, and repaired from a peer that holds the same
+/// stamp intact, although its stamp is below the collection floor.
+#[test]
+fn a_value_damaged_on_disk_is_quarantined_and_repaired_below_the_floor() {
+    let mut net = Net::new(2);
+    net.connect_all();
+    let stamp = net.put(0, "cfg/db", "postgres://good");
+    net.put(0, "cfg/other", "x");
+    raise_floor_above(&mut net, stamp);
     // Restarted apart, to see the state before the peer is reached.
     net.disconnect(0, 1);
     net.restart_with(1, |d| {
@@ -415,15 +420,7 @@ fn a_rebuild_from_a_recovering_source_waits_for_its_recovery() {
     let mut net = Net::new(3);
     net.connect_all();
     let stamp = net.put(0, "cfg/db", "postgres://good");
-    net.advance(100);
-    for i in 0..5 {
-        net.put(1, &format!("tmp/{i}"), "t");
-        let now = net.local(1);
-        net.nodes[1].delete(&format!("tmp/{i}"), None, now).unwrap();
-    }
-    net.settle();
-    net.advance(3_000);
-    assert!(net.nodes[1].gc_floor() > stamp.hlc, "the floor rose");
+    raise_floor_above(&mut net, stamp);
     // Node 2's copy is damaged on disk; it restarts apart from node 1.
     net.disconnect(0, 2);
     net.disconnect(1, 2);
