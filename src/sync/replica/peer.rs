@@ -76,10 +76,11 @@ pub(super) struct Peer {
 /// The state of the link with a peer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) enum Link {
-    /// No connection (or the peer was refused): nothing is exchanged.
+    /// No connection: nothing is exchanged.
     #[default]
     Down,
-    /// A connection is up and our hello sent; theirs is not yet accepted.
+    /// A connection is up and our hello sent; theirs is not yet accepted
+    /// (or it was refused, and the driver is closing the connection).
     Connecting {
         /// The transport swapped the connection (both sides dialed at
         /// once): the link restarts, but the peer was never out of reach
