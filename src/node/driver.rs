@@ -558,6 +558,24 @@ impl Driver {
             })
     }
 
+    /// Runs `answer` once every persist issued so far is durable (or with
+    /// the error that stopped the node).
+    fn barrier(&mut self, answer: Barrier) {
+        self.absorb();
+        self.barriers.push_back((self.issued, answer));
+    }
+
+    /// Sends `value` on `reply` once every persist issued so far is durable.
+    fn answer_when_durable<T: Send + 'static>(
+        &mut self,
+        reply: oneshot::Sender<Result<T, NodeError>>,
+        value: T,
+    ) {
+        self.barrier(Box::new(move |r| {
+            let _ = reply.send(r.map(|()| value));
+        }));
+    }
+
     fn command(&mut self, c: Command) {
         let now = now_ms();
         match c {
@@ -617,8 +635,7 @@ impl Driver {
                             self.groups.insert(group, (n, answer));
                         } else {
                             // Answered once the tombstones are durable.
-                            self.absorb();
-                            self.barriers.push_back((self.issued, answer));
+                            self.barrier(answer);
                         }
                     }
                     Err(e) => {
@@ -765,13 +782,7 @@ impl Driver {
                 };
                 // Answered once everything it shows is durable: a backup
                 // never holds a change a crash could take back.
-                self.absorb();
-                self.barriers.push_back((
-                    self.issued,
-                    Box::new(move |r| {
-                        let _ = reply.send(r.map(|()| snap));
-                    }),
-                ));
+                self.answer_when_durable(reply, snap);
             }
             Command::Import { entries, reply } => {
                 if let Some(e) = self.writes_refused() {
@@ -780,13 +791,7 @@ impl Driver {
                 }
                 let report = self.replica.import(entries, now);
                 // Answer once the persist it produced is durable.
-                self.absorb();
-                self.barriers.push_back((
-                    self.issued,
-                    Box::new(move |r| {
-                        let _ = reply.send(r.map(|()| report));
-                    }),
-                ));
+                self.answer_when_durable(reply, report);
             }
             Command::History { key, reply } => {
                 let _ = reply.send(self.history.versions(&key));
