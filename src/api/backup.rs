@@ -7,19 +7,18 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 
-use super::{
-    body_error, error, flag, hex, node_error, number, query, Api, ApiError, RESTORE_STEP_ENTRIES,
-};
+use super::error::{body_error, error, node_error, ApiError};
+use super::query::Params;
+use super::{wire, Api, RESTORE_STEP_ENTRIES};
+use crate::core::types::hex;
 
 /// `GET /v1/backup[?since=N]`: a backup file (see [`crate::backup`]) of a
 /// consistent snapshot: every entry (full) or those changed after index N
 /// (incremental), streamed chunk by chunk while writes go on.
 pub(super) async fn backup(State(api): State<Arc<Api>>, uri: Uri) -> Response {
     let go = async {
-        let q = query(&uri)?;
-        let since = number(&q, "since")?.unwrap_or(0);
+        let since = Params::parse(&uri)?.number("since")?.unwrap_or(0);
         if since > api.node.index() {
             return Err(error(
                 StatusCode::BAD_REQUEST,
@@ -85,8 +84,7 @@ pub(super) async fn backup(State(api): State<Arc<Api>>, uri: Uri) -> Response {
 /// merge did.
 pub(super) async fn restore(State(api): State<Arc<Api>>, uri: Uri, body: Body) -> Response {
     let go = async {
-        let q = query(&uri)?;
-        let force = flag(&q, "force");
+        let force = Params::parse(&uri)?.flag("force");
         let max = api.cfg.restore_bytes_max;
         let bytes = axum::body::to_bytes(body, max)
             .await
@@ -136,20 +134,18 @@ pub(super) async fn restore(State(api): State<Arc<Api>>, uri: Uri, body: Body) -
             applied = report.applied,
             "restored a backup"
         );
-        Ok::<_, ApiError>(
-            axum::Json(json!({
-                "entries": total,
-                "applied": report.applied,
-                "unchanged": report.unchanged,
-                "refused_below_floor": report.refused_floor,
-                "refused_clock": report.refused_clock,
-                "backup_root": hex(&b.header.root),
-                "root": hex(&root),
-                "backup_index": b.header.index,
-                "backup_node": b.header.name,
-            }))
-            .into_response(),
-        )
+        let doc = wire::Restored {
+            entries: total as u64,
+            applied: report.applied,
+            unchanged: report.unchanged,
+            refused_below_floor: report.refused_floor,
+            refused_clock: report.refused_clock,
+            backup_root: hex(&b.header.root),
+            root: hex(&root),
+            backup_index: b.header.index,
+            backup_node: b.header.name,
+        };
+        Ok::<_, ApiError>(axum::Json(doc).into_response())
     };
     go.await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -7,6 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::wire::{HealthCheck, Reason};
 use crate::node::NodeStatus;
 
 /// When a node stops being healthy. Every field is in milliseconds.
@@ -31,21 +32,6 @@ impl Default for Thresholds {
     }
 }
 
-/// One reason a node is unhealthy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Reason {
-    /// `rebuilding`, `store_lost`, `recovering`, `disk_full`, `store_error`, `quarantine`,
-    /// `clock_offset`, `clock_ahead`, `peer_clock`, `no_quorum`, `sync_lag`,
-    /// `partition` or `peer_down`.
-    pub check: &'static str,
-    /// The peer's name or the region concerned (empty for the node itself).
-    pub subject: String,
-    /// How long it has lasted (ms), compared with `threshold_ms`.
-    pub for_ms: u64,
-    pub threshold_ms: u64,
-    pub message: String,
-}
-
 /// Every reason `status` is unhealthy under `t`; empty when healthy.
 pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
     let now = status.now_ms;
@@ -56,7 +42,7 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
     });
     if r.store_lost {
         out.push(Reason {
-            check: "store_lost",
+            check: HealthCheck::StoreLost,
             subject: String::new(),
             for_ms: now.saturating_sub(status.started_ms),
             threshold_ms: 0,
@@ -67,7 +53,7 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
         });
     } else if let Some(c) = &r.recovery {
         out.push(Reason {
-            check: "recovering",
+            check: HealthCheck::Recovering,
             subject: String::new(),
             for_ms: now.saturating_sub(c.since_ms),
             threshold_ms: 0,
@@ -78,7 +64,7 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
         });
     } else if r.rebuilding {
         out.push(Reason {
-            check: "rebuilding",
+            check: HealthCheck::Rebuilding,
             subject: String::new(),
             for_ms: now.saturating_sub(status.started_ms),
             threshold_ms: 0,
@@ -89,9 +75,9 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
         let for_ms = now.saturating_sub(t.since_ms);
         out.push(Reason {
             check: if t.disk_full {
-                "disk_full"
+                HealthCheck::DiskFull
             } else {
-                "store_error"
+                HealthCheck::StoreError
             },
             subject: String::new(),
             for_ms,
@@ -118,7 +104,7 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
             .map(|q| q.key.as_str())
             .collect();
         out.push(Reason {
-            check: "quarantine",
+            check: HealthCheck::Quarantine,
             subject: String::new(),
             for_ms: now.saturating_sub(oldest),
             threshold_ms: 0,
@@ -144,7 +130,7 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
             .min()
             .unwrap_or(0);
         out.push(Reason {
-            check: "no_quorum",
+            check: HealthCheck::NoQuorum,
             subject: String::new(),
             for_ms: lost,
             threshold_ms: 0,
@@ -161,7 +147,7 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
         let offset = j.offset_ms.unwrap_or(0);
         let way = if offset > 0 { "behind" } else { "ahead of" };
         out.push(Reason {
-            check: "clock_offset",
+            check: HealthCheck::ClockOffset,
             subject: String::new(),
             for_ms: offset.unsigned_abs(),
             threshold_ms: c.offset_ms_max,
@@ -185,7 +171,7 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
     }
     if c.ahead_of_time_ms > 0 {
         out.push(Reason {
-            check: "clock_ahead",
+            check: HealthCheck::ClockAhead,
             subject: String::new(),
             for_ms: c.ahead_of_time_ms,
             threshold_ms: c.offset_ms_max,
@@ -202,7 +188,7 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
             let beyond = o.unsigned_abs() > c.offset_ms_max + p.rtt_ms.unwrap_or(0) / 2;
             if beyond && !j.off && j.members > 2 {
                 out.push(Reason {
-                    check: "peer_clock",
+                    check: HealthCheck::PeerClock,
                     subject: p.name.clone(),
                     for_ms: o.unsigned_abs(),
                     threshold_ms: c.offset_ms_max,
@@ -226,7 +212,7 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
             let lag = now.saturating_sub(since);
             if lag > t.sync_lag_ms_max {
                 out.push(Reason {
-                    check: "sync_lag",
+                    check: HealthCheck::SyncLag,
                     subject: p.name.clone(),
                     for_ms: lag,
                     threshold_ms: t.sync_lag_ms_max,
@@ -256,7 +242,7 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
             let down = now.saturating_sub(since);
             if down > t.peer_down_ms_max {
                 out.push(Reason {
-                    check: "peer_down",
+                    check: HealthCheck::PeerDown,
                     subject: p.name.clone(),
                     for_ms: down,
                     threshold_ms: t.peer_down_ms_max,
@@ -272,7 +258,7 @@ pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
         let cut = now.saturating_sub(g.since_ms);
         if cut > t.partition_ms_max {
             out.push(Reason {
-                check: "partition",
+                check: HealthCheck::Partition,
                 subject: g.region.clone(),
                 for_ms: cut,
                 threshold_ms: t.partition_ms_max,
@@ -387,7 +373,7 @@ mod tests {
         );
         let r = assess(&lagging, &t);
         assert_eq!(r.len(), 1);
-        assert_eq!((r[0].check, r[0].for_ms), ("sync_lag", 11_000));
+        assert_eq!((r[0].check, r[0].for_ms), (HealthCheck::SyncLag, 11_000));
         // Connected but never fully synced: lagging since it connected.
         let never = status(100_000, vec![peer(true, 0, 99_000)], vec![region(true, 0)]);
         assert_eq!(assess(&never, &t)[0].for_ms, 99_000);
@@ -398,7 +384,7 @@ mod tests {
             vec![region(true, 0)],
         );
         let r = assess(&down, &t);
-        assert_eq!((r[0].check, r[0].for_ms), ("peer_down", 31_000));
+        assert_eq!((r[0].check, r[0].for_ms), (HealthCheck::PeerDown, 31_000));
         // Just under the threshold: healthy.
         let recent = status(
             100_000,
@@ -409,10 +395,13 @@ mod tests {
 
         let cut = status(100_000, Vec::new(), vec![region(false, 39_000)]);
         let r = assess(&cut, &t);
-        assert_eq!((r[0].check, r[0].subject.as_str()), ("partition", "eu"));
+        assert_eq!(
+            (r[0].check, r[0].subject.as_str()),
+            (HealthCheck::Partition, "eu")
+        );
 
         let mut rebuilding = status(100_000, Vec::new(), Vec::new());
         rebuilding.replica.rebuilding = true;
-        assert_eq!(assess(&rebuilding, &t)[0].check, "rebuilding");
+        assert_eq!(assess(&rebuilding, &t)[0].check, HealthCheck::Rebuilding);
     }
 }

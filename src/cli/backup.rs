@@ -13,7 +13,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use meridian::backup::{self, Backup};
 use meridian::client::Client;
 use meridian::core::types::hex;
-use serde_json::Value;
 
 #[derive(Subcommand)]
 pub enum BackupCommand {
@@ -223,45 +222,30 @@ pub async fn restore(client: &Client, files: &[PathBuf], force: bool, only: bool
     // Every member, as `verify` finds them, unless --only.
     let mut targets = vec![client.addr().to_string()];
     if !only {
-        let r = client.get("/v1/status").await?;
-        if !r.status.is_success() {
-            bail!("status: {} {}", r.status.as_u16(), r.error_message());
-        }
-        let s: Value = serde_json::from_slice(&r.body)?;
-        for p in s["peers"].as_array().cloned().unwrap_or_default() {
-            match p["api"].as_str() {
-                Some(api) if !api.is_empty() => targets.push(api.to_string()),
-                _ => bail!(
+        let s = client.status().await.context("status")?;
+        for p in s.peers {
+            if p.api.is_empty() {
+                bail!(
                     "member {} has no known API address: restore into it with --only --addr",
-                    p["name"].as_str().unwrap_or("?")
-                ),
+                    p.name
+                );
             }
+            targets.push(p.api);
         }
     }
-    let path = if force {
-        "/v1/restore?force"
-    } else {
-        "/v1/restore"
-    };
     let body = Bytes::from(file);
     let mut ok = true;
     for t in &targets {
         let c = Client::new(t)?.timeout_ms(3_600_000);
         let pb = spinner(&format!("restoring into {t}"));
-        let r = c.request(Method::POST, path, body.clone()).await;
+        let r = c.restore(body.clone(), force).await;
         pb.finish_and_clear();
         match r {
-            Ok(r) if r.status.is_success() => {
-                let v: Value = serde_json::from_slice(&r.body)?;
+            Ok(v) => {
                 println!(
                     "  {t}: {} applied, {} already held (or newer), {} refused below the collection floor, {} refused for clock skew; root now {}",
-                    v["applied"], v["unchanged"], v["refused_below_floor"], v["refused_clock"],
-                    v["root"].as_str().unwrap_or("")
+                    v.applied, v.unchanged, v.refused_below_floor, v.refused_clock, v.root
                 );
-            }
-            Ok(r) => {
-                ok = false;
-                println!("  {t}: {} {}", r.status.as_u16(), r.error_message());
             }
             Err(e) => {
                 ok = false;

@@ -8,10 +8,12 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
-use serde_json::Value;
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use serde::Serialize;
 
-use super::{check, json, utc};
+use super::utc;
+use meridian::api::wire;
 use meridian::client::Client;
 
 /// One conflict, as gathered.
@@ -20,8 +22,38 @@ struct Seen {
     winner: String,
     loser: String,
     loser_deleted: bool,
-    loser_value: Option<String>,
+    loser_value: Option<Bytes>,
     nodes: Vec<String>,
+}
+
+/// One conflict as `--json` prints it.
+#[derive(Serialize)]
+struct Item<'a> {
+    key: &'a str,
+    winner: &'a str,
+    winner_node: String,
+    loser: &'a str,
+    loser_node: String,
+    loser_deleted: bool,
+    #[serde(with = "wire::b64_opt")]
+    loser_value: Option<Bytes>,
+    at_ms: u64,
+    seen_on: &'a [String],
+}
+
+/// How many conflicts a node recorded, kept or not.
+#[derive(Serialize)]
+struct Total {
+    name: String,
+    total: u64,
+}
+
+/// `--json`.
+#[derive(Serialize)]
+struct Doc<'a> {
+    conflicts: Vec<Item<'a>>,
+    totals: Vec<Total>,
+    unreachable: &'a [String],
 }
 
 /// The node id inside a stamp (`<hlc hex>-<node hex>`).
@@ -36,25 +68,19 @@ fn stamp_ms(stamp: &str) -> u64 {
 }
 
 pub async fn conflicts(client: &Client, extra: &[String], as_json: bool) -> Result<bool> {
-    let r = client.get("/v1/status").await?;
-    check(&r, "status")?;
-    let s = json(&r)?;
+    let s = client.status().await.context("status")?;
     // Every member: its name (to label writers) and API address.
     let mut names: BTreeMap<String, String> = BTreeMap::new();
     let mut targets: Vec<(String, String)> = Vec::new();
-    let me = s["node"].as_str().unwrap_or("").to_string();
-    names.insert(me.clone(), s["name"].as_str().unwrap_or("").to_string());
-    targets.push((
-        s["name"].as_str().unwrap_or("").to_string(),
-        client.addr().to_string(),
-    ));
+    names.insert(s.node.clone(), s.name.clone());
+    targets.push((s.name.clone(), client.addr().to_string()));
     let mut unreachable = Vec::new();
-    for p in s["peers"].as_array().cloned().unwrap_or_default() {
-        let name = p["name"].as_str().unwrap_or("").to_string();
-        names.insert(p["node"].as_str().unwrap_or("").to_string(), name.clone());
-        match p["api"].as_str() {
-            Some(api) if !api.is_empty() => targets.push((name, api.to_string())),
-            _ => unreachable.push(format!("{name}: its API address is unknown")),
+    for p in s.peers {
+        names.insert(p.node, p.name.clone());
+        if p.api.is_empty() {
+            unreachable.push(format!("{}: its API address is unknown", p.name));
+        } else {
+            targets.push((p.name, p.api));
         }
     }
     for a in extra {
@@ -67,31 +93,25 @@ pub async fn conflicts(client: &Client, extra: &[String], as_json: bool) -> Resu
     let mut totals = Vec::new();
     for (name, addr) in &targets {
         let c = Client::new(addr)?.timeout_ms(10_000);
-        let doc = match c.get("/v1/conflicts").await {
-            Ok(r) if r.status.is_success() => json(&r)?,
-            Ok(r) => {
-                unreachable.push(format!(
-                    "{name} ({addr}): {} {}",
-                    r.status.as_u16(),
-                    r.error_message()
-                ));
-                continue;
-            }
+        let doc = match c.conflicts().await {
+            Ok(doc) => doc,
             Err(e) => {
                 unreachable.push(format!("{name} ({addr}): {e}"));
                 continue;
             }
         };
-        totals.push((name.clone(), doc["total"].as_u64().unwrap_or(0)));
-        for k in doc["kept"].as_array().cloned().unwrap_or_default() {
-            let field = |f: &str| k[f].as_str().unwrap_or("").to_string();
-            let id = (field("key"), field("winner"), field("loser"));
+        totals.push(Total {
+            name: name.clone(),
+            total: doc.total,
+        });
+        for k in doc.kept {
+            let id = (k.key.clone(), k.winner.clone(), k.loser.clone());
             let seen = gathered.entry(id).or_insert_with(|| Seen {
-                key: field("key"),
-                winner: field("winner"),
-                loser: field("loser"),
-                loser_deleted: k["loser_deleted"].as_bool() == Some(true),
-                loser_value: k["loser_value"].as_str().map(str::to_string),
+                key: k.key,
+                winner: k.winner,
+                loser: k.loser,
+                loser_deleted: k.loser_deleted,
+                loser_value: k.loser_value,
                 nodes: Vec::new(),
             });
             seen.nodes.push(name.clone());
@@ -107,23 +127,25 @@ pub async fn conflicts(client: &Client, extra: &[String], as_json: bool) -> Resu
             .map_or_else(|| format!("node {id}"), |(_, name)| name.clone())
     };
     if as_json {
-        let items: Vec<Value> = list
+        let conflicts = list
             .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "key": c.key, "winner": c.winner, "winner_node": writer(&c.winner),
-                    "loser": c.loser, "loser_node": writer(&c.loser),
-                    "loser_deleted": c.loser_deleted, "loser_value": c.loser_value,
-                    "at_ms": stamp_ms(&c.winner), "seen_on": c.nodes,
-                })
+            .map(|c| Item {
+                key: &c.key,
+                winner: &c.winner,
+                winner_node: writer(&c.winner),
+                loser: &c.loser,
+                loser_node: writer(&c.loser),
+                loser_deleted: c.loser_deleted,
+                loser_value: c.loser_value.clone(),
+                at_ms: stamp_ms(&c.winner),
+                seen_on: &c.nodes,
             })
             .collect();
-        let totals: Vec<Value> = totals
-            .iter()
-            .map(|(n, t)| serde_json::json!({"name": n, "total": t}))
-            .collect();
-        let doc =
-            serde_json::json!({"conflicts": items, "totals": totals, "unreachable": unreachable});
+        let doc = Doc {
+            conflicts,
+            totals,
+            unreachable: &unreachable,
+        };
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(unreachable.is_empty());
     }
@@ -135,12 +157,8 @@ pub async fn conflicts(client: &Client, extra: &[String], as_json: bool) -> Resu
             "a delete".to_string()
         } else {
             match &c.loser_value {
-                Some(b64) => {
-                    use base64::Engine;
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(b64)
-                        .unwrap_or_default();
-                    let v: String = String::from_utf8_lossy(&bytes).chars().take(60).collect();
+                Some(bytes) => {
+                    let v: String = String::from_utf8_lossy(bytes).chars().take(60).collect();
                     format!("{v:?}")
                 }
                 None => "a value (too large to keep)".to_string(),
@@ -156,7 +174,10 @@ pub async fn conflicts(client: &Client, extra: &[String], as_json: bool) -> Resu
             c.nodes.join(", ")
         );
     }
-    let counted: Vec<String> = totals.iter().map(|(n, t)| format!("{n} {t}")).collect();
+    let counted: Vec<String> = totals
+        .iter()
+        .map(|t| format!("{} {}", t.name, t.total))
+        .collect();
     println!(
         "conflicts recorded per node (kept or not): {}",
         counted.join(", ")

@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine;
 use bytes::Bytes;
 use clap::ValueEnum;
-use hyper::{Method, StatusCode};
+use hyper::Method;
 use meridian::client::{encode_path, Client};
 use serde_json::{json, Value};
 use yaml_rust2::{Yaml, YamlEmitter, YamlLoader};
@@ -363,32 +363,16 @@ pub fn render_properties(items: &[Item], prefix: &str) -> Result<String> {
 // ---------------------------------------------------------------- commands
 
 async fn current(client: &Client, prefix: &str) -> Result<Vec<Item>> {
-    let r = client
-        .get(&format!("/v1/kv/{}?recurse", encode_path(prefix)))
-        .await?;
-    if r.status == StatusCode::NOT_FOUND {
-        return Ok(Vec::new());
-    }
-    if !r.status.is_success() {
-        bail!(
-            "reading {prefix:?}: {} {}",
-            r.status.as_u16(),
-            r.error_message()
-        );
-    }
-    let list: Value = serde_json::from_slice(&r.body)?;
+    let list = client
+        .kv_list(prefix)
+        .await
+        .with_context(|| format!("reading {prefix:?}"))?;
     Ok(list
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-        .iter()
+        .into_iter()
         .map(|e| Item {
-            key: e["Key"].as_str().unwrap_or("").to_string(),
-            value: e["Value"]
-                .as_str()
-                .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
-                .unwrap_or_default(),
-            flags: e["Flags"].as_u64().unwrap_or(0),
+            key: e.key,
+            value: e.value.to_vec(),
+            flags: e.flags,
         })
         .collect())
 }

@@ -1,5 +1,6 @@
 //! `client`: a small HTTP/1.1 client for a node's API, used by the CLI
-//! (`meridian kv|status|verify|health`) and by tests.
+//! (`meridian kv|status|verify|health`) and by tests. Answers are read into
+//! the API's own types ([`crate::api::wire`]).
 //!
 //! One connection per request over plain HTTP (the API listens on loopback
 //! by default; put a TLS proxy in front to expose it). Responses are read
@@ -15,7 +16,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
 use thiserror::Error;
+
+use crate::api::wire;
 
 pub use load::{load, LoadResult};
 
@@ -41,6 +45,17 @@ pub enum ClientError {
     Http { addr: String, message: String },
     #[error("{addr} did not answer within {ms} ms")]
     Timeout { addr: String, ms: u64 },
+    /// The node answered with an error status (its message, from the
+    /// JSON error body when there is one).
+    #[error("{} {message}", status.as_u16())]
+    Status { status: StatusCode, message: String },
+    #[error("{addr} answered {path} with a document this client cannot read: {source}")]
+    Decode {
+        addr: String,
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 /// What came back.
@@ -58,10 +73,20 @@ impl Reply {
 
     /// The `error` field of a JSON error body, or the body itself.
     pub fn error_message(&self) -> String {
-        serde_json::from_slice::<serde_json::Value>(&self.body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str().map(str::to_string)))
-            .unwrap_or_else(|| self.text())
+        serde_json::from_slice::<wire::ErrorBody>(&self.body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| self.text())
+    }
+
+    /// `Ok(self)` for a success status, else the node's error.
+    pub fn ok(self) -> Result<Reply, ClientError> {
+        if self.status.is_success() {
+            return Ok(self);
+        }
+        Err(ClientError::Status {
+            status: self.status,
+            message: self.error_message(),
+        })
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -184,6 +209,101 @@ impl Client {
 
     pub async fn get(&self, path: &str) -> Result<Reply, ClientError> {
         self.request(Method::GET, path, Bytes::new()).await
+    }
+
+    /// GETs `path` and reads a success answer as `T`.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let r = self.get(path).await?.ok()?;
+        self.decode(path, &r)
+    }
+
+    /// Reads a body as `T`.
+    fn decode<T: DeserializeOwned>(&self, path: &str, r: &Reply) -> Result<T, ClientError> {
+        serde_json::from_slice(&r.body).map_err(|source| ClientError::Decode {
+            addr: self.authority.clone(),
+            path: path.to_string(),
+            source,
+        })
+    }
+
+    /// `GET /v1/status`.
+    pub async fn status(&self) -> Result<wire::Status, ClientError> {
+        self.get_json("/v1/status").await
+    }
+
+    /// `GET /v1/digest`: the root over the live keys under `prefix`,
+    /// every record checked first when `deep`.
+    pub async fn digest(&self, prefix: &str, deep: bool) -> Result<wire::Digest, ClientError> {
+        let deep = if deep { "&deep" } else { "" };
+        self.get_json(&format!("/v1/digest?prefix={}{deep}", encode_path(prefix)))
+            .await
+    }
+
+    /// `GET /v1/hashes`: every key under `prefix` with its entry hash.
+    pub async fn hashes(&self, prefix: &str) -> Result<Vec<wire::KeyHash>, ClientError> {
+        self.get_json(&format!("/v1/hashes?prefix={}", encode_path(prefix)))
+            .await
+    }
+
+    /// `GET /v1/health`: the judgement, healthy (200) or not (503).
+    pub async fn health(&self) -> Result<wire::Health, ClientError> {
+        let path = "/v1/health";
+        let r = self.get(path).await?;
+        if r.status == StatusCode::SERVICE_UNAVAILABLE {
+            return self.decode(path, &r);
+        }
+        self.decode(path, &r.ok()?)
+    }
+
+    /// `GET /v1/conflicts`.
+    pub async fn conflicts(&self) -> Result<wire::Conflicts, ClientError> {
+        self.get_json("/v1/conflicts").await
+    }
+
+    /// `GET /v1/history/<key>`.
+    pub async fn history(&self, key: &str) -> Result<Vec<wire::Version>, ClientError> {
+        self.get_json(&format!("/v1/history/{}", encode_path(key)))
+            .await
+    }
+
+    /// `GET /v1/kv/<key>`: the entry, or `None` when the key is absent.
+    pub async fn kv_get(&self, key: &str) -> Result<Option<wire::KvEntry>, ClientError> {
+        let path = format!("/v1/kv/{}", encode_path(key));
+        let r = self.get(&path).await?;
+        if r.status == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let list: Vec<wire::KvEntry> = self.decode(&path, &r.ok()?)?;
+        Ok(list.into_iter().next())
+    }
+
+    /// `GET /v1/kv/<prefix>?recurse`: every live entry under `prefix`.
+    pub async fn kv_list(&self, prefix: &str) -> Result<Vec<wire::KvEntry>, ClientError> {
+        let path = format!("/v1/kv/{}?recurse", encode_path(prefix));
+        let r = self.get(&path).await?;
+        if r.status == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        self.decode(&path, &r.ok()?)
+    }
+
+    /// `POST /v1/promote`.
+    pub async fn promote(&self) -> Result<wire::Promoted, ClientError> {
+        let path = "/v1/promote";
+        let r = self.request(Method::POST, path, Bytes::new()).await?.ok()?;
+        self.decode(path, &r)
+    }
+
+    /// `POST /v1/restore` with a backup file; `force` restores a backup of
+    /// another cluster.
+    pub async fn restore(&self, file: Bytes, force: bool) -> Result<wire::Restored, ClientError> {
+        let path = if force {
+            "/v1/restore?force"
+        } else {
+            "/v1/restore"
+        };
+        let r = self.request(Method::POST, path, file).await?.ok()?;
+        self.decode(path, &r)
     }
 
     /// Sends a request and returns the response with its body unread (for downloads).

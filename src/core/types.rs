@@ -59,6 +59,13 @@ impl Stamp {
     }
 }
 
+/// `<hlc as 16 hex digits>-<node id>`: how the API, events and logs name a write.
+impl fmt::Display for Stamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}-{}", self.hlc.0, self.node)
+    }
+}
+
 /// Why a key or value was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum KeyError {

@@ -465,6 +465,23 @@ mod tests {
     }
 
     #[test]
+    fn webhook_filters_name_known_event_types() {
+        let text =
+            "[[webhooks]]\nurl = \"http://h:1/\"\nevents = [\"peer_down\", \"health_changed\"]";
+        let c = DaemonConfig::parse(text, Path::new("n")).unwrap();
+        use crate::api::wire::EventType;
+        assert_eq!(
+            c.webhooks[0].events,
+            [EventType::PeerDown, EventType::HealthChanged]
+        );
+        // A misspelt type is refused, and the answer lists the known ones.
+        let text = "[[webhooks]]\nurl = \"http://h:1/\"\nevents = [\"peer_dwn\"]";
+        let e = DaemonConfig::parse(text, Path::new("n")).unwrap_err();
+        assert!(e.to_string().contains("peer_dwn"), "{e}");
+        assert!(e.to_string().contains("partition_healed"), "{e}");
+    }
+
+    #[test]
     fn the_api_address_told_to_peers() {
         let mut c = DaemonConfig::default();
         let bound: SocketAddr = "0.0.0.0:8500".parse().unwrap();

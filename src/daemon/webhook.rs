@@ -3,7 +3,7 @@
 //! Owns one delivery task per configured endpoint: events (filtered by
 //! type) enter a bounded queue of [`WEBHOOK_QUEUE_MAX`]; when it is full new
 //! events are dropped and counted. Each event is POSTed as JSON (the shape
-//! of [`crate::api::events::event_json`]) and retried with doubling delays,
+//! of [`crate::api::wire::EventDoc`]) and retried with doubling delays,
 //! [`WEBHOOK_ATTEMPTS_MAX`] attempts in all; then it is dropped, counted and
 //! logged. Plain HTTP only: put a relay in front of an HTTPS receiver.
 
@@ -17,7 +17,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::api::events::{event_json, EVENT_TYPES};
+use crate::api::events::event_doc;
+use crate::api::wire::EventType;
 use crate::client::Client;
 use crate::node::Node;
 
@@ -36,9 +37,11 @@ pub const WEBHOOK_TIMEOUT_MS: u64 = 5_000;
 pub struct WebhookConfig {
     /// `http://host:port/path`.
     pub url: String,
-    /// Event types to send (see the README); empty: every type.
+    /// Event types to send (see the README); empty: every type. An
+    /// unknown name is refused when the config is read, with the list of
+    /// known ones.
     #[serde(default)]
-    pub events: Vec<String>,
+    pub events: Vec<EventType>,
 }
 
 impl WebhookConfig {
@@ -56,14 +59,6 @@ impl WebhookConfig {
         };
         if authority.is_empty() {
             return Err(format!("webhook url {:?} has no host", self.url));
-        }
-        for e in &self.events {
-            if !EVENT_TYPES.contains(&e.as_str()) {
-                return Err(format!(
-                    "webhook event type {e:?} is unknown; known: {}",
-                    EVENT_TYPES.join(", ")
-                ));
-            }
         }
         Ok((authority.to_string(), path.to_string()))
     }
@@ -103,12 +98,14 @@ pub fn spawn(
         loop {
             match events.recv().await {
                 Ok(e) => {
-                    let doc = event_json(&e, &who.0, &who.1, &who.2);
-                    let kind = doc["type"].as_str().unwrap_or("");
-                    if !filter.is_empty() && !filter.iter().any(|f| f == kind) {
+                    let doc = event_doc(&e, &who.0, &who.1, &who.2);
+                    if !filter.is_empty() && !filter.contains(&EventType::from(&doc.event)) {
                         continue;
                     }
-                    if tx.try_send(Bytes::from(doc.to_string())).is_err() {
+                    let Ok(body) = serde_json::to_vec(&doc) else {
+                        continue;
+                    };
+                    if tx.try_send(Bytes::from(body)).is_err() {
                         s.dropped_queue.fetch_add(1, Ordering::Relaxed);
                     }
                 }

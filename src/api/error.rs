@@ -1,0 +1,104 @@
+//! `api::error`: how a failed request is answered: the status code each
+//! error of the node, the replica and the request body maps to, and the
+//! JSON body ([`ErrorBody`]) that names what was wrong.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use super::server;
+use super::wire::ErrorBody;
+use crate::core::types::KeyError;
+use crate::node::NodeError;
+use crate::sync::WriteError;
+
+/// A request that failed: its status and a message naming what was wrong,
+/// sent as `{"error": message}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: StatusCode,
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.message,
+        };
+        (self.code, axum::Json(body)).into_response()
+    }
+}
+
+pub(super) fn error(code: StatusCode, message: impl Into<String>) -> ApiError {
+    ApiError {
+        code,
+        message: message.into(),
+    }
+}
+
+pub(super) fn node_error(e: NodeError) -> ApiError {
+    match e {
+        NodeError::Write(w) => write_error(w),
+        NodeError::Stopped => error(StatusCode::SERVICE_UNAVAILABLE, "the node is shutting down"),
+        NodeError::StoreUnavailable {
+            disk_full: true, ..
+        }
+        | NodeError::NotDurable {
+            disk_full: true, ..
+        } => error(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+        e @ (NodeError::StoreUnavailable { .. }
+        | NodeError::NotDurable { .. }
+        | NodeError::Quarantined { .. }) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        NodeError::Snapshot(m) => error(StatusCode::CONFLICT, m),
+        e @ NodeError::NotReplicated(_) => error(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+    }
+}
+
+pub(super) fn write_error(e: WriteError) -> ApiError {
+    let code = match &e {
+        WriteError::Key(KeyError::TooLong { .. })
+        | WriteError::Value(_)
+        | WriteError::TooManyKeys { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        WriteError::Key(_) | WriteError::CasMismatch { .. } => StatusCode::BAD_REQUEST,
+        WriteError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
+        WriteError::NoQuorum { .. }
+        | WriteError::Standby
+        | WriteError::Rebuilding
+        | WriteError::ClockOffset { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        WriteError::Clock(_) => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    error(code, e.to_string())
+}
+
+/// The answer to a request body that could not be read: too long (413),
+/// too slow (408), or broken (400).
+pub(super) fn body_error(e: &axum::Error, max: usize, what: &str) -> ApiError {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        if c.is::<http_body_util::LengthLimitError>() {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{what} is more than the limit of {max} bytes"),
+            );
+        }
+        if let Some(t) = c.downcast_ref::<server::BodyTimeout>() {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body stalled: {t}"),
+            );
+        }
+        cause = c.source();
+    }
+    error(
+        StatusCode::BAD_REQUEST,
+        format!("cannot read the request body: {e}"),
+    )
+}
+
+pub(super) fn key_error(e: KeyError) -> ApiError {
+    let code = match e {
+        KeyError::TooLong { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    error(code, e.to_string())
+}

@@ -1,0 +1,279 @@
+//! `api::kv`: Consul's KV endpoint, `/v1/kv/<key>`: GET (one key, `recurse`,
+//! `keys` with `separator`, `raw`, blocking `index` + `wait`), PUT (`cas`,
+//! `flags`, `ack`) and DELETE (`recurse` with the mass-delete guard, `cas`).
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use super::error::{body_error, error, key_error, node_error, ApiError};
+use super::query::{path_rest, Params};
+use super::{wire, Api, DELETE_KEYS_MAX};
+use crate::core::types::Key;
+use crate::node::{KvEntry, NodeError, WriteOptions};
+use crate::sync::{WriteAck, WriteError};
+
+/// The answer's form for an entry.
+pub(super) fn entry(e: &KvEntry) -> wire::KvEntry {
+    wire::KvEntry {
+        lock_index: 0,
+        key: e.key.clone(),
+        flags: e.flags,
+        value: e.value.clone(),
+        create_index: e.create_index,
+        modify_index: e.modify_index,
+    }
+}
+
+/// A blocking query: answer once something changed after `index`, or
+/// after `wait_ms`.
+#[derive(Debug, Clone, Copy)]
+struct Blocking {
+    index: u64,
+    wait_ms: u64,
+}
+
+/// The parameters of a GET.
+#[derive(Debug)]
+struct ReadQuery {
+    /// Every entry under the key as a prefix.
+    recurse: bool,
+    /// Only the key names under the prefix.
+    keys: bool,
+    /// With `keys`: names cut after the first separator past the prefix.
+    separator: Option<String>,
+    /// One key's value as the body, not JSON.
+    raw: bool,
+    blocking: Option<Blocking>,
+}
+
+impl ReadQuery {
+    fn parse(q: &Params) -> Result<ReadQuery, ApiError> {
+        let blocking = match q.number("index")? {
+            None => None,
+            Some(index) => Some(Blocking {
+                index,
+                wait_ms: q.wait_ms()?,
+            }),
+        };
+        Ok(ReadQuery {
+            recurse: q.flag("recurse"),
+            keys: q.flag("keys"),
+            separator: q
+                .text("separator")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            raw: q.flag("raw"),
+            blocking,
+        })
+    }
+
+    /// One key, not a prefix.
+    fn single(&self) -> bool {
+        !self.recurse && !self.keys
+    }
+}
+
+/// The parameters of a PUT.
+#[derive(Debug)]
+struct PutQuery {
+    cas: Option<u64>,
+    flags: u64,
+    ack: Option<WriteAck>,
+}
+
+impl PutQuery {
+    fn parse(q: &Params) -> Result<PutQuery, ApiError> {
+        for unsupported in ["acquire", "release"] {
+            if q.flag(unsupported) {
+                return Err(error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{unsupported}: sessions and locks are not supported by Meridian"),
+                ));
+            }
+        }
+        Ok(PutQuery {
+            cas: q.number("cas")?,
+            flags: q.number("flags")?.unwrap_or(0),
+            ack: q.ack()?,
+        })
+    }
+}
+
+/// The parameters of a DELETE.
+#[derive(Debug)]
+enum DeleteQuery {
+    One {
+        cas: Option<u64>,
+        ack: Option<WriteAck>,
+    },
+    Recurse {
+        /// Past the mass-delete guard.
+        force: bool,
+        ack: Option<WriteAck>,
+    },
+}
+
+impl DeleteQuery {
+    fn parse(q: &Params) -> Result<DeleteQuery, ApiError> {
+        let cas = q.number("cas")?;
+        if !q.flag("recurse") {
+            return Ok(DeleteQuery::One { cas, ack: q.ack()? });
+        }
+        if cas.is_some() {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "cas applies to one key, not to a recursive delete",
+            ));
+        }
+        Ok(DeleteQuery::Recurse {
+            force: q.flag("force"),
+            ack: q.ack()?,
+        })
+    }
+}
+
+pub(super) async fn kv(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    uri: Uri,
+    body: Body,
+) -> Response {
+    let result = match method {
+        Method::GET | Method::HEAD => get(&api, &uri).await,
+        Method::PUT | Method::POST => put(&api, &uri, body).await,
+        Method::DELETE => delete(&api, &uri).await,
+        other => Err(error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{other} is not supported on /v1/kv (GET, PUT, DELETE)"),
+        )),
+    };
+    result.unwrap_or_else(|e| {
+        // Every KV answer carries the index, errors included (as Consul's do).
+        let mut r = e.into_response();
+        r.headers_mut().extend(api.headers(api.node.index()));
+        r
+    })
+}
+
+async fn get(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
+    let key = path_rest(uri, "/v1/kv")?;
+    let q = ReadQuery::parse(&Params::parse(uri)?)?;
+    if q.single() {
+        Key::check(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
+    }
+    if let Some(b) = q.blocking {
+        api.block(&key, q.single(), b.index, b.wait_ms).await?;
+    }
+    // The index covers what the answer shows: a read may include a change a
+    // moment before it is durable.
+    let durable = api.node.index();
+    let not_found = || (StatusCode::NOT_FOUND, api.headers(durable)).into_response();
+    if !q.single() {
+        let list = api.node.list(&key).await.map_err(node_error)?;
+        if list.is_empty() {
+            return Ok(not_found());
+        }
+        let index = list.iter().map(|e| e.modify_index).fold(durable, u64::max);
+        let headers = api.headers(index);
+        if !q.keys {
+            let body: Vec<wire::KvEntry> = list.iter().map(entry).collect();
+            return Ok((headers, axum::Json(body)).into_response());
+        }
+        let mut names: Vec<String> = Vec::new();
+        for e in &list {
+            let name = match &q.separator {
+                Some(sep) => match e.key[key.len()..].find(sep.as_str()) {
+                    Some(at) => e.key[..key.len() + at + sep.len()].to_string(),
+                    None => e.key.clone(),
+                },
+                None => e.key.clone(),
+            };
+            if names.last() != Some(&name) {
+                names.push(name);
+            }
+        }
+        return Ok((headers, axum::Json(names)).into_response());
+    }
+    match api.node.get(&key).await.map_err(node_error)? {
+        None => Ok(not_found()),
+        Some(e) => {
+            let mut headers = api.headers(durable.max(e.modify_index));
+            if q.raw {
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                return Ok((headers, e.value).into_response());
+            }
+            Ok((headers, axum::Json([entry(&e)])).into_response())
+        }
+    }
+}
+
+async fn put(api: &Api, uri: &Uri, body: Body) -> Result<Response, ApiError> {
+    let key = path_rest(uri, "/v1/kv")?;
+    let q = PutQuery::parse(&Params::parse(uri)?)?;
+    Key::check(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
+    let max = api.cfg.limits.value_bytes_max;
+    let value: Bytes = axum::body::to_bytes(body, max)
+        .await
+        .map_err(|e| body_error(&e, max, "value"))?;
+    let opts = WriteOptions {
+        flags: q.flags,
+        cas: q.cas,
+        ack: q.ack,
+    };
+    let done = match api.node.put_opts(&key, value, opts).await {
+        Ok(_) => true,
+        Err(NodeError::Write(WriteError::CasMismatch { .. })) => false,
+        Err(e) => return Err(node_error(e)),
+    };
+    Ok((api.headers(api.node.index()), axum::Json(done)).into_response())
+}
+
+async fn delete(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
+    let key = path_rest(uri, "/v1/kv")?;
+    match DeleteQuery::parse(&Params::parse(uri)?)? {
+        DeleteQuery::Recurse { force, ack } => {
+            let list = api.node.list(&key).await.map_err(node_error)?;
+            let guard = api.cfg.recursive_delete_keys_max;
+            if list.len() > guard && !force {
+                return Err(error(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "refusing to delete {} keys under {key:?}: more than recursive_delete_keys_max ({guard}); \
+                         add ?force (meridian kv delete --recurse --force) if you mean it",
+                        list.len()
+                    ),
+                ));
+            }
+            // One durable step: every key this node knows under the prefix,
+            // deleted ones included (so the delete also wins over writes to
+            // them not seen here yet).
+            api.node
+                .delete_prefix_acked(&key, DELETE_KEYS_MAX, ack)
+                .await
+                .map_err(node_error)?;
+            Ok((api.headers(api.node.index()), axum::Json(true)).into_response())
+        }
+        DeleteQuery::One { cas, ack } => {
+            Key::check(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
+            // Without cas a delete always writes a tombstone, also for a key
+            // absent here: a write from another region may be on its way, and
+            // the later delete must win. With cas, as in Consul: a key that is
+            // not live here answers true (nothing left to delete), another
+            // version false.
+            let opts = WriteOptions { flags: 0, cas, ack };
+            let done = match api.node.delete_opts(&key, opts).await {
+                Ok(_) => true,
+                Err(NodeError::Write(WriteError::CasMismatch { actual, .. })) => actual == 0,
+                Err(e) => return Err(node_error(e)),
+            };
+            Ok((api.headers(api.node.index()), axum::Json(done)).into_response())
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! `api::query`: the request's path and query string, decoded once into
+//! [`Params`] and read from there into each route's typed query struct
+//! (`KvQuery`, `WatchQuery`, ...), with a 400 naming the parameter that is
+//! wrong. Parameters a route does not know are ignored, as Consul does
+//! (clients send `dc`, `token`, `stale` and such).
+
+use std::collections::HashMap;
+
+use axum::http::{StatusCode, Uri};
+
+use super::error::{error, key_error, ApiError};
+use super::{WAIT_MS_DEFAULT, WAIT_MS_MAX};
+use crate::core::types::KeyError;
+use crate::sync::WriteAck;
+
+/// A query string, decoded: later repeats win, `+` is a space.
+#[derive(Debug, Default)]
+pub(super) struct Params(HashMap<String, String>);
+
+impl Params {
+    pub(super) fn parse(uri: &Uri) -> Result<Params, ApiError> {
+        let mut out = HashMap::new();
+        for pair in uri
+            .query()
+            .unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let decode = |s: &str| {
+                percent_decode(&s.replace('+', " "))
+                    .and_then(|b| String::from_utf8(b).ok())
+                    .ok_or_else(|| {
+                        error(
+                            StatusCode::BAD_REQUEST,
+                            format!("query parameter {k:?} is not valid percent-encoded UTF-8"),
+                        )
+                    })
+            };
+            out.insert(decode(k)?, decode(v)?);
+        }
+        Ok(Params(out))
+    }
+
+    /// A flag: present means on, whatever its value (as in Consul).
+    pub(super) fn flag(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+
+    pub(super) fn text(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub(super) fn number(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        match self.0.get(name) {
+            None => Ok(None),
+            Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("{name} must be an unsigned integer, got {v:?}"),
+                )
+            }),
+        }
+    }
+
+    /// `?ack=quorum|local`: when the write is acknowledged (`None`: the
+    /// node's `write_ack`).
+    pub(super) fn ack(&self) -> Result<Option<WriteAck>, ApiError> {
+        match self.text("ack") {
+            None => Ok(None),
+            Some("quorum") => Ok(Some(WriteAck::Quorum)),
+            Some("local") => Ok(Some(WriteAck::Local)),
+            Some(other) => Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("ack must be quorum or local, got {other:?}"),
+            )),
+        }
+    }
+
+    /// `?wait=`: how long a blocking query waits, at most [`WAIT_MS_MAX`]
+    /// ([`WAIT_MS_DEFAULT`] when absent).
+    pub(super) fn wait_ms(&self) -> Result<u64, ApiError> {
+        let ms = match self.text("wait") {
+            None => WAIT_MS_DEFAULT,
+            Some(w) => duration_ms(w).ok_or_else(|| {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    format!("wait must be a duration such as 30s, 5m or 250ms, got {w:?}"),
+                )
+            })?,
+        };
+        Ok(ms.min(WAIT_MS_MAX))
+    }
+}
+
+/// Decodes `%XX` escapes; `None` on a malformed escape.
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = b.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                let hex = std::str::from_utf8(hex).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Parses a Go duration as Consul takes it (`10s`, `5m`, `1m30s`, `1.5s`,
+/// `250ms`; a bare number is seconds) into milliseconds, rounded down.
+fn duration_ms(s: &str) -> Option<u64> {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse::<u64>().ok()?.checked_mul(1_000);
+    }
+    let mut rest = s;
+    let mut total_ns: f64 = 0.0;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (n, tail) = rest.split_at(split);
+        let n: f64 = n.parse().ok()?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let ns = match unit {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3_600e9,
+            _ => return None,
+        };
+        total_ns += n * ns;
+        rest = tail;
+    }
+    let ms = total_ns / 1e6;
+    (ms.is_finite() && ms < u64::MAX as f64).then_some(ms as u64)
+}
+
+/// The path after `prefix`, percent-decoded and checked as UTF-8.
+pub(super) fn path_rest(uri: &Uri, prefix: &str) -> Result<String, ApiError> {
+    let raw = uri.path().strip_prefix(prefix).unwrap_or("");
+    let raw = raw.strip_prefix('/').unwrap_or(raw);
+    let bytes = percent_decode(raw).ok_or_else(|| {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("the path {:?} has a malformed %-escape", uri.path()),
+        )
+    })?;
+    String::from_utf8(bytes).map_err(|_| key_error(KeyError::NotUtf8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_consul() {
+        assert_eq!(duration_ms("30s"), Some(30_000));
+        assert_eq!(duration_ms("5m"), Some(300_000));
+        assert_eq!(duration_ms("250ms"), Some(250));
+        assert_eq!(duration_ms("2"), Some(2_000));
+        assert_eq!(duration_ms("1h"), Some(3_600_000));
+        assert_eq!(duration_ms("1m30s"), Some(90_000));
+        assert_eq!(duration_ms("1.5s"), Some(1_500));
+        assert_eq!(duration_ms("s"), None);
+        assert_eq!(duration_ms(""), None);
+        assert_eq!(duration_ms("10x"), None);
+        assert_eq!(duration_ms("5"), Some(5_000));
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%2Fb%20c").as_deref(), Some(&b"a/b c"[..]));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%4"), None);
+        assert_eq!(percent_decode("%+1"), None);
+        assert_eq!(percent_decode("%ff").as_deref(), Some(&[0xff][..]));
+    }
+
+    #[test]
+    fn parameters_decode_once_and_later_repeats_win() {
+        let uri: Uri = "/v1/kv/a?recurse&cas=3&x=1&x=2&sep=%2F+".parse().unwrap();
+        let p = Params::parse(&uri).unwrap();
+        assert!(p.flag("recurse"));
+        assert!(!p.flag("keys"));
+        assert_eq!(p.number("cas").unwrap(), Some(3));
+        assert_eq!(p.text("x"), Some("2"));
+        assert_eq!(p.text("sep"), Some("/ "));
+        let bad: Uri = "/v1/kv/a?cas=x".parse().unwrap();
+        let e = Params::parse(&bad).unwrap().number("cas").unwrap_err();
+        assert_eq!(e.code, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("cas"), "{}", e.message);
+    }
+}
