@@ -7,6 +7,7 @@
 //! touches a file or a socket, or draws on ambient randomness.
 
 pub mod codec;
+pub mod conflicts;
 pub mod digest;
 pub mod hlc;
 pub mod map;

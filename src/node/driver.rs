@@ -23,7 +23,7 @@ use super::{
     history, NodeError, EVENTS_KEPT_MAX, QUARANTINED_NAMED_MAX, WATCH_BATCH_MAX, WATCH_SCAN_MAX,
 };
 use crate::core::codec;
-use crate::core::map::Conflict;
+use crate::core::conflicts::Conflict;
 use crate::core::types::{Entry, Key, NodeId, Stamp};
 use crate::net::{self, NetEvent, NetMetrics, Transport};
 use crate::sync::membership::{Member, Membership, MembershipOutput};

@@ -28,7 +28,7 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use crate::core::map::Conflict;
+use crate::core::conflicts::Conflict;
 use crate::core::types::{Entry, Hash, Key, Limits, NodeId};
 use crate::net;
 use crate::net::tls::{NodeIdentity, TlsError};

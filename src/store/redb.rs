@@ -36,8 +36,8 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use super::{Durability, Store, StoreError, LOAD_CHUNK_RECORDS};
+use crate::core::conflicts::Conflict;
 use crate::core::hlc::Hlc;
-use crate::core::map::Conflict;
 use crate::core::types::{Check, Entry, Key, NodeId};
 use crate::sync::{
     DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, Recovery, StoredRecord,

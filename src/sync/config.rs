@@ -4,8 +4,8 @@
 use thiserror::Error;
 
 use crate::core::codec::{ClusterId, ENTRIES_PER_MESSAGE_MAX, NAME_BYTES_MAX};
+use crate::core::conflicts::CONFLICTS_MAX_DEFAULT;
 use crate::core::hlc::CLOCK_OFFSET_MS_MAX_DEFAULT;
-use crate::core::map::CONFLICTS_MAX_DEFAULT;
 use crate::core::types::{Limits, NodeId, KEY_BYTES_MAX, VALUE_BYTES_LIMIT};
 
 /// What a replica does with client writes while it cannot reach a majority of regions.

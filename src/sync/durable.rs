@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::core::conflicts::Conflict;
 use crate::core::hlc::Hlc;
-use crate::core::map::Conflict;
 use crate::core::types::{Check, Entry, Key, NodeId};
 
 /// Conflicts a store keeps (the newest); a larger `conflicts_max` keeps the

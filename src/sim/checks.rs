@@ -1,0 +1,258 @@
+//! What a run must show: roots equal at every event once quiescent, and at
+//! the end all roots and states equal, equal to the oracle of acknowledged
+//! writes, and every node's durable state restoring to the same root.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::{Node, Sim, EPOCH_MS, STEADY_MS};
+use crate::core::types::{Entry, Key, Stamp};
+use crate::sync::Replica;
+
+impl Sim {
+    /// After convergence the live data no longer changes, while replicas
+    /// go on collecting tombstones, each when it learns every member holds
+    /// them: runs until `t`, checking after every event that every root is
+    /// still equal (equal live data must give equal roots at every moment).
+    pub(super) fn check_steady(&mut self, t: u64) -> Result<(), String> {
+        let collected = |nodes: &[Node]| -> u64 {
+            nodes
+                .iter()
+                .filter_map(|n| n.replica.as_ref())
+                .map(|r| r.metrics().tombstones_collected)
+                .sum()
+        };
+        let before = collected(&self.nodes);
+        while self.step(t) {
+            if let Some(f) = self.failure.take() {
+                return Err(f);
+            }
+            if !self.converged_roots() {
+                let roots = self.describe_roots();
+                return Err(format!(
+                    "roots differ {} ms after convergence, with no write in flight: {roots}",
+                    self.now - (t - STEADY_MS)
+                ));
+            }
+        }
+        self.now = self.now.max(t);
+        self.report.collected_while_steady = collected(&self.nodes) - before;
+        Ok(())
+    }
+
+    pub(super) fn converged(&mut self) -> bool {
+        self.nodes.iter().all(|n| n.pending.is_none()) && self.converged_roots()
+    }
+
+    /// Every node is up and reports the same root.
+    pub(super) fn converged_roots(&mut self) -> bool {
+        let mut root = None;
+        for n in &mut self.nodes {
+            let Some(r) = n.replica.as_mut() else {
+                return false;
+            };
+            let rr = r.root();
+            if *root.get_or_insert(rr) != rr {
+                return false;
+            }
+        }
+        true
+    }
+
+    pub(super) fn describe_roots(&mut self) -> String {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            match n.replica.as_mut() {
+                None => out.push(format!("n{i}: down")),
+                Some(r) => {
+                    let st = r.status();
+                    let peers: Vec<String> = st
+                        .peers
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{}{}:a{}/r{}/f{}",
+                                p.name,
+                                if p.connected { "" } else { "(down)" },
+                                p.applied,
+                                p.received.physical_ms() % 1_000_000,
+                                p.frontier.physical_ms() % 1_000_000
+                            )
+                        })
+                        .collect();
+                    out.push(format!(
+                        "n{i}: root {:02x}{:02x}{:02x}{:02x} keys {} tombstones {} index {} frontier {} floor {} peers [{}]",
+                        st.root[0],
+                        st.root[1],
+                        st.root[2],
+                        st.root[3],
+                        r.map().len(),
+                        r.map().tombstone_count(),
+                        st.index,
+                        st.frontier.physical_ms() % 1_000_000,
+                        st.gc_floor.physical_ms() % 1_000_000,
+                        peers.join(" ")
+                    ));
+                    out.push(format!("    {:?}", r.metrics()));
+                }
+            }
+        }
+        out.extend(self.describe_differences(5));
+        out.join("\n")
+    }
+
+    /// Up to `count_max` keys whose records differ between the live
+    /// replicas, with each one's stamp (or `-` where it is absent).
+    pub(super) fn describe_differences(&self, count_max: usize) -> Vec<String> {
+        let live: Vec<(usize, &Replica)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, n)| n.replica.as_ref().map(|r| (i, r)))
+            .collect();
+        let mut keys: Vec<&Key> = live
+            .iter()
+            .flat_map(|(_, r)| r.map().iter().map(|(k, _)| k))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let mut out = Vec::new();
+        for k in keys {
+            let held: Vec<Option<&Entry>> = live
+                .iter()
+                .map(|(_, r)| r.map().get(k.as_str()).map(|rec| &rec.entry))
+                .collect();
+            if held.windows(2).all(|w| w[0] == w[1]) {
+                continue;
+            }
+            if out.len() == count_max {
+                out.push("    ...".to_string());
+                break;
+            }
+            let each: Vec<String> = live
+                .iter()
+                .zip(&held)
+                .map(|((i, _), e)| match e {
+                    None => format!("n{i} -"),
+                    Some(e) => format!(
+                        "n{i} {:?}{}",
+                        e.stamp,
+                        if e.value.is_none() {
+                            " (tombstone)"
+                        } else {
+                            ""
+                        }
+                    ),
+                })
+                .collect();
+            out.push(format!("    differs {k:?}: {}", each.join(", ")));
+        }
+        out
+    }
+
+    pub(super) fn check_final(&mut self) -> Result<(), String> {
+        let expected: BTreeMap<String, (Stamp, Bytes, u64)> = self
+            .oracle
+            .iter()
+            .filter_map(|(k, (s, v, f))| v.as_ref().map(|v| (k.clone(), (*s, v.clone(), *f))))
+            .collect();
+        self.report.writes_lost_unacknowledged =
+            self.issued.len() as u64 - self.report.writes_acknowledged;
+        // An accepted write is acknowledged unless its node crashed first.
+        for (stamp, w) in &self.issued {
+            if !w.answered && self.nodes[w.node].incarnation == w.incarnation {
+                return Err(format!(
+                    "node {} accepted a write of {:?} at {stamp:?} and never acknowledged it",
+                    w.node, w.key
+                ));
+            }
+        }
+        // Writes accepted but never acknowledged (a crash came first, or a
+        // quorum write timed out, or its node crashed while it waited for a
+        // majority) may survive or not: a key may hold one of them when it
+        // is newer than the newest acknowledged write of that key.
+        let unacked = |key: &str, newer_than: Option<Stamp>| -> Vec<(Stamp, Option<Bytes>, u64)> {
+            self.issued
+                .iter()
+                .filter(|(s, w)| {
+                    !w.acknowledged && w.key == key && newer_than.is_none_or(|n| **s > n)
+                })
+                .map(|(s, w)| (*s, w.value.clone(), w.flags))
+                .collect()
+        };
+        for (i, n) in self.nodes.iter_mut().enumerate() {
+            let r = n.replica.as_mut().expect("converged means all up");
+            let live: BTreeMap<String, (Stamp, Bytes, u64)> = r
+                .map()
+                .iter()
+                .filter_map(|(k, rec)| {
+                    rec.entry
+                        .value
+                        .as_ref()
+                        .map(|v| (k.to_string(), (rec.entry.stamp, v.clone(), rec.entry.flags)))
+                })
+                .collect();
+            let keys: std::collections::BTreeSet<&String> =
+                live.keys().chain(self.oracle.keys()).collect();
+            let mut diffs = Vec::new();
+            for k in keys {
+                let held = live.get(k);
+                let acked = self.oracle.get(k);
+                let acked_stamp = acked.map(|(s, _, _)| *s);
+                let ok = match (held, acked) {
+                    (Some(l), Some((s, Some(v), f))) if (l.0, &l.1, l.2) == (*s, v, *f) => true,
+                    (None, None) | (None, Some((_, None, _))) => true,
+                    // A newer write that was never acknowledged survived.
+                    (Some(l), _) => unacked(k, acked_stamp)
+                        .iter()
+                        .any(|(s, v, f)| *s == l.0 && v.as_ref() == Some(&l.1) && *f == l.2),
+                    // A newer delete that was never acknowledged survived.
+                    (None, Some(_)) => unacked(k, acked_stamp).iter().any(|(_, v, _)| v.is_none()),
+                };
+                if ok {
+                    continue;
+                }
+                diffs.push(match (held, acked) {
+                    (None, Some((s, _, _))) => format!("{k}: acknowledged {s:?} lost"),
+                    (Some(l), Some((s, Some(_), _))) => {
+                        format!("{k}: holds {:?}, oracle {s:?}", l.0)
+                    }
+                    (Some(l), Some((s, None, _))) => {
+                        format!("{k}: deleted at {s:?}, resurrected as {:?}", l.0)
+                    }
+                    (Some(l), None) => format!("{k}: never acknowledged, holds {:?}", l.0),
+                    (None, None) => unreachable!("accepted above"),
+                });
+            }
+            if !diffs.is_empty() {
+                return Err(format!(
+                    "node {i} differs from the oracle: {}",
+                    diffs.join("; ")
+                ));
+            }
+            // What is durable must restore to what is in memory.
+            let root = r.root();
+            let mut restored = Replica::restore(n.cfg.clone(), n.durable.clone(), EPOCH_MS)
+                .map_err(|e| format!("node {i} durable state does not restore: {e}"))?;
+            if restored.root() != root {
+                return Err(format!("node {i}: durable state restores to another root"));
+            }
+            let m = r.metrics();
+            self.report.tombstones_collected += m.tombstones_collected;
+            self.report.ae_entries_applied += m.ae_entries_applied;
+            self.report.feed_gaps += m.feed_gaps;
+            self.report.below_floor_refused += m.below_floor_refused;
+            self.report.records_quarantined += m.records_quarantined;
+            self.report.records_repaired += m.records_repaired;
+            // Nothing damaged is left in memory (the scrub runs every second).
+            let (bad, _, _) = r.map().verify_range(None, usize::MAX);
+            if !bad.is_empty() {
+                return Err(format!("node {i} still holds damaged records: {bad:?}"));
+            }
+            self.report.root = root;
+            self.report.keys_live = expected.len();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! Faults the simulation injects: crashes (losing what was not durable),
+//! damaged records on disk and in memory, and partitions (a region cut
+//! off, one link cut, a random split).
+
+use super::{pair, Ev, Sim};
+use bytes::Bytes;
+
+impl Sim {
+    /// Crashes a random running node (if more than one runs); which.
+    pub(super) fn crash(&mut self) -> Option<usize> {
+        let up: Vec<usize> = (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].replica.is_some())
+            .collect();
+        if up.len() <= 1 {
+            return None;
+        }
+        let i = up[self.rng.below(up.len() as u64) as usize];
+        self.report.crashes += 1;
+        let n = &mut self.nodes[i];
+        n.replica = None;
+        n.queue.clear();
+        n.pending = None;
+        n.incarnation += 1;
+        n.tick_at = None;
+        self.drop_links_of(i);
+        let down = self.rng.range(200, 10_000);
+        self.schedule(self.now + down, Ev::Restart { node: i });
+        Some(i)
+    }
+
+    /// Whether a node other than `i` holds `key`'s very entry durably (so
+    /// that damage to `i`'s copy can be repaired from it).
+    pub(super) fn held_elsewhere(
+        &self,
+        i: usize,
+        key: &crate::core::types::Key,
+        entry: &crate::core::types::Entry,
+    ) -> bool {
+        self.nodes.iter().enumerate().any(|(j, n)| {
+            j != i
+                && n.durable
+                    .records
+                    .get(key)
+                    .is_some_and(|r| r.entry == *entry)
+        })
+    }
+
+    /// Damages up to three stored records of stopped node `i` that another
+    /// node holds intact: a value byte, flags, a stamp, or (rarely) the key
+    /// itself, leaving the stored check as it was.
+    pub(super) fn damage_disk(&mut self, i: usize) {
+        let candidates: Vec<crate::core::types::Key> = self.nodes[i]
+            .durable
+            .records
+            .iter()
+            .filter(|(k, r)| self.held_elsewhere(i, k, &r.entry))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        for _ in 0..self.rng.range(1, 3) {
+            let k = &candidates[self.rng.below(candidates.len() as u64) as usize];
+            let kind = self.rng.below(20);
+            let d = &mut self.nodes[i].durable;
+            let Some(r) = d.records.get_mut(k) else {
+                continue;
+            };
+            match kind {
+                0 => {
+                    // The key's own bytes: the record no longer decodes.
+                    let r = d.records.remove(k).expect("present");
+                    let mut raw = k.as_str().as_bytes().to_vec();
+                    raw.push(0xff);
+                    let _ = r;
+                    d.damaged.push(crate::sync::DamagedRecord {
+                        raw_key: raw,
+                        reason: "simulated: the key's bytes were damaged".to_string(),
+                    });
+                }
+                1..=6 => r.entry.stamp.hlc.0 ^= 1 << 20,
+                7..=12 => r.entry.flags ^= 1 << 3,
+                _ => match r.entry.value.as_mut() {
+                    Some(v) if !v.is_empty() => {
+                        let mut b = v.to_vec();
+                        b[0] ^= 0x20;
+                        *v = Bytes::from(b);
+                    }
+                    _ => r.entry.flags ^= 1,
+                },
+            }
+            self.report.records_damaged += 1;
+        }
+    }
+
+    /// Damages one record in a running node's memory that another node
+    /// holds intact; the replica must find it (before it sends or serves it,
+    /// or in its scrub) and repair it.
+    pub(super) fn damage_memory(&mut self) {
+        let i = self.rng.below(self.nodes.len() as u64) as usize;
+        let Some(r) = self.nodes[i].replica.as_ref() else {
+            return;
+        };
+        // Held intact on its own disk (read back) or by another node.
+        let on_disk = |k: &crate::core::types::Key, e: &crate::core::types::Entry| {
+            self.nodes[i]
+                .durable
+                .records
+                .get(k)
+                .is_some_and(|r| r.entry == *e)
+        };
+        let candidates: Vec<crate::core::types::Key> = r
+            .map()
+            .iter()
+            .filter(|(k, rec)| on_disk(k, &rec.entry) || self.held_elsewhere(i, k, &rec.entry))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        let k = candidates[self.rng.below(candidates.len() as u64) as usize].clone();
+        let value = Bytes::from_static(b"damaged in memory");
+        if let Some(r) = self.nodes[i].replica.as_mut() {
+            if r.simulate_memory_damage(k.as_str(), Some(value)) {
+                self.report.records_damaged += 1;
+            }
+        }
+    }
+
+    pub(super) fn partition(&mut self) {
+        let n = self.nodes.len();
+        let mut cut = Vec::new();
+        match self.rng.below(3) {
+            0 => {
+                // A whole region cut off from the others.
+                let region = self.rng.below(self.cfg.regions as u64) as usize;
+                for a in 0..n {
+                    for b in a + 1..n {
+                        if (self.nodes[a].region == region) != (self.nodes[b].region == region) {
+                            cut.push((a, b));
+                        }
+                    }
+                }
+            }
+            1 => {
+                // One link: a partial partition, healed through third nodes.
+                let a = self.rng.below(n as u64) as usize;
+                let b = (a + 1 + self.rng.below(n as u64 - 1) as usize) % n;
+                cut.push(pair(a, b));
+            }
+            _ => {
+                // A random split in two.
+                let side: Vec<bool> = (0..n).map(|_| self.rng.chance(500_000)).collect();
+                for a in 0..n {
+                    for b in a + 1..n {
+                        if side[a] != side[b] {
+                            cut.push((a, b));
+                        }
+                    }
+                }
+            }
+        }
+        self.report.partitions += 1;
+        for p in &cut {
+            *self.cuts.entry(*p).or_insert(0) += 1;
+            // The transport notices after a while; meanwhile messages vanish.
+            let detect = self.rng.range(100, 3_000);
+            self.schedule(self.now + detect, Ev::Reconcile { a: p.0, b: p.1 });
+        }
+        let length = self.rng.range(1_000, 20_000);
+        self.schedule(self.now + length, Ev::Heal { cut });
+    }
+}

@@ -1,0 +1,156 @@
+//! The simulated network: which links should exist (partitions, crashed
+//! nodes), opening and closing them, and carrying frames through the real
+//! wire codec with per-region-pair delay, jitter, loss and duplication.
+
+use super::{pair, Ev, Sim};
+use crate::core::codec::{self, Message};
+use crate::core::types::NodeId;
+
+impl Sim {
+    pub(super) fn reconcile_all(&mut self) {
+        let pairs: Vec<(usize, usize)> = self.links.keys().copied().collect();
+        for (a, b) in pairs {
+            let delay = self.rng.range(10, 500);
+            self.schedule(self.now + delay, Ev::Reconcile { a, b });
+        }
+    }
+
+    pub(super) fn desired(&self, a: usize, b: usize) -> bool {
+        self.nodes[a].replica.is_some()
+            && self.nodes[b].replica.is_some()
+            && !self.cuts.contains_key(&pair(a, b))
+    }
+
+    /// Brings a link's connection state in line with crashes and cuts.
+    pub(super) fn reconcile(&mut self, a: usize, b: usize) {
+        let want = self.desired(a, b);
+        let (up, epoch) = self.links[&(a, b)];
+        if want == up {
+            return;
+        }
+        self.links.insert((a, b), (want, epoch + 1));
+        for (x, y) in [(a, b), (b, a)] {
+            let peer = self.nodes[y].id;
+            let now = self.node_now(x);
+            if let Some(r) = self.nodes[x].replica.as_mut() {
+                if want {
+                    r.connected(peer, now);
+                } else {
+                    r.disconnected(peer, now);
+                }
+            }
+            self.drain(x);
+        }
+    }
+
+    pub(super) fn drop_links_of(&mut self, node: usize) {
+        for other in 0..self.nodes.len() {
+            if other == node {
+                continue;
+            }
+            let p = pair(node, other);
+            let (up, epoch) = self.links[&p];
+            if up {
+                self.links.insert(p, (false, epoch + 1));
+                let peer = self.nodes[node].id;
+                let now = self.node_now(other);
+                if let Some(r) = self.nodes[other].replica.as_mut() {
+                    r.disconnected(peer, now);
+                }
+                self.drain(other);
+            }
+        }
+    }
+
+    pub(super) fn deliver(&mut self, to: usize, from: usize, link: u64, frame: &[u8]) {
+        let p = pair(to, from);
+        let (up, epoch) = self.links[&p];
+        if !up || epoch != link || self.cuts.contains_key(&p) || self.nodes[to].replica.is_none() {
+            self.report.messages_dropped += 1;
+            return;
+        }
+        let msg = match codec::decode(frame) {
+            Ok(m) => m,
+            Err(e) => return self.fail(format!("a frame from node {from} does not decode: {e}")),
+        };
+        let now = self.node_now(to);
+        let peer = self.nodes[from].id;
+        if self.trace.is_some() {
+            let entries = match &msg {
+                Message::Feed(f) => Some(&f.entries),
+                Message::AeEntries { entries, .. } => Some(entries),
+                _ => None,
+            };
+            for (k, e) in entries.into_iter().flatten() {
+                if self.traced(k.as_str()) {
+                    let kind = if matches!(msg, Message::Feed(_)) {
+                        "feed"
+                    } else {
+                        "ae"
+                    };
+                    let before = self.nodes[to]
+                        .replica
+                        .as_ref()
+                        .and_then(|r| r.get(k.as_str()).map(|r| r.entry.stamp));
+                    self.tr(|| {
+                        format!(
+                            "n{to} <- n{from} {kind} {k} {:?} (held {before:?})",
+                            e.stamp
+                        )
+                    });
+                }
+            }
+        }
+        if let Some(r) = self.nodes[to].replica.as_mut() {
+            r.handle(peer, msg, now);
+        }
+        self.drain(to);
+    }
+
+    pub(super) fn transmit(&mut self, from: usize, to: NodeId, msg: &Message) {
+        self.report.messages_sent += 1;
+        let Some(to) = self.nodes.iter().position(|n| n.id == to) else {
+            return self.fail(format!("node {from} sent to unknown node {to}"));
+        };
+        let p = pair(from, to);
+        let (up, epoch) = self.links[&p];
+        if !up {
+            self.report.messages_dropped += 1;
+            return;
+        }
+        let frame = match codec::encode(msg) {
+            Ok(f) => f,
+            Err(e) => {
+                return self.fail(format!(
+                    "node {from} built a message that does not encode: {e}"
+                ))
+            }
+        };
+        if self.dropping && self.rng.chance(self.cfg.drop_per_million) {
+            self.report.messages_dropped += 1;
+            return;
+        }
+        let copies = if self.rng.chance(self.cfg.duplicate_per_million) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let (lo, hi) = if self.nodes[from].region == self.nodes[to].region {
+                self.cfg.intra_region_ms
+            } else {
+                self.cfg.inter_region_ms
+            };
+            let delay = self.rng.range(lo, hi.max(lo));
+            self.schedule(
+                self.now + delay,
+                Ev::Deliver {
+                    to,
+                    from,
+                    link: epoch,
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+}
