@@ -45,7 +45,7 @@ fn raise_floor_above(net: &mut Net, stamp: Stamp) {
     for i in 0..5 {
         net.put(1, &format!("tmp/{i}"), "t");
         let now = net.local(1);
-        net.nodes[1].delete(&format!("tmp/{i}"), None, now).unwrap();
+        net.nodes[1].delete(format!("tmp/{i}"), None, now).unwrap();
     }
     net.settle();
     net.advance(3_000);

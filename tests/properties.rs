@@ -304,7 +304,7 @@ fn replica_survives(steps: Vec<(usize, bool, Message)>) -> Result<(), TestCaseEr
         }
         if i % 7 == 0 {
             let _ = r.put(
-                &format!("k{}", i % 5),
+                format!("k{}", i % 5),
                 Bytes::from_static(b"v"),
                 0,
                 None,

@@ -296,7 +296,7 @@ fn limits_and_cas_are_enforced_with_typed_errors() {
         Err(WriteError::Key(_))
     ));
     assert!(matches!(
-        r.put(&"k".repeat(1025), Bytes::new(), 0, None, now),
+        r.put("k".repeat(1025), Bytes::new(), 0, None, now),
         Err(WriteError::Key(_))
     ));
     let big = Bytes::from(vec![0u8; (1 << 20) + 1]);

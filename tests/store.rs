@@ -84,7 +84,7 @@ fn records_stream_in_key_order_in_bounded_chunks_and_restore_the_same_root() {
     let n = 2 * LOAD_CHUNK_RECORDS + 123;
     for i in 0..n {
         r.put(
-            &format!("k/{:06}", (i * 7919) % n),
+            format!("k/{:06}", (i * 7919) % n),
             Bytes::from_static(b"v"),
             0,
             None,
@@ -174,7 +174,7 @@ fn written_store(path: &std::path::Path, n: usize) -> Replica {
     let mut r = replica();
     for i in 0..n {
         r.put(
-            &format!("cfg/{i:05}"),
+            format!("cfg/{i:05}"),
             Bytes::from(format!("value of {i:05} {}", "x".repeat(i % 90))),
             (i % 3) as u64,
             None,
@@ -391,7 +391,7 @@ fn crash_child(path: PathBuf) -> ! {
         let first = i;
         for _ in 0..8 {
             r.put(
-                &format!("k{i}"),
+                format!("k{i}"),
                 Bytes::from(format!("v{i}")),
                 0,
                 None,

@@ -217,7 +217,8 @@ async fn get(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
 async fn put(api: &Api, uri: &Uri, body: Body) -> Result<Response, ApiError> {
     let key = path_rest(uri, "/v1/kv")?;
     let q = PutQuery::parse(&Params::parse(uri)?)?;
-    Key::check(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
+    // Validated once, here: the node and the replica take the key as it is.
+    let key = Key::new_within(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
     let max = api.cfg.limits.value_bytes_max;
     let value: Bytes = axum::body::to_bytes(body, max)
         .await
@@ -227,7 +228,7 @@ async fn put(api: &Api, uri: &Uri, body: Body) -> Result<Response, ApiError> {
         cas: q.cas,
         ack: q.ack,
     };
-    let done = match api.node.put_opts(&key, value, opts).await {
+    let done = match api.node.put_opts(key, value, opts).await {
         Ok(_) => true,
         Err(NodeError::Write(WriteError::CasMismatch { .. })) => false,
         Err(e) => return Err(node_error(e)),
@@ -261,14 +262,14 @@ async fn delete(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
             Ok((api.headers(api.node.index()), axum::Json(true)).into_response())
         }
         DeleteQuery::One { cas, ack } => {
-            Key::check(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
+            let key = Key::new_within(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
             // Without cas a delete always writes a tombstone, also for a key
             // absent here: a write from another region may be on its way, and
             // the later delete must win. With cas, as in Consul: a key that is
             // not live here answers true (nothing left to delete), another
             // version false.
             let opts = WriteOptions { flags: 0, cas, ack };
-            let done = match api.node.delete_opts(&key, opts).await {
+            let done = match api.node.delete_opts(key, opts).await {
                 Ok(_) => true,
                 Err(NodeError::Write(WriteError::CasMismatch { actual, .. })) => actual == 0,
                 Err(e) => return Err(node_error(e)),

@@ -66,6 +66,51 @@ impl fmt::Display for Stamp {
     }
 }
 
+/// What a write takes as its key: a [`Key`] already validated (then only
+/// its length is compared with the configured limit, which may be lower
+/// than the hard one), or text validated here, once.
+pub trait IntoKey {
+    /// The key, checked against `max` bytes (at most [`KEY_BYTES_MAX`]).
+    fn into_key(self, max: usize) -> Result<Key, KeyError>;
+}
+
+impl IntoKey for Key {
+    fn into_key(self, max: usize) -> Result<Key, KeyError> {
+        let max = max.min(KEY_BYTES_MAX);
+        if self.len() > max {
+            return Err(KeyError::TooLong {
+                len: self.len(),
+                max,
+            });
+        }
+        Ok(self)
+    }
+}
+
+impl IntoKey for &Key {
+    fn into_key(self, max: usize) -> Result<Key, KeyError> {
+        self.clone().into_key(max)
+    }
+}
+
+impl IntoKey for &str {
+    fn into_key(self, max: usize) -> Result<Key, KeyError> {
+        Key::new_within(self, max)
+    }
+}
+
+impl IntoKey for &String {
+    fn into_key(self, max: usize) -> Result<Key, KeyError> {
+        Key::new_within(self, max)
+    }
+}
+
+impl IntoKey for String {
+    fn into_key(self, max: usize) -> Result<Key, KeyError> {
+        Key::new_within(&self, max)
+    }
+}
+
 /// Why a key or value was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum KeyError {
@@ -86,7 +131,13 @@ pub struct Key(Arc<str>);
 impl Key {
     /// Validates `s` against the hard limits.
     pub fn new(s: &str) -> Result<Key, KeyError> {
-        Key::check(s, KEY_BYTES_MAX)?;
+        Key::new_within(s, KEY_BYTES_MAX)
+    }
+
+    /// Validates `s` against a configured length limit `max` (at most
+    /// [`KEY_BYTES_MAX`]).
+    pub fn new_within(s: &str, max: usize) -> Result<Key, KeyError> {
+        Key::check(s, max)?;
         Ok(Key(Arc::from(s)))
     }
 

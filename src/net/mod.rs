@@ -1,7 +1,8 @@
 //! `net`: the QUIC transport.
 //!
-//! Owns the endpoint (quinn over mutual TLS, see [`tls`]), dialing seed
-//! peers with backoff, accepting peers, and per connection: a preamble that
+//! Owns the endpoint (quinn over mutual TLS, see [`tls`]), dialing peers
+//! with backoff (which ones: [`links`], with one connection per pair),
+//! accepting peers, and per connection: a preamble that
 //! names the cluster and the node before any replication data, one
 //! unidirectional stream in each direction carrying length-prefixed codec
 //! frames, and a bounded send queue whose overflow drops frames (the
@@ -10,9 +11,10 @@
 //! decoded messages go to the node's driver, which feeds the replica.
 
 pub mod faults;
+pub mod links;
 pub mod tls;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -147,18 +149,12 @@ impl Transport {
     }
 
     /// Keeps a connection to `addr` up, redialing with backoff, until the
-    /// endpoint closes or `wanted` (if given) no longer holds `addr`.
-    pub async fn dial_loop(
-        self,
-        addr: SocketAddr,
-        wanted: Option<Arc<Mutex<HashSet<SocketAddr>>>>,
-    ) {
+    /// endpoint closes or `wanted` (if given) wants no member at `addr`.
+    pub async fn dial_loop(self, addr: SocketAddr, wanted: Option<links::DialSet>) {
         let mut backoff = DIAL_BACKOFF_MS_MIN;
         loop {
-            if let Some(w) = &wanted {
-                if !w.lock().unwrap_or_else(|e| e.into_inner()).contains(&addr) {
-                    return;
-                }
+            if wanted.as_ref().is_some_and(|w| !w.wants(addr)) {
+                return;
             }
             if self.is_connected(addr) {
                 // Connected already (maybe they dialed us): check again later.

@@ -2,7 +2,7 @@
 //! restoring the replica, and starting the driver, store thread and
 //! transport.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,7 @@ use super::types::{Histogram, EVENTS_BUFFERED_MAX};
 use super::{history, Node, NodeError, COMMAND_QUEUE_MAX, NET_QUEUE_MAX};
 use crate::core::types::{Limits, NodeId};
 use crate::net::faults::{Faults, FaultySocket};
+use crate::net::links::Links;
 use crate::net::tls::NodeIdentity;
 use crate::net::Transport;
 use crate::store::faults::{FaultyStore, StoreFaults};
@@ -394,7 +395,7 @@ impl NodeBuilder {
             replica,
             metrics: transport.metrics.clone(),
             transport,
-            conns: HashMap::new(),
+            links: Links::new(node_id, self.seeds.iter().copied()),
             queue: VecDeque::new(),
             issued: 0,
             done: 0,
@@ -417,9 +418,6 @@ impl NodeBuilder {
             failed: None,
             membership,
             timer_tx,
-            wanted: Arc::new(Mutex::new(HashSet::new())),
-            dialing: HashSet::new(),
-            seeds: self.seeds.iter().copied().collect(),
             refused: Vec::new(),
         };
         let task = tokio::spawn(driver.run(cmd_rx, net_rx, commit_rx, timer_rx));

@@ -4,10 +4,9 @@
 //! store thread in groups, and what waits on them is released when they
 //! are durable.
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,6 +24,7 @@ use super::{
 use crate::core::codec;
 use crate::core::conflicts::Conflict;
 use crate::core::types::{Entry, Key, NodeId, Stamp};
+use crate::net::links::{Adopted, Conn, Links};
 use crate::net::{self, NetEvent, NetMetrics, Transport};
 use crate::sync::membership::{Member, Membership, MembershipOutput};
 use crate::sync::{Event, ImportReport, Output, PersistBatch, Replica, WriteAck, WriteReceipt};
@@ -34,7 +34,7 @@ pub(super) const TICK_MS_MAX: u64 = 1_000;
 
 pub(super) enum Command {
     Put {
-        key: String,
+        key: Key,
         value: Option<Bytes>,
         opts: WriteOptions,
         reply: oneshot::Sender<Result<WriteReceipt, NodeError>>,
@@ -97,19 +97,13 @@ pub(super) enum Command {
 /// with the error that stopped the node).
 pub(super) type Barrier = Box<dyn FnOnce(Result<(), NodeError>) + Send>;
 
-pub(super) struct Conn {
-    pub(super) id: u64,
-    pub(super) dialed: bool,
-    pub(super) tx: mpsc::Sender<Vec<u8>>,
-    pub(super) connection: quinn::Connection,
-}
-
 pub(super) struct Driver {
     pub(super) me: NodeId,
     pub(super) replica: Replica,
     pub(super) transport: Transport,
     pub(super) metrics: Arc<NetMetrics>,
-    pub(super) conns: HashMap<NodeId, Conn>,
+    /// Connections to peers, and the members kept dialed.
+    pub(super) links: Links,
     /// Outputs waiting for the persist numbered by their first field.
     pub(super) queue: VecDeque<(u64, Output)>,
     /// Persists seen, and persists durable.
@@ -139,10 +133,6 @@ pub(super) struct Driver {
     pub(super) failed: Option<String>,
     pub(super) membership: Membership,
     pub(super) timer_tx: mpsc::Sender<foca::Timer<Member>>,
-    /// Addresses of members to keep connected to (seeds are dialed forever).
-    pub(super) wanted: Arc<Mutex<HashSet<SocketAddr>>>,
-    pub(super) dialing: HashSet<SocketAddr>,
-    pub(super) seeds: HashSet<SocketAddr>,
     /// Peers refused by the replica, to report as disconnected.
     pub(super) refused: Vec<NodeId>,
 }
@@ -347,7 +337,7 @@ impl Driver {
         match o {
             Output::Persist(_) => unreachable!("persists never enter the queue"),
             Output::Send { to, msg } => {
-                let Some(c) = self.conns.get(&to) else { return };
+                let Some(c) = self.links.get(to) else { return };
                 match codec::encode(&msg) {
                     Ok(frame) => net::try_send(&c.tx, frame, &self.metrics),
                     Err(e) => tracing::error!("cannot encode a {} message: {e}", msg.kind()),
@@ -391,10 +381,7 @@ impl Driver {
             Output::Disconnect { peer, reason } => {
                 self.metrics.peers_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, "refused peer: {reason}");
-                if let Some(c) = self.conns.remove(&peer) {
-                    c.connection
-                        .close(net::CLOSE_REFUSED.into(), reason.to_string().as_bytes());
-                }
+                self.links.refuse(peer, &reason.to_string());
                 // Its Down event will no longer match a connection: tell the replica now.
                 self.refused.push(peer);
             }
@@ -416,11 +403,11 @@ impl Driver {
     fn membership_outputs(&mut self) {
         for o in self.membership.drain() {
             match o {
-                MembershipOutput::Send { to, data } => match self.conns.get(&to.node) {
+                MembershipOutput::Send { to, data } => match self.links.get(to.node) {
                     Some(c) => {
                         let _ = c.connection.send_datagram(Bytes::from(data));
                     }
-                    None => self.want(&to.addr),
+                    None => self.links.want(to.node, &to.addr, &self.transport),
                 },
                 MembershipOutput::Timer { timer, after_ms } => {
                     let tx = self.timer_tx.clone();
@@ -432,43 +419,11 @@ impl Driver {
                 MembershipOutput::Up(m) => {
                     if m.node != self.me {
                         self.replica.add_member(m.node, &m.region);
-                        self.want(&m.addr);
+                        self.links.want(m.node, &m.addr, &self.transport);
                     }
                 }
-                MembershipOutput::Down(m) => {
-                    if let Ok(addr) = m.addr.parse::<SocketAddr>() {
-                        self.wanted
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .remove(&addr);
-                        self.dialing.remove(&addr);
-                    }
-                }
+                MembershipOutput::Down(m) => self.links.unwant(m.node),
             }
-        }
-    }
-
-    /// Keeps a connection to a member's address (a dial loop, until it is down).
-    fn want(&mut self, addr: &str) {
-        let Ok(addr) = addr.parse::<SocketAddr>() else {
-            tracing::debug!("member address {addr:?} does not parse");
-            return;
-        };
-        if self.seeds.contains(&addr)
-            || addr == self.transport.endpoint.local_addr().unwrap_or(addr)
-        {
-            return;
-        }
-        self.wanted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(addr);
-        if self.dialing.insert(addr) {
-            tokio::spawn(
-                self.transport
-                    .clone()
-                    .dial_loop(addr, Some(self.wanted.clone())),
-            );
         }
     }
 
@@ -476,7 +431,7 @@ impl Driver {
         let now = now_ms();
         match ev {
             NetEvent::Datagram { conn, node, data } => {
-                if self.conns.get(&node).is_some_and(|c| c.id == conn) {
+                if self.links.is_current(node, conn) {
                     if let Err(e) = self.membership.handle_data(&data) {
                         self.metrics
                             .malformed_frames
@@ -511,34 +466,19 @@ impl Driver {
                     tx,
                     connection,
                 };
-                // One connection per pair: both sides keep the one dialed by the smaller id.
-                let preferred = |c: &Conn| c.dialed == (self.me < node);
-                match self.conns.remove(&node) {
-                    Some(old) if preferred(&old) || !preferred(&new) => {
-                        new.connection
-                            .close(net::CLOSE_DUPLICATE.into(), b"duplicate");
-                        self.conns.insert(node, old);
-                    }
-                    Some(old) => {
-                        old.connection
-                            .close(net::CLOSE_DUPLICATE.into(), b"duplicate");
-                        self.conns.insert(node, new);
-                        self.replica.reconnected(node, now);
-                    }
-                    None => {
-                        self.conns.insert(node, new);
-                        self.replica.connected(node, now);
-                    }
+                match self.links.up(node, new) {
+                    Adopted::New => self.replica.connected(node, now),
+                    Adopted::Replaced => self.replica.reconnected(node, now),
+                    Adopted::Duplicate => {}
                 }
             }
             NetEvent::Message { conn, node, msg } => {
-                if self.conns.get(&node).is_some_and(|c| c.id == conn) {
+                if self.links.is_current(node, conn) {
                     self.replica.handle(node, msg, now);
                 }
             }
             NetEvent::Down { conn, node } => {
-                if self.conns.get(&node).is_some_and(|c| c.id == conn) {
-                    self.conns.remove(&node);
+                if self.links.down(node, conn) {
                     self.replica.disconnected(node, now);
                 }
             }
@@ -593,8 +533,8 @@ impl Driver {
                 let r = match value {
                     Some(v) => self
                         .replica
-                        .put_acked(&key, v, opts.flags, opts.cas, ack, now),
-                    None => self.replica.delete_acked(&key, opts.cas, ack, now),
+                        .put_acked(key, v, opts.flags, opts.cas, ack, now),
+                    None => self.replica.delete_acked(key, opts.cas, ack, now),
                 };
                 match r {
                     Ok(receipt) => {

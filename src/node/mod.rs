@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::core::conflicts::Conflict;
-use crate::core::types::{Entry, Hash, Key, Limits, NodeId};
+use crate::core::types::{Entry, Hash, IntoKey, Key, Limits, NodeId, KEY_BYTES_MAX};
 use crate::net;
 use crate::net::tls::{NodeIdentity, TlsError};
 use crate::store::{Durability, StoreError};
@@ -230,14 +230,18 @@ impl Node {
     }
 
     /// Writes `value` under `key`; returns once the write is durable.
-    pub async fn put(&self, key: &str, value: impl Into<Bytes>) -> Result<WriteReceipt, NodeError> {
+    pub async fn put(
+        &self,
+        key: impl IntoKey,
+        value: impl Into<Bytes>,
+    ) -> Result<WriteReceipt, NodeError> {
         self.put_with(key, value, 0, None).await
     }
 
     /// Writes with Consul flags and an optional check-and-set index (0: only if absent).
     pub async fn put_with(
         &self,
-        key: &str,
+        key: impl IntoKey,
         value: impl Into<Bytes>,
         flags: u64,
         cas: Option<u64>,
@@ -255,7 +259,7 @@ impl Node {
     /// [`WriteAck::Quorum`]).
     pub async fn put_opts(
         &self,
-        key: &str,
+        key: impl IntoKey,
         value: impl Into<Bytes>,
         opts: WriteOptions,
     ) -> Result<WriteReceipt, NodeError> {
@@ -264,7 +268,7 @@ impl Node {
         // keep all of that buffer alive for as long as the key holds it.
         let value: Bytes = value.into();
         let value = Some(Bytes::copy_from_slice(&value));
-        let key = key.to_string();
+        let key = valid(key)?;
         self.call(|reply| Command::Put {
             key,
             value,
@@ -275,14 +279,14 @@ impl Node {
     }
 
     /// Deletes `key` (a tombstone); returns once durable.
-    pub async fn delete(&self, key: &str) -> Result<WriteReceipt, NodeError> {
+    pub async fn delete(&self, key: impl IntoKey) -> Result<WriteReceipt, NodeError> {
         self.delete_with(key, None).await
     }
 
     /// Deletes `key` if its modify index is `cas` (when given).
     pub async fn delete_with(
         &self,
-        key: &str,
+        key: impl IntoKey,
         cas: Option<u64>,
     ) -> Result<WriteReceipt, NodeError> {
         let opts = WriteOptions {
@@ -296,10 +300,10 @@ impl Node {
     /// Deletes `key` with `opts` (flags are ignored).
     pub async fn delete_opts(
         &self,
-        key: &str,
+        key: impl IntoKey,
         opts: WriteOptions,
     ) -> Result<WriteReceipt, NodeError> {
-        let key = key.to_string();
+        let key = valid(key)?;
         self.call(|reply| Command::Put {
             key,
             value: None,
@@ -515,4 +519,11 @@ impl Watch {
             self.delivered
         }
     }
+}
+
+/// A write's key, validated against the hard limits here (the replica
+/// compares its length with the configured limit, without a second scan).
+fn valid(key: impl IntoKey) -> Result<Key, NodeError> {
+    key.into_key(KEY_BYTES_MAX)
+        .map_err(|e| NodeError::Write(WriteError::Key(e)))
 }

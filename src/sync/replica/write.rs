@@ -6,7 +6,7 @@ use thiserror::Error;
 
 use super::{Replica, Resolution, Timer};
 use crate::core::hlc::{ClockError, Hlc};
-use crate::core::types::{Entry, Key, KeyError, Stamp, ValueError};
+use crate::core::types::{Entry, IntoKey, Key, KeyError, Stamp, ValueError};
 use crate::sync::config::{PartitionPolicy, WriteAck};
 
 /// Why a client write was refused. Nothing was changed.
@@ -120,7 +120,7 @@ impl Replica {
     /// is `cas` (0: only if the key does not exist).
     pub fn put(
         &mut self,
-        key: &str,
+        key: impl IntoKey,
         value: Bytes,
         flags: u64,
         cas: Option<u64>,
@@ -132,7 +132,7 @@ impl Replica {
     /// [`Replica::put`], acknowledged as `ack` says.
     pub fn put_acked(
         &mut self,
-        key: &str,
+        key: impl IntoKey,
         value: Bytes,
         flags: u64,
         cas: Option<u64>,
@@ -151,7 +151,7 @@ impl Replica {
     /// (Consul answers `true` to that: nothing is left to delete).
     pub fn delete(
         &mut self,
-        key: &str,
+        key: impl IntoKey,
         cas: Option<u64>,
         now_ms: u64,
     ) -> Result<WriteReceipt, WriteError> {
@@ -161,7 +161,7 @@ impl Replica {
     /// [`Replica::delete`], acknowledged as `ack` says.
     pub fn delete_acked(
         &mut self,
-        key: &str,
+        key: impl IntoKey,
         cas: Option<u64>,
         ack: WriteAck,
         now_ms: u64,
@@ -171,7 +171,7 @@ impl Replica {
 
     fn write(
         &mut self,
-        key: &str,
+        key: impl IntoKey,
         value: Option<Bytes>,
         flags: u64,
         cas: Option<u64>,
@@ -179,10 +179,10 @@ impl Replica {
         now_ms: u64,
     ) -> Result<WriteReceipt, WriteError> {
         self.observe_time(now_ms);
-        Key::check(key, self.cfg.limits.key_bytes_max)?;
+        let key = key.into_key(self.cfg.limits.key_bytes_max)?;
         self.writable()?;
         self.quorum_writable(ack)?;
-        let current = self.map.get(key);
+        let current = self.map.get(key.as_str());
         if let Some(expected) = cas {
             let actual = current
                 .filter(|r| !r.entry.is_tombstone())
@@ -194,7 +194,6 @@ impl Replica {
         }
         let prev = current.map_or(Stamp::ZERO, |r| r.entry.stamp);
         let stamp = Stamp::new(self.clock.tick(now_ms)?, self.cfg.node);
-        let key = Key::new(key)?;
         let index = self.map.apply_local(
             &key,
             Entry {
