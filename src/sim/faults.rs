@@ -3,18 +3,30 @@
 //! off, one link cut, a random split).
 
 use super::{pair, Ev, Sim};
+use crate::sync::DurableState;
 use bytes::Bytes;
 
 impl Sim {
     /// Crashes a random running node (if more than one runs); which.
     pub(super) fn crash(&mut self) -> Option<usize> {
+        self.crash_one(|_, _| true)
+    }
+
+    /// Crashes a random running node for which `may(sim, node)` holds (if
+    /// more than one runs); which.
+    fn crash_one(&mut self, may: impl Fn(&Sim, usize) -> bool) -> Option<usize> {
         let up: Vec<usize> = (0..self.nodes.len())
             .filter(|i| self.nodes[*i].replica.is_some())
             .collect();
         if up.len() <= 1 {
             return None;
         }
+        let up: Vec<usize> = up.into_iter().filter(|i| may(self, *i)).collect();
+        if up.is_empty() {
+            return None;
+        }
         let i = up[self.rng.below(up.len() as u64) as usize];
+        self.tr(|| format!("n{i} crashes"));
         self.report.crashes += 1;
         let n = &mut self.nodes[i];
         n.replica = None;
@@ -26,6 +38,35 @@ impl Sim {
         let down = self.rng.range(200, 10_000);
         self.schedule(self.now + down, Ev::Restart { node: i });
         Some(i)
+    }
+
+    /// Crashes a running node and destroys its store, unless that would
+    /// lose an acknowledged write; which.
+    pub(super) fn destroy(&mut self) -> Option<usize> {
+        let i = self.crash_one(|sim, i| !sim.holds_last_copy(i))?;
+        let n = &mut self.nodes[i];
+        n.durable = DurableState::new(n.id);
+        n.lost = true;
+        self.report.destroys += 1;
+        Some(i)
+    }
+
+    /// Whether node `i` durably holds the only intact copy of a key's
+    /// newest acknowledged write. Quorum acknowledgement keeps a write on
+    /// two nodes; disk damage on the other one (allowed while this one
+    /// held it intact) leaves this copy the last, and destroying it would
+    /// lose the write whatever the replicas do (sim seed 32359).
+    fn holds_last_copy(&self, i: usize) -> bool {
+        self.oracle.iter().any(|(key, (stamp, _, _))| {
+            let Ok(key) = crate::core::types::Key::new(key) else {
+                return false;
+            };
+            self.nodes[i]
+                .durable
+                .records
+                .get(&key)
+                .is_some_and(|r| r.entry.stamp == *stamp && !self.held_elsewhere(i, &key, &r.entry))
+        })
     }
 
     /// Whether a node other than `i` holds `key`'s very entry durably (so
@@ -62,6 +103,7 @@ impl Sim {
         for _ in 0..self.rng.range(1, 3) {
             let k = &candidates[self.rng.below(candidates.len() as u64) as usize];
             let kind = self.rng.below(20);
+            self.tr(|| format!("n{i} disk damage {} (kind {kind})", k.as_str()));
             let d = &mut self.nodes[i].durable;
             let Some(r) = d.records.get_mut(k) else {
                 continue;

@@ -623,12 +623,7 @@ impl Sim {
                 self.report.clock_faults += 1;
             }
             Ev::Destroy => {
-                if let Some(i) = self.crash() {
-                    let n = &mut self.nodes[i];
-                    n.durable = DurableState::new(n.id);
-                    n.lost = true;
-                    self.report.destroys += 1;
-                }
+                self.destroy();
             }
             Ev::Restart { node } => {
                 if self.nodes[node].replica.is_none() {
