@@ -14,7 +14,7 @@ use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use meridian::client::Client;
 use meridian::daemon::{Daemon, DaemonConfig};
 use meridian::net::tls::Ca;
-use meridian::sim::{run_seed, SimConfig};
+use meridian::sim::{run_seed, Sim, SimConfig};
 
 #[derive(Parser)]
 #[command(name = "meridian", version, about = "Multi-region configuration sync")]
@@ -148,6 +148,10 @@ enum Command {
         /// Replay exactly one seed and print its scenario and report.
         #[arg(long, conflicts_with_all = ["seeds", "first"])]
         seed: Option<u64>,
+        /// With --seed: print the story of this key (`*`: of every key)
+        /// and every fault, in virtual time, to stderr.
+        #[arg(long, requires = "seed")]
+        trace: Option<String>,
     },
 }
 
@@ -246,7 +250,12 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
-        Command::Sim { seeds, first, seed } => Ok(sim(seeds, first, seed)),
+        Command::Sim {
+            seeds,
+            first,
+            seed,
+            trace,
+        } => Ok(sim(seeds, first, seed, trace)),
         Command::Ca { command } => ca(command).map(|()| true),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -408,10 +417,10 @@ fn ca(command: CaCommand) -> Result<()> {
     }
 }
 
-fn sim(seeds: u64, first: u64, seed: Option<u64>) -> bool {
+fn sim(seeds: u64, first: u64, seed: Option<u64>, trace: Option<String>) -> bool {
     if let Some(seed) = seed {
         println!("{:#?}", SimConfig::from_seed(seed));
-        return match run_seed(seed) {
+        return match Sim::new(SimConfig::from_seed(seed)).with_trace(trace).run() {
             Ok(report) => {
                 println!("{report:#?}");
                 true

@@ -209,14 +209,19 @@ impl Replica {
         self.dirty_meta = true;
         let receipt = WriteReceipt { key, stamp, index };
         self.acknowledge(receipt.clone(), ack, now_ms);
+        self.push_written(ack, now_ms);
+        self.commit();
+        Ok(receipt)
+    }
+
+    /// Sends local writes on: at once for a quorum write (its
+    /// acknowledgement waits on the push), else with the next batch.
+    fn push_written(&mut self, ack: WriteAck, now_ms: u64) {
         if ack == WriteAck::Quorum {
-            // Its acknowledgement waits on the push: not batched.
             self.pump_all(now_ms);
         } else {
             self.schedule_push(now_ms);
         }
-        self.commit();
-        Ok(receipt)
     }
 
     /// Deletes every key this replica knows under `prefix`, live or already
@@ -282,11 +287,7 @@ impl Replica {
         }
         if !receipts.is_empty() {
             self.dirty_meta = true;
-            if ack == WriteAck::Quorum {
-                self.pump_all(now_ms);
-            } else {
-                self.schedule_push(now_ms);
-            }
+            self.push_written(ack, now_ms);
         }
         self.commit();
         Ok(receipts)
