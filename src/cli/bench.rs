@@ -4,9 +4,7 @@
 //! latency acknowledged locally and by a quorum of regions), partition,
 //! throughput, rebuild; each prints a table (or JSON with `--json`).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -14,9 +12,9 @@ use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 use meridian::client;
 use meridian::core::types::region_name;
-use meridian::daemon::{Daemon, DaemonConfig};
-use meridian::net::faults::{Faults, Link};
-use meridian::net::tls::Ca;
+use meridian::net::faults::Link;
+
+use super::local::{Identities, LocalCluster, Options};
 use serde_json::{json, Value};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -82,123 +80,42 @@ pub struct BenchArgs {
 /// Most nodes a bench cluster runs.
 const BENCH_NODES_MAX: usize = 16;
 
-struct Cluster {
-    nodes: Vec<(Daemon, Arc<Faults>, usize)>,
-    ca: Ca,
-    dir: PathBuf,
-    link: Link,
-}
-
-impl Cluster {
-    async fn node_config(&self, name: &str, region: &str, seeds: Vec<SocketAddr>) -> DaemonConfig {
-        DaemonConfig {
-            name: name.into(),
-            region: region.into(),
-            data_dir: self.dir.join(name),
-            listen: "127.0.0.1:0".parse().expect("literal"),
-            api: "127.0.0.1:0".parse().expect("literal"),
-            seeds,
-            ..DaemonConfig::default()
-        }
+/// Starts the cluster of `a` under `dir`, regions linked by the injected WAN.
+async fn start(a: &BenchArgs, dir: PathBuf) -> Result<LocalCluster> {
+    let total = a.regions * a.nodes_per_region;
+    if a.regions < 2 || a.nodes_per_region == 0 || total > BENCH_NODES_MAX {
+        bail!("a bench cluster has 2 or more regions and at most {BENCH_NODES_MAX} nodes");
     }
-
-    async fn start(a: &BenchArgs, dir: PathBuf) -> Result<Cluster> {
-        let total = a.regions * a.nodes_per_region;
-        if a.regions < 2 || a.nodes_per_region == 0 || total > BENCH_NODES_MAX {
-            bail!("a bench cluster has 2 or more regions and at most {BENCH_NODES_MAX} nodes");
-        }
-        let link = Link {
+    let mut c = LocalCluster::new(Options {
+        dir,
+        identities: Identities::throwaway("meridian-bench")?,
+        api_port: 0,
+        webhook: None,
+        wan: Some(Link {
             delay_ms: a.delay_ms,
             jitter_ms: a.jitter_ms,
             loss: a.loss,
-        };
-        let mut c = Cluster {
-            nodes: Vec::new(),
-            ca: Ca::generate("meridian-bench")?,
-            dir,
-            link,
-        };
-        let mut seed = None;
-        for i in 0..total {
-            let r = i / a.nodes_per_region;
-            let name = format!("{}-{}", region_name(r), i % a.nodes_per_region + 1);
-            c.add(&name, r, seed.into_iter().collect()).await?;
-            seed.get_or_insert(c.nodes[0].0.node().local_addr());
-        }
-        Ok(c)
+        }),
+    });
+    for i in 0..total {
+        let (name, region) = LocalCluster::name(i, a.nodes_per_region);
+        c.add(&name, region).await?;
     }
+    Ok(c)
+}
 
-    /// Starts a node in region `r`, with the WAN link to every node of another region.
-    async fn add(&mut self, name: &str, r: usize, seeds: Vec<SocketAddr>) -> Result<()> {
-        let cfg = self.node_config(name, &region_name(r), seeds).await;
-        let faults = Faults::new();
-        let d = Daemon::start_with(
-            &cfg,
-            self.ca.issue(name, &region_name(r))?,
-            Some(faults.clone()),
-        )
-        .await
-        .with_context(|| format!("starting {name}"))?;
-        for (other, other_faults, other_r) in &self.nodes {
-            if *other_r != r {
-                faults.set_link(other.node().local_addr(), self.link);
-                other_faults.set_link(d.node().local_addr(), self.link);
-            }
-        }
-        self.nodes.push((d, faults, r));
-        Ok(())
+/// Bytes every node has sent to its peers.
+async fn bytes_out(c: &LocalCluster) -> Result<u64> {
+    let mut sum = 0;
+    for n in &c.nodes {
+        sum += n.daemon.node().status().await?.bytes_out;
     }
+    Ok(sum)
+}
 
-    async fn connected(&self) -> Result<()> {
-        let want = self.nodes.len() - 1;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let mut all = true;
-            for (d, ..) in &self.nodes {
-                let s = d.node().status().await?;
-                all &= s.replica.peers.iter().filter(|p| p.connected).count() >= want
-                    && !s.replica.rebuilding;
-            }
-            if all {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("the cluster did not connect within 30 s");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    async fn converged(&self, limit: Duration) -> Result<Option<Duration>> {
-        let start = Instant::now();
-        loop {
-            let mut roots = Vec::new();
-            for (d, ..) in &self.nodes {
-                roots.push(d.node().digest("").await?);
-            }
-            if roots.windows(2).all(|w| w[0] == w[1]) {
-                return Ok(Some(start.elapsed()));
-            }
-            if start.elapsed() > limit {
-                return Ok(None);
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-    }
-
-    async fn bytes_out(&self) -> Result<u64> {
-        let mut sum = 0;
-        for (d, ..) in &self.nodes {
-            sum += d.node().status().await?.bytes_out;
-        }
-        Ok(sum)
-    }
-
-    async fn shutdown(self) {
-        for (d, ..) in self.nodes {
-            let _ = d.shutdown().await;
-        }
-    }
+/// Until every root is equal, polled often (the times are measured).
+async fn converged(c: &LocalCluster, limit: Duration) -> Result<Option<Duration>> {
+    c.converged(limit, Duration::from_millis(2)).await
 }
 
 fn quantile(sorted: &[Duration], p: f64) -> f64 {
@@ -221,10 +138,10 @@ fn progress(a: &BenchArgs, len: u64) -> ProgressBar {
 }
 
 /// Writes `count` keys of `value_bytes` through node 0, 64 at a time.
-async fn load_keys(c: &Cluster, prefix: &str, count: usize, value_bytes: usize) -> Result<()> {
+async fn load_keys(c: &LocalCluster, prefix: &str, count: usize, value_bytes: usize) -> Result<()> {
     let mut tasks = Vec::new();
     for w in 0..64usize {
-        let node = c.nodes[0].0.node().clone();
+        let node = c.nodes[0].daemon.node().clone();
         let prefix = prefix.to_string();
         tasks.push(tokio::spawn(async move {
             for i in (w..count).step_by(64) {
@@ -240,13 +157,14 @@ async fn load_keys(c: &Cluster, prefix: &str, count: usize, value_bytes: usize) 
     Ok(())
 }
 
-async fn propagate(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
+async fn propagate(c: &LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
     pb.set_message("propagate");
-    let writer = c.nodes[0].0.node().clone();
+    let writer = c.nodes[0].daemon.node().clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String, Instant)>();
     let mut watchers = Vec::new();
-    for (i, (d, ..)) in c.nodes.iter().enumerate().skip(1) {
-        let mut w = d.node().watch("bench/prop/", d.node().index());
+    for (i, n) in c.nodes.iter().enumerate().skip(1) {
+        let node = n.daemon.node();
+        let mut w = node.watch("bench/prop/", node.index());
         let tx = tx.clone();
         watchers.push(tokio::spawn(async move {
             while let Some(ch) = w.next().await {
@@ -313,11 +231,11 @@ async fn propagate(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value
 /// Sequential writes from one client to one node, acknowledged locally
 /// (durable there) and then by a quorum of regions (durable on a node in a
 /// majority): the latency of each, side by side.
-async fn ack(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
+async fn ack(c: &LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
     use meridian::node::WriteOptions;
     use meridian::sync::WriteAck;
     pb.set_message("ack");
-    let writer = c.nodes[0].0.node().clone();
+    let writer = c.nodes[0].daemon.node().clone();
     let mut per = Vec::new();
     for (name, ack) in [("local", WriteAck::Local), ("quorum", WriteAck::Quorum)] {
         let mut lat = Vec::with_capacity(a.writes);
@@ -359,25 +277,19 @@ async fn ack(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
     }))
 }
 
-async fn partition(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
+async fn partition(c: &LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
     pb.set_message("partition: load");
     load_keys(c, "bench/part/", a.keys, a.value_bytes).await?;
-    if c.converged(Duration::from_secs(60)).await?.is_none() {
+    if converged(c, Duration::from_secs(60)).await?.is_none() {
         bail!("partition: the cluster did not converge after loading");
     }
     pb.set_message("partition: cut");
-    let cut = c.nodes.iter().map(|n| n.2).max().unwrap_or(0);
-    for (_, a_faults, ar) in &c.nodes {
-        for (b_node, _, br) in &c.nodes {
-            if (*ar == cut) != (*br == cut) {
-                a_faults.block(b_node.node().local_addr());
-            }
-        }
-    }
+    let cut = c.nodes.iter().map(|n| n.region).max().unwrap_or(0);
+    c.cut_off(cut);
     // Until the cut is seen (QUIC idle timeout), writes would still be delivered.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let s = c.nodes[0].0.node().status().await?;
+        let s = c.nodes[0].daemon.node().status().await?;
         if s.replica
             .regions
             .iter()
@@ -391,13 +303,13 @@ async fn partition(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     pb.set_message("partition: diverge");
-    let inside = c.nodes[0].0.node().clone();
+    let inside = c.nodes[0].daemon.node().clone();
     let outside = c
         .nodes
         .iter()
-        .find(|n| n.2 == cut)
+        .find(|n| n.region == cut)
         .context("a node in the cut region")?
-        .0
+        .daemon
         .node()
         .clone();
     let mut diverged_bytes = 0u64;
@@ -412,14 +324,12 @@ async fn partition(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value
     tokio::time::sleep(Duration::from_millis(a.cut_ms)).await;
     pb.set_message("partition: heal");
     tracing::info!("bench: healing the cut");
-    let before = c.bytes_out().await?;
-    for (_, f, _) in &c.nodes {
-        f.heal();
-    }
-    let Some(t) = c.converged(Duration::from_secs(60)).await? else {
+    let before = bytes_out(c).await?;
+    c.heal();
+    let Some(t) = converged(c, Duration::from_secs(60)).await? else {
         bail!("partition: no convergence within 60 s of the heal");
     };
-    let sent = c.bytes_out().await? - before;
+    let sent = bytes_out(c).await? - before;
     Ok(json!({
         "scenario": "partition",
         "keys": a.keys,
@@ -436,13 +346,13 @@ async fn partition(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value
     }))
 }
 
-async fn throughput(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
+async fn throughput(c: &LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
     pb.set_message("throughput");
-    let addr = c.nodes[0].0.api_addr();
+    let addr = c.nodes[0].daemon.api_addr();
     let d = Duration::from_secs_f64(a.seconds);
     let keys = 100;
     // Every key the GETs read exists, however few PUTs the run managed.
-    let node = c.nodes[0].0.node().clone();
+    let node = c.nodes[0].daemon.node().clone();
     let mut tasks = Vec::new();
     for cl in 0..a.clients {
         let node = node.clone();
@@ -468,18 +378,17 @@ async fn throughput(c: &Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Valu
     }))
 }
 
-async fn rebuild(c: &mut Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
+async fn rebuild(c: &mut LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
     pb.set_message("rebuild");
-    let have = c.nodes[0].0.node().status().await?.replica.keys;
+    let have = c.nodes[0].daemon.node().status().await?.replica.keys;
     if have < a.keys {
         load_keys(c, "bench/rebuild/", a.keys - have, a.value_bytes).await?;
     }
-    let keys = c.nodes[0].0.node().status().await?.replica.keys;
-    let seed = c.nodes[0].0.node().local_addr();
+    let keys = c.nodes[0].daemon.node().status().await?.replica.keys;
     let start = Instant::now();
-    c.add("rebuilt-1", 0, vec![seed]).await?;
-    let n = c.nodes.last().context("the new node")?.0.node().clone();
-    let src = c.nodes[0].0.node().clone();
+    c.add("rebuilt-1", 0).await?;
+    let n = c.nodes.last().context("the new node")?.daemon.node().clone();
+    let src = c.nodes[0].daemon.node().clone();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let s = n.status().await?;
@@ -494,15 +403,15 @@ async fn rebuild(c: &mut Cluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Val
     let t = start.elapsed();
     // The same node again, restarted from its own disk.
     pb.set_message("restart");
-    let (d, ..) = c.nodes.pop().context("the rebuilt node")?;
-    d.shutdown().await?;
+    let rebuilt = c.nodes.pop().context("the rebuilt node")?;
+    rebuilt.daemon.shutdown().await?;
     let start = Instant::now();
-    c.add("rebuilt-1", 0, vec![seed]).await?;
+    c.add("rebuilt-1", 0).await?;
     let n = c
         .nodes
         .last()
         .context("the restarted node")?
-        .0
+        .daemon
         .node()
         .clone();
     let loaded = n.status().await?.replica.keys;
@@ -575,8 +484,8 @@ pub async fn run(a: BenchArgs) -> Result<bool> {
             a.regions, a.nodes_per_region, a.delay_ms, a.jitter_ms, a.loss * 100.0, a.value_bytes, dir.display()
         );
     }
-    let mut c = Cluster::start(&a, dir.clone()).await?;
-    c.connected().await?;
+    let mut c = start(&a, dir.clone()).await?;
+    c.connected(Duration::from_secs(30)).await?;
     let all = a.scenario == Scenario::All;
     let pb = progress(&a, a.writes as u64);
     let mut results = Vec::new();
@@ -600,7 +509,7 @@ pub async fn run(a: BenchArgs) -> Result<bool> {
     }
     .await;
     pb.finish_and_clear();
-    c.shutdown().await;
+    let _ = c.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
     outcome?;
     if a.json {

@@ -1,17 +1,14 @@
-//! `meridian dev`: a local multi-region cluster in one process, with a
-//! throwaway CA and redb storage under a directory of its own, and an
-//! optional scripted partition and heal.
+//! `meridian dev`: a local multi-region cluster in one process
+//! ([`super::local`]), with its CA, identities and redb storage kept under
+//! a directory of its own, and an optional scripted partition and heal.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use meridian::core::types::region_name;
-use meridian::daemon::{Daemon, DaemonConfig};
-use meridian::net::faults::Faults;
-use meridian::net::tls::{Ca, NodeIdentity};
+
+use super::local::{Identities, LocalCluster, Options};
 
 /// Most nodes one dev cluster runs.
 pub const DEV_NODES_MAX: usize = 32;
@@ -24,22 +21,6 @@ pub struct DevArgs {
     pub partition_demo: bool,
     /// Every node posts its events here.
     pub webhook: Option<String>,
-}
-
-struct DevNode {
-    daemon: Daemon,
-    region: usize,
-    faults: Arc<Faults>,
-}
-
-fn identity(ca: &Ca, dir: &Path, name: &str, region: &str) -> Result<NodeIdentity> {
-    let tls = dir.join("tls");
-    if tls.join("node.key").exists() {
-        return NodeIdentity::load(&tls).with_context(|| format!("loading {}", tls.display()));
-    }
-    let id = ca.issue(name, region)?;
-    id.save(&tls)?;
-    Ok(id)
 }
 
 pub async fn run(a: DevArgs) -> Result<bool> {
@@ -58,66 +39,24 @@ pub async fn run(a: DevArgs) -> Result<bool> {
         let _ = stop_tx.send(true);
     });
     std::fs::create_dir_all(&a.dir).with_context(|| format!("creating {}", a.dir.display()))?;
-    let ca_dir = a.dir.join("ca");
-    let ca = if ca_dir.join("ca.key").exists() {
-        Ca::load(&ca_dir).with_context(|| format!("loading the dev CA in {}", ca_dir.display()))?
-    } else {
-        let ca = Ca::generate("meridian-dev")?;
-        ca.save(&ca_dir)?;
-        ca
-    };
-    let mut nodes: Vec<DevNode> = Vec::new();
-    let mut seed: Option<SocketAddr> = None;
+    let mut c = LocalCluster::new(Options {
+        dir: a.dir.clone(),
+        identities: Identities::kept(&a.dir.join("ca"), "meridian-dev")?,
+        api_port: a.api_port,
+        webhook: a.webhook.clone(),
+        wan: None,
+    });
     for i in 0..total {
         if *stop.borrow() {
             break;
         }
-        let region = i / a.nodes_per_region;
-        let rname = region_name(region);
-        let name = format!("{rname}-{}", i % a.nodes_per_region + 1);
-        let dir = a.dir.join(&name);
-        let id = identity(&ca, &dir, &name, &rname)?;
-        let api_port = if a.api_port == 0 {
-            0
-        } else {
-            a.api_port.saturating_add(i as u16)
-        };
-        let cfg = DaemonConfig {
-            name: name.clone(),
-            region: rname.clone(),
-            data_dir: dir.join("data"),
-            tls_dir: dir.join("tls"),
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            api: SocketAddr::from(([127, 0, 0, 1], api_port)),
-            seeds: seed.into_iter().collect(),
-            webhooks: a
-                .webhook
-                .iter()
-                .map(|url| meridian::daemon::webhook::WebhookConfig {
-                    url: url.clone(),
-                    events: Vec::new(),
-                })
-                .collect(),
-            ..DaemonConfig::default()
-        };
-        let faults = Faults::new();
-        let daemon = match Daemon::start_with(&cfg, id, Some(faults.clone())).await {
-            Ok(d) => d,
-            Err(e) => {
-                for n in nodes {
-                    let _ = n.daemon.shutdown().await;
-                }
-                return Err(e).with_context(|| format!("starting {name}"));
-            }
-        };
-        seed.get_or_insert(daemon.node().local_addr());
-        nodes.push(DevNode {
-            daemon,
-            region,
-            faults,
-        });
+        let (name, region) = LocalCluster::name(i, a.nodes_per_region);
+        if let Err(e) = c.add(&name, region).await {
+            let _ = c.shutdown().await;
+            return Err(e);
+        }
     }
-    if nodes.is_empty() {
+    if c.nodes.is_empty() {
         return Ok(true);
     }
     println!(
@@ -131,7 +70,7 @@ pub async fn run(a: DevArgs) -> Result<bool> {
         "  {:<18} {:<14} {:<26} PEERS (QUIC)",
         "NODE", "REGION", "API"
     );
-    for n in &nodes {
+    for n in &c.nodes {
         println!(
             "  {:<18} {:<14} {:<26} {}",
             n.daemon.node().name(),
@@ -140,8 +79,8 @@ pub async fn run(a: DevArgs) -> Result<bool> {
             n.daemon.node().local_addr()
         );
     }
-    let first = format!("http://{}", nodes[0].daemon.api_addr());
-    let other = format!("http://{}", nodes[nodes.len() - 1].daemon.api_addr());
+    let first = format!("http://{}", c.nodes[0].daemon.api_addr());
+    let other = format!("http://{}", c.nodes[c.nodes.len() - 1].daemon.api_addr());
     println!();
     println!("Try, in another terminal:");
     println!("  meridian --addr {first} kv put config/greeting hello");
@@ -154,15 +93,18 @@ pub async fn run(a: DevArgs) -> Result<bool> {
         "Ctrl-C stops the cluster; its data stays in {} for the next run.",
         a.dir.display()
     );
-    if nodes.len() == total {
+    if c.nodes.len() == total {
         tokio::select! {
-            _ = wait_connected(&nodes) => println!("ready: every node is connected to every other"),
+            r = c.connected(Duration::from_secs(30)) => match r {
+                Ok(()) => println!("ready: every node is connected to every other"),
+                Err(e) => println!("warning: {e:#}; see `meridian status`"),
+            },
             _ = stop.wait_for(|s| *s) => {}
         }
     }
     if a.partition_demo && a.regions >= 2 && !*stop.borrow() {
         tokio::select! {
-            r = partition_demo(&nodes) => {
+            r = partition_demo(&c) => {
                 if let Err(e) = r {
                     eprintln!("partition demo failed: {e:#}");
                 }
@@ -172,9 +114,7 @@ pub async fn run(a: DevArgs) -> Result<bool> {
     }
     let _ = stop.wait_for(|s| *s).await;
     println!("stopping…");
-    for n in nodes {
-        n.daemon.shutdown().await?;
-    }
+    c.shutdown().await?;
     println!("stopped");
     Ok(true)
 }
@@ -202,51 +142,19 @@ pub async fn shutdown_signal() {
     }
 }
 
-async fn wait_connected(nodes: &[DevNode]) {
-    let want = nodes.len() - 1;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        let mut all = true;
-        for n in nodes {
-            match n.daemon.node().status().await {
-                Ok(s) => all &= s.replica.peers.iter().filter(|p| p.connected).count() >= want,
-                Err(_) => all = false,
-            }
-        }
-        if all {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    println!("warning: not every node connected within 30 s; see `meridian status`");
-}
-
-async fn roots(nodes: &[DevNode]) -> Result<Vec<[u8; 32]>> {
-    let mut out = Vec::new();
-    for n in nodes {
-        out.push(n.daemon.node().digest("").await?);
-    }
-    Ok(out)
-}
-
 fn short(h: &[u8; 32]) -> String {
     h[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Cuts the last region off, writes on both sides, shows the divergence,
 /// heals and times the convergence.
-async fn partition_demo(nodes: &[DevNode]) -> Result<()> {
+async fn partition_demo(c: &LocalCluster) -> Result<()> {
+    let nodes = &c.nodes;
     let cut = nodes.iter().map(|n| n.region).max().unwrap_or(0);
     let cut_name = region_name(cut);
     println!();
     println!("partition demo: cutting {cut_name} off from the other regions");
-    for a in nodes {
-        for b in nodes {
-            if (a.region == cut) != (b.region == cut) {
-                a.faults.block(b.daemon.node().local_addr());
-            }
-        }
-    }
+    c.cut_off(cut);
     let inside = &nodes[0];
     let outside = nodes
         .iter()
@@ -287,17 +195,15 @@ async fn partition_demo(nodes: &[DevNode]) -> Result<()> {
         region_name(inside.region),
         cut_name
     );
-    let r = roots(nodes).await?;
+    let r = c.roots().await?;
     for (n, root) in nodes.iter().zip(&r) {
         println!("    {:<18} root {}", n.daemon.node().name(), short(root));
     }
     println!("  roots differ while cut off; healing now");
-    for n in nodes {
-        n.faults.heal();
-    }
+    c.heal();
     let t = Instant::now();
     loop {
-        let r = roots(nodes).await?;
+        let r = c.roots().await?;
         if r.iter().all(|x| *x == r[0]) {
             let v = inside
                 .daemon

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod conflicts;
 pub mod dev;
 mod kv;
+mod local;
 mod status;
 pub mod transfer;
 mod verify;
