@@ -11,7 +11,7 @@
 //! postcard payload and the first 16 bytes of the payload's blake3: one
 //! [`Header`], chunks of at most [`CHUNK_ENTRIES_MAX`] entries or
 //! [`CHUNK_BYTES_MAX`] bytes (one larger entry goes alone), and a
-//! [`Trailer`] with the entry count and a blake3 over every byte before it.
+//! `Trailer` with the entry count and a blake3 over every byte before it.
 //! Pure: bytes in, bytes out; files and HTTP are the caller's.
 
 use std::collections::BTreeMap;
@@ -42,11 +42,15 @@ pub const BACKUP_FRAME_BYTES_MAX: usize = FRAME_BYTES_MAX;
 /// What a backup file says about itself.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Header {
+    /// The format version it was written in (see [`FORMAT_VERSION`]).
     pub version: u16,
+    /// The node's cluster; a restore into another cluster needs `--force`.
     pub cluster: ClusterId,
     /// The node it was taken from.
     pub node: NodeId,
+    /// The node's name.
     pub name: String,
+    /// The node's region.
     pub region: String,
     /// 0 for a full backup; else the index after which changes are included.
     pub since: u64,
@@ -66,6 +70,7 @@ pub struct Header {
 }
 
 impl Header {
+    /// True for a full backup: it holds every entry (`since` is 0).
     pub fn is_full(&self) -> bool {
         self.since == 0
     }
@@ -81,24 +86,58 @@ struct Trailer {
 /// Why a backup could not be read or used.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum BackupError {
+    /// The file does not start with [`MAGIC`].
     #[error("not a Meridian backup (the file does not start with MRDNBAK1)")]
     BadMagic,
+    /// The header's format version is not one this build reads.
     #[error("backup format version {0} is not supported (this build reads {FORMAT_VERSION_MIN} to {FORMAT_VERSION})")]
     Version(u16),
+    /// The file ends too early: a frame, or the trailer, lacks bytes at about
+    /// this byte offset.
     #[error("the backup is truncated at byte {0}")]
     Truncated(usize),
+    /// A frame fails its checksum, is over the size limit or does not decode,
+    /// or the file's checksum is wrong.
     #[error("frame at byte {offset} is corrupt: {reason}")]
-    Corrupt { offset: usize, reason: String },
+    Corrupt {
+        /// Byte offset of the frame in the file.
+        offset: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The trailer's entry count differs from the entries the chunks hold.
     #[error("the backup holds {found} entries, its trailer says {expected}")]
-    Count { expected: u64, found: u64 },
+    Count {
+        /// Entries the trailer records.
+        expected: u64,
+        /// Entries the chunks hold.
+        found: u64,
+    },
+    /// Bytes follow the trailer, from this byte offset.
     #[error("bytes after the trailer at byte {0}")]
     TrailingBytes(usize),
+    /// The entries' Merkle root differs from the recorded one (of a full
+    /// backup, or of the newest backup of a chain).
     #[error("the entries' Merkle root {found} is not the recorded root {expected}")]
-    Root { expected: String, found: String },
+    Root {
+        /// The recorded root, in hex.
+        expected: String,
+        /// The root of the entries read, in hex.
+        found: String,
+    },
+    /// The backup was taken in another cluster than the node restoring it.
     #[error("the backup belongs to another cluster ({found}, this is {expected}); --force restores it anyway")]
-    OtherCluster { expected: String, found: String },
+    OtherCluster {
+        /// This node's cluster id, in hex.
+        expected: String,
+        /// The backup's cluster id, in hex.
+        found: String,
+    },
+    /// The backups given are not one full backup followed by incrementals of
+    /// the same node without gaps; the text says what is wrong.
     #[error("backup chain: {0}")]
     Chain(String),
+    /// A frame could not be encoded, or is over [`BACKUP_FRAME_BYTES_MAX`].
     #[error("cannot encode the backup: {0}")]
     Encode(String),
 }
@@ -123,6 +162,7 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// Starts a backup with the magic and the header frame; fails if the header cannot be encoded.
     pub fn new(header: &Header) -> Result<Writer, BackupError> {
         let mut w = Writer {
             out: MAGIC.to_vec(),
@@ -149,6 +189,8 @@ impl Writer {
         Ok(())
     }
 
+    /// Adds an entry, first closing the current chunk if it is full (in
+    /// entries or bytes); fails if that chunk cannot be encoded.
     pub fn push(&mut self, key: Key, entry: Entry) -> Result<(), BackupError> {
         let len = entry.value_len() + key.len();
         if !self.chunk.is_empty()
@@ -208,12 +250,16 @@ pub fn encode(header: &Header, entries: &[(Key, Entry)]) -> Result<Vec<u8>, Back
 /// backup, the Merkle root of its entries.
 #[derive(Debug, Clone)]
 pub struct Backup {
+    /// The header, as recorded.
     pub header: Header,
+    /// Every entry in file order, tombstones included.
     pub entries: Vec<(Key, Entry)>,
+    /// The size of the file, in bytes.
     pub bytes: usize,
 }
 
 impl Backup {
+    /// How many of the entries are tombstones.
     pub fn tombstones(&self) -> usize {
         self.entries
             .iter()

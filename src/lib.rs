@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Meridian keeps a key/value configuration space in sync across regions.
 //!
 //! Layers, lowest first (see `DESIGN.md`): [`core`] (clock, CRDT, digest,

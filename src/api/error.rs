@@ -15,7 +15,9 @@ use crate::sync::WriteError;
 /// sent as `{"error": message}`.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status of the answer.
     pub code: StatusCode,
+    /// What was wrong, for a person to read.
     pub message: String,
 }
 

@@ -71,8 +71,12 @@ const RESTORE_STEP_ENTRIES: usize = 4_096;
 /// What the API needs besides the node.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
+    /// Largest key and value a request may write; a longer key is refused
+    /// before it reaches the node.
     pub limits: Limits,
+    /// The node's partition policy: decides what `X-Consul-KnownLeader` says.
     pub policy: PartitionPolicy,
+    /// When `/v1/health` and `/v1/status` report the node unhealthy.
     pub health: Thresholds,
     /// Largest backup file `POST /v1/restore` accepts.
     pub restore_bytes_max: usize,

@@ -19,6 +19,7 @@ use super::health::Thresholds;
 /// Any failed request: `{"error": message}` with a 4xx or 5xx status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
+    /// What was wrong, for a person to read.
     pub error: String,
 }
 
@@ -30,12 +31,16 @@ pub struct ErrorBody {
 pub struct KvEntry {
     /// Always 0: Meridian has no sessions.
     pub lock_index: u64,
+    /// The key's full name.
     pub key: String,
+    /// The client's opaque number stored with the value (`?flags=` of the PUT).
     pub flags: u64,
     /// `null` for an empty value, as in Consul.
     #[serde(with = "b64")]
     pub value: Bytes,
+    /// The index at which this node created the key (or re-created it after a delete).
     pub create_index: u64,
+    /// The index of the key's latest change on this node.
     pub modify_index: u64,
 }
 
@@ -43,7 +48,9 @@ pub struct KvEntry {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Op {
+    /// The key was written.
     Put,
+    /// The key was deleted (a tombstone was written).
     Delete,
 }
 
@@ -62,13 +69,18 @@ impl Op {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct KvChange {
+    /// This node's index of the change (also the event's id, to resume from).
     pub index: u64,
+    /// The key that changed.
     pub key: String,
+    /// Whether the key was written or deleted.
     pub op: Op,
+    /// The flags written with the change.
     pub flags: u64,
     /// `null` for a delete and for an empty value.
     #[serde(with = "b64")]
     pub value: Bytes,
+    /// The change's stamp, `<hlc as 16 hex digits>-<node id>`.
     pub stamp: String,
 }
 
@@ -78,14 +90,19 @@ pub struct KvChange {
 pub struct Version {
     /// The index at which this node applied it.
     pub index: u64,
+    /// Its stamp, `<hlc as 16 hex digits>-<node id>`.
     pub stamp: String,
     /// Its writer's physical time, ms since the epoch.
     pub time: u64,
     /// The writer's node id, and its name and region when known (else empty).
     pub node: String,
+    /// The writer's name, empty when unknown.
     pub node_name: String,
+    /// The writer's region, empty when unknown.
     pub region: String,
+    /// This version is a delete (a tombstone).
     pub deleted: bool,
+    /// The flags written with it.
     pub flags: u64,
     /// `null` for a delete and for an empty value.
     #[serde(with = "b64")]
@@ -100,6 +117,7 @@ pub struct Version {
 pub enum NodeState {
     /// Rebuilding its state from a peer.
     Syncing,
+    /// Serving from complete state.
     Active,
 }
 
@@ -107,6 +125,7 @@ pub enum NodeState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Takes client writes.
     Active,
     /// Replicates, refuses client writes until promoted.
     Standby,
@@ -115,37 +134,55 @@ pub enum Role {
 /// `GET /v1/status` (also what `meridian status --json` prints).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Status {
+    /// This node's id (16 hex digits).
     pub node: String,
+    /// This node's name.
     pub name: String,
+    /// This node's region.
     pub region: String,
     /// This node's API address as it advertises it.
     pub api: String,
+    /// Whether it serves from complete state or is still rebuilding.
     pub state: NodeState,
+    /// Whether it takes client writes or is a standby.
     pub role: Role,
     /// A rebuild's progress, while it lasts and its source is known.
     pub rebuild: Option<Rebuild>,
+    /// This node's change index: one sequence for all keys, local to the node.
     pub index: u64,
     /// Hex root over the live entries.
     pub root: String,
+    /// Live keys held (tombstones not counted).
     pub keys: u64,
+    /// Deleted keys whose tombstones are still held.
     pub tombstones: u64,
+    /// A majority of the known regions, this node's own included, is reachable.
     pub quorum: bool,
+    /// The regions reachable now, this node's own included, sorted.
     pub reachable_regions: Vec<String>,
+    /// How many regions are known, this node's own included.
     pub total_regions: u64,
+    /// Every known region, with whether it is reachable and since when.
     pub regions: Vec<Region>,
     /// The SWIM membership view.
     pub members: Vec<Member>,
+    /// Every replication peer, connected or not.
     pub peers: Vec<Peer>,
     /// Conflicts resolved here since the store was created.
     pub conflicts: u64,
+    /// What the peers' clocks say of this node's.
     pub clock: Clock,
     /// Records quarantined now (missing from the root until repaired).
     pub quarantined: u64,
+    /// A recovery from lost or damaged records, while it lasts.
     pub recovery: Option<Recovery>,
+    /// Client writes that asked for a quorum and wait for a majority of regions to hold them.
     pub quorum_writes_waiting: u64,
     /// Set while the store refuses commits.
     pub store: Option<StoreTrouble>,
+    /// No health check fails (as `GET /v1/health` judges it).
     pub healthy: bool,
+    /// Since this node started, in ms.
     pub uptime_ms: u64,
 }
 
@@ -154,15 +191,21 @@ pub struct Status {
 pub struct Rebuild {
     /// The source's name.
     pub from: String,
+    /// The source's feed is applied here up to this index.
     pub applied: u64,
+    /// The source's index when it connected, which `applied` counts up towards.
     pub of: u64,
+    /// Live keys held here so far.
     pub keys: u64,
 }
 
 /// A region as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Region {
+    /// The region's name.
     pub region: String,
+    /// A peer in it was heard from within the contact timeout (always true
+    /// for this node's own region).
     pub reachable: bool,
     /// Since the last change of `reachable`.
     pub for_ms: u64,
@@ -171,8 +214,11 @@ pub struct Region {
 /// A member of the SWIM view.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {
+    /// Its node id (16 hex digits).
     pub node: String,
+    /// Its name.
     pub name: String,
+    /// Its region.
     pub region: String,
     /// Its cluster (QUIC) address.
     pub addr: String,
@@ -183,16 +229,21 @@ pub struct Member {
 /// A replication peer. The `*_ago` and `lag_ms` fields are `null` for "never".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Peer {
+    /// Its node id (16 hex digits).
     pub node: String,
+    /// Its name.
     pub name: String,
+    /// Its region.
     pub region: String,
     /// Its API address, empty until it has connected since this node started.
     pub api: String,
+    /// Its hello was accepted on a connection that is still up.
     pub connected: bool,
     /// Their index at hello minus what this node applied of their feed.
     pub lag_index: u64,
     /// Since this node last held every write the peer had.
     pub lag_ms: Option<u64>,
+    /// Since a message from it last arrived, in ms.
     pub last_heard_ms_ago: Option<u64>,
     /// Their feed up to here is applied here.
     pub applied: u64,
@@ -200,6 +251,7 @@ pub struct Peer {
     pub acked: u64,
     /// Their clock minus this node's, and the round trip of that estimate.
     pub clock_offset_ms: Option<i64>,
+    /// The round trip of that estimate, in ms.
     pub rtt_ms: Option<u64>,
     /// Since this node last refused their stamps as too far ahead.
     pub refused_ms_ago: Option<u64>,
@@ -210,8 +262,11 @@ pub struct Peer {
 pub struct Clock {
     /// The other members' clocks minus this one's (median).
     pub offset_ms: Option<i64>,
+    /// Peers with a fresh clock estimate.
     pub measured: u64,
+    /// Of those, how many disagree with this node's clock beyond the bound.
     pub disagreeing: u64,
+    /// Members of the cluster, this node included.
     pub members: u64,
     /// A majority disagrees: client writes are refused.
     pub off: bool,
@@ -222,17 +277,25 @@ pub struct Clock {
 /// A recovery from lost or damaged records, while it lasts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Recovery {
+    /// Why it started: `damage` (records were quarantined) or `store_loss`
+    /// (the store could not be read).
     pub cause: String,
+    /// Known peers whose state has all been taken, of `peers`.
     pub peers_done: u64,
+    /// Known peers the recovery takes state from.
     pub peers: u64,
+    /// Since it (last) started, in ms.
     pub for_ms: u64,
 }
 
 /// Why the store refuses commits.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoreTrouble {
+    /// Since the first refused commit, in ms.
     pub refusing_commits_ms: u64,
+    /// The disk (or a quota) is full.
     pub disk_full: bool,
+    /// The store's latest error.
     pub error: String,
 }
 
@@ -242,11 +305,17 @@ pub struct StoreTrouble {
 /// under a prefix.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Digest {
+    /// This node's id (16 hex digits).
     pub node: String,
+    /// This node's name.
     pub name: String,
+    /// This node's region.
     pub region: String,
+    /// The prefix the root covers (empty for every key).
     pub prefix: String,
+    /// Hex root over the live entries under `prefix`.
     pub root: String,
+    /// This node's change index when it answered.
     pub index: u64,
     /// Every record was checked against its value first.
     pub deep: bool,
@@ -254,15 +323,20 @@ pub struct Digest {
     pub damaged_found: u64,
     /// The deep check found the digest wrong and rebuilt it.
     pub digest_repaired: bool,
+    /// Records quarantined now (missing from the root until repaired).
     pub quarantined: u64,
 }
 
 /// One key of `GET /v1/hashes?prefix=` (tombstones included).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyHash {
+    /// The key's full name.
     pub key: String,
+    /// Its entry is a tombstone.
     pub deleted: bool,
+    /// Its entry's stamp, `<hlc as 16 hex digits>-<node id>`.
     pub stamp: String,
+    /// The first 16 bytes of its entry's hash, in hex.
     pub hash: String,
 }
 
@@ -271,8 +345,11 @@ pub struct KeyHash {
 /// `GET /v1/health` (200 when healthy, else 503 with the same document).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
+    /// No check fails (`reasons` is empty).
     pub healthy: bool,
+    /// Every check that fails.
     pub reasons: Vec<Reason>,
+    /// The thresholds the checks were judged against.
     pub thresholds: Thresholds,
 }
 
@@ -283,18 +360,36 @@ pub struct Health {
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum HealthCheck {
+    /// The node is rebuilding its state from a peer.
     Rebuilding,
+    /// The store could not be read: the node takes every peer's state and
+    /// refuses writes until then.
     StoreLost,
+    /// Records were found damaged: the node takes every peer's state before
+    /// it claims its writes again.
     Recovering,
+    /// The disk is full: writes are refused, reads served.
     DiskFull,
+    /// The store refuses commits for another reason: writes are refused.
     StoreError,
+    /// Records failed their integrity check and are quarantined until repaired.
     Quarantine,
+    /// This node's clock disagrees beyond the bound with a majority of
+    /// members, or with its only peer.
     ClockOffset,
+    /// This node's clock reached stamps beyond its physical clock and the
+    /// bound: client writes are refused.
     ClockAhead,
+    /// A peer's clock disagrees beyond the bound with this node's and most members'.
     PeerClock,
+    /// `partition_policy = quorum` and no majority of regions is reachable:
+    /// client writes are refused.
     NoQuorum,
+    /// A connected peer has not been fully synced for longer than `sync_lag_ms_max`.
     SyncLag,
+    /// A region has been unreachable for longer than `partition_ms_max`.
     Partition,
+    /// A peer has been unreachable for longer than `peer_down_ms_max`.
     PeerDown,
 }
 
@@ -308,12 +403,15 @@ impl HealthCheck {
 /// One reason a node is unhealthy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason {
+    /// Which check failed.
     pub check: HealthCheck,
     /// The peer's name or the region concerned (empty for the node itself).
     pub subject: String,
     /// How long it has lasted, compared with `threshold_ms`.
     pub for_ms: u64,
+    /// The limit `for_ms` is judged against; 0 when the check fails whatever the value.
     pub threshold_ms: u64,
+    /// What is wrong, in a sentence for operators.
     pub message: String,
 }
 
@@ -324,16 +422,22 @@ pub struct Reason {
 pub struct Conflicts {
     /// Conflicts resolved here, kept or not.
     pub total: u64,
+    /// The conflicts the bounded log still holds (it drops the oldest first).
     pub kept: Vec<Conflict>,
 }
 
 /// A write that replaced a concurrent write of another node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conflict {
+    /// The key written concurrently.
     pub key: String,
+    /// This node's index of the change that resolved it.
     pub index: u64,
+    /// The stamp of the write kept.
     pub winner: String,
+    /// The stamp of the write replaced.
     pub loser: String,
+    /// The replaced write was a delete.
     pub loser_deleted: bool,
     /// `null` when the loser was a delete or its value too large to keep.
     #[serde(with = "b64_opt")]
@@ -347,21 +451,29 @@ pub struct Conflict {
 pub struct Promoted {
     /// Always `active`.
     pub role: Role,
+    /// The role before the promotion.
     pub was: Role,
 }
 
 /// `POST /v1/restore`: what merging the backup did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Restored {
+    /// Entries in the backup, tombstones included.
     pub entries: u64,
+    /// Entries that changed this node's state.
     pub applied: u64,
     /// Already held, or held newer.
     pub unchanged: u64,
+    /// Entries of keys absent here stamped at or below the collection floor
+    /// (their deletes may be collected).
     pub refused_below_floor: u64,
+    /// Entries stamped too far ahead of this node's clock.
     pub refused_clock: u64,
+    /// Hex root recorded in the backup's header.
     pub backup_root: String,
     /// This node's root after the merge.
     pub root: String,
+    /// The index of the node the backup was taken from, when it was taken.
     pub backup_index: u64,
     /// The name of the node the backup was taken from.
     pub backup_node: String,
@@ -374,13 +486,16 @@ pub struct Restored {
 /// and what happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventDoc {
+    /// What happened (its fields are flattened into this document).
     #[serde(flatten)]
     pub event: Event,
     /// When it was reported, ms since the epoch.
     pub at_ms: u64,
     /// The reporting node's id, name and region.
     pub node: String,
+    /// The reporting node's name.
     pub name: String,
+    /// The reporting node's region.
     pub region: String,
 }
 
@@ -397,67 +512,138 @@ pub struct EventDoc {
 pub enum Event {
     /// A peer's hello was accepted.
     PeerUp {
+        /// The peer's node id.
         peer: String,
+        /// The peer's name.
         peer_name: String,
+        /// The peer's region.
         peer_region: String,
     },
     /// The connection to a peer was lost.
     PeerDown {
+        /// The peer's node id.
         peer: String,
+        /// The peer's name.
         peer_name: String,
+        /// The peer's region.
         peer_region: String,
     },
     /// No peer of `cut_region` is reachable any more.
-    PartitionDetected { cut_region: String },
+    PartitionDetected {
+        /// The region no longer reachable.
+        cut_region: String,
+    },
     /// A peer of `cut_region` is reachable again.
     PartitionEnded {
+        /// The region reachable again.
         cut_region: String,
+        /// How long it was unreachable, in ms.
         partition_ms: u64,
     },
     /// After the end of a partition, equal state with a peer of `cut_region`.
     PartitionHealed {
+        /// The region that was cut off.
         cut_region: String,
+        /// How long it was unreachable, in ms.
         partition_ms: u64,
+        /// Entries that crossed (applied here or sent from here) since the partition ended.
         keys_exchanged: u64,
+        /// From the end of the partition to equal state, in ms.
         converge_ms: u64,
     },
     /// Anti-entropy found this node's root differs from a peer's.
-    DivergenceFound { peer: String },
+    DivergenceFound {
+        /// The peer's node id.
+        peer: String,
+    },
     /// Anti-entropy applied entries the push had missed.
-    DivergenceRepaired { peer: String, keys: u64 },
+    DivergenceRepaired {
+        /// The peer's node id.
+        peer: String,
+        /// Entries applied from it.
+        keys: u64,
+    },
     /// A peer's stamp ran ahead of this node's clock beyond the bound.
-    ClockSkew { peer: String, ahead_ms: u64 },
+    ClockSkew {
+        /// The peer's node id.
+        peer: String,
+        /// How far its furthest stamp ran ahead of this node's clock, in ms.
+        ahead_ms: u64,
+    },
     /// A peer was refused.
-    PeerRefused { peer: String, reason: String },
+    PeerRefused {
+        /// The peer's node id.
+        peer: String,
+        /// Why it was refused.
+        reason: String,
+    },
     /// A peer was told to resync (it missed a collected tombstone).
-    PeerStale { peer: String },
+    PeerStale {
+        /// The stale peer's node id.
+        peer: String,
+    },
     /// This node was stale: it dropped `dropped` entries and rebuilds from `from`.
-    Resynced { from: String, dropped: u64 },
+    Resynced {
+        /// The node id of the peer it rebuilds from.
+        from: String,
+        /// Entries dropped (every one older than the horizon).
+        dropped: u64,
+    },
     /// Two different entries carried the same stamp.
-    StampCollision { key: String },
+    StampCollision {
+        /// The key whose entries collided.
+        key: String,
+    },
     /// A record failed its check and is quarantined.
-    RecordQuarantined { key: String, reason: String },
+    RecordQuarantined {
+        /// The record's key.
+        key: String,
+        /// What its check found wrong.
+        reason: String,
+    },
     /// A quarantine ended.
     RecordRepaired {
+        /// The record's key.
         key: String,
+        /// How it ended (its fields are flattened into the event).
         #[serde(flatten)]
         how: Repair,
     },
     /// The store could not be read at all.
     StoreLost,
     /// Records were lost: this node takes every peer's state.
-    RecoveryStarted { cause: String },
+    RecoveryStarted {
+        /// Why: `damage` (records were quarantined) or `store_loss` (the store
+        /// could not be read).
+        cause: String,
+    },
     /// Every known peer's state was taken.
-    Recovered { cause: String, peers: u64 },
+    Recovered {
+        /// Why it started: `damage` or `store_loss`.
+        cause: String,
+        /// Known peers whose state was taken.
+        peers: u64,
+    },
     /// The judgement of this node's clock changed.
     ClockOffset {
+        /// The median offset of the disagreeing members, or of all measured
+        /// ones when none disagrees (theirs minus ours, in ms; 0 when none is
+        /// measured).
         offset_ms: i64,
+        /// Members whose clocks are more than the bound off from this node's.
         disagreeing: u64,
+        /// Members of the cluster, this node included.
         members: u64,
+        /// The disagreeing members are a majority: client writes are refused.
         off: bool,
     },
     /// This node's health changed.
-    HealthChanged { healthy: bool, reasons: Vec<String> },
+    HealthChanged {
+        /// Whether the node is healthy now.
+        healthy: bool,
+        /// The message of each failing check (empty when healthy).
+        reasons: Vec<String>,
+    },
 }
 
 impl EventType {
@@ -475,18 +661,30 @@ impl EventType {
 #[serde(tag = "how", rename_all = "snake_case")]
 pub enum Repair {
     /// A peer's entry (`stamp`) was merged.
-    Repaired { from: String, stamp: String },
+    Repaired {
+        /// The node id of the peer whose entry was merged.
+        from: String,
+        /// The merged entry's stamp.
+        stamp: String,
+    },
     /// A local write replaced it.
     Overwritten,
     /// Its copy on disk was intact.
-    ReadBack { stamp: String },
+    ReadBack {
+        /// The stamp of the intact copy read back.
+        stamp: String,
+    },
     /// None of `peers` peers held a live value of the key.
-    NotHeldByPeers { peers: u64 },
+    NotHeldByPeers {
+        /// How many known peers sent their whole state (or were found equal).
+        peers: u64,
+    },
 }
 
 /// The `missed` server-sent event: a stream fell behind and lost events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Missed {
+    /// Events this stream lost.
     pub missed: u64,
 }
 
@@ -498,6 +696,7 @@ pub mod b64 {
     use bytes::Bytes;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes `v` as base64, or `null` when it is empty.
     pub fn serialize<S: Serializer>(v: &Bytes, s: S) -> Result<S::Ok, S::Error> {
         if v.is_empty() {
             s.serialize_none()
@@ -506,6 +705,7 @@ pub mod b64 {
         }
     }
 
+    /// Reads base64, and `null` as empty bytes; text that is not base64 is an error.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Bytes, D::Error> {
         let text = Option::<String>::deserialize(d)?;
         match text {
@@ -524,6 +724,7 @@ pub mod b64_opt {
     use bytes::Bytes;
     use serde::{Deserialize, Deserializer, Serializer};
 
+    /// Writes `v` as base64, or `null` for `None`.
     pub fn serialize<S: Serializer>(v: &Option<Bytes>, s: S) -> Result<S::Ok, S::Error> {
         match v {
             None => s.serialize_none(),
@@ -531,6 +732,7 @@ pub mod b64_opt {
         }
     }
 
+    /// Reads base64 as `Some` and `null` as `None`; text that is not base64 is an error.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Bytes>, D::Error> {
         Option::<String>::deserialize(d)?
             .map(|t| {

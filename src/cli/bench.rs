@@ -387,7 +387,13 @@ async fn rebuild(c: &mut LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Resul
     let keys = c.nodes[0].daemon.node().status().await?.replica.keys;
     let start = Instant::now();
     c.add("rebuilt-1", 0).await?;
-    let n = c.nodes.last().context("the new node")?.daemon.node().clone();
+    let n = c
+        .nodes
+        .last()
+        .context("the new node")?
+        .daemon
+        .node()
+        .clone();
     let src = c.nodes[0].daemon.node().clone();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {

@@ -29,30 +29,58 @@ pub const RESPONSE_BYTES_MAX: usize = 256 << 20;
 /// How long connecting may take.
 pub const CONNECT_MS_MAX: u64 = 5_000;
 
+/// Why a request to a node failed.
 #[derive(Debug, Error)]
 pub enum ClientError {
+    /// The address given is not `http://host:port` or `host:port` (https is refused).
     #[error("address {0:?} is not of the form http://host:port")]
     Address(String),
+    /// The TCP connection could not be made.
     #[error("cannot connect to {addr}: {source}")]
     Connect {
+        /// The `host:port` dialed.
         addr: String,
+        /// Why it failed.
         #[source]
         source: std::io::Error,
     },
+    /// Connecting to this `host:port` took longer than [`CONNECT_MS_MAX`].
     #[error("connecting to {0} timed out")]
     ConnectTimeout(String),
+    /// The HTTP exchange failed: the handshake, the request, or reading the
+    /// body (also one over [`RESPONSE_BYTES_MAX`]).
     #[error("request to {addr} failed: {message}")]
-    Http { addr: String, message: String },
+    Http {
+        /// The node's `host:port`.
+        addr: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The whole response took longer than the client's timeout.
     #[error("{addr} did not answer within {ms} ms")]
-    Timeout { addr: String, ms: u64 },
+    Timeout {
+        /// The node's `host:port`.
+        addr: String,
+        /// The timeout, in ms.
+        ms: u64,
+    },
     /// The node answered with an error status (its message, from the
     /// JSON error body when there is one).
     #[error("{} {message}", status.as_u16())]
-    Status { status: StatusCode, message: String },
+    Status {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The node's message.
+        message: String,
+    },
+    /// A success answer's body is not the JSON document expected.
     #[error("{addr} answered {path} with a document this client cannot read: {source}")]
     Decode {
+        /// The node's `host:port`.
         addr: String,
+        /// The request's path.
         path: String,
+        /// Why it could not be read.
         #[source]
         source: serde_json::Error,
     },
@@ -61,12 +89,16 @@ pub enum ClientError {
 /// What came back.
 #[derive(Debug, Clone)]
 pub struct Reply {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// The response's headers.
     pub headers: HeaderMap,
+    /// The whole body, at most [`RESPONSE_BYTES_MAX`] bytes.
     pub body: Bytes,
 }
 
 impl Reply {
+    /// The body as text (invalid UTF-8 replaced).
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
@@ -89,6 +121,7 @@ impl Reply {
         })
     }
 
+    /// The value of header `name`; `None` when it is absent or not visible ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -137,6 +170,7 @@ impl Client {
         self
     }
 
+    /// The node's `host:port`.
     pub fn addr(&self) -> &str {
         &self.authority
     }
@@ -207,6 +241,7 @@ impl Client {
             })?
     }
 
+    /// `GET path`: the whole response, whatever its status.
     pub async fn get(&self, path: &str) -> Result<Reply, ClientError> {
         self.request(Method::GET, path, Bytes::new()).await
     }
@@ -329,6 +364,7 @@ impl Client {
 
 /// A streaming response read as server-sent events.
 pub struct Stream {
+    /// The response's HTTP status.
     pub status: StatusCode,
     body: Incoming,
     /// Raw bytes: a character may be split between frames.
@@ -338,8 +374,11 @@ pub struct Stream {
 /// One server-sent event.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SseEvent {
+    /// The `id` field, empty if none (a watch sends the change's index).
     pub id: String,
+    /// The `event` field (the event's name), empty if none.
     pub event: String,
+    /// The `data` lines, joined by newlines.
     pub data: String,
 }
 

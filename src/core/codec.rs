@@ -40,10 +40,15 @@ pub struct ClusterId(pub [u8; 16]);
 /// The first message on every connection, in both directions.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
+    /// The protocol version the sender speaks; a peer speaking another is refused.
     pub protocol: u16,
+    /// The sender's cluster; a peer of another cluster is refused.
     pub cluster: ClusterId,
+    /// The sender's node id; refused unless it is the id the connection comes from.
     pub node: NodeId,
+    /// The sender's node name, for operators (at most [`NAME_BYTES_MAX`] bytes).
     pub name: String,
+    /// The sender's region (at most [`NAME_BYTES_MAX`] bytes).
     pub region: String,
     /// Where the sender's HTTP API listens (`ip:port`; empty: none), so that
     /// operators' tools can reach every member from one.
@@ -72,12 +77,15 @@ pub struct Hello {
 /// `from == to` it is a heartbeat.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Feed {
+    /// The sender's index the range starts after (exclusive).
     pub from: u64,
+    /// The sender's index the range ends at (inclusive).
     pub to: u64,
     /// Whether `to` is the sender's last index, and what it claims there.
     pub end: FeedEnd,
     /// The sender holds every write stamped at or below this clock.
     pub frontier: Hlc,
+    /// The entries changed in the range, at most [`ENTRIES_PER_MESSAGE_MAX`].
     pub entries: Vec<(Key, Entry)>,
 }
 
@@ -114,7 +122,9 @@ impl FeedEnd {
 /// One entry as the leaf exchange of anti-entropy describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
+    /// The key's 64-bit hash, big-endian.
     pub key_hash: [u8; 8],
+    /// The stamp of the entry the sender holds for that key.
     pub stamp: Stamp,
     /// The first bytes of the entry hash, to tell apart equal stamps with different content.
     pub check: [u8; 4],
@@ -123,61 +133,85 @@ pub struct Summary {
 /// Everything replicas say to each other.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
+    /// Opens a connection: who the sender is and how far it got with the receiver.
     Hello(Hello),
+    /// A range of the sender's change feed, or a heartbeat at its end.
     Feed(Feed),
     /// "Send your feed again from `from`" (a gap, or a resync when `full`).
     Resume {
+        /// The index to resend from (exclusive): what the receiver has applied.
         from: u64,
+        /// Send every origin's entries, not only the sender's own.
         full: bool,
     },
     /// "I durably applied your feed up to `applied`."
     Ack {
+        /// The receiver's feed index, up to which the sender applied it.
         applied: u64,
+        /// The sender holds every write stamped at or below this clock.
         frontier: Hlc,
     },
     /// "You may hold values whose tombstones I collected by age, up to
     /// `floor`: resync before your data is accepted."
     Stale {
+        /// The greatest clock of a tombstone the sender collected by age.
         floor: Hlc,
     },
     /// Starts anti-entropy: the sender's root.
     AeRoot {
+        /// The round's id, chosen by the replica that started it.
         session: u64,
+        /// The sender's Merkle root over its live entries.
         root: Hash,
     },
     /// Ends anti-entropy: nothing (more) differs.
     AeDone {
+        /// The round that ends.
         session: u64,
     },
     /// The sender's fingerprints of the children (at `level`) of `parents`
     /// (at `level - 1`), 16 per parent.
     AeLevel {
+        /// The round this belongs to.
         session: u64,
+        /// The tree level of the fingerprints (1 to the leaf level).
         level: u8,
+        /// Indexes, at `level - 1`, of the nodes found to differ.
         parents: Vec<u32>,
+        /// The children's fingerprints, 16 per parent, in the order of `parents`.
         hashes: Vec<Fingerprint>,
     },
     /// The sender's entries in the differing `leaves`.
     AeLeaves {
+        /// The round this belongs to.
         session: u64,
+        /// Indexes of the leaves found to differ.
         leaves: Vec<u32>,
+        /// One summary per record the sender holds in those leaves, tombstones included.
         summaries: Vec<Summary>,
     },
     /// Entries the receiver lacks or holds older, and the key hashes the
     /// sender wants in return.
     AeEntries {
+        /// The round this belongs to.
         session: u64,
+        /// Entries that win over the receiver's (or that it lacks).
         entries: Vec<(Key, Entry)>,
+        /// Key hashes (big-endian) whose entries the sender wants back; empty on
+        /// all but the first message of a reply.
         want: Vec<[u8; 8]>,
     },
     /// "What time is it?": the sender's physical clock (ms) when it sent this.
     Probe {
+        /// The sender's physical clock when it sent the probe, in ms.
         sent_ms: u64,
     },
     /// The answer to a probe: its `sent_ms`, and the answerer's physical
     /// clock when it answered.
     ProbeReply {
+        /// The probe's `sent_ms`, echoed.
         sent_ms: u64,
+        /// The answerer's physical clock when it answered, in ms.
         their_ms: u64,
     },
 }
@@ -305,18 +339,42 @@ impl Message {
 /// Why a frame could not be encoded or decoded.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum CodecError {
+    /// Fewer bytes than the envelope were given.
     #[error("frame is {len} bytes, shorter than the {HEADER_BYTES}-byte envelope")]
-    Truncated { len: usize },
+    Truncated {
+        /// Bytes given.
+        len: usize,
+    },
+    /// The frame does not start with [`MAGIC`]: not a Meridian peer, or a desynchronised stream.
     #[error("bad magic {found:02x?}, expected {MAGIC:02x?}")]
-    BadMagic { found: [u8; 4] },
+    BadMagic {
+        /// The first four bytes found.
+        found: [u8; 4],
+    },
+    /// The envelope carries a protocol version other than [`PROTOCOL_VERSION`].
     #[error("unsupported protocol version {found} (this build speaks {PROTOCOL_VERSION})")]
-    UnsupportedVersion { found: u16 },
+    UnsupportedVersion {
+        /// The version in the envelope.
+        found: u16,
+    },
+    /// The frame, envelope included, would exceed [`FRAME_BYTES_MAX`].
     #[error("frame of {len} bytes exceeds the limit of {FRAME_BYTES_MAX} bytes")]
-    TooLarge { len: usize },
+    TooLarge {
+        /// The frame's length in bytes, envelope included.
+        len: usize,
+    },
+    /// The payload is not as long as the envelope declares.
     #[error("envelope says {declared} payload bytes but {actual} follow")]
-    LengthMismatch { declared: usize, actual: usize },
+    LengthMismatch {
+        /// Payload bytes the envelope declares.
+        declared: usize,
+        /// Payload bytes present.
+        actual: usize,
+    },
+    /// The payload could not be encoded or decoded as a message, or bytes follow it.
     #[error("malformed payload: {0}")]
     Malformed(String),
+    /// The message decoded but breaks a limit (list length, level, leaf, value size, zero stamp).
     #[error("invalid message: {0}")]
     Invalid(String),
 }

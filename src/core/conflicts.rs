@@ -17,11 +17,15 @@ pub const CONFLICT_VALUE_BYTES_MAX: usize = 4096;
 /// One recorded conflict: a write replaced a concurrent write of another node.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Conflict {
+    /// The key both writes were to.
     pub key: Key,
+    /// The stamp of the write that won and is kept.
     pub winner: Stamp,
+    /// The stamp of the concurrent write that lost.
     pub loser: Stamp,
     /// The losing value, if it was a value of at most [`CONFLICT_VALUE_BYTES_MAX`] bytes.
     pub loser_value: Option<Bytes>,
+    /// The losing write was a delete.
     pub loser_was_tombstone: bool,
     /// The local index of the change that resolved it.
     pub index: u64,
@@ -39,6 +43,7 @@ pub struct ConflictLog {
 }
 
 impl ConflictLog {
+    /// An empty log that keeps at most `max` conflicts (0: keeps none, only counts them).
     pub fn new(max: usize) -> ConflictLog {
         ConflictLog {
             entries: VecDeque::new(),

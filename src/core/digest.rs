@@ -83,6 +83,7 @@ impl Default for Digest {
 }
 
 impl Digest {
+    /// The digest of an empty replica: every node zero.
     pub fn new() -> Digest {
         let levels = usize::from(LEAF_LEVEL);
         Digest {

@@ -27,7 +27,9 @@ pub const CLOCK_OFFSET_MS_MAX_DEFAULT: u64 = 500;
 pub struct Hlc(pub u64);
 
 impl Hlc {
+    /// The least timestamp: below every one a clock issues.
     pub const ZERO: Hlc = Hlc(0);
+    /// The greatest timestamp.
     pub const MAX: Hlc = Hlc(u64::MAX);
 
     /// Packs `physical_ms` (truncated to 48 bits by the caller's checks) and `logical`.
@@ -36,10 +38,12 @@ impl Hlc {
         Hlc((physical_ms << LOGICAL_BITS) | u64::from(logical))
     }
 
+    /// The physical part: milliseconds since the Unix epoch.
     pub fn physical_ms(self) -> u64 {
         self.0 >> LOGICAL_BITS
     }
 
+    /// The logical counter, which orders stamps issued in the same millisecond.
     pub fn logical(self) -> u16 {
         (self.0 & LOGICAL_MAX) as u16
     }
@@ -51,18 +55,30 @@ pub enum ClockError {
     /// A remote timestamp is further ahead of our physical clock than allowed.
     #[error("remote clock is {ahead_ms} ms ahead of ours (physical {remote_ms} ms vs {now_ms} ms; bound {offset_ms_max} ms)")]
     AheadOfClock {
+        /// The physical part of the remote timestamp, in ms.
         remote_ms: u64,
+        /// Our physical time, in ms.
         now_ms: u64,
+        /// How far the remote timestamp is ahead of `now_ms`, in ms.
         ahead_ms: u64,
+        /// The bound it broke, in ms.
         offset_ms_max: u64,
     },
     /// 65,536 stamps were issued in one millisecond and the next one would
     /// carry the clock past `now + clock_offset_ms_max`.
     #[error("hybrid clock exhausted: logical counter full and physical time may not run more than {offset_ms_max} ms ahead of {now_ms} ms")]
-    Exhausted { now_ms: u64, offset_ms_max: u64 },
+    Exhausted {
+        /// Our physical time, in ms.
+        now_ms: u64,
+        /// The bound on how far the clock may run ahead of it, in ms.
+        offset_ms_max: u64,
+    },
     /// The physical time does not fit in 48 bits of milliseconds.
     #[error("physical time {now_ms} ms is out of range (max {PHYSICAL_MS_MAX})")]
-    OutOfRange { now_ms: u64 },
+    OutOfRange {
+        /// The physical time given, in ms.
+        now_ms: u64,
+    },
     /// This clock already issued or observed stamps further ahead of the
     /// physical time than the bound (the physical clock went back, or the
     /// node restarted with a stored clock from the future): a new stamp
@@ -73,9 +89,13 @@ pub enum ClockError {
          catches up (a clock that ran fast, or went back?)"
     )]
     AheadOfTime {
+        /// The physical part of the greatest timestamp issued or observed, in ms.
         last_ms: u64,
+        /// Our physical time, in ms.
         now_ms: u64,
+        /// How far `last_ms` is ahead of `now_ms`, in ms.
         ahead_ms: u64,
+        /// The bound it broke, in ms.
         offset_ms_max: u64,
     },
 }
@@ -89,6 +109,7 @@ pub struct Clock {
 }
 
 impl Clock {
+    /// A fresh clock (no stamp issued yet) that stays within `offset_ms_max` ms of physical time.
     pub fn new(offset_ms_max: u64) -> Clock {
         Clock::restore(Hlc::ZERO, offset_ms_max)
     }
@@ -107,6 +128,7 @@ impl Clock {
         self.last
     }
 
+    /// The bound, in ms, on how far stamps may run ahead of physical time.
     pub fn offset_ms_max(&self) -> u64 {
         self.offset_ms_max
     }

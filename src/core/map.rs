@@ -28,6 +28,7 @@ use super::types::{entry_hash, entry_part, Check, Entry, Hash, Key, Stamp};
 /// A key's current entry with its local bookkeeping.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
+    /// The key's current entry: the greatest stamp merged, value or tombstone.
     pub entry: Entry,
     /// The index at which the key was created (or re-created after a delete).
     pub create_index: u64,
@@ -43,6 +44,7 @@ pub struct Record {
 }
 
 impl Record {
+    /// The key's position in the digest's hash space (its `key_hash`).
     pub fn key_hash(&self) -> u64 {
         self.key_hash
     }
@@ -66,10 +68,18 @@ impl Record {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Merged {
     /// The key was new here.
-    Inserted { index: u64 },
+    Inserted {
+        /// The local index assigned to the change.
+        index: u64,
+    },
     /// The entry replaced an older one; `conflict` says the replaced entry
     /// was concurrent with it (its writer had not seen it).
-    Replaced { index: u64, conflict: bool },
+    Replaced {
+        /// The local index assigned to the change.
+        index: u64,
+        /// The replaced entry was concurrent: the change is in the conflict log.
+        conflict: bool,
+    },
     /// The local entry is newer: nothing changed.
     Stale,
     /// The same entry was already here: nothing changed.
@@ -81,6 +91,7 @@ pub enum Merged {
 }
 
 impl Merged {
+    /// True if the merge changed the map (and took an index).
     pub fn changed(self) -> bool {
         matches!(self, Merged::Inserted { .. } | Merged::Replaced { .. })
     }
@@ -275,10 +286,12 @@ impl LwwMap {
         self.ordered.len()
     }
 
+    /// True if no key is held, not even a tombstone.
     pub fn is_empty(&self) -> bool {
         self.ordered.is_empty()
     }
 
+    /// Tombstones held (not yet collected).
     pub fn tombstone_count(&self) -> usize {
         self.tombstones.len()
     }
@@ -288,10 +301,12 @@ impl LwwMap {
         self.raw_bytes
     }
 
+    /// The conflict log of this replica.
     pub fn conflicts(&self) -> &ConflictLog {
         &self.conflicts
     }
 
+    /// The conflict log, to take its fresh conflicts or restore it from durable state.
     pub fn conflicts_mut(&mut self) -> &mut ConflictLog {
         &mut self.conflicts
     }
@@ -307,6 +322,8 @@ impl LwwMap {
         self.damaged_replaced
     }
 
+    /// The record of `key`, tombstone included; `None` if the key is absent
+    /// (never written here, or collected).
     pub fn get(&self, key: &str) -> Option<&Record> {
         self.slot_of(key).map(|s| &self.slot(s).rec)
     }
@@ -385,6 +402,7 @@ impl LwwMap {
         self.digest.root()
     }
 
+    /// The Merkle digest; `&mut` because stale inner nodes are recomputed when read.
     pub fn digest(&mut self) -> &mut Digest {
         &mut self.digest
     }

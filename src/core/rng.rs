@@ -11,10 +11,12 @@ pub struct Rng {
 }
 
 impl Rng {
+    /// A generator whose whole sequence follows from `seed`.
     pub fn new(seed: u64) -> Rng {
         Rng { state: seed }
     }
 
+    /// The next value of the sequence, uniform over all of `u64`.
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.state;

@@ -43,7 +43,9 @@ impl fmt::Display for NodeId {
     Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default, Serialize, Deserialize,
 )]
 pub struct Stamp {
+    /// When the write was made, on its writer's hybrid clock.
     pub hlc: Hlc,
+    /// The node that made the write.
     pub node: NodeId,
 }
 
@@ -54,6 +56,7 @@ impl Stamp {
         node: NodeId(0),
     };
 
+    /// The stamp of a write made by `node` at `hlc`.
     pub fn new(hlc: Hlc, node: NodeId) -> Stamp {
         Stamp { hlc, node }
     }
@@ -114,12 +117,24 @@ impl IntoKey for String {
 /// Why a key or value was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum KeyError {
+    /// The key has no bytes.
     #[error("key is empty")]
     Empty,
+    /// The key is longer than the limit.
     #[error("key is {len} bytes, more than the limit of {max} bytes")]
-    TooLong { len: usize, max: usize },
+    TooLong {
+        /// The key's length in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
+    /// The key contains a NUL byte.
     #[error("key contains a NUL byte at offset {offset}")]
-    Nul { offset: usize },
+    Nul {
+        /// Byte offset of the first NUL.
+        offset: usize,
+    },
+    /// Raw key bytes are not valid UTF-8.
     #[error("key is not valid UTF-8")]
     NotUtf8,
 }
@@ -162,14 +177,17 @@ impl Key {
         Ok(())
     }
 
+    /// The key as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }
 
+    /// The key's length in bytes.
     pub fn len(&self) -> usize {
         self.0.len()
     }
 
+    /// Always false: a validated key is never empty.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -227,11 +245,18 @@ impl Default for Limits {
 /// Why a value was refused.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ValueError {
+    /// The value is larger than the limit.
     #[error("value is {len} bytes, more than the limit of {max} bytes")]
-    TooLarge { len: usize, max: usize },
+    TooLarge {
+        /// The value's size in bytes.
+        len: usize,
+        /// The limit in bytes.
+        max: usize,
+    },
 }
 
 impl Limits {
+    /// Checks a value of `len` bytes against `value_bytes_max` (capped at [`VALUE_BYTES_LIMIT`]).
     pub fn check_value(&self, len: usize) -> Result<(), ValueError> {
         let max = self.value_bytes_max.min(VALUE_BYTES_LIMIT);
         if len > max {
@@ -256,6 +281,7 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// True if this entry records a delete (it has no value).
     pub fn is_tombstone(&self) -> bool {
         self.value.is_none()
     }
@@ -297,7 +323,9 @@ pub fn hex(bytes: &[u8]) -> String {
 /// entry hash, which is also the entry's part of its digest leaf.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Check {
+    /// The [`key_hash`] of the key the record is stored under.
     pub key_hash: u64,
+    /// The first 16 bytes of the entry's [`entry_hash`].
     pub part: [u8; 16],
 }
 

@@ -31,8 +31,10 @@ pub enum DurabilityConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PolicyConfig {
+    /// Keep accepting writes while regions are cut off (default).
     #[default]
     Available,
+    /// Refuse client writes unless a majority of the known regions is reachable.
     Quorum,
 }
 
@@ -298,11 +300,17 @@ pub struct DaemonConfig {
     pub write_ack: WriteAckConfig,
     /// `active` (default) or `standby`; a promoted standby stays active.
     pub role: Role,
+    /// `[limits]`: sizes of keys and values, and the mass-delete guard.
     pub limits: LimitsConfig,
+    /// `[health]`: when the node reports itself unhealthy.
     pub health: Thresholds,
+    /// `[sync]`: replication timers and bounds.
     pub sync: SyncConfig,
+    /// `[backup]`: scheduled full snapshots.
     pub backup: BackupConfig,
+    /// `[history]`: versions of each key kept.
     pub history: HistoryConfig,
+    /// `[http]`: timeouts and connection bounds of the API server.
     pub http: HttpConfig,
     /// `[[webhooks]]`: endpoints that receive events. Default none.
     pub webhooks: Vec<WebhookConfig>,
@@ -344,6 +352,7 @@ impl DaemonConfig {
         })
     }
 
+    /// Reads and parses the config file at `path`; errors name the file (and the field).
     pub fn load(path: &Path) -> Result<DaemonConfig, DaemonError> {
         let text = std::fs::read_to_string(path).map_err(|source| DaemonError::ReadConfig {
             path: path.to_path_buf(),
@@ -378,6 +387,7 @@ impl DaemonConfig {
         Ok(())
     }
 
+    /// The API's settings from this config.
     pub fn api_config(&self) -> ApiConfig {
         ApiConfig {
             limits: self.node_limits(),

@@ -43,27 +43,45 @@ pub const HTTP_DRAIN_MS_MAX: u64 = 2_000;
 /// Why a daemon could not start.
 #[derive(Debug, Error)]
 pub enum DaemonError {
+    /// The config file could not be read.
     #[error("cannot read the config file {path}: {source}")]
     ReadConfig {
+        /// The config file.
         path: PathBuf,
+        /// Why it could not be read.
         #[source]
         source: std::io::Error,
     },
+    /// The config file is not valid TOML for a [`DaemonConfig`] (unknown field, wrong type).
     #[error("config file {path}: {message}")]
-    ParseConfig { path: PathBuf, message: String },
+    ParseConfig {
+        /// The config file.
+        path: PathBuf,
+        /// The parser's message, naming the offending field.
+        message: String,
+    },
+    /// A setting is invalid in a way the parser cannot see (a missing name, a
+    /// bad webhook URL); the text says which.
     #[error("config: {0}")]
     Invalid(String),
+    /// The node's TLS identity (certificate, key, cluster CA) could not be loaded.
     #[error("cannot load the TLS files from {dir} (made by `meridian ca issue`): {source}")]
     Tls {
+        /// The TLS directory (`tls_dir`).
         dir: PathBuf,
+        /// What was wrong with its files.
         #[source]
         source: TlsError,
     },
+    /// The node could not start: its data directory, store, settings or peer listener.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// The API's listener could not be bound.
     #[error("cannot listen for the API on {addr}: {source}")]
     Api {
+        /// The address it was to listen on.
         addr: SocketAddr,
+        /// Why binding failed.
         #[source]
         source: std::io::Error,
     },
@@ -188,6 +206,7 @@ impl Daemon {
         })
     }
 
+    /// The running node.
     pub fn node(&self) -> &Arc<Node> {
         &self.node
     }

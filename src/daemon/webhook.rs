@@ -67,6 +67,7 @@ impl WebhookConfig {
 /// Counters of one endpoint.
 #[derive(Debug, Default)]
 pub struct WebhookStats {
+    /// Events the endpoint accepted with a success status.
     pub delivered: AtomicU64,
     /// Dropped on a full queue, or by a subscriber that fell behind.
     pub dropped_queue: AtomicU64,

@@ -46,6 +46,7 @@ pub struct Faults {
 }
 
 impl Faults {
+    /// A switchboard with no blocks and no links, to share with the socket.
     pub fn new() -> Arc<Faults> {
         Arc::new(Faults::default())
     }
@@ -60,6 +61,7 @@ impl Faults {
         self.blocked().insert(addr);
     }
 
+    /// Sends datagrams to `addr` again (its link, if any, still applies).
     pub fn unblock(&self, addr: SocketAddr) {
         self.blocked().remove(&addr);
     }
@@ -85,6 +87,7 @@ impl Faults {
             .copied()
     }
 
+    /// Datagrams sent to `addr` are dropped.
     pub fn is_blocked(&self, addr: SocketAddr) -> bool {
         self.blocked().contains(&addr)
     }

@@ -25,6 +25,7 @@ pub struct Conn {
     pub dialed: bool,
     /// Frames for the peer.
     pub tx: mpsc::Sender<Vec<u8>>,
+    /// The QUIC connection itself: membership datagrams go on it, and closing it drops the peer.
     pub connection: quinn::Connection,
 }
 
@@ -83,6 +84,8 @@ pub struct Links {
 }
 
 impl Links {
+    /// No connections yet for node `me`; `seeds` are dialed forever by the
+    /// builder and never enter the dial set.
     pub fn new(me: NodeId, seeds: impl IntoIterator<Item = SocketAddr>) -> Links {
         Links {
             me,

@@ -36,23 +36,36 @@ pub const PREAMBLE_NAME_BYTES_MAX: usize = 64;
 pub const SEND_QUEUE_FRAMES_MAX: usize = 1_024;
 /// Dial backoff bounds.
 pub const DIAL_BACKOFF_MS_MIN: u64 = 100;
+/// Longest wait between dials of one address, in ms: the backoff doubles up to
+/// it. A connected address is checked again this often.
 pub const DIAL_BACKOFF_MS_MAX: u64 = 5_000;
 /// QUIC application error codes for closing a connection.
 pub const CLOSE_DUPLICATE: u32 = 1;
+/// Close code: the peer is refused (another cluster, this node itself, or refused by the replica).
 pub const CLOSE_REFUSED: u32 = 2;
+/// Close code: the peer sent a malformed preamble or frame.
 pub const CLOSE_MALFORMED: u32 = 3;
+/// Close code: this node is shutting down.
 pub const CLOSE_SHUTDOWN: u32 = 4;
 
 /// Counters of the transport.
 #[derive(Debug, Default)]
 pub struct NetMetrics {
+    /// Codec frames received from peers.
     pub frames_in: AtomicU64,
+    /// Codec frames written to peers.
     pub frames_out: AtomicU64,
+    /// Bytes of the frames received, headers included.
     pub bytes_in: AtomicU64,
+    /// Bytes of the frames written, headers included.
     pub bytes_out: AtomicU64,
+    /// Frames dropped because a peer's send queue was full.
     pub frames_dropped_queue_full: AtomicU64,
+    /// Malformed frames or preambles received; each closed its connection.
     pub malformed_frames: AtomicU64,
+    /// Incoming connections whose handshake failed, and peers of another cluster.
     pub peers_refused: AtomicU64,
+    /// Connections set up, dialed or accepted.
     pub connections_opened: AtomicU64,
 }
 
@@ -61,27 +74,44 @@ pub struct NetMetrics {
 pub enum NetEvent {
     /// A connection to `node` is ready; frames for it go to `tx`.
     Up {
+        /// The transport's number for the connection (its later events carry it).
         conn: u64,
+        /// The peer's node id, from its preamble.
         node: NodeId,
+        /// The peer's name, from its preamble.
         name: String,
+        /// The peer's region, from its preamble.
         region: String,
+        /// This node dialed it (else the peer did).
         dialed: bool,
+        /// Frames for the peer; at most [`SEND_QUEUE_FRAMES_MAX`] wait.
         tx: mpsc::Sender<Vec<u8>>,
+        /// The QUIC connection itself, for datagrams and for closing it.
         connection: quinn::Connection,
     },
     /// A membership packet (a QUIC datagram).
     Datagram {
+        /// The connection it came on.
         conn: u64,
+        /// The peer that sent it.
         node: NodeId,
+        /// The packet.
         data: bytes::Bytes,
     },
+    /// A replication message decoded from the peer's stream.
     Message {
+        /// The connection it came on.
         conn: u64,
+        /// The peer that sent it.
         node: NodeId,
+        /// The decoded message.
         msg: Message,
     },
+    /// The connection ended (closed, lost, or after a malformed frame); sent only after its `Up`.
     Down {
+        /// The connection that ended.
         conn: u64,
+        /// The peer it was to.
         node: NodeId,
     },
 }
@@ -89,12 +119,19 @@ pub enum NetEvent {
 /// Shared state of the transport's tasks.
 #[derive(Clone)]
 pub struct Transport {
+    /// The QUIC endpoint connections are dialed from and accepted on.
     pub endpoint: quinn::Endpoint,
+    /// This node's cluster: a peer whose preamble names another is refused.
     pub cluster: ClusterId,
+    /// This node's id, sent in the preamble.
     pub node: NodeId,
+    /// This node's name, sent in the preamble.
     pub name: String,
+    /// This node's region, sent in the preamble.
     pub region: String,
+    /// Where connection events and decoded messages go (the node's driver).
     pub events: mpsc::Sender<NetEvent>,
+    /// The transport's counters.
     pub metrics: Arc<NetMetrics>,
     next_conn: Arc<AtomicU64>,
     /// Live connections by remote address: a dial loop does not dial an
@@ -103,6 +140,9 @@ pub struct Transport {
 }
 
 impl Transport {
+    /// A transport over `endpoint` that introduces this node (`cluster`,
+    /// `node`, `name`, `region`) to peers and sends what happens to `events`.
+    /// Starts no task.
     pub fn new(
         endpoint: quinn::Endpoint,
         cluster: ClusterId,

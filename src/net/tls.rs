@@ -36,35 +36,58 @@ pub const INITIAL_RTT_MS: u64 = 100;
 /// Why certificates or TLS could not be set up.
 #[derive(Debug, Error)]
 pub enum TlsError {
+    /// A file or directory could not be read, written or created.
     #[error("{path}: {source}")]
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// Why it failed.
         #[source]
         source: std::io::Error,
     },
+    /// A file does not hold the PEM object expected.
     #[error("{path}: not a valid PEM {what}")]
-    Pem { path: PathBuf, what: &'static str },
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What it should hold (`certificate`, `private key`).
+        what: &'static str,
+    },
+    /// A key could not be generated or parsed, or a certificate not made.
     #[error("certificate generation: {0}")]
     Generate(#[from] rcgen::Error),
+    /// rustls or quinn refused the certificates or settings.
     #[error("TLS configuration: {0}")]
     Config(String),
+    /// A cluster, node or region name is not 1-64 characters of a-z, A-Z, 0-9, `-`, `_` or `.`.
     #[error("invalid {field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
+    Invalid {
+        /// Which name (`cluster`, `name` or `region`).
+        field: &'static str,
+        /// The value, and what it must be.
+        reason: String,
+    },
 }
 
 /// A cluster certificate authority.
 pub struct Ca {
     /// The cluster's name, in the CA's subject.
     pub cluster: String,
+    /// The CA's self-signed certificate, PEM (`ca.pem`).
     pub cert_pem: String,
+    /// The CA's private key, PEM (`ca.key`): it signs node certificates.
     pub key_pem: String,
 }
 
 /// A node's certificate and key, and the CA it chains to.
 #[derive(Clone)]
 pub struct NodeIdentity {
+    /// The node's certificate, PEM (`node.pem`).
     pub cert_pem: String,
+    /// The node's private key, PEM (`node.key`).
     pub key_pem: String,
+    /// The cluster CA's certificate, PEM (`ca.pem`): peers must chain to it,
+    /// and the cluster id is derived from it.
     pub ca_pem: String,
 }
 

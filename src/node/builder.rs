@@ -240,6 +240,7 @@ impl NodeBuilder {
         self
     }
 
+    /// Whether commits wait for the disk (default [`Durability::Immediate`]).
     pub fn durability(mut self, d: Durability) -> Self {
         self.durability = d;
         self
@@ -267,11 +268,14 @@ impl NodeBuilder {
         self
     }
 
+    /// Limits on the keys and values of client writes (default 1 KiB keys, 1 MiB values).
     pub fn limits(mut self, limits: Limits) -> Self {
         self.limits = limits;
         self
     }
 
+    /// What to do with client writes while no majority of regions is reachable
+    /// (default [`PartitionPolicy::Available`]).
     pub fn partition_policy(mut self, p: PartitionPolicy) -> Self {
         self.policy = p;
         self

@@ -28,6 +28,7 @@ pub struct DataDir {
 }
 
 impl DataDir {
+    /// Opens the data directory `dir`, creating it (and its parents) if missing.
     pub fn open(dir: &Path) -> Result<DataDir, NodeError> {
         std::fs::create_dir_all(dir).map_err(|source| NodeError::DataDir {
             path: dir.to_path_buf(),
@@ -38,6 +39,7 @@ impl DataDir {
         })
     }
 
+    /// The path of the store file ([`STORE_FILE`]) in the directory.
     pub fn store_path(&self) -> PathBuf {
         self.dir.join(STORE_FILE)
     }

@@ -21,6 +21,7 @@ const VERSION_OVERHEAD_BYTES: usize = 64;
 pub struct Version {
     /// The local index of the change.
     pub index: u64,
+    /// The entry as applied: value or tombstone, with its stamp.
     pub entry: Entry,
 }
 
@@ -42,6 +43,8 @@ fn cost(key: &Key, e: &Entry) -> usize {
 }
 
 impl History {
+    /// An empty history keeping at most `versions_max` versions per key and
+    /// `bytes_max` bytes in all (either 0: keeps nothing).
     pub fn new(versions_max: usize, bytes_max: usize) -> History {
         History {
             versions_max,

@@ -1,10 +1,10 @@
 //! `node`: a running Meridian node, and the embedded Rust API.
 //!
 //! Owns the composition of the layers: a driver task that owns the
-//! [`Replica`] and carries out its outputs in order, a store thread that
+//! [`Replica`](crate::sync::Replica) and carries out its outputs in order, a store thread that
 //! makes persist batches durable with group commit (while one commit is on
 //! its way to disk the next group gathers, and every write in a group is
-//! acknowledged when its commit returns), the QUIC [`Transport`], and the
+//! acknowledged when its commit returns), the QUIC [`Transport`](crate::net::Transport), and the
 //! [`Node`] handle that applications embed. The driver decides nothing: it
 //! feeds the replica inputs (client calls, peer messages, connection events,
 //! timer ticks) and executes what comes out.
@@ -67,38 +67,66 @@ pub const EVENTS_KEPT_MAX: usize = 256;
 /// Why a node call failed.
 #[derive(Debug, Error)]
 pub enum NodeError {
+    /// The replica refused the write; nothing was changed.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The store could not be opened, read or written.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The node's TLS identity could not be used.
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
+    /// The replica's configuration is invalid, or its durable state is another node's.
     #[error("configuration: {0}")]
     Config(#[from] ConfigError),
+    /// The transport could not bind or use its UDP address.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
+        /// The address asked for.
         addr: SocketAddr,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The data directory, or a file in it, could not be created, read or written.
     #[error("data directory {path}: {source}")]
     DataDir {
+        /// The directory or file.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The data directory holds something the node will not use as it is
+    /// (an invalid `node.id`, or a damaged store it cannot attribute to a node).
     #[error("data directory {path}: {reason}")]
-    DataDirInvalid { path: PathBuf, reason: String },
+    DataDirInvalid {
+        /// The file at fault.
+        path: PathBuf,
+        /// What is wrong, and what the operator can do.
+        reason: String,
+    },
+    /// The node is shut down: the call could not reach its driver.
     #[error("the node is shut down")]
     Stopped,
+    /// A thread the node needs could not be started.
     #[error("cannot start the {what} thread: {source}")]
     Thread {
+        /// Which thread (e.g. `store`).
         what: &'static str,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
+    /// The store refuses commits (a full disk, or a store error): writes are
+    /// refused until it takes them again; reads are served.
     #[error("{}", store_refusal(*disk_full, error))]
-    StoreUnavailable { disk_full: bool, error: String },
+    StoreUnavailable {
+        /// The store refused because the disk is full.
+        disk_full: bool,
+        /// The store's error.
+        error: String,
+    },
     /// The write's commit was refused: it is not acknowledged. It is
     /// applied in memory, and becomes durable if the retried commit lands
     /// before the node stops.
@@ -107,7 +135,12 @@ pub enum NodeError {
          and becomes durable only if space returns before the node stops",
         if *disk_full { "the disk is full" } else { "a store error" }
     )]
-    NotDurable { disk_full: bool, error: String },
+    NotDurable {
+        /// The commit was refused because the disk is full.
+        disk_full: bool,
+        /// The store's error.
+        error: String,
+    },
     /// The write is durable here but not as widely as it asked.
     #[error("{0}")]
     NotReplicated(AckFailure),
@@ -116,9 +149,15 @@ pub enum NodeError {
         "quarantined: {} failed its integrity check and is not served until it is repaired from a peer",
         keys.join(", ")
     )]
-    Quarantined { keys: Vec<String> },
+    Quarantined {
+        /// The quarantined keys (at most [`QUARANTINED_NAMED_MAX`]).
+        keys: Vec<String>,
+    },
+    /// The node stopped (its store failed, or it was shut down) before the call was answered.
     #[error("the store failed and the node stopped: {0}")]
     StoreFailed(String),
+    /// An incremental snapshot cannot be taken: the node no longer knows
+    /// every key removed since the index asked for.
     #[error("snapshot: {0}")]
     Snapshot(String),
 }
@@ -176,14 +215,17 @@ impl Node {
         }
     }
 
+    /// This node's id.
     pub fn id(&self) -> NodeId {
         self.id
     }
 
+    /// This node's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
+    /// The region this node runs in.
     pub fn region(&self) -> &str {
         &self.region
     }
@@ -316,7 +358,7 @@ impl Node {
     /// Deletes every key this node knows under `prefix` (live keys and
     /// keys it holds a tombstone for), at most `keys_max`, in one durable
     /// step; returns how many tombstones it wrote once they are durable.
-    /// See [`Replica::delete_prefix`].
+    /// See [`Replica::delete_prefix`](crate::sync::Replica::delete_prefix).
     pub async fn delete_prefix(&self, prefix: &str, keys_max: usize) -> Result<usize, NodeError> {
         self.delete_prefix_acked(prefix, keys_max, None).await
     }
@@ -377,7 +419,7 @@ impl Node {
     }
 
     /// Merges backup entries as replicated state (see
-    /// [`Replica::import`]); returns once they are durable.
+    /// [`Replica::import`](crate::sync::Replica::import)); returns once they are durable.
     pub async fn import(&self, entries: Vec<(Key, Entry)>) -> Result<ImportReport, NodeError> {
         self.call(|reply| Command::Import { entries, reply })
             .await?
@@ -414,6 +456,7 @@ impl Node {
         }
     }
 
+    /// The replica's status with the node's counters and recent events.
     pub async fn status(&self) -> Result<NodeStatus, NodeError> {
         self.call(|reply| Command::Status { reply }).await
     }

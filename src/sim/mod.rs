@@ -48,9 +48,11 @@ const PREFIX_DELETE_PER_MILLION: u32 = 50_000;
 /// What one simulated run does. [`SimConfig::from_seed`] draws a varied one.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
+    /// Seed of every random choice in the run: the same seed replays it exactly.
     pub seed: u64,
     /// Replicas, spread round-robin over the regions (3..=9 in generated runs).
     pub nodes: usize,
+    /// Regions the nodes are spread over (3 in generated runs).
     pub regions: usize,
     /// Size of the key space the workload writes to.
     pub keys: usize,
@@ -76,6 +78,7 @@ pub struct SimConfig {
     pub clock_skew_ms_max: u64,
     /// A persist takes 0..=this virtual ms.
     pub persist_ms_max: u64,
+    /// Every replica's partition policy.
     pub policy: PartitionPolicy,
     /// Give up waiting for convergence after this long.
     pub quiesce_ms_max: u64,
@@ -149,21 +152,35 @@ impl SimConfig {
 /// What a successful run saw.
 #[derive(Debug, Clone, Default)]
 pub struct SimReport {
+    /// The run's seed.
     pub seed: u64,
+    /// Replicas in the run.
     pub nodes: usize,
+    /// Client writes acknowledged.
     pub writes_acknowledged: u64,
     /// Quorum writes answered as not acknowledged (timed out).
     pub writes_unacknowledged: u64,
+    /// Client writes refused: their node was down, or its replica refused them.
     pub writes_refused: u64,
+    /// Writes a replica accepted that were never acknowledged (accepted minus acknowledged).
     pub writes_lost_unacknowledged: u64,
+    /// Messages sent by replicas.
     pub messages_sent: u64,
+    /// Messages the network dropped: a link down or cut, a node down, or a random drop.
     pub messages_dropped: u64,
+    /// Partition episodes.
     pub partitions: u64,
+    /// Crash-and-restart episodes.
     pub crashes: u64,
+    /// Tombstones collected, summed over the replicas at the end.
     pub tombstones_collected: u64,
+    /// Entries applied by anti-entropy, summed over the replicas at the end.
     pub ae_entries_applied: u64,
+    /// Feed gaps, summed over the replicas at the end.
     pub feed_gaps: u64,
+    /// Entries refused at or below the collection floor, summed over the replicas at the end.
     pub below_floor_refused: u64,
+    /// `ClockSkew` events: messages refused because their stamps ran too far ahead.
     pub clock_skew_events: u64,
     /// Virtual ms from the end of the active phase to equal roots everywhere.
     pub converged_after_ms: u64,
@@ -175,25 +192,30 @@ pub struct SimReport {
     /// Tombstones collected after convergence, while every root was
     /// checked at every step.
     pub collected_while_steady: u64,
-    /// Clock faults injected (run-offs and jumps), and writes refused
-    /// because of a clock (judged off, or ahead of time).
+    /// Clock faults injected (run-offs and jumps).
     pub clock_faults: u64,
+    /// Of the refused writes, those refused because of a clock (judged off, or ahead of time).
     pub writes_refused_for_clock: u64,
-    /// Records damaged on disk or in memory; records quarantined and
-    /// repaired (summed over the replicas at the end).
+    /// Records damaged on disk or in memory.
     pub records_damaged: u64,
+    /// Records quarantined, summed over the replicas at the end.
     pub records_quarantined: u64,
+    /// Quarantines ended, summed over the replicas at the end.
     pub records_repaired: u64,
     /// Nodes whose store was destroyed.
     pub destroys: u64,
+    /// Live keys at the end, as the oracle has them.
     pub keys_live: usize,
+    /// The Merkle root every replica ended with.
     pub root: Hash,
 }
 
 /// A failed run: what went wrong, and how to replay it.
 #[derive(Debug, Clone)]
 pub struct SimFailure {
+    /// The seed that replays the run.
     pub seed: u64,
+    /// The check that failed, and what it found.
     pub reason: String,
 }
 
@@ -339,6 +361,7 @@ fn pair(a: usize, b: usize) -> (usize, usize) {
 }
 
 impl Sim {
+    /// A simulation of `cfg`: its nodes and links set up, nothing run yet.
     pub fn new(cfg: SimConfig) -> Sim {
         let mut rng = Rng::new(cfg.seed);
         let cluster = ClusterId([7; 16]);

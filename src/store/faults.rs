@@ -17,6 +17,7 @@ pub struct StoreFaults {
 }
 
 impl StoreFaults {
+    /// A switchboard with the disk not full, to share with the stores it wraps.
     pub fn new() -> Arc<StoreFaults> {
         Arc::new(StoreFaults::default())
     }
@@ -49,6 +50,7 @@ pub struct FaultyStore {
 }
 
 impl FaultyStore {
+    /// Wraps `inner`: its commits fail while `faults` says the disk is full.
     pub fn new(inner: Box<dyn Store>, faults: Arc<StoreFaults>) -> FaultyStore {
         FaultyStore { inner, faults }
     }

@@ -40,20 +40,34 @@ pub enum Durability {
 /// are written to be applied twice safely).
 #[derive(Debug, Error)]
 pub enum StoreError {
+    /// redb failed for a reason other than damage: I/O (a full disk among
+    /// them, see [`StoreError::is_disk_full`]), a closed database, or
+    /// another redb error.
     #[error("database {path}: {source}")]
     Database {
+        /// The database file.
         path: PathBuf,
+        /// redb's error.
         #[source]
         source: Box<::redb::Error>,
     },
     /// The file cannot be read as a store: empty, damaged pages, a meta
     /// table that fails its check, or redb failing on it.
     #[error("the store {path} is damaged: {reason}")]
-    Damaged { path: PathBuf, reason: String },
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What was found wrong.
+        reason: String,
+    },
+    /// The store already records another node id than the one being set.
     #[error("the store in {path} belongs to node {found}, not {expected}")]
     WrongNode {
+        /// The database file.
         path: PathBuf,
+        /// The node id being set.
         expected: NodeId,
+        /// The node id the store holds.
         found: NodeId,
     },
     /// A fault injected by [`faults::StoreFaults`].

@@ -327,6 +327,7 @@ impl RedbStore {
         Ok(store)
     }
 
+    /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
     }

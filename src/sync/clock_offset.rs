@@ -29,6 +29,7 @@ pub const SAMPLE_AGE_MS_MAX: u64 = 15_000;
 pub struct Sample {
     /// The peer's clock minus ours (ms): positive when theirs is ahead.
     pub offset_ms: i64,
+    /// The round trip (ms); the offset is good to within half of it.
     pub rtt_ms: u64,
     /// When the reply arrived (our clock).
     pub at_ms: u64,
@@ -62,6 +63,7 @@ pub struct PeerClock {
 }
 
 impl PeerClock {
+    /// Records a sample, dropping the oldest beyond [`SAMPLES_MAX`].
     pub fn add(&mut self, s: Sample) {
         if self.samples.len() == SAMPLES_MAX {
             self.samples.pop_front();

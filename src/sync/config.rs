@@ -31,6 +31,7 @@ pub enum WriteAck {
 /// A replica's configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// This node's id; durable state of another node is refused.
     pub node: NodeId,
     /// Human name of the node (at most 64 bytes).
     pub name: String,
@@ -40,6 +41,7 @@ pub struct Config {
     pub api: String,
     /// Peers with another cluster id are refused.
     pub cluster: ClusterId,
+    /// Limits on the keys and values of local writes. Default: 1 KiB keys, 1 MiB values.
     pub limits: Limits,
     /// Default: [`PartitionPolicy::Available`].
     pub partition_policy: PartitionPolicy,
@@ -108,17 +110,32 @@ pub struct Config {
 /// A configuration that cannot work.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum ConfigError {
+    /// A numeric setting is outside its allowed range.
     #[error("{field} is {value}, must be between {min} and {max}")]
     OutOfRange {
+        /// The setting's field name.
         field: &'static str,
+        /// The value given.
         value: u64,
+        /// The least allowed value.
         min: u64,
+        /// The greatest allowed value.
         max: u64,
     },
+    /// The name, region or API address is longer than [`NAME_BYTES_MAX`] bytes.
     #[error("{field} is longer than {NAME_BYTES_MAX} bytes")]
-    NameTooLong { field: &'static str },
+    NameTooLong {
+        /// The field that is too long: `name`, `region` or `api`.
+        field: &'static str,
+    },
+    /// The durable state given to the replica was written by another node.
     #[error("durable state belongs to node {found}, not {expected}")]
-    WrongNode { expected: NodeId, found: NodeId },
+    WrongNode {
+        /// This node's id, from the configuration.
+        expected: NodeId,
+        /// The node id the durable state belongs to.
+        found: NodeId,
+    },
 }
 
 impl Config {
@@ -158,6 +175,7 @@ impl Config {
         }
     }
 
+    /// Checks names against their length limit and every numeric setting against its range.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let range = |field, value: u64, min, max| {
             if value < min || value > max {

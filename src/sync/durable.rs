@@ -20,8 +20,11 @@ pub const CONFLICTS_STORED_MAX: usize = 4_096;
 /// A key's durable record.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StoredRecord {
+    /// The key's current entry, value or tombstone.
     pub entry: Entry,
+    /// The local index at which the key was created (or re-created after a delete).
     pub create_index: u64,
+    /// The local index of the key's latest change.
     pub modify_index: u64,
     /// The check the entry was stored with: a replica restoring from it
     /// recomputes the check from the entry and quarantines the record if
@@ -35,6 +38,7 @@ pub struct StoredRecord {
 pub struct DamagedRecord {
     /// The key as stored (maybe damaged itself).
     pub raw_key: Vec<u8>,
+    /// Why it did not decode, for operators.
     pub reason: String,
 }
 
@@ -43,6 +47,7 @@ pub struct DamagedRecord {
 pub enum Loaded {
     /// Decoded, with the check it was stored with (not yet verified).
     Record(Key, StoredRecord),
+    /// Did not decode: the replica quarantines it and takes a full transfer.
     Damaged(DamagedRecord),
 }
 
@@ -55,7 +60,9 @@ pub struct PeerProgress {
     pub applied: u64,
     /// Every write of the peer stamped at or below this clock is held here.
     pub received: Hlc,
+    /// The peer's node name, as its hello said.
     pub name: String,
+    /// The peer's region, as its hello said.
     pub region: String,
     /// Its HTTP API address.
     pub api: String,
@@ -110,13 +117,18 @@ impl Recovery {
 pub struct PersistBatch {
     /// Changed keys; `None` removes the key.
     pub records: Vec<(Key, Option<StoredRecord>)>,
+    /// The replica's last index after this input.
     pub index: u64,
+    /// The greatest timestamp the clock issued or observed: a restart resumes after it.
     pub clock: Hlc,
+    /// The collection floor: tombstones at or below it may have been dropped,
+    /// so values at or below it for absent keys are refused.
     pub gc_floor: Hlc,
     /// The greatest clock of a tombstone collected by age, not stability.
     pub horizon_floor: Hlc,
     /// Physical time of the last message from any peer.
     pub synced_ms: u64,
+    /// Peers whose progress or identity changed.
     pub peers: Vec<(NodeId, PeerProgress)>,
     /// Stored keys (as stored, maybe not valid keys) of damaged records to
     /// remove, before `records` are written.
@@ -124,6 +136,7 @@ pub struct PersistBatch {
     /// Conflicts recorded by this input, oldest first, and the count of all
     /// conflicts ever recorded after them (the last one's number).
     pub conflicts: Vec<Conflict>,
+    /// The count of all conflicts ever recorded, this batch's included.
     pub conflicts_total: u64,
     /// The recovery state, when this input changed it.
     pub recovery: Option<Recovery>,
@@ -132,24 +145,35 @@ pub struct PersistBatch {
 /// Everything a replica needs to restart (see the module docs).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DurableState {
+    /// The node the state belongs to; `NodeId(0)` (a fresh state) fits any node.
     pub node: NodeId,
+    /// Every record that decoded, tombstones included.
     pub records: BTreeMap<Key, StoredRecord>,
+    /// The replica's last index.
     pub index: u64,
+    /// The greatest timestamp the clock issued or observed.
     pub clock: Hlc,
+    /// The collection floor (see [`PersistBatch::gc_floor`]).
     pub gc_floor: Hlc,
+    /// The greatest clock of a tombstone collected by age, not stability.
     pub horizon_floor: Hlc,
+    /// Physical time (ms) of the last message from any peer; 0: none yet.
     pub synced_ms: u64,
+    /// Progress with each peer, and who it said it was.
     pub peers: BTreeMap<NodeId, PeerProgress>,
     /// Records that did not decode when the state was read back.
     pub damaged: Vec<DamagedRecord>,
     /// The newest conflicts (at most [`CONFLICTS_STORED_MAX`]), oldest
     /// first, and how many were ever recorded.
     pub conflicts: Vec<Conflict>,
+    /// The count of all conflicts ever recorded, including those no longer kept.
     pub conflicts_total: u64,
+    /// Whether a recovery was on when the state was written (resumed on restart).
     pub recovery: Recovery,
 }
 
 impl DurableState {
+    /// An empty state belonging to `node`.
     pub fn new(node: NodeId) -> DurableState {
         DurableState {
             node,

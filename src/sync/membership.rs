@@ -28,8 +28,11 @@ pub const ANNOUNCE_TO_DOWN_MS: u64 = 5_000;
 /// A member's identity, as SWIM spreads it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Member {
+    /// The member's node id.
     pub node: NodeId,
+    /// The member's node name.
     pub name: String,
+    /// The region the member runs in.
     pub region: String,
     /// Where peers reach it (`ip:port`).
     pub addr: String,
@@ -60,6 +63,7 @@ impl foca::Identity for Member {
 /// The view of one member.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberView {
+    /// Who the member is.
     pub member: Member,
     /// "alive", "suspect" or "down".
     pub state: &'static str,
@@ -70,21 +74,28 @@ pub struct MemberView {
 pub enum MembershipOutput {
     /// Send `data` to `to` (unreliably is fine).
     Send {
+        /// The member to send to (at its `addr`).
         to: Member,
+        /// The packet, at most [`PACKET_BYTES_MAX`] bytes.
         data: Vec<u8>,
     },
     /// Call [`Membership::handle_timer`] with `timer` after `after_ms`.
     Timer {
+        /// The timer to hand back.
         timer: Timer<Member>,
+        /// The delay, in ms.
         after_ms: u64,
     },
+    /// A member became alive, or joined: its region and address are now known.
     Up(Member),
+    /// A member was declared down, or another node took over its address.
     Down(Member),
 }
 
 /// Why membership refused input.
 #[derive(Debug, Error)]
 pub enum MembershipError {
+    /// foca refused the input (an oversized or malformed packet, for one): its error text.
     #[error("membership: {0}")]
     Foca(String),
 }

@@ -33,9 +33,11 @@ pub(super) struct PendingAck {
 pub enum AckFailure {
     /// No majority of regions held it durably within the timeout.
     QuorumTimeout {
+        /// How long it waited, in ms.
         waited_ms: u64,
         /// Regions that hold it durably (this one included), of all known.
         regions: usize,
+        /// Regions known, this one included.
         total: usize,
     },
 }

@@ -53,7 +53,9 @@ pub(super) struct Quarantined {
 pub struct QuarantineStatus {
     /// The stored key (lossy UTF-8 if it is not a valid key).
     pub key: String,
+    /// Why it was quarantined: what failed its check, and where.
     pub reason: String,
+    /// When it was quarantined (physical time, ms).
     pub since_ms: u64,
 }
 
@@ -61,14 +63,25 @@ pub struct QuarantineStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
     /// A peer's entry for the key was merged.
-    Repaired { from: NodeId, stamp: Stamp },
+    Repaired {
+        /// The peer whose entry was merged.
+        from: NodeId,
+        /// The stamp of the merged entry.
+        stamp: Stamp,
+    },
     /// A local write replaced it.
     Overwritten,
     /// Its copy on disk was intact (it had been damaged in memory).
-    ReadBack { stamp: Stamp },
+    ReadBack {
+        /// The stamp of the stored copy.
+        stamp: Stamp,
+    },
     /// Every known peer (`peers` of them) sent its whole state, or was
     /// found equal, and none held a live value of the key.
-    NotHeldByPeers { peers: usize },
+    NotHeldByPeers {
+        /// Peers that sent their state or were found equal.
+        peers: usize,
+    },
 }
 
 /// What reading a store back found, before the map is built.

@@ -224,26 +224,32 @@ impl Replica {
         Ok(r)
     }
 
+    /// This replica's node id.
     pub fn node(&self) -> NodeId {
         self.cfg.node
     }
 
+    /// The configuration it runs with.
     pub fn config(&self) -> &Config {
         &self.cfg
     }
 
+    /// The replicated map, for reads and scans.
     pub fn map(&self) -> &LwwMap {
         &self.map
     }
 
+    /// Counters since start.
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
 
+    /// The record of `key`, tombstone included; `None` if absent (or quarantined).
     pub fn get(&self, key: &str) -> Option<&Record> {
         self.map.get(key)
     }
 
+    /// The Merkle root of the live entries: equal live data gives equal roots.
     pub fn root(&mut self) -> Hash {
         self.map.root()
     }
@@ -270,6 +276,7 @@ impl Replica {
         self.gc_floor
     }
 
+    /// The greatest timestamp this replica's clock issued or observed.
     pub fn clock(&self) -> Hlc {
         self.clock.last()
     }

@@ -11,67 +11,137 @@ use crate::sync::durable::{PeerProgress, PersistBatch, Recovery, StoredRecord};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// A peer's stamp ran ahead of our clock by more than the bound; its message was refused.
-    ClockSkew { peer: NodeId, ahead_ms: u64 },
+    ClockSkew {
+        /// The peer whose message was refused.
+        peer: NodeId,
+        /// How far its furthest stamp ran ahead of our clock, in ms.
+        ahead_ms: u64,
+    },
     /// A peer was refused.
-    PeerRefused { peer: NodeId, reason: Refusal },
+    PeerRefused {
+        /// The refused peer.
+        peer: NodeId,
+        /// Why it was refused.
+        reason: Refusal,
+    },
     /// A peer lost contact before a tombstone we collected by age was written; it was told to resync.
-    PeerStale { peer: NodeId },
+    PeerStale {
+        /// The peer told to resync.
+        peer: NodeId,
+    },
     /// This replica was told it is stale: it dropped every entry older than
     /// the horizon and rebuilds from `from`.
-    Resynced { from: NodeId, dropped: usize },
+    Resynced {
+        /// The peer that said this replica is stale.
+        from: NodeId,
+        /// Entries dropped as older than the horizon.
+        dropped: usize,
+    },
     /// Two different entries carried the same stamp (a bug or corruption).
-    StampCollision { key: Key },
+    StampCollision {
+        /// The key both entries were for.
+        key: Key,
+    },
     /// A peer's hello was accepted: it is connected.
     PeerUp {
+        /// The peer's node id.
         peer: NodeId,
+        /// Its node name, as its hello said.
         name: String,
+        /// Its region, as its hello said.
         region: String,
     },
     /// The connection to a peer was lost.
     PeerDown {
+        /// The peer's node id.
         peer: NodeId,
+        /// Its node name, as last known.
         name: String,
+        /// Its region, as last known.
         region: String,
     },
     /// No peer of this region is reachable any more (a partition, from here).
-    PartitionDetected { region: String },
+    PartitionDetected {
+        /// The region cut off.
+        region: String,
+    },
     /// A peer of this region is reachable again after `partition_ms`.
-    PartitionEnded { region: String, partition_ms: u64 },
+    PartitionEnded {
+        /// The region reachable again.
+        region: String,
+        /// How long it was unreachable, in ms.
+        partition_ms: u64,
+    },
     /// After a partition ended, this replica and a peer of that region were
     /// found to hold equal state: `keys_exchanged` entries crossed (applied
     /// here or sent from here) since the end, in `converge_ms`.
     PartitionHealed {
+        /// The region whose partition healed.
         region: String,
+        /// How long it was unreachable, in ms.
         partition_ms: u64,
+        /// Entries applied here or sent from here since the partition ended.
         keys_exchanged: u64,
+        /// Time from the end of the partition to equal state, in ms.
         converge_ms: u64,
     },
     /// Anti-entropy found this replica's root differs from a peer's.
-    DivergenceFound { peer: NodeId },
+    DivergenceFound {
+        /// The peer of the anti-entropy round.
+        peer: NodeId,
+    },
     /// Anti-entropy applied entries from a peer that the push had missed.
-    DivergenceRepaired { peer: NodeId, keys: u64 },
+    DivergenceRepaired {
+        /// The peer the entries came from.
+        peer: NodeId,
+        /// Entries applied.
+        keys: u64,
+    },
     /// A record failed its check (read back from the store, before it was
     /// sent or served, or in the scrub): it is quarantined until repaired.
-    RecordQuarantined { key: String, reason: String },
+    RecordQuarantined {
+        /// The key (lossy UTF-8 if the stored key is not a valid key).
+        key: String,
+        /// What failed its check, and where.
+        reason: String,
+    },
     /// A quarantined record's quarantine ended.
-    RecordRepaired { key: String, how: Resolution },
+    RecordRepaired {
+        /// The key (lossy UTF-8 if the stored key is not a valid key).
+        key: String,
+        /// How the quarantine ended.
+        how: Resolution,
+    },
     /// The store could not be read at all: this node starts empty under
     /// its own id and rebuilds from a peer, refusing writes until then.
     StoreLost,
     /// Records were lost (`cause`): this replica claims nothing and takes
     /// every known peer's state (see `replica/recovery.rs`).
-    RecoveryStarted { cause: Recovery },
+    RecoveryStarted {
+        /// What was lost: damaged records, or the whole store.
+        cause: Recovery,
+    },
     /// Every known peer's state (`peers` of them) was taken: this replica
     /// claims again.
-    Recovered { cause: Recovery, peers: usize },
+    Recovered {
+        /// What had been lost.
+        cause: Recovery,
+        /// Peers whose state was taken.
+        peers: usize,
+    },
     /// The judgement of this node's clock changed: `disagreeing` of the
     /// `members` (this one included) are more than the bound off from it
     /// (`offset_ms`: theirs minus ours), and `off` when they are a majority
     /// (client writes are refused).
     ClockOffset {
+        /// The median offset of the disagreeing members (of all measured
+        /// ones when none disagrees), theirs minus ours, in ms; 0: unknown.
         offset_ms: i64,
+        /// Members whose clocks are more than the bound off from this one's.
         disagreeing: usize,
+        /// Members of the cluster, this node included.
         members: usize,
+        /// The disagreeing members are a majority: client writes are refused.
         off: bool,
     },
 }
@@ -80,9 +150,13 @@ pub enum Event {
 /// out only once every `Persist` before it is durable.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
+    /// Write this batch atomically; later outputs wait until it is durable.
     Persist(PersistBatch),
+    /// Send a message to a peer.
     Send {
+        /// The peer.
         to: NodeId,
+        /// The message.
         msg: Message,
     },
     /// A client write is durable (here, or in a majority of regions when
@@ -91,24 +165,31 @@ pub enum Output {
     /// A client write is not acknowledged: it is written here but not as
     /// durable as it asked (see [`AckFailure`]). Complete it with an error.
     Unacknowledged {
+        /// The write, as its receipt named it.
         receipt: WriteReceipt,
+        /// Why it is not acknowledged.
         reason: AckFailure,
     },
     /// Changes up to this index are durable: wake watchers.
     Notify {
+        /// The replica's last index, now durable.
         index: u64,
     },
     /// A record was found damaged in memory: read its stored copy (once
     /// every persist issued before this output is durable) and hand it to
     /// [`Replica::read_back`].
     ReadBack {
+        /// The key whose stored copy to read.
         key: Key,
     },
     /// Close the connection to a peer.
     Disconnect {
+        /// The peer.
         peer: NodeId,
+        /// Why it was refused.
         reason: Refusal,
     },
+    /// Something operators should hear about: the driver logs and publishes it.
     Event(Event),
 }
 

@@ -15,12 +15,24 @@ use crate::sync::clock_offset::PeerClock;
 /// Why a peer was refused before any data was exchanged.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum Refusal {
+    /// Its hello carries another protocol version.
     #[error("peer speaks protocol {found}, we speak {PROTOCOL_VERSION}")]
-    Protocol { found: u16 },
+    Protocol {
+        /// The version its hello carries.
+        found: u16,
+    },
+    /// Its hello carries another cluster id.
     #[error("peer belongs to another cluster")]
     Cluster,
+    /// Its hello names another node than the one the transport authenticated.
     #[error("peer says it is node {claimed}, the connection is from {actual}")]
-    Identity { claimed: NodeId, actual: NodeId },
+    Identity {
+        /// The node id its hello names.
+        claimed: NodeId,
+        /// The node id the transport authenticated.
+        actual: NodeId,
+    },
+    /// The connection leads back to this node.
     #[error("a node may not connect to itself")]
     SelfConnection,
 }
@@ -235,7 +247,6 @@ impl Replica {
         self.send(peer, Message::Hello(hello));
     }
 
-    /// The transport lost `peer`.
     /// The transport replaced its connection to `peer` with a new one (both
     /// sides dialed at once): the link restarts with a hello, as after a
     /// reconnection, but the peer stays reachable throughout.
@@ -251,6 +262,7 @@ impl Replica {
         self.connected(peer, now_ms);
     }
 
+    /// The transport lost `peer`.
     pub fn disconnected(&mut self, peer: NodeId, now_ms: u64) {
         if let Some(p) = self.peers.get_mut(&peer) {
             // A swap whose new connection died is a real loss.

@@ -51,9 +51,11 @@ pub(super) enum OwnWrites {
 /// A recovery, as operators see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoveryStatus {
+    /// What was lost: damaged records, or the whole store.
     pub cause: Recovery,
     /// Known peers whose state has all been taken, of `peers`.
     pub peers_done: usize,
+    /// Known peers, all of which must be done before the recovery ends.
     pub peers: usize,
     /// When it (last) started.
     pub since_ms: u64,

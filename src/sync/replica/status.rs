@@ -9,28 +9,48 @@ use crate::sync::config::PartitionPolicy;
 /// Counters for metrics and for tests that must tell paths apart.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Metrics {
+    /// Client writes applied here (each key of a prefix delete counts).
     pub local_writes: u64,
+    /// Feed messages received from peers, heartbeats included.
     pub feed_messages_in: u64,
+    /// Entries from peers' feeds that changed the map.
     pub feed_entries_applied: u64,
+    /// Feed messages that started beyond what we had applied (a gap: a resume is asked for).
     pub feed_gaps: u64,
+    /// Times unacknowledged feed messages to a peer were sent again.
     pub feed_rewinds: u64,
+    /// Anti-entropy rounds this replica started.
     pub ae_rounds_started: u64,
+    /// Rounds a peer started whose roots were equal to ours.
     pub ae_rounds_equal: u64,
+    /// Entries sent in anti-entropy.
     pub ae_entries_sent: u64,
+    /// Entries received in anti-entropy that changed the map.
     pub ae_entries_applied: u64,
+    /// Entries sent in feed messages.
     pub feed_entries_sent: u64,
+    /// Entries of absent keys refused at or below the collection floor.
     pub below_floor_refused: u64,
+    /// Messages refused because their stamps ran too far ahead of our clock.
     pub clock_skew_refusals: u64,
+    /// Peers refused at hello (protocol, cluster or identity).
     pub peers_refused: u64,
+    /// Peers told they are stale and must resync.
     pub stale_peers: u64,
+    /// Times this replica was told it is stale and resynced.
     pub resyncs: u64,
     /// Records damaged in memory repaired from their copies on disk.
     pub records_read_back: u64,
-    /// Recoveries from damage or a lost store begun, and those complete.
+    /// Recoveries from damage or a lost store begun.
     pub recoveries_started: u64,
+    /// Of those, the ones complete.
     pub recoveries_completed: u64,
+    /// Tombstones dropped by garbage collection.
     pub tombstones_collected: u64,
+    /// Messages dropped: from ourselves, or from a peer whose link is not up
+    /// (no accepted hello, or stale).
     pub messages_ignored: u64,
+    /// Messages dropped because they broke a protocol limit.
     pub messages_invalid: u64,
     /// Records quarantined because they failed their check.
     pub records_quarantined: u64,
@@ -38,8 +58,9 @@ pub struct Metrics {
     pub records_repaired: u64,
     /// Of the quarantined, those found damaged in memory (not on load).
     pub damage_found_in_memory: u64,
-    /// Records verified by the background scrub, and its completed passes.
+    /// Records verified by the background scrub.
     pub records_scrubbed: u64,
+    /// Complete passes of the scrub over every record.
     pub scrub_passes: u64,
     /// Records read back with indexes that could not be right (renumbered).
     pub records_renumbered: u64,
@@ -48,11 +69,15 @@ pub struct Metrics {
 /// Per-peer view for status reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerStatus {
+    /// The peer's node id.
     pub node: NodeId,
+    /// Its node name, as its hello said (empty until its first hello).
     pub name: String,
+    /// Its region.
     pub region: String,
     /// Its HTTP API address (`ip:port`), empty if it has none.
     pub api: String,
+    /// Its hello was accepted on a live connection.
     pub connected: bool,
     /// Their index at hello minus what we applied of their feed.
     pub lag_index: u64,
@@ -61,6 +86,7 @@ pub struct PeerStatus {
     pub in_sync_at_ms: u64,
     /// When its current connection's hello arrived (physical ms; 0: never).
     pub connected_at_ms: u64,
+    /// When a message of theirs last arrived (physical ms; 0: never).
     pub last_heard_ms: u64,
     /// Our feed up to here is acknowledged by them.
     pub acked: u64,
@@ -70,19 +96,23 @@ pub struct PeerStatus {
     pub received: Hlc,
     /// They hold every write stamped at or below this (as they last said).
     pub frontier: Hlc,
-    /// Their clock minus ours (ms), and the round trip of that estimate.
+    /// Their clock minus ours (ms); `None` without a fresh sample.
     pub clock_offset_ms: Option<i64>,
+    /// The round trip of that estimate (ms); `None` without a fresh sample.
     pub rtt_ms: Option<u64>,
     /// When we last refused their stamps as too far ahead of our clock
-    /// (physical ms; 0: never), and by how much.
+    /// (physical ms; 0: never).
     pub refused_at_ms: u64,
+    /// How far ahead their stamps ran then (ms; 0: never).
     pub refused_ahead_ms: u64,
 }
 
 /// Whether a region is reachable, and since when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegionStatus {
+    /// The region's name.
     pub region: String,
+    /// A member of it was heard from within the contact timeout (always true for our own).
     pub reachable: bool,
     /// Physical time (ms) of the last change of `reachable`.
     pub since_ms: u64,
@@ -91,30 +121,43 @@ pub struct RegionStatus {
 /// A replica's status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Status {
+    /// This replica's node id.
     pub node: NodeId,
+    /// Its region.
     pub region: String,
+    /// Its last index.
     pub index: u64,
+    /// The Merkle root of its live entries.
     pub root: Hash,
+    /// Live keys (tombstones not counted).
     pub keys: usize,
+    /// Tombstones not yet collected.
     pub tombstones: usize,
+    /// It is rebuilding an empty state from a peer.
     pub rebuilding: bool,
     /// The peer a rebuild is taking its full transfer from.
     pub rebuild_from: Option<NodeId>,
     /// A standby refuses client writes until promoted.
     pub standby: bool,
+    /// Every known peer, connected or not, in node id order.
     pub peers: Vec<PeerStatus>,
+    /// Regions with a connected peer, and our own, sorted.
     pub reachable_regions: Vec<String>,
     /// Every known region, with since when it is (un)reachable.
     pub regions: Vec<RegionStatus>,
+    /// Regions known, our own included.
     pub total_regions: usize,
+    /// A majority of the known regions is reachable.
     pub quorum: bool,
+    /// Conflicts recorded since the log began, including those no longer kept.
     pub conflicts: u64,
+    /// The collection floor: tombstones at or below it may have been dropped.
     pub gc_floor: Hlc,
     /// This replica holds every write stamped at or below this.
     pub frontier: Hlc,
-    /// Records quarantined now (they failed their check), and the first
-    /// `STATUS_QUARANTINE_MAX` of them.
+    /// Records quarantined now (they failed their check).
     pub quarantined: usize,
+    /// The first `STATUS_QUARANTINE_MAX` (100) of them, in stored-key order.
     pub quarantine: Vec<QuarantineStatus>,
     /// The store was lost: recovering from the peers, writes refused.
     pub store_lost: bool,
@@ -133,6 +176,8 @@ pub struct Status {
 pub const STATUS_QUARANTINE_MAX: usize = 100;
 
 impl Replica {
+    /// A report of this replica's state, its peers and its regions (`&mut`:
+    /// the digest's root may need recomputing).
     pub fn status(&mut self) -> Status {
         let (up, all) = self.region_counts();
         let mut reachable: Vec<String> = vec![self.cfg.region.clone()];

@@ -12,30 +12,59 @@ use crate::sync::config::{PartitionPolicy, WriteAck};
 /// Why a client write was refused. Nothing was changed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum WriteError {
+    /// The key is empty, too long, contains a NUL byte or is not UTF-8.
     #[error("invalid key: {0}")]
     Key(#[from] KeyError),
+    /// The value is larger than the configured limit.
     #[error("invalid value: {0}")]
     Value(#[from] ValueError),
+    /// The clock could not issue a stamp: it already runs too far ahead of
+    /// physical time, or the physical time is out of range.
     #[error("clock: {0}")]
     Clock(#[from] ClockError),
+    /// No majority of the known regions is reachable, and the partition
+    /// policy or the write's acknowledgement needs one.
     #[error(
         "no quorum: {reachable} of {total} regions reachable and partition_policy is \"quorum\""
     )]
-    NoQuorum { reachable: usize, total: usize },
+    NoQuorum {
+        /// Regions reachable, this one included.
+        reachable: usize,
+        /// Regions known, this one included.
+        total: usize,
+    },
+    /// This node is a standby: it takes client writes only once promoted.
     #[error(
         "this node is a standby: write to an active node, or promote this one (`meridian promote`)"
     )]
     Standby,
+    /// A check-and-set write found another modify index.
     #[error("check-and-set failed: key's modify index is {actual}, not {expected}")]
-    CasMismatch { expected: u64, actual: u64 },
+    CasMismatch {
+        /// The modify index the write asked for (0: the key must not exist).
+        expected: u64,
+        /// The key's modify index here (0: absent or deleted).
+        actual: u64,
+    },
+    /// A prefix delete covers more keys than one request may delete.
     #[error(
         "{count} keys under the prefix, more than {max} in one request: delete narrower prefixes"
     )]
-    TooManyKeys { count: usize, max: usize },
+    TooManyKeys {
+        /// Keys under the prefix, tombstones included.
+        count: usize,
+        /// The most one request may delete.
+        max: usize,
+    },
+    /// The store was lost and is being rebuilt from a peer; writes resume once it is done.
     #[error("this node lost its store and is rebuilding it from a peer: writes resume once the rebuild is done")]
     Rebuilding,
+    /// Too many quorum writes are already waiting for their majority.
     #[error("more than {max} writes are waiting for a quorum of regions: try again later")]
-    TooManyPending { max: usize },
+    TooManyPending {
+        /// The most quorum writes that may wait at once.
+        max: usize,
+    },
     /// A majority of the members' clocks disagree with this node's: its
     /// stamps would lose (a slow clock) or never leave it (a fast one).
     #[error(
@@ -48,8 +77,11 @@ pub enum WriteError {
     ClockOffset {
         /// The others' clocks minus this node's.
         offset_ms: i64,
+        /// Members whose clocks disagree with this node's beyond the bound.
         disagreeing: usize,
+        /// Members of the cluster, this node included.
         members: usize,
+        /// The clock-offset bound, in ms.
         bound_ms: u64,
     },
 }
@@ -59,8 +91,11 @@ pub enum WriteError {
 /// [`Output::Acknowledge`](super::Output::Acknowledge) that follows that `Persist`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteReceipt {
+    /// The key written.
     pub key: Key,
+    /// The write's stamp.
     pub stamp: Stamp,
+    /// The local index of the change (the key's new modify index).
     pub index: u64,
 }
 
