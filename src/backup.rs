@@ -113,9 +113,6 @@ pub enum BackupError {
         /// Entries the chunks hold.
         found: u64,
     },
-    /// Bytes follow the trailer, from this byte offset.
-    #[error("bytes after the trailer at byte {0}")]
-    TrailingBytes(usize),
     /// The entries' Merkle root differs from the recorded one (of a full
     /// backup, or of the newest backup of a chain).
     #[error("the entries' Merkle root {found} is not the recorded root {expected}")]

@@ -18,9 +18,7 @@ use super::types::{
     Change, DigestReport, EventKind, Histogram, KeyHash, KvEntry, NodeEvent, NodeStatus, Snapshot,
     StoreTrouble, WriteOptions,
 };
-use super::{
-    history, NodeError, EVENTS_KEPT_MAX, QUARANTINED_NAMED_MAX, WATCH_BATCH_MAX, WATCH_SCAN_MAX,
-};
+use super::{history, Halt, NodeError, EVENTS_KEPT_MAX};
 use crate::core::codec;
 use crate::core::conflicts::Conflict;
 use crate::core::types::{Entry, Key, NodeId, Stamp};
@@ -130,7 +128,7 @@ pub(super) struct Driver {
     pub(super) barriers: VecDeque<(u64, Barrier)>,
     pub(super) notify: watch::Sender<u64>,
     pub(super) events: VecDeque<Event>,
-    pub(super) failed: Option<String>,
+    pub(super) failed: Option<Halt>,
     pub(super) membership: Membership,
     pub(super) timer_tx: mpsc::Sender<foca::Timer<Member>>,
     /// Peers refused by the replica, to report as disconnected.
@@ -169,7 +167,7 @@ impl Driver {
                     }
                     None => {
                         self.committing = false;
-                        self.failed = Some("the store thread stopped".to_string());
+                        self.failed = Some(Halt::StoreThread);
                     }
                 },
                 cmd = cmd_rx.recv(), if shutdown.is_none() => match cmd {
@@ -219,15 +217,11 @@ impl Driver {
             .close(net::CLOSE_SHUTDOWN.into(), b"shutdown");
         self.store.stop().await;
         if let Some(t) = &self.store_trouble {
-            self.failed = Some(format!(
-                "the node stopped while its store refused commits: {}",
-                t.error
-            ));
+            self.failed = Some(Halt::ShutDownRefusing {
+                error: t.error.clone(),
+            });
         }
-        let err = self
-            .failed
-            .clone()
-            .unwrap_or_else(|| "the node is shut down".to_string());
+        let err = self.failed.clone().unwrap_or(Halt::ShutDown);
         for (_, reply) in self.pending.drain() {
             let _ = reply.send(Err(NodeError::StoreFailed(err.clone())));
         }
@@ -264,7 +258,7 @@ impl Driver {
             if self.store.send(group, self.issued) {
                 self.committing = true;
             } else {
-                self.failed = Some("the store thread stopped".to_string());
+                self.failed = Some(Halt::StoreThread);
             }
         }
         while self.queue.front().is_some_and(|(seq, _)| *seq <= self.done) {
@@ -524,206 +518,13 @@ impl Driver {
                 value,
                 opts,
                 reply,
-            } => {
-                if let Some(e) = self.writes_refused() {
-                    let _ = reply.send(Err(e));
-                    return;
-                }
-                let ack = opts.ack.unwrap_or(self.replica.config().write_ack);
-                let r = match value {
-                    Some(v) => self
-                        .replica
-                        .put_acked(key, v, opts.flags, opts.cas, ack, now),
-                    None => self.replica.delete_acked(key, opts.cas, ack, now),
-                };
-                match r {
-                    Ok(receipt) => {
-                        self.pending.insert(receipt.stamp, reply);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                    }
-                }
-            }
+            } => self.put(key, value, opts, reply, now),
             Command::DeletePrefix {
                 prefix,
                 keys_max,
                 ack,
                 reply,
-            } => {
-                if let Some(e) = self.writes_refused() {
-                    let _ = reply.send(Err(e));
-                    return;
-                }
-                let ack = ack.unwrap_or(self.replica.config().write_ack);
-                match self
-                    .replica
-                    .delete_prefix_acked(&prefix, keys_max, ack, now)
-                {
-                    Ok(receipts) => {
-                        let n = receipts.len();
-                        let answer: Barrier = Box::new(move |r| {
-                            let _ = reply.send(r.map(|()| n));
-                        });
-                        if ack == WriteAck::Quorum && n > 0 {
-                            // Answered once every tombstone is acknowledged.
-                            let group = self.next_group;
-                            self.next_group += 1;
-                            for r in &receipts {
-                                self.group_of.insert(r.stamp, group);
-                            }
-                            self.groups.insert(group, (n, answer));
-                        } else {
-                            // Answered once the tombstones are durable.
-                            self.barrier(answer);
-                        }
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                    }
-                }
-            }
-            Command::Get { key, reply } => {
-                // Checked before it is served: a damaged record is
-                // quarantined, and reads of it fail until it is repaired.
-                if !self.replica.check_before_serving(&key, now) {
-                    let _ = reply.send(Err(NodeError::Quarantined { keys: vec![key] }));
-                    return;
-                }
-                let e = self.replica.get(&key).and_then(|r| live(&key, r));
-                let _ = reply.send(Ok(e));
-            }
-            Command::List { prefix, reply } => {
-                let keys =
-                    self.replica
-                        .check_prefix_before_serving(&prefix, QUARANTINED_NAMED_MAX, now);
-                if !keys.is_empty() {
-                    let _ = reply.send(Err(NodeError::Quarantined { keys }));
-                    return;
-                }
-                let list = self
-                    .replica
-                    .map()
-                    .scan_prefix(&prefix)
-                    .filter_map(|(k, r)| live(k.as_str(), r))
-                    .collect();
-                let _ = reply.send(Ok(list));
-            }
-            Command::Changes {
-                prefix,
-                since,
-                reply,
-            } => {
-                // Only durable changes: an index seen by a watch is never
-                // reused after a crash. Everything up to `scanned_to` was looked at.
-                let durable = *self.notify.borrow();
-                let mut scanned_to = durable.min(self.replica.map().index());
-                let mut out = Vec::new();
-                for (n, (i, current)) in self.replica.map().feed_since(since).enumerate() {
-                    if i > durable {
-                        break;
-                    }
-                    // Bounded work per command: a long feed is scanned in
-                    // slices, other commands run between them.
-                    if out.len() == WATCH_BATCH_MAX || n == WATCH_SCAN_MAX {
-                        scanned_to = i - 1;
-                        break;
-                    }
-                    let Some((k, r)) = current else {
-                        continue;
-                    };
-                    if k.as_str().starts_with(&prefix) {
-                        out.push(Change {
-                            index: i,
-                            key: k.to_string(),
-                            value: r.entry.value.clone(),
-                            flags: r.entry.flags,
-                            stamp: r.entry.stamp,
-                        });
-                    }
-                }
-                let _ = reply.send((out, scanned_to.max(since)));
-            }
-            Command::Status { reply } => {
-                let m = &self.metrics;
-                let status = NodeStatus {
-                    replica: self.replica.status(),
-                    metrics: self.replica.metrics().clone(),
-                    frames_in: m.frames_in.load(Ordering::Relaxed),
-                    frames_out: m.frames_out.load(Ordering::Relaxed),
-                    bytes_in: m.bytes_in.load(Ordering::Relaxed),
-                    bytes_out: m.bytes_out.load(Ordering::Relaxed),
-                    frames_dropped: m.frames_dropped_queue_full.load(Ordering::Relaxed),
-                    malformed_frames: m.malformed_frames.load(Ordering::Relaxed),
-                    peers_refused: m.peers_refused.load(Ordering::Relaxed),
-                    commits: self.commits,
-                    recent_events: self.events.iter().cloned().collect(),
-                    members: self.membership.view(),
-                    now_ms: now,
-                    started_ms: self.started_ms,
-                    commit_latency: self.commit_latency.clone(),
-                    store_trouble: self.store_trouble.clone(),
-                };
-                let _ = reply.send(status);
-            }
-            Command::Digest {
-                prefix,
-                deep,
-                reply,
-            } => {
-                let (damaged_found, digest_repaired) = if deep {
-                    self.replica.verify_all(now)
-                } else {
-                    (0, false)
-                };
-                let root = if prefix.is_empty() {
-                    self.replica.root()
-                } else {
-                    self.replica.map().prefix_digest(&prefix)
-                };
-                let _ = reply.send(DigestReport {
-                    root,
-                    deep,
-                    damaged_found,
-                    digest_repaired,
-                    quarantined: self.replica.quarantined_count(),
-                });
-            }
-            Command::Snapshot { since, reply } => {
-                let removed = if since == 0 {
-                    Vec::new()
-                } else if let Some(r) = self.replica.map().removed_since(since) {
-                    r
-                } else {
-                    let _ = reply.send(Err(NodeError::Snapshot(format!(
-                        "this node does not know every key removed since index {since} \
-                         (it restarted since, or removed too many): take a full backup"
-                    ))));
-                    return;
-                };
-                let entries = self
-                    .replica
-                    .map()
-                    .iter()
-                    .filter(|(_, r)| r.modify_index > since)
-                    .map(|(k, r)| (k.clone(), r.entry.clone()))
-                    .collect();
-                let snap = Snapshot {
-                    node: self.me,
-                    name: self.replica.config().name.clone(),
-                    region: self.replica.config().region.clone(),
-                    since,
-                    index: self.replica.map().index(),
-                    root: self.replica.root(),
-                    gc_floor: self.replica.gc_floor(),
-                    taken_ms: now,
-                    entries,
-                    removed,
-                };
-                // Answered once everything it shows is durable: a backup
-                // never holds a change a crash could take back.
-                self.answer_when_durable(reply, snap);
-            }
+            } => self.delete_prefix(&prefix, keys_max, ack, reply, now),
             Command::Import { entries, reply } => {
                 if let Some(e) = self.writes_refused() {
                     let _ = reply.send(Err(e));
@@ -733,43 +534,121 @@ impl Driver {
                 // Answer once the persist it produced is durable.
                 self.answer_when_durable(reply, report);
             }
-            Command::History { key, reply } => {
-                let _ = reply.send(self.history.versions(&key));
-            }
             Command::Promote { reply } => {
                 self.replica.promote();
                 let _ = reply.send(());
             }
+            Command::Get { key, reply } => {
+                let _ = reply.send(self.read(&key, now));
+            }
+            Command::List { prefix, reply } => {
+                let _ = reply.send(self.list(&prefix, now));
+            }
+            Command::Changes {
+                prefix,
+                since,
+                reply,
+            } => {
+                let _ = reply.send(self.changes(&prefix, since));
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status(now));
+            }
+            Command::Digest {
+                prefix,
+                deep,
+                reply,
+            } => {
+                let _ = reply.send(self.digest(&prefix, deep, now));
+            }
+            Command::Snapshot { since, reply } => match self.snapshot(since, now) {
+                // Answered once everything it shows is durable: a backup
+                // never holds a change a crash could take back.
+                Ok(snap) => self.answer_when_durable(reply, snap),
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            },
+            Command::History { key, reply } => {
+                let _ = reply.send(self.history.versions(&key));
+            }
             Command::Conflicts { reply } => {
-                let log = self.replica.map().conflicts();
-                let _ = reply.send((log.iter().cloned().collect(), log.total()));
+                let _ = reply.send(self.conflicts());
             }
             Command::Hashes { prefix, reply } => {
-                let list = self
-                    .replica
-                    .map()
-                    .scan_prefix(&prefix)
-                    .map(|(k, r)| KeyHash {
-                        key: k.as_str().to_string(),
-                        stamp: r.entry.stamp,
-                        deleted: r.entry.is_tombstone(),
-                        hash: r.check(),
-                    })
-                    .collect();
-                let _ = reply.send(list);
+                let _ = reply.send(self.hashes(&prefix));
             }
             Command::Shutdown { .. } => unreachable!("handled by the loop"),
         }
     }
-}
 
-pub(super) fn live(key: &str, r: &crate::core::Record) -> Option<KvEntry> {
-    r.entry.value.as_ref().map(|v| KvEntry {
-        key: key.to_string(),
-        value: v.clone(),
-        flags: r.entry.flags,
-        create_index: r.create_index,
-        modify_index: r.modify_index,
-        stamp: r.entry.stamp,
-    })
+    /// A put or a delete of one key, answered when acknowledged.
+    fn put(
+        &mut self,
+        key: Key,
+        value: Option<Bytes>,
+        opts: WriteOptions,
+        reply: oneshot::Sender<Result<WriteReceipt, NodeError>>,
+        now: u64,
+    ) {
+        if let Some(e) = self.writes_refused() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let ack = opts.ack.unwrap_or(self.replica.config().write_ack);
+        let r = match value {
+            Some(v) => self
+                .replica
+                .put_acked(key, v, opts.flags, opts.cas, ack, now),
+            None => self.replica.delete_acked(key, opts.cas, ack, now),
+        };
+        match r {
+            Ok(receipt) => {
+                self.pending.insert(receipt.stamp, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    /// A delete of every key under `prefix`, answered once its tombstones
+    /// are durable (or, with a quorum, all acknowledged).
+    fn delete_prefix(
+        &mut self,
+        prefix: &str,
+        keys_max: usize,
+        ack: Option<WriteAck>,
+        reply: oneshot::Sender<Result<usize, NodeError>>,
+        now: u64,
+    ) {
+        if let Some(e) = self.writes_refused() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        let ack = ack.unwrap_or(self.replica.config().write_ack);
+        match self.replica.delete_prefix_acked(prefix, keys_max, ack, now) {
+            Ok(receipts) => {
+                let n = receipts.len();
+                let answer: Barrier = Box::new(move |r| {
+                    let _ = reply.send(r.map(|()| n));
+                });
+                if ack == WriteAck::Quorum && n > 0 {
+                    // Answered once every tombstone is acknowledged.
+                    let group = self.next_group;
+                    self.next_group += 1;
+                    for r in &receipts {
+                        self.group_of.insert(r.stamp, group);
+                    }
+                    self.groups.insert(group, (n, answer));
+                } else {
+                    // Answered once the tombstones are durable.
+                    self.barrier(answer);
+                }
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
 }

@@ -8,12 +8,18 @@
 //! [`Node`] handle that applications embed. The driver decides nothing: it
 //! feeds the replica inputs (client calls, peer messages, connection events,
 //! timer ticks) and executes what comes out.
+//!
+//! Files: `builder.rs` (start-up), `driver.rs` (the loop: writes, outputs,
+//! transport and membership events), `queries.rs` (answers read from the
+//! replica's state), `commit.rs` (the store thread), `types.rs` (the
+//! embedded API's answers), `time.rs`, `data_dir.rs`, `history.rs`.
 
 mod builder;
 mod commit;
 pub mod data_dir;
 mod driver;
 pub mod history;
+mod queries;
 mod time;
 mod types;
 
@@ -153,13 +159,33 @@ pub enum NodeError {
         /// The quarantined keys (at most [`QUARANTINED_NAMED_MAX`]).
         keys: Vec<String>,
     },
-    /// The node stopped (its store failed, or it was shut down) before the call was answered.
-    #[error("the store failed and the node stopped: {0}")]
-    StoreFailed(String),
+    /// The node stopped (its store failed, or it was shut down) before the
+    /// call was answered, or will take no more writes.
+    #[error("the node stopped: {0}")]
+    StoreFailed(#[source] Halt),
     /// An incremental snapshot cannot be taken: the node no longer knows
     /// every key removed since the index asked for.
     #[error("snapshot: {0}")]
     Snapshot(String),
+}
+
+/// Why a node stopped answering (see [`NodeError::StoreFailed`]).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum Halt {
+    /// The store thread ended (it panicked, or its channel closed): no
+    /// commit can land any more.
+    #[error("the store thread stopped")]
+    StoreThread,
+    /// The node was shut down while its store refused commits: writes
+    /// waiting for a commit are not acknowledged.
+    #[error("it was shut down while its store refused commits: {error}")]
+    ShutDownRefusing {
+        /// The store's last error.
+        error: String,
+    },
+    /// The node was shut down.
+    #[error("it was shut down")]
+    ShutDown,
 }
 
 fn store_refusal(disk_full: bool, error: &str) -> String {

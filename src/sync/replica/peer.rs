@@ -32,9 +32,6 @@ pub enum Refusal {
         /// The node id the transport authenticated.
         actual: NodeId,
     },
-    /// The connection leads back to this node.
-    #[error("a node may not connect to itself")]
-    SelfConnection,
 }
 
 /// What the replica knows of one peer.

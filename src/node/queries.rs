@@ -1,0 +1,187 @@
+//! What the driver answers from the replica's state without writing:
+//! reads (checked before they are served), the change feed of watches,
+//! status, digests, snapshots for backups, hashes and the conflict log.
+
+use std::sync::atomic::Ordering;
+
+use super::driver::Driver;
+use super::types::{Change, DigestReport, KeyHash, KvEntry, NodeStatus, Snapshot};
+use super::{NodeError, QUARANTINED_NAMED_MAX, WATCH_BATCH_MAX, WATCH_SCAN_MAX};
+use crate::core::conflicts::Conflict;
+use crate::core::Record;
+
+/// A record as the API shows it; `None` for a tombstone.
+pub(super) fn live(key: &str, r: &Record) -> Option<KvEntry> {
+    r.entry.value.as_ref().map(|v| KvEntry {
+        key: key.to_string(),
+        value: v.clone(),
+        flags: r.entry.flags,
+        create_index: r.create_index,
+        modify_index: r.modify_index,
+        stamp: r.entry.stamp,
+    })
+}
+
+impl Driver {
+    /// One key. Checked before it is served: a damaged record is
+    /// quarantined, and reads of it fail until it is repaired.
+    pub(super) fn read(&mut self, key: &str, now: u64) -> Result<Option<KvEntry>, NodeError> {
+        if !self.replica.check_before_serving(key, now) {
+            return Err(NodeError::Quarantined {
+                keys: vec![key.to_string()],
+            });
+        }
+        Ok(self.replica.get(key).and_then(|r| live(key, r)))
+    }
+
+    /// Every live key under `prefix`, each checked before it is served.
+    pub(super) fn list(&mut self, prefix: &str, now: u64) -> Result<Vec<KvEntry>, NodeError> {
+        let keys = self
+            .replica
+            .check_prefix_before_serving(prefix, QUARANTINED_NAMED_MAX, now);
+        if !keys.is_empty() {
+            return Err(NodeError::Quarantined { keys });
+        }
+        Ok(self
+            .replica
+            .map()
+            .scan_prefix(prefix)
+            .filter_map(|(k, r)| live(k.as_str(), r))
+            .collect())
+    }
+
+    /// Durable changes under `prefix` after `since`, at most
+    /// [`WATCH_BATCH_MAX`] of them from a scan of at most [`WATCH_SCAN_MAX`]
+    /// feed positions, and the index scanned up to. Only durable changes:
+    /// an index seen by a watch is never reused after a crash.
+    pub(super) fn changes(&self, prefix: &str, since: u64) -> (Vec<Change>, u64) {
+        let durable = *self.notify.borrow();
+        let mut scanned_to = durable.min(self.replica.map().index());
+        let mut out = Vec::new();
+        for (n, (i, current)) in self.replica.map().feed_since(since).enumerate() {
+            if i > durable {
+                break;
+            }
+            // Bounded work per command: a long feed is scanned in slices,
+            // other commands run between them.
+            if out.len() == WATCH_BATCH_MAX || n == WATCH_SCAN_MAX {
+                scanned_to = i - 1;
+                break;
+            }
+            let Some((k, r)) = current else {
+                continue;
+            };
+            if k.as_str().starts_with(prefix) {
+                out.push(Change {
+                    index: i,
+                    key: k.to_string(),
+                    value: r.entry.value.clone(),
+                    flags: r.entry.flags,
+                    stamp: r.entry.stamp,
+                });
+            }
+        }
+        (out, scanned_to.max(since))
+    }
+
+    /// The node's status: the replica's, the transport's counters, the
+    /// store's, membership and recent events.
+    pub(super) fn status(&mut self, now: u64) -> NodeStatus {
+        let m = &self.metrics;
+        NodeStatus {
+            replica: self.replica.status(),
+            metrics: self.replica.metrics().clone(),
+            frames_in: m.frames_in.load(Ordering::Relaxed),
+            frames_out: m.frames_out.load(Ordering::Relaxed),
+            bytes_in: m.bytes_in.load(Ordering::Relaxed),
+            bytes_out: m.bytes_out.load(Ordering::Relaxed),
+            frames_dropped: m.frames_dropped_queue_full.load(Ordering::Relaxed),
+            malformed_frames: m.malformed_frames.load(Ordering::Relaxed),
+            peers_refused: m.peers_refused.load(Ordering::Relaxed),
+            commits: self.commits,
+            recent_events: self.events.iter().cloned().collect(),
+            members: self.membership.view(),
+            now_ms: now,
+            started_ms: self.started_ms,
+            commit_latency: self.commit_latency.clone(),
+            store_trouble: self.store_trouble.clone(),
+        }
+    }
+
+    /// The root over the live keys under `prefix`; with `deep`, after
+    /// checking every record against its value.
+    pub(super) fn digest(&mut self, prefix: &str, deep: bool, now: u64) -> DigestReport {
+        let (damaged_found, digest_repaired) = if deep {
+            self.replica.verify_all(now)
+        } else {
+            (0, false)
+        };
+        let root = if prefix.is_empty() {
+            self.replica.root()
+        } else {
+            self.replica.map().prefix_digest(prefix)
+        };
+        DigestReport {
+            root,
+            deep,
+            damaged_found,
+            digest_repaired,
+            quarantined: self.replica.quarantined_count(),
+        }
+    }
+
+    /// Every entry changed after `since` (all for 0) and the keys removed
+    /// since then, at one instant; an error when the removals since `since`
+    /// are no longer known.
+    pub(super) fn snapshot(&mut self, since: u64, now: u64) -> Result<Snapshot, NodeError> {
+        let removed = if since == 0 {
+            Vec::new()
+        } else if let Some(r) = self.replica.map().removed_since(since) {
+            r
+        } else {
+            return Err(NodeError::Snapshot(format!(
+                "this node does not know every key removed since index {since} \
+                 (it restarted since, or removed too many): take a full backup"
+            )));
+        };
+        let entries = self
+            .replica
+            .map()
+            .iter()
+            .filter(|(_, r)| r.modify_index > since)
+            .map(|(k, r)| (k.clone(), r.entry.clone()))
+            .collect();
+        Ok(Snapshot {
+            node: self.me,
+            name: self.replica.config().name.clone(),
+            region: self.replica.config().region.clone(),
+            since,
+            index: self.replica.map().index(),
+            root: self.replica.root(),
+            gc_floor: self.replica.gc_floor(),
+            taken_ms: now,
+            entries,
+            removed,
+        })
+    }
+
+    /// The kept conflicts, oldest first, and how many were ever recorded.
+    pub(super) fn conflicts(&self) -> (Vec<Conflict>, u64) {
+        let log = self.replica.map().conflicts();
+        (log.iter().cloned().collect(), log.total())
+    }
+
+    /// Every key under `prefix`, tombstones included, with its entry hash.
+    pub(super) fn hashes(&self, prefix: &str) -> Vec<KeyHash> {
+        self.replica
+            .map()
+            .scan_prefix(prefix)
+            .map(|(k, r)| KeyHash {
+                key: k.as_str().to_string(),
+                stamp: r.entry.stamp,
+                deleted: r.entry.is_tombstone(),
+                hash: r.check(),
+            })
+            .collect()
+    }
+}
