@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use meridian::client::Client;
 use meridian::daemon::{Daemon, DaemonConfig};
@@ -152,6 +152,11 @@ enum Command {
         /// and every fault, in virtual time, to stderr.
         #[arg(long, requires = "seed")]
         trace: Option<String>,
+        /// Break one safety mechanism (`all`: each in turn) and report
+        /// the first seed that catches it (a build with `--features
+        /// mutants` only).
+        #[arg(long, conflicts_with_all = ["seed"])]
+        mutant: Option<String>,
     },
 }
 
@@ -251,10 +256,17 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn run(cli: Cli) -> Result<bool> {
     match cli.command {
         Command::Sim {
+            mutant: Some(name),
+            seeds,
+            first,
+            ..
+        } => mutants(&name, first, seeds),
+        Command::Sim {
             seeds,
             first,
             seed,
             trace,
+            mutant: None,
         } => Ok(sim(seeds, first, seed, trace)),
         Command::Ca { command } => ca(command).map(|()| true),
         Command::Completions { shell } => {
@@ -415,6 +427,48 @@ fn ca(command: CaCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `meridian sim --mutant NAME|all`: each mutant over the seeds until one
+/// catches it; true when every mutant was caught.
+fn mutants(name: &str, first: u64, seeds: u64) -> Result<bool> {
+    use meridian::core::mutants::{Mutant, ENABLED};
+    use strum::VariantArray;
+    if !ENABLED {
+        bail!("this build has no mutants: build with `cargo build --release --features mutants`");
+    }
+    let list: Vec<Mutant> = if name == "all" {
+        Mutant::VARIANTS.to_vec()
+    } else {
+        let names: Vec<&str> = Mutant::VARIANTS.iter().map(|m| m.as_str()).collect();
+        vec![name
+            .parse()
+            .map_err(|_| anyhow::anyhow!("no mutant {name:?}; known: all, {}", names.join(", ")))?]
+    };
+    let mut all_caught = true;
+    for m in list {
+        let start = Instant::now();
+        let run = meridian::sim::run_mutant(m, first, seeds);
+        let secs = start.elapsed().as_secs_f64();
+        match run.caught {
+            Some(f) => println!(
+                "{:<20} caught by seed {} after {} seeds ({secs:.1} s): {}",
+                m.as_str(),
+                f.seed,
+                run.seeds_run,
+                f.reason.lines().next().unwrap_or("")
+            ),
+            None => {
+                all_caught = false;
+                println!(
+                    "{:<20} SURVIVED {} seeds from {first} ({secs:.1} s)",
+                    m.as_str(),
+                    run.seeds_run
+                );
+            }
+        }
+    }
+    Ok(all_caught)
 }
 
 fn sim(seeds: u64, first: u64, seed: Option<u64>, trace: Option<String>) -> bool {

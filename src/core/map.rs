@@ -23,6 +23,7 @@ use hashbrown::HashTable;
 use super::conflicts::{Conflict, ConflictLog, CONFLICTS_MAX_DEFAULT, CONFLICT_VALUE_BYTES_MAX};
 use super::digest::{leaf_of, Digest, LEAVES};
 use super::hlc::Hlc;
+use super::mutants::{self, Mutant};
 use super::types::{entry_hash, entry_part, Check, Entry, Hash, Key, Stamp};
 
 /// A key's current entry with its local bookkeeping.
@@ -460,7 +461,7 @@ impl LwwMap {
     pub fn merge(&mut self, key: &Key, entry: Entry, floor: Hlc) -> Merged {
         let found = self.slot_of(key.as_str());
         let Some(s) = found else {
-            if entry.stamp.hlc <= floor {
+            if entry.stamp.hlc <= floor && !mutants::on(Mutant::CollectionFloor) {
                 return Merged::BelowFloor;
             }
             return self.install(key, entry, None);
@@ -470,6 +471,9 @@ impl LwwMap {
             return self.install(key, entry, found);
         }
         if entry.stamp < r.entry.stamp {
+            if mutants::on(Mutant::StampOrder) {
+                return self.install(key, entry, found);
+            }
             return Merged::Stale;
         }
         if r.entry == entry {

@@ -11,6 +11,7 @@ pub mod conflicts;
 pub mod digest;
 pub mod hlc;
 pub mod map;
+pub mod mutants;
 pub mod rng;
 pub mod types;
 

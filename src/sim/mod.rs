@@ -32,6 +32,7 @@ use std::fmt;
 use bytes::Bytes;
 
 use crate::core::codec::ClusterId;
+use crate::core::mutants::{self, Mutant};
 use crate::core::rng::Rng;
 use crate::core::types::{Hash, NodeId, Stamp, REGION_NAMES};
 use crate::sync::{
@@ -98,6 +99,11 @@ pub struct SimConfig {
     pub write_ack: WriteAck,
     /// Nodes destroyed: store wiped, restarted empty under their own id.
     pub destroys: usize,
+    /// Per million anti-entropy entry messages, one more copy delivered
+    /// 2–20 s later on the same connection: old values arriving after
+    /// their keys' deletes were collected (the collection floor must
+    /// refuse them).
+    pub late_per_million: u32,
 }
 
 impl SimConfig {
@@ -134,8 +140,19 @@ impl SimConfig {
             clock_jumps: if r.chance(250_000) { 1 } else { 0 },
             write_ack: WriteAck::Local,
             destroys: 0,
+            late_per_million: 0,
         }
         .with_quorum_acks(r.chance(150_000))
+        .with_late_copies(&mut r)
+    }
+
+    /// In a third of the seeds, late copies of anti-entropy entries (drawn
+    /// last, so every earlier field keeps its value for the same seed).
+    fn with_late_copies(mut self, r: &mut Rng) -> SimConfig {
+        if r.chance(333_333) {
+            self.late_per_million = r.range(50_000, 300_000) as u32;
+        }
+        self
     }
 
     /// Every write acknowledged by a quorum of regions, and one node
@@ -168,6 +185,8 @@ pub struct SimReport {
     pub messages_sent: u64,
     /// Messages the network dropped: a link down or cut, a node down, or a random drop.
     pub messages_dropped: u64,
+    /// Anti-entropy entry messages delivered a second time, seconds late.
+    pub messages_late: u64,
     /// Partition episodes.
     pub partitions: u64,
     /// Crash-and-restart episodes.
@@ -354,6 +373,8 @@ pub struct Sim {
     failure: Option<String>,
     /// Print what happens to this key (and every fault), for replaying a seed.
     trace: Option<String>,
+    /// The safety mechanism this run breaks (see [`crate::core::mutants`]).
+    mutant: Option<Mutant>,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -421,7 +442,15 @@ impl Sim {
             oracle: BTreeMap::new(),
             failure: None,
             trace: None,
+            mutant: None,
         }
+    }
+
+    /// Runs with `mutant` switched on (it has an effect only in a build
+    /// with the `mutants` feature): the run is expected to fail.
+    pub fn with_mutant(mut self, mutant: Option<Mutant>) -> Sim {
+        self.mutant = mutant;
+        self
     }
 
     /// Prints (to stderr) every fault, and every write, message entry,
@@ -463,8 +492,10 @@ impl Sim {
     /// Runs the whole scenario and checks the outcome.
     pub fn run(mut self) -> Result<SimReport, SimFailure> {
         let seed = self.cfg.seed;
-        self.run_inner()
-            .map_err(|reason| SimFailure { seed, reason })
+        mutants::set(self.mutant);
+        let outcome = self.run_inner();
+        mutants::set(None);
+        outcome.map_err(|reason| SimFailure { seed, reason })
     }
 
     fn run_inner(&mut self) -> Result<SimReport, String> {
@@ -857,4 +888,41 @@ impl Sim {
 /// Runs the scenario drawn from `seed`.
 pub fn run_seed(seed: u64) -> Result<SimReport, SimFailure> {
     Sim::new(SimConfig::from_seed(seed)).run()
+}
+
+/// What a mutant run found: the first seed that caught the mutant, or
+/// none within the seeds run.
+#[derive(Debug, Clone)]
+pub struct MutantRun {
+    /// The mutant.
+    pub mutant: Mutant,
+    /// The seeds tried, from the first.
+    pub seeds_run: u64,
+    /// The failure that caught it, if one did.
+    pub caught: Option<SimFailure>,
+}
+
+/// Runs `mutant` over seeds `first..first + seeds` until one fails.
+/// Meaningful only in a build with the `mutants` feature
+/// ([`mutants::ENABLED`]); elsewhere every seed passes.
+pub fn run_mutant(mutant: Mutant, first: u64, seeds: u64) -> MutantRun {
+    let mut seeds_run = 0;
+    for seed in first..first.saturating_add(seeds) {
+        seeds_run += 1;
+        let run = Sim::new(SimConfig::from_seed(seed))
+            .with_mutant(Some(mutant))
+            .run();
+        if let Err(f) = run {
+            return MutantRun {
+                mutant,
+                seeds_run,
+                caught: Some(f),
+            };
+        }
+    }
+    MutantRun {
+        mutant,
+        seeds_run,
+        caught: None,
+    }
 }

@@ -135,6 +135,24 @@ impl Sim {
         } else {
             1
         };
+        // Now and then an old value arrives long after it was sent (on the
+        // same connection): after its key's delete may have been collected.
+        let late = self.cfg.late_per_million > 0
+            && matches!(msg, Message::AeEntries { .. })
+            && self.rng.chance(self.cfg.late_per_million);
+        if late {
+            let delay = self.rng.range(2_000, 20_000);
+            self.report.messages_late += 1;
+            self.schedule(
+                self.now + delay,
+                Ev::Deliver {
+                    to,
+                    from,
+                    link: epoch,
+                    frame: frame.clone(),
+                },
+            );
+        }
         for _ in 0..copies {
             let (lo, hi) = if self.nodes[from].region == self.nodes[to].region {
                 self.cfg.intra_region_ms

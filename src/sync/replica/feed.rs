@@ -6,6 +6,7 @@
 use super::{Output, Replica, Timer};
 use crate::core::codec::{Feed, FeedEnd, Message};
 use crate::core::hlc::Hlc;
+use crate::core::mutants::{self, Mutant};
 use crate::core::types::{Check, NodeId};
 
 impl Replica {
@@ -29,7 +30,7 @@ impl Replica {
         let full_wanted = rebuilding_from_them || self.recovering_from(from);
         // The full transfer of a rebuild is the source's live state: nothing
         // in it is a collected delete, so the floor does not apply to it.
-        let floor = if rebuilding_from_them {
+        let floor = if rebuilding_from_them && !mutants::on(Mutant::RebuildFloor) {
             Hlc::ZERO
         } else {
             self.merge_floor()
@@ -47,7 +48,7 @@ impl Replica {
         p.frontier = p.frontier.max(f.frontier);
         // Contiguous, and up to the sender's last index: we hold all it had.
         let mut reached_end = false;
-        if f.from <= p.applied {
+        if f.from <= p.applied || mutants::on(Mutant::FeedGap) {
             if f.to >= p.applied {
                 reached_end = f.end.is_end();
                 if f.to > p.applied {

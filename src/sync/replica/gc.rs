@@ -4,6 +4,7 @@
 
 use super::{Event, Output, Replica};
 use crate::core::hlc::Hlc;
+use crate::core::mutants::{self, Mutant};
 use crate::core::types::{Key, NodeId};
 
 impl Replica {
@@ -82,6 +83,11 @@ impl Replica {
         // Stability needs at least one known peer, and every known peer's word.
         let stable = if self.peers.is_empty() {
             Hlc::ZERO
+        } else if mutants::on(Mutant::GreatestFrontier) {
+            self.peers
+                .values()
+                .map(|p| p.frontier)
+                .fold(self.frontier(), Hlc::max)
         } else {
             self.peers
                 .values()

@@ -23,6 +23,7 @@ use super::durable::{DurableState, Loaded, Recovery};
 use crate::core::codec::Message;
 use crate::core::hlc::{Clock, Hlc};
 use crate::core::map::{LwwMap, Record};
+use crate::core::mutants::{self, Mutant};
 use crate::core::rng::Rng;
 use crate::core::types::{Hash, Key, NodeId};
 use anti_entropy::AeSession;
@@ -168,7 +169,14 @@ impl Replica {
         timers.set(Timer::Heartbeat, now_ms + cfg.heartbeat_interval_ms);
         timers.set(Timer::Scrub, now_ms + cfg.scrub_interval_ms);
         let mut r = Replica {
-            clock: Clock::restore(state.clock, cfg.clock_offset_ms_max),
+            clock: Clock::restore(
+                if mutants::on(Mutant::ClockRestart) {
+                    Hlc::ZERO
+                } else {
+                    state.clock
+                },
+                cfg.clock_offset_ms_max,
+            ),
             map,
             rng,
             peers,

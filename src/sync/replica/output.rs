@@ -4,6 +4,7 @@
 
 use super::{AckFailure, Refusal, Replica, Resolution, WriteReceipt};
 use crate::core::codec::Message;
+use crate::core::mutants::{self, Mutant};
 use crate::core::types::{Key, NodeId};
 use crate::sync::durable::{PeerProgress, PersistBatch, Recovery, StoredRecord};
 
@@ -200,6 +201,9 @@ impl Replica {
 
     /// Ends an input: the persist batch first, then everything it allows.
     pub(super) fn commit(&mut self) {
+        if mutants::on(Mutant::AckBeforePersist) {
+            self.outputs.extend(self.staged.drain(..));
+        }
         self.send_recovery_hellos();
         let recovery = self.take_recovery_change();
         let (conflicts, conflicts_total) = self.map.conflicts_mut().take_fresh();
