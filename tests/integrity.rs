@@ -410,11 +410,39 @@ fn a_lost_store_recovers_from_every_peer_before_claiming() {
     assert_eq!(net.value(2, "only-on-1").as_deref(), Some(&b"w"[..]));
 }
 
+/// A lost store takes every peer's state. A peer's full transfer is its
+/// live state, so the collection floor does not apply to it: values older
+/// than the floor come back. (Simulation seed 39182, in
+/// tests/simulation.rs, lost one when only the rebuild's source was exempt.)
+#[test]
+fn a_lost_store_takes_values_older_than_the_floor_from_every_peer() {
+    let mut net = Net::new(3);
+    net.connect_all();
+    let old = net.put(1, "old", "v");
+    net.settle();
+    raise_floor_above(&mut net, old);
+    net.advance(3_000);
+    for i in 0..3 {
+        assert!(net.nodes[i].gc_floor() > old.hlc, "node {i}'s floor rose");
+    }
+    net.disconnect(0, 1);
+    net.disconnect(0, 2);
+    net.restart_with(0, |d| *d = meridian::sync::DurableState::new(d.node));
+    net.nodes[0].store_lost();
+    net.pump(0);
+    net.connect(0, 1);
+    net.connect(0, 2);
+    net.advance(8_000);
+    assert!(net.nodes[0].status().recovery.is_none(), "recovered");
+    assert_eq!(net.value(0, "old").as_deref(), Some(&b"v"[..]));
+    assert!(net.roots_equal());
+}
+
 /// A rebuild takes on its source's floor, so the source must hold all it
 /// should: a source that is itself recovering (a record of it damaged)
-/// lacks records below that floor, which the rebuilding node refuses from
-/// anyone else. The rebuild waits for the source's recovery, and what the
-/// source takes back reaches it (simulation seed 14417).
+/// lacks records below that floor. The rebuild waits for the source's
+/// recovery, and what the source takes back reaches it (simulation seed
+/// 14417).
 #[test]
 fn a_rebuild_from_a_recovering_source_waits_for_its_recovery() {
     let mut net = Net::new(3);
@@ -429,8 +457,7 @@ fn a_rebuild_from_a_recovering_source_waits_for_its_recovery() {
         r.entry.value = Some(Bytes::from_static(b"postgres://gooe"));
     });
     assert!(net.nodes[2].quarantined("cfg/db"));
-    // Node 0 loses its store and rebuilds from node 2 (its first peer);
-    // node 1's copy is below the floor, taken only from the source.
+    // Node 0 loses its store and rebuilds from node 2 (its first peer).
     net.disconnect(0, 1);
     net.restart_with(0, |d| *d = meridian::sync::DurableState::new(d.node));
     net.nodes[0].store_lost();
@@ -442,7 +469,12 @@ fn a_rebuild_from_a_recovering_source_waits_for_its_recovery() {
         net.nodes[0].rebuilding(),
         "node 2 is recovering: its state lacks cfg/db"
     );
-    assert!(net.nodes[0].get("cfg/db").is_none());
+    // Node 1's full transfer (node 0 recovers from every peer) is its live
+    // state: its copy is taken although it is below the floor (seed 39182).
+    assert_eq!(
+        net.nodes[0].get("cfg/db").map(|r| r.entry.stamp),
+        Some(stamp)
+    );
     // Node 2 recovers from node 1; its transfer to node 0 goes on with
     // what it took back, and ends with its claim.
     net.connect(1, 2);

@@ -909,16 +909,34 @@ pub fn run_mutant(mutant: Mutant, first: u64, seeds: u64) -> MutantRun {
     let mut seeds_run = 0;
     for seed in first..first.saturating_add(seeds) {
         seeds_run += 1;
-        let run = Sim::new(SimConfig::from_seed(seed))
-            .with_mutant(Some(mutant))
-            .run();
-        if let Err(f) = run {
-            return MutantRun {
-                mutant,
-                seeds_run,
-                caught: Some(f),
-            };
-        }
+        // An assertion that fires (a debug build's invariants) catches the
+        // mutant as surely as the oracle does.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Sim::new(SimConfig::from_seed(seed))
+                .with_mutant(Some(mutant))
+                .run()
+        }));
+        mutants::set(None);
+        let caught = match run {
+            Ok(Ok(_)) => continue,
+            Ok(Err(f)) => f,
+            Err(panic) => SimFailure {
+                seed,
+                reason: format!(
+                    "an assertion fired: {}",
+                    panic
+                        .downcast_ref::<String>()
+                        .map(String::as_str)
+                        .or_else(|| panic.downcast_ref::<&str>().copied())
+                        .unwrap_or("(no message)")
+                ),
+            },
+        };
+        return MutantRun {
+            mutant,
+            seeds_run,
+            caught: Some(caught),
+        };
     }
     MutantRun {
         mutant,

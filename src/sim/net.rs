@@ -143,15 +143,7 @@ impl Sim {
         if late {
             let delay = self.rng.range(2_000, 20_000);
             self.report.messages_late += 1;
-            self.schedule(
-                self.now + delay,
-                Ev::Deliver {
-                    to,
-                    from,
-                    link: epoch,
-                    frame: frame.clone(),
-                },
-            );
+            self.deliver_at(self.now + delay, to, from, epoch, frame.clone());
         }
         for _ in 0..copies {
             let (lo, hi) = if self.nodes[from].region == self.nodes[to].region {
@@ -160,15 +152,21 @@ impl Sim {
                 self.cfg.inter_region_ms
             };
             let delay = self.rng.range(lo, hi.max(lo));
-            self.schedule(
-                self.now + delay,
-                Ev::Deliver {
-                    to,
-                    from,
-                    link: epoch,
-                    frame: frame.clone(),
-                },
-            );
+            self.deliver_at(self.now + delay, to, from, epoch, frame.clone());
         }
+    }
+
+    /// Delivers `frame` from `from` to `to` at `at`, if connection `link`
+    /// is still up then.
+    fn deliver_at(&mut self, at: u64, to: usize, from: usize, link: u64, frame: Vec<u8>) {
+        self.schedule(
+            at,
+            Ev::Deliver {
+                to,
+                from,
+                link,
+                frame,
+            },
+        );
     }
 }

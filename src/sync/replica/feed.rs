@@ -28,9 +28,13 @@ impl Replica {
         }
         let rebuilding_from_them = self.rebuild_from == Some(from);
         let full_wanted = rebuilding_from_them || self.recovering_from(from);
-        // The full transfer of a rebuild is the source's live state: nothing
+        // A full transfer asked for (the rebuild's source, or every peer a
+        // recovery takes the state of) is that peer's live state: nothing
         // in it is a collected delete, so the floor does not apply to it.
-        let floor = if rebuilding_from_them && !mutants::on(Mutant::RebuildFloor) {
+        // A lost store recovering from every peer took the greatest of the
+        // peers' floors and refused their older live values for good (sim
+        // seed 39182), when only the rebuild's source was exempt.
+        let floor = if full_wanted && !mutants::on(Mutant::RebuildFloor) {
             Hlc::ZERO
         } else {
             self.merge_floor()
