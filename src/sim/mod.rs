@@ -367,6 +367,9 @@ pub struct Sim {
     /// How many partition episodes cut each pair.
     cuts: HashMap<(usize, usize), u32>,
     dropping: bool,
+    /// When the active phase ends (virtual ms): late copies arrive before it,
+    /// never during the checks after quiescence.
+    active_end: u64,
     issued: HashMap<Stamp, Issued>,
     oracle: BTreeMap<String, (Stamp, Option<Bytes>, u64)>,
     report: SimReport,
@@ -438,6 +441,7 @@ impl Sim {
             links,
             cuts: HashMap::new(),
             dropping: true,
+            active_end: u64::MAX,
             issued: HashMap::new(),
             oracle: BTreeMap::new(),
             failure: None,
@@ -504,6 +508,7 @@ impl Sim {
         }
         let start = self.now;
         let end = start + self.cfg.active_ms;
+        self.active_end = end;
         for _ in 0..self.cfg.writes {
             let at = self.rng.range(start + 100, end);
             self.schedule(at, Ev::Write);

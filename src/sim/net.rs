@@ -137,13 +137,18 @@ impl Sim {
         };
         // Now and then an old value arrives long after it was sent (on the
         // same connection): after its key's delete may have been collected.
+        // Only in the active phase, and arriving before it ends: the checks
+        // after quiescence assume no old message is still on its way.
         let late = self.cfg.late_per_million > 0
+            && self.dropping
             && matches!(msg, Message::AeEntries { .. })
             && self.rng.chance(self.cfg.late_per_million);
         if late {
-            let delay = self.rng.range(2_000, 20_000);
-            self.report.messages_late += 1;
-            self.deliver_at(self.now + delay, to, from, epoch, frame.clone());
+            let at = (self.now + self.rng.range(2_000, 20_000)).min(self.active_end);
+            if at > self.now {
+                self.report.messages_late += 1;
+                self.deliver_at(at, to, from, epoch, frame.clone());
+            }
         }
         for _ in 0..copies {
             let (lo, hi) = if self.nodes[from].region == self.nodes[to].region {
