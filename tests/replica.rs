@@ -485,3 +485,65 @@ fn a_swapped_connection_is_no_outage() {
     assert_eq!(net.value(1, "k2").as_deref(), Some(&b"v2"[..]));
     assert!(net.roots_equal());
 }
+
+fn short_horizon(i: usize) -> Config {
+    let mut c = config(i);
+    c.tombstone_horizon_ms = 10_000;
+    c
+}
+
+/// Every peer that collected by age tells a returning replica it is
+/// stale, each in its time and with its own floor. The first notice makes
+/// it drop what is older than the horizon and rebuild; a later one, with a
+/// higher floor, must not undo that rebuild (simulation seeds 1909, 214).
+#[test]
+fn a_second_stale_notice_does_not_undo_a_finished_resync() {
+    let mut net = Net::with(3, short_horizon);
+    net.connect_all();
+    net.put(0, "kept", "v");
+    net.put(0, "first", "old");
+    net.put(0, "second", "old");
+    net.disconnect(0, 2);
+    net.disconnect(1, 2);
+    net.advance(100);
+    let now = net.local(0);
+    net.nodes[0].delete("first", None, now).unwrap();
+    net.settle();
+    net.advance(5_000);
+    let now = net.local(0);
+    net.nodes[0].delete("second", None, now).unwrap();
+    net.settle();
+    // The first delete is older than the horizon, the second not yet.
+    net.advance(7_000);
+    assert!(net.nodes[1].get("first").is_none(), "collected by age");
+    assert!(net.nodes[1].get("second").is_some());
+    // Node 2 hears from node 0 first: it resyncs and rebuilds.
+    net.connect(0, 2);
+    net.advance(2_000);
+    let resyncs = |net: &Net| {
+        net.events
+            .iter()
+            .filter(|(i, e)| *i == 2 && matches!(e, Event::Resynced { .. }))
+            .count()
+    };
+    assert_eq!(resyncs(&net), 1);
+    assert_eq!(net.value(2, "kept").as_deref(), Some(&b"v"[..]));
+    // Node 1, which collected the second delete by age meanwhile, says the
+    // same with a higher floor.
+    net.advance(4_000);
+    assert!(net.nodes[1].get("second").is_none(), "collected by age");
+    net.connect(1, 2);
+    net.advance(3_000);
+    assert!(net
+        .events
+        .iter()
+        .any(|(i, e)| *i == 1 && matches!(e, Event::PeerStale { .. })));
+    assert_eq!(resyncs(&net), 1, "{:?}", net.events_of(2));
+    assert!(net.roots_equal());
+    for i in 0..3 {
+        for k in ["first", "second"] {
+            assert!(net.value(i, k).is_none(), "node {i} {k}");
+        }
+        assert_eq!(net.value(i, "kept").as_deref(), Some(&b"v"[..]), "node {i}");
+    }
+}

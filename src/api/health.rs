@@ -329,6 +329,7 @@ mod tests {
             region: "eu".into(),
             api: String::new(),
             connected,
+            stale: false,
             lag_index: 3,
             in_sync_at_ms,
             connected_at_ms: 1_000,

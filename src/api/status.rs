@@ -35,6 +35,7 @@ pub(super) fn status_doc(
             region: p.region.clone(),
             api: p.api.clone(),
             connected: p.connected,
+            stale: p.stale,
             lag_index: p.lag_index,
             lag_ms: ago(p.in_sync_at_ms),
             last_heard_ms_ago: ago(p.last_heard_ms),

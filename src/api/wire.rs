@@ -239,6 +239,10 @@ pub struct Peer {
     pub api: String,
     /// Its hello was accepted on a connection that is still up.
     pub connected: bool,
+    /// This node told it that it was away longer than the tombstone
+    /// horizon; its data is refused until it has resynced.
+    #[serde(default)]
+    pub stale: bool,
     /// Their index at hello minus what this node applied of their feed.
     pub lag_index: u64,
     /// Since this node last held every write the peer had.

@@ -10,6 +10,8 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::core::mutants::{self, Mutant};
+
 /// Bits of the logical counter in a packed [`Hlc`].
 pub const LOGICAL_BITS: u32 = 16;
 /// Largest logical counter value.
@@ -178,6 +180,9 @@ impl Clock {
 
     /// Checks a remote timestamp against the offset bound without observing it.
     pub fn check(&self, remote: Hlc, now_ms: u64) -> Result<(), ClockError> {
+        if mutants::on(Mutant::ClockOffsetBound) {
+            return Ok(());
+        }
         let remote_ms = remote.physical_ms();
         let bound_ms = now_ms.saturating_add(self.offset_ms_max);
         if remote_ms > bound_ms {

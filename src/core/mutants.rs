@@ -57,6 +57,18 @@ pub enum Mutant {
     /// A rebuilding replica applies its collection floor to its source's
     /// full transfer, refusing live values older than the floor.
     RebuildFloor,
+    /// A remote stamp ahead of this node's clock by more than the offset
+    /// bound is taken (and observed): one node with a fast clock drags
+    /// every correct clock into the future, and the correct nodes refuse
+    /// their clients' writes until real time catches up.
+    ClockOffsetBound,
+    /// A member away longer than the tombstone horizon is taken back as it
+    /// is, not told to resync: it keeps values whose deletes the others
+    /// collected by age while it was away.
+    HorizonRule,
+    /// The anti-entropy leaf comparison passes over keys that only one side
+    /// holds: a record lost from one replica's store is never restored.
+    AeLeafComparison,
 }
 
 impl Mutant {

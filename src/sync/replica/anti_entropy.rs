@@ -6,8 +6,10 @@ use std::collections::{BTreeSet, HashMap};
 use super::{Event, Output, Replica};
 use crate::core::codec::{Message, Summary, AE_SUMMARIES_MAX, ENTRIES_PER_MESSAGE_MAX};
 use crate::core::digest::{Fingerprint, LEAF_LEVEL};
+use crate::core::hlc::Hlc;
 use crate::core::map::Record;
-use crate::core::types::{Entry, Hash, Key, NodeId};
+use crate::core::mutants::{self, Mutant};
+use crate::core::types::{key_hash, Entry, Hash, Key, NodeId};
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct AeSession {
@@ -16,6 +18,30 @@ pub(super) struct AeSession {
     pub(super) started_ms: u64,
     /// The peer answered with a level: the roots differed.
     pub(super) diverged: bool,
+}
+
+/// Keys a peer holds and we lack, which we asked it for in a round.
+///
+/// The collection floor refuses a value at or below it for a key we do
+/// not hold: it may be an old copy arriving after the key's delete was
+/// collected. The answer to our ask is different: it is the peer's state
+/// after we asked, and a peer holds a value at or below our floor only if
+/// no delete of the key was collected meanwhile (collection by stability
+/// needs the peer to hold the delete; a peer away past the horizon is
+/// refused until it resyncs). So that answer is exempt from the floor,
+/// once per key, while our floor is still the one we asked under and for
+/// one request timeout: a record lost from our store (a lost write on
+/// disk) comes back from a peer even when it is older than the floor.
+/// A late copy of the answer finds the key consumed and meets the floor.
+#[derive(Debug, Clone)]
+pub(super) struct AeAsked {
+    peer: NodeId,
+    session: u64,
+    /// Our merge floor when we asked.
+    floor: Hlc,
+    asked_ms: u64,
+    /// At most [`AE_SUMMARIES_MAX`].
+    keys: BTreeSet<[u8; 8]>,
 }
 
 impl Replica {
@@ -173,6 +199,7 @@ impl Replica {
                 let mine = summary(r);
                 seen.insert(mine.key_hash);
                 match theirs.get(&mine.key_hash) {
+                    None if mutants::on(Mutant::AeLeafComparison) => {}
                     None => send.push((k.clone(), r.entry.clone())),
                     Some(t) if t.stamp < mine.stamp => send.push((k.clone(), r.entry.clone())),
                     Some(t) if t.stamp > mine.stamp => want.push(mine.key_hash),
@@ -184,12 +211,22 @@ impl Replica {
                 }
             }
         }
+        let mut lacking = BTreeSet::new();
         for s in summaries {
-            if !seen.contains(&s.key_hash) {
+            if !seen.contains(&s.key_hash) && !mutants::on(Mutant::AeLeafComparison) {
                 want.push(s.key_hash);
+                lacking.insert(s.key_hash);
             }
         }
         want.truncate(AE_SUMMARIES_MAX);
+        lacking.retain(|kh| want.contains(kh));
+        self.ae_asked = (!lacking.is_empty()).then(|| AeAsked {
+            peer: from,
+            session,
+            floor: self.merge_floor(),
+            asked_ms: now_ms,
+            keys: lacking,
+        });
         if send.is_empty() && want.is_empty() {
             self.end_session(from, session);
             self.send(from, Message::AeDone { session });
@@ -257,8 +294,14 @@ impl Replica {
             return;
         }
         let mut repaired = 0;
+        let floor = self.merge_floor();
         for (k, e) in entries {
-            if self.merge_entry(Some(from), k, e, self.merge_floor(), now_ms) {
+            let floor = if self.asked_for(from, session, &k, floor, now_ms) {
+                Hlc::ZERO
+            } else {
+                floor
+            };
+            if self.merge_entry(Some(from), k, e, floor, now_ms) {
                 self.metrics.ae_entries_applied += 1;
                 repaired += 1;
             }
@@ -281,6 +324,39 @@ impl Replica {
         }
         self.end_session(from, session);
         self.send_entries(from, session, send, Vec::new(), now_ms);
+    }
+}
+
+impl AeAsked {
+    /// The peer asked.
+    pub(super) fn peer(&self) -> NodeId {
+        self.peer
+    }
+}
+
+impl Replica {
+    /// Whether `key`, from `from` in `session`, answers our ask for a key
+    /// we lacked (see [`AeAsked`]); consumes the ask for that key.
+    fn asked_for(
+        &mut self,
+        from: NodeId,
+        session: u64,
+        key: &Key,
+        floor: Hlc,
+        now_ms: u64,
+    ) -> bool {
+        let timeout_ms = self.cfg.peer_timeout_ms;
+        let Some(a) = self.ae_asked.as_mut() else {
+            return false;
+        };
+        if a.peer != from
+            || a.session != session
+            || a.floor != floor
+            || now_ms.saturating_sub(a.asked_ms) > timeout_ms
+        {
+            return false;
+        }
+        a.keys.remove(&key_hash(key.as_str()).to_be_bytes())
     }
 }
 

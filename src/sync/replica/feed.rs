@@ -28,13 +28,16 @@ impl Replica {
         }
         let rebuilding_from_them = self.rebuild_from == Some(from);
         let full_wanted = rebuilding_from_them || self.recovering_from(from);
+        let told_stale = self.peers.get(&from).is_some_and(|p| p.told_stale);
         // A full transfer asked for (the rebuild's source, or every peer a
         // recovery takes the state of) is that peer's live state: nothing
         // in it is a collected delete, so the floor does not apply to it.
         // A lost store recovering from every peer took the greatest of the
         // peers' floors and refused their older live values for good (sim
-        // seed 39182), when only the rebuild's source was exempt.
-        let floor = if full_wanted && !mutants::on(Mutant::RebuildFloor) {
+        // seed 39182), when only the rebuild's source was exempt. Not a
+        // peer we told to resync: a frame from before its resync, arriving
+        // after its new hello, brought back deleted values (sim seed 1254).
+        let floor = if full_wanted && !told_stale && !mutants::on(Mutant::RebuildFloor) {
             Hlc::ZERO
         } else {
             self.merge_floor()

@@ -13,6 +13,28 @@ impl Replica {
     /// were collected: drop them, then rebuild from a peer, which sends back
     /// those still alive.
     pub(super) fn on_stale(&mut self, from: NodeId, floor: Hlc, now_ms: u64) {
+        let resynced_lately = self
+            .resynced_ms
+            .is_some_and(|t| now_ms.saturating_sub(t) < self.cfg.tombstone_horizon_ms);
+        if floor <= self.gc_floor || resynced_lately {
+            // Every peer that collected by age tells us, each in its time
+            // and with its own floor. After our resync everything we hold
+            // older than the horizon came from a peer's current state (we
+            // dropped the rest), so there is nothing more to drop: doing
+            // it again would undo a finished rebuild (sim seeds 1909,
+            // 214). Take the floor, and a hello with it takes us back.
+            if floor > self.gc_floor {
+                self.gc_floor = floor;
+                self.dirty_meta = true;
+            }
+            self.say_hello(from);
+            return;
+        }
+        self.resynced_ms = Some(now_ms);
+        // We were the one away: our view of the peers is old, so collecting
+        // by age would find their tombstones unconfirmed (see
+        // `collect_garbage`). Collect by stability alone for a horizon.
+        self.age_collection_from_ms = now_ms.saturating_add(self.cfg.tombstone_horizon_ms);
         let cut = Hlc::new(now_ms.saturating_sub(self.cfg.tombstone_horizon_ms), 0);
         let old: Vec<Key> = self
             .map
@@ -58,6 +80,25 @@ impl Replica {
         }
     }
 
+    /// The time on the slowest clock in sight: ours, or a peer's (from the
+    /// fresh round trips, less their uncertainty) when it is behind ours.
+    /// Age is measured on it: a clock that runs fast must not collect by
+    /// age what its peers still hold unconfirmed, and call them stale for
+    /// it. A slow clock only collects later. A replica that hears from no
+    /// peer has only its own clock (the horizon must still bound its
+    /// tombstones while every peer is away): if that clock runs fast, it
+    /// collects early by as much, and the peers it then calls stale
+    /// resync (sim seed 10662; the README says so).
+    fn slowest_clock_ms(&self, now_ms: u64) -> u64 {
+        let behind_ms = self
+            .peers
+            .values()
+            .filter_map(|p| p.clock.estimate(now_ms))
+            .map(|s| s.offset_ms.saturating_sub((s.rtt_ms / 2) as i64))
+            .fold(0i64, i64::min);
+        now_ms.saturating_sub(behind_ms.unsigned_abs())
+    }
+
     /// Our frontier: we hold every write stamped at or below it — the least
     /// of our own clock and what we received of each peer's own writes.
     ///
@@ -94,18 +135,49 @@ impl Replica {
                 .map(|p| p.frontier)
                 .fold(self.frontier(), Hlc::min)
         };
-        let horizon = Hlc::new(now_ms.saturating_sub(self.cfg.tombstone_horizon_ms), 0);
+        // Back from an absence longer than the horizon, this replica knows
+        // its peers as they were before it left: a tombstone they hold
+        // would look unconfirmed and be collected by age, and every peer
+        // would then look as if it had missed it and be told to resync
+        // (sim seed 55). It is the one that was away: it collects by
+        // stability alone until it has been back a whole horizon.
+        let horizon = if now_ms < self.age_collection_from_ms {
+            Hlc::ZERO
+        } else {
+            let slowest_ms = self.slowest_clock_ms(now_ms);
+            Hlc::new(slowest_ms.saturating_sub(self.cfg.tombstone_horizon_ms), 0)
+        };
         let limit = stable.max(horizon);
         if limit == Hlc::ZERO {
             return;
         }
+        // A member we are in contact with is not covered by the horizon
+        // until it has our feed past the tombstone: it came back just
+        // before the horizon passed, and collecting what we had not sent
+        // it yet would leave it holding the value deleted (sim seed 3984).
+        let acked_by_all_up = self
+            .peers
+            .values()
+            .filter(|p| p.link.up())
+            .map(|p| p.acked)
+            .min()
+            .unwrap_or(u64::MAX);
         for (stamp, key) in self.map.tombstones_up_to(limit, self.cfg.gc_batch_max) {
+            let by_age = stamp.hlc > stable;
+            if by_age
+                && self
+                    .map
+                    .get(key.as_str())
+                    .is_some_and(|r| r.modify_index > acked_by_all_up)
+            {
+                continue;
+            }
             if !self.map.collect(&key, stamp) {
                 continue;
             }
             self.dirty_keys.insert(key);
             self.gc_floor = self.gc_floor.max(stamp.hlc);
-            if stamp.hlc > stable {
+            if by_age {
                 self.horizon_floor = self.horizon_floor.max(stamp.hlc);
             }
             self.dirty_meta = true;

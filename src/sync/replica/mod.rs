@@ -26,7 +26,7 @@ use crate::core::map::{LwwMap, Record};
 use crate::core::mutants::{self, Mutant};
 use crate::core::rng::Rng;
 use crate::core::types::{Hash, Key, NodeId};
-use anti_entropy::AeSession;
+use anti_entropy::{AeAsked, AeSession};
 use peer::Peer;
 use recovery::OwnWrites;
 use regions::Healing;
@@ -52,6 +52,12 @@ pub struct Replica {
     /// The greatest clock of a tombstone collected by age without stability.
     horizon_floor: Hlc,
     synced_ms: u64,
+    /// No tombstone is collected by age before this (ms): set on a restart
+    /// after an absence longer than the horizon (see `gc.rs`).
+    age_collection_from_ms: u64,
+    /// When this replica last dropped what it held and resynced (told it
+    /// was away longer than the horizon); not kept across restarts.
+    resynced_ms: Option<u64>,
     outputs: VecDeque<Output>,
     staged: Vec<Output>,
     dirty_keys: BTreeSet<Key>,
@@ -59,6 +65,8 @@ pub struct Replica {
     dirty_meta: bool,
     timers: TimerTable,
     ae_session: Option<AeSession>,
+    /// The keys we lack that we last asked a peer for (see `AeAsked`).
+    ae_asked: Option<AeAsked>,
     next_session: u64,
     rebuilding: bool,
     rebuild_from: Option<NodeId>,
@@ -187,6 +195,13 @@ impl Replica {
             } else {
                 state.synced_ms
             },
+            age_collection_from_ms: if state.synced_ms != 0
+                && now_ms.saturating_sub(state.synced_ms) > cfg.tombstone_horizon_ms
+            {
+                now_ms.saturating_add(cfg.tombstone_horizon_ms)
+            } else {
+                0
+            },
             outputs: VecDeque::new(),
             staged: Vec::new(),
             dirty_keys: BTreeSet::new(),
@@ -194,6 +209,8 @@ impl Replica {
             dirty_meta: false,
             timers,
             ae_session: None,
+            ae_asked: None,
+            resynced_ms: None,
             next_session: 1,
             rebuilding,
             rebuild_from: None,

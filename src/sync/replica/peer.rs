@@ -9,6 +9,7 @@ use thiserror::Error;
 use super::{Event, Output, Replica};
 use crate::core::codec::{Hello, Message, PROTOCOL_VERSION};
 use crate::core::hlc::Hlc;
+use crate::core::mutants::{self, Mutant};
 use crate::core::types::NodeId;
 use crate::sync::clock_offset::PeerClock;
 
@@ -45,6 +46,10 @@ pub(super) struct Peer {
     pub(super) gc_floor: Hlc,
     /// The connection, and how far the hellos on it went.
     pub(super) link: Link,
+    /// We told it to resync (it was away longer than the horizon): frames
+    /// it sent before its resync may still arrive after its next hello,
+    /// so its full transfers are not exempt from our floor.
+    pub(super) told_stale: bool,
     // Their feed, to us.
     /// Durable, contiguous: their feed index up to which we applied their entries.
     pub(super) applied: u64,
@@ -122,6 +127,11 @@ impl Link {
     /// Data flows: their hello was accepted and they are not stale.
     pub(super) fn up(self) -> bool {
         matches!(self, Link::Up { .. })
+    }
+
+    /// We told them to resync, and refuse their data until they say hello again.
+    pub(super) fn stale(self) -> bool {
+        matches!(self, Link::Stale { .. })
     }
 
     pub(super) fn caught_up(self) -> bool {
@@ -383,11 +393,18 @@ impl Replica {
         p.full_until = h.want_full.then_some(index);
         p.last_progress_ms = now_ms;
         let behind = h.received < horizon_floor && h.gc_floor < horizon_floor;
-        if horizon_floor != Hlc::ZERO && behind && !h.want_full {
+        if horizon_floor != Hlc::ZERO && behind && !mutants::on(Mutant::HorizonRule) {
             // We collected by age tombstones the peer may never have seen:
             // it may still hold the values they deleted. Refuse its data
-            // until it has resynced and says hello again.
+            // until it has resynced and says hello again. Also when it asks
+            // for a full transfer: a replica recovering from damage holds
+            // its old values all the same (sim seed 584); one that resynced
+            // says hello with our floor, and is no longer behind.
             p.link = Link::Stale { confirmed };
+            p.told_stale = true;
+            if self.ae_asked.as_ref().is_some_and(|a| a.peer() == from) {
+                self.ae_asked = None;
+            }
             self.metrics.stale_peers += 1;
             self.staged
                 .push(Output::Event(Event::PeerStale { peer: from }));

@@ -79,6 +79,9 @@ pub struct PeerStatus {
     pub api: String,
     /// Its hello was accepted on a live connection.
     pub connected: bool,
+    /// We told it that it was away longer than the tombstone horizon: its
+    /// data is refused until it has resynced and says hello again.
+    pub stale: bool,
     /// Their index at hello minus what we applied of their feed.
     pub lag_index: u64,
     /// When this replica last held everything the peer had (physical ms;
@@ -206,6 +209,7 @@ impl Replica {
                     region: p.region.clone(),
                     api: p.api.clone(),
                     connected: p.link.ready(),
+                    stale: p.link.stale(),
                     lag_index: p.their_index.saturating_sub(p.applied),
                     in_sync_at_ms: p.in_sync_ms,
                     connected_at_ms: p.hello_ms,
