@@ -153,9 +153,10 @@ enum Command {
         #[arg(long, requires = "seed")]
         trace: Option<String>,
         /// Break one safety mechanism (`all`: each in turn) and report
-        /// the first seed that catches it (a build with `--features
-        /// mutants` only).
-        #[arg(long, conflicts_with_all = ["seed"])]
+        /// the first seed that catches it; with --seed, replay that seed
+        /// with the mechanism broken (a build with `--features mutants`
+        /// only).
+        #[arg(long)]
         mutant: Option<String>,
     },
 }
@@ -259,6 +260,7 @@ fn run(cli: Cli) -> Result<bool> {
             mutant: Some(name),
             seeds,
             first,
+            seed: None,
             ..
         } => mutants(&name, first, seeds),
         Command::Sim {
@@ -266,8 +268,11 @@ fn run(cli: Cli) -> Result<bool> {
             first,
             seed,
             trace,
-            mutant: None,
-        } => Ok(sim(seeds, first, seed, trace)),
+            mutant,
+        } => {
+            let mutant = mutant.as_deref().map(parse_mutant).transpose()?;
+            Ok(sim(seeds, first, seed, trace, mutant))
+        }
         Command::Ca { command } => ca(command).map(|()| true),
         Command::Completions { shell } => {
             clap_complete::generate(
@@ -440,10 +445,7 @@ fn mutants(name: &str, first: u64, seeds: u64) -> Result<bool> {
     let list: Vec<Mutant> = if name == "all" {
         Mutant::VARIANTS.to_vec()
     } else {
-        let names: Vec<&str> = Mutant::VARIANTS.iter().map(|m| m.as_str()).collect();
-        vec![name
-            .parse()
-            .map_err(|_| anyhow::anyhow!("no mutant {name:?}; known: all, {}", names.join(", ")))?]
+        vec![parse_mutant(name)?]
     };
     let mut all_caught = true;
     for m in list {
@@ -471,10 +473,31 @@ fn mutants(name: &str, first: u64, seeds: u64) -> Result<bool> {
     Ok(all_caught)
 }
 
-fn sim(seeds: u64, first: u64, seed: Option<u64>, trace: Option<String>) -> bool {
+/// A mutant by name, in a build that has them.
+fn parse_mutant(name: &str) -> Result<meridian::core::mutants::Mutant> {
+    use meridian::core::mutants::{Mutant, ENABLED};
+    use strum::VariantArray;
+    if !ENABLED {
+        bail!("this build has no mutants: build with `cargo build --release --features mutants`");
+    }
+    let names: Vec<&str> = Mutant::VARIANTS.iter().map(|m| m.as_str()).collect();
+    name.parse()
+        .map_err(|_| anyhow::anyhow!("no mutant {name:?}; known: all, {}", names.join(", ")))
+}
+
+fn sim(
+    seeds: u64,
+    first: u64,
+    seed: Option<u64>,
+    trace: Option<String>,
+    mutant: Option<meridian::core::mutants::Mutant>,
+) -> bool {
     if let Some(seed) = seed {
         println!("{:#?}", SimConfig::from_seed(seed));
-        return match Sim::new(SimConfig::from_seed(seed)).with_trace(trace).run() {
+        let sim = Sim::new(SimConfig::from_seed(seed))
+            .with_trace(trace)
+            .with_mutant(mutant);
+        return match sim.run() {
             Ok(report) => {
                 println!("{report:#?}");
                 true

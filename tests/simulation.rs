@@ -52,6 +52,10 @@ fn seeds_converge_to_the_oracle() {
                 total.records_repaired += r.records_repaired;
                 total.destroys += r.destroys;
                 total.writes_unacknowledged += r.writes_unacknowledged;
+                total.records_lost += r.records_lost;
+                total.long_absences += r.long_absences;
+                total.resyncs += r.resyncs;
+                total.writes_held_only_by_the_absent += r.writes_held_only_by_the_absent;
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -123,16 +127,37 @@ fn seeds_converge_to_the_oracle() {
             total.messages_late > 0,
             "no anti-entropy entries arrived late"
         );
+        assert!(
+            total.records_lost > 0,
+            "no store silently lost a record (only anti-entropy repairs that)"
+        );
+        assert!(
+            total.long_absences > 0 && total.resyncs > 0,
+            "no member away longer than the horizon came back and resynced"
+        );
     }
 }
 
 /// Seeds that once found a fault, each named where it was fixed: they
 /// run every time, whatever range the main test covers.
-const SEEDS_THAT_FOUND_FAULTS: [u64; 4] = [
+const SEEDS_THAT_FOUND_FAULTS: [u64; 17] = [
     497,   // a recovering replica claimed writes it had lost
     14417, // two nodes recovering at once waited on each other
     32359, // the simulation destroyed the last intact copy of a write
     39182, // a lost store refused older live values from its peers' full transfers
+    8,     // a record lost from a store stayed lost: anti-entropy met the floor
+    1002,  // (the check) a clock that ran fast left its own stamps ahead of time
+    55,    // back after the horizon, a member collected by age and called its peers stale
+    584,   // a member recovering from damage skipped the stale check
+    665,   // the same, another key
+    1909,  // a second stale notice undid a finished resync
+    214,   // the same, with a higher floor
+    1254,  // a frame from before a peer's resync was exempt from the floor
+    476,   // a member whose clock ran fast misjudged its absence; told stale, it collected by age
+    10662, // a clock that ran fast collected by age early and called its peers stale
+    11169, // (the oracle) writes only the absent member held, superseded there by its own
+    11618, // (the checks) convergence declared before every hello, so before a resync
+    3984,  // a tombstone collected by age before a peer back in contact had it
 ];
 
 #[test]

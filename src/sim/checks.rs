@@ -41,8 +41,18 @@ impl Sim {
         Ok(())
     }
 
+    /// Quiescent: no persist pending, every node connected to every other
+    /// (hellos accepted both ways, so none is yet to be told it must
+    /// resync), none rebuilding, and every root equal.
     pub(super) fn converged(&mut self) -> bool {
-        self.nodes.iter().all(|n| n.pending.is_none()) && self.converged_roots()
+        let settled = |r: &mut Replica| {
+            let st = r.status();
+            !st.rebuilding && st.peers.iter().all(|p| p.connected && !p.stale)
+        };
+        self.nodes
+            .iter_mut()
+            .all(|n| n.pending.is_none() && n.replica.as_mut().is_some_and(settled))
+            && self.converged_roots()
     }
 
     /// Every node is up and reports the same root.

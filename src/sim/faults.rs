@@ -2,19 +2,24 @@
 //! damaged records on disk and in memory, and partitions (a region cut
 //! off, one link cut, a random split).
 
-use super::{pair, Ev, Sim};
+use super::{pair, Ev, Sim, CLOCK_MEMORY_MS};
+use crate::core::types::{Key, NodeId, Stamp};
 use crate::sync::DurableState;
 use bytes::Bytes;
 
 impl Sim {
     /// Crashes a random running node (if more than one runs); which.
     pub(super) fn crash(&mut self) -> Option<usize> {
-        self.crash_one(|_, _| true)
+        self.crash_one(|_, _| true, None)
     }
 
     /// Crashes a random running node for which `may(sim, node)` holds (if
-    /// more than one runs); which.
-    fn crash_one(&mut self, may: impl Fn(&Sim, usize) -> bool) -> Option<usize> {
+    /// more than one runs), down for `down_ms` (drawn when `None`); which.
+    fn crash_one(
+        &mut self,
+        may: impl Fn(&Sim, usize) -> bool,
+        down_ms: Option<u64>,
+    ) -> Option<usize> {
         let up: Vec<usize> = (0..self.nodes.len())
             .filter(|i| self.nodes[*i].replica.is_some())
             .collect();
@@ -35,7 +40,7 @@ impl Sim {
         n.incarnation += 1;
         n.tick_at = None;
         self.drop_links_of(i);
-        let down = self.rng.range(200, 10_000);
+        let down = down_ms.unwrap_or_else(|| self.rng.range(200, 10_000));
         self.schedule(self.now + down, Ev::Restart { node: i });
         Some(i)
     }
@@ -43,7 +48,7 @@ impl Sim {
     /// Crashes a running node and destroys its store, unless that would
     /// lose an acknowledged write; which.
     pub(super) fn destroy(&mut self) -> Option<usize> {
-        let i = self.crash_one(|sim, i| !sim.holds_last_copy(i))?;
+        let i = self.crash_one(|sim, i| !sim.holds_last_copy(i), None)?;
         let n = &mut self.nodes[i];
         n.durable = DurableState::new(n.id);
         n.lost = true;
@@ -69,8 +74,132 @@ impl Sim {
         })
     }
 
+    /// Crashes a running node whose store, when it restarts, has lost up to
+    /// three live records that other nodes hold: a lost write on disk. The
+    /// records left pass their checks and the node's feed positions claim
+    /// what it lost, so only anti-entropy's comparison can find them.
+    pub(super) fn lose_records(&mut self) {
+        let Some(i) = self.crash() else { return };
+        let candidates: Vec<Key> = self.nodes[i]
+            .durable
+            .records
+            .iter()
+            .filter(|(k, r)| r.entry.value.is_some() && self.held_elsewhere(i, k, &r.entry))
+            .map(|(k, _)| k.clone())
+            .collect();
+        if candidates.is_empty() {
+            return;
+        }
+        for _ in 0..self.rng.range(1, 3) {
+            let k = &candidates[self.rng.below(candidates.len() as u64) as usize];
+            if self.nodes[i].durable.records.remove(k).is_some() {
+                self.tr(|| format!("n{i} store lost {}", k.as_str()));
+                self.report.records_lost += 1;
+            }
+        }
+    }
+
+    /// A running member leaves for longer than the tombstone horizon (a
+    /// crash, back after the horizon and 10–30 s more). Acknowledged writes
+    /// that only it holds may be dropped when it comes back and resyncs:
+    /// that is the horizon's documented price, so the oracle stops counting
+    /// them as acknowledged (they may survive or not).
+    pub(super) fn long_absence(&mut self) {
+        let down = self.cfg.tombstone_horizon_ms + self.rng.range(10_000, 30_000);
+        let Some(i) = self.crash_one(|_, _| true, Some(down)) else {
+            return;
+        };
+        self.nodes[i].away = true;
+        self.report.long_absences += 1;
+        // Per key it holds: the newest stamp another node holds durably.
+        // Every acknowledged write of the key newer than that is held by
+        // this node alone (its own, and older ones it superseded here).
+        let keys: Vec<(Key, Stamp)> = self.nodes[i]
+            .durable
+            .records
+            .keys()
+            .map(|k| {
+                let elsewhere = self
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, n)| *j != i && !n.away)
+                    .filter_map(|(_, n)| n.durable.records.get(k).map(|r| r.entry.stamp))
+                    .max()
+                    .unwrap_or(Stamp::ZERO);
+                (k.clone(), elsewhere)
+            })
+            .collect();
+        for (key, elsewhere) in keys {
+            let mut changed = false;
+            for (stamp, w) in self.issued.iter_mut() {
+                if w.acknowledged && w.key == key.as_str() && *stamp > elsewhere {
+                    w.acknowledged = false;
+                    changed = true;
+                    self.report.writes_held_only_by_the_absent += 1;
+                }
+            }
+            if !changed {
+                continue;
+            }
+            self.tr(|| format!("n{i} leaves holding the only copy of {}", key.as_str()));
+            // The newest write of the key still counted as acknowledged.
+            let newest = self
+                .issued
+                .iter()
+                .filter(|(_, w)| w.acknowledged && w.key == key.as_str())
+                .max_by_key(|(s, _)| **s)
+                .map(|(s, w)| (*s, w.value.clone(), w.flags));
+            match newest {
+                Some(n) => self.oracle.insert(key.as_str().to_string(), n),
+                None => self.oracle.remove(key.as_str()),
+            };
+        }
+    }
+
+    /// The index of node `id`.
+    pub(super) fn index_of(&self, id: NodeId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    /// Whether `id` is the member that left for longer than the horizon.
+    pub(super) fn is_away(&self, id: NodeId) -> bool {
+        self.nodes.iter().any(|n| n.id == id && n.away)
+    }
+
+    /// Whether node `i`'s clock is wrong now, or was lately enough that
+    /// its peers may still judge it by old samples.
+    pub(super) fn clock_wrong(&self, i: usize) -> bool {
+        self.now < self.nodes[i].clock_wrong_until
+    }
+
+    /// A clock that ran off comes back. It counts as wrong a while longer:
+    /// its peers judge clocks by samples up to [`CLOCK_MEMORY_MS`] old, and
+    /// a clock that ran fast left its node's stamps ahead of time, so the
+    /// node refuses writes until time catches up with them.
+    pub(super) fn clock_back(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        let ahead_ms = (n.skew_ms - n.base_skew_ms).max(0) as u64;
+        n.skew_ms = n.base_skew_ms;
+        if !n.jumped {
+            n.clock_wrong_until = self.now + CLOCK_MEMORY_MS + ahead_ms;
+        }
+    }
+
+    /// After a clock goes wrong: notes whether a majority of the clocks
+    /// are wrong at once (then a correct clock may be outvoted).
+    pub(super) fn note_wrong_clocks(&mut self) {
+        let wrong = (0..self.nodes.len())
+            .filter(|i| self.clock_wrong(*i))
+            .count();
+        if 2 * wrong >= self.nodes.len() {
+            self.clocks_majority_wrong = true;
+        }
+    }
+
     /// Whether a node other than `i` holds `key`'s very entry durably (so
-    /// that damage to `i`'s copy can be repaired from it).
+    /// that damage to `i`'s copy can be repaired from it). A member away
+    /// longer than the horizon does not count: it may drop what it holds.
     pub(super) fn held_elsewhere(
         &self,
         i: usize,
@@ -79,6 +208,7 @@ impl Sim {
     ) -> bool {
         self.nodes.iter().enumerate().any(|(j, n)| {
             j != i
+                && !n.away
                 && n.durable
                     .records
                     .get(key)

@@ -37,12 +37,16 @@ use crate::core::rng::Rng;
 use crate::core::types::{Hash, NodeId, Stamp, REGION_NAMES};
 use crate::sync::{
     Config, DurableState, Event, Output, PartitionPolicy, PersistBatch, Replica, WriteAck,
+    TOMBSTONE_HORIZON_MS_DEFAULT,
 };
 
 /// Virtual time starts here (ms since the Unix epoch), so stamps look real.
 pub const EPOCH_MS: u64 = 1_750_000_000_000;
 /// How long a converged run goes on with every root checked at every step.
 const STEADY_MS: u64 = 10_000;
+/// How long after a clock comes back the peers' judgement of clocks may
+/// still count it as wrong: their samples' age limit, and a margin.
+const CLOCK_MEMORY_MS: u64 = crate::sync::clock_offset::SAMPLE_AGE_MS_MAX + 5_000;
 /// Share of deletes that delete a whole prefix, per million.
 const PREFIX_DELETE_PER_MILLION: u32 = 50_000;
 
@@ -104,6 +108,18 @@ pub struct SimConfig {
     /// their keys' deletes were collected (the collection floor must
     /// refuse them).
     pub late_per_million: u32,
+    /// Nodes that crash late in the active phase and whose store silently
+    /// lost a few live records (a lost write: every record left passes its
+    /// check, and the node's feed position says it holds what it lost).
+    /// Peers hold the records; only anti-entropy can bring them back.
+    pub lost_records: usize,
+    /// Every replica's tombstone horizon (ms): tombstones older than this
+    /// are collected even while a member has not confirmed them.
+    pub tombstone_horizon_ms: u64,
+    /// Members that crash early in the active phase and stay away longer
+    /// than the horizon: when they come back they must be told to resync,
+    /// or they keep values whose deletes were collected without them.
+    pub long_absences: usize,
 }
 
 impl SimConfig {
@@ -141,9 +157,34 @@ impl SimConfig {
             write_ack: WriteAck::Local,
             destroys: 0,
             late_per_million: 0,
+            lost_records: 0,
+            tombstone_horizon_ms: TOMBSTONE_HORIZON_MS_DEFAULT,
+            long_absences: 0,
         }
         .with_quorum_acks(r.chance(150_000))
         .with_late_copies(&mut r)
+        .with_lost_records(&mut r)
+        .with_long_absence(&mut r)
+    }
+
+    /// In a fifth of the seeds, a node loses records from its store (drawn
+    /// after the late copies, so every earlier field keeps its value).
+    fn with_lost_records(mut self, r: &mut Rng) -> SimConfig {
+        if r.chance(200_000) {
+            self.lost_records = 1;
+        }
+        self
+    }
+
+    /// In a sixth of the seeds, a horizon just longer than every other
+    /// absence the run can draw (a partition or a crash lasts at most the
+    /// active phase), and one member away longer than it.
+    fn with_long_absence(mut self, r: &mut Rng) -> SimConfig {
+        if r.chance(166_666) {
+            self.tombstone_horizon_ms = self.active_ms + r.range(20_000, 40_000);
+            self.long_absences = 1;
+        }
+        self
     }
 
     /// In a third of the seeds, late copies of anti-entropy entries (drawn
@@ -223,6 +264,16 @@ pub struct SimReport {
     pub records_repaired: u64,
     /// Nodes whose store was destroyed.
     pub destroys: u64,
+    /// Live records a store silently lost (peers held them).
+    pub records_lost: u64,
+    /// Members away longer than the tombstone horizon.
+    pub long_absences: u64,
+    /// Acknowledged writes that only a member leaving for longer than the
+    /// horizon held: it may drop them when it resyncs (the horizon's
+    /// price), so the oracle no longer counts them as acknowledged.
+    pub writes_held_only_by_the_absent: u64,
+    /// Replicas told to resync (they were away longer than the horizon).
+    pub resyncs: u64,
     /// Live keys at the end, as the oracle has them.
     pub keys_live: usize,
     /// The Merkle root every replica ended with.
@@ -269,6 +320,14 @@ struct Node {
     /// Its store was destroyed: it restarts empty and rebuilds.
     lost: bool,
     tick_at: Option<u64>,
+    /// Its clock is (or was lately) wrong until then: the peers' judgement
+    /// of clocks remembers samples for a while after a clock comes back.
+    clock_wrong_until: u64,
+    /// Its clock jumped: it stays wrong for the rest of the run.
+    jumped: bool,
+    /// It left for longer than the horizon: what it holds may be dropped
+    /// when it comes back, so no other fault counts on its copies.
+    away: bool,
 }
 
 #[derive(Debug)]
@@ -309,6 +368,10 @@ enum Ev {
     ClockJump,
     /// A node crashes and its store is lost.
     Destroy,
+    /// A node crashes, and its store turns out to have lost a few records.
+    LoseRecords,
+    /// A member leaves for longer than the tombstone horizon.
+    LongAbsence,
     Reconcile {
         a: usize,
         b: usize,
@@ -378,6 +441,9 @@ pub struct Sim {
     trace: Option<String>,
     /// The safety mechanism this run breaks (see [`crate::core::mutants`]).
     mutant: Option<Mutant>,
+    /// At some moment a majority of the clocks were (or were lately) wrong:
+    /// then a correct clock may be outvoted and refuse writes.
+    clocks_majority_wrong: bool,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -402,6 +468,7 @@ impl Sim {
             c.partition_policy = cfg.policy;
             c.write_ack = cfg.write_ack;
             c.rng_seed = rng.next_u64();
+            c.tombstone_horizon_ms = cfg.tombstone_horizon_ms;
             let skew =
                 rng.range(0, 2 * cfg.clock_skew_ms_max) as i64 - cfg.clock_skew_ms_max as i64;
             nodes.push(Node {
@@ -418,6 +485,9 @@ impl Sim {
                 damage_on_restart: false,
                 lost: false,
                 tick_at: None,
+                clock_wrong_until: 0,
+                jumped: false,
+                away: false,
             });
         }
         let mut links = BTreeMap::new();
@@ -447,6 +517,7 @@ impl Sim {
             failure: None,
             trace: None,
             mutant: None,
+            clocks_majority_wrong: false,
         }
     }
 
@@ -541,15 +612,31 @@ impl Sim {
                 self.schedule(at, ev);
             }
         }
+        for _ in 0..self.cfg.lost_records {
+            // Late, so that the lost records are not all written again.
+            let from = end.saturating_sub(4_000).max(start);
+            let at = self.rng.range(from, end.saturating_sub(1_000).max(from));
+            self.schedule(at, Ev::LoseRecords);
+        }
+        for _ in 0..self.cfg.long_absences {
+            // Early, so that deletes made while it is away are collected
+            // by age before it comes back.
+            let at = self.rng.range(start, start + self.cfg.active_ms / 3);
+            self.schedule(at, Ev::LongAbsence);
+        }
         self.run_until(end);
         // Heal everything: no more cuts, drops, crashes or wrong clocks.
         self.dropping = false;
         self.cuts.clear();
-        for n in &mut self.nodes {
-            n.skew_ms = n.base_skew_ms;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].skew_ms != self.nodes[i].base_skew_ms {
+                self.clock_back(i);
+            }
         }
         for i in 0..self.nodes.len() {
-            if self.nodes[i].replica.is_none() {
+            // A member away longer than the horizon comes back when its
+            // absence ends (its `Restart` is scheduled).
+            if self.nodes[i].replica.is_none() && !self.nodes[i].away {
                 self.start_node(i);
             }
         }
@@ -666,24 +753,30 @@ impl Sim {
                     + crate::core::hlc::CLOCK_OFFSET_MS_MAX_DEFAULT as i64;
                 let by = if self.rng.chance(500_000) { by } else { -by };
                 self.nodes[i].skew_ms = self.nodes[i].base_skew_ms + by;
+                self.nodes[i].clock_wrong_until = u64::MAX;
+                self.note_wrong_clocks();
                 self.report.clock_faults += 1;
                 let back = self.rng.range(2_000, 20_000);
                 self.schedule(self.now + back, Ev::ClockBack { node: i });
             }
-            Ev::ClockBack { node } => {
-                self.nodes[node].skew_ms = self.nodes[node].base_skew_ms;
-            }
+            Ev::ClockBack { node } => self.clock_back(node),
             Ev::ClockJump => {
                 let i = self.rng.below(self.nodes.len() as u64) as usize;
                 let by = self.rng.range(100, 5_000) as i64;
                 let by = if self.rng.chance(500_000) { by } else { -by };
                 self.nodes[i].skew_ms += by;
                 self.nodes[i].base_skew_ms += by;
+                // For the rest of the run.
+                self.nodes[i].clock_wrong_until = u64::MAX;
+                self.nodes[i].jumped = true;
+                self.note_wrong_clocks();
                 self.report.clock_faults += 1;
             }
             Ev::Destroy => {
                 self.destroy();
             }
+            Ev::LoseRecords => self.lose_records(),
+            Ev::LongAbsence => self.long_absence(),
             Ev::Restart { node } => {
                 if self.nodes[node].replica.is_none() {
                     if std::mem::take(&mut self.nodes[node].damage_on_restart) {
@@ -855,6 +948,18 @@ impl Sim {
                     | Event::RecoveryStarted { .. }
                     | Event::Recovered { .. }
                     | Event::ClockOffset { .. } => {}
+                    // Only the member that was away longer than the
+                    // horizon is told to resync.
+                    // And the peers of a node whose clock ran fast while
+                    // it heard from no peer: it collected by age early
+                    // (the horizon's documented limit).
+                    Event::PeerStale { peer } if self.is_away(peer) || self.clock_wrong(i) => {}
+                    Event::Resynced { from, .. }
+                        if self.nodes[i].away
+                            || self.index_of(from).is_some_and(|j| self.clock_wrong(j)) =>
+                    {
+                        self.report.resyncs += 1
+                    }
                     Event::PeerRefused { .. }
                     | Event::PeerStale { .. }
                     | Event::Resynced { .. } => {

@@ -39,7 +39,7 @@ impl Sim {
                         self.issued.insert(receipt.stamp, issued);
                     }
                 }
-                Err(e) if refusal_expected(&e) => self.count_refusal(&e),
+                Err(e) if refusal_expected(&e) => self.count_refusal(i, &e),
                 Err(e) => return self.fail(format!("prefix delete at node {i} refused: {e}")),
             }
             return self.drain(i);
@@ -73,16 +73,27 @@ impl Sim {
                     },
                 );
             }
-            Err(e) if refusal_expected(&e) => self.count_refusal(&e),
+            Err(e) if refusal_expected(&e) => self.count_refusal(i, &e),
             Err(e) => return self.fail(format!("write to node {i} refused unexpectedly: {e}")),
         }
         self.drain(i);
     }
 
-    pub(super) fn count_refusal(&mut self, e: &WriteError) {
+    /// Counts a refusal node `i` answered. A node whose clock is right
+    /// may refuse a write for its clock only when a majority of the clocks
+    /// went wrong (it is outvoted): one wrong clock must not stop the
+    /// others' writes (design §3, "Clock skew": a stamp beyond the bound
+    /// is refused, so the local clock never runs past it).
+    pub(super) fn count_refusal(&mut self, i: usize, e: &WriteError) {
         self.report.writes_refused += 1;
         if matches!(e, WriteError::ClockOffset { .. } | WriteError::Clock(_)) {
             self.report.writes_refused_for_clock += 1;
+            if !self.clock_wrong(i) && !self.clocks_majority_wrong {
+                self.fail(format!(
+                    "node {i}, whose clock is right, refused a write for its clock while \
+                     only a minority of the clocks were wrong: {e}"
+                ));
+            }
         }
     }
 }

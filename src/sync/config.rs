@@ -8,6 +8,9 @@ use crate::core::conflicts::CONFLICTS_MAX_DEFAULT;
 use crate::core::hlc::CLOCK_OFFSET_MS_MAX_DEFAULT;
 use crate::core::types::{Limits, NodeId, KEY_BYTES_MAX, VALUE_BYTES_LIMIT};
 
+/// The tombstone horizon's default: a week (ms).
+pub const TOMBSTONE_HORIZON_MS_DEFAULT: u64 = 7 * 24 * 3_600 * 1_000;
+
 /// What a replica does with client writes while it cannot reach a majority of regions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum PartitionPolicy {
@@ -159,7 +162,7 @@ impl Config {
             ae_interval_ms: 5_000,
             ae_jitter_ms: 1_000,
             peer_timeout_ms: 5_000,
-            tombstone_horizon_ms: 7 * 24 * 3_600 * 1_000,
+            tombstone_horizon_ms: TOMBSTONE_HORIZON_MS_DEFAULT,
             gc_interval_ms: 1_000,
             gc_batch_max: 10_000,
             feed_entries_max: 512,

@@ -69,7 +69,7 @@ mod durable;
 pub mod membership;
 mod replica;
 
-pub use config::{Config, ConfigError, PartitionPolicy, WriteAck};
+pub use config::{Config, ConfigError, PartitionPolicy, WriteAck, TOMBSTONE_HORIZON_MS_DEFAULT};
 pub use durable::{
     DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, Recovery, StoredRecord,
     CONFLICTS_STORED_MAX,
