@@ -44,6 +44,70 @@ impl Sim {
     /// Quiescent: no persist pending, every node connected to every other
     /// (hellos accepted both ways, so none is yet to be told it must
     /// resync), none rebuilding, and every root equal.
+    /// The entries every node other than `i` holds alike (in memory when
+    /// it runs, on disk when it is down): live values only.
+    pub(super) fn agreed_elsewhere(&self, i: usize) -> BTreeMap<Key, Entry> {
+        let held = |n: &Node| -> BTreeMap<Key, Entry> {
+            match n.replica.as_ref() {
+                Some(r) => r
+                    .map()
+                    .iter()
+                    .map(|(k, rec)| (k.clone(), rec.entry.clone()))
+                    .collect(),
+                None => n
+                    .durable
+                    .records
+                    .iter()
+                    .map(|(k, r)| (k.clone(), r.entry.clone()))
+                    .collect(),
+            }
+        };
+        let mut others = (0..self.nodes.len()).filter(|j| *j != i);
+        let Some(first) = others.next() else {
+            return BTreeMap::new();
+        };
+        let mut agreed: BTreeMap<Key, Entry> = held(&self.nodes[first])
+            .into_iter()
+            .filter(|(_, e)| e.value.is_some())
+            .collect();
+        for j in others {
+            let theirs = held(&self.nodes[j]);
+            agreed.retain(|k, e| theirs.get(k) == Some(e));
+        }
+        agreed
+    }
+
+    /// A replica that says its recovery is over holds every live entry
+    /// that every other node held alike when the recovery started and
+    /// still holds now: each full transfer it took carried it. (A rebuild
+    /// that refused its peers' older values and left anti-entropy to bring
+    /// them back later would serve reads without them meanwhile.)
+    pub(super) fn check_recovered(&mut self, i: usize) -> Result<(), String> {
+        let Some(before) = self.nodes[i].recovery_snapshot.take() else {
+            return Ok(());
+        };
+        let now = self.agreed_elsewhere(i);
+        let Some(r) = self.nodes[i].replica.as_ref() else {
+            return Ok(());
+        };
+        for (k, e) in &before {
+            // A record of its own found damaged meanwhile is quarantined
+            // (out of the map) until a peer's copy repairs it.
+            if now.get(k) != Some(e) || r.quarantined(k.as_str()) {
+                continue;
+            }
+            let held = r.map().get(k.as_str()).map(|rec| rec.entry.stamp);
+            if held.is_none_or(|s| s < e.stamp) {
+                return Err(format!(
+                    "node {i} ended its recovery without {k:?} at {:?}, which every \
+                     other node held before the recovery started (it holds {held:?})",
+                    e.stamp
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn converged(&mut self) -> bool {
         let settled = |r: &mut Replica| {
             let st = r.status();

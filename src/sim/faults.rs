@@ -52,6 +52,7 @@ impl Sim {
         let n = &mut self.nodes[i];
         n.durable = DurableState::new(n.id);
         n.lost = true;
+        n.acked_hlc_max = crate::core::hlc::Hlc::ZERO;
         self.report.destroys += 1;
         Some(i)
     }

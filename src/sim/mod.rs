@@ -325,6 +325,12 @@ struct Node {
     clock_wrong_until: u64,
     /// Its clock jumped: it stays wrong for the rest of the run.
     jumped: bool,
+    /// The greatest stamp of a write it acknowledged (reset when its store
+    /// is destroyed): every write it stamps later must be above it.
+    acked_hlc_max: crate::core::hlc::Hlc,
+    /// What every other node held alike when its last recovery started
+    /// (see `check_recovered`).
+    recovery_snapshot: Option<BTreeMap<crate::core::types::Key, crate::core::types::Entry>>,
     /// It left for longer than the horizon: what it holds may be dropped
     /// when it comes back, so no other fault counts on its copies.
     away: bool,
@@ -487,6 +493,8 @@ impl Sim {
                 tick_at: None,
                 clock_wrong_until: 0,
                 jumped: false,
+                recovery_snapshot: None,
+                acked_hlc_max: crate::core::hlc::Hlc::ZERO,
                 away: false,
             });
         }
@@ -884,6 +892,8 @@ impl Sim {
                     }
                     issued.acknowledged = true;
                     let w = issued.clone();
+                    let n = &mut self.nodes[w.node];
+                    n.acked_hlc_max = n.acked_hlc_max.max(receipt.stamp.hlc);
                     let newer = self
                         .oracle
                         .get(&w.key)
@@ -945,9 +955,15 @@ impl Sim {
                     | Event::RecordQuarantined { .. }
                     | Event::RecordRepaired { .. }
                     | Event::StoreLost
-                    | Event::RecoveryStarted { .. }
-                    | Event::Recovered { .. }
                     | Event::ClockOffset { .. } => {}
+                    Event::RecoveryStarted { .. } => {
+                        self.nodes[i].recovery_snapshot = Some(self.agreed_elsewhere(i));
+                    }
+                    Event::Recovered { .. } => {
+                        if let Err(reason) = self.check_recovered(i) {
+                            return self.fail(reason);
+                        }
+                    }
                     // Only the member that was away longer than the
                     // horizon is told to resync.
                     // And the peers of a node whose clock ran fast while

@@ -25,6 +25,9 @@ impl Sim {
             match r.delete_prefix_acked(&prefix, usize::MAX, self.cfg.write_ack, now) {
                 Ok(receipts) => {
                     self.report.prefix_deletes += receipts.len() as u64;
+                    for receipt in &receipts {
+                        self.check_stamp_rises(i, receipt.stamp);
+                    }
                     let incarnation = self.nodes[i].incarnation;
                     for receipt in receipts {
                         let issued = Issued {
@@ -56,6 +59,7 @@ impl Sim {
         }
         match res {
             Ok(receipt) => {
+                self.check_stamp_rises(i, receipt.stamp);
                 if delete && absent {
                     self.report.deletes_of_absent_keys += 1;
                 }
@@ -77,6 +81,20 @@ impl Sim {
             Err(e) => return self.fail(format!("write to node {i} refused unexpectedly: {e}")),
         }
         self.drain(i);
+    }
+
+    /// A node stamps every write above every write it acknowledged, across
+    /// restarts too (its clock resumes from the stored one): otherwise a
+    /// client's later write loses to its earlier one, on the same node.
+    fn check_stamp_rises(&mut self, i: usize, stamp: crate::core::types::Stamp) {
+        let before = self.nodes[i].acked_hlc_max;
+        if stamp.hlc <= before {
+            self.fail(format!(
+                "node {i} stamped a write at {:?} after acknowledging one at {before:?}: \
+                 its clock went back",
+                stamp.hlc
+            ));
+        }
     }
 
     /// Counts a refusal node `i` answered. A node whose clock is right
