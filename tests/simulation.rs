@@ -140,7 +140,7 @@ fn seeds_converge_to_the_oracle() {
 
 /// Seeds that once found a fault, each named where it was fixed: they
 /// run every time, whatever range the main test covers.
-const SEEDS_THAT_FOUND_FAULTS: [u64; 17] = [
+const SEEDS_THAT_FOUND_FAULTS: [u64; 18] = [
     497,   // a recovering replica claimed writes it had lost
     14417, // two nodes recovering at once waited on each other
     32359, // the simulation destroyed the last intact copy of a write
@@ -158,6 +158,7 @@ const SEEDS_THAT_FOUND_FAULTS: [u64; 17] = [
     11169, // (the oracle) writes only the absent member held, superseded there by its own
     11618, // (the checks) convergence declared before every hello, so before a resync
     3984,  // a tombstone collected by age before a peer back in contact had it
+    16420, // (the checks) a recovery ended while a damaged record of its own was quarantined
 ];
 
 #[test]
