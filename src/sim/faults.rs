@@ -81,13 +81,7 @@ impl Sim {
     /// what it lost, so only anti-entropy's comparison can find them.
     pub(super) fn lose_records(&mut self) {
         let Some(i) = self.crash() else { return };
-        let candidates: Vec<Key> = self.nodes[i]
-            .durable
-            .records
-            .iter()
-            .filter(|(k, r)| r.entry.value.is_some() && self.held_elsewhere(i, k, &r.entry))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let candidates = self.stored_elsewhere(i, true);
         if candidates.is_empty() {
             return;
         }
@@ -163,6 +157,20 @@ impl Sim {
         self.nodes.iter().position(|n| n.id == id)
     }
 
+    /// The keys of node `i`'s stored records (live values only, with
+    /// `live`) that another node holds intact: damage to them can be repaired.
+    fn stored_elsewhere(&self, i: usize, live: bool) -> Vec<Key> {
+        self.nodes[i]
+            .durable
+            .records
+            .iter()
+            .filter(|(k, r)| {
+                (!live || r.entry.value.is_some()) && self.held_elsewhere(i, k, &r.entry)
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     /// Whether `id` is the member that left for longer than the horizon.
     pub(super) fn is_away(&self, id: NodeId) -> bool {
         self.nodes.iter().any(|n| n.id == id && n.away)
@@ -221,13 +229,7 @@ impl Sim {
     /// node holds intact: a value byte, flags, a stamp, or (rarely) the key
     /// itself, leaving the stored check as it was.
     pub(super) fn damage_disk(&mut self, i: usize) {
-        let candidates: Vec<crate::core::types::Key> = self.nodes[i]
-            .durable
-            .records
-            .iter()
-            .filter(|(k, r)| self.held_elsewhere(i, k, &r.entry))
-            .map(|(k, _)| k.clone())
-            .collect();
+        let candidates = self.stored_elsewhere(i, false);
         if candidates.is_empty() {
             return;
         }
