@@ -211,15 +211,21 @@ impl Replica {
                 }
             }
         }
-        let mut lacking = BTreeSet::new();
+        // What we lack comes last in `want`: what is left of it after the
+        // bound is what we ask for.
+        let lacking_from = want.len();
         for s in summaries {
             if !seen.contains(&s.key_hash) && !mutants::on(Mutant::AeLeafComparison) {
                 want.push(s.key_hash);
-                lacking.insert(s.key_hash);
             }
         }
         want.truncate(AE_SUMMARIES_MAX);
-        lacking.retain(|kh| want.contains(kh));
+        let lacking: BTreeSet<[u8; 8]> = want
+            .get(lacking_from..)
+            .unwrap_or_default()
+            .iter()
+            .copied()
+            .collect();
         self.ae_asked = (!lacking.is_empty()).then(|| AeAsked {
             peer: from,
             session,
