@@ -3,6 +3,7 @@
 //! `flags`, `ack`) and DELETE (`recurse` with the mass-delete guard, `cas`).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -159,57 +160,98 @@ pub(super) async fn kv(
     })
 }
 
+/// What a GET read: one key, or the live entries under a prefix.
+enum Read {
+    One(Option<KvEntry>),
+    Many(Vec<KvEntry>),
+}
+
+/// Reads what `q` asks for under `key`, with the index that covers it:
+/// the key's own modify index, or the greatest under the prefix
+/// (deleted keys' tombstones included).
+async fn read(api: &Api, key: &str, q: &ReadQuery) -> Result<(Read, u64), ApiError> {
+    if q.single() {
+        let r = api.node.get_indexed(key).await.map_err(node_error)?;
+        Ok((Read::One(r.value), r.index))
+    } else {
+        let r = api.node.list_indexed(key).await.map_err(node_error)?;
+        Ok((Read::Many(r.value), r.index))
+    }
+}
+
 async fn get(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
     let key = path_rest(uri, "/v1/kv")?;
     let q = ReadQuery::parse(&Params::parse(uri)?)?;
     if q.single() {
         Key::check(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
     }
-    if let Some(b) = q.blocking {
-        api.block(&key, q.single(), b.index, b.wait_ms).await?;
+    let Some(b) = q.blocking else {
+        let (r, index) = read(api, &key, &q).await?;
+        return Ok(answer(api, &key, &q, r, index));
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(b.wait_ms);
+    // An index of 0, or one ahead of this node (the client came from
+    // another node): the answer at once, and the client starts over.
+    if api.resume_index(b.index).await == 0 {
+        let (r, index) = read(api, &key, &q).await?;
+        return Ok(answer(api, &key, &q, r, index));
     }
-    // The index covers what the answer shows: a read may include a change a
-    // moment before it is durable.
-    let durable = api.node.index();
-    let not_found = || (StatusCode::NOT_FOUND, api.headers(durable)).into_response();
-    if !q.single() {
-        let list = api.node.list(&key).await.map_err(node_error)?;
-        if list.is_empty() {
-            return Ok(not_found());
+    let _permit = api.permit()?;
+    loop {
+        // Changes after this index wake the wait below: none is missed
+        // between the read and the wait.
+        let from = api.node.index();
+        let (r, index) = read(api, &key, &q).await?;
+        if index > b.index {
+            return Ok(answer(api, &key, &q, r, index));
         }
-        let index = list.iter().map(|e| e.modify_index).fold(durable, u64::max);
-        let headers = api.headers(index);
-        if !q.keys {
-            let body: Vec<wire::KvEntry> = list.iter().map(entry).collect();
-            return Ok((headers, axum::Json(body)).into_response());
+        // Nothing under the query changed since the client's index (a write
+        // to another key, or a change that left the query's index where it
+        // was, wakes nothing): wait on.
+        if !api.changed(&key, q.single(), from, deadline).await {
+            // The deadline: the same index back means "no change".
+            return Ok(answer(api, &key, &q, r, b.index));
         }
-        let mut names: Vec<String> = Vec::new();
-        for e in &list {
-            let name = match &q.separator {
-                Some(sep) => match e.key[key.len()..].find(sep.as_str()) {
-                    Some(at) => e.key[..key.len() + at + sep.len()].to_string(),
-                    None => e.key.clone(),
-                },
-                None => e.key.clone(),
-            };
-            if names.last() != Some(&name) {
-                names.push(name);
-            }
-        }
-        return Ok((headers, axum::Json(names)).into_response());
     }
-    match api.node.get(&key).await.map_err(node_error)? {
-        None => Ok(not_found()),
-        Some(e) => {
-            let mut headers = api.headers(durable.max(e.modify_index));
+}
+
+/// The answer to a GET: the entries (or names, or the raw value), or a 404,
+/// with `index` as `X-Consul-Index`.
+fn answer(api: &Api, key: &str, q: &ReadQuery, r: Read, index: u64) -> Response {
+    let headers = api.headers(index);
+    match r {
+        Read::One(None) => (StatusCode::NOT_FOUND, headers).into_response(),
+        Read::Many(list) if list.is_empty() => (StatusCode::NOT_FOUND, headers).into_response(),
+        Read::One(Some(e)) => {
             if q.raw {
+                let mut headers = headers;
                 headers.insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/octet-stream"),
                 );
-                return Ok((headers, e.value).into_response());
+                return (headers, e.value).into_response();
             }
-            Ok((headers, axum::Json([entry(&e)])).into_response())
+            (headers, axum::Json([entry(&e)])).into_response()
+        }
+        Read::Many(list) if !q.keys => {
+            let body: Vec<wire::KvEntry> = list.iter().map(entry).collect();
+            (headers, axum::Json(body)).into_response()
+        }
+        Read::Many(list) => {
+            let mut names: Vec<String> = Vec::new();
+            for e in &list {
+                let name = match &q.separator {
+                    Some(sep) => match e.key[key.len()..].find(sep.as_str()) {
+                        Some(at) => e.key[..key.len() + at + sep.len()].to_string(),
+                        None => e.key.clone(),
+                    },
+                    None => e.key.clone(),
+                };
+                if names.last() != Some(&name) {
+                    names.push(name);
+                }
+            }
+            (headers, axum::Json(names)).into_response()
         }
     }
 }

@@ -18,6 +18,7 @@
 //! step; sessions and locks (`acquire`, `release`) are refused with a 400.
 
 mod backup;
+mod consul;
 mod error;
 pub mod events;
 pub mod health;
@@ -27,6 +28,7 @@ pub mod metrics;
 mod query;
 pub mod server;
 mod status;
+mod txn;
 mod watch;
 pub mod wire;
 
@@ -35,7 +37,7 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, post, put};
 use axum::Router;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -63,6 +65,12 @@ const STATUS_REFRESH_MS: u64 = 500;
 /// A comment line keeps idle event streams open through proxies this often.
 const KEEP_ALIVE_MS: u64 = 15_000;
 
+/// Operations in one transaction, by default (Consul's limit).
+pub const TXN_OPS_MAX_DEFAULT: usize = 64;
+/// Smallest bound on a transaction's body (Consul's default, 512 KiB); it
+/// grows with the value limit so that one largest value fits, base64-encoded.
+const TXN_BYTES_MIN: usize = 512 * 1024;
+
 /// Largest backup a restore request may upload, by default.
 pub const RESTORE_BYTES_MAX_DEFAULT: usize = 1 << 30;
 /// Entries merged per durable step of a restore.
@@ -84,6 +92,8 @@ pub struct ApiConfig {
     pub promoted_file: Option<std::path::PathBuf>,
     /// A recursive delete of more keys than this needs `?force`.
     pub recursive_delete_keys_max: usize,
+    /// Operations one `PUT /v1/txn` may hold.
+    pub txn_ops_max: usize,
 }
 
 struct Api {
@@ -125,18 +135,19 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         .route("/v1/backup", get(backup::backup))
         .route("/v1/restore", post(backup::restore))
         .route("/metrics", get(status::prometheus))
+        .route("/v1/txn", put(txn::txn))
+        .route("/v1/status/leader", get(consul::leader))
+        .route("/v1/status/peers", get(consul::peers))
+        .route("/v1/agent/self", get(consul::agent_self))
+        .route("/v1/agent/members", get(consul::members))
+        .route("/v1/catalog/datacenters", get(consul::datacenters))
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 format!("{method} is not allowed on {}", uri.path()),
             )
         })
-        .fallback(|uri: Uri| async move {
-            error(
-                StatusCode::NOT_FOUND,
-                format!("no such endpoint: {}", uri.path()),
-            )
-        })
+        .fallback(consul::fallback)
         .with_state(api)
 }
 
@@ -185,8 +196,7 @@ impl Api {
         h.insert("X-Consul-Index", HeaderValue::from(index.max(1)));
         let (leader, contact) = match self.status_cached() {
             Some(s) => {
-                let leader = !s.replica.standby
-                    && (self.cfg.policy == PartitionPolicy::Available || s.replica.quorum);
+                let leader = consul::accepts_writes(&s, self.cfg.policy);
                 let contact = s
                     .replica
                     .peers
@@ -233,31 +243,28 @@ impl Api {
         }
     }
 
-    /// Blocks until a change under `scope` (exactly `scope` when `exact`)
-    /// lands after `index`, or `wait_ms` passes. Returns at once when
-    /// `index` is 0 or ahead of this node (a client that moved between
-    /// nodes starts over, as Consul clients do when the index goes back).
-    async fn block(
+    /// Waits until a change under `scope` (exactly `scope` when `exact`)
+    /// lands after `from`, or `deadline` passes; true for a change.
+    async fn changed(
         &self,
         scope: &str,
         exact: bool,
-        index: u64,
-        wait_ms: u64,
-    ) -> Result<(), ApiError> {
-        if self.resume_index(index).await == 0 {
-            return Ok(());
-        }
-        let _permit = self.permit()?;
-        let mut w = self.node.watch(scope, index);
+        from: u64,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        let mut w = self.node.watch(scope, from);
         let changed = async {
             while let Some(c) = w.next().await {
                 if !exact || c.key == scope {
-                    return;
+                    return true;
                 }
             }
+            // The node stopped: answer now.
+            true
         };
-        let _ = tokio::time::timeout(Duration::from_millis(wait_ms), changed).await;
-        Ok(())
+        tokio::time::timeout_at(deadline, changed)
+            .await
+            .unwrap_or(false)
     }
 }
 

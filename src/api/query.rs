@@ -119,10 +119,11 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 /// Parses a Go duration as Consul takes it (`10s`, `5m`, `1m30s`, `1.5s`,
-/// `250ms`; a bare number is seconds) into milliseconds, rounded down.
+/// `250ms`) into milliseconds, rounded down. A number without a unit is
+/// refused, as Consul refuses it (`0` alone is a duration in Go).
 fn duration_ms(s: &str) -> Option<u64> {
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        return s.parse::<u64>().ok()?.checked_mul(1_000);
+    if s == "0" {
+        return Some(0);
     }
     let mut rest = s;
     let mut total_ns: f64 = 0.0;
@@ -155,18 +156,33 @@ fn duration_ms(s: &str) -> Option<u64> {
     (ms.is_finite() && ms < u64::MAX as f64).then_some(ms as u64)
 }
 
-/// The path after `prefix`, percent-decoded and checked as UTF-8.
+/// The path after `prefix`, cleaned as Consul's HTTP layer cleans paths
+/// (runs of `/` are one `/`, so `/v1/kv//app/x` names `app/x`),
+/// percent-decoded and checked as UTF-8. A name that still begins with
+/// `/` (an escaped `%2F`) is refused, as Consul refuses it.
 pub(super) fn path_rest(uri: &Uri, prefix: &str) -> Result<String, ApiError> {
     let raw = uri.path().strip_prefix(prefix).unwrap_or("");
-    let raw = raw.strip_prefix('/').unwrap_or(raw);
-    let bytes = percent_decode(raw).ok_or_else(|| {
+    let mut cleaned = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        if !(c == '/' && (cleaned.is_empty() || cleaned.ends_with('/'))) {
+            cleaned.push(c);
+        }
+    }
+    let bytes = percent_decode(&cleaned).ok_or_else(|| {
         error(
             StatusCode::BAD_REQUEST,
             format!("the path {:?} has a malformed %-escape", uri.path()),
         )
     })?;
-    String::from_utf8(bytes).map_err(|_| key_error(KeyError::NotUtf8))
+    let name = String::from_utf8(bytes).map_err(|_| key_error(KeyError::NotUtf8))?;
+    if name.starts_with('/') {
+        return Err(error(StatusCode::BAD_REQUEST, LEADING_SLASH));
+    }
+    Ok(name)
 }
+
+/// Consul's answer to a key that begins with `/`.
+pub(super) const LEADING_SLASH: &str = "Invalid key name, leading '/' not allowed";
 
 #[cfg(test)]
 mod tests {
@@ -177,14 +193,28 @@ mod tests {
         assert_eq!(duration_ms("30s"), Some(30_000));
         assert_eq!(duration_ms("5m"), Some(300_000));
         assert_eq!(duration_ms("250ms"), Some(250));
-        assert_eq!(duration_ms("2"), Some(2_000));
+        assert_eq!(duration_ms("2"), None);
+        assert_eq!(duration_ms("0"), Some(0));
         assert_eq!(duration_ms("1h"), Some(3_600_000));
         assert_eq!(duration_ms("1m30s"), Some(90_000));
         assert_eq!(duration_ms("1.5s"), Some(1_500));
         assert_eq!(duration_ms("s"), None);
         assert_eq!(duration_ms(""), None);
         assert_eq!(duration_ms("10x"), None);
-        assert_eq!(duration_ms("5"), Some(5_000));
+        assert_eq!(duration_ms("5"), None);
+    }
+
+    #[test]
+    fn paths_are_cleaned_and_a_leading_slash_is_refused() {
+        let rest = |p: &str| path_rest(&p.parse::<Uri>().unwrap(), "/v1/kv");
+        assert_eq!(rest("/v1/kv/app/x").unwrap(), "app/x");
+        assert_eq!(rest("/v1/kv//app//x").unwrap(), "app/x");
+        assert_eq!(rest("/v1/kv///app/").unwrap(), "app/");
+        assert_eq!(rest("/v1/kv").unwrap(), "");
+        assert_eq!(rest("/v1/kv/").unwrap(), "");
+        let e = rest("/v1/kv/%2Fapp").unwrap_err();
+        assert_eq!(e.code, StatusCode::BAD_REQUEST);
+        assert_eq!(e.message, LEADING_SLASH);
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct LimitsConfig {
     pub value_bytes_max: usize,
     /// A recursive delete of more keys than this needs `force`. Default 1000.
     pub recursive_delete_keys_max: usize,
+    /// Operations in one `PUT /v1/txn`. Default 64 (Consul's limit).
+    pub txn_ops_max: usize,
 }
 
 impl Default for LimitsConfig {
@@ -82,6 +84,7 @@ impl Default for LimitsConfig {
             key_bytes_max: KEY_BYTES_MAX,
             value_bytes_max: VALUE_BYTES_MAX_DEFAULT,
             recursive_delete_keys_max: 1_000,
+            txn_ops_max: api::TXN_OPS_MAX_DEFAULT,
         }
     }
 }
@@ -396,6 +399,7 @@ impl DaemonConfig {
             restore_bytes_max: api::RESTORE_BYTES_MAX_DEFAULT,
             promoted_file: Some(self.data_dir.join(PROMOTED_FILE)),
             recursive_delete_keys_max: self.limits.recursive_delete_keys_max,
+            txn_ops_max: self.limits.txn_ops_max,
         }
     }
 

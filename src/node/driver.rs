@@ -15,17 +15,20 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::commit::{CommitReport, StoreThread, COMMIT_RETRY_MS_MAX};
 use super::time::now_ms;
 use super::types::{
-    Change, DigestReport, EventKind, Histogram, KeyHash, KvEntry, NodeEvent, NodeStatus, Snapshot,
-    StoreTrouble, WriteOptions,
+    Change, DigestReport, EventKind, Histogram, Indexed, KeyHash, KvEntry, NodeEvent, NodeStatus,
+    Snapshot, StoreTrouble, WriteOptions,
 };
-use super::{history, Halt, NodeError, EVENTS_KEPT_MAX};
+use super::{history, Halt, NodeError, EVENTS_KEPT_MAX, QUARANTINED_NAMED_MAX};
 use crate::core::codec;
 use crate::core::conflicts::Conflict;
 use crate::core::types::{Entry, Key, NodeId, Stamp};
 use crate::net::links::{Adopted, Conn, Links};
 use crate::net::{self, NetEvent, NetMetrics, Transport};
 use crate::sync::membership::{Member, Membership, MembershipOutput};
-use crate::sync::{Event, ImportReport, Output, PersistBatch, Replica, WriteAck, WriteReceipt};
+use crate::sync::{
+    Event, ImportReport, Output, PersistBatch, Replica, TxnError, TxnOp, TxnOutcome, WriteAck,
+    WriteReceipt,
+};
 
 /// Longest the driver sleeps without ticking the replica.
 pub(super) const TICK_MS_MAX: u64 = 1_000;
@@ -43,13 +46,19 @@ pub(super) enum Command {
         ack: Option<WriteAck>,
         reply: oneshot::Sender<Result<usize, NodeError>>,
     },
+    Txn {
+        ops: Vec<TxnOp>,
+        ack: Option<WriteAck>,
+        keys_max: usize,
+        reply: oneshot::Sender<Result<TxnOutcome, NodeError>>,
+    },
     Get {
         key: String,
-        reply: oneshot::Sender<Result<Option<KvEntry>, NodeError>>,
+        reply: oneshot::Sender<Result<Indexed<Option<KvEntry>>, NodeError>>,
     },
     List {
         prefix: String,
-        reply: oneshot::Sender<Result<Vec<KvEntry>, NodeError>>,
+        reply: oneshot::Sender<Result<Indexed<Vec<KvEntry>>, NodeError>>,
     },
     Changes {
         prefix: String,
@@ -525,6 +534,12 @@ impl Driver {
                 ack,
                 reply,
             } => self.delete_prefix(&prefix, keys_max, ack, reply, now),
+            Command::Txn {
+                ops,
+                ack,
+                keys_max,
+                reply,
+            } => self.txn(ops, ack, keys_max, reply, now),
             Command::Import { entries, reply } => {
                 if let Some(e) = self.writes_refused() {
                     let _ = reply.send(Err(e));
@@ -633,20 +648,78 @@ impl Driver {
                 let answer: Barrier = Box::new(move |r| {
                     let _ = reply.send(r.map(|()| n));
                 });
-                if ack == WriteAck::Quorum && n > 0 {
-                    // Answered once every tombstone is acknowledged.
-                    let group = self.next_group;
-                    self.next_group += 1;
-                    for r in &receipts {
-                        self.group_of.insert(r.stamp, group);
-                    }
-                    self.groups.insert(group, (n, answer));
-                } else {
-                    // Answered once the tombstones are durable.
-                    self.barrier(answer);
-                }
+                self.answer_writes(&receipts, ack, answer);
             }
             Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    /// Runs `answer` once the writes of `receipts`, made in one input, are
+    /// acknowledged: every one of them with a quorum, else once they are
+    /// durable (at once when there are none).
+    fn answer_writes(&mut self, receipts: &[WriteReceipt], ack: WriteAck, answer: Barrier) {
+        let n = receipts.len();
+        if ack == WriteAck::Quorum && n > 0 {
+            let group = self.next_group;
+            self.next_group += 1;
+            for r in receipts {
+                self.group_of.insert(r.stamp, group);
+            }
+            self.groups.insert(group, (n, answer));
+        } else if n > 0 {
+            self.barrier(answer);
+        } else {
+            answer(Ok(()));
+        }
+    }
+
+    /// A transaction: its reads checked before they are served, its writes
+    /// applied in one input and answered once all are acknowledged.
+    fn txn(
+        &mut self,
+        ops: Vec<TxnOp>,
+        ack: Option<WriteAck>,
+        keys_max: usize,
+        reply: oneshot::Sender<Result<TxnOutcome, NodeError>>,
+        now: u64,
+    ) {
+        for op in &ops {
+            let quarantined = match op.reads() {
+                Some((key, false)) if !self.replica.check_before_serving(key, now) => {
+                    vec![key.to_string()]
+                }
+                Some((prefix, true)) => {
+                    self.replica
+                        .check_prefix_before_serving(prefix, QUARANTINED_NAMED_MAX, now)
+                }
+                _ => Vec::new(),
+            };
+            if !quarantined.is_empty() {
+                let _ = reply.send(Err(NodeError::Quarantined { keys: quarantined }));
+                return;
+            }
+        }
+        if ops.iter().any(TxnOp::writes) {
+            if let Some(e) = self.writes_refused() {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        }
+        let ack = ack.unwrap_or(self.replica.config().write_ack);
+        match self.replica.txn(&ops, ack, keys_max, now) {
+            Ok(outcome) => {
+                let receipts = outcome.receipts.clone();
+                let answer: Barrier = Box::new(move |r| {
+                    let _ = reply.send(r.map(|()| outcome));
+                });
+                self.answer_writes(&receipts, ack, answer);
+            }
+            Err(TxnError::Failed(failures)) => {
+                let _ = reply.send(Err(NodeError::TxnFailed(failures)));
+            }
+            Err(TxnError::Write(e)) => {
                 let _ = reply.send(Err(e.into()));
             }
         }

@@ -40,7 +40,8 @@ use crate::net;
 use crate::net::tls::{NodeIdentity, TlsError};
 use crate::store::{Durability, StoreError};
 use crate::sync::{
-    AckFailure, ConfigError, ImportReport, PartitionPolicy, WriteAck, WriteError, WriteReceipt,
+    AckFailure, ConfigError, ImportReport, PartitionPolicy, TxnFailure, TxnOp, TxnOutcome,
+    WriteAck, WriteError, WriteReceipt,
 };
 
 pub use builder::NodeBuilder;
@@ -48,8 +49,8 @@ use driver::Command;
 pub(crate) use time::now_ms;
 pub use time::CLOCK_SKEW_ENV;
 pub use types::{
-    Change, DigestReport, EventKind, Histogram, KeyHash, KvEntry, NodeEvent, NodeStatus, Snapshot,
-    StoreTrouble, WriteOptions, COMMIT_BUCKETS_US, EVENTS_BUFFERED_MAX,
+    Change, DigestReport, EventKind, Histogram, Indexed, KeyHash, KvEntry, NodeEvent, NodeStatus,
+    Snapshot, StoreTrouble, WriteOptions, COMMIT_BUCKETS_US, EVENTS_BUFFERED_MAX,
 };
 
 /// Commands waiting for the driver.
@@ -163,6 +164,12 @@ pub enum NodeError {
     /// call was answered, or will take no more writes.
     #[error("the node stopped: {0}")]
     StoreFailed(#[source] Halt),
+    /// A transaction's operations failed their checks: nothing was written.
+    #[error(
+        "the transaction failed: {}",
+        .0.iter().map(|(i, f)| format!("operation {i}: {f}")).collect::<Vec<_>>().join("; ")
+    )]
+    TxnFailed(Vec<(usize, TxnFailure)>),
     /// An incremental snapshot cannot be taken: the node no longer knows
     /// every key removed since the index asked for.
     #[error("snapshot: {0}")]
@@ -408,6 +415,25 @@ impl Node {
         .await?
     }
 
+    /// Runs `ops` as one transaction (see [`Replica::txn`](crate::sync::Replica::txn)):
+    /// checked together, written all or nothing in one durable commit, and
+    /// answered once its writes are acknowledged as `ack` says (`None`: the
+    /// node's `write_ack`). Reads are checked before they are served.
+    pub async fn txn(
+        &self,
+        ops: Vec<TxnOp>,
+        ack: Option<WriteAck>,
+        keys_max: usize,
+    ) -> Result<TxnOutcome, NodeError> {
+        self.call(|reply| Command::Txn {
+            ops,
+            ack,
+            keys_max,
+            reply,
+        })
+        .await?
+    }
+
     /// The last durable index: every change numbered up to it is on disk.
     pub fn index(&self) -> u64 {
         *self.notify.borrow()
@@ -459,6 +485,12 @@ impl Node {
 
     /// Reads `key` from this node's state.
     pub async fn get(&self, key: &str) -> Result<Option<KvEntry>, NodeError> {
+        Ok(self.get_indexed(key).await?.value)
+    }
+
+    /// Reads `key` with its modify index, a deleted key's included (the
+    /// index of its delete, while its tombstone is kept).
+    pub async fn get_indexed(&self, key: &str) -> Result<Indexed<Option<KvEntry>>, NodeError> {
         let key = key.to_string();
         self.call(|reply| Command::Get { key, reply }).await?
     }
@@ -466,6 +498,12 @@ impl Node {
     /// Every live key under `prefix`, in key order. Fails while a key under
     /// it is quarantined (see [`NodeError::Quarantined`]).
     pub async fn list(&self, prefix: &str) -> Result<Vec<KvEntry>, NodeError> {
+        Ok(self.list_indexed(prefix).await?.value)
+    }
+
+    /// [`Node::list`] with the greatest modify index under `prefix`,
+    /// deleted keys' included while their tombstones are kept.
+    pub async fn list_indexed(&self, prefix: &str) -> Result<Indexed<Vec<KvEntry>>, NodeError> {
         let prefix = prefix.to_string();
         self.call(|reply| Command::List { prefix, reply }).await?
     }

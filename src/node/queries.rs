@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use super::driver::Driver;
-use super::types::{Change, DigestReport, KeyHash, KvEntry, NodeStatus, Snapshot};
+use super::types::{Change, DigestReport, Indexed, KeyHash, KvEntry, NodeStatus, Snapshot};
 use super::{NodeError, QUARANTINED_NAMED_MAX, WATCH_BATCH_MAX, WATCH_SCAN_MAX};
 use crate::core::conflicts::Conflict;
 use crate::core::Record;
@@ -23,31 +23,48 @@ pub(super) fn live(key: &str, r: &Record) -> Option<KvEntry> {
 }
 
 impl Driver {
-    /// One key. Checked before it is served: a damaged record is
-    /// quarantined, and reads of it fail until it is repaired.
-    pub(super) fn read(&mut self, key: &str, now: u64) -> Result<Option<KvEntry>, NodeError> {
+    /// One key, with its modify index (its tombstone's for a deleted key,
+    /// 0 for a key this node holds nothing of). Checked before it is
+    /// served: a damaged record is quarantined, and reads of it fail until
+    /// it is repaired.
+    pub(super) fn read(
+        &mut self,
+        key: &str,
+        now: u64,
+    ) -> Result<Indexed<Option<KvEntry>>, NodeError> {
         if !self.replica.check_before_serving(key, now) {
             return Err(NodeError::Quarantined {
                 keys: vec![key.to_string()],
             });
         }
-        Ok(self.replica.get(key).and_then(|r| live(key, r)))
+        let record = self.replica.get(key);
+        Ok(Indexed {
+            index: record.map_or(0, |r| r.modify_index),
+            value: record.and_then(|r| live(key, r)),
+        })
     }
 
-    /// Every live key under `prefix`, each checked before it is served.
-    pub(super) fn list(&mut self, prefix: &str, now: u64) -> Result<Vec<KvEntry>, NodeError> {
+    /// Every live key under `prefix`, each checked before it is served,
+    /// with the greatest modify index under the prefix, tombstones
+    /// included (so that a delete under it moves it).
+    pub(super) fn list(
+        &mut self,
+        prefix: &str,
+        now: u64,
+    ) -> Result<Indexed<Vec<KvEntry>>, NodeError> {
         let keys = self
             .replica
             .check_prefix_before_serving(prefix, QUARANTINED_NAMED_MAX, now);
         if !keys.is_empty() {
             return Err(NodeError::Quarantined { keys });
         }
-        Ok(self
-            .replica
-            .map()
-            .scan_prefix(prefix)
-            .filter_map(|(k, r)| live(k.as_str(), r))
-            .collect())
+        let mut index = 0;
+        let mut value = Vec::new();
+        for (k, r) in self.replica.map().scan_prefix(prefix) {
+            index = index.max(r.modify_index);
+            value.extend(live(k.as_str(), r));
+        }
+        Ok(Indexed { index, value })
     }
 
     /// Durable changes under `prefix` after `since`, at most

@@ -38,6 +38,17 @@ pub struct KvEntry {
     pub stamp: Stamp,
 }
 
+/// A read's answer with the index that covers it: the greatest modify
+/// index of what the read looked at, deleted keys' tombstones included
+/// (0: it looked at nothing this node holds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Indexed<T> {
+    /// What was read.
+    pub value: T,
+    /// The greatest modify index among the keys read, tombstones included.
+    pub index: u64,
+}
+
 /// One change seen by a watch: `value` is `None` for a delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {

@@ -76,6 +76,6 @@ pub use durable::{
 };
 pub use replica::{
     AckFailure, ClockStatus, Event, ImportReport, Metrics, Output, PeerStatus, QuarantineStatus,
-    RecoveryStatus, Refusal, RegionStatus, Replica, Resolution, Status, WriteError, WriteReceipt,
-    QUARANTINE_MAX,
+    RecoveryStatus, Refusal, RegionStatus, Replica, Resolution, Status, TxnEntry, TxnError,
+    TxnFailure, TxnOp, TxnOutcome, WriteError, WriteReceipt, QUARANTINE_MAX,
 };

@@ -13,6 +13,7 @@ mod recovery;
 mod regions;
 mod status;
 mod timer;
+mod txn;
 mod write;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -39,6 +40,7 @@ pub use output::{Event, Output};
 pub use peer::Refusal;
 pub use recovery::RecoveryStatus;
 pub use status::{Metrics, PeerStatus, RegionStatus, Status};
+pub use txn::{TxnEntry, TxnError, TxnFailure, TxnOp, TxnOutcome};
 pub use write::{ImportReport, WriteError, WriteReceipt};
 
 /// One replica of the map (see the module docs).

@@ -251,7 +251,7 @@ impl Replica {
 
     /// Sends local writes on: at once for a quorum write (its
     /// acknowledgement waits on the push), else with the next batch.
-    fn push_written(&mut self, ack: WriteAck, now_ms: u64) {
+    pub(super) fn push_written(&mut self, ack: WriteAck, now_ms: u64) {
         if ack == WriteAck::Quorum {
             self.pump_all(now_ms);
         } else {
@@ -329,7 +329,7 @@ impl Replica {
     }
 
     /// Refuses client writes while this replica may not take them.
-    fn writable(&self) -> Result<(), WriteError> {
+    pub(super) fn writable(&self) -> Result<(), WriteError> {
         if self.cfg.standby {
             return Err(WriteError::Standby);
         }

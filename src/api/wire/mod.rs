@@ -16,6 +16,9 @@ use strum::{EnumDiscriminants, IntoStaticStr, VariantArray, VariantNames};
 
 use super::health::Thresholds;
 
+mod consul;
+pub use consul::*;
+
 /// Any failed request: `{"error": message}` with a 4xx or 5xx status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
