@@ -311,50 +311,97 @@ fn config_errors_name_the_field() {
     assert!(o.status.success() && stdout(&o).contains("meridian"));
 }
 
-/// An unmodified Consul client library (py-consul from PyPI) against a
-/// node: get, put, delete, recurse, keys, cas, blocking queries, flags.
-#[test]
-fn consul_client_library_works_unchanged() {
-    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("consul-venv");
+/// A venv under the test target directory with `package` (pinned) from
+/// PyPI installed, for one Consul client library; its python.
+fn python_with(venv: &str, package: &str) -> std::path::PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(venv);
     let python = venv.join("bin").join("python");
     if !python.exists() {
         let o = Command::new("python3")
             .args(["-m", "venv"])
             .arg(&venv)
             .output()
-            .expect("python3 is needed for the Consul client test");
+            .expect("python3 is needed for the Consul client tests");
         assert!(o.status.success(), "python3 -m venv: {o:?}");
     }
-    let have = Command::new(&python)
-        .args(["-c", "import consul"])
-        .output()
-        .unwrap();
-    if !have.status.success() {
+    let marker = venv.join(format!("installed-{package}"));
+    if !marker.exists() {
         let o = Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "py-consul==1.8.0"])
+            .args(["-m", "pip", "install", "--quiet", package])
             .output()
             .unwrap();
         assert!(
             o.status.success(),
-            "pip install py-consul: {}",
+            "pip install {package}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
+        std::fs::write(&marker, "").unwrap();
     }
-    let (_dev, api) = dev("consul", 2);
+    python
+}
+
+/// Runs a Consul client script against a fresh two-region cluster.
+fn run_client(name: &str, program: &Path, script: &str, env: &[(&str, &std::ffi::OsStr)]) {
+    let (_dev, api) = dev(name, 2);
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
-        .join("consul_client.py");
-    let o = Command::new(&python)
-        .arg(script)
+        .join(script);
+    let o = Command::new(program)
+        .arg(&script)
         .arg(api[0].trim_start_matches("http://"))
         .arg(api[1].trim_start_matches("http://"))
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(
         o.status.success(),
-        "consul client script failed:\n{}\n{}",
+        "{} failed:\n{}\n{}",
+        script.display(),
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(stdout(&o).contains("all checks passed"));
+}
+
+/// Unmodified Consul client libraries against two regions: get, put,
+/// delete, recurse, keys, cas, flags, blocking queries (woken by a write in
+/// the other region; not by writes to other keys), txn, the probes, a
+/// session call that raises, `?dc=` and `?consistent`. py-consul from PyPI:
+#[test]
+fn consul_client_library_works_unchanged() {
+    let python = python_with("consul-venv", "py-consul==1.8.0");
+    run_client("consul", &python, "consul_client.py", &[]);
+}
+
+/// ... python-consul2 from PyPI:
+#[test]
+fn python_consul2_works_unchanged() {
+    let python = python_with("consul2-venv", "python-consul2==0.1.5");
+    run_client("consul2", &python, "consul_client2.py", &[]);
+}
+
+/// ... and npm's `consul` (node-consul):
+#[test]
+fn node_consul_works_unchanged() {
+    let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join("consul-npm");
+    let modules = prefix.join("node_modules");
+    if !modules.join("consul").join("package.json").exists() {
+        let o = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix)
+            .arg("consul@2.0.1")
+            .output()
+            .expect("node and npm are needed for the node-consul test");
+        assert!(
+            o.status.success(),
+            "npm install consul: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    run_client(
+        "consul-npm",
+        Path::new("node"),
+        "consul_client.cjs",
+        &[("NODE_PATH", modules.as_os_str())],
+    );
 }

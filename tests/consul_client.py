@@ -1,12 +1,21 @@
 """Drives two Meridian nodes with py-consul, an unmodified Consul client
 library from PyPI: get, put, delete, recurse, keys with separator, cas,
-blocking queries, flags. Run by tests/cli.rs; argv: host:port host:port."""
+blocking queries, flags, transactions, the agent/status/catalog probes,
+sessions refused, `dc=` forwarding and `?consistent` reads.
+Run by tests/cli.rs; argv: host:port host:port (two nodes in two regions).
 
+    python -m pip install py-consul==1.8.0
+    python tests/consul_client.py 127.0.0.1:PORT_A 127.0.0.1:PORT_B
+"""
+
+import base64
+import json
 import sys
 import threading
 import time
 
 import consul
+from consul.exceptions import ClientError, ConsulException
 
 
 def client(addr):
@@ -76,6 +85,7 @@ assert int(index2) > int(index)
 # and with nothing changing it returns the same value at the deadline
 index3, e3 = b.kv.get("app/feature", index=index2, wait="1s")
 assert e3["Value"] == b"changed"
+assert index3 == index2, (index3, index2)
 
 # delete with cas, then recursively
 new = a.kv.get("app/new")[1]
@@ -87,5 +97,158 @@ assert a.kv.get("app/new")[1] is None
 assert a.kv.delete("app/", recurse=True) is True
 assert a.kv.get("app/", recurse=True)[1] is None
 eventually("deletes replicate", lambda: b.kv.get("app/", recurse=True)[1] is None)
+
+
+
+def raises(exc, f, *args, **kwargs):
+    """The message of the `exc` that f(*args, **kwargs) raises."""
+    try:
+        r = f(*args, **kwargs)
+    except exc as e:
+        return str(e)
+    raise AssertionError(f"{f.__qualname__}{args}{kwargs} returned {r!r}, expected {exc.__name__}")
+
+
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+
+# the agent, status and catalog probes: two regions, each its own datacenter
+dc_a = a.agent.self()["Config"]["Datacenter"]
+dc_b = b.agent.self()["Config"]["Datacenter"]
+assert isinstance(dc_a, str) and dc_a, dc_a
+assert isinstance(dc_b, str) and dc_b and dc_b != dc_a, (dc_a, dc_b)
+for c in (a, b):
+    me = c.agent.self()["Member"]
+    assert isinstance(me["Addr"], str) and me["Addr"], me
+    leader = c.status.leader()
+    assert isinstance(leader, str), leader
+    host, _, port = leader.rpartition(":")
+    assert host and port.isdigit() and int(port) > 0, leader
+eventually("a lists both datacenters, its own first", lambda: a.catalog.datacenters() == [dc_a, dc_b])
+eventually("b lists both datacenters, its own first", lambda: b.catalog.datacenters() == [dc_b, dc_a])
+
+# sessions are not served: the client raises rather than reading "absent"
+msg = raises(ConsulException, a.session.create)
+assert msg.startswith("501 "), msg
+msg = raises(ConsulException, a.session.create, name="lock", ttl=10)
+assert msg.startswith("501 "), msg
+
+# a blocking query on a key is not woken by writes to other keys: it
+# returns at the deadline with the index it was given and the old value
+K = "py/block/k"
+assert a.kv.put(K, "old") is True
+idx, e = a.kv.get(K)
+assert e["Value"] == b"old" and int(idx) == e["ModifyIndex"], (idx, e)
+others = []
+written, failures = [], []
+
+
+def write_others():
+    try:
+        c = client(sys.argv[1])
+        for i in range(5):
+            time.sleep(0.25)
+            for other in (f"py/block/k{i}", f"py/block/k/child{i}", f"py/block/other{i}"):
+                assert c.kv.put(other, str(i)) is True
+                others.append(other)
+            written.append(time.time())
+    except Exception as ex:  # noqa: BLE001 -- reported below
+        failures.append(repr(ex))
+
+
+t = threading.Thread(target=write_others)
+start = time.time()
+t.start()
+idx2, e2 = a.kv.get(K, index=idx, wait="2s")
+returned = time.time()
+t.join()
+assert not failures, failures
+assert idx2 == idx, f"the index moved from {idx} to {idx2} on writes to other keys"
+assert e2 == e, (e, e2)
+assert 1.8 <= returned - start < 6, f"returned after {returned - start:.2f} s, not at the 2 s deadline"
+assert sum(1 for w in written if w < returned) >= 2, "the other keys were not written during the wait"
+_, keys = a.kv.get("py/block/", keys=True)
+assert keys == sorted(others + [K]), keys
+
+# a transaction: two sets and a get, all or nothing
+res = a.txn.put(
+    [
+        {"KV": {"Verb": "set", "Key": "py/txn/a", "Value": b64("one")}},
+        {"KV": {"Verb": "set", "Key": "py/txn/b", "Value": b64("two"), "Flags": 7}},
+        {"KV": {"Verb": "get", "Key": "py/txn/a"}},
+    ]
+)
+assert res["Errors"] is None, res
+results = res["Results"]
+assert len(results) == 3 and all(list(r) == ["KV"] for r in results), res
+r_a, r_b, r_get = (r["KV"] for r in results)
+for r in (r_a, r_b, r_get):
+    assert {"LockIndex", "Key", "Flags", "Value", "CreateIndex", "ModifyIndex"} <= set(r), r
+    assert r["ModifyIndex"] > 0 and r["LockIndex"] == 0, r
+assert r_a["Key"] == "py/txn/a" and r_a["Value"] is None and r_a["Flags"] == 0, r_a
+assert r_b["Key"] == "py/txn/b" and r_b["Value"] is None and r_b["Flags"] == 7, r_b
+assert r_get["Key"] == "py/txn/a" and r_get["Value"] == b64("one"), r_get
+assert r_get["ModifyIndex"] == r_a["ModifyIndex"], (r_a, r_get)
+e = a.kv.get("py/txn/a")[1]
+assert e["Value"] == b"one" and e["ModifyIndex"] == r_a["ModifyIndex"], e
+e = a.kv.get("py/txn/b")[1]
+assert e["Value"] == b"two" and e["Flags"] == 7, e
+eventually("txn replicates", lambda: (b.kv.get("py/txn/b")[1] or {}).get("Value") == b"two")
+
+# a failing check-index rolls the whole transaction back: 409, nothing written
+msg = raises(
+    ClientError,
+    a.txn.put,
+    [
+        {"KV": {"Verb": "check-index", "Key": "py/txn/a", "Index": r_a["ModifyIndex"] + 1000}},
+        {"KV": {"Verb": "set", "Key": "py/txn/new", "Value": b64("x")}},
+    ],
+)
+assert msg.startswith("409 "), msg
+body = json.loads(msg[4:])
+assert body["Results"] is None and len(body["Errors"]) == 1, body
+assert body["Errors"][0]["OpIndex"] == 0 and body["Errors"][0]["What"], body
+assert a.kv.get("py/txn/new")[1] is None
+assert a.kv.get("py/txn/a")[1]["Value"] == b"one"
+# and with the right index it commits
+res = a.txn.put(
+    [
+        {"KV": {"Verb": "check-index", "Key": "py/txn/a", "Index": r_a["ModifyIndex"]}},
+        {"KV": {"Verb": "set", "Key": "py/txn/new", "Value": b64("x")}},
+    ]
+)
+assert res["Errors"] is None and [r["KV"]["Key"] for r in res["Results"]] == ["py/txn/a", "py/txn/new"], res
+assert a.kv.get("py/txn/new")[1]["Value"] == b"x"
+
+# dc=: requests for another region are served by a node of that region
+assert a.kv.put("py/dc/x", "via-a", dc=dc_b) is True
+e = b.kv.get("py/dc/x")[1]  # at once, no polling: b wrote it
+assert e is not None and e["Value"] == b"via-a", e
+for i in range(5):
+    assert b.kv.put("py/dc/y", f"v{i}") is True
+    _, e = a.kv.get("py/dc/y", dc=dc_b)
+    assert e is not None and e["Value"] == f"v{i}".encode(), (i, e)
+eventually("a dc= write replicates back", lambda: (a.kv.get("py/dc/x", dc=dc_a)[1] or {}).get("Value") == b"via-a")
+assert a.kv.delete("py/dc/x", dc=dc_b) is True
+assert b.kv.get("py/dc/x")[1] is None
+msg = raises(ConsulException, a.kv.get, "py/dc/y", dc="no-such-dc")
+assert msg.startswith("500 ") and "No path to datacenter" in msg, msg
+msg = raises(ConsulException, a.kv.put, "py/dc/z", "v", dc="no-such-dc")
+assert msg.startswith("500 ") and "No path to datacenter" in msg, msg
+assert a.kv.get("py/dc/z")[1] is None and b.kv.get("py/dc/z")[1] is None
+
+# ?consistent: a read on a sees what b acknowledged just before, no polling
+for i in range(5):
+    assert b.kv.put("py/consistent", f"c{i}") is True
+    _, e = a.kv.get("py/consistent", consistency="consistent")
+    assert e is not None and e["Value"] == f"c{i}".encode(), (i, e)
+
+# a consistent read first, so that a holds every py/ write b made before
+# the recursive delete
+assert a.kv.get("py/", recurse=True, consistency="consistent")[1]
+assert a.kv.delete("py/", recurse=True) is True
+assert a.kv.get("py/", recurse=True)[1] is None
+eventually("py/ deletes replicate", lambda: b.kv.get("py/", recurse=True)[1] is None)
 
 print("consul client: all checks passed")

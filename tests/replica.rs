@@ -8,7 +8,9 @@ use bytes::Bytes;
 use meridian::core::codec::{ClusterId, Message};
 use meridian::core::types::{Entry, Key, NodeId, Stamp};
 use meridian::core::Hlc;
-use meridian::sync::{Config, Event, Output, PartitionPolicy, Refusal, Replica, WriteError};
+use meridian::sync::{
+    BarrierError, Config, Event, Output, PartitionPolicy, Refusal, Replica, WriteError,
+};
 use net::*;
 
 #[test]
@@ -546,4 +548,69 @@ fn a_second_stale_notice_does_not_undo_a_finished_resync() {
         }
         assert_eq!(net.value(i, "kept").as_deref(), Some(&b"v"[..]), "node {i}");
     }
+}
+
+/// `?consistent`: a read barrier on node 0 does not end before node 0
+/// holds a write node 1 acknowledged before the barrier began, even when
+/// the feed that carried it was lost on the way.
+#[test]
+fn a_read_barrier_ends_only_once_the_peers_acknowledged_writes_are_held() {
+    let mut net = Net::new(3);
+    net.connect_all();
+    net.put(1, "before", "x");
+    // Node 1's write never reaches node 0 by the push: the link drops it.
+    net.cut(0, 1);
+    net.put(1, "app/flag", "on");
+    net.up.insert((0, 1));
+    assert_eq!(net.value(0, "app/flag"), None);
+    let now = net.local(0);
+    net.nodes[0].barrier(7, now);
+    // Step by step: whenever the barrier has ended, the write is held.
+    for _ in 0..200 {
+        if let Some((_, id, result)) = net.barriers.first() {
+            assert_eq!((*id, result), (7, &Ok(())));
+            break;
+        }
+        net.settle();
+        assert!(net.barriers.is_empty() || net.value(0, "app/flag").is_some());
+        net.advance(100);
+    }
+    assert_eq!(
+        net.barriers.len(),
+        1,
+        "the barrier ended: {:?}",
+        net.barriers
+    );
+    assert_eq!(net.value(0, "app/flag").as_deref(), Some(&b"on"[..]));
+}
+
+#[test]
+fn a_read_barrier_fails_when_a_region_is_unreachable_or_too_slow() {
+    let mut net = Net::new(3);
+    net.connect_all();
+    // Node 2 is the only node of its region.
+    net.disconnect(0, 2);
+    let now = net.local(0);
+    net.nodes[0].barrier(1, now);
+    net.settle();
+    assert!(
+        matches!(&net.barriers[..], [(0, 1, Err(BarrierError::Unreachable { region }))] if region == REGIONS[2]),
+        "{:?}",
+        net.barriers
+    );
+    // Connected, but its answers are lost: the timeout.
+    net.connect(0, 2);
+    net.cut(0, 2);
+    net.up.insert((0, 2));
+    net.drop = |m| matches!(m, Message::PositionReply { .. });
+    let now = net.local(0);
+    net.nodes[0].barrier(2, now);
+    net.advance(4_000);
+    assert_eq!(net.barriers.len(), 1, "still waiting");
+    net.advance(2_000);
+    assert!(
+        matches!(&net.barriers[1], (0, 2, Err(BarrierError::Timeout { .. }))),
+        "{:?}",
+        net.barriers
+    );
 }

@@ -9,7 +9,7 @@ use super::server;
 use super::wire::ErrorBody;
 use crate::core::types::KeyError;
 use crate::node::NodeError;
-use crate::sync::WriteError;
+use crate::sync::{BarrierError, WriteError};
 
 /// A request that failed: its status and a message naming what was wrong,
 /// sent as `{"error": message}`.
@@ -51,6 +51,11 @@ pub(super) fn node_error(e: NodeError) -> ApiError {
         | NodeError::NotDurable { .. }
         | NodeError::Quarantined { .. }) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         NodeError::Snapshot(m) => error(StatusCode::CONFLICT, m),
+        NodeError::Barrier(b @ BarrierError::TooMany { .. }) => {
+            error(StatusCode::TOO_MANY_REQUESTS, b.to_string())
+        }
+        NodeError::Barrier(b) => error(StatusCode::SERVICE_UNAVAILABLE, b.to_string()),
+        e @ NodeError::TxnFailed(_) => error(StatusCode::CONFLICT, e.to_string()),
         e @ NodeError::NotReplicated(_) => error(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
         other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{body_error, error, key_error, node_error, ApiError};
 use super::query::{path_rest, Params};
-use super::{wire, Api, DELETE_KEYS_MAX};
+use super::{forward, wire, Api, DELETE_KEYS_MAX};
 use crate::core::types::Key;
 use crate::node::{KvEntry, NodeError, WriteOptions};
 use crate::sync::{WriteAck, WriteError};
@@ -48,6 +48,8 @@ struct ReadQuery {
     separator: Option<String>,
     /// One key's value as the body, not JSON.
     raw: bool,
+    /// Behind a read barrier across regions (`?consistent`).
+    consistent: bool,
     blocking: Option<Blocking>,
 }
 
@@ -68,6 +70,7 @@ impl ReadQuery {
                 .filter(|s| !s.is_empty())
                 .map(str::to_string),
             raw: q.flag("raw"),
+            consistent: q.consistent()?,
             blocking,
         })
     }
@@ -141,8 +144,16 @@ pub(super) async fn kv(
     State(api): State<Arc<Api>>,
     method: Method,
     uri: Uri,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
+    match forward::target(&api, &uri) {
+        Ok(Some(region)) => {
+            return forward::to_region(&api, &region, method, &uri, &headers, body).await
+        }
+        Ok(None) => {}
+        Err(e) => return e.into_response(),
+    }
     let result = match method {
         Method::GET | Method::HEAD => get(&api, &uri).await,
         Method::PUT | Method::POST => put(&api, &uri, body).await,
@@ -184,6 +195,11 @@ async fn get(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
     let q = ReadQuery::parse(&Params::parse(uri)?)?;
     if q.single() {
         Key::check(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
+    }
+    if q.consistent {
+        // Every write a reachable region acknowledged before this request
+        // is held here before the read (or the request fails).
+        api.node.read_barrier().await.map_err(node_error)?;
     }
     let Some(b) = q.blocking else {
         let (r, index) = read(api, &key, &q).await?;

@@ -21,6 +21,7 @@ mod backup;
 mod consul;
 mod error;
 pub mod events;
+mod forward;
 pub mod health;
 mod history;
 mod kv;
@@ -117,6 +118,7 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         restoring: tokio::sync::Mutex::new(()),
     });
     tokio::spawn(refresh(Arc::downgrade(&api)));
+    forward::install(&api);
     Router::new()
         .route("/v1/kv", any(kv::kv))
         .route("/v1/kv/", any(kv::kv))
@@ -148,6 +150,9 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
             )
         })
         .fallback(consul::fallback)
+        // gzip when the client accepts it, as Consul does (not for event
+        // streams, small answers or images: tower-http's default predicate).
+        .layer(tower_http::compression::CompressionLayer::new())
         .with_state(api)
 }
 

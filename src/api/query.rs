@@ -77,6 +77,19 @@ impl Params {
         }
     }
 
+    /// `?consistent`: the read waits for a barrier across regions
+    /// (`?stale`, the default, answers at once). Both is an error, as in Consul.
+    pub(super) fn consistent(&self) -> Result<bool, ApiError> {
+        let consistent = self.flag("consistent");
+        if consistent && self.flag("stale") {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "Cannot specify ?stale with ?consistent, conflicting semantics.",
+            ));
+        }
+        Ok(consistent)
+    }
+
     /// `?wait=`: how long a blocking query waits, at most [`WAIT_MS_MAX`]
     /// ([`WAIT_MS_DEFAULT`] when absent).
     pub(super) fn wait_ms(&self) -> Result<u64, ApiError> {
@@ -85,7 +98,7 @@ impl Params {
             Some(w) => duration_ms(w).ok_or_else(|| {
                 error(
                     StatusCode::BAD_REQUEST,
-                    format!("wait must be a duration such as 30s, 5m or 250ms, got {w:?}"),
+                    format!("Invalid wait time: {w:?} (a duration with a unit, such as 30s, 5m or 250ms)"),
                 )
             })?,
         };

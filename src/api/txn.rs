@@ -8,13 +8,13 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::{body_error, error, node_error, ApiError};
 use super::query::Params;
-use super::{wire, Api, DELETE_KEYS_MAX, TXN_BYTES_MIN};
+use super::{forward, wire, Api, DELETE_KEYS_MAX, TXN_BYTES_MIN};
 use crate::node::NodeError;
 use crate::sync::{TxnEntry, TxnOp};
 
@@ -94,7 +94,19 @@ fn conflict(errors: Vec<wire::TxnError>) -> Response {
     (StatusCode::CONFLICT, Json(body)).into_response()
 }
 
-pub(super) async fn txn(State(api): State<Arc<Api>>, uri: Uri, body: Body) -> Response {
+pub(super) async fn txn(
+    State(api): State<Arc<Api>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match forward::target(&api, &uri) {
+        Ok(Some(region)) => {
+            return forward::to_region(&api, &region, Method::PUT, &uri, &headers, body).await
+        }
+        Ok(None) => {}
+        Err(e) => return e.into_response(),
+    }
     run(&api, &uri, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
@@ -103,6 +115,7 @@ pub(super) async fn txn(State(api): State<Arc<Api>>, uri: Uri, body: Body) -> Re
 async fn run(api: &Api, uri: &Uri, body: Body) -> Result<Response, ApiError> {
     let q = Params::parse(uri)?;
     let ack = q.ack()?;
+    let consistent = q.consistent()?;
     let max = body_bytes_max(api.cfg.limits.value_bytes_max);
     let bytes = axum::body::to_bytes(body, max)
         .await
@@ -136,6 +149,10 @@ async fn run(api: &Api, uri: &Uri, body: Body) -> Result<Response, ApiError> {
     }
     if !refused.is_empty() {
         return Ok(conflict(refused));
+    }
+    // A read-only transaction reads behind a barrier with `?consistent`, as a GET does.
+    if consistent && !parsed.iter().any(TxnOp::writes) {
+        api.node.read_barrier().await.map_err(node_error)?;
     }
     match api.node.txn(parsed, ack, DELETE_KEYS_MAX).await {
         Ok(outcome) => {

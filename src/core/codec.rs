@@ -214,6 +214,19 @@ pub enum Message {
         /// The answerer's physical clock when it answered, in ms.
         their_ms: u64,
     },
+    /// "How far does your feed reach?": a read barrier (`?consistent`)
+    /// waits until the asker has applied the answerer's feed that far.
+    Position {
+        /// The asker's barrier, echoed in the answer.
+        barrier: u64,
+    },
+    /// The answer to a `Position`: the answerer's last index.
+    PositionReply {
+        /// The barrier asked for.
+        barrier: u64,
+        /// The answerer's last index when it answered.
+        index: u64,
+    },
 }
 
 impl Message {
@@ -232,6 +245,8 @@ impl Message {
             Message::AeEntries { .. } => "ae_entries",
             Message::Probe { .. } => "probe",
             Message::ProbeReply { .. } => "probe_reply",
+            Message::Position { .. } => "position",
+            Message::PositionReply { .. } => "position_reply",
         }
     }
 
@@ -331,7 +346,9 @@ impl Message {
             | Message::AeRoot { .. }
             | Message::AeDone { .. }
             | Message::Probe { .. }
-            | Message::ProbeReply { .. } => Ok(()),
+            | Message::ProbeReply { .. }
+            | Message::Position { .. }
+            | Message::PositionReply { .. } => Ok(()),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! decoded messages go to the node's driver, which feeds the replica.
 
 pub mod faults;
+pub mod forward;
 pub mod links;
 pub mod tls;
 
@@ -133,6 +134,8 @@ pub struct Transport {
     pub events: mpsc::Sender<NetEvent>,
     /// The transport's counters.
     pub metrics: Arc<NetMetrics>,
+    /// Where forwarded API requests (`?dc=`) from peers are served.
+    pub forwarding: forward::Forwarding,
     next_conn: Arc<AtomicU64>,
     /// Live connections by remote address: a dial loop does not dial an
     /// address that is already connected (either way).
@@ -159,6 +162,7 @@ impl Transport {
             region: region.chars().take(PREAMBLE_NAME_BYTES_MAX).collect(),
             events,
             metrics: Arc::new(NetMetrics::default()),
+            forwarding: forward::Forwarding::default(),
             next_conn: Arc::new(AtomicU64::new(1)),
             live: Arc::new(Mutex::new(HashMap::new())),
         }
@@ -337,6 +341,11 @@ impl Transport {
             }
             let _ = send.finish();
         });
+        let forwarded = tokio::spawn(forward::serve(
+            connection.clone(),
+            self.forwarding.clone(),
+            self.metrics.clone(),
+        ));
         let datagrams = {
             let (connection, events) = (connection.clone(), self.events.clone());
             tokio::spawn(async move {
@@ -393,6 +402,7 @@ impl Transport {
         }
         writer.abort();
         datagrams.abort();
+        forwarded.abort();
         let _ = self.events.send(NetEvent::Down { conn, node }).await;
     }
 

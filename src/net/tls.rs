@@ -252,6 +252,8 @@ impl NodeIdentity {
         let mut transport = quinn::TransportConfig::default();
         transport.keep_alive_interval(Some(std::time::Duration::from_millis(1_000)));
         transport.initial_rtt(std::time::Duration::from_millis(INITIAL_RTT_MS));
+        // Forwarded API requests, one stream each (the replication streams are unidirectional).
+        transport.max_concurrent_bidi_streams(super::forward::FORWARDS_PER_CONNECTION_MAX.into());
         transport.max_idle_timeout(Some(
             std::time::Duration::from_millis(5_000)
                 .try_into()

@@ -366,6 +366,7 @@ impl NodeBuilder {
             &self.region,
             net_tx,
         );
+        let forwarding = transport.forwarding.clone();
         tokio::spawn(transport.clone().accept_loop());
         for seed in &self.seeds {
             tokio::spawn(transport.clone().dial_loop(*seed, None));
@@ -414,6 +415,8 @@ impl NodeBuilder {
             group_of: HashMap::new(),
             groups: HashMap::new(),
             next_group: 0,
+            read_barriers: HashMap::new(),
+            next_read_barrier: 0,
             barriers: VecDeque::new(),
             events_tx: events_tx.clone(),
             history: history::History::new(self.history.0, self.history.1),
@@ -427,6 +430,7 @@ impl NodeBuilder {
         let task = tokio::spawn(driver.run(cmd_rx, net_rx, commit_rx, timer_rx));
         Ok(Node {
             id: node_id,
+            forwarding,
             name: self.name.clone(),
             region: self.region.clone(),
             cluster,

@@ -22,12 +22,13 @@ use super::{history, Halt, NodeError, EVENTS_KEPT_MAX, QUARANTINED_NAMED_MAX};
 use crate::core::codec;
 use crate::core::conflicts::Conflict;
 use crate::core::types::{Entry, Key, NodeId, Stamp};
+use crate::net::forward::ForwardError;
 use crate::net::links::{Adopted, Conn, Links};
 use crate::net::{self, NetEvent, NetMetrics, Transport};
 use crate::sync::membership::{Member, Membership, MembershipOutput};
 use crate::sync::{
-    Event, ImportReport, Output, PersistBatch, Replica, TxnError, TxnOp, TxnOutcome, WriteAck,
-    WriteReceipt,
+    BarrierError, Event, ImportReport, Output, PersistBatch, Replica, TxnError, TxnOp, TxnOutcome,
+    WriteAck, WriteReceipt,
 };
 
 /// Longest the driver sleeps without ticking the replica.
@@ -45,6 +46,13 @@ pub(super) enum Command {
         keys_max: usize,
         ack: Option<WriteAck>,
         reply: oneshot::Sender<Result<usize, NodeError>>,
+    },
+    ReadBarrier {
+        reply: oneshot::Sender<Result<(), BarrierError>>,
+    },
+    RegionConnection {
+        region: String,
+        reply: oneshot::Sender<Result<quinn::Connection, ForwardError>>,
     },
     Txn {
         ops: Vec<TxnOp>,
@@ -131,6 +139,9 @@ pub(super) struct Driver {
     pub(super) group_of: HashMap<Stamp, u64>,
     pub(super) groups: HashMap<u64, (usize, Barrier)>,
     pub(super) next_group: u64,
+    /// Read barriers waiting on the replica, by number.
+    pub(super) read_barriers: HashMap<u64, oneshot::Sender<Result<(), BarrierError>>>,
+    pub(super) next_read_barrier: u64,
     pub(super) events_tx: tokio::sync::broadcast::Sender<NodeEvent>,
     pub(super) history: history::History,
     /// Imports waiting for the persist numbered by their first field.
@@ -388,6 +399,11 @@ impl Driver {
                 // Its Down event will no longer match a connection: tell the replica now.
                 self.refused.push(peer);
             }
+            Output::BarrierDone { id, result } => {
+                if let Some(reply) = self.read_barriers.remove(&id) {
+                    let _ = reply.send(result);
+                }
+            }
             Output::Event(e) => {
                 tracing::info!("event: {e:?}");
                 let _ = self.events_tx.send(NodeEvent {
@@ -540,6 +556,23 @@ impl Driver {
                 keys_max,
                 reply,
             } => self.txn(ops, ack, keys_max, reply, now),
+            Command::RegionConnection { region, reply } => {
+                let found = match self.replica.peers_in(&region) {
+                    None => Err(ForwardError::UnknownRegion),
+                    Some(peers) => peers
+                        .iter()
+                        .find_map(|p| self.links.get(*p))
+                        .map(|c| c.connection.clone())
+                        .ok_or(ForwardError::Unreachable(region)),
+                };
+                let _ = reply.send(found);
+            }
+            Command::ReadBarrier { reply } => {
+                let id = self.next_read_barrier;
+                self.next_read_barrier += 1;
+                self.read_barriers.insert(id, reply);
+                self.replica.barrier(id, now);
+            }
             Command::Import { entries, reply } => {
                 if let Some(e) = self.writes_refused() {
                     let _ = reply.send(Err(e));

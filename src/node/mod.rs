@@ -40,8 +40,8 @@ use crate::net;
 use crate::net::tls::{NodeIdentity, TlsError};
 use crate::store::{Durability, StoreError};
 use crate::sync::{
-    AckFailure, ConfigError, ImportReport, PartitionPolicy, TxnFailure, TxnOp, TxnOutcome,
-    WriteAck, WriteError, WriteReceipt,
+    AckFailure, BarrierError, ConfigError, ImportReport, PartitionPolicy, TxnFailure, TxnOp,
+    TxnOutcome, WriteAck, WriteError, WriteReceipt,
 };
 
 pub use builder::NodeBuilder;
@@ -164,6 +164,9 @@ pub enum NodeError {
     /// call was answered, or will take no more writes.
     #[error("the node stopped: {0}")]
     StoreFailed(#[source] Halt),
+    /// A consistent read could not be served (see [`Node::read_barrier`]).
+    #[error("{0}")]
+    Barrier(BarrierError),
     /// A transaction's operations failed their checks: nothing was written.
     #[error(
         "the transaction failed: {}",
@@ -210,6 +213,7 @@ fn store_refusal(disk_full: bool, error: &str) -> String {
 /// driver's queue; drop or [`Node::shutdown`] stops it.
 pub struct Node {
     id: NodeId,
+    forwarding: net::forward::Forwarding,
     name: String,
     region: String,
     cluster: crate::core::codec::ClusterId,
@@ -432,6 +436,42 @@ impl Node {
             reply,
         })
         .await?
+    }
+
+    /// A read barrier: returns once this node holds every write that each
+    /// reachable peer had acknowledged when it was called (see
+    /// [`Replica::barrier`](crate::sync::Replica::barrier)); fails when a
+    /// region is unreachable, a peer is lost meanwhile, or the replica's
+    /// `read_barrier_timeout_ms` passes.
+    pub async fn read_barrier(&self) -> Result<(), NodeError> {
+        self.call(|reply| Command::ReadBarrier { reply })
+            .await?
+            .map_err(NodeError::Barrier)
+    }
+
+    /// Installs what serves the API requests peers forward to this node
+    /// (`?dc=`); the API installs it once. False if one is installed already.
+    pub fn serve_forwarded(&self, handler: net::forward::Handler) -> bool {
+        self.forwarding.install(handler)
+    }
+
+    /// Sends `req` to a node of `region` over the peer connection and
+    /// returns its answer (at most `timeout_ms` later).
+    pub async fn forward(
+        &self,
+        region: &str,
+        req: &net::forward::ForwardRequest,
+        timeout_ms: u64,
+    ) -> Result<net::forward::ForwardAnswer, net::forward::ForwardError> {
+        let r = region.to_string();
+        let connection = self
+            .call(|reply| Command::RegionConnection { region: r, reply })
+            .await
+            .map_err(|e| net::forward::ForwardError::Failed {
+                region: region.to_string(),
+                reason: e.to_string(),
+            })??;
+        net::forward::send(&connection, region, req, timeout_ms).await
     }
 
     /// The last durable index: every change numbered up to it is on disk.

@@ -745,7 +745,9 @@ impl Sim {
                         self.oracle.insert(w.key, (receipt.stamp, w.value, w.flags));
                     }
                 }
-                Output::Notify { .. } => {}
+                // The simulation starts no read barriers (tests/replica.rs
+                // drives them).
+                Output::Notify { .. } | Output::BarrierDone { .. } => {}
                 Output::ReadBack { key } => {
                     // Every persist before it has been applied (see above).
                     let found = self.nodes[i].durable.load_record(&key);

@@ -108,6 +108,8 @@ pub struct Config {
     /// before it counts as in sync. Default true; false for the founding
     /// node of a new cluster, which has no one to rebuild from.
     pub rebuild_when_empty: bool,
+    /// A read barrier (`?consistent`) fails after this long. Default 5 s.
+    pub read_barrier_timeout_ms: u64,
 }
 
 /// A configuration that cannot work.
@@ -175,6 +177,7 @@ impl Config {
             scrub_batch_max: 10_000,
             rng_seed: node.0,
             rebuild_when_empty: true,
+            read_barrier_timeout_ms: 5_000,
         }
     }
 
@@ -201,6 +204,12 @@ impl Config {
         if self.api.len() > NAME_BYTES_MAX {
             return Err(ConfigError::NameTooLong { field: "api" });
         }
+        range(
+            "read_barrier_timeout_ms",
+            self.read_barrier_timeout_ms,
+            1,
+            600_000,
+        )?;
         let k = KEY_BYTES_MAX as u64;
         range("key_bytes_max", self.limits.key_bytes_max as u64, 1, k)?;
         let v = VALUE_BYTES_LIMIT as u64;

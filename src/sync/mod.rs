@@ -75,7 +75,7 @@ pub use durable::{
     CONFLICTS_STORED_MAX,
 };
 pub use replica::{
-    AckFailure, ClockStatus, Event, ImportReport, Metrics, Output, PeerStatus, QuarantineStatus,
-    RecoveryStatus, Refusal, RegionStatus, Replica, Resolution, Status, TxnEntry, TxnError,
-    TxnFailure, TxnOp, TxnOutcome, WriteError, WriteReceipt, QUARANTINE_MAX,
+    AckFailure, BarrierError, ClockStatus, Event, ImportReport, Metrics, Output, PeerStatus,
+    QuarantineStatus, RecoveryStatus, Refusal, RegionStatus, Replica, Resolution, Status, TxnEntry,
+    TxnError, TxnFailure, TxnOp, TxnOutcome, WriteError, WriteReceipt, QUARANTINE_MAX,
 };

@@ -8,7 +8,9 @@ use std::collections::{HashSet, VecDeque};
 use bytes::Bytes;
 use meridian::core::codec::{self, ClusterId, Message};
 use meridian::core::types::{NodeId, Stamp};
-use meridian::sync::{Config, DurableState, Event, Output, Refusal, Replica, WriteReceipt};
+use meridian::sync::{
+    BarrierError, Config, DurableState, Event, Output, Refusal, Replica, WriteReceipt,
+};
 
 pub const T0: u64 = 1_750_000_000_000;
 pub const CLUSTER: ClusterId = ClusterId([9; 16]);
@@ -28,6 +30,8 @@ pub struct Net {
     pub acks: Vec<(usize, WriteReceipt)>,
     pub unacked: Vec<(usize, WriteReceipt)>,
     pub disconnects: Vec<(usize, Refusal)>,
+    /// Read barriers done: the node, the barrier, how it ended.
+    pub barriers: Vec<(usize, u64, Result<(), BarrierError>)>,
     pub feed_entries_sent: usize,
     pub now: u64,
 }
@@ -68,6 +72,7 @@ impl Net {
             acks: Vec::new(),
             unacked: Vec::new(),
             disconnects: Vec::new(),
+            barriers: Vec::new(),
             feed_entries_sent: 0,
             now: T0,
         }
@@ -141,6 +146,7 @@ impl Net {
                 Output::Acknowledge(r) => self.acks.push((i, r)),
                 Output::Unacknowledged { receipt, .. } => self.unacked.push((i, receipt)),
                 Output::Notify { .. } => {}
+                Output::BarrierDone { id, result } => self.barriers.push((i, id, result)),
                 Output::ReadBack { key } => {
                     let found = self.durable[i].load_record(&key);
                     let now = self.local(i);

@@ -2,6 +2,7 @@
 
 mod ack;
 mod anti_entropy;
+mod barrier;
 mod clock;
 mod feed;
 mod gc;
@@ -34,6 +35,7 @@ use regions::Healing;
 use timer::{Timer, TimerTable};
 
 pub use ack::AckFailure;
+pub use barrier::BarrierError;
 pub use clock::ClockStatus;
 pub use integrity::{QuarantineStatus, Resolution, QUARANTINE_MAX};
 pub use output::{Event, Output};
@@ -81,6 +83,8 @@ pub struct Replica {
     metrics: Metrics,
     /// Quorum writes waiting for a majority of regions, in index order.
     pending_acks: VecDeque<ack::PendingAck>,
+    /// Read barriers waiting, by the caller's number.
+    barriers: BTreeMap<u64, barrier::Barrier>,
     /// Records that failed their check, by stored key (see `replica/integrity.rs`).
     quarantine: BTreeMap<Vec<u8>, integrity::Quarantined>,
     /// Whether writes may be missing here (see `replica/recovery.rs`).
@@ -221,6 +225,7 @@ impl Replica {
             partitioned: BTreeSet::new(),
             metrics: Metrics::default(),
             pending_acks: VecDeque::new(),
+            barriers: BTreeMap::new(),
             quarantine: verified.quarantine,
             own_writes: match state.recovery {
                 Recovery::None => OwnWrites::Held,
@@ -353,7 +358,8 @@ impl Replica {
     pub fn next_timeout(&self) -> u64 {
         // The periodic timers are always set: there is always a next one.
         let next = self.timers.next_ms().unwrap_or(self.seen_ms);
-        self.ack_deadline().map_or(next, |d| next.min(d))
+        let next = self.ack_deadline().map_or(next, |d| next.min(d));
+        self.barrier_deadline().map_or(next, |d| next.min(d))
     }
 
     /// Handles one message from `from` (the identity the transport authenticated).
@@ -427,7 +433,13 @@ impl Replica {
                     Message::ProbeReply { sent_ms, their_ms } => {
                         self.on_probe_reply(from, sent_ms, their_ms, now_ms)
                     }
+                    Message::Position { barrier } => self.on_position(from, barrier),
+                    Message::PositionReply { barrier, index } => {
+                        self.on_position_reply(from, barrier, index)
+                    }
                 }
+                // What arrived may complete a read barrier (a feed, an answer).
+                self.check_barriers(now_ms);
                 if regained {
                     self.update_regions(now_ms);
                 }
@@ -496,6 +508,7 @@ impl Replica {
             self.scrub(self.cfg.scrub_batch_max, now_ms);
         }
         self.release_acks(now_ms);
+        self.check_barriers(now_ms);
         self.commit();
     }
 }

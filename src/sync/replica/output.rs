@@ -192,6 +192,14 @@ pub enum Output {
     },
     /// Something operators should hear about: the driver logs and publishes it.
     Event(Event),
+    /// Read barrier `id` (see [`Replica::barrier`]) is done: the reads it
+    /// guards may be answered, or refused with the error.
+    BarrierDone {
+        /// The caller's number for the barrier.
+        id: u64,
+        /// Whether every reachable peer's acknowledged writes are held here.
+        result: Result<(), super::BarrierError>,
+    },
 }
 
 impl Replica {

@@ -286,6 +286,8 @@ impl Replica {
             self.ae_session = None;
         }
         self.update_regions(now_ms);
+        // A barrier waiting on it fails now, not at its deadline.
+        self.check_barriers(now_ms);
         if self.rebuild_from == Some(peer) {
             self.rebuild_from = None;
             // Continue the full transfer from another peer, from the start:

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Event, Output, Replica, Timer};
+use crate::core::types::NodeId;
 
 /// A region whose partition ended, until equal state is confirmed with it.
 #[derive(Debug, Clone)]
@@ -17,6 +18,22 @@ pub(super) struct Healing {
 
 impl Replica {
     /// Reachable regions (our own included) and the number of known regions.
+    /// The peers of `region` whose hello was accepted on a live connection
+    /// (in node id order); `None` when no member of that region is known.
+    pub fn peers_in(&self, region: &str) -> Option<Vec<NodeId>> {
+        let mut known = false;
+        let mut up = Vec::new();
+        for (id, p) in &self.peers {
+            if p.region == region {
+                known = true;
+                if p.link.up() && !p.told_stale {
+                    up.push(*id);
+                }
+            }
+        }
+        known.then_some(up)
+    }
+
     pub(super) fn region_counts(&self) -> (usize, usize) {
         let mut all: BTreeSet<&str> = BTreeSet::new();
         let mut up: BTreeSet<&str> = BTreeSet::new();

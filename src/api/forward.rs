@@ -1,0 +1,219 @@
+//! `api::forward`: `?dc=REGION` on the KV endpoint and on `/v1/txn`. A
+//! request for another region goes to a node of that region over the
+//! authenticated peer connection ([`crate::net::forward`]), never over the
+//! public API, and that node's answer (status, Consul's headers, body) is
+//! returned as it is. That node serves it as a local request with its own
+//! API: this file installs the handler that does so.
+//!
+//! An unknown region answers 500 "No path to datacenter", as Consul does; a
+//! known region without a connected node answers 503.
+
+use std::sync::{Arc, Weak};
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+
+use super::error::{body_error, error, ApiError};
+use super::query::Params;
+use super::{kv, txn, Api};
+use crate::net::forward::{
+    ForwardAnswer, ForwardError, ForwardRequest, Handler, FORWARD_ANSWER_BYTES_MAX,
+    FORWARD_REQUEST_BYTES_MAX,
+};
+
+/// A forwarded request that is not a blocking query gets an answer within this.
+const FORWARD_TIMEOUT_MS: u64 = 30_000;
+/// A forwarded blocking query: its wait, plus this.
+const FORWARD_BLOCKING_EXTRA_MS: u64 = 15_000;
+/// The answer headers that travel back.
+const ANSWER_HEADERS: &[&str] = &[
+    "content-type",
+    "x-consul-index",
+    "x-consul-knownleader",
+    "x-consul-lastcontact",
+];
+
+/// The region a request names with `?dc=`, when it is not this node's.
+pub(super) fn target(api: &Api, uri: &Uri) -> Result<Option<String>, ApiError> {
+    let q = Params::parse(uri)?;
+    Ok(q.text("dc")
+        .filter(|dc| !dc.is_empty() && *dc != api.node.region())
+        .map(str::to_string))
+}
+
+/// The path and query without `dc`: the region's node serves it as its own.
+fn without_dc(uri: &Uri) -> String {
+    let rest: Vec<&str> = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty() && p.split('=').next() != Some("dc"))
+        .collect();
+    if rest.is_empty() {
+        uri.path().to_string()
+    } else {
+        format!("{}?{}", uri.path(), rest.join("&"))
+    }
+}
+
+/// Sends the request to a node of `region` and returns its answer.
+pub(super) async fn to_region(
+    api: &Api,
+    region: &str,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    match send(api, region, method, uri, headers, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn send(
+    api: &Api,
+    region: &str,
+    method: Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let q = Params::parse(uri)?;
+    let timeout_ms = if q.text("index").is_some() {
+        q.wait_ms()? + FORWARD_BLOCKING_EXTRA_MS
+    } else {
+        FORWARD_TIMEOUT_MS
+    };
+    let max = FORWARD_REQUEST_BYTES_MAX - 64 * 1024;
+    let body = axum::body::to_bytes(body, max)
+        .await
+        .map_err(|e| body_error(&e, max, "request"))?;
+    let req = ForwardRequest {
+        method: method.to_string(),
+        path_and_query: without_dc(uri),
+        token: headers
+            .get("x-consul-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+        body: body.to_vec(),
+    };
+    let answer = api
+        .node
+        .forward(region, &req, timeout_ms)
+        .await
+        .map_err(|e| {
+            let code = match e {
+                ForwardError::UnknownRegion => StatusCode::INTERNAL_SERVER_ERROR,
+                ForwardError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
+                ForwardError::Failed { .. } => StatusCode::BAD_GATEWAY,
+                ForwardError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            };
+            error(code, e.to_string())
+        })?;
+    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut out = HeaderMap::new();
+    for (name, value) in answer.headers {
+        let name = name.to_ascii_lowercase();
+        if let (Some(n), Ok(v)) = (
+            ANSWER_HEADERS.iter().find(|h| **h == name),
+            HeaderValue::from_str(&value),
+        ) {
+            out.insert(*n, v);
+        }
+    }
+    Ok((status, out, answer.body).into_response())
+}
+
+/// Installs on the node the handler that serves requests other regions
+/// forward to it. It holds the API weakly: once the API is gone, forwarded
+/// requests get a 503.
+pub(super) fn install(api: &Arc<Api>) {
+    let weak: Weak<Api> = Arc::downgrade(api);
+    let handler: Handler = Arc::new(move |req: ForwardRequest| {
+        let weak = weak.clone();
+        Box::pin(async move {
+            let response = match weak.upgrade() {
+                Some(api) => serve(api, req).await,
+                None => {
+                    error(StatusCode::SERVICE_UNAVAILABLE, "the API is stopping").into_response()
+                }
+            };
+            answer(response).await
+        })
+    });
+    api.node.serve_forwarded(handler);
+}
+
+/// Serves a forwarded request as a local one.
+async fn serve(api: Arc<Api>, req: ForwardRequest) -> Response {
+    let (Ok(method), Ok(uri)) = (
+        Method::from_bytes(req.method.as_bytes()),
+        req.path_and_query.parse::<Uri>(),
+    ) else {
+        return error(StatusCode::BAD_REQUEST, "a malformed forwarded request").into_response();
+    };
+    let mut headers = HeaderMap::new();
+    if let Some(v) = req.token.and_then(|t| HeaderValue::from_str(&t).ok()) {
+        headers.insert("x-consul-token", v);
+    }
+    let body = Body::from(req.body);
+    let path = uri.path();
+    if path == "/v1/kv" || path.starts_with("/v1/kv/") {
+        kv::kv(State(api), method, uri, headers, body).await
+    } else if path == "/v1/txn" && method == Method::PUT {
+        txn::txn(State(api), uri, headers, body).await
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            format!("{method} {path} is not served for other regions (only /v1/kv and /v1/txn)"),
+        )
+        .into_response()
+    }
+}
+
+/// A response as it travels back: its status, the headers clients read,
+/// and its body, within [`FORWARD_ANSWER_BYTES_MAX`].
+async fn answer(response: Response) -> ForwardAnswer {
+    let (parts, body) = response.into_parts();
+    let headers = ANSWER_HEADERS
+        .iter()
+        .filter_map(|h| {
+            let v = parts.headers.get(*h)?.to_str().ok()?;
+            Some((h.to_string(), v.to_string()))
+        })
+        .collect();
+    match axum::body::to_bytes(body, FORWARD_ANSWER_BYTES_MAX).await {
+        Ok(b) => ForwardAnswer {
+            status: parts.status.as_u16(),
+            headers,
+            body: b.to_vec(),
+        },
+        Err(_) => ForwardAnswer {
+            status: StatusCode::BAD_GATEWAY.as_u16(),
+            headers: vec![("content-type".into(), "application/json".into())],
+            body: serde_json::to_vec(&super::wire::ErrorBody {
+                error: format!(
+                    "the answer is larger than {FORWARD_ANSWER_BYTES_MAX} bytes, the most a \
+                     forwarded request returns: ask a node of that region directly"
+                ),
+            })
+            .unwrap_or_default(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dc_is_taken_out_and_the_rest_kept() {
+        let uri: Uri = "/v1/kv/a?dc=eu&recurse&index=5".parse().unwrap();
+        assert_eq!(without_dc(&uri), "/v1/kv/a?recurse&index=5");
+        let uri: Uri = "/v1/kv/a?dc=eu".parse().unwrap();
+        assert_eq!(without_dc(&uri), "/v1/kv/a");
+    }
+}

@@ -1,0 +1,268 @@
+"""Drives two Meridian nodes with python-consul2, another unmodified Consul
+client library from PyPI (import name `consul`, like py-consul's): get,
+put, delete, recurse, keys with separator, flags, cas, blocking queries,
+transactions, the agent/status/catalog probes, sessions refused, `dc=`
+forwarding and `?consistent` reads. Run by tests/cli.rs; argv:
+host:port host:port (two nodes in two regions).
+
+    python -m pip install python-consul2==0.1.5
+    python tests/consul_client2.py 127.0.0.1:PORT_A 127.0.0.1:PORT_B
+
+python-consul2 answers a 404 from any endpoint with the tuple
+(X-Consul-Index or None, None); a 409 raises consul.base.ClientError and a
+5xx consul.ConsulException, both with "<code> <body>" as the message.
+"""
+
+import base64
+import json
+import sys
+import threading
+import time
+
+import consul
+from consul import ConsulException
+from consul.base import ClientError
+
+P = "pc2/"
+
+
+def client(addr):
+    host, port = addr.rsplit(":", 1)
+    return consul.Consul(host=host, port=int(port))
+
+
+a = client(sys.argv[1])
+b = client(sys.argv[2])
+
+
+def eventually(what, f):
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        if f():
+            return
+        time.sleep(0.05)
+    raise AssertionError("never happened: " + what)
+
+
+def raises(exc, f, *args, **kwargs):
+    """The message of the `exc` that f(*args, **kwargs) raises."""
+    try:
+        r = f(*args, **kwargs)
+    except exc as e:
+        return str(e)
+    raise AssertionError(f"{f.__qualname__}{args}{kwargs} returned {r!r}, expected {exc.__name__}")
+
+
+def b64(s):
+    return base64.b64encode(s.encode()).decode()
+
+
+def value(c, key, **kw):
+    return (c.kv.get(key, **kw)[1] or {}).get("Value")
+
+
+# put / get, and the value reaches the other node.
+assert a.kv.put(P + "app/db/host", "db1.internal") is True
+index, e = a.kv.get(P + "app/db/host")
+assert int(index) > 0 and int(index) == e["ModifyIndex"], (index, e)
+assert e["Value"] == b"db1.internal", e
+assert e["Key"] == P + "app/db/host" and e["LockIndex"] == 0 and e["Flags"] == 0, e
+eventually("replication", lambda: value(b, P + "app/db/host") == b"db1.internal")
+
+# flags are stored and replicated with the value.
+assert a.kv.put(P + "app/feature", "on", flags=42) is True
+e = a.kv.get(P + "app/feature")[1]
+assert e["Flags"] == 42 and e["Value"] == b"on", e
+eventually("flags replicate", lambda: (b.kv.get(P + "app/feature")[1] or {}).get("Flags") == 42)
+
+# a missing key: (index, None), the index header sent with the 404
+index, e = a.kv.get(P + "app/missing")
+assert e is None and index is not None and int(index) > 0, (index, e)
+
+# recurse and keys with a separator
+_, entries = a.kv.get(P + "app/", recurse=True)
+assert [x["Key"] for x in entries] == [P + "app/db/host", P + "app/feature"], entries
+assert [x["Value"] for x in entries] == [b"db1.internal", b"on"], entries
+_, keys = a.kv.get(P + "app/", keys=True, separator="/")
+assert keys == [P + "app/db/", P + "app/feature"], keys
+_, keys = a.kv.get(P + "app/", keys=True)
+assert keys == [P + "app/db/host", P + "app/feature"], keys
+
+# check-and-set
+mi = a.kv.get(P + "app/feature")[1]["ModifyIndex"]
+assert a.kv.put(P + "app/feature", "off", cas=mi + 1000) is False
+assert value(a, P + "app/feature") == b"on"
+assert a.kv.put(P + "app/feature", "off", cas=mi) is True
+assert a.kv.put(P + "app/feature", "x", cas=0) is False  # create-only, exists
+assert a.kv.put(P + "app/new", "x", cas=0) is True
+e = a.kv.get(P + "app/feature")[1]
+assert e["Value"] == b"off" and e["ModifyIndex"] > mi, e
+
+# a blocking query on b returns when a writes the key
+eventually("b has off", lambda: value(b, P + "app/feature") == b"off")
+index, e = b.kv.get(P + "app/feature")
+
+
+def write_later():
+    time.sleep(0.5)
+    client(sys.argv[1]).kv.put(P + "app/feature", "changed")
+
+
+threading.Thread(target=write_later).start()
+start = time.time()
+index2, e2 = b.kv.get(P + "app/feature", index=index, wait="20s")
+assert time.time() - start < 15, "the blocking query was not woken by the write"
+assert e2["Value"] == b"changed", e2
+assert int(index2) > int(index), (index, index2)
+
+# a blocking query on a key is not woken by writes to other keys: it
+# returns at the deadline with the index it was given and the old value
+K = P + "block/k"
+assert a.kv.put(K, "old") is True
+idx, e = a.kv.get(K)
+assert e["Value"] == b"old" and int(idx) == e["ModifyIndex"], (idx, e)
+others = []
+written, failures = [], []
+
+
+def write_others():
+    try:
+        c = client(sys.argv[1])
+        for i in range(5):
+            time.sleep(0.25)
+            for other in (f"{K}{i}", f"{K}/child{i}", f"{P}block/other{i}"):
+                assert c.kv.put(other, str(i)) is True
+                others.append(other)
+            written.append(time.time())
+    except Exception as ex:  # noqa: BLE001 -- reported below
+        failures.append(repr(ex))
+
+
+t = threading.Thread(target=write_others)
+start = time.time()
+t.start()
+idx2, e2 = a.kv.get(K, index=idx, wait="2s")
+returned = time.time()
+t.join()
+assert not failures, failures
+assert idx2 == idx, f"the index moved from {idx} to {idx2} on writes to other keys"
+assert e2 == e, (e, e2)
+assert 1.8 <= returned - start < 6, f"returned after {returned - start:.2f} s, not at the 2 s deadline"
+assert sum(1 for w in written if w < returned) >= 2, "the other keys were not written during the wait"
+_, keys = a.kv.get(P + "block/", keys=True)
+assert keys == sorted(others + [K]), keys
+
+# delete with cas, then recursively
+new = a.kv.get(P + "app/new")[1]
+assert a.kv.delete(P + "app/new", cas=new["ModifyIndex"] + 1) is False
+assert a.kv.delete(P + "app/new", cas=0) is False
+assert a.kv.get(P + "app/new")[1] is not None
+assert a.kv.delete(P + "app/new", cas=new["ModifyIndex"]) is True
+assert a.kv.get(P + "app/new")[1] is None
+assert a.kv.delete(P + "app/db/host") is True
+assert a.kv.get(P + "app/db/host")[1] is None
+eventually("a delete replicates", lambda: b.kv.get(P + "app/db/host")[1] is None)
+assert a.kv.delete(P + "app/", recurse=True) is True
+assert a.kv.get(P + "app/", recurse=True)[1] is None
+assert a.kv.get(P + "app/", keys=True)[1] is None
+eventually("deletes replicate", lambda: b.kv.get(P + "app/", recurse=True)[1] is None)
+
+# the agent, status and catalog probes: two regions, each its own datacenter
+dc_a = a.agent.self()["Config"]["Datacenter"]
+dc_b = b.agent.self()["Config"]["Datacenter"]
+assert isinstance(dc_a, str) and dc_a, dc_a
+assert isinstance(dc_b, str) and dc_b and dc_b != dc_a, (dc_a, dc_b)
+for c in (a, b):
+    me = c.agent.self()["Member"]
+    assert isinstance(me["Addr"], str) and me["Addr"], me
+    leader = c.status.leader()
+    assert isinstance(leader, str), leader
+    host, _, port = leader.rpartition(":")
+    assert host and port.isdigit() and int(port) > 0, leader
+eventually("a lists both datacenters, its own first", lambda: a.catalog.datacenters() == [dc_a, dc_b])
+eventually("b lists both datacenters, its own first", lambda: b.catalog.datacenters() == [dc_b, dc_a])
+
+# sessions are not served: the client raises rather than reading "absent"
+msg = raises(ConsulException, a.session.create)
+assert msg.startswith("501 "), msg
+msg = raises(ConsulException, a.session.create, name="lock", ttl=10)
+assert msg.startswith("501 "), msg
+
+# a transaction: two sets and a get, all or nothing
+res = a.txn.put(
+    [
+        {"KV": {"Verb": "set", "Key": P + "txn/a", "Value": b64("one")}},
+        {"KV": {"Verb": "set", "Key": P + "txn/b", "Value": b64("two"), "Flags": 7}},
+        {"KV": {"Verb": "get", "Key": P + "txn/a"}},
+    ]
+)
+assert res["Errors"] is None, res
+results = res["Results"]
+assert len(results) == 3 and all(list(r) == ["KV"] for r in results), res
+r_a, r_b, r_get = (r["KV"] for r in results)
+for r in (r_a, r_b, r_get):
+    assert {"LockIndex", "Key", "Flags", "Value", "CreateIndex", "ModifyIndex"} <= set(r), r
+    assert r["ModifyIndex"] > 0 and r["LockIndex"] == 0, r
+assert r_a["Key"] == P + "txn/a" and r_a["Value"] is None and r_a["Flags"] == 0, r_a
+assert r_b["Key"] == P + "txn/b" and r_b["Value"] is None and r_b["Flags"] == 7, r_b
+assert r_get["Key"] == P + "txn/a" and r_get["Value"] == b64("one"), r_get
+assert r_get["ModifyIndex"] == r_a["ModifyIndex"], (r_a, r_get)
+e = a.kv.get(P + "txn/a")[1]
+assert e["Value"] == b"one" and e["ModifyIndex"] == r_a["ModifyIndex"], e
+e = a.kv.get(P + "txn/b")[1]
+assert e["Value"] == b"two" and e["Flags"] == 7, e
+eventually("txn replicates", lambda: value(b, P + "txn/b") == b"two")
+
+# a failing check-index rolls the whole transaction back: 409, nothing written
+msg = raises(
+    ClientError,
+    a.txn.put,
+    [
+        {"KV": {"Verb": "check-index", "Key": P + "txn/a", "Index": r_a["ModifyIndex"] + 1000}},
+        {"KV": {"Verb": "set", "Key": P + "txn/new", "Value": b64("x")}},
+    ],
+)
+assert msg.startswith("409 "), msg
+body = json.loads(msg[4:])
+assert body["Results"] is None and len(body["Errors"]) == 1, body
+assert body["Errors"][0]["OpIndex"] == 0 and body["Errors"][0]["What"], body
+assert a.kv.get(P + "txn/new")[1] is None
+assert value(a, P + "txn/a") == b"one"
+# and with the right index it commits
+res = a.txn.put(
+    [
+        {"KV": {"Verb": "check-index", "Key": P + "txn/a", "Index": r_a["ModifyIndex"]}},
+        {"KV": {"Verb": "set", "Key": P + "txn/new", "Value": b64("x")}},
+    ]
+)
+assert res["Errors"] is None and [r["KV"]["Key"] for r in res["Results"]] == [P + "txn/a", P + "txn/new"], res
+assert value(a, P + "txn/new") == b"x"
+
+# dc=: requests for another region are served by a node of that region
+assert a.kv.put(P + "dc/x", "via-a", dc=dc_b) is True
+assert value(b, P + "dc/x") == b"via-a"  # at once, no polling: b wrote it
+for i in range(5):
+    assert b.kv.put(P + "dc/y", f"v{i}") is True
+    assert value(a, P + "dc/y", dc=dc_b) == f"v{i}".encode(), i
+eventually("a dc= write replicates back", lambda: value(a, P + "dc/x", dc=dc_a) == b"via-a")
+assert a.kv.delete(P + "dc/x", dc=dc_b) is True
+assert b.kv.get(P + "dc/x")[1] is None
+msg = raises(ConsulException, a.kv.get, P + "dc/y", dc="no-such-dc")
+assert msg.startswith("500 ") and "No path to datacenter" in msg, msg
+msg = raises(ConsulException, a.kv.put, P + "dc/z", "v", dc="no-such-dc")
+assert msg.startswith("500 ") and "No path to datacenter" in msg, msg
+assert a.kv.get(P + "dc/z")[1] is None and b.kv.get(P + "dc/z")[1] is None
+
+# ?consistent: a read on a sees what b acknowledged just before, no polling
+for i in range(5):
+    assert b.kv.put(P + "consistent", f"c{i}") is True
+    assert value(a, P + "consistent", consistency="consistent") == f"c{i}".encode(), i
+
+# a consistent read first, so that a holds every write b made before the
+# recursive delete
+assert a.kv.get(P, recurse=True, consistency="consistent")[1]
+assert a.kv.delete(P, recurse=True) is True
+assert a.kv.get(P, recurse=True)[1] is None
+eventually("the deletes replicate", lambda: b.kv.get(P, recurse=True)[1] is None)
+
+print("consul client2: all checks passed")
