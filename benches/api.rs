@@ -56,7 +56,7 @@ fn main() {
             .unwrap();
         for clients in [1usize, 16, 64] {
             let two = Duration::from_secs(2);
-            let put = client::load(d.api_addr(), clients, two, 100, 100, true).await.unwrap();
+            let put = client::load(d.api_addr(), clients, two, 100, 100, client::Load::Put).await.unwrap();
             println!(
                 "{clients:>8} {:>6} {:>12.0} {:>9.2} {:>9.2}",
                 "PUT",
@@ -64,7 +64,7 @@ fn main() {
                 put.quantile_ms(0.5),
                 put.quantile_ms(0.99)
             );
-            let get = client::load(d.api_addr(), clients, two, 100, 100, false).await.unwrap();
+            let get = client::load(d.api_addr(), clients, two, 100, 100, client::Load::Get).await.unwrap();
             println!(
                 "{clients:>8} {:>6} {:>12.0} {:>9.2} {:>9.2}",
                 "GET",

@@ -2,7 +2,9 @@
 //! injected WAN link (one-way delay, jitter, loss on the UDP socket under
 //! quinn: real QUIC runs over it). Scenarios: propagate, ack (write
 //! latency acknowledged locally and by a quorum of regions), partition,
-//! throughput, rebuild; each prints a table (or JSON with `--json`).
+//! throughput, rebuild, consistent (the cost of `?consistent` reads across
+//! the link), txn (transactions beside single PUTs); each prints a table
+//! (or JSON with `--json`).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,6 +27,8 @@ pub enum Scenario {
     Partition,
     Throughput,
     Rebuild,
+    Consistent,
+    Txn,
 }
 
 /// The knobs of a run (see `meridian bench --help`).
@@ -367,14 +371,98 @@ async fn throughput(c: &LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Result
     for t in tasks {
         t.await??;
     }
-    let put = client::load(addr, a.clients, d, keys, a.value_bytes, true).await?;
-    let get = client::load(addr, a.clients, d, keys, a.value_bytes, false).await?;
+    let put = client::load(addr, a.clients, d, keys, a.value_bytes, client::Load::Put).await?;
+    let get = client::load(addr, a.clients, d, keys, a.value_bytes, client::Load::Get).await?;
     Ok(json!({
         "scenario": "throughput",
         "clients": a.clients,
         "seconds": a.seconds,
         "put_per_s": put.ops_per_s, "put_p50_ms": put.quantile_ms(0.5), "put_p99_ms": put.quantile_ms(0.99),
         "get_per_s": get.ops_per_s, "get_p50_ms": get.quantile_ms(0.5), "get_p99_ms": get.quantile_ms(0.99),
+    }))
+}
+
+/// `?consistent` across the link: after each write in another region, a
+/// stale read (the default) and a consistent one on the first node; how
+/// long each took and how many saw the write.
+async fn consistent(c: &LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
+    pb.set_message("consistent");
+    let reader = client::Client::new(&format!("http://{}", c.nodes[0].daemon.api_addr()))?;
+    let writer = c
+        .nodes
+        .last()
+        .context("the cluster has no node")?
+        .daemon
+        .node()
+        .clone();
+    let (mut stale, mut cons) = (Vec::new(), Vec::new());
+    let (mut stale_saw, mut cons_saw) = (0, 0);
+    for i in 0..a.writes {
+        let value = i.to_string();
+        writer.put("bench/consistent", value.clone()).await?;
+        let t = Instant::now();
+        let r = reader.get("/v1/kv/bench/consistent?raw").await?;
+        stale.push(t.elapsed());
+        stale_saw += usize::from(r.text() == value);
+        let t = Instant::now();
+        let r = reader
+            .get("/v1/kv/bench/consistent?raw&consistent")
+            .await?
+            .ok()?;
+        cons.push(t.elapsed());
+        cons_saw += usize::from(r.text() == value);
+        pb.inc(1);
+    }
+    stale.sort();
+    cons.sort();
+    Ok(json!({
+        "scenario": "consistent",
+        "reads": a.writes,
+        "injected_delay_ms": a.delay_ms,
+        "stale_p50_ms": quantile(&stale, 0.5), "stale_p99_ms": quantile(&stale, 0.99),
+        "stale_saw_the_write": stale_saw,
+        "consistent_p50_ms": quantile(&cons, 0.5), "consistent_p99_ms": quantile(&cons, 0.99),
+        "consistent_max_ms": quantile(&cons, 1.0),
+        "consistent_saw_the_write": cons_saw,
+        "met": cons_saw == a.writes,
+        "anchor": "Consul's ?consistent is a leader check within one datacenter; it offers no read across datacenters",
+    }))
+}
+
+/// Transactions beside single PUTs, in the same run: one-key and 8-key
+/// transactions, and PUTs, from the same clients for the same time.
+async fn txn(c: &LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
+    pb.set_message("txn");
+    let addr = c.nodes[0].daemon.api_addr();
+    let d = Duration::from_secs_f64(a.seconds);
+    let keys = 100;
+    let put = client::load(addr, a.clients, d, keys, a.value_bytes, client::Load::Put).await?;
+    let one = client::load(
+        addr,
+        a.clients,
+        d,
+        keys,
+        a.value_bytes,
+        client::Load::Txn { ops: 1 },
+    )
+    .await?;
+    let eight = client::load(
+        addr,
+        a.clients,
+        d,
+        keys,
+        a.value_bytes,
+        client::Load::Txn { ops: 8 },
+    )
+    .await?;
+    Ok(json!({
+        "scenario": "txn",
+        "clients": a.clients,
+        "seconds": a.seconds,
+        "put_per_s": put.ops_per_s, "put_p50_ms": put.quantile_ms(0.5), "put_p99_ms": put.quantile_ms(0.99),
+        "txn1_per_s": one.ops_per_s, "txn1_p50_ms": one.quantile_ms(0.5), "txn1_p99_ms": one.quantile_ms(0.99),
+        "txn8_per_s": eight.ops_per_s, "txn8_p50_ms": eight.quantile_ms(0.5), "txn8_p99_ms": eight.quantile_ms(0.99),
+        "txn8_keys_per_s": eight.ops_per_s * 8.0,
     }))
 }
 
@@ -473,6 +561,21 @@ fn print(v: &Value) {
                 (true, false) => " (target for 1M keys: rebuild <= 10 s, restart <= 2 s: NOT met)",
             }
         ),
+        Some("consistent") => println!(
+            "consistent  {} reads, each right after a write in another region: stale (default) p50 {:.1} ms p99 {:.1} ms, saw the write {}; ?consistent p50 {:.1} ms p99 {:.1} ms max {:.1} ms, saw the write {}  (injected one-way delay {} ms; every consistent read sees the write: {})",
+            v["reads"], v["stale_p50_ms"].as_f64().unwrap_or(0.0), v["stale_p99_ms"].as_f64().unwrap_or(0.0),
+            v["stale_saw_the_write"], v["consistent_p50_ms"].as_f64().unwrap_or(0.0),
+            v["consistent_p99_ms"].as_f64().unwrap_or(0.0), v["consistent_max_ms"].as_f64().unwrap_or(0.0),
+            v["consistent_saw_the_write"], v["injected_delay_ms"], if v["met"] == true { "met" } else { "NOT met" }
+        ),
+        Some("txn") => println!(
+            "txn         {} clients, {} s each: PUT {:.0}/s p50 {:.2} ms p99 {:.2} ms; 1-key txn {:.0}/s p50 {:.2} ms p99 {:.2} ms; 8-key txn {:.0}/s ({:.0} keys/s) p50 {:.2} ms p99 {:.2} ms",
+            v["clients"], v["seconds"], v["put_per_s"].as_f64().unwrap_or(0.0), v["put_p50_ms"].as_f64().unwrap_or(0.0),
+            v["put_p99_ms"].as_f64().unwrap_or(0.0), v["txn1_per_s"].as_f64().unwrap_or(0.0),
+            v["txn1_p50_ms"].as_f64().unwrap_or(0.0), v["txn1_p99_ms"].as_f64().unwrap_or(0.0),
+            v["txn8_per_s"].as_f64().unwrap_or(0.0), v["txn8_keys_per_s"].as_f64().unwrap_or(0.0),
+            v["txn8_p50_ms"].as_f64().unwrap_or(0.0), v["txn8_p99_ms"].as_f64().unwrap_or(0.0)
+        ),
         _ => println!("{v}"),
     }
 }
@@ -507,6 +610,12 @@ pub async fn run(a: BenchArgs) -> Result<bool> {
         }
         if all || a.scenario == Scenario::Partition {
             results.push(partition(&c, &a, &pb).await?);
+        }
+        if all || a.scenario == Scenario::Consistent {
+            results.push(consistent(&c, &a, &pb).await?);
+        }
+        if all || a.scenario == Scenario::Txn {
+            results.push(txn(&c, &a, &pb).await?);
         }
         if all || a.scenario == Scenario::Rebuild {
             results.push(rebuild(&mut c, &a, &pb).await?);

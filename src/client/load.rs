@@ -31,17 +31,49 @@ impl LoadResult {
     }
 }
 
+/// What each request of a load run does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// `PUT /v1/kv/<key>` of one value.
+    Put,
+    /// `GET /v1/kv/<key>`.
+    Get,
+    /// `PUT /v1/txn` setting `ops` keys in one transaction.
+    Txn {
+        /// Keys set per transaction.
+        ops: usize,
+    },
+}
+
+/// The method, path and body of request `i` of client `c`.
+fn request(kind: Load, c: usize, i: usize, keys: usize, value: &Bytes) -> (Method, String, Bytes) {
+    let key = |n: usize| format!("bench/{c}/{}", n % keys.max(1));
+    match kind {
+        Load::Put => (Method::PUT, format!("/v1/kv/{}", key(i)), value.clone()),
+        Load::Get => (Method::GET, format!("/v1/kv/{}", key(i)), Bytes::new()),
+        Load::Txn { ops } => {
+            use base64::Engine;
+            let v = base64::engine::general_purpose::STANDARD.encode(value);
+            let body: Vec<serde_json::Value> = (0..ops)
+                .map(|j| serde_json::json!({"KV": {"Verb": "set", "Key": key(i * ops + j), "Value": v}}))
+                .collect();
+            let body = serde_json::to_vec(&body).unwrap_or_default();
+            (Method::PUT, "/v1/txn".to_string(), Bytes::from(body))
+        }
+    }
+}
+
 /// A load generator for the KV API: `clients` keep-alive connections, each
-/// sending requests back to back for `duration`, PUTs of `value_bytes`
-/// bytes (or GETs) over its own `keys` keys under `bench/`. A failed
-/// request ends the run with an error.
+/// sending requests back to back for `duration` (PUTs of `value_bytes`
+/// bytes, GETs, or transactions: `kind`) over its own `keys` keys under
+/// `bench/`. A failed request ends the run with an error.
 pub async fn load(
     addr: std::net::SocketAddr,
     clients: usize,
     duration: Duration,
     keys: usize,
     value_bytes: usize,
-    write: bool,
+    kind: Load,
 ) -> Result<LoadResult, ClientError> {
     let start = std::time::Instant::now();
     let deadline = tokio::time::Instant::now() + duration;
@@ -68,16 +100,11 @@ pub async fn load(
             let mut lat = Vec::new();
             let mut i = 0usize;
             while tokio::time::Instant::now() < deadline {
-                let key = format!("/v1/kv/bench/{c}/{}", i % keys.max(1));
+                let (method, path, body) = request(kind, c, i, keys, &value);
                 i += 1;
-                let (method, body) = if write {
-                    (Method::PUT, value.clone())
-                } else {
-                    (Method::GET, Bytes::new())
-                };
                 let req = Request::builder()
                     .method(method)
-                    .uri(key)
+                    .uri(path)
                     .header(hyper::header::HOST, "bench")
                     .body(Full::new(body))
                     .map_err(|e| err(&e))?;

@@ -21,7 +21,7 @@ use thiserror::Error;
 
 use crate::api::wire;
 
-pub use load::{load, LoadResult};
+pub use load::{load, Load, LoadResult};
 
 /// Largest response body read into memory.
 pub const RESPONSE_BYTES_MAX: usize = 256 << 20;

@@ -113,7 +113,12 @@ impl Replica {
         self.barriers.values().map(|b| b.deadline_ms).min()
     }
 
-    pub(super) fn on_position(&mut self, from: NodeId, barrier: u64) {
+    pub(super) fn on_position(&mut self, from: NodeId, barrier: u64, now_ms: u64) {
+        // Our feed to the asker first, up to our index (a message without
+        // entries when they are other regions' writes, which their origins
+        // send): it arrives before the answer, so that the asker's progress
+        // reaches the index without waiting for a heartbeat.
+        self.pump(from, now_ms);
         let index = self.map.index();
         self.send(from, Message::PositionReply { barrier, index });
     }

@@ -433,7 +433,7 @@ impl Replica {
                     Message::ProbeReply { sent_ms, their_ms } => {
                         self.on_probe_reply(from, sent_ms, their_ms, now_ms)
                     }
-                    Message::Position { barrier } => self.on_position(from, barrier),
+                    Message::Position { barrier } => self.on_position(from, barrier, now_ms),
                     Message::PositionReply { barrier, index } => {
                         self.on_position_reply(from, barrier, index)
                     }
