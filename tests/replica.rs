@@ -550,38 +550,41 @@ fn a_second_stale_notice_does_not_undo_a_finished_resync() {
     }
 }
 
-/// `?consistent`: a read barrier on node 0 does not end before node 0
-/// holds a write node 1 acknowledged before the barrier began, even when
-/// the feed that carried it was lost on the way.
+/// `?consistent`: a read barrier brings what the peers hold under its
+/// scope. Node 2's acknowledged write was superseded at the others by node
+/// 0's, and node 0 is gone: no feed carries either to node 1 (a feed
+/// carries its sender's own writes), but the barrier does (sim seed 35).
 #[test]
-fn a_read_barrier_ends_only_once_the_peers_acknowledged_writes_are_held() {
-    let mut net = Net::new(3);
+fn a_read_barrier_holds_what_every_reachable_peer_acknowledged() {
+    let mut net = Net::new(4);
     net.connect_all();
-    net.put(1, "before", "x");
-    // Node 1's write never reaches node 0 by the push: the link drops it.
-    net.cut(0, 1);
-    net.put(1, "app/flag", "on");
-    net.up.insert((0, 1));
-    assert_eq!(net.value(0, "app/flag"), None);
-    let now = net.local(0);
-    net.nodes[0].barrier(7, now);
-    // Step by step: whenever the barrier has ended, the write is held.
-    for _ in 0..200 {
-        if let Some((_, id, result)) = net.barriers.first() {
-            assert_eq!((*id, result), (7, &Ok(())));
-            break;
-        }
-        net.settle();
-        assert!(net.barriers.is_empty() || net.value(0, "app/flag").is_some());
-        net.advance(100);
+    for j in [0, 2, 3] {
+        net.cut(1, j);
     }
-    assert_eq!(
-        net.barriers.len(),
-        1,
-        "the barrier ended: {:?}",
-        net.barriers
-    );
-    assert_eq!(net.value(0, "app/flag").as_deref(), Some(&b"on"[..]));
+    net.put(2, "app/flag", "a");
+    net.put(0, "app/flag", "b");
+    assert_eq!(net.value(3, "app/flag").as_deref(), Some(&b"b"[..]));
+    assert_eq!(net.value(1, "app/flag"), None);
+    // Node 0 is gone; node 1 hears nodes 2 and 3 again.
+    net.disconnect(0, 1);
+    net.up.insert((1, 2));
+    net.up.insert((1, 3));
+    net.advance(200);
+    assert_eq!(net.value(1, "app/flag"), None, "no feed brings it");
+    let now = net.local(1);
+    net.nodes[1].barrier(7, "app/flag", false, now);
+    net.settle();
+    assert_eq!(net.barriers, vec![(1, 7, Ok(()))]);
+    assert_eq!(net.value(1, "app/flag").as_deref(), Some(&b"b"[..]));
+    // A prefix, deletes included.
+    net.put(3, "app/other", "x");
+    let now = net.local(3);
+    net.nodes[3].delete("app/other", None, now).unwrap();
+    let now = net.local(1);
+    net.nodes[1].barrier(8, "app/", true, now);
+    net.settle();
+    assert_eq!(net.barriers[1], (1, 8, Ok(())));
+    assert!(net.nodes[1].get("app/other").unwrap().entry.is_tombstone());
 }
 
 #[test]
@@ -591,7 +594,7 @@ fn a_read_barrier_fails_when_a_region_is_unreachable_or_too_slow() {
     // Node 2 is the only node of its region.
     net.disconnect(0, 2);
     let now = net.local(0);
-    net.nodes[0].barrier(1, now);
+    net.nodes[0].barrier(1, "k", false, now);
     net.settle();
     assert!(
         matches!(&net.barriers[..], [(0, 1, Err(BarrierError::Unreachable { region }))] if region == REGIONS[2]),
@@ -600,11 +603,9 @@ fn a_read_barrier_fails_when_a_region_is_unreachable_or_too_slow() {
     );
     // Connected, but its answers are lost: the timeout.
     net.connect(0, 2);
-    net.cut(0, 2);
-    net.up.insert((0, 2));
-    net.drop = |m| matches!(m, Message::PositionReply { .. });
+    net.drop = |m| matches!(m, Message::ReadBarrierReply { .. });
     let now = net.local(0);
-    net.nodes[0].barrier(2, now);
+    net.nodes[0].barrier(2, "k", false, now);
     net.advance(4_000);
     assert_eq!(net.barriers.len(), 1, "still waiting");
     net.advance(2_000);

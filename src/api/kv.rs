@@ -199,7 +199,10 @@ async fn get(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
     if q.consistent {
         // Every write a reachable region acknowledged before this request
         // is held here before the read (or the request fails).
-        api.node.read_barrier().await.map_err(node_error)?;
+        api.node
+            .read_barrier(&key, !q.single())
+            .await
+            .map_err(node_error)?;
     }
     let Some(b) = q.blocking else {
         let (r, index) = read(api, &key, &q).await?;

@@ -1,21 +1,22 @@
 //! `api`: the HTTP server (axum) in front of a [`Node`].
 //!
-//! Owns the Consul-compatible KV endpoints (`/v1/kv/<key>`: GET with
-//! `recurse`, `keys`, `separator`, `raw` and blocking `index` + `wait`; PUT
-//! with `cas` and `flags`; DELETE with `recurse` and `cas`), Meridian's own
+//! Owns the Consul-compatible endpoints (`/v1/kv/<key>` in `kv`,
+//! `/v1/txn` in `txn`, the start-up probes and the 501 for the rest of
+//! Consul's API in `consul`, `?dc=` in `forward`), Meridian's own
 //! endpoints (`/v1/watch/<prefix>` as server-sent events, `/v1/status`,
-//! `/v1/digest`, `/v1/hashes`, `/v1/health`, `/v1/conflicts`) and
+//! `/v1/digest`, `/v1/hashes`, `/v1/health`, `/v1/conflicts`, backups) and
 //! `/metrics`. It decides nothing about data: every read and write goes
 //! through the node. Bad input gets a 4xx with a JSON `{"error": ...}` that
 //! names what was wrong, and nothing is written.
 //!
-//! Differences from Consul, on purpose: `X-Consul-Index` is the node's
-//! durable change index (one sequence for all keys, local to the node);
-//! compare-and-set is checked against the local node's state; a delete
-//! writes a tombstone also for a key absent here (a write from another
-//! region may be on its way, and the later delete must win); a recursive
-//! delete deletes every key the node knows under the prefix in one durable
-//! step; sessions and locks (`acquire`, `release`) are refused with a 400.
+//! Differences from Consul, on purpose: `X-Consul-Index` is per node (a
+//! key's or a prefix's own ModifyIndex, numbered by this node);
+//! compare-and-set and transactions are checked against the local node's
+//! state; a delete writes a tombstone also for a key absent here (a write
+//! from another region may be on its way, and the later delete must win); a
+//! recursive delete deletes every key the node knows under the prefix in
+//! one durable step; `?consistent` is a read barrier across regions;
+//! sessions and locks are refused (501, and 400 for `acquire`/`release`).
 
 mod backup;
 mod consul;

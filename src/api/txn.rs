@@ -152,7 +152,21 @@ async fn run(api: &Api, uri: &Uri, body: Body) -> Result<Response, ApiError> {
     }
     // A read-only transaction reads behind a barrier with `?consistent`, as a GET does.
     if consistent && !parsed.iter().any(TxnOp::writes) {
-        api.node.read_barrier().await.map_err(node_error)?;
+        let mut scopes: Vec<(&str, bool)> = parsed
+            .iter()
+            .map(|o| match o {
+                TxnOp::GetTree { prefix } => (prefix.as_str(), true),
+                other => (other.key().unwrap_or(""), false),
+            })
+            .collect();
+        scopes.sort_unstable();
+        scopes.dedup();
+        for (scope, prefix) in scopes {
+            api.node
+                .read_barrier(scope, prefix)
+                .await
+                .map_err(node_error)?;
+        }
     }
     match api.node.txn(parsed, ack, DELETE_KEYS_MAX).await {
         Ok(outcome) => {

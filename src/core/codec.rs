@@ -13,13 +13,14 @@ use thiserror::Error;
 
 use super::digest::{level_width, Fingerprint, FANOUT, LEAF_LEVEL, LEAVES};
 use super::hlc::Hlc;
-use super::types::{Entry, Hash, Key, NodeId, Stamp, VALUE_BYTES_LIMIT};
+use super::types::{Entry, Hash, Key, NodeId, Stamp, KEY_BYTES_MAX, VALUE_BYTES_LIMIT};
 
 /// First bytes of every frame.
 pub const MAGIC: [u8; 4] = *b"MRDN";
 /// The protocol version this build speaks. Version 2: roots and
 /// fingerprints cover live entries only (tombstones left out); clock probes.
-pub const PROTOCOL_VERSION: u16 = 3;
+/// Version 4: read barriers (`ReadBarrier`, `ReadBarrierReply`).
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Envelope bytes before the payload.
 pub const HEADER_BYTES: usize = 10;
 /// Largest frame, envelope included: room for one entry of the largest value.
@@ -214,18 +215,39 @@ pub enum Message {
         /// The answerer's physical clock when it answered, in ms.
         their_ms: u64,
     },
-    /// "How far does your feed reach?": a read barrier (`?consistent`)
-    /// waits until the asker has applied the answerer's feed that far.
-    Position {
+    /// A read barrier (`?consistent`): "send me what you hold under this
+    /// scope", every origin's entries and tombstones, so that the asker
+    /// holds, for the keys it reads, at least what the answerer holds.
+    ReadBarrier {
         /// The asker's barrier, echoed in the answer.
         barrier: u64,
+        /// The key, or the prefix when `prefix`.
+        scope: String,
+        /// `scope` is a prefix (every key under it), not one key.
+        prefix: bool,
     },
-    /// The answer to a `Position`: the answerer's last index.
-    PositionReply {
+    /// The answer to a `ReadBarrier`.
+    ReadBarrierReply {
         /// The barrier asked for.
         barrier: u64,
-        /// The answerer's last index when it answered.
-        index: u64,
+        /// The entries, or why there are none.
+        answer: BarrierAnswer,
+    },
+}
+
+/// What a node answers to a read barrier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BarrierAnswer {
+    /// Every entry it holds under the scope, tombstones included (each
+    /// checked before it was sent).
+    Entries(Vec<(Key, Entry)>),
+    /// It is recovering lost or damaged records: it may lack writes it
+    /// acknowledged, so a barrier cannot rely on it.
+    Recovering,
+    /// More is held under the scope than one answer carries.
+    TooLarge {
+        /// Keys under the scope, tombstones included.
+        keys: u64,
     },
 }
 
@@ -245,8 +267,8 @@ impl Message {
             Message::AeEntries { .. } => "ae_entries",
             Message::Probe { .. } => "probe",
             Message::ProbeReply { .. } => "probe_reply",
-            Message::Position { .. } => "position",
-            Message::PositionReply { .. } => "position_reply",
+            Message::ReadBarrier { .. } => "read_barrier",
+            Message::ReadBarrierReply { .. } => "read_barrier_reply",
         }
     }
 
@@ -347,8 +369,20 @@ impl Message {
             | Message::AeDone { .. }
             | Message::Probe { .. }
             | Message::ProbeReply { .. }
-            | Message::Position { .. }
-            | Message::PositionReply { .. } => Ok(()),
+            | Message::ReadBarrierReply {
+                answer: BarrierAnswer::Recovering | BarrierAnswer::TooLarge { .. },
+                ..
+            } => Ok(()),
+            Message::ReadBarrier { scope, .. } => {
+                if scope.len() > KEY_BYTES_MAX {
+                    return bad(format!("a barrier scope of {} bytes", scope.len()));
+                }
+                Ok(())
+            }
+            Message::ReadBarrierReply {
+                answer: BarrierAnswer::Entries(entries),
+                ..
+            } => entries_ok(entries),
         }
     }
 }

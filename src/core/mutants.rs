@@ -69,6 +69,9 @@ pub enum Mutant {
     /// The anti-entropy leaf comparison passes over keys that only one side
     /// holds: a record lost from one replica's store is never restored.
     AeLeafComparison,
+    /// A read barrier counts its peers' answers without merging what they
+    /// hold: a consistent read misses what no feed has brought.
+    BarrierMerge,
 }
 
 impl Mutant {

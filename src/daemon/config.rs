@@ -113,6 +113,9 @@ pub struct SyncConfig {
     /// A quorum write not durable in a majority of regions this long is
     /// answered 504. Default 10000.
     pub quorum_ack_timeout_ms: u64,
+    /// A `?consistent` read whose peers have not all answered this long is
+    /// refused. Default 5000.
+    pub read_barrier_timeout_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -129,6 +132,7 @@ impl Default for SyncConfig {
             conflicts_max: c.conflicts_max,
             contact_timeout_ms: c.contact_timeout_ms,
             quorum_ack_timeout_ms: c.quorum_ack_timeout_ms,
+            read_barrier_timeout_ms: c.read_barrier_timeout_ms,
         }
     }
 }

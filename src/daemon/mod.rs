@@ -156,6 +156,7 @@ impl Daemon {
                 c.conflicts_max = sync.conflicts_max;
                 c.contact_timeout_ms = sync.contact_timeout_ms;
                 c.quorum_ack_timeout_ms = sync.quorum_ack_timeout_ms;
+                c.read_barrier_timeout_ms = sync.read_barrier_timeout_ms;
                 c.write_ack = write_ack;
             });
         if let Some(a) = cfg.advertise {

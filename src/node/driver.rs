@@ -48,6 +48,8 @@ pub(super) enum Command {
         reply: oneshot::Sender<Result<usize, NodeError>>,
     },
     ReadBarrier {
+        scope: String,
+        prefix: bool,
         reply: oneshot::Sender<Result<(), BarrierError>>,
     },
     RegionConnection {
@@ -567,11 +569,15 @@ impl Driver {
                 };
                 let _ = reply.send(found);
             }
-            Command::ReadBarrier { reply } => {
+            Command::ReadBarrier {
+                scope,
+                prefix,
+                reply,
+            } => {
                 let id = self.next_read_barrier;
                 self.next_read_barrier += 1;
                 self.read_barriers.insert(id, reply);
-                self.replica.barrier(id, now);
+                self.replica.barrier(id, &scope, prefix, now);
             }
             Command::Import { entries, reply } => {
                 if let Some(e) = self.writes_refused() {

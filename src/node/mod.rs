@@ -438,15 +438,21 @@ impl Node {
         .await?
     }
 
-    /// A read barrier: returns once this node holds every write that each
-    /// reachable peer had acknowledged when it was called (see
+    /// A read barrier over `scope` (one key, or every key under it when
+    /// `prefix`): returns once this node holds, for those keys, every write
+    /// that each reachable peer had acknowledged when it was called (see
     /// [`Replica::barrier`](crate::sync::Replica::barrier)); fails when a
-    /// region is unreachable, a peer is lost meanwhile, or the replica's
-    /// `read_barrier_timeout_ms` passes.
-    pub async fn read_barrier(&self) -> Result<(), NodeError> {
-        self.call(|reply| Command::ReadBarrier { reply })
-            .await?
-            .map_err(NodeError::Barrier)
+    /// region is unreachable, a peer is lost or recovering meanwhile, or
+    /// the replica's `read_barrier_timeout_ms` passes.
+    pub async fn read_barrier(&self, scope: &str, prefix: bool) -> Result<(), NodeError> {
+        let scope = scope.to_string();
+        self.call(|reply| Command::ReadBarrier {
+            scope,
+            prefix,
+            reply,
+        })
+        .await?
+        .map_err(NodeError::Barrier)
     }
 
     /// Installs what serves the API requests peers forward to this node

@@ -74,6 +74,9 @@ pub struct SimConfig {
     /// than the horizon: when they come back they must be told to resync,
     /// or they keep values whose deletes were collected without them.
     pub long_absences: usize,
+    /// Read barriers (`?consistent`) started during the active phase: each
+    /// that ends well must find every write its peers had acknowledged.
+    pub read_barriers: usize,
 }
 
 impl SimConfig {
@@ -114,11 +117,23 @@ impl SimConfig {
             lost_records: 0,
             tombstone_horizon_ms: TOMBSTONE_HORIZON_MS_DEFAULT,
             long_absences: 0,
+            read_barriers: 0,
         }
         .with_quorum_acks(r.chance(150_000))
         .with_late_copies(&mut r)
         .with_lost_records(&mut r)
         .with_long_absence(&mut r)
+        .with_read_barriers(&mut r)
+    }
+
+    /// In a quarter of the seeds, consistent reads: read barriers at random
+    /// nodes through the active phase (drawn last, so every earlier field
+    /// keeps its value for the same seed).
+    fn with_read_barriers(mut self, r: &mut Rng) -> SimConfig {
+        if r.chance(250_000) {
+            self.read_barriers = r.range(5, 40) as usize;
+        }
+        self
     }
 
     /// In a fifth of the seeds, a node loses records from its store (drawn

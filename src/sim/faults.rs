@@ -81,6 +81,7 @@ impl Sim {
     /// what it lost, so only anti-entropy's comparison can find them.
     pub(super) fn lose_records(&mut self) {
         let Some(i) = self.crash() else { return };
+        self.nodes[i].store_faulted = true;
         let candidates = self.stored_elsewhere(i, true);
         if candidates.is_empty() {
             return;
@@ -229,6 +230,7 @@ impl Sim {
     /// node holds intact: a value byte, flags, a stamp, or (rarely) the key
     /// itself, leaving the stored check as it was.
     pub(super) fn damage_disk(&mut self, i: usize) {
+        self.nodes[i].store_faulted = true;
         let candidates = self.stored_elsewhere(i, false);
         if candidates.is_empty() {
             return;

@@ -20,6 +20,7 @@
 //! follows from the seed: a failure names it, and [`SimConfig::from_seed`]
 //! with that seed replays it exactly.
 
+mod barriers;
 mod checks;
 mod config;
 mod faults;
@@ -117,6 +118,11 @@ pub struct SimReport {
     pub writes_held_only_by_the_absent: u64,
     /// Replicas told to resync (they were away longer than the horizon).
     pub resyncs: u64,
+    /// Read barriers that ended well (each checked), and refused ones.
+    pub barriers_passed: u64,
+    /// Read barriers refused (a region unreachable, a peer lost or
+    /// recovering, the timeout).
+    pub barriers_refused: u64,
     /// Live keys at the end, as the oracle has them.
     pub keys_live: usize,
     /// The Merkle root every replica ended with.
@@ -177,6 +183,8 @@ struct Node {
     /// It left for longer than the horizon: what it holds may be dropped
     /// when it comes back, so no other fault counts on its copies.
     away: bool,
+    /// Its store lost or damaged records (see `barriers`).
+    store_faulted: bool,
 }
 
 #[derive(Debug)]
@@ -221,6 +229,8 @@ enum Ev {
     LoseRecords,
     /// A member leaves for longer than the tombstone horizon.
     LongAbsence,
+    /// A consistent read: a read barrier at a random node.
+    ReadBarrier,
     Reconcile {
         a: usize,
         b: usize,
@@ -293,6 +303,9 @@ pub struct Sim {
     /// At some moment a majority of the clocks were (or were lately) wrong:
     /// then a correct clock may be outvoted and refuse writes.
     clocks_majority_wrong: bool,
+    /// Read barriers in flight, by node and number.
+    barriers: HashMap<(usize, u64), barriers::Expected>,
+    next_barrier: u64,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -339,6 +352,7 @@ impl Sim {
                 recovery_snapshot: None,
                 acked_hlc_max: crate::core::hlc::Hlc::ZERO,
                 away: false,
+                store_faulted: false,
             });
         }
         let mut links = BTreeMap::new();
@@ -369,6 +383,8 @@ impl Sim {
             trace: None,
             mutant: None,
             clocks_majority_wrong: false,
+            barriers: HashMap::new(),
+            next_barrier: 0,
         }
     }
 
@@ -475,6 +491,8 @@ impl Sim {
             let at = self.rng.range(start, start + self.cfg.active_ms / 3);
             self.schedule(at, Ev::LongAbsence);
         }
+        // Last: every earlier draw keeps its value for the same seed.
+        self.schedule_barriers(start, end);
         self.run_until(end);
         // Heal everything: no more cuts, drops, crashes or wrong clocks.
         self.dropping = false;
@@ -628,6 +646,7 @@ impl Sim {
             }
             Ev::LoseRecords => self.lose_records(),
             Ev::LongAbsence => self.long_absence(),
+            Ev::ReadBarrier => self.read_barrier(),
             Ev::Restart { node } => {
                 if self.nodes[node].replica.is_none() {
                     if std::mem::take(&mut self.nodes[node].damage_on_restart) {
@@ -745,9 +764,8 @@ impl Sim {
                         self.oracle.insert(w.key, (receipt.stamp, w.value, w.flags));
                     }
                 }
-                // The simulation starts no read barriers (tests/replica.rs
-                // drives them).
-                Output::Notify { .. } | Output::BarrierDone { .. } => {}
+                Output::Notify { .. } => {}
+                Output::BarrierDone { id, result } => self.barrier_done(i, id, result),
                 Output::ReadBack { key } => {
                     // Every persist before it has been applied (see above).
                     let found = self.nodes[i].durable.load_record(&key);

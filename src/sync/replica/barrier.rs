@@ -1,21 +1,34 @@
 //! Read barriers (`?consistent`): before a read is answered, this replica
-//! asks every connected peer how far its feed reaches and waits until it
-//! has applied each one's feed that far. It then holds every write any
-//! reachable peer had acknowledged when the read arrived. A region with no
-//! connected peer, a peer lost while waiting, or the timeout fails the
-//! barrier: the read is refused rather than answered from a state that may
-//! miss an acknowledged write.
+//! asks every connected peer for what it holds under the read's scope
+//! (the key, or the prefix), every origin's entries and tombstones, and
+//! merges the answers as it merges replicated entries (the greater stamp
+//! wins). Once every peer has answered, it holds for those keys at least
+//! what each reachable peer held when the read arrived: every write they
+//! had acknowledged, or a newer one.
+//!
+//! (Waiting until this replica has applied each peer's feed up to the
+//! peer's index is not enough: a feed carries its sender's own writes, so
+//! a peer's write superseded there by a write from a node this replica
+//! cannot reach is delivered by no feed; sim seed 35.)
+//!
+//! A region with no connected peer, a peer lost or recovering records,
+//! a scope too large for one answer, a peer whose stamps run ahead of
+//! this clock, or the timeout fail the barrier: the read is refused rather
+//! than answered from a state that may miss an acknowledged write.
 
 use std::collections::BTreeMap;
 
 use thiserror::Error;
 
 use super::{Output, Replica};
-use crate::core::codec::Message;
-use crate::core::types::NodeId;
+use crate::core::codec::{BarrierAnswer, Message, ENTRIES_PER_MESSAGE_MAX, FRAME_BYTES_MAX};
+use crate::core::mutants::{self, Mutant};
+use crate::core::types::{Entry, Key, NodeId};
 
 /// Read barriers waiting at once; more are refused.
 pub const BARRIERS_MAX: usize = 1_024;
+/// Bytes of entries one answer carries at most (a frame's room, less a margin).
+const ANSWER_BYTES_MAX: usize = FRAME_BYTES_MAX - (1 << 20);
 
 /// Why a read barrier failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -34,7 +47,34 @@ pub enum BarrierError {
         /// Its region.
         region: String,
     },
-    /// The peers' feeds were not applied here within the timeout.
+    /// This node is rebuilding or recovering lost or damaged records.
+    #[error("this node is recovering its records from its peers: consistent reads are refused until it is done")]
+    Recovering,
+    /// A peer is recovering lost or damaged records: it may lack writes it
+    /// acknowledged.
+    #[error("{peer} (region {region}) is recovering its records: consistent reads are refused until it is done")]
+    PeerRecovering {
+        /// The peer's name.
+        peer: String,
+        /// Its region.
+        region: String,
+    },
+    /// A peer holds more under the scope than one answer carries.
+    #[error("{keys} keys under the prefix at {peer}, more than a consistent read covers ({ENTRIES_PER_MESSAGE_MAX}): read a narrower prefix")]
+    TooLarge {
+        /// The peer's name.
+        peer: String,
+        /// Keys it holds under the scope, tombstones included.
+        keys: u64,
+    },
+    /// A peer's entries are stamped further ahead of this node's clock than
+    /// the bound: this node refuses them, so it cannot hold them.
+    #[error("{peer}'s stamps run ahead of this node's clock beyond the bound: the consistent read cannot take its entries")]
+    PeerClockAhead {
+        /// The peer's name.
+        peer: String,
+    },
+    /// A peer did not answer within the timeout.
     #[error(
         "the consistent read timed out after {timeout_ms} ms waiting for {waiting} (region {region})"
     )]
@@ -57,22 +97,36 @@ pub enum BarrierError {
 /// A barrier in progress.
 #[derive(Debug, Clone)]
 pub(super) struct Barrier {
-    started_ms: u64,
     deadline_ms: u64,
-    /// Each peer asked, with its feed's last index once it answered.
-    waiting: BTreeMap<NodeId, Option<u64>>,
+    /// Each peer asked, and whether its answer is merged.
+    waiting: BTreeMap<NodeId, bool>,
 }
 
 impl Replica {
     /// Starts read barrier `id` (the caller's number, unique among those
-    /// waiting); [`Output::BarrierDone`] completes it.
-    pub fn barrier(&mut self, id: u64, now_ms: u64) {
+    /// waiting) over `scope`: one key, or every key under it when
+    /// `prefix`. [`Output::BarrierDone`] completes it.
+    pub fn barrier(&mut self, id: u64, scope: &str, prefix: bool, now_ms: u64) {
         self.observe_time(now_ms);
+        match self.start_barrier(id, scope, prefix, now_ms) {
+            Ok(()) => self.check_barriers(now_ms),
+            Err(e) => self.finish_barrier(id, Err(e)),
+        }
+        self.commit();
+    }
+
+    fn start_barrier(
+        &mut self,
+        id: u64,
+        scope: &str,
+        prefix: bool,
+        now_ms: u64,
+    ) -> Result<(), BarrierError> {
         if self.barriers.len() >= BARRIERS_MAX {
-            let e = BarrierError::TooMany { max: BARRIERS_MAX };
-            self.finish_barrier(id, Err(e));
-            self.commit();
-            return;
+            return Err(BarrierError::TooMany { max: BARRIERS_MAX });
+        }
+        if self.rebuilding || !self.claims_held() {
+            return Err(BarrierError::Recovering);
         }
         let mut regions: BTreeMap<&str, bool> = BTreeMap::new();
         for p in self.peers.values() {
@@ -82,12 +136,9 @@ impl Replica {
             }
         }
         if let Some((region, _)) = regions.iter().find(|(_, up)| !**up) {
-            let e = BarrierError::Unreachable {
+            return Err(BarrierError::Unreachable {
                 region: region.to_string(),
-            };
-            self.finish_barrier(id, Err(e));
-            self.commit();
-            return;
+            });
         }
         let asked: Vec<NodeId> = self
             .peers
@@ -96,16 +147,19 @@ impl Replica {
             .map(|(id, _)| *id)
             .collect();
         for peer in &asked {
-            self.send(*peer, Message::Position { barrier: id });
+            let msg = Message::ReadBarrier {
+                barrier: id,
+                scope: scope.to_string(),
+                prefix,
+            };
+            self.send(*peer, msg);
         }
         let b = Barrier {
-            started_ms: now_ms,
             deadline_ms: now_ms + self.cfg.read_barrier_timeout_ms,
-            waiting: asked.into_iter().map(|p| (p, None)).collect(),
+            waiting: asked.into_iter().map(|p| (p, false)).collect(),
         };
         self.barriers.insert(id, b);
-        self.check_barriers(now_ms);
-        self.commit();
+        Ok(())
     }
 
     /// When the earliest barrier times out.
@@ -113,60 +167,139 @@ impl Replica {
         self.barriers.values().map(|b| b.deadline_ms).min()
     }
 
-    pub(super) fn on_position(&mut self, from: NodeId, barrier: u64, now_ms: u64) {
-        // Our feed to the asker first, up to our index (a message without
-        // entries when they are other regions' writes, which their origins
-        // send): it arrives before the answer, so that the asker's progress
-        // reaches the index without waiting for a heartbeat.
-        self.pump(from, now_ms);
-        let index = self.map.index();
-        self.send(from, Message::PositionReply { barrier, index });
+    /// A peer's barrier: what this replica holds under the scope, each
+    /// record checked before it is sent.
+    pub(super) fn on_read_barrier(
+        &mut self,
+        from: NodeId,
+        barrier: u64,
+        scope: &str,
+        prefix: bool,
+        now_ms: u64,
+    ) {
+        let answer = self.barrier_answer(scope, prefix, now_ms);
+        self.send(from, Message::ReadBarrierReply { barrier, answer });
     }
 
-    pub(super) fn on_position_reply(&mut self, from: NodeId, barrier: u64, index: u64) {
-        if let Some(b) = self.barriers.get_mut(&barrier) {
-            if let Some(w) = b.waiting.get_mut(&from) {
-                *w = Some(index);
+    fn barrier_answer(&mut self, scope: &str, prefix: bool, now_ms: u64) -> BarrierAnswer {
+        if self.rebuilding || !self.claims_held() {
+            return BarrierAnswer::Recovering;
+        }
+        let keys: Vec<Key> = if prefix {
+            self.map
+                .scan_prefix(scope)
+                .map(|(k, _)| k.clone())
+                .collect()
+        } else {
+            self.map
+                .get(scope)
+                .and(Key::new(scope).ok())
+                .into_iter()
+                .collect()
+        };
+        if keys.len() > ENTRIES_PER_MESSAGE_MAX {
+            return BarrierAnswer::TooLarge {
+                keys: keys.len() as u64,
+            };
+        }
+        let mut entries: Vec<(Key, Entry)> = Vec::with_capacity(keys.len());
+        let mut bytes = 0usize;
+        for k in keys {
+            // A record that fails its check is quarantined, not sent.
+            if !self.check_before_serving(k.as_str(), now_ms) {
+                return BarrierAnswer::Recovering;
+            }
+            let Some(r) = self.map.get(k.as_str()) else {
+                continue;
+            };
+            bytes += r.entry.encoded_len_estimate(&k);
+            if bytes > ANSWER_BYTES_MAX {
+                return BarrierAnswer::TooLarge {
+                    keys: entries.len() as u64 + 1,
+                };
+            }
+            entries.push((k, r.entry.clone()));
+        }
+        BarrierAnswer::Entries(entries)
+    }
+
+    /// A peer's answer: merged (the greater stamp wins), then the barrier
+    /// counts it.
+    pub(super) fn on_read_barrier_reply(
+        &mut self,
+        from: NodeId,
+        barrier: u64,
+        answer: BarrierAnswer,
+        now_ms: u64,
+    ) {
+        let asked = self
+            .barriers
+            .get(&barrier)
+            .is_some_and(|b| b.waiting.get(&from) == Some(&false));
+        if !asked {
+            return;
+        }
+        let (name, region) = self
+            .peers
+            .get(&from)
+            .map(|p| (p.name.clone(), p.region.clone()))
+            .unwrap_or_default();
+        let failed = match answer {
+            BarrierAnswer::Recovering => Some(BarrierError::PeerRecovering { peer: name, region }),
+            BarrierAnswer::TooLarge { keys } => Some(BarrierError::TooLarge { peer: name, keys }),
+            BarrierAnswer::Entries(entries) => {
+                if self.check_skew(from, entries.iter().map(|(_, e)| e.stamp.hlc), now_ms) {
+                    let floor = self.merge_floor();
+                    for (k, e) in entries {
+                        if !mutants::on(Mutant::BarrierMerge) {
+                            self.merge_entry(Some(from), k, e, floor, now_ms);
+                        }
+                    }
+                    None
+                } else {
+                    Some(BarrierError::PeerClockAhead { peer: name })
+                }
+            }
+        };
+        match failed {
+            Some(e) => {
+                self.barriers.remove(&barrier);
+                self.finish_barrier(barrier, Err(e));
+            }
+            None => {
+                if let Some(answered) = self
+                    .barriers
+                    .get_mut(&barrier)
+                    .and_then(|b| b.waiting.get_mut(&from))
+                {
+                    *answered = true;
+                }
             }
         }
     }
 
-    /// Completes the barriers whose peers' feeds are applied far enough,
-    /// and fails those past their deadline or waiting on a lost peer.
+    /// Completes the barriers every peer has answered, and fails those
+    /// past their deadline or waiting on a lost peer.
     pub(super) fn check_barriers(&mut self, now_ms: u64) {
         if self.barriers.is_empty() {
             return;
         }
         let mut done: Vec<(u64, Result<(), BarrierError>)> = Vec::new();
-        let mut pull: Vec<NodeId> = Vec::new();
-        // Past a heartbeat without reaching a peer's position, its frames
-        // may have been lost: ask for its feed again from what is applied
-        // (at most once per peer timeout), rather than wait for its
-        // retransmission.
-        let pull_after_ms = self.cfg.heartbeat_interval_ms;
         for (id, b) in &self.barriers {
             let mut first_waiting = None;
             let mut lost = None;
-            for (peer, answer) in &b.waiting {
+            for (peer, answered) in &b.waiting {
                 let Some(p) = self.peers.get(peer) else {
                     continue;
                 };
+                if *answered {
+                    continue;
+                }
                 if !p.link.up() {
                     lost = Some(p);
                     break;
                 }
-                let reached = answer.is_some_and(|index| p.applied >= index);
-                if !reached && first_waiting.is_none() {
-                    first_waiting = Some(p);
-                }
-                let stalled = answer.is_some()
-                    && !reached
-                    && now_ms >= b.started_ms + pull_after_ms
-                    && p.resume_asked_ms
-                        .is_none_or(|t| now_ms >= t + self.cfg.peer_timeout_ms);
-                if stalled && !pull.contains(peer) {
-                    pull.push(*peer);
-                }
+                first_waiting.get_or_insert(p);
             }
             if let Some(p) = lost {
                 let e = BarrierError::PeerLost {
@@ -190,17 +323,6 @@ impl Replica {
         for (id, result) in done {
             self.barriers.remove(&id);
             self.finish_barrier(id, result);
-        }
-        for peer in pull {
-            // As the feed's own gap handling asks: a full transfer from the
-            // rebuild's source or a peer a recovery takes the state of.
-            let full = self.rebuild_from == Some(peer) || self.recovering_from(peer);
-            let Some(p) = self.peers.get_mut(&peer) else {
-                continue;
-            };
-            p.resume_asked_ms = Some(now_ms);
-            let from = p.applied;
-            self.send(peer, Message::Resume { from, full });
         }
     }
 

@@ -433,9 +433,13 @@ impl Replica {
                     Message::ProbeReply { sent_ms, their_ms } => {
                         self.on_probe_reply(from, sent_ms, their_ms, now_ms)
                     }
-                    Message::Position { barrier } => self.on_position(from, barrier, now_ms),
-                    Message::PositionReply { barrier, index } => {
-                        self.on_position_reply(from, barrier, index)
+                    Message::ReadBarrier {
+                        barrier,
+                        scope,
+                        prefix,
+                    } => self.on_read_barrier(from, barrier, &scope, prefix, now_ms),
+                    Message::ReadBarrierReply { barrier, answer } => {
+                        self.on_read_barrier_reply(from, barrier, answer, now_ms)
                     }
                 }
                 // What arrived may complete a read barrier (a feed, an answer).
