@@ -260,6 +260,11 @@ fn consistent_reads_and_dc_refuse_when_a_region_is_gone() {
     rt.block_on(async {
         let a = Client::new(&api_a).unwrap();
         ready(&a).await;
+        // An empty store: the root's key list is `[]`, a prefix's a 404 (as Consul).
+        let root = call(&a, Method::GET, "/v1/kv/?keys", "").await;
+        assert_eq!((root.status, root.text().as_str()), (StatusCode::OK, "[]"));
+        let r = call(&a, Method::GET, "/v1/kv/app/?keys", "").await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
         let mut ok = false;
         for _ in 0..600 {
             let r = call(&a, Method::GET, "/v1/kv/k?consistent", "").await;

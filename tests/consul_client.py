@@ -8,32 +8,23 @@ Run by tests/cli.rs; argv: host:port host:port (two nodes in two regions).
     python tests/consul_client.py 127.0.0.1:PORT_A 127.0.0.1:PORT_B
 """
 
-import base64
 import json
 import sys
 import threading
 import time
 
 import consul
+from consul_common import b64, blocking_query_ignores_other_keys, client_of, eventually, raises
 from consul.exceptions import ClientError, ConsulException
 
 
-def client(addr):
-    host, port = addr.rsplit(":", 1)
-    return consul.Consul(host=host, port=int(port))
+client = client_of(consul)
 
 
 a = client(sys.argv[1])
 b = client(sys.argv[2])
 
 
-def eventually(what, f):
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if f():
-            return
-        time.sleep(0.05)
-    raise AssertionError("never happened: " + what)
 
 
 # put / get, and the value reaches the other node.
@@ -100,17 +91,8 @@ eventually("deletes replicate", lambda: b.kv.get("app/", recurse=True)[1] is Non
 
 
 
-def raises(exc, f, *args, **kwargs):
-    """The message of the `exc` that f(*args, **kwargs) raises."""
-    try:
-        r = f(*args, **kwargs)
-    except exc as e:
-        return str(e)
-    raise AssertionError(f"{f.__qualname__}{args}{kwargs} returned {r!r}, expected {exc.__name__}")
 
 
-def b64(s):
-    return base64.b64encode(s.encode()).decode()
 
 
 # the agent, status and catalog probes: two regions, each its own datacenter
@@ -134,42 +116,8 @@ assert msg.startswith("501 "), msg
 msg = raises(ConsulException, a.session.create, name="lock", ttl=10)
 assert msg.startswith("501 "), msg
 
-# a blocking query on a key is not woken by writes to other keys: it
-# returns at the deadline with the index it was given and the old value
-K = "py/block/k"
-assert a.kv.put(K, "old") is True
-idx, e = a.kv.get(K)
-assert e["Value"] == b"old" and int(idx) == e["ModifyIndex"], (idx, e)
-others = []
-written, failures = [], []
-
-
-def write_others():
-    try:
-        c = client(sys.argv[1])
-        for i in range(5):
-            time.sleep(0.25)
-            for other in (f"py/block/k{i}", f"py/block/k/child{i}", f"py/block/other{i}"):
-                assert c.kv.put(other, str(i)) is True
-                others.append(other)
-            written.append(time.time())
-    except Exception as ex:  # noqa: BLE001 -- reported below
-        failures.append(repr(ex))
-
-
-t = threading.Thread(target=write_others)
-start = time.time()
-t.start()
-idx2, e2 = a.kv.get(K, index=idx, wait="2s")
-returned = time.time()
-t.join()
-assert not failures, failures
-assert idx2 == idx, f"the index moved from {idx} to {idx2} on writes to other keys"
-assert e2 == e, (e, e2)
-assert 1.8 <= returned - start < 6, f"returned after {returned - start:.2f} s, not at the 2 s deadline"
-assert sum(1 for w in written if w < returned) >= 2, "the other keys were not written during the wait"
-_, keys = a.kv.get("py/block/", keys=True)
-assert keys == sorted(others + [K]), keys
+# a blocking query on a key is not woken by writes to other keys
+blocking_query_ignores_other_keys(a, client(sys.argv[1]), "py/")
 
 # a transaction: two sets and a get, all or nothing
 res = a.txn.put(

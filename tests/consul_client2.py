@@ -13,48 +13,30 @@ python-consul2 answers a 404 from any endpoint with the tuple
 5xx consul.ConsulException, both with "<code> <body>" as the message.
 """
 
-import base64
 import json
 import sys
 import threading
 import time
 
 import consul
+from consul_common import b64, blocking_query_ignores_other_keys, client_of, eventually, raises
 from consul import ConsulException
 from consul.base import ClientError
 
 P = "pc2/"
 
 
-def client(addr):
-    host, port = addr.rsplit(":", 1)
-    return consul.Consul(host=host, port=int(port))
+client = client_of(consul)
 
 
 a = client(sys.argv[1])
 b = client(sys.argv[2])
 
 
-def eventually(what, f):
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        if f():
-            return
-        time.sleep(0.05)
-    raise AssertionError("never happened: " + what)
 
 
-def raises(exc, f, *args, **kwargs):
-    """The message of the `exc` that f(*args, **kwargs) raises."""
-    try:
-        r = f(*args, **kwargs)
-    except exc as e:
-        return str(e)
-    raise AssertionError(f"{f.__qualname__}{args}{kwargs} returned {r!r}, expected {exc.__name__}")
 
 
-def b64(s):
-    return base64.b64encode(s.encode()).decode()
 
 
 def value(c, key, **kw):
@@ -115,42 +97,8 @@ assert time.time() - start < 15, "the blocking query was not woken by the write"
 assert e2["Value"] == b"changed", e2
 assert int(index2) > int(index), (index, index2)
 
-# a blocking query on a key is not woken by writes to other keys: it
-# returns at the deadline with the index it was given and the old value
-K = P + "block/k"
-assert a.kv.put(K, "old") is True
-idx, e = a.kv.get(K)
-assert e["Value"] == b"old" and int(idx) == e["ModifyIndex"], (idx, e)
-others = []
-written, failures = [], []
-
-
-def write_others():
-    try:
-        c = client(sys.argv[1])
-        for i in range(5):
-            time.sleep(0.25)
-            for other in (f"{K}{i}", f"{K}/child{i}", f"{P}block/other{i}"):
-                assert c.kv.put(other, str(i)) is True
-                others.append(other)
-            written.append(time.time())
-    except Exception as ex:  # noqa: BLE001 -- reported below
-        failures.append(repr(ex))
-
-
-t = threading.Thread(target=write_others)
-start = time.time()
-t.start()
-idx2, e2 = a.kv.get(K, index=idx, wait="2s")
-returned = time.time()
-t.join()
-assert not failures, failures
-assert idx2 == idx, f"the index moved from {idx} to {idx2} on writes to other keys"
-assert e2 == e, (e, e2)
-assert 1.8 <= returned - start < 6, f"returned after {returned - start:.2f} s, not at the 2 s deadline"
-assert sum(1 for w in written if w < returned) >= 2, "the other keys were not written during the wait"
-_, keys = a.kv.get(P + "block/", keys=True)
-assert keys == sorted(others + [K]), keys
+# a blocking query on a key is not woken by writes to other keys
+blocking_query_ignores_other_keys(a, client(sys.argv[1]), "pc2/")
 
 # delete with cas, then recursively
 new = a.kv.get(P + "app/new")[1]

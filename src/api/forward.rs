@@ -35,8 +35,26 @@ const ANSWER_HEADERS: &[&str] = &[
     "x-consul-lastcontact",
 ];
 
+/// The answer of another region's node when the request names one with
+/// `?dc=`; else the body back, for this node to serve the request.
+pub(super) async fn elsewhere(
+    api: &Api,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Body> {
+    match target(api, uri) {
+        Ok(Some(region)) => Ok(send(api, &region, method.clone(), uri, headers, body)
+            .await
+            .unwrap_or_else(IntoResponse::into_response)),
+        Ok(None) => Err(body),
+        Err(e) => Ok(e.into_response()),
+    }
+}
+
 /// The region a request names with `?dc=`, when it is not this node's.
-pub(super) fn target(api: &Api, uri: &Uri) -> Result<Option<String>, ApiError> {
+fn target(api: &Api, uri: &Uri) -> Result<Option<String>, ApiError> {
     let q = Params::parse(uri)?;
     Ok(q.text("dc")
         .filter(|dc| !dc.is_empty() && *dc != api.node.region())
@@ -59,20 +77,6 @@ fn without_dc(uri: &Uri) -> String {
 }
 
 /// Sends the request to a node of `region` and returns its answer.
-pub(super) async fn to_region(
-    api: &Api,
-    region: &str,
-    method: Method,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Body,
-) -> Response {
-    match send(api, region, method, uri, headers, body).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
-    }
-}
-
 async fn send(
     api: &Api,
     region: &str,

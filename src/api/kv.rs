@@ -147,13 +147,10 @@ pub(super) async fn kv(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match forward::target(&api, &uri) {
-        Ok(Some(region)) => {
-            return forward::to_region(&api, &region, method, &uri, &headers, body).await
-        }
-        Ok(None) => {}
-        Err(e) => return e.into_response(),
-    }
+    let body = match forward::elsewhere(&api, &method, &uri, &headers, body).await {
+        Ok(answer) => return answer,
+        Err(body) => body,
+    };
     let result = match method {
         Method::GET | Method::HEAD => get(&api, &uri).await,
         Method::PUT | Method::POST => put(&api, &uri, body).await,
@@ -240,6 +237,10 @@ fn answer(api: &Api, key: &str, q: &ReadQuery, r: Read, index: u64) -> Response 
     let headers = api.headers(index);
     match r {
         Read::One(None) => (StatusCode::NOT_FOUND, headers).into_response(),
+        // As Consul: the root's key list is `[]` when empty, other empty reads 404.
+        Read::Many(list) if list.is_empty() && q.keys && key.is_empty() => {
+            (headers, axum::Json(Vec::<String>::new())).into_response()
+        }
         Read::Many(list) if list.is_empty() => (StatusCode::NOT_FOUND, headers).into_response(),
         Read::One(Some(e)) => {
             if q.raw {

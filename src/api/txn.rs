@@ -100,13 +100,10 @@ pub(super) async fn txn(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    match forward::target(&api, &uri) {
-        Ok(Some(region)) => {
-            return forward::to_region(&api, &region, Method::PUT, &uri, &headers, body).await
-        }
-        Ok(None) => {}
-        Err(e) => return e.into_response(),
-    }
+    let body = match forward::elsewhere(&api, &Method::PUT, &uri, &headers, body).await {
+        Ok(answer) => return answer,
+        Err(body) => body,
+    };
     run(&api, &uri, body)
         .await
         .unwrap_or_else(IntoResponse::into_response)
