@@ -425,6 +425,90 @@ async fn a_peer_of_another_cluster_with_the_same_ca_is_refused() {
     b.shutdown().await.unwrap();
 }
 
+/// Waits until `a` has refused `n` peers.
+async fn refused(a: &Node, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while a.status().await.unwrap().peers_refused < n {
+        assert!(Instant::now() < deadline, "the peer was never refused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A peer's name and region are those of its certificate: a node refuses
+/// to start with another's certificate, and a peer that presents a valid
+/// certificate of the cluster but names itself otherwise, in its preamble
+/// or in its hello, is refused and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_naming_itself_otherwise_than_its_certificate_is_refused() {
+    use meridian::core::codec::{self, Hello, Message};
+    use meridian::core::types::NodeId;
+    use meridian::core::Hlc;
+    use meridian::net::{NetEvent, Transport};
+    let ca = Ca::generate("test").unwrap();
+    let stolen = ca.issue("b", "eu-west").unwrap();
+    let e = Node::builder("mallory", "us-east", stolen.clone())
+        .start()
+        .await
+        .err()
+        .expect("a node with another node's certificate does not start");
+    assert!(e.to_string().contains("\"b\" in \"eu-west\""), "{e}");
+
+    let a = start(&ca, "a", "us-east", None, any_port(), &[]).await;
+    a.put("secret", "v").await.unwrap();
+    let (server, client) = stolen.quic_configs().unwrap();
+    let mut endpoint = quinn::Endpoint::server(server, any_port()).unwrap();
+    endpoint.set_default_client_config(client);
+    // The preamble names another node than the certificate.
+    let (tx, mut events) = tokio::sync::mpsc::channel(64);
+    let cluster = stolen.cluster_id().unwrap();
+    let liar = Transport::new(
+        endpoint.clone(),
+        cluster,
+        NodeId(77),
+        "mallory",
+        "us-east",
+        tx,
+    );
+    let dial = tokio::spawn(liar.clone().dial_loop(a.local_addr(), None));
+    refused(&a, 1).await;
+    dial.abort();
+    // The preamble is right, the hello names another node.
+    let (tx, mut events2) = tokio::sync::mpsc::channel(64);
+    let honest = Transport::new(endpoint.clone(), cluster, NodeId(78), "b", "eu-west", tx);
+    let dial = tokio::spawn(honest.clone().dial_loop(a.local_addr(), None));
+    let tx = loop {
+        match events2.recv().await.expect("the transport runs") {
+            NetEvent::Up { tx, .. } => break tx,
+            _ => continue,
+        }
+    };
+    let hello = Message::Hello(Hello {
+        protocol: codec::PROTOCOL_VERSION,
+        cluster,
+        node: NodeId(78),
+        name: "mallory".into(),
+        region: "us-east".into(),
+        api: String::new(),
+        index: 0,
+        applied: 0,
+        want_full: false,
+        frontier: Hlc::ZERO,
+        received: Hlc::ZERO,
+        gc_floor: Hlc::ZERO,
+    });
+    tx.send(codec::encode(&hello).unwrap()).await.unwrap();
+    refused(&a, 2).await;
+    dial.abort();
+    while events.try_recv().is_ok() {}
+    let st = a.status().await.unwrap();
+    assert!(
+        st.replica.peers.iter().all(|p| p.name != "mallory"),
+        "{:?}",
+        st.replica.peers
+    );
+    a.shutdown().await.unwrap();
+}
+
 /// The fault-injecting socket's WAN link: a change cannot arrive sooner
 /// than the injected one-way delay, and a link that loses everything
 /// delivers nothing until the loss is lifted.

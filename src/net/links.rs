@@ -27,6 +27,8 @@ pub struct Conn {
     pub tx: mpsc::Sender<Vec<u8>>,
     /// The QUIC connection itself: membership datagrams go on it, and closing it drops the peer.
     pub connection: quinn::Connection,
+    /// The name and region the peer's certificate carries: its hello must name the same.
+    pub certified: (String, String),
 }
 
 /// What a connection that came up became.

@@ -315,6 +315,20 @@ impl Transport {
             self.malformed(&connection, node, "bad name or region in the preamble");
             return;
         };
+        // The name and region a peer claims are those its certificate carries.
+        let certified = tls::peer_names(&connection);
+        if certified.as_ref() != Some(&(name.clone(), region.clone())) {
+            self.metrics.peers_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                peer = %node, %name, %region, ?certified,
+                "refused a peer that names itself otherwise than its certificate"
+            );
+            connection.close(
+                CLOSE_REFUSED.into(),
+                b"name or region differs from the certificate",
+            );
+            return;
+        }
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(SEND_QUEUE_FRAMES_MAX);
         let up = NetEvent::Up {
             conn,

@@ -56,6 +56,20 @@ pub enum TlsError {
     /// A key could not be generated or parsed, or a certificate not made.
     #[error("certificate generation: {0}")]
     Generate(#[from] rcgen::Error),
+    /// The node's certificate names another node or region than the node
+    /// was configured with: its peers would refuse it.
+    #[error(
+        "the certificate is for {}, but this node is configured as {configured_name:?} in {configured_region:?}: issue one for this name and region (`meridian ca issue`)",
+        certified.as_ref().map_or("no node name and region".to_string(), |(n, r)| format!("{n:?} in {r:?}"))
+    )]
+    Identity {
+        /// The name and region the certificate carries, if any.
+        certified: Option<(String, String)>,
+        /// The node's configured name.
+        configured_name: String,
+        /// The node's configured region.
+        configured_region: String,
+    },
     /// rustls or quinn refused the certificates or settings.
     #[error("TLS configuration: {0}")]
     Config(String),
@@ -82,13 +96,33 @@ pub struct Ca {
 /// A node's certificate and key, and the CA it chains to.
 #[derive(Clone)]
 pub struct NodeIdentity {
-    /// The node's certificate, PEM (`node.pem`).
+    /// The node's certificate, PEM (`node.pem`): its common name is the
+    /// node's name, its organizational unit the node's region.
     pub cert_pem: String,
     /// The node's private key, PEM (`node.key`).
     pub key_pem: String,
     /// The cluster CA's certificate, PEM (`ca.pem`): peers must chain to it,
     /// and the cluster id is derived from it.
     pub ca_pem: String,
+}
+
+/// The node name and region a node certificate carries (its common name and
+/// organizational unit), from its DER; `None` when it carries no such names
+/// or does not parse.
+pub fn certified_names(der: &[u8]) -> Option<(String, String)> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let name = subject.iter_common_name().next()?.as_str().ok()?;
+    let region = subject.iter_organizational_unit().next()?.as_str().ok()?;
+    Some((name.to_string(), region.to_string()))
+}
+
+/// The name and region of the certificate the peer on `connection`
+/// authenticated with (see [`certified_names`]).
+pub fn peer_names(connection: &quinn::Connection) -> Option<(String, String)> {
+    let identity = connection.peer_identity()?;
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    certified_names(certs.first()?.as_ref())
 }
 
 fn ca_params(cluster: &str) -> CertificateParams {
@@ -200,6 +234,22 @@ impl NodeIdentity {
 
     fn ca_der(&self) -> Result<CertificateDer<'static>, TlsError> {
         ca_der(&self.ca_pem)
+    }
+
+    /// Checks that the certificate names node `name` in `region`, as its
+    /// peers will check it.
+    pub fn check_names(&self, name: &str, region: &str) -> Result<(), TlsError> {
+        let certified = CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .ok()
+            .and_then(|der| certified_names(der.as_ref()));
+        if certified.as_ref().map(|(n, r)| (n.as_str(), r.as_str())) == Some((name, region)) {
+            return Ok(());
+        }
+        Err(TlsError::Identity {
+            certified,
+            configured_name: name.to_string(),
+            configured_region: region.to_string(),
+        })
     }
 
     /// The cluster id: derived from the CA certificate.

@@ -334,6 +334,7 @@ impl NodeBuilder {
                 "state loaded from disk"
             );
         }
+        self.identity.check_names(&self.name, &self.region)?;
         let (server, client) = self.identity.quic_configs()?;
         let listen_err = |source| NodeError::Listen {
             addr: self.listen,

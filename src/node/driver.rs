@@ -19,7 +19,7 @@ use super::types::{
     Snapshot, StoreTrouble, WriteOptions,
 };
 use super::{history, Halt, NodeError, EVENTS_KEPT_MAX, QUARANTINED_NAMED_MAX};
-use crate::core::codec;
+use crate::core::codec::{self, Message};
 use crate::core::conflicts::Conflict;
 use crate::core::types::{Entry, Key, NodeId, Stamp};
 use crate::net::forward::ForwardError;
@@ -471,6 +471,7 @@ impl Driver {
                 connection,
             } => {
                 self.replica.add_member(node, &region);
+                let certified = (name.clone(), region.clone());
                 let member = Member {
                     node,
                     name,
@@ -486,6 +487,7 @@ impl Driver {
                     dialed,
                     tx,
                     connection,
+                    certified,
                 };
                 match self.links.up(node, new) {
                     Adopted::New => self.replica.connected(node, now),
@@ -494,9 +496,25 @@ impl Driver {
                 }
             }
             NetEvent::Message { conn, node, msg } => {
-                if self.links.is_current(node, conn) {
-                    self.replica.handle(node, msg, now);
+                if !self.links.is_current(node, conn) {
+                    return;
                 }
+                // A hello names the node its certificate names, or the peer is refused.
+                if let Message::Hello(h) = &msg {
+                    let certified = self.links.get(node).map(|c| c.certified.clone());
+                    if certified.as_ref() != Some(&(h.name.clone(), h.region.clone())) {
+                        self.metrics.peers_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(
+                            peer = %node, name = %h.name, region = %h.region, ?certified,
+                            "refused a peer whose hello names another node than its certificate"
+                        );
+                        self.links
+                            .refuse(node, "hello differs from the certificate");
+                        self.replica.disconnected(node, now);
+                        return;
+                    }
+                }
+                self.replica.handle(node, msg, now);
             }
             NetEvent::Down { conn, node } => {
                 if self.links.down(node, conn) {
