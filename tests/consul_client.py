@@ -14,7 +14,14 @@ import threading
 import time
 
 import consul
-from consul_common import b64, blocking_query_ignores_other_keys, client_of, eventually, raises
+from consul_common import (
+    b64,
+    blocking_query_ignores_other_keys,
+    client_of,
+    eventually,
+    probes_and_sessions,
+    raises,
+)
 from consul.exceptions import ClientError, ConsulException
 
 
@@ -23,8 +30,6 @@ client = client_of(consul)
 
 a = client(sys.argv[1])
 b = client(sys.argv[2])
-
-
 
 
 # put / get, and the value reaches the other node.
@@ -90,31 +95,8 @@ assert a.kv.get("app/", recurse=True)[1] is None
 eventually("deletes replicate", lambda: b.kv.get("app/", recurse=True)[1] is None)
 
 
-
-
-
-
-
-# the agent, status and catalog probes: two regions, each its own datacenter
-dc_a = a.agent.self()["Config"]["Datacenter"]
-dc_b = b.agent.self()["Config"]["Datacenter"]
-assert isinstance(dc_a, str) and dc_a, dc_a
-assert isinstance(dc_b, str) and dc_b and dc_b != dc_a, (dc_a, dc_b)
-for c in (a, b):
-    me = c.agent.self()["Member"]
-    assert isinstance(me["Addr"], str) and me["Addr"], me
-    leader = c.status.leader()
-    assert isinstance(leader, str), leader
-    host, _, port = leader.rpartition(":")
-    assert host and port.isdigit() and int(port) > 0, leader
-eventually("a lists both datacenters, its own first", lambda: a.catalog.datacenters() == [dc_a, dc_b])
-eventually("b lists both datacenters, its own first", lambda: b.catalog.datacenters() == [dc_b, dc_a])
-
-# sessions are not served: the client raises rather than reading "absent"
-msg = raises(ConsulException, a.session.create)
-assert msg.startswith("501 "), msg
-msg = raises(ConsulException, a.session.create, name="lock", ttl=10)
-assert msg.startswith("501 "), msg
+# the agent, status and catalog probes, and sessions refused (501)
+dc_a, dc_b = probes_and_sessions(a, b, ConsulException)
 
 # a blocking query on a key is not woken by writes to other keys
 blocking_query_ignores_other_keys(a, client(sys.argv[1]), "py/")

@@ -75,3 +75,27 @@ def blocking_query_ignores_other_keys(a, other_writer, prefix):
     assert sum(1 for w in written if w < returned) >= 2, "the other keys were not written during the wait"
     _, keys = a.kv.get(prefix + "block/", keys=True)
     assert keys == sorted(others + [K]), keys
+
+
+def probes_and_sessions(a, b, consul_exception):
+    """The agent, status and catalog probes of two regions, each its own
+    datacenter; and sessions refused with a 501 that the client raises
+    (rather than reading "absent"). Returns the two datacenters."""
+    dc_a = a.agent.self()["Config"]["Datacenter"]
+    dc_b = b.agent.self()["Config"]["Datacenter"]
+    assert isinstance(dc_a, str) and dc_a, dc_a
+    assert isinstance(dc_b, str) and dc_b and dc_b != dc_a, (dc_a, dc_b)
+    for c in (a, b):
+        me = c.agent.self()["Member"]
+        assert isinstance(me["Addr"], str) and me["Addr"], me
+        leader = c.status.leader()
+        assert isinstance(leader, str), leader
+        host, _, port = leader.rpartition(":")
+        assert host and port.isdigit() and int(port) > 0, leader
+    eventually("a lists both datacenters, its own first", lambda: a.catalog.datacenters() == [dc_a, dc_b])
+    eventually("b lists both datacenters, its own first", lambda: b.catalog.datacenters() == [dc_b, dc_a])
+    msg = raises(consul_exception, a.session.create)
+    assert msg.startswith("501 "), msg
+    msg = raises(consul_exception, a.session.create, name="lock", ttl=10)
+    assert msg.startswith("501 "), msg
+    return dc_a, dc_b

@@ -55,6 +55,10 @@ pub(super) async fn elsewhere(
 
 /// The region a request names with `?dc=`, when it is not this node's.
 fn target(api: &Api, uri: &Uri) -> Result<Option<String>, ApiError> {
+    // Most requests name no region: no second parse of their query for them.
+    if !uri.query().is_some_and(|q| q.contains("dc")) {
+        return Ok(None);
+    }
     let q = Params::parse(uri)?;
     Ok(q.text("dc")
         .filter(|dc| !dc.is_empty() && *dc != api.node.region())
