@@ -49,31 +49,44 @@ fn main() {
         let _ = std::fs::remove_dir_all(&root);
         let ca = Ca::generate("bench").unwrap();
 
-        println!("== HTTP API, one node (redb, fsync per group commit), 100-byte values, keep-alive clients");
-        println!("{:>8} {:>6} {:>12} {:>9} {:>9}", "clients", "op", "ops/s", "p50 ms", "p99 ms");
-        let d = Daemon::start_with(&config(&root, "api", "us-east", vec![]), ca.issue("api", "us-east").unwrap(), None)
-            .await
-            .unwrap();
-        for clients in [1usize, 16, 64] {
-            let two = Duration::from_secs(2);
-            let put = client::load(d.api_addr(), clients, two, 100, 100, client::Load::Put).await.unwrap();
-            println!(
-                "{clients:>8} {:>6} {:>12.0} {:>9.2} {:>9.2}",
-                "PUT",
-                put.ops_per_s,
-                put.quantile_ms(0.5),
-                put.quantile_ms(0.99)
-            );
-            let get = client::load(d.api_addr(), clients, two, 100, 100, client::Load::Get).await.unwrap();
-            println!(
-                "{clients:>8} {:>6} {:>12.0} {:>9.2} {:>9.2}",
-                "GET",
-                get.ops_per_s,
-                get.quantile_ms(0.5),
-                get.quantile_ms(0.99)
-            );
+        println!("== HTTP API, one node (redb, fsync per group commit), 100-byte values, keep-alive clients; plain HTTP, then HTTPS (TLS 1.3, rustls) in the same run");
+        println!("{:>8} {:>6} {:>6} {:>12} {:>9} {:>9}", "scheme", "clients", "op", "ops/s", "p50 ms", "p99 ms");
+        for https in [false, true] {
+            let name = if https { "api-tls" } else { "api" };
+            let mut cfg = config(&root, name, "us-east", vec![]);
+            let id = ca.issue(name, "us-east").unwrap();
+            let mut tls = None;
+            if https {
+                cfg.tls_dir = root.join(name).join("tls");
+                id.save(&cfg.tls_dir).unwrap();
+                cfg.api_tls.enabled = true;
+                let ca_file = cfg.tls_dir.join("ca.pem");
+                tls = Some(std::sync::Arc::new(client::ClientTls::new(Some(&ca_file), None, None).unwrap()));
+            }
+            let d = Daemon::start_with(&cfg, id, None).await.unwrap();
+            let target = Client::with_tls(&d.api_url(), tls).unwrap();
+            let scheme = if https { "https" } else { "http" };
+            for clients in [1usize, 16, 64] {
+                let two = Duration::from_secs(2);
+                let put = client::load(&target, clients, two, 100, 100, client::Load::Put).await.unwrap();
+                println!(
+                    "{scheme:>8} {clients:>6} {:>6} {:>12.0} {:>9.2} {:>9.2}",
+                    "PUT",
+                    put.ops_per_s,
+                    put.quantile_ms(0.5),
+                    put.quantile_ms(0.99)
+                );
+                let get = client::load(&target, clients, two, 100, 100, client::Load::Get).await.unwrap();
+                println!(
+                    "{scheme:>8} {clients:>6} {:>6} {:>12.0} {:>9.2} {:>9.2}",
+                    "GET",
+                    get.ops_per_s,
+                    get.quantile_ms(0.5),
+                    get.quantile_ms(0.99)
+                );
+            }
+            d.shutdown().await.unwrap();
         }
-        d.shutdown().await.unwrap();
 
         println!();
         println!("== propagation: PUT in us-east until the change arrives on /v1/watch in eu-west and ap-southeast (loopback, no injected delay)");

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use meridian::client::Client;
+use meridian::client::{Client, ClientTls};
 use meridian::daemon::{Daemon, DaemonConfig};
 use meridian::net::tls::Ca;
 use meridian::sim::{run_seed, Sim, SimConfig};
@@ -27,11 +27,41 @@ struct Cli {
         default_value = "http://127.0.0.1:8500"
     )]
     addr: String,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// Log format of `node` and `dev`.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The CLI's HTTPS settings (for `https://` addresses).
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// The CA the API's certificate must chain to (https:// addresses);
+    /// default: the system's trusted roots.
+    #[arg(long, global = true, env = "MERIDIAN_CACERT")]
+    ca_cert: Option<PathBuf>,
+    /// The client certificate to present, for an API with `verify_incoming`.
+    #[arg(
+        long,
+        global = true,
+        env = "MERIDIAN_CLIENT_CERT",
+        requires = "client_key"
+    )]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's key.
+    #[arg(
+        long,
+        global = true,
+        env = "MERIDIAN_CLIENT_KEY",
+        requires = "client_cert"
+    )]
+    client_key: Option<PathBuf>,
+    /// The name the API's certificate is checked for (default: the host of --addr).
+    #[arg(long, global = true, env = "MERIDIAN_TLS_SERVER_NAME")]
+    tls_server_name: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -64,6 +94,9 @@ enum Command {
         /// Every node posts its events (JSON) to this http:// URL.
         #[arg(long)]
         webhook: Option<String>,
+        /// The APIs serve HTTPS with the nodes' certificates (the CA is in DIR/ca/ca.pem).
+        #[arg(long)]
+        tls: bool,
     },
     /// Read and write keys.
     Kv {
@@ -215,6 +248,10 @@ enum CaCommand {
         /// Where to write the node's files (default: a directory named after the node).
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Another DNS name or IP address HTTPS clients reach the node's API by
+        /// (repeatable; localhost, 127.0.0.1 and ::1 are always included).
+        #[arg(long = "host")]
+        hosts: Vec<String>,
     },
 }
 
@@ -309,6 +346,7 @@ fn run(cli: Cli) -> Result<bool> {
             api_port,
             partition_demo,
             webhook,
+            tls,
         } => {
             logging(cli.log_format, "warn");
             runtime()?.block_on(cli::dev::run(cli::dev::DevArgs {
@@ -318,11 +356,12 @@ fn run(cli: Cli) -> Result<bool> {
                 api_port,
                 partition_demo,
                 webhook,
+                tls,
             }))
         }
         command => {
             logging(cli.log_format, "warn");
-            let client = Client::new(&cli.addr)?;
+            let client = Client::with_tls(&cli.addr, client_tls(&cli.tls)?)?;
             runtime()?.block_on(async move {
                 match command {
                     Command::Kv { command } => cli::kv(&client, command).await,
@@ -348,6 +387,21 @@ fn run(cli: Cli) -> Result<bool> {
             })
         }
     }
+}
+
+/// The HTTPS settings the TLS flags give; `None` when none is given.
+fn client_tls(cli: &TlsArgs) -> Result<Option<std::sync::Arc<ClientTls>>> {
+    let given = cli.ca_cert.is_some() || cli.client_cert.is_some() || cli.tls_server_name.is_some();
+    if !given {
+        return Ok(None);
+    }
+    let client = cli.client_cert.as_deref().zip(cli.client_key.as_deref());
+    let tls = ClientTls::new(
+        cli.ca_cert.as_deref(),
+        client,
+        cli.tls_server_name.as_deref(),
+    )?;
+    Ok(Some(std::sync::Arc::new(tls)))
 }
 
 async fn node(args: NodeArgs) -> Result<bool> {
@@ -382,10 +436,10 @@ async fn node(args: NodeArgs) -> Result<bool> {
     let daemon = Daemon::start(&cfg).await?;
     // The line scripts and tests wait for.
     println!(
-        "meridian node {} ({}) ready: api http://{} peers {}",
+        "meridian node {} ({}) ready: api {} peers {}",
         cfg.name,
         cfg.region,
-        daemon.api_addr(),
+        daemon.api_url(),
         daemon.node().local_addr()
     );
     cli::dev::shutdown_signal().await;
@@ -423,11 +477,12 @@ fn ca(command: CaCommand) -> Result<()> {
             region,
             ca,
             out,
+            hosts,
         } => {
             let authority =
                 Ca::load(&ca).with_context(|| format!("reading the CA in {}", ca.display()))?;
             let out = out.unwrap_or_else(|| PathBuf::from(&name));
-            authority.issue(&name, &region)?.save(&out)?;
+            authority.issue_for(&name, &region, &hosts)?.save(&out)?;
             println!("issued {name} ({region}) into {}", out.display());
             Ok(())
         }

@@ -30,6 +30,7 @@ pub mod metrics;
 mod query;
 pub mod server;
 mod status;
+pub mod tls;
 mod txn;
 mod watch;
 pub mod wire;
@@ -158,14 +159,16 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
 }
 
 /// Serves `router` on `listener` with the connection limits and timeouts
-/// of `cfg` until `shutdown` completes (see [`server`]).
+/// of `cfg` until `shutdown` completes (see [`server`]); over TLS when
+/// `tls` is given (see [`tls::ApiTls`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     cfg: server::ServeConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    server::serve(listener, router, cfg, shutdown).await
+    server::serve(listener, router, cfg, tls, shutdown).await
 }
 
 async fn refresh(api: Weak<Api>) {

@@ -12,6 +12,12 @@
 //! library would answer with an empty body or not at all; an idle
 //! connection is closed quietly. Shutdown gives open connections `drain` to
 //! finish, then closes them.
+//!
+//! Over TLS, each connection's handshake runs in its own task within the
+//! header read timeout (then the first head has its own); a client that speaks plain HTTP to the TLS port is
+//! answered (in plain HTTP) with a 400 that says to use https, and a failed
+//! handshake (no client certificate when one is required, one from another
+//! CA) closes the connection.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -81,8 +87,10 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     cfg: ServeConfig,
+    tls: Option<Arc<rustls::ServerConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         // Backstop only: hyper's timer runs from the end of one response to the
@@ -110,15 +118,29 @@ pub async fn serve(
             },
         };
         while conns.try_join_next().is_some() {}
-        let clock = Arc::new(Clock::new(cfg));
-        let io = TokioIo::new(ConnIo::new(tcp, clock.clone(), cfg.header_read_timeout));
-        let svc = Svc {
-            router: TowerToHyperService::new(router.clone()),
-            clock,
-            body_read_timeout: cfg.body_read_timeout,
-        };
-        let conn = http.serve_connection(io, svc);
-        conns.spawn(run_conn(conn, stop_rx.clone(), permit));
+        let (http, router, acceptor, stop) = (
+            http.clone(),
+            router.clone(),
+            acceptor.clone(),
+            stop_rx.clone(),
+        );
+        conns.spawn(async move {
+            let stream = match acceptor {
+                None => Stream::Plain(tcp),
+                Some(acceptor) => match handshake(acceptor, tcp, cfg.header_read_timeout).await {
+                    Some(s) => s,
+                    None => return,
+                },
+            };
+            let clock = Arc::new(Clock::new(cfg));
+            let io = TokioIo::new(ConnIo::new(stream, clock.clone(), cfg.header_read_timeout));
+            let svc = Svc {
+                router: TowerToHyperService::new(router),
+                clock,
+                body_read_timeout: cfg.body_read_timeout,
+            };
+            run_conn(http.serve_connection(io, svc), stop, permit).await
+        });
     }
     drop(listener); // new connections are refused from here on
     let _ = stop_tx.send(true);
@@ -157,6 +179,60 @@ async fn run_conn(
     if let Err(e) = r {
         tracing::debug!(error = %e, timeout = e.is_timeout(), "HTTP connection ended");
     }
+}
+
+/// The first byte of a TLS handshake record; a plain HTTP request starts
+/// with a method's letter.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Runs the TLS handshake of a new connection within `limit`. A client
+/// that sent plain HTTP instead is told (in plain HTTP) to use https; a
+/// failed handshake or one over time ends the connection (`None`).
+async fn handshake(
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    limit: Duration,
+) -> Option<Stream> {
+    let peer = tcp.peer_addr().ok();
+    let run = async {
+        let mut first = [0u8; 1];
+        if tcp.peek(&mut first).await.ok()? == 0 {
+            return None;
+        }
+        if first[0] != TLS_HANDSHAKE_RECORD {
+            plain_http_refused(tcp).await;
+            return None;
+        }
+        match acceptor.accept(tcp).await {
+            Ok(s) => Some(Stream::Tls(Box::new(s))),
+            Err(e) => {
+                tracing::debug!(peer = ?peer, error = %e, "API TLS handshake failed");
+                None
+            }
+        }
+    };
+    match tokio::time::timeout(limit, run).await {
+        Ok(s) => s,
+        Err(_) => {
+            tracing::debug!(peer = ?peer, "API TLS handshake timed out");
+            None
+        }
+    }
+}
+
+/// Answers a plain HTTP request on the TLS port with a 400 naming the
+/// scheme to use, then closes.
+async fn plain_http_refused(mut tcp: TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let answer = json_answer(
+        "400 Bad Request",
+        "this API serves HTTPS: the client sent plain HTTP (use an https:// address)",
+    );
+    let _ = tokio::time::timeout(REJECT_LINGER, async {
+        let _ = tcp.write_all(&answer).await;
+        let _ = tcp.shutdown().await;
+    })
+    .await;
 }
 
 async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -326,11 +402,67 @@ fn json_answer(status: &str, message: &str) -> Vec<u8> {
 
 // ------------------------------------------------------------------ the IO
 
-/// The TCP stream as hyper sees it: enforces the idle and header deadlines
-/// and answers over-limit heads itself (hyper would answer them with an
-/// empty body).
+/// A connection's byte stream: plain TCP or TLS over it.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, b),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, b),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The connection's stream as hyper sees it: enforces the idle and header
+/// deadlines and answers over-limit heads itself (hyper would answer them
+/// with an empty body).
 struct ConnIo {
-    tcp: TcpStream,
+    tcp: Stream,
     clock: Arc<Clock>,
     sleep: Pin<Box<Sleep>>,
     reject: Option<Reject>,
@@ -344,7 +476,7 @@ struct Reject {
 }
 
 impl ConnIo {
-    fn new(tcp: TcpStream, clock: Arc<Clock>, first: Duration) -> Self {
+    fn new(tcp: Stream, clock: Arc<Clock>, first: Duration) -> Self {
         let sleep = Box::pin(tokio::time::sleep(first));
         ConnIo {
             tcp,

@@ -236,7 +236,7 @@ pub async fn restore(client: &Client, files: &[PathBuf], force: bool, only: bool
     let body = Bytes::from(file);
     let mut ok = true;
     for t in &targets {
-        let c = Client::new(t)?.timeout_ms(3_600_000);
+        let c = client.sibling(t)?.timeout_ms(3_600_000);
         let pb = spinner(&format!("restoring into {t}"));
         let r = c.restore(body.clone(), force).await;
         pb.finish_and_clear();

@@ -71,6 +71,9 @@ pub struct BenchArgs {
     pub seconds: f64,
     #[arg(long, default_value_t = 100)]
     pub value_bytes: usize,
+    /// The APIs serve HTTPS and the load runs over it (the cost of TLS).
+    #[arg(long)]
+    pub api_tls: bool,
     /// Tiny sizes, for a smoke test: seconds, not figures.
     #[arg(long)]
     pub tiny: bool,
@@ -100,6 +103,7 @@ async fn start(a: &BenchArgs, dir: PathBuf) -> Result<LocalCluster> {
             jitter_ms: a.jitter_ms,
             loss: a.loss,
         }),
+        api_tls: a.api_tls,
     });
     for i in 0..total {
         let (name, region) = LocalCluster::name(i, a.nodes_per_region);
@@ -352,7 +356,7 @@ async fn partition(c: &LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Result<
 
 async fn throughput(c: &LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
     pb.set_message("throughput");
-    let addr = c.nodes[0].daemon.api_addr();
+    let addr = &c.api_client(0)?;
     let d = Duration::from_secs_f64(a.seconds);
     let keys = 100;
     // Every key the GETs read exists, however few PUTs the run managed.
@@ -375,6 +379,7 @@ async fn throughput(c: &LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Result
     let get = client::load(addr, a.clients, d, keys, a.value_bytes, client::Load::Get).await?;
     Ok(json!({
         "scenario": "throughput",
+        "api_tls": a.api_tls,
         "clients": a.clients,
         "seconds": a.seconds,
         "put_per_s": put.ops_per_s, "put_p50_ms": put.quantile_ms(0.5), "put_p99_ms": put.quantile_ms(0.99),
@@ -387,7 +392,7 @@ async fn throughput(c: &LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Result
 /// long each took and how many saw the write.
 async fn consistent(c: &LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
     pb.set_message("consistent");
-    let reader = client::Client::new(&format!("http://{}", c.nodes[0].daemon.api_addr()))?;
+    let reader = c.api_client(0)?;
     let writer = c
         .nodes
         .last()
@@ -433,7 +438,7 @@ async fn consistent(c: &LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Result
 /// transactions, and PUTs, from the same clients for the same time.
 async fn txn(c: &LocalCluster, a: &BenchArgs, pb: &ProgressBar) -> Result<Value> {
     pb.set_message("txn");
-    let addr = c.nodes[0].daemon.api_addr();
+    let addr = &c.api_client(0)?;
     let d = Duration::from_secs_f64(a.seconds);
     let keys = 100;
     let put = client::load(addr, a.clients, d, keys, a.value_bytes, client::Load::Put).await?;

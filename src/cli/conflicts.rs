@@ -84,7 +84,7 @@ pub async fn conflicts(client: &Client, extra: &[String], as_json: bool) -> Resu
         }
     }
     for a in extra {
-        let addr = Client::new(a)?.addr().to_string();
+        let addr = client.sibling(a)?.addr().to_string();
         if !targets.iter().any(|(_, t)| *t == addr) {
             targets.push((addr.clone(), addr));
         }
@@ -92,7 +92,7 @@ pub async fn conflicts(client: &Client, extra: &[String], as_json: bool) -> Resu
     let mut gathered: BTreeMap<(String, String, String), Seen> = BTreeMap::new();
     let mut totals = Vec::new();
     for (name, addr) in &targets {
-        let c = Client::new(addr)?.timeout_ms(10_000);
+        let c = client.sibling(addr)?.timeout_ms(10_000);
         let doc = match c.conflicts().await {
             Ok(doc) => doc,
             Err(e) => {

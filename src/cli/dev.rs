@@ -21,6 +21,8 @@ pub struct DevArgs {
     pub partition_demo: bool,
     /// Every node posts its events here.
     pub webhook: Option<String>,
+    /// The API serves HTTPS (each node's certificate, the dev CA).
+    pub tls: bool,
 }
 
 pub async fn run(a: DevArgs) -> Result<bool> {
@@ -45,6 +47,7 @@ pub async fn run(a: DevArgs) -> Result<bool> {
         api_port: a.api_port,
         webhook: a.webhook.clone(),
         wan: None,
+        api_tls: a.tls,
     });
     for i in 0..total {
         if *stop.borrow() {
@@ -75,19 +78,25 @@ pub async fn run(a: DevArgs) -> Result<bool> {
             "  {:<18} {:<14} {:<26} {}",
             n.daemon.node().name(),
             region_name(n.region),
-            format!("http://{}", n.daemon.api_addr()),
+            n.daemon.api_url(),
             n.daemon.node().local_addr()
         );
     }
-    let first = format!("http://{}", c.nodes[0].daemon.api_addr());
-    let other = format!("http://{}", c.nodes[c.nodes.len() - 1].daemon.api_addr());
+    let first = c.nodes[0].daemon.api_url();
+    let other = c.nodes[c.nodes.len() - 1].daemon.api_url();
+    let ca = a.dir.join("ca").join("ca.pem");
     println!();
     println!("Try, in another terminal:");
+    let mut curl = "curl -s".to_string();
+    if a.tls {
+        println!("  export MERIDIAN_CACERT={}", ca.display());
+        curl = format!("curl -s --cacert {}", ca.display());
+    }
     println!("  meridian --addr {first} kv put config/greeting hello");
     println!("  meridian --addr {other} kv get config/greeting");
     println!("  meridian --addr {first} status");
     println!("  meridian --addr {first} verify");
-    println!("  curl -s {other}/v1/kv/config/greeting?raw");
+    println!("  {curl} {other}/v1/kv/config/greeting?raw");
     println!();
     println!(
         "Ctrl-C stops the cluster; its data stays in {} for the next run.",

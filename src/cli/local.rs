@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use meridian::client::{Client, ClientTls};
 use meridian::core::types::region_name;
 use meridian::daemon::webhook::WebhookConfig;
-use meridian::daemon::{Daemon, DaemonConfig};
+use meridian::daemon::{ApiTlsConfig, Daemon, DaemonConfig};
 use meridian::net::faults::{Faults, Link};
 use meridian::net::tls::{Ca, NodeIdentity};
 
@@ -56,8 +57,13 @@ impl Identities {
             Identities::Throwaway(ca) => Ok(ca.issue(name, region)?),
             Identities::Kept(ca) => {
                 if tls.join("node.key").exists() {
-                    return NodeIdentity::load(tls)
-                        .with_context(|| format!("loading {}", tls.display()));
+                    let id = NodeIdentity::load(tls)
+                        .with_context(|| format!("loading {}", tls.display()))?;
+                    // Certificates from before the API served HTTPS name no
+                    // local host: issue them again (the node id is in the data).
+                    if id.names_host("127.0.0.1") {
+                        return Ok(id);
+                    }
                 }
                 let id = ca.issue(name, region)?;
                 id.save(tls)?;
@@ -78,6 +84,8 @@ pub struct Options {
     pub webhook: Option<String>,
     /// The link between nodes of different regions (`None`: plain loopback).
     pub wan: Option<Link>,
+    /// The API serves HTTPS with each node's certificate.
+    pub api_tls: bool,
 }
 
 /// A running local cluster.
@@ -109,6 +117,10 @@ impl LocalCluster {
         let rname = region_name(region);
         let dir = self.opts.dir.join(name);
         let id = self.opts.identities.issue(&dir.join("tls"), name, &rname)?;
+        if self.opts.api_tls {
+            // The API reads its certificate from the node's TLS folder.
+            id.save(&dir.join("tls"))?;
+        }
         let api_port = match self.opts.api_port {
             0 => 0,
             base => base.saturating_add(self.nodes.len() as u16),
@@ -135,6 +147,10 @@ impl LocalCluster {
                     events: Vec::new(),
                 })
                 .collect(),
+            api_tls: ApiTlsConfig {
+                enabled: self.opts.api_tls,
+                ..ApiTlsConfig::default()
+            },
             ..DaemonConfig::default()
         };
         let faults = Faults::new();
@@ -153,6 +169,20 @@ impl LocalCluster {
             region,
         });
         Ok(())
+    }
+
+    /// A client of node `i`'s API: over HTTPS trusting the cluster CA when
+    /// the APIs serve HTTPS.
+    pub fn api_client(&self, i: usize) -> Result<Client> {
+        let n = self.nodes.get(i).context("no such node")?;
+        let tls = if self.opts.api_tls {
+            let name = n.daemon.node().name().to_string();
+            let ca = self.opts.dir.join(name).join("tls").join("ca.pem");
+            Some(Arc::new(ClientTls::new(Some(&ca), None, None)?))
+        } else {
+            None
+        };
+        Ok(Client::with_tls(&n.daemon.api_url(), tls)?)
     }
 
     /// Waits until every node is connected to every other and none is

@@ -27,7 +27,13 @@ struct Seen {
 const DIFF_KEYS_SHOWN_MAX: usize = 100;
 
 /// Asks `addr` for its digest; checks it is the node we expected there.
-async fn probe(addr: &str, expected: Option<&str>, prefix: &str, deep: bool) -> Result<Seen> {
+async fn probe(
+    base: &Client,
+    addr: &str,
+    expected: Option<&str>,
+    prefix: &str,
+    deep: bool,
+) -> Result<Seen> {
     let mut one = Seen {
         addr: addr.to_string(),
         name: String::new(),
@@ -40,7 +46,7 @@ async fn probe(addr: &str, expected: Option<&str>, prefix: &str, deep: bool) -> 
     };
     // A deep check recomputes every record: give it longer.
     let timeout_ms = if deep { 120_000 } else { 10_000 };
-    let c = Client::new(addr)?.timeout_ms(timeout_ms);
+    let c = base.sibling(addr)?.timeout_ms(timeout_ms);
     match c.digest(prefix, deep).await {
         Ok(d) => {
             one.name = d.name;
@@ -78,7 +84,7 @@ pub async fn verify(
     // plus the nodes named on the command line.
     let s = client.status().await.context("status")?;
     let mut seen: Vec<Seen> = Vec::new();
-    seen.push(probe(client.addr(), Some(&s.node), prefix, deep).await?);
+    seen.push(probe(client, client.addr(), Some(&s.node), prefix, deep).await?);
     for p in s.peers {
         if p.api.is_empty() {
             seen.push(Seen {
@@ -97,7 +103,7 @@ pub async fn verify(
             });
             continue;
         }
-        let mut one = probe(&p.api, Some(&p.node), prefix, deep).await?;
+        let mut one = probe(client, &p.api, Some(&p.node), prefix, deep).await?;
         if one.root.is_none() {
             // Name it as its hello did, not as whatever answered there.
             one.name = p.name;
@@ -106,11 +112,11 @@ pub async fn verify(
         seen.push(one);
     }
     for a in extra {
-        let addr = Client::new(a)?.addr().to_string();
+        let addr = client.sibling(a)?.addr().to_string();
         if seen.iter().any(|n| n.addr == addr) {
             continue;
         }
-        let one = probe(&addr, None, prefix, deep).await?;
+        let one = probe(client, &addr, None, prefix, deep).await?;
         // The same node reached under another address counts once.
         if one.root.is_some() && seen.iter().any(|n| n.node == one.node && n.root.is_some()) {
             continue;
@@ -133,7 +139,7 @@ pub async fn verify(
     let mut differing = Vec::new();
     let mut diff_errors = Vec::new();
     if diff && groups.len() > 1 {
-        (differing, diff_errors) = diff_keys(&seen, prefix).await?;
+        (differing, diff_errors) = diff_keys(client, &seen, prefix).await?;
     }
     let unreachable: Vec<&Seen> = seen.iter().filter(|n| n.error.is_some()).collect();
     // Quarantined records are missing from their node's root: no agreement
@@ -267,11 +273,15 @@ type Hashes = BTreeMap<String, (String, bool)>;
 /// Keys whose state differs between the reachable nodes, with each node's
 /// state (values fetched for the shown keys only); and the nodes whose
 /// hashes could not be read.
-async fn diff_keys(seen: &[Seen], prefix: &str) -> Result<(Vec<Differing>, Vec<String>)> {
+async fn diff_keys(
+    base: &Client,
+    seen: &[Seen],
+    prefix: &str,
+) -> Result<(Vec<Differing>, Vec<String>)> {
     let mut per_node: Vec<(&Seen, Hashes)> = Vec::new();
     let mut errors = Vec::new();
     for n in seen.iter().filter(|n| n.root.is_some()) {
-        let list = match Client::new(&n.addr)?.hashes(prefix).await {
+        let list = match base.sibling(&n.addr)?.hashes(prefix).await {
             Ok(list) => list,
             Err(e) => {
                 errors.push(format!("{}: {e}", n.addr));
@@ -306,7 +316,7 @@ async fn diff_keys(seen: &[Seen], prefix: &str) -> Result<(Vec<Differing>, Vec<S
                 Some((_, true)) => "deleted".to_string(),
                 Some((hash, false)) if !fetch => format!("value with hash {hash}"),
                 Some((_, false)) => {
-                    let c = Client::new(&n.addr)?;
+                    let c = base.sibling(&n.addr)?;
                     match c.get(&format!("/v1/kv/{}?raw", encode_path(key))).await {
                         Ok(r) if r.status.is_success() => {
                             let v = String::from_utf8_lossy(&r.body);

@@ -7,9 +7,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
 
-use super::ClientError;
+use super::{Client, ClientError};
 
 /// What a load run measured.
 #[derive(Debug, Clone)]
@@ -68,7 +67,7 @@ fn request(kind: Load, c: usize, i: usize, keys: usize, value: &Bytes) -> (Metho
 /// bytes, GETs, or transactions: `kind`) over its own `keys` keys under
 /// `bench/`. A failed request ends the run with an error.
 pub async fn load(
-    addr: std::net::SocketAddr,
+    target: &Client,
     clients: usize,
     duration: Duration,
     keys: usize,
@@ -79,23 +78,13 @@ pub async fn load(
     let deadline = tokio::time::Instant::now() + duration;
     let mut tasks = Vec::new();
     for c in 0..clients {
+        let target = target.clone();
         tasks.push(tokio::spawn(async move {
-            let authority = addr.to_string();
             let err = |e: &dyn std::fmt::Display| ClientError::Http {
-                addr: authority.clone(),
+                addr: target.addr().to_string(),
                 message: e.to_string(),
             };
-            let stream = tokio::net::TcpStream::connect(addr)
-                .await
-                .map_err(|source| ClientError::Connect {
-                    addr: addr.to_string(),
-                    source,
-                })?;
-            let _ = stream.set_nodelay(true);
-            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| err(&e))?;
-            tokio::spawn(conn);
+            let mut tx = target.connect().await?.sender;
             let value = Bytes::from(vec![b'x'; value_bytes]);
             let mut lat = Vec::new();
             let mut i = 0usize;
@@ -127,7 +116,7 @@ pub async fn load(
             Ok(r) => all.extend(r?),
             Err(e) => {
                 return Err(ClientError::Http {
-                    addr: addr.to_string(),
+                    addr: target.addr().to_string(),
                     message: e.to_string(),
                 })
             }

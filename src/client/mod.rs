@@ -2,13 +2,14 @@
 //! (`meridian kv|status|verify|health`) and by tests. Answers are read into
 //! the API's own types ([`crate::api::wire`]).
 //!
-//! One connection per request over plain HTTP (the API listens on loopback
-//! by default; put a TLS proxy in front to expose it). Responses are read
-//! up to [`RESPONSE_BYTES_MAX`]; streams (`/v1/watch`) are read frame by
-//! frame.
+//! One connection per request, over HTTP or HTTPS (`https://` addresses,
+//! with the settings of [`ClientTls`]). Responses are read up to
+//! [`RESPONSE_BYTES_MAX`]; streams (`/v1/watch`) are read frame by frame.
 
 mod load;
+mod tls;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +23,7 @@ use thiserror::Error;
 use crate::api::wire;
 
 pub use load::{load, Load, LoadResult};
+pub use tls::ClientTls;
 
 /// Largest response body read into memory.
 pub const RESPONSE_BYTES_MAX: usize = 256 << 20;
@@ -32,9 +34,14 @@ pub const CONNECT_MS_MAX: u64 = 5_000;
 /// Why a request to a node failed.
 #[derive(Debug, Error)]
 pub enum ClientError {
-    /// The address given is not `http://host:port` or `host:port` (https is refused).
-    #[error("address {0:?} is not of the form http://host:port")]
+    /// The address given is not `http://host:port`, `https://host:port` or `host:port`.
+    #[error("address {0:?} is not of the form http://host:port or https://host:port")]
     Address(String),
+    /// The TLS settings could not be built (a CA, certificate or key file),
+    /// or the TLS handshake with the node failed (its certificate is not
+    /// trusted, or it refused ours).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The TCP connection could not be made.
     #[error("cannot connect to {addr}: {source}")]
     Connect {
@@ -132,8 +139,17 @@ impl Reply {
 pub struct Client {
     /// `host:port`.
     authority: String,
+    /// HTTPS settings; `None`: plain HTTP.
+    tls: Option<Arc<ClientTls>>,
     /// Longest wait for a whole response.
     timeout_ms: u64,
+}
+
+/// An open connection to a node: its request sender, and the error it
+/// ended with (if it ends in one).
+pub(crate) struct Connection {
+    pub(crate) sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    pub(crate) ended: tokio::sync::oneshot::Receiver<hyper::Error>,
 }
 
 /// Percent-encodes a key for a URL path (keeps `/` and unreserved characters).
@@ -150,18 +166,74 @@ pub fn encode_path(key: &str) -> String {
     out
 }
 
+/// An address's scheme, when it has one.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scheme {
+    Http,
+    Https,
+    Unsaid,
+}
+
+fn split_address(addr: &str) -> Result<(Scheme, String), ClientError> {
+    let (scheme, rest) = if let Some(r) = addr.strip_prefix("http://") {
+        (Scheme::Http, r)
+    } else if let Some(r) = addr.strip_prefix("https://") {
+        (Scheme::Https, r)
+    } else {
+        (Scheme::Unsaid, addr)
+    };
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') || authority.contains("://") {
+        return Err(ClientError::Address(addr.to_string()));
+    }
+    Ok((scheme, authority.to_string()))
+}
+
 impl Client {
-    /// `addr` is `http://host:port` or `host:port`.
+    /// `addr` is `http://host:port`, `host:port` (both plain HTTP) or
+    /// `https://host:port` (trusting the system's roots; see
+    /// [`Client::with_tls`] for a CA file or a client certificate).
     pub fn new(addr: &str) -> Result<Client, ClientError> {
-        let rest = addr.strip_prefix("http://").unwrap_or(addr);
-        let authority = rest.trim_end_matches('/');
-        if authority.is_empty() || authority.contains('/') || addr.starts_with("https://") {
-            return Err(ClientError::Address(addr.to_string()));
-        }
+        Client::with_tls(addr, None)
+    }
+
+    /// Like [`Client::new`], with HTTPS settings: they serve an `https://`
+    /// address and one without a scheme; `http://` stays plain.
+    pub fn with_tls(addr: &str, tls: Option<Arc<ClientTls>>) -> Result<Client, ClientError> {
+        let (scheme, authority) = split_address(addr)?;
+        let tls = match (scheme, tls) {
+            (Scheme::Http, _) | (Scheme::Unsaid, None) => None,
+            (_, Some(t)) => Some(t),
+            (Scheme::Https, None) => Some(Arc::new(ClientTls::new(None, None, None)?)),
+        };
         Ok(Client {
-            authority: authority.to_string(),
+            authority,
+            tls,
             timeout_ms: 60_000,
         })
+    }
+
+    /// A client for another node (`host:port`, as members list their API)
+    /// with this one's scheme, TLS settings and timeout.
+    pub fn sibling(&self, addr: &str) -> Result<Client, ClientError> {
+        let (scheme, authority) = split_address(addr)?;
+        let mut c = self.clone();
+        c.authority = authority;
+        match scheme {
+            Scheme::Unsaid => {}
+            Scheme::Http => c.tls = None,
+            Scheme::Https if c.tls.is_none() => {
+                c.tls = Some(Arc::new(ClientTls::new(None, None, None)?));
+            }
+            Scheme::Https => {}
+        }
+        Ok(c)
+    }
+
+    /// `https://host:port` or `http://host:port`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority)
     }
 
     /// Sets the longest wait for a whole response (default 60 s).
@@ -182,12 +254,10 @@ impl Client {
         }
     }
 
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Bytes,
-    ) -> Result<hyper::Response<Incoming>, ClientError> {
+    /// Opens a connection (TCP, then TLS for https) and its HTTP/1.1
+    /// handshake. The receiver gets the error the connection ends with, if
+    /// it ends in one.
+    pub(crate) async fn connect(&self) -> Result<Connection, ClientError> {
         let connect = tokio::net::TcpStream::connect(&self.authority);
         let stream = tokio::time::timeout(Duration::from_millis(CONNECT_MS_MAX), connect)
             .await
@@ -197,19 +267,109 @@ impl Client {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let Some(tls) = &self.tls else {
+            return self.handshake(stream).await;
+        };
+        let host = self
+            .authority
+            .rsplit_once(':')
+            .map_or(self.authority.as_str(), |(h, _)| h);
+        let name = tls.name_for(host)?;
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let stream = tokio::time::timeout(
+            Duration::from_millis(CONNECT_MS_MAX),
+            connector.connect(name, stream),
+        )
+        .await
+        .map_err(|_| ClientError::ConnectTimeout(self.authority.clone()))?
+        .map_err(|e| ClientError::Tls(format!("handshake with {} failed: {e}", self.authority)))?;
+        self.handshake(stream).await
+    }
+
+    async fn handshake<S>(&self, stream: S) -> Result<Connection, ClientError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| self.http_err(e))?;
+        // Over TLS, a node refusing our certificate says so only here.
+        let (ended_tx, ended) = tokio::sync::oneshot::channel::<hyper::Error>();
         tokio::spawn(async move {
-            let _ = conn.await;
+            if let Err(e) = conn.await {
+                let _ = ended_tx.send(e);
+            }
         });
+        Ok(Connection { sender, ended })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        let Connection { mut sender, ended } = self.connect().await?;
         let req = Request::builder()
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, &self.authority)
             .body(Full::new(body))
             .map_err(|e| self.http_err(e))?;
-        sender.send_request(req).await.map_err(|e| self.http_err(e))
+        match sender.send_request(req).await {
+            Ok(r) => Ok(r),
+            Err(e) => Err(self.failed(e, ended).await),
+        }
+    }
+
+    /// The error of a failed request: the connection's own cause when it
+    /// ended in one.
+    pub(crate) async fn failed(
+        &self,
+        e: hyper::Error,
+        ended: tokio::sync::oneshot::Receiver<hyper::Error>,
+    ) -> ClientError {
+        match ended.await {
+            Ok(cause) => self.connection_err(cause),
+            // Closed without an error of its own: over TLS 1.3 a node that
+            // refuses our certificate may just close after the handshake.
+            Err(_) => match &self.tls {
+                Some(tls) if e.is_canceled() || e.is_incomplete_message() => {
+                    ClientError::Tls(format!(
+                        "{} closed the connection before answering: {}",
+                        self.authority,
+                        if tls.presents_cert {
+                            "it may have refused the client certificate: is it issued by the CA the node trusts?"
+                        } else {
+                            "it may require a client certificate of its CA (--client-cert, --client-key)"
+                        }
+                    ))
+                }
+                _ => self.http_err(e),
+            },
+        }
+    }
+
+    /// Names the cause of a connection that ended in error (a TLS alert:
+    /// say which certificate the node refused or wants).
+    fn connection_err(&self, e: hyper::Error) -> ClientError {
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        let text = cause.to_string();
+        if self.tls.is_some() && text.contains("alert") {
+            let hint = if text.contains("CertificateRequired") {
+                "it requires a client certificate of its CA (--client-cert, --client-key)"
+            } else {
+                "it refused the client certificate: is it issued by the CA the node trusts?"
+            };
+            return ClientError::Tls(format!(
+                "{} refused the connection ({text}): {hint}",
+                self.authority
+            ));
+        }
+        self.http_err(text)
     }
 
     /// One request; the whole response.

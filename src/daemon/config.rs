@@ -256,6 +256,58 @@ impl HttpConfig {
     }
 }
 
+/// `[api_tls]`: HTTPS on the API (`api::tls`). (A section of its own: `api`
+/// is the API's address.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiTlsConfig {
+    /// Serve HTTPS instead of HTTP. Default false.
+    pub enabled: bool,
+    /// The server certificate chain (PEM). Default: the node's `node.pem`
+    /// in `tls_dir` (issued for localhost, 127.0.0.1, ::1 and `meridian ca
+    /// issue --host`).
+    pub cert_file: Option<PathBuf>,
+    /// Its private key (PEM). Default: `node.key` in `tls_dir`.
+    pub key_file: Option<PathBuf>,
+    /// Require a client certificate from every client. Default false.
+    pub verify_incoming: bool,
+    /// The CA client certificates must chain to. Default: the cluster CA
+    /// (`ca.pem` in `tls_dir`).
+    pub client_ca_file: Option<PathBuf>,
+}
+
+impl ApiTlsConfig {
+    fn validate(&self) -> Result<(), DaemonError> {
+        let invalid = |m: &str| Err(DaemonError::Invalid(format!("[api_tls] {m}")));
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return invalid("cert_file and key_file go together");
+        }
+        if self.client_ca_file.is_some() && !self.verify_incoming {
+            return invalid("client_ca_file needs verify_incoming = true");
+        }
+        if !self.enabled && (self.verify_incoming || self.cert_file.is_some()) {
+            return invalid("certificates are set but enabled is false");
+        }
+        Ok(())
+    }
+
+    /// The files the API's TLS is built from, `None` when HTTPS is off.
+    pub fn files(&self, tls_dir: &Path) -> Option<api::tls::ApiTls> {
+        if !self.enabled {
+            return None;
+        }
+        let mut t = api::tls::ApiTls::node_files(tls_dir, self.verify_incoming);
+        if let (Some(c), Some(k)) = (&self.cert_file, &self.key_file) {
+            t.cert_file = c.clone();
+            t.key_file = k.clone();
+        }
+        if let Some(ca) = &self.client_ca_file {
+            t.client_ca_file = Some(ca.clone());
+        }
+        Some(t)
+    }
+}
+
 /// `[history]`: versions of each key kept for `kv history` and `kv rollback`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -319,6 +371,8 @@ pub struct DaemonConfig {
     pub history: HistoryConfig,
     /// `[http]`: timeouts and connection bounds of the API server.
     pub http: HttpConfig,
+    /// `[api_tls]`: HTTPS on the API, and client certificates.
+    pub api_tls: ApiTlsConfig,
     /// `[[webhooks]]`: endpoints that receive events. Default none.
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -345,6 +399,7 @@ impl Default for DaemonConfig {
             backup: BackupConfig::default(),
             history: HistoryConfig::default(),
             http: HttpConfig::default(),
+            api_tls: ApiTlsConfig::default(),
             webhooks: Vec::new(),
         }
     }
@@ -385,6 +440,7 @@ impl DaemonConfig {
             w.target().map_err(DaemonError::Invalid)?;
         }
         self.http.validate()?;
+        self.api_tls.validate()?;
         let b = &self.backup;
         if b.interval_ms > 0 && (b.interval_ms < SNAPSHOT_INTERVAL_MS_MIN || b.keep == 0) {
             return Err(DaemonError::Invalid(format!(
@@ -508,6 +564,34 @@ mod tests {
         assert_eq!(c.api_told(bound).to_string(), "10.0.0.5:8500");
         c.api_advertise = Some("10.0.0.9:80".parse().unwrap());
         assert_eq!(c.api_told(bound).to_string(), "10.0.0.9:80");
+    }
+
+    #[test]
+    fn api_tls_settings_are_checked_and_default_to_the_node_files() {
+        let base = "name = \"a\"\nregion = \"r\"\ntls_dir = \"/t\"\n";
+        let c = DaemonConfig::parse(
+            &format!("{base}[api_tls]\nenabled = true\nverify_incoming = true\n"),
+            Path::new("n"),
+        )
+        .unwrap();
+        c.validate().unwrap();
+        let f = c.api_tls.files(&c.tls_dir).unwrap();
+        assert_eq!(f.cert_file, PathBuf::from("/t/node.pem"));
+        assert_eq!(f.client_ca_file, Some(PathBuf::from("/t/ca.pem")));
+        assert_eq!(DaemonConfig::default().api_tls.files(Path::new("/t")), None);
+        for (extra, word) in [
+            ("enabled = true\ncert_file = \"/c.pem\"", "together"),
+            (
+                "enabled = true\nclient_ca_file = \"/ca.pem\"",
+                "verify_incoming",
+            ),
+            ("verify_incoming = true", "enabled"),
+        ] {
+            let c = DaemonConfig::parse(&format!("{base}[api_tls]\n{extra}\n"), Path::new("n"))
+                .unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(word), "{extra}: {e}");
+        }
     }
 
     #[test]

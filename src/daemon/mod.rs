@@ -28,8 +28,8 @@ use crate::node::{Node, NodeError};
 use crate::store::Durability;
 
 pub use config::{
-    BackupConfig, DaemonConfig, DurabilityConfig, HistoryConfig, HttpConfig, LimitsConfig,
-    PolicyConfig, Role, SyncConfig, WriteAckConfig, PROMOTED_FILE,
+    ApiTlsConfig, BackupConfig, DaemonConfig, DurabilityConfig, HistoryConfig, HttpConfig,
+    LimitsConfig, PolicyConfig, Role, SyncConfig, WriteAckConfig, PROMOTED_FILE,
 };
 use health::health_loop;
 pub use health::HEALTH_CHECK_MS;
@@ -73,6 +73,9 @@ pub enum DaemonError {
         #[source]
         source: TlsError,
     },
+    /// The API's TLS certificate, key or client CA could not be loaded.
+    #[error("cannot set up HTTPS for the API ([api_tls]): {0}")]
+    ApiTls(#[source] TlsError),
     /// The node could not start: its data directory, store, settings or peer listener.
     #[error(transparent)]
     Node(#[from] NodeError),
@@ -91,6 +94,8 @@ pub enum DaemonError {
 pub struct Daemon {
     node: Arc<Node>,
     api_addr: SocketAddr,
+    /// `https` or `http`.
+    api_scheme: &'static str,
     stop_http: Option<oneshot::Sender<()>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
     snapshots: Option<JoinHandle<()>>,
@@ -116,6 +121,10 @@ impl Daemon {
         faults: Option<Arc<Faults>>,
     ) -> Result<Daemon, DaemonError> {
         cfg.validate()?;
+        let api_tls = match cfg.api_tls.files(&cfg.tls_dir) {
+            Some(files) => Some(files.server_config().map_err(DaemonError::ApiTls)?),
+            None => None,
+        };
         // Bind the API first: its address is told to peers, and a taken
         // port should fail before the node starts.
         let listener = api::bind(cfg.api)
@@ -168,16 +177,18 @@ impl Daemon {
         let node = Arc::new(b.start().await?);
         let router = api::router(node.clone(), cfg.api_config());
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        if !api_addr.ip().is_loopback() {
+        if !api_addr.ip().is_loopback() && api_tls.is_none() {
             tracing::warn!(
                 api = %api_addr,
-                "the HTTP API listens beyond loopback without TLS or authentication: keep it behind a firewall"
+                "the HTTP API listens beyond loopback without TLS: set [api_tls] enabled = true, or keep it behind a firewall"
             );
         }
+        let scheme = if api_tls.is_some() { "https" } else { "http" };
         let http = tokio::spawn(api::serve(
             listener,
             router,
             cfg.http.serve_config(),
+            api_tls,
             async move {
                 let _ = stop_rx.await;
             },
@@ -187,7 +198,7 @@ impl Daemon {
             region = %cfg.region,
             node = %node.id(),
             peers = %node.local_addr(),
-            api = %api_addr,
+            api = %format!("{scheme}://{api_addr}"),
             "node started"
         );
         let snapshots = (cfg.backup.interval_ms > 0)
@@ -200,6 +211,7 @@ impl Daemon {
         Ok(Daemon {
             node,
             api_addr,
+            api_scheme: scheme,
             stop_http: Some(stop_tx),
             http: Some(http),
             snapshots,
@@ -215,6 +227,11 @@ impl Daemon {
     /// Where the HTTP API listens.
     pub fn api_addr(&self) -> SocketAddr {
         self.api_addr
+    }
+
+    /// The API's URL: `https://` when `[api_tls]` is on, else `http://`.
+    pub fn api_url(&self) -> String {
+        format!("{}://{}", self.api_scheme, self.api_addr)
     }
 
     /// Stops accepting HTTP requests (open ones get [`HTTP_DRAIN_MS_MAX`]

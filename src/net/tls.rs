@@ -7,7 +7,7 @@
 //! them from PEM files, and building the quinn server and client configs
 //! that accept only peers whose certificate chains to the cluster CA. The
 //! cluster id is derived from the CA certificate, so another CA is another
-//! cluster.
+//! cluster. Also reads the PEM files the API's HTTPS and its clients use.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +24,12 @@ use crate::core::codec::ClusterId;
 
 /// The name every node certificate carries, and that a dialing node asks for.
 pub const SERVER_NAME: &str = "meridian.cluster";
+/// The hosts every node certificate is also issued for, so that HTTPS
+/// clients on the node's own machine accept its API (`meridian ca issue
+/// --host` adds more).
+pub const DEFAULT_API_HOSTS: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+/// Most hosts `meridian ca issue --host` may add to one certificate.
+pub const HOSTS_MAX: usize = 64;
 /// The ALPN protocol of the replication transport.
 pub const ALPN: &[u8] = b"meridian/1";
 /// The round trip QUIC assumes before it has measured one (quinn's default
@@ -117,6 +123,32 @@ pub fn certified_names(der: &[u8]) -> Option<(String, String)> {
     Some((name.to_string(), region.to_string()))
 }
 
+/// The DNS names and IP addresses a certificate is issued for (its
+/// subject alternative names), from its DER; empty when it has none or does
+/// not parse.
+pub fn certified_hosts(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some(d.to_string()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => Some(std::net::IpAddr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
+                16 => Some(std::net::IpAddr::from(<[u8; 16]>::try_from(*b).ok()?).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
 /// The name and region of the certificate the peer on `connection`
 /// authenticated with (see [`certified_names`]).
 pub fn peer_names(connection: &quinn::Connection) -> Option<(String, String)> {
@@ -138,6 +170,24 @@ fn ca_params(cluster: &str) -> CertificateParams {
         KeyUsagePurpose::DigitalSignature,
     ];
     p
+}
+
+/// A DNS name a certificate may be issued for: dot-separated labels of
+/// 1-63 letters, digits and inner hyphens, 253 bytes at most, the first
+/// label possibly `*`.
+fn is_dns_name(host: &str) -> bool {
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 fn check_name(field: &'static str, value: &str) -> Result<(), TlsError> {
@@ -186,10 +236,50 @@ impl Ca {
         })
     }
 
-    /// Issues a certificate for node `name` in `region`, valid as server and client.
+    /// Issues a certificate for node `name` in `region`, valid as server and
+    /// client, for the hosts of [`DEFAULT_API_HOSTS`].
     pub fn issue(&self, name: &str, region: &str) -> Result<NodeIdentity, TlsError> {
+        self.issue_for(name, region, &[])
+    }
+
+    /// Like [`Ca::issue`], with `hosts` (DNS names or IP addresses) added to
+    /// the certificate's names, so that HTTPS clients reaching the node's API
+    /// by one of them accept it.
+    pub fn issue_for(
+        &self,
+        name: &str,
+        region: &str,
+        hosts: &[String],
+    ) -> Result<NodeIdentity, TlsError> {
         check_name("name", name)?;
         check_name("region", region)?;
+        if hosts.len() > HOSTS_MAX {
+            return Err(TlsError::Invalid {
+                field: "host",
+                reason: format!("at most {HOSTS_MAX} hosts per certificate"),
+            });
+        }
+        let mut sans = vec![SanType::DnsName(SERVER_NAME.try_into()?)];
+        for h in DEFAULT_API_HOSTS
+            .iter()
+            .copied()
+            .chain(hosts.iter().map(String::as_str))
+        {
+            let not_a_host = || TlsError::Invalid {
+                field: "host",
+                reason: format!("{h:?} is neither an IP address nor a DNS name"),
+            };
+            let san = match h.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) if is_dns_name(h) => {
+                    SanType::DnsName(h.try_into().map_err(|_| not_a_host())?)
+                }
+                Err(_) => return Err(not_a_host()),
+            };
+            if !sans.contains(&san) {
+                sans.push(san);
+            }
+        }
         let ca_key = KeyPair::from_pem(&self.key_pem)?;
         let issuer = Issuer::new(ca_params(&self.cluster), ca_key);
         let mut p = CertificateParams::default();
@@ -198,7 +288,7 @@ impl Ca {
         dn.push(DnType::OrganizationalUnitName, region);
         dn.push(DnType::CommonName, name);
         p.distinguished_name = dn;
-        p.subject_alt_names = vec![SanType::DnsName(SERVER_NAME.try_into()?)];
+        p.subject_alt_names = sans;
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![
             ExtendedKeyUsagePurpose::ServerAuth,
@@ -250,6 +340,14 @@ impl NodeIdentity {
             configured_name: name.to_string(),
             configured_region: region.to_string(),
         })
+    }
+
+    /// Whether the certificate is issued for `host` (a DNS name or an IP
+    /// address), so that HTTPS clients dialing it accept the node's API.
+    pub fn names_host(&self, host: &str) -> bool {
+        CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .map(|der| certified_hosts(der.as_ref()).iter().any(|h| h == host))
+            .unwrap_or(false)
     }
 
     /// The cluster id: derived from the CA certificate.
@@ -318,6 +416,44 @@ impl NodeIdentity {
     }
 }
 
+/// Reads every certificate of a PEM file (a chain: the leaf first).
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let text = read(path)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(text.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|_| TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "certificate",
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            what: "certificate",
+        });
+    }
+    Ok(certs)
+}
+
+/// Reads the private key of a PEM file.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let text = read(path)?;
+    PrivateKeyDer::from_pem_slice(text.as_bytes()).map_err(|_| TlsError::Pem {
+        path: path.to_path_buf(),
+        what: "private key",
+    })
+}
+
+/// A root store holding every certificate of the PEM file at `path`.
+pub fn read_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in read_certs(path)? {
+        roots
+            .add(c)
+            .map_err(|e| TlsError::Config(format!("{}: {e}", path.display())))?;
+    }
+    Ok(roots)
+}
+
 fn ca_der(ca_pem: &str) -> Result<CertificateDer<'static>, TlsError> {
     CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|_| TlsError::Pem {
         path: PathBuf::from("ca.pem"),
@@ -369,6 +505,20 @@ mod tests {
         let ca = Ca::generate("prod").unwrap();
         let a = ca.issue("n1", "us-east").unwrap();
         let b = ca.issue("n2", "eu-west").unwrap();
+        // Every node certificate serves the API on the node's own machine.
+        for host in DEFAULT_API_HOSTS {
+            assert!(a.names_host(host), "{host}");
+        }
+        assert!(!a.names_host("db.example.com"));
+        let c = ca
+            .issue_for(
+                "n3",
+                "eu-west",
+                &["db.example.com".into(), "10.0.0.7".into()],
+            )
+            .unwrap();
+        assert!(c.names_host("db.example.com") && c.names_host("10.0.0.7"));
+        assert!(ca.issue_for("n4", "r", &["not a host".into()]).is_err());
         a.quic_configs().unwrap();
         assert_eq!(a.cluster_id().unwrap(), b.cluster_id().unwrap());
         let other = Ca::generate("prod")

@@ -122,7 +122,7 @@ pub fn apis(lines: &[String]) -> Vec<String> {
         .iter()
         .filter_map(|l| {
             l.split_whitespace()
-                .find(|w| w.starts_with("http://127.0.0.1:"))
+                .find(|w| w.starts_with("http://127.0.0.1:") || w.starts_with("https://127.0.0.1:"))
         })
         .map(str::to_string)
         .filter(|a| !a.ends_with(":0"))
