@@ -335,3 +335,135 @@ proptest! {
         replica_survives(steps)?;
     }
 }
+
+// ------------------------------------------------------------------- ACLs
+
+mod acl {
+    use meridian::core::acl::rules::{self, KeyRule};
+    use meridian::core::acl::{Access, AclState, Authorizer, Rules};
+    use proptest::prelude::*;
+
+    fn access() -> impl Strategy<Value = Access> {
+        prop_oneof![
+            Just(Access::Deny),
+            Just(Access::List),
+            Just(Access::Read),
+            Just(Access::Write)
+        ]
+    }
+
+    fn rules() -> impl Strategy<Value = Rules> {
+        let rule =
+            ("[ab/]{0,4}", any::<bool>(), access()).prop_map(|(segment, prefix, access)| KeyRule {
+                segment,
+                prefix,
+                access,
+            });
+        (
+            prop::collection::vec(rule, 0..6),
+            prop::option::of(access()),
+        )
+            .prop_map(|(keys, operator)| Rules {
+                keys,
+                operator: operator.filter(|a| *a != Access::List),
+                acl: None,
+                ignored: Vec::new(),
+            })
+    }
+
+    /// The rule for `key` found the slow way: an exact rule, else every
+    /// prefix of the key from the longest down, else the default; rules
+    /// for the same segment combined.
+    fn model(policies: &[Rules], default: Access, key: &str) -> Access {
+        let combined = |prefix: bool, segment: &str| {
+            policies
+                .iter()
+                .flat_map(|r| &r.keys)
+                .filter(|r| r.prefix == prefix && r.segment == segment)
+                .map(|r| r.access)
+                .reduce(Access::combine)
+        };
+        if let Some(a) = combined(false, key) {
+            return a;
+        }
+        (0..=key.len())
+            .rev()
+            .filter(|n| key.is_char_boundary(*n))
+            .find_map(|n| combined(true, &key[..n]))
+            .unwrap_or(default)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// The longest-prefix model agrees with the authorizer, and a
+        /// token allowed to write a prefix may write every key under it.
+        #[test]
+        fn the_authorizer_agrees_with_the_longest_prefix_model(
+            policies in prop::collection::vec(rules(), 1..4),
+            deny_by_default in any::<bool>(),
+            keys in prop::collection::vec("[ab/]{0,6}", 1..12),
+        ) {
+            let default = if deny_by_default { Access::Deny } else { Access::Write };
+            let authz = Authorizer::new(&policies, default);
+            for k in &keys {
+                prop_assert_eq!(authz.key(k), model(&policies, default, k), "key {:?}", k);
+                prop_assert_eq!(authz.key_read(k), authz.key(k) >= Access::Read);
+            }
+            for p in &keys {
+                if authz.key_write_prefix(p) {
+                    for k in keys.iter().filter(|k| k.starts_with(p.as_str())) {
+                        prop_assert!(authz.key_write(k), "prefix {:?} writable, {:?} not", p, k);
+                    }
+                }
+            }
+        }
+
+        /// Arbitrary text, and text made of the rule language's own
+        /// pieces, never panics the parser.
+        #[test]
+        fn the_rule_parser_never_panics(
+            text in prop_oneof![
+                ".{0,200}",
+                prop::collection::vec(prop_oneof![
+                    Just("key"), Just("key_prefix"), Just("operator"), Just("acl"), Just("node"),
+                    Just("\""), Just("{"), Just("}"), Just("["), Just("]"), Just("="), Just(":"),
+                    Just("policy"), Just("read"), Just("write"), Just("deny"), Just("list"),
+                    Just("\n"), Just(" "), Just("a/"), Just(","), Just("${x}"), Just("#"),
+                ], 0..40).prop_map(|v| v.concat()),
+            ],
+        ) {
+            let _ = rules::parse(&text);
+        }
+
+        /// Token lookup never panics and never grants more than the
+        /// anonymous token to a secret it does not know.
+        #[test]
+        fn unknown_secrets_are_anonymous(secret in ".{0,64}") {
+            let s = AclState::empty(Access::Deny);
+            let r = s.resolve(Some(&secret));
+            prop_assert!(!r.authz.key_read("anything"));
+            prop_assert!(!r.authz.is_management());
+        }
+    }
+
+    #[test]
+    fn deny_wins_a_tie_and_the_longest_prefix_wins() {
+        let p = |t: &str| rules::parse(t).unwrap();
+        let a = p("key_prefix \"app/\" { policy = \"write\" }\nkey_prefix \"app/secret/\" { policy = \"deny\" }\nkey \"app/secret/open\" { policy = \"read\" }");
+        let b =
+            p("key_prefix \"app/\" { policy = \"deny\" }\nkey_prefix \"\" { policy = \"list\" }");
+        let authz = Authorizer::new([&a], Access::Deny);
+        assert!(authz.key_write("app/x"));
+        assert!(!authz.key_read("app/secret/x"));
+        assert!(authz.key_read("app/secret/open") && !authz.key_write("app/secret/open"));
+        assert!(!authz.key_write_prefix("app/"), "a deny under app/");
+        assert!(authz.key_write_prefix("app/public/"));
+        assert_eq!(authz.key("other"), Access::Deny);
+        // Two policies with the same prefix: deny wins.
+        let both = Authorizer::new([&a, &b], Access::Deny);
+        assert_eq!(both.key("app/x"), Access::Deny);
+        assert_eq!(both.key("zzz"), Access::List);
+        assert!(both.key_list("zzz") && !both.key_read("zzz"));
+    }
+}

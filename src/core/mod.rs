@@ -3,9 +3,11 @@
 //! Owns the hybrid logical clock ([`hlc`]), keys, stamps and entries
 //! ([`types`]), the LWW map CRDT with its change feed and conflict log
 //! ([`map`]), the Merkle digest ([`digest`]), the wire codec ([`codec`]) and
-//! the deterministic random generator ([`rng`]). Nothing here reads a clock,
+//! the deterministic random generator ([`rng`]), and access control
+//! ([`acl`]). Nothing here reads a clock,
 //! touches a file or a socket, or draws on ambient randomness.
 
+pub mod acl;
 pub mod codec;
 pub mod conflicts;
 pub mod digest;

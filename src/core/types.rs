@@ -16,6 +16,18 @@ use super::hlc::Hlc;
 
 /// Largest key in bytes; the configured limit may only be lower.
 pub const KEY_BYTES_MAX: usize = 1024;
+
+/// Keys under this prefix are Meridian's own state (ACL policies and
+/// tokens): they replicate as any key, and the KV API neither shows nor
+/// accepts them (a client cannot send the byte 0x01 that starts it through
+/// the API: it is refused there).
+pub const RESERVED_PREFIX: &str = "\u{1}meridian/";
+
+/// Whether a scan of `prefix` passes over `key` without showing it: a
+/// reserved key, under a prefix outside the reserved namespace.
+pub fn hidden_under(prefix: &str, key: &str) -> bool {
+    key.starts_with(RESERVED_PREFIX) && !prefix.starts_with(RESERVED_PREFIX)
+}
 /// Default largest value in bytes (design §3).
 pub const VALUE_BYTES_MAX_DEFAULT: usize = 1 << 20;
 /// Largest value any configuration may allow; frames are sized for it.
