@@ -58,7 +58,7 @@ impl Authorizer {
             merge(&mut acl, rules.acl);
         }
         let mut prefixes: Vec<(String, Access)> = prefixes.into_iter().collect();
-        prefixes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        prefixes.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
         Authorizer {
             management: false,
             default,
