@@ -29,6 +29,9 @@ struct Cli {
     addr: String,
     #[command(flatten)]
     tls: TlsArgs,
+    /// The ACL token sent with every request (or CONSUL_HTTP_TOKEN).
+    #[arg(long, global = true, env = "MERIDIAN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Log format of `node` and `dev`.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
     log_format: LogFormat,
@@ -97,6 +100,9 @@ enum Command {
         /// The APIs serve HTTPS with the nodes' certificates (the CA is in DIR/ca/ca.pem).
         #[arg(long)]
         tls: bool,
+        /// ACLs on (default policy deny): bootstraps once and prints the management token.
+        #[arg(long)]
+        acl: bool,
     },
     /// Read and write keys.
     Kv {
@@ -158,6 +164,11 @@ enum Command {
     Health {
         #[arg(long)]
         json: bool,
+    },
+    /// ACL tokens and policies (Consul's ACL API; they replicate to every region).
+    Acl {
+        #[command(subcommand)]
+        command: cli::acl::AclCommand,
     },
     /// The cluster's certificate authority.
     Ca {
@@ -347,6 +358,7 @@ fn run(cli: Cli) -> Result<bool> {
             partition_demo,
             webhook,
             tls,
+            acl,
         } => {
             logging(cli.log_format, "warn");
             runtime()?.block_on(cli::dev::run(cli::dev::DevArgs {
@@ -357,11 +369,18 @@ fn run(cli: Cli) -> Result<bool> {
                 partition_demo,
                 webhook,
                 tls,
+                acl,
             }))
         }
         command => {
             logging(cli.log_format, "warn");
-            let client = Client::with_tls(&cli.addr, client_tls(&cli.tls)?)?;
+            // Consul's variable too, so that scripts written for Consul work.
+            let token = cli
+                .token
+                .clone()
+                .or_else(|| std::env::var("CONSUL_HTTP_TOKEN").ok());
+            let client =
+                Client::with_tls(&cli.addr, client_tls(&cli.tls)?)?.token(token.as_deref());
             runtime()?.block_on(async move {
                 match command {
                     Command::Kv { command } => cli::kv(&client, command).await,
@@ -371,6 +390,7 @@ fn run(cli: Cli) -> Result<bool> {
                         cli::conflicts::conflicts(&client, &nodes, json).await
                     }
                     Command::Promote => cli::promote(&client).await,
+                    Command::Acl { command } => cli::acl::acl(&client, command).await,
                     Command::Backup { command } => cli::backup::run(&client, command).await,
                     Command::Restore { files, force, only } => {
                         cli::backup::restore(&client, &files, force, only).await

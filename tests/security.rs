@@ -123,3 +123,225 @@ fn the_api_serves_https_and_requires_client_certificates_when_told() {
         .unwrap();
     assert_eq!(stdout(&o).trim(), "1", "{}", stderr(&o));
 }
+
+/// A client of `api` presenting `token`.
+fn client(api: &str, token: Option<&str>) -> meridian::client::Client {
+    meridian::client::Client::new(api).unwrap().token(token)
+}
+
+fn put_json(c: &meridian::client::Client, path: &str, body: &str) -> meridian::client::Reply {
+    rt().block_on(c.request(
+        hyper::Method::PUT,
+        path,
+        bytes::Bytes::from(body.to_string()),
+    ))
+    .unwrap()
+}
+
+fn get(c: &meridian::client::Client, path: &str) -> meridian::client::Reply {
+    rt().block_on(c.get(path)).unwrap()
+}
+
+fn delete(c: &meridian::client::Client, path: &str) -> meridian::client::Reply {
+    rt().block_on(c.request(hyper::Method::DELETE, path, bytes::Bytes::new()))
+        .unwrap()
+}
+
+fn json(r: &meridian::client::Reply) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.text()))
+}
+
+/// A policy and a token for it, made with the management token `root`;
+/// returns the token's (accessor, secret).
+fn token_for(c: &meridian::client::Client, name: &str, rules: &str) -> (String, String) {
+    let body = serde_json::json!({"Name": name, "Rules": rules}).to_string();
+    let r = put_json(c, "/v1/acl/policy", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = serde_json::json!({"Description": name, "Policies": [{"Name": name}]}).to_string();
+    let r = put_json(c, "/v1/acl/token", &body);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t = json(&r);
+    (
+        t["AccessorID"].as_str().unwrap().to_string(),
+        t["SecretID"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn acl_tokens_replicate_across_regions_and_hold_every_endpoint_to_their_rules() {
+    let root_dir = dir("acl");
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    let acl = "[acl]\nenabled = true\n";
+    let (_a, a) = node(&root_dir, "a", "r1", pa, &[], acl);
+    let (_b, b) = node(&root_dir, "b", "r2", pb, &[pa], acl);
+    let anon_a = client(&a, None);
+
+    // Bootstrap: once. Nothing but the probes without a token.
+    let r = put_json(&anon_a, "/v1/acl/bootstrap", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let root = json(&r)["SecretID"].as_str().unwrap().to_string();
+    assert_eq!(put_json(&anon_a, "/v1/acl/bootstrap", "").status, 403);
+    eventually("the bootstrap marker reaches b", || {
+        put_json(&client(&b, None), "/v1/acl/bootstrap", "").status == 403
+    });
+    assert_eq!(put_json(&anon_a, "/v1/kv/app/x", "1").status, 403);
+    assert_eq!(get(&anon_a, "/v1/status").status, 403);
+    for open in ["/v1/health", "/v1/status/leader", "/v1/agent/self"] {
+        assert_eq!(get(&anon_a, open).status, 200, "{open}");
+    }
+    let root_a = client(&a, Some(&root));
+    assert_eq!(get(&root_a, "/v1/status").status, 200);
+
+    // Each rule kind, longest prefix and deny.
+    let (app_accessor, app) = token_for(
+        &root_a,
+        "app",
+        r#"key_prefix "app/" { policy = "write" }
+key_prefix "app/private/" { policy = "deny" }
+key "app/private/shared" { policy = "read" }
+key_prefix "names/" { policy = "list" }
+key_prefix "ro/" { policy = "read" }"#,
+    );
+    for (k, v) in [
+        ("app/private/secret", "s"),
+        ("app/private/shared", "sh"),
+        ("names/n1", "hidden"),
+        ("ro/r1", "r"),
+        ("other", "o"),
+    ] {
+        assert_eq!(put_json(&root_a, &format!("/v1/kv/{k}"), v).status, 200);
+    }
+    // A token made in region r1 works in region r2 once it arrives.
+    let app_b = client(&b, Some(&app));
+    eventually("the app token works in r2", || {
+        put_json(&app_b, "/v1/kv/app/x", "1").status == 200
+    });
+    let app_a = client(&a, Some(&app));
+    eventually("app/x reaches r1", || {
+        get(&app_a, "/v1/kv/app/x?raw").status == 200
+    });
+    assert_eq!(
+        put_json(&app_a, "/v1/kv/app/private/secret", "x").status,
+        403
+    );
+    assert_eq!(get(&app_a, "/v1/kv/app/private/secret").status, 403);
+    assert_eq!(get(&app_a, "/v1/kv/app/private/shared?raw").text(), "sh");
+    assert_eq!(
+        put_json(&app_a, "/v1/kv/app/private/shared", "x").status,
+        403
+    );
+    assert_eq!(
+        get(&app_a, "/v1/kv/names/n1").status,
+        403,
+        "list is not read"
+    );
+    assert_eq!(get(&app_a, "/v1/kv/ro/r1?raw").text(), "r");
+    assert_eq!(put_json(&app_a, "/v1/kv/ro/r1", "x").status, 403);
+    let r = put_json(&app_a, "/v1/kv/other", "x");
+    assert_eq!(r.status, 403);
+    assert!(r.text().starts_with("Permission denied"), "{}", r.text());
+    assert!(r.text().contains(&app_accessor), "{}", r.text());
+    assert_eq!(get(&app_a, "/v1/status").status, 403, "no operator rule");
+
+    // Recursive reads and key lists are filtered, and say so.
+    let wait_for_all = || {
+        eventually("every key reached a", || {
+            let r = get(&root_a, "/v1/kv/?keys");
+            r.status == 200 && json(&r).as_array().unwrap().len() >= 6
+        })
+    };
+    wait_for_all();
+    let r = get(&app_a, "/v1/kv/?recurse");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-consul-results-filtered-by-acls"), Some("true"));
+    let keys: Vec<String> = json(&r)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["Key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys, ["app/private/shared", "app/x", "ro/r1"]);
+    let r = get(&app_a, "/v1/kv/?keys");
+    let names: Vec<String> = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(names, ["app/private/shared", "app/x", "names/n1", "ro/r1"]);
+    let r = get(&root_a, "/v1/kv/?recurse");
+    assert_eq!(r.header("x-consul-results-filtered-by-acls"), None);
+    assert!(
+        !r.text().contains("meridian/acl"),
+        "ACL entries are not KV entries"
+    );
+
+    // A transaction with one forbidden operation writes nothing.
+    let txn = r#"[{"KV": {"Verb": "set", "Key": "app/t1", "Value": "MQ=="}},
+                  {"KV": {"Verb": "set", "Key": "other", "Value": "Mg=="}}]"#;
+    let r = put_json(&app_a, "/v1/txn", txn);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(json(&r)["Errors"][0]["OpIndex"], 1);
+    assert_eq!(json(&r)["Errors"][0]["What"], "Permission denied");
+    assert_eq!(get(&root_a, "/v1/kv/app/t1").status, 404);
+    assert_eq!(get(&root_a, "/v1/kv/other?raw").text(), "o");
+    // get-tree is filtered.
+    let r = put_json(
+        &app_a,
+        "/v1/txn",
+        r#"[{"KV": {"Verb": "get-tree", "Key": ""}}]"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.text().contains("\"other\"") && r.text().contains("app/x"));
+    // A recursive delete needs write on everything under the prefix.
+    assert_eq!(delete(&app_a, "/v1/kv/app/?recurse").status, 403);
+
+    // A watch sees only what the token may read.
+    rt().block_on(async {
+        let mut s = app_a.stream("/v1/watch/?index=0").await.unwrap();
+        assert_eq!(s.status, 200);
+        let mut seen = Vec::new();
+        while seen.len() < 3 {
+            let ev = s.next_event().await.unwrap().unwrap();
+            let c: serde_json::Value = serde_json::from_str(&ev.data).unwrap();
+            seen.push(c["Key"].as_str().unwrap().to_string());
+        }
+        assert!(
+            seen.iter()
+                .all(|k| k.starts_with("app/") || k.starts_with("ro/")),
+            "{seen:?}"
+        );
+    });
+
+    // Clients cannot reach the reserved namespace through the KV API, and a
+    // recursive delete of everything leaves the ACL state alone.
+    assert_eq!(
+        put_json(&root_a, "/v1/kv/%01meridian/acl/token/x", "{}").status,
+        400
+    );
+    let r = delete(&root_a, "/v1/kv/?recurse&force");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(put_json(&app_a, "/v1/kv/app/again", "1").status, 200);
+
+    // A token deleted in r1 stops working in r2 once the delete arrives.
+    assert_eq!(
+        delete(&root_a, &format!("/v1/acl/token/{app_accessor}")).status,
+        200
+    );
+    eventually("the deleted token is refused in r2", || {
+        put_json(&app_b, "/v1/kv/app/y", "1").status == 403
+    });
+    // The anonymous token's rights are the ones its policies give.
+    let body =
+        serde_json::json!({"Name": "anon", "Rules": "key_prefix \"pub/\" { policy = \"read\" }"})
+            .to_string();
+    assert_eq!(put_json(&root_a, "/v1/acl/policy", &body).status, 200);
+    let body = serde_json::json!({"Policies": [{"Name": "anon"}]}).to_string();
+    let r = put_json(
+        &root_a,
+        "/v1/acl/token/00000000-0000-0000-0000-000000000002",
+        &body,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(put_json(&root_a, "/v1/kv/pub/p", "p").status, 200);
+    assert_eq!(
+        get(&client(&a, Some("no-such-token")), "/v1/kv/pub/p?raw").text(),
+        "p"
+    );
+    assert_eq!(get(&anon_a, "/v1/kv/app/again").status, 403);
+}

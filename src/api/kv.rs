@@ -1,6 +1,8 @@
 //! `api::kv`: Consul's KV endpoint, `/v1/kv/<key>`: GET (one key, `recurse`,
 //! `keys` with `separator`, `raw`, blocking `index` + `wait`), PUT (`cas`,
 //! `flags`, `ack`) and DELETE (`recurse` with the mass-delete guard, `cas`).
+//! With ACLs on, each key is held to the caller's token: a read of one key
+//! or a write it may not make is a 403, a recursive read is filtered.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +12,11 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
+use super::acl::{denied, FILTERED_HEADER};
 use super::error::{body_error, error, key_error, node_error, ApiError};
 use super::query::{path_rest, Params};
 use super::{forward, wire, Api, DELETE_KEYS_MAX};
+use crate::core::acl::Resolved;
 use crate::core::types::Key;
 use crate::node::{KvEntry, NodeError, WriteOptions};
 use crate::sync::{WriteAck, WriteError};
@@ -151,10 +155,11 @@ pub(super) async fn kv(
         Ok(answer) => return answer,
         Err(body) => body,
     };
+    let caller = api.caller(&headers, &uri);
     let result = match method {
-        Method::GET | Method::HEAD => get(&api, &uri).await,
-        Method::PUT | Method::POST => put(&api, &uri, body).await,
-        Method::DELETE => delete(&api, &uri).await,
+        Method::GET | Method::HEAD => get(&api, &uri, &caller).await,
+        Method::PUT | Method::POST => put(&api, &uri, body, &caller).await,
+        Method::DELETE => delete(&api, &uri, &caller).await,
         other => Err(error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{other} is not supported on /v1/kv (GET, PUT, DELETE)"),
@@ -187,11 +192,14 @@ async fn read(api: &Api, key: &str, q: &ReadQuery) -> Result<(Read, u64), ApiErr
     }
 }
 
-async fn get(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
+async fn get(api: &Api, uri: &Uri, caller: &Resolved) -> Result<Response, ApiError> {
     let key = path_rest(uri, "/v1/kv")?;
     let q = ReadQuery::parse(&Params::parse(uri)?)?;
     if q.single() {
         Key::check(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
+        if !caller.authz.key_read(&key) {
+            return Ok(denied(caller, "key:read", &key).into_response());
+        }
     }
     if q.consistent {
         // Every write a reachable region acknowledged before this request
@@ -203,14 +211,14 @@ async fn get(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
     }
     let Some(b) = q.blocking else {
         let (r, index) = read(api, &key, &q).await?;
-        return Ok(answer(api, &key, &q, r, index));
+        return Ok(answer(api, &key, &q, r, index, caller));
     };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(b.wait_ms);
     // An index of 0, or one ahead of this node (the client came from
     // another node): the answer at once, and the client starts over.
     if api.resume_index(b.index).await == 0 {
         let (r, index) = read(api, &key, &q).await?;
-        return Ok(answer(api, &key, &q, r, index));
+        return Ok(answer(api, &key, &q, r, index, caller));
     }
     let _permit = api.permit()?;
     loop {
@@ -219,22 +227,40 @@ async fn get(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
         let from = api.node.index();
         let (r, index) = read(api, &key, &q).await?;
         if index > b.index {
-            return Ok(answer(api, &key, &q, r, index));
+            return Ok(answer(api, &key, &q, r, index, caller));
         }
         // Nothing under the query changed since the client's index (a write
         // to another key, or a change that left the query's index where it
         // was, wakes nothing): wait on.
         if !api.changed(&key, q.single(), from, deadline).await {
             // The deadline: the same index back means "no change".
-            return Ok(answer(api, &key, &q, r, b.index));
+            return Ok(answer(api, &key, &q, r, b.index, caller));
         }
     }
 }
 
 /// The answer to a GET: the entries (or names, or the raw value), or a 404,
-/// with `index` as `X-Consul-Index`.
-fn answer(api: &Api, key: &str, q: &ReadQuery, r: Read, index: u64) -> Response {
-    let headers = api.headers(index);
+/// with `index` as `X-Consul-Index`. A recursive read shows only what the
+/// caller may read (key names: list), and says when it left some out.
+fn answer(api: &Api, key: &str, q: &ReadQuery, r: Read, index: u64, caller: &Resolved) -> Response {
+    let mut headers = api.headers(index);
+    let r = match r {
+        Read::Many(mut list) => {
+            let before = list.len();
+            list.retain(|e| {
+                if q.keys {
+                    caller.authz.key_list(&e.key)
+                } else {
+                    caller.authz.key_read(&e.key)
+                }
+            });
+            if list.len() < before {
+                headers.insert(FILTERED_HEADER, HeaderValue::from_static("true"));
+            }
+            Read::Many(list)
+        }
+        one => one,
+    };
     match r {
         Read::One(None) => (StatusCode::NOT_FOUND, headers).into_response(),
         // As Consul: the root's key list is `[]` when empty, other empty reads 404.
@@ -276,11 +302,14 @@ fn answer(api: &Api, key: &str, q: &ReadQuery, r: Read, index: u64) -> Response 
     }
 }
 
-async fn put(api: &Api, uri: &Uri, body: Body) -> Result<Response, ApiError> {
+async fn put(api: &Api, uri: &Uri, body: Body, caller: &Resolved) -> Result<Response, ApiError> {
     let key = path_rest(uri, "/v1/kv")?;
     let q = PutQuery::parse(&Params::parse(uri)?)?;
     // Validated once, here: the node and the replica take the key as it is.
     let key = Key::new_within(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
+    if !caller.authz.key_write(key.as_str()) {
+        return Ok(denied(caller, "key:write", key.as_str()).into_response());
+    }
     let max = api.cfg.limits.value_bytes_max;
     let value: Bytes = axum::body::to_bytes(body, max)
         .await
@@ -298,10 +327,14 @@ async fn put(api: &Api, uri: &Uri, body: Body) -> Result<Response, ApiError> {
     Ok((api.headers(api.node.index()), axum::Json(done)).into_response())
 }
 
-async fn delete(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
+async fn delete(api: &Api, uri: &Uri, caller: &Resolved) -> Result<Response, ApiError> {
     let key = path_rest(uri, "/v1/kv")?;
     match DeleteQuery::parse(&Params::parse(uri)?)? {
         DeleteQuery::Recurse { force, ack } => {
+            // Every key under the prefix, also those not written yet.
+            if !caller.authz.key_write_prefix(&key) {
+                return Ok(denied(caller, "key:write", &key).into_response());
+            }
             let list = api.node.list(&key).await.map_err(node_error)?;
             let guard = api.cfg.recursive_delete_keys_max;
             if list.len() > guard && !force {
@@ -325,6 +358,9 @@ async fn delete(api: &Api, uri: &Uri) -> Result<Response, ApiError> {
         }
         DeleteQuery::One { cas, ack } => {
             let key = Key::new_within(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
+            if !caller.authz.key_write(key.as_str()) {
+                return Ok(denied(caller, "key:write", key.as_str()).into_response());
+            }
             // Without cas a delete always writes a tombstone, also for a key
             // absent here: a write from another region may be on its way, and
             // the later delete must win. With cas, as in Consul: a key that is

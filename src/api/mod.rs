@@ -18,6 +18,7 @@
 //! one durable step; `?consistent` is a read barrier across regions;
 //! sessions and locks are refused (501, and 400 for `acquire`/`release`).
 
+mod acl;
 mod backup;
 mod consul;
 mod error;
@@ -48,6 +49,7 @@ use crate::core::types::Limits;
 use crate::node::{Node, NodeStatus};
 use crate::sync::PartitionPolicy;
 
+pub use acl::AclMode;
 use error::error;
 pub use error::ApiError;
 pub use health::Thresholds;
@@ -97,6 +99,8 @@ pub struct ApiConfig {
     pub recursive_delete_keys_max: usize,
     /// Operations one `PUT /v1/txn` may hold.
     pub txn_ops_max: usize,
+    /// Whether ACL tokens are enforced (`[acl]`).
+    pub acl: AclMode,
 }
 
 struct Api {
@@ -107,6 +111,8 @@ struct Api {
     cached: RwLock<Option<Arc<NodeStatus>>>,
     /// Held by the restore in progress: one at a time.
     restoring: tokio::sync::Mutex<()>,
+    /// The ACL state and how it is enforced.
+    acl: acl::Acl,
 }
 
 /// Builds the router for `node`. Spawns a task that refreshes the cached
@@ -114,12 +120,14 @@ struct Api {
 pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
     let api = Arc::new(Api {
         node,
-        cfg,
+        cfg: cfg.clone(),
         waiters: Arc::new(Semaphore::new(WAITERS_MAX)),
         cached: RwLock::new(None),
         restoring: tokio::sync::Mutex::new(()),
+        acl: acl::Acl::new(cfg.acl),
     });
     tokio::spawn(refresh(Arc::downgrade(&api)));
+    tokio::spawn(acl::follow(Arc::downgrade(&api)));
     forward::install(&api);
     Router::new()
         .route("/v1/kv", any(kv::kv))
@@ -145,6 +153,18 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         .route("/v1/agent/self", get(consul::agent_self))
         .route("/v1/agent/members", get(consul::members))
         .route("/v1/catalog/datacenters", get(consul::datacenters))
+        .route("/v1/acl/bootstrap", put(acl::endpoints::bootstrap))
+        .route("/v1/acl/policy", put(acl::endpoints::policy_create))
+        .route(
+            "/v1/acl/policy/name/{name}",
+            get(acl::endpoints::policy_named),
+        )
+        .route("/v1/acl/policy/{id}", any(acl::endpoints::policy))
+        .route("/v1/acl/policies", get(acl::endpoints::policies))
+        .route("/v1/acl/token", put(acl::endpoints::token_create))
+        .route("/v1/acl/token/self", get(acl::endpoints::token_self))
+        .route("/v1/acl/token/{accessor}", any(acl::endpoints::token))
+        .route("/v1/acl/tokens", get(acl::endpoints::tokens))
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -152,6 +172,8 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
             )
         })
         .fallback(consul::fallback)
+        // Meridian's operator endpoints need an operator rule (ACLs on).
+        .layer(axum::middleware::from_fn_with_state(api.clone(), acl::gate))
         // gzip when the client accepts it, as Consul does (not for event
         // streams, small answers or images: tower-http's default predicate).
         .layer(tower_http::compression::CompressionLayer::new())

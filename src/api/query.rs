@@ -191,7 +191,20 @@ pub(super) fn path_rest(uri: &Uri, prefix: &str) -> Result<String, ApiError> {
     if name.starts_with('/') {
         return Err(error(StatusCode::BAD_REQUEST, LEADING_SLASH));
     }
+    reserved(&name)?;
     Ok(name)
+}
+
+/// Refuses a key or prefix in Meridian's own namespace (ACL state):
+/// clients neither read nor write it through the KV API.
+pub(super) fn reserved(name: &str) -> Result<(), ApiError> {
+    if crate::core::acl::records::is_reserved(name) {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            "keys beginning with \\u0001meridian/ are reserved for Meridian's own state",
+        ));
+    }
+    Ok(())
 }
 
 /// Consul's answer to a key that begins with `/`.

@@ -15,6 +15,7 @@ use axum::Json;
 use super::error::{body_error, error, node_error, ApiError};
 use super::query::Params;
 use super::{forward, wire, Api, DELETE_KEYS_MAX, TXN_BYTES_MIN};
+use crate::core::acl::Resolved;
 use crate::node::NodeError;
 use crate::sync::{TxnEntry, TxnOp};
 
@@ -42,6 +43,9 @@ fn op(o: wire::TxnOp) -> Result<TxnOp, String> {
         });
     };
     let key = kv.key;
+    if super::query::reserved(&key).is_err() {
+        return Err(format!("key {key:?} is reserved for Meridian's own state"));
+    }
     Ok(match kv.verb.as_str() {
         "set" => TxnOp::Set {
             key,
@@ -104,12 +108,25 @@ pub(super) async fn txn(
         Ok(answer) => return answer,
         Err(body) => body,
     };
-    run(&api, &uri, body)
+    let caller = api.caller(&headers, &uri);
+    run(&api, &uri, body, &caller)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn run(api: &Api, uri: &Uri, body: Body) -> Result<Response, ApiError> {
+/// Whether the caller may run `o`: write for the writing verbs (on every
+/// key under the prefix for `delete-tree`), read for the others
+/// (`get-tree` results are filtered instead).
+fn permitted(caller: &Resolved, o: &TxnOp) -> bool {
+    match o {
+        TxnOp::DeleteTree { prefix } => caller.authz.key_write_prefix(prefix),
+        TxnOp::GetTree { .. } => true,
+        o if o.writes() => o.key().is_some_and(|k| caller.authz.key_write(k)),
+        o => o.key().is_some_and(|k| caller.authz.key_read(k)),
+    }
+}
+
+async fn run(api: &Api, uri: &Uri, body: Body, caller: &Resolved) -> Result<Response, ApiError> {
     let q = Params::parse(uri)?;
     let ack = q.ack()?;
     let consistent = q.consistent()?;
@@ -144,6 +161,16 @@ async fn run(api: &Api, uri: &Uri, body: Body) -> Result<Response, ApiError> {
             }),
         }
     }
+    // Every operation is checked against the token before any runs (as
+    // Consul's pre-check): one forbidden operation and nothing is written.
+    for (i, o) in parsed.iter().enumerate() {
+        if !permitted(caller, o) {
+            refused.push(wire::TxnError {
+                op_index: i as u64,
+                what: "Permission denied".to_string(),
+            });
+        }
+    }
     if !refused.is_empty() {
         return Ok(conflict(refused));
     }
@@ -168,7 +195,14 @@ async fn run(api: &Api, uri: &Uri, body: Body) -> Result<Response, ApiError> {
     match api.node.txn(parsed, ack, DELETE_KEYS_MAX).await {
         Ok(outcome) => {
             let body = wire::TxnResponse {
-                results: Some(outcome.results.into_iter().map(result).collect()),
+                results: Some(
+                    outcome
+                        .results
+                        .into_iter()
+                        .filter(|e| caller.authz.key_read(&e.key))
+                        .map(result)
+                        .collect(),
+                ),
                 errors: None,
             };
             Ok(Json(body).into_response())

@@ -66,14 +66,24 @@ pub(super) async fn watch(State(api): State<Arc<Api>>, uri: Uri, headers: Header
         let from = api.resume_index(q.from).await;
         let permit = api.permit()?;
         let w = api.node.watch(&prefix, from);
-        let stream = futures_util::stream::unfold((w, permit), |(mut w, permit)| async move {
-            let c = change(&w.next().await?);
-            let ev = SseEvent::default()
-                .id(c.index.to_string())
-                .event(c.op.as_str())
-                .json_data(&c)
-                .unwrap_or_else(|e| SseEvent::default().comment(e.to_string()));
-            Some((Ok::<_, Infallible>(ev), (w, permit)))
+        // Only the changes of keys the caller may read.
+        let authz = api.caller(&headers, &uri).authz;
+        let stream = futures_util::stream::unfold((w, permit), move |(mut w, permit)| {
+            let authz = authz.clone();
+            async move {
+                let c = loop {
+                    let c = w.next().await?;
+                    if authz.key_read(&c.key) {
+                        break change(&c);
+                    }
+                };
+                let ev = SseEvent::default()
+                    .id(c.index.to_string())
+                    .event(c.op.as_str())
+                    .json_data(&c)
+                    .unwrap_or_else(|e| SseEvent::default().comment(e.to_string()));
+                Some((Ok::<_, Infallible>(ev), (w, permit)))
+            }
         });
         let sse = Sse::new(stream)
             .keep_alive(KeepAlive::new().interval(Duration::from_millis(KEEP_ALIVE_MS)));

@@ -104,6 +104,7 @@ async fn start(a: &BenchArgs, dir: PathBuf) -> Result<LocalCluster> {
             loss: a.loss,
         }),
         api_tls: a.api_tls,
+        acl: false,
     });
     for i in 0..total {
         let (name, region) = LocalCluster::name(i, a.nodes_per_region);

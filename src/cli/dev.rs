@@ -23,6 +23,34 @@ pub struct DevArgs {
     pub webhook: Option<String>,
     /// The API serves HTTPS (each node's certificate, the dev CA).
     pub tls: bool,
+    /// ACLs on (default deny); the management token is printed.
+    pub acl: bool,
+}
+
+/// Where a dev cluster keeps its management token (bootstrap happens once).
+const MANAGEMENT_TOKEN_FILE: &str = "management-token";
+
+/// Bootstraps the ACLs of a fresh cluster, or reads the token kept from
+/// the first run.
+async fn management_token(c: &LocalCluster, dir: &std::path::Path) -> Result<String> {
+    let file = dir.join(MANAGEMENT_TOKEN_FILE);
+    if let Ok(t) = std::fs::read_to_string(&file) {
+        return Ok(t.trim().to_string());
+    }
+    let t: meridian::api::wire::AclToken = c
+        .api_client(0)?
+        .call(hyper::Method::PUT, "/v1/acl/bootstrap", None::<&()>)
+        .await
+        .context("ACL bootstrap")?;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(&file)
+        .with_context(|| format!("writing {}", file.display()))?;
+    std::io::Write::write_all(&mut f, format!("{}\n", t.secret_id).as_bytes())?;
+    Ok(t.secret_id)
 }
 
 pub async fn run(a: DevArgs) -> Result<bool> {
@@ -48,6 +76,7 @@ pub async fn run(a: DevArgs) -> Result<bool> {
         webhook: a.webhook.clone(),
         wan: None,
         api_tls: a.tls,
+        acl: a.acl,
     });
     for i in 0..total {
         if *stop.borrow() {
@@ -62,6 +91,17 @@ pub async fn run(a: DevArgs) -> Result<bool> {
     if c.nodes.is_empty() {
         return Ok(true);
     }
+    let token = if a.acl {
+        match management_token(&c, &a.dir).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let _ = c.shutdown().await;
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
     println!(
         "meridian dev: {} regions × {} node(s) per region, data under {}",
         a.regions,
@@ -92,12 +132,21 @@ pub async fn run(a: DevArgs) -> Result<bool> {
         println!("  export MERIDIAN_CACERT={}", ca.display());
         curl = format!("curl -s --cacert {}", ca.display());
     }
+    if let Some(t) = &token {
+        println!("  export MERIDIAN_TOKEN={t}");
+        curl = format!("{curl} -H 'X-Consul-Token: {t}'");
+    }
     println!("  meridian --addr {first} kv put config/greeting hello");
     println!("  meridian --addr {other} kv get config/greeting");
     println!("  meridian --addr {first} status");
     println!("  meridian --addr {first} verify");
     println!("  {curl} {other}/v1/kv/config/greeting?raw");
     println!();
+    if let Some(t) = &token {
+        // A line of its own, for scripts.
+        println!("management token: {t}");
+        println!();
+    }
     println!(
         "Ctrl-C stops the cluster; its data stays in {} for the next run.",
         a.dir.display()

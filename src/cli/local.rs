@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use meridian::client::{Client, ClientTls};
 use meridian::core::types::region_name;
 use meridian::daemon::webhook::WebhookConfig;
-use meridian::daemon::{ApiTlsConfig, Daemon, DaemonConfig};
+use meridian::daemon::{AclConfig, ApiTlsConfig, Daemon, DaemonConfig};
 use meridian::net::faults::{Faults, Link};
 use meridian::net::tls::{Ca, NodeIdentity};
 
@@ -86,6 +86,8 @@ pub struct Options {
     pub wan: Option<Link>,
     /// The API serves HTTPS with each node's certificate.
     pub api_tls: bool,
+    /// ACL tokens are enforced (default policy deny).
+    pub acl: bool,
 }
 
 /// A running local cluster.
@@ -150,6 +152,10 @@ impl LocalCluster {
             api_tls: ApiTlsConfig {
                 enabled: self.opts.api_tls,
                 ..ApiTlsConfig::default()
+            },
+            acl: AclConfig {
+                enabled: self.opts.acl,
+                ..AclConfig::default()
             },
             ..DaemonConfig::default()
         };

@@ -91,12 +91,14 @@ pub async fn load(
             while tokio::time::Instant::now() < deadline {
                 let (method, path, body) = request(kind, c, i, keys, &value);
                 i += 1;
-                let req = Request::builder()
+                let mut req = Request::builder()
                     .method(method)
                     .uri(path)
-                    .header(hyper::header::HOST, "bench")
-                    .body(Full::new(body))
-                    .map_err(|e| err(&e))?;
+                    .header(hyper::header::HOST, "bench");
+                if let Some(t) = &target.token {
+                    req = req.header("x-consul-token", t.as_ref());
+                }
+                let req = req.body(Full::new(body)).map_err(|e| err(&e))?;
                 let t = std::time::Instant::now();
                 tx.ready().await.map_err(|e| err(&e))?;
                 let resp = tx.send_request(req).await.map_err(|e| err(&e))?;

@@ -141,6 +141,8 @@ pub struct Client {
     authority: String,
     /// HTTPS settings; `None`: plain HTTP.
     tls: Option<Arc<ClientTls>>,
+    /// The ACL token sent with every request (`X-Consul-Token`).
+    token: Option<Arc<str>>,
     /// Longest wait for a whole response.
     timeout_ms: u64,
 }
@@ -209,6 +211,7 @@ impl Client {
         Ok(Client {
             authority,
             tls,
+            token: None,
             timeout_ms: 60_000,
         })
     }
@@ -234,6 +237,13 @@ impl Client {
     pub fn url(&self) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://{}", self.authority)
+    }
+
+    /// Sends `token` (an ACL token's secret) with every request; an empty
+    /// one sends none.
+    pub fn token(mut self, token: Option<&str>) -> Client {
+        self.token = token.filter(|t| !t.is_empty()).map(Arc::from);
+        self
     }
 
     /// Sets the longest wait for a whole response (default 60 s).
@@ -310,12 +320,14 @@ impl Client {
         body: Bytes,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
         let Connection { mut sender, ended } = self.connect().await?;
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, &self.authority)
-            .body(Full::new(body))
-            .map_err(|e| self.http_err(e))?;
+            .header(hyper::header::HOST, &self.authority);
+        if let Some(t) = &self.token {
+            req = req.header("x-consul-token", t.as_ref());
+        }
+        let req = req.body(Full::new(body)).map_err(|e| self.http_err(e))?;
         match sender.send_request(req).await {
             Ok(r) => Ok(r),
             Err(e) => Err(self.failed(e, ended).await),
@@ -409,6 +421,21 @@ impl Client {
     /// GETs `path` and reads a success answer as `T`.
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let r = self.get(path).await?.ok()?;
+        self.decode(path, &r)
+    }
+
+    /// Sends `body` (JSON when given) and reads a success answer as `T`.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<T, ClientError> {
+        let bytes = match body {
+            Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| self.http_err(e))?),
+            None => Bytes::new(),
+        };
+        let r = self.request(method, path, bytes).await?.ok()?;
         self.decode(path, &r)
     }
 

@@ -345,6 +345,17 @@ impl LwwMap {
             .map(|(k, &s)| (k, &self.slot(s).rec))
     }
 
+    /// [`LwwMap::scan_prefix`] without the keys it hides from a client's
+    /// scan: Meridian's own (reserved) keys, unless `prefix` is itself
+    /// inside the reserved namespace.
+    pub fn scan_visible<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a Key, &'a Record)> {
+        self.scan_prefix(prefix)
+            .filter(move |(k, _)| !super::types::hidden_under(prefix, k.as_str()))
+    }
+
     /// The current records of keys changed after `since`, in index order.
     pub fn changes_since(&self, since: u64) -> impl Iterator<Item = (u64, &Key, &Record)> {
         self.feed_since(since)

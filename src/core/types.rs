@@ -431,6 +431,30 @@ fn entry_hash_pieces(key: &str, e: &Entry) -> Hash {
     *h.finalize().as_bytes()
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC) of ms since the epoch, with `sep`
+/// between the date and the time (`T` for RFC 3339, a space for people).
+pub fn utc_text(ms: u64, sep: char) -> String {
+    let (days, rem) = ((ms / 86_400_000) as i64, ms % 86_400_000);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let zone = if sep == 'T' { "Z" } else { "" };
+    format!(
+        "{y:04}-{m:02}-{d:02}{sep}{:02}:{:02}:{:02}.{:03}{zone}",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1_000 % 60,
+        rem % 1_000
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -308,6 +308,51 @@ impl ApiTlsConfig {
     }
 }
 
+/// `[acl]`: ACL tokens (`api::acl`, `core::acl`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclConfig {
+    /// Enforce tokens. Default false.
+    pub enabled: bool,
+    /// Where no rule of a token applies: `deny` (default) or `allow`.
+    pub default_policy: DefaultPolicy,
+}
+
+/// `[acl] default_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultPolicy {
+    /// Nothing a rule does not grant (default).
+    #[default]
+    Deny,
+    /// Everything a rule does not deny.
+    Allow,
+}
+
+impl Default for AclConfig {
+    fn default() -> Self {
+        AclConfig {
+            enabled: false,
+            default_policy: DefaultPolicy::Deny,
+        }
+    }
+}
+
+impl AclConfig {
+    /// How the API enforces ACLs.
+    pub fn mode(&self) -> api::AclMode {
+        if !self.enabled {
+            return api::AclMode::Off;
+        }
+        api::AclMode::On {
+            default: match self.default_policy {
+                DefaultPolicy::Deny => crate::core::acl::Access::Deny,
+                DefaultPolicy::Allow => crate::core::acl::Access::Write,
+            },
+        }
+    }
+}
+
 /// `[history]`: versions of each key kept for `kv history` and `kv rollback`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -373,6 +418,8 @@ pub struct DaemonConfig {
     pub http: HttpConfig,
     /// `[api_tls]`: HTTPS on the API, and client certificates.
     pub api_tls: ApiTlsConfig,
+    /// `[acl]`: ACL tokens.
+    pub acl: AclConfig,
     /// `[[webhooks]]`: endpoints that receive events. Default none.
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -400,6 +447,7 @@ impl Default for DaemonConfig {
             history: HistoryConfig::default(),
             http: HttpConfig::default(),
             api_tls: ApiTlsConfig::default(),
+            acl: AclConfig::default(),
             webhooks: Vec::new(),
         }
     }
@@ -460,6 +508,7 @@ impl DaemonConfig {
             promoted_file: Some(self.data_dir.join(PROMOTED_FILE)),
             recursive_delete_keys_max: self.limits.recursive_delete_keys_max,
             txn_ops_max: self.limits.txn_ops_max,
+            acl: self.acl.mode(),
         }
     }
 

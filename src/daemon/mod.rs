@@ -28,8 +28,9 @@ use crate::node::{Node, NodeError};
 use crate::store::Durability;
 
 pub use config::{
-    ApiTlsConfig, BackupConfig, DaemonConfig, DurabilityConfig, HistoryConfig, HttpConfig,
-    LimitsConfig, PolicyConfig, Role, SyncConfig, WriteAckConfig, PROMOTED_FILE,
+    AclConfig, ApiTlsConfig, BackupConfig, DaemonConfig, DefaultPolicy, DurabilityConfig,
+    HistoryConfig, HttpConfig, LimitsConfig, PolicyConfig, Role, SyncConfig, WriteAckConfig,
+    PROMOTED_FILE,
 };
 use health::health_loop;
 pub use health::HEALTH_CHECK_MS;

@@ -8,6 +8,7 @@ use super::driver::Driver;
 use super::types::{Change, DigestReport, Indexed, KeyHash, KvEntry, NodeStatus, Snapshot};
 use super::{NodeError, QUARANTINED_NAMED_MAX, WATCH_BATCH_MAX, WATCH_SCAN_MAX};
 use crate::core::conflicts::Conflict;
+use crate::core::types::hidden_under;
 use crate::core::Record;
 
 /// A record as the API shows it; `None` for a tombstone.
@@ -60,7 +61,7 @@ impl Driver {
         }
         let mut index = 0;
         let mut value = Vec::new();
-        for (k, r) in self.replica.map().scan_prefix(prefix) {
+        for (k, r) in self.replica.map().scan_visible(prefix) {
             index = index.max(r.modify_index);
             value.extend(live(k.as_str(), r));
         }
@@ -88,7 +89,7 @@ impl Driver {
             let Some((k, r)) = current else {
                 continue;
             };
-            if k.as_str().starts_with(prefix) {
+            if k.as_str().starts_with(prefix) && !hidden_under(prefix, k.as_str()) {
                 out.push(Change {
                     index: i,
                     key: k.to_string(),

@@ -16,7 +16,9 @@ use strum::{EnumDiscriminants, IntoStaticStr, VariantArray, VariantNames};
 
 use super::health::Thresholds;
 
+mod acl;
 mod consul;
+pub use acl::*;
 pub use consul::*;
 
 /// Any failed request: `{"error": message}` with a 4xx or 5xx status.

@@ -272,7 +272,7 @@ impl Overlay<'_> {
         let mut out: BTreeMap<String, View> = self
             .replica
             .map
-            .scan_prefix(prefix)
+            .scan_visible(prefix)
             .map(|(k, r)| {
                 let v = View {
                     value: r.entry.value.clone(),

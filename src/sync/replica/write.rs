@@ -264,8 +264,9 @@ impl Replica {
     /// the `Persist` that follows, after which each is acknowledged.
     /// Keys deleted here before are deleted again,
     /// so that the prefix delete also wins over writes to them this replica
-    /// has not seen yet. Keys it never heard of are not covered. At most
-    /// `keys_max` keys; more is refused and nothing is written.
+    /// has not seen yet. Keys it never heard of are not covered, nor
+    /// Meridian's own (reserved) keys unless `prefix` is among them. At
+    /// most `keys_max` keys; more is refused and nothing is written.
     pub fn delete_prefix(
         &mut self,
         prefix: &str,
@@ -289,12 +290,12 @@ impl Replica {
         self.quorum_writable(ack)?;
         let keys: Vec<(Key, Stamp)> = self
             .map
-            .scan_prefix(prefix)
+            .scan_visible(prefix)
             .take(keys_max.saturating_add(1))
             .map(|(k, r)| (k.clone(), r.entry.stamp))
             .collect();
         if keys.len() > keys_max {
-            let count = self.map.scan_prefix(prefix).count();
+            let count = self.map.scan_visible(prefix).count();
             return Err(WriteError::TooManyKeys {
                 count,
                 max: keys_max,
