@@ -17,6 +17,30 @@ use meridian::client::{self, Client};
 use meridian::daemon::{Daemon, DaemonConfig};
 use meridian::net::tls::Ca;
 
+/// Bootstraps the node's ACLs and makes a token for the load; its secret.
+async fn acl_token(c: &Client) -> String {
+    use meridian::api::wire::AclToken;
+    let root: AclToken = c
+        .call(Method::PUT, "/v1/acl/bootstrap", None::<&()>)
+        .await
+        .unwrap();
+    let root_c = c.clone().token(Some(&root.secret_id));
+    let rules = "key_prefix \"\" { policy = \"read\" }\nkey_prefix \"bench/\" { policy = \"write\" }\n\
+                 key_prefix \"bench/private/\" { policy = \"deny\" }\nkey \"bench/flag\" { policy = \"read\" }\n\
+                 operator = \"read\"";
+    let policy = serde_json::json!({"Name": "bench", "Rules": rules});
+    let _: serde_json::Value = root_c
+        .call(Method::PUT, "/v1/acl/policy", Some(&policy))
+        .await
+        .unwrap();
+    let token = serde_json::json!({"Policies": [{"Name": "bench"}]});
+    let t: AclToken = root_c
+        .call(Method::PUT, "/v1/acl/token", Some(&token))
+        .await
+        .unwrap();
+    t.secret_id
+}
+
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i].as_secs_f64() * 1000.0
@@ -49,10 +73,14 @@ fn main() {
         let _ = std::fs::remove_dir_all(&root);
         let ca = Ca::generate("bench").unwrap();
 
-        println!("== HTTP API, one node (redb, fsync per group commit), 100-byte values, keep-alive clients; plain HTTP, then HTTPS (TLS 1.3, rustls) in the same run");
+        println!("== HTTP API, one node (redb, fsync per group commit), 100-byte values, keep-alive clients; plain HTTP, then HTTPS (TLS 1.3, rustls), then HTTP with ACLs on (a token with 5 rules), in the same run");
         println!("{:>8} {:>6} {:>6} {:>12} {:>9} {:>9}", "scheme", "clients", "op", "ops/s", "p50 ms", "p99 ms");
-        for https in [false, true] {
-            let name = if https { "api-tls" } else { "api" };
+        for (https, acl) in [(false, false), (true, false), (false, true)] {
+            let name = match (https, acl) {
+                (true, _) => "api-tls",
+                (_, true) => "api-acl",
+                _ => "api",
+            };
             let mut cfg = config(&root, name, "us-east", vec![]);
             let id = ca.issue(name, "us-east").unwrap();
             let mut tls = None;
@@ -63,9 +91,20 @@ fn main() {
                 let ca_file = cfg.tls_dir.join("ca.pem");
                 tls = Some(std::sync::Arc::new(client::ClientTls::new(Some(&ca_file), None, None).unwrap()));
             }
+            cfg.acl.enabled = acl;
             let d = Daemon::start_with(&cfg, id, None).await.unwrap();
-            let target = Client::with_tls(&d.api_url(), tls).unwrap();
-            let scheme = if https { "https" } else { "http" };
+            let mut target = Client::with_tls(&d.api_url(), tls).unwrap();
+            if acl {
+                // A token whose policy may write bench/ (the keys the load uses),
+                // beside other rules, as a real deployment's would be.
+                let secret = acl_token(&target).await;
+                target = target.token(Some(&secret));
+            }
+            let scheme = match (https, acl) {
+                (true, _) => "https",
+                (_, true) => "http+acl",
+                _ => "http",
+            };
             for clients in [1usize, 16, 64] {
                 let two = Duration::from_secs(2);
                 let put = client::load(&target, clients, two, 100, 100, client::Load::Put).await.unwrap();

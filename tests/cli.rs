@@ -340,19 +340,35 @@ fn python_with(venv: &str, package: &str) -> std::path::PathBuf {
     python
 }
 
-/// Runs a Consul client script against a fresh two-region cluster.
-fn run_client(name: &str, program: &Path, script: &str, env: &[(&str, &std::ffi::OsStr)]) {
-    let (_dev, api) = dev(name, 2);
+/// Runs a Consul client script against a fresh two-region cluster; with
+/// `acl`, ACLs are on and the script gets the management token in
+/// `MERIDIAN_ACL_ROOT` (it then runs its ACL checks).
+fn run_client(
+    name: &str,
+    program: &Path,
+    script: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+    acl: bool,
+) {
+    let (_dev, api, lines) = dev_with(name, 2, if acl { &["--acl"] } else { &[] });
+    let root = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("management token: "))
+        .unwrap_or("")
+        .to_string();
+    assert_eq!(acl, !root.is_empty(), "{lines:#?}");
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join(script);
-    let o = Command::new(program)
-        .arg(&script)
+    let mut cmd = Command::new(program);
+    cmd.arg(&script)
         .arg(api[0].trim_start_matches("http://"))
         .arg(api[1].trim_start_matches("http://"))
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+        .envs(env.iter().copied());
+    if acl {
+        cmd.env("MERIDIAN_ACL_ROOT", &root);
+    }
+    let o = cmd.output().unwrap();
     assert!(
         o.status.success(),
         "{} failed:\n{}\n{}",
@@ -370,19 +386,54 @@ fn run_client(name: &str, program: &Path, script: &str, env: &[(&str, &std::ffi:
 #[test]
 fn consul_client_library_works_unchanged() {
     let python = python_with("consul-venv", "py-consul==1.8.0");
-    run_client("consul", &python, "consul_client.py", &[]);
+    run_client("consul", &python, "consul_client.py", &[], false);
 }
 
 /// ... python-consul2 from PyPI:
 #[test]
 fn python_consul2_works_unchanged() {
     let python = python_with("consul2-venv", "python-consul2==0.1.5");
-    run_client("consul2", &python, "consul_client2.py", &[]);
+    run_client("consul2", &python, "consul_client2.py", &[], false);
+}
+
+/// With ACLs on, each library with a token that may write only under a
+/// prefix: 403s raise the library's ACLPermissionDenied, recursive reads
+/// and key lists are filtered, a transaction with a forbidden operation
+/// writes nothing, the token works in the other region and stops there
+/// when deleted (tests/consul_common.py `acl_checks`; node-consul's in
+/// tests/consul_client.cjs).
+#[test]
+fn consul_client_libraries_honour_acl_tokens() {
+    let python = python_with("consul-venv", "py-consul==1.8.0");
+    run_client("consul-acl", &python, "consul_client.py", &[], true);
+    let python = python_with("consul2-venv", "python-consul2==0.1.5");
+    run_client("consul2-acl", &python, "consul_client2.py", &[], true);
+    let modules = node_consul();
+    run_client(
+        "consul-npm-acl",
+        Path::new("node"),
+        "consul_client.cjs",
+        &[("NODE_PATH", modules.as_os_str())],
+        true,
+    );
 }
 
 /// ... and npm's `consul` (node-consul):
 #[test]
 fn node_consul_works_unchanged() {
+    let modules = node_consul();
+    run_client(
+        "consul-npm",
+        Path::new("node"),
+        "consul_client.cjs",
+        &[("NODE_PATH", modules.as_os_str())],
+        false,
+    );
+}
+
+/// npm's `consul` (pinned) installed under the test target directory; its
+/// node_modules.
+fn node_consul() -> std::path::PathBuf {
     let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join("consul-npm");
     let modules = prefix.join("node_modules");
     if !modules.join("consul").join("package.json").exists() {
@@ -398,10 +449,5 @@ fn node_consul_works_unchanged() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    run_client(
-        "consul-npm",
-        Path::new("node"),
-        "consul_client.cjs",
-        &[("NODE_PATH", modules.as_os_str())],
-    );
+    modules
 }

@@ -14,12 +14,14 @@ python-consul2 answers a 404 from any endpoint with the tuple
 """
 
 import json
+import os
 import sys
 import threading
 import time
 
 import consul
 from consul_common import (
+    acl_checks,
     b64,
     blocking_query_ignores_other_keys,
     client_of,
@@ -35,6 +37,12 @@ P = "pc2/"
 
 client = client_of(consul)
 
+
+if os.environ.get("MERIDIAN_ACL_ROOT"):
+    # The ACL run: a cluster with ACLs on, and this library with tokens.
+    acl_checks(consul, sys.argv[1], sys.argv[2], os.environ["MERIDIAN_ACL_ROOT"], ClientError)
+    print("consul client: ACL checks: all checks passed")
+    sys.exit(0)
 
 a = client(sys.argv[1])
 b = client(sys.argv[2])

@@ -99,3 +99,70 @@ def probes_and_sessions(a, b, consul_exception):
     msg = raises(consul_exception, a.session.create, name="lock", ttl=10)
     assert msg.startswith("501 "), msg
     return dc_a, dc_b
+
+
+def acl_checks(consul, addr_a, addr_b, root, conflict_exception):
+    """With ACLs on (`root` is the management token): a token that may
+    write only under `acl/app/` (and read `acl/ro/`), created in one region,
+    works through the library in the other; everything else raises the
+    library's ACLPermissionDenied; recursive reads and key lists are
+    filtered; a transaction with a forbidden operation writes nothing; the
+    token, deleted in one region, is refused in the other."""
+    import json
+    import urllib.request
+
+    def call(method, addr, path, body, token):
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            f"http://{addr}{path}", data=data, method=method, headers={"X-Consul-Token": token}
+        )
+        with urllib.request.urlopen(req) as r:
+            return json.loads(r.read())
+
+    rules = 'key_prefix "acl/app/" { policy = "write" }\nkey_prefix "acl/ro/" { policy = "read" }'
+    call("PUT", addr_a, "/v1/acl/policy", {"Name": "client-app", "Rules": rules}, root)
+    tok = call("PUT", addr_a, "/v1/acl/token", {"Policies": [{"Name": "client-app"}]}, root)
+    secret, accessor = tok["SecretID"], tok["AccessorID"]
+
+    def client(addr, token=None):
+        host, port = addr.rsplit(":", 1)
+        return consul.Consul(host=host, port=int(port), token=token)
+
+    root_a, app_a, app_b, anon_a = client(addr_a, root), client(addr_a, secret), client(addr_b, secret), client(addr_a)
+    denied = consul.ACLPermissionDenied
+    assert root_a.kv.put("acl/ro/r", "r") is True
+    assert root_a.kv.put("acl/secret", "s") is True
+    assert app_a.kv.put("acl/app/x", "1") is True
+    for key in ("acl/secret", "acl/ro/r", "elsewhere"):
+        raises(denied, app_a.kv.put, key, "x")
+    raises(denied, app_a.kv.get, "acl/secret")
+    raises(denied, anon_a.kv.put, "acl/app/y", "1")
+    raises(denied, anon_a.kv.get, "acl/ro/r")
+    assert app_a.kv.get("acl/ro/r")[1]["Value"] == b"r"
+    _, entries = app_a.kv.get("acl/", recurse=True)
+    assert [e["Key"] for e in entries] == ["acl/app/x", "acl/ro/r"], entries
+    _, keys = app_a.kv.get("acl/", keys=True)
+    assert keys == ["acl/app/x", "acl/ro/r"], keys
+    _, everything = root_a.kv.get("acl/", recurse=True)
+    assert [e["Key"] for e in everything] == ["acl/app/x", "acl/ro/r", "acl/secret"], everything
+    # One forbidden operation: nothing of the transaction is written.
+    ops = [
+        {"KV": {"Verb": "set", "Key": "acl/app/t", "Value": b64("t")}},
+        {"KV": {"Verb": "set", "Key": "acl/secret", "Value": b64("t")}},
+    ]
+    msg = raises(conflict_exception, app_a.txn.put, ops)
+    assert msg.startswith("409 ") and "Permission denied" in msg, msg
+    assert root_a.kv.get("acl/app/t")[1] is None
+    assert root_a.kv.get("acl/secret")[1]["Value"] == b"s"
+
+    # The token made in a's region works in b's, and stops when deleted in a's.
+    def b_takes_it():
+        try:
+            return app_b.kv.put("acl/app/from-b", "1") is True
+        except denied:
+            return False
+
+    eventually("the token works in the other region", b_takes_it)
+    call("DELETE", addr_a, f"/v1/acl/token/{accessor}", None, root)
+    eventually("the deleted token is refused in the other region", lambda: not b_takes_it())
+    raises(denied, app_a.kv.get, "acl/app/x")

@@ -345,3 +345,100 @@ key_prefix "ro/" { policy = "read" }"#,
     );
     assert_eq!(get(&anon_a, "/v1/kv/app/again").status, 403);
 }
+
+/// An HTTPS receiver on loopback with `cert`/`key`: every request's
+/// headers and body, on a channel.
+fn https_receiver(
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+) -> (
+    u16,
+    std::sync::mpsc::Receiver<(hyper::HeaderMap, bytes::Bytes)>,
+) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        rt().block_on(async move {
+            use http_body_util::BodyExt;
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let tls = meridian::api::tls::ApiTls {
+                cert_file: cert,
+                key_file: key,
+                client_ca_file: None,
+            }
+            .server_config()
+            .unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    continue;
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: hyper::Request<hyper::body::Incoming>| {
+                            let tx = tx.clone();
+                            async move {
+                                let headers = req.headers().clone();
+                                let body = req.into_body().collect().await?.to_bytes();
+                                let _ = tx.send((headers, body));
+                                Ok::<_, hyper::Error>(hyper::Response::new(
+                                    http_body_util::Full::new(bytes::Bytes::new()),
+                                ))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        })
+    });
+    (port, rx)
+}
+
+#[test]
+fn webhooks_reach_an_https_receiver_signed() {
+    let root = dir("webhook-https");
+    // The receiver's certificate, from the cluster CA (issued for 127.0.0.1).
+    let hook = issue(&root, "hook", "receivers");
+    let (port, deliveries) = https_receiver(hook.join("node.pem"), hook.join("node.key"));
+    let ca = root.join("ca").join("ca.pem");
+    let secret = "webhook-s3cret";
+    let (pa, pb) = (free_udp_port(), free_udp_port());
+    let cfg = format!(
+        "[[webhooks]]\nurl = \"https://127.0.0.1:{port}/hook\"\nca_file = \"{}\"\nsecret = \"{secret}\"\nevents = [\"peer_up\"]\n",
+        ca.display()
+    );
+    let (_a, _) = node(&root, "a", "r1", pa, &[], &cfg);
+    let (_b, _) = node(&root, "b", "r2", pb, &[pa], "");
+    let (headers, body) = deliveries
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("no delivery over HTTPS");
+    let event: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(event["type"], "peer_up", "{event}");
+    // The signature, recomputed here from the secret, the timestamp and the body.
+    let ts = headers["x-meridian-timestamp"].to_str().unwrap();
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let mut signed = format!("{ts}.").into_bytes();
+    signed.extend_from_slice(&body);
+    let tag = ring::hmac::sign(&key, &signed);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        headers["x-meridian-signature"].to_str().unwrap(),
+        format!("sha256={hex}")
+    );
+    let age_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        - ts.parse::<i64>().unwrap();
+    assert!(
+        (0..60_000).contains(&age_ms),
+        "timestamp {ts} is {age_ms} ms old"
+    );
+}

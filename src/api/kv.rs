@@ -307,13 +307,15 @@ async fn put(api: &Api, uri: &Uri, body: Body, caller: &Resolved) -> Result<Resp
     let q = PutQuery::parse(&Params::parse(uri)?)?;
     // Validated once, here: the node and the replica take the key as it is.
     let key = Key::new_within(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
-    if !caller.authz.key_write(key.as_str()) {
-        return Ok(denied(caller, "key:write", key.as_str()).into_response());
-    }
     let max = api.cfg.limits.value_bytes_max;
     let value: Bytes = axum::body::to_bytes(body, max)
         .await
         .map_err(|e| body_error(&e, max, "value"))?;
+    // After the body is read: a refused request leaves the connection
+    // usable for the client's next one.
+    if !caller.authz.key_write(key.as_str()) {
+        return Ok(denied(caller, "key:write", key.as_str()).into_response());
+    }
     let opts = WriteOptions {
         flags: q.flags,
         cas: q.cas,

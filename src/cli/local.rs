@@ -146,6 +146,8 @@ impl LocalCluster {
                 .iter()
                 .map(|url| WebhookConfig {
                     url: url.clone(),
+                    ca_file: None,
+                    secret: None,
                     events: Vec::new(),
                 })
                 .collect(),

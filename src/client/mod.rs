@@ -318,6 +318,7 @@ impl Client {
         method: Method,
         path: &str,
         body: Bytes,
+        headers: &[(&str, String)],
     ) -> Result<hyper::Response<Incoming>, ClientError> {
         let Connection { mut sender, ended } = self.connect().await?;
         let mut req = Request::builder()
@@ -326,6 +327,9 @@ impl Client {
             .header(hyper::header::HOST, &self.authority);
         if let Some(t) = &self.token {
             req = req.header("x-consul-token", t.as_ref());
+        }
+        for (name, value) in headers {
+            req = req.header(*name, value);
         }
         let req = req.body(Full::new(body)).map_err(|e| self.http_err(e))?;
         match sender.send_request(req).await {
@@ -391,8 +395,19 @@ impl Client {
         path: &str,
         body: Bytes,
     ) -> Result<Reply, ClientError> {
+        self.request_with(method, path, body, &[]).await
+    }
+
+    /// [`Client::request`] with more headers.
+    pub async fn request_with(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        headers: &[(&str, String)],
+    ) -> Result<Reply, ClientError> {
         let whole = async {
-            let resp = self.send(method, path, body).await?;
+            let resp = self.send(method, path, body, headers).await?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, RESPONSE_BYTES_MAX)
                 .collect()
@@ -535,12 +550,12 @@ impl Client {
         path: &str,
         body: Bytes,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
-        self.send(method, path, body).await
+        self.send(method, path, body, &[]).await
     }
 
     /// Opens a streaming response (server-sent events).
     pub async fn stream(&self, path: &str) -> Result<Stream, ClientError> {
-        let resp = self.send(Method::GET, path, Bytes::new()).await?;
+        let resp = self.send(Method::GET, path, Bytes::new(), &[]).await?;
         Ok(Stream {
             status: resp.status(),
             body: resp.into_body(),

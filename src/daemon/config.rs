@@ -601,6 +601,23 @@ mod tests {
         let text = "[[webhooks]]\nurl = \"http://h:1/\"\nevents = [\"peer_dwn\"]";
         let e = DaemonConfig::parse(text, Path::new("n")).unwrap_err();
         assert!(e.to_string().contains("peer_dwn"), "{e}");
+        // HTTPS receivers; a CA only for https; no empty secret.
+        let https = "[[webhooks]]\nurl = \"https://h:1/x\"\nca_file = \"/ca.pem\"\nsecret = \"s\"";
+        let c = DaemonConfig::parse(https, Path::new("n")).unwrap();
+        assert_eq!(
+            c.webhooks[0].target().unwrap(),
+            ("https://h:1".to_string(), "/x".to_string())
+        );
+        for (text, word) in [
+            ("url = \"http://h:1/\"\nca_file = \"/ca.pem\"", "https"),
+            ("url = \"https://h:1/\"\nsecret = \"\"", "secret"),
+            ("url = \"ftp://h:1/\"", "https://"),
+        ] {
+            let named = format!("name = \"a\"\nregion = \"r\"\n[[webhooks]]\n{text}");
+            let c = DaemonConfig::parse(&named, Path::new("n")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(word), "{text}: {e}");
+        }
         assert!(e.to_string().contains("partition_healed"), "{e}");
     }
 

@@ -20,7 +20,7 @@ pub mod data_dir;
 mod driver;
 pub mod history;
 mod queries;
-mod time;
+pub(crate) mod time;
 mod types;
 
 use std::collections::VecDeque;

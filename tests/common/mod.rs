@@ -131,9 +131,15 @@ pub fn apis(lines: &[String]) -> Vec<String> {
 
 /// `meridian dev` with any free ports; returns it and the API addresses in table order.
 pub fn dev(name: &str, regions: usize) -> (Proc, Vec<String>) {
+    let (p, addrs, _) = dev_with(name, regions, &[]);
+    (p, addrs)
+}
+
+/// [`dev`] with more flags; also returns what it printed up to "ready:".
+pub fn dev_with(name: &str, regions: usize, extra: &[&str]) -> (Proc, Vec<String>, Vec<String>) {
     let d = dir(name);
     let r = regions.to_string();
-    let p = Proc::spawn(&[
+    let mut args = vec![
         "dev",
         "--dir",
         d.to_str().unwrap(),
@@ -141,12 +147,14 @@ pub fn dev(name: &str, regions: usize) -> (Proc, Vec<String>) {
         "0",
         "--regions",
         &r,
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let p = Proc::spawn(&args);
     let lines = p.until("ready:");
     let mut addrs = apis(&lines[..lines.iter().position(|l| l.starts_with("Try")).unwrap()]);
     addrs.dedup();
     assert_eq!(addrs.len(), regions, "{lines:#?}");
-    (p, addrs)
+    (p, addrs, lines)
 }
 
 pub fn rt() -> tokio::runtime::Runtime {
