@@ -170,6 +170,11 @@ enum Command {
         #[command(subcommand)]
         command: cli::acl::AclCommand,
     },
+    /// The audit log of the node at --addr: accepted changes, who made them, from where.
+    Audit {
+        #[command(subcommand)]
+        command: cli::audit::AuditCommand,
+    },
     /// The cluster's certificate authority.
     Ca {
         #[command(subcommand)]
@@ -391,6 +396,7 @@ fn run(cli: Cli) -> Result<bool> {
                     }
                     Command::Promote => cli::promote(&client).await,
                     Command::Acl { command } => cli::acl::acl(&client, command).await,
+                    Command::Audit { command } => cli::audit::audit(&client, command).await,
                     Command::Backup { command } => cli::backup::run(&client, command).await,
                     Command::Restore { files, force, only } => {
                         cli::backup::restore(&client, &files, force, only).await

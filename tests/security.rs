@@ -442,3 +442,118 @@ fn webhooks_reach_an_https_receiver_signed() {
         "timestamp {ts} is {age_ms} ms old"
     );
 }
+
+#[test]
+fn the_audit_log_records_every_accepted_change_and_survives_a_restart() {
+    let root_dir = dir("audit");
+    let p = free_udp_port();
+    let (node_a, a) = node(&root_dir, "a", "r1", p, &[], "[acl]\nenabled = true\n");
+    let anon = client(&a, None);
+    let r = put_json(&anon, "/v1/acl/bootstrap", "");
+    let boot = json(&r);
+    let root = boot["SecretID"].as_str().unwrap().to_string();
+    let root_accessor = boot["AccessorID"].as_str().unwrap().to_string();
+    let c = client(&a, Some(&root));
+    let (app_accessor, app) = token_for(&c, "app", r#"key_prefix "app/" { policy = "write" }"#);
+    let app_c = client(&a, Some(&app));
+    assert_eq!(put_json(&app_c, "/v1/kv/app/a", "1").status, 200);
+    assert_eq!(
+        put_json(&app_c, "/v1/kv/other", "1").status,
+        403,
+        "refused: not logged"
+    );
+    assert_eq!(put_json(&c, "/v1/kv/app/b", "2").status, 200);
+    // A failed check-and-set is not a change.
+    assert_eq!(
+        put_json(&c, "/v1/kv/app/b?cas=1", "3").text().trim(),
+        "false"
+    );
+    assert_eq!(delete(&c, "/v1/kv/app/a").status, 200);
+    let txn = r#"[{"KV": {"Verb": "set", "Key": "t/1", "Value": "MQ=="}},
+                  {"KV": {"Verb": "get", "Key": "app/b"}},
+                  {"KV": {"Verb": "delete", "Key": "t/2"}}]"#;
+    assert_eq!(put_json(&c, "/v1/txn", txn).status, 200);
+    assert_eq!(delete(&c, "/v1/kv/t/?recurse").status, 200);
+    let backup = get(&c, "/v1/backup");
+    assert_eq!(backup.status, 200);
+    let r = rt()
+        .block_on(c.request(hyper::Method::POST, "/v1/restore", backup.body.clone()))
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        put_json(&c, "/v1/promote", "").status,
+        405,
+        "promote is a POST"
+    );
+    let r = rt()
+        .block_on(c.request(hyper::Method::POST, "/v1/promote", bytes::Bytes::new()))
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        delete(&c, &format!("/v1/acl/token/{app_accessor}")).status,
+        200
+    );
+
+    let expected = [
+        ("acl-bootstrap", ""),
+        ("acl-policy-create", ""),
+        ("acl-token-create", ""),
+        ("put", "app/a"),
+        ("put", "app/b"),
+        ("delete", "app/a"),
+        ("txn", "t/1"),
+        ("delete-tree", "t/"),
+        ("restore", ""),
+        ("promote", ""),
+        ("acl-token-delete", ""),
+    ];
+    let check = |api: &str, extra: usize| {
+        let c = client(api, Some(&root));
+        // Only a management token reads the log.
+        assert_eq!(get(&client(api, Some(&app)), "/v1/audit").status, 403);
+        let records = json(&get(&c, "/v1/audit"));
+        let records = records.as_array().unwrap();
+        assert_eq!(records.len(), expected.len() + extra, "{records:#?}");
+        for (i, ((op, key), r)) in expected.iter().zip(records).enumerate() {
+            assert_eq!(r["seq"], i as u64 + 1, "{r}");
+            assert_eq!(r["op"], *op, "{r}");
+            if !key.is_empty() {
+                assert_eq!(r["keys"][0], *key, "{r}");
+            }
+            assert_eq!(r["region"], "r1");
+            assert!(
+                r["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+                "{r}"
+            );
+            assert!(
+                !r.to_string().contains(&root) && !r.to_string().contains(&app),
+                "a secret in {r}"
+            );
+        }
+        // Who: the app token wrote app/a, the management token the rest.
+        assert_eq!(records[3]["accessor"], app_accessor.as_str());
+        assert_eq!(records[4]["accessor"], root_accessor.as_str());
+        assert_eq!(records[6]["keys"], serde_json::json!(["t/1", "t/2"]));
+        assert!(
+            records[8]["keys_total"].as_u64().unwrap() >= 3,
+            "{}",
+            records[8]
+        );
+        // ?since= pages.
+        let after = json(&get(&c, "/v1/audit?since=9"));
+        assert_eq!(after.as_array().unwrap()[0]["seq"], 10);
+    };
+    check(&a, 0);
+    drop(node_a);
+    let (_node_a, a) = restart(&root_dir, "a");
+    check(&a, 0);
+    // Numbering goes on after the restart.
+    assert_eq!(
+        put_json(&client(&a, Some(&root)), "/v1/kv/after", "1").status,
+        200
+    );
+    eventually("the record after the restart is read back", || {
+        let r = json(&get(&client(&a, Some(&root)), "/v1/audit?since=11"));
+        r.as_array().unwrap().first().map(|r| r["seq"].clone()) == Some(serde_json::json!(12))
+    });
+}

@@ -145,7 +145,12 @@ pub(super) async fn restore(State(api): State<Arc<Api>>, uri: Uri, body: Body) -
             backup_index: b.header.index,
             backup_node: b.header.name,
         };
-        Ok::<_, ApiError>(axum::Json(doc).into_response())
+        let audited = super::audit::Audited {
+            op: "restore",
+            keys: Vec::new(),
+            total: Some(total as u64),
+        };
+        Ok::<_, ApiError>(audited.on(axum::Json(doc).into_response()))
     };
     go.await.unwrap_or_else(IntoResponse::into_response)
 }

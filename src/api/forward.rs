@@ -102,10 +102,9 @@ async fn send(
     let req = ForwardRequest {
         method: method.to_string(),
         path_and_query: without_dc(uri),
-        token: headers
-            .get("x-consul-token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        // From any of the places a client may put it (?token= also travels
+        // in the query).
+        token: super::acl::token_of(headers, uri),
         body: body.to_vec(),
     };
     let answer = api
@@ -168,18 +167,30 @@ async fn serve(api: Arc<Api>, req: ForwardRequest) -> Response {
         headers.insert("x-consul-token", v);
     }
     let body = Body::from(req.body);
-    let path = uri.path();
-    if path == "/v1/kv" || path.starts_with("/v1/kv/") {
-        kv::kv(State(api), method, uri, headers, body).await
+    let path = uri.path().to_string();
+    let response = if path == "/v1/kv" || path.starts_with("/v1/kv/") {
+        kv::kv(
+            State(api.clone()),
+            method,
+            uri.clone(),
+            headers.clone(),
+            body,
+        )
+        .await
     } else if path == "/v1/txn" && method == Method::PUT {
-        txn::txn(State(api), uri, headers, body).await
+        txn::txn(State(api.clone()), uri.clone(), headers.clone(), body).await
     } else {
-        error(
+        return error(
             StatusCode::NOT_FOUND,
             format!("{method} {path} is not served for other regions (only /v1/kv and /v1/txn)"),
         )
-        .into_response()
-    }
+        .into_response();
+    };
+    // Not through the router: the audit log is written here.
+    let accepted = super::audit::accepted(&response);
+    api.audit(accepted, &headers, &uri, "forwarded by a peer".to_string())
+        .await;
+    response
 }
 
 /// A response as it travels back: its status, the headers clients read,

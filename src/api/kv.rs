@@ -13,6 +13,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 
 use super::acl::{denied, FILTERED_HEADER};
+use super::audit::Audited;
 use super::error::{body_error, error, key_error, node_error, ApiError};
 use super::query::{path_rest, Params};
 use super::{forward, wire, Api, DELETE_KEYS_MAX};
@@ -321,12 +322,18 @@ async fn put(api: &Api, uri: &Uri, body: Body, caller: &Resolved) -> Result<Resp
         cas: q.cas,
         ack: q.ack,
     };
+    let name = key.to_string();
     let done = match api.node.put_opts(key, value, opts).await {
         Ok(_) => true,
         Err(NodeError::Write(WriteError::CasMismatch { .. })) => false,
         Err(e) => return Err(node_error(e)),
     };
-    Ok((api.headers(api.node.index()), axum::Json(done)).into_response())
+    let r = (api.headers(api.node.index()), axum::Json(done)).into_response();
+    Ok(if done {
+        Audited::new("put", vec![name]).on(r)
+    } else {
+        r
+    })
 }
 
 async fn delete(api: &Api, uri: &Uri, caller: &Resolved) -> Result<Response, ApiError> {
@@ -356,7 +363,8 @@ async fn delete(api: &Api, uri: &Uri, caller: &Resolved) -> Result<Response, Api
                 .delete_prefix_acked(&key, DELETE_KEYS_MAX, ack)
                 .await
                 .map_err(node_error)?;
-            Ok((api.headers(api.node.index()), axum::Json(true)).into_response())
+            let r = (api.headers(api.node.index()), axum::Json(true)).into_response();
+            Ok(Audited::new("delete-tree", vec![key]).on(r))
         }
         DeleteQuery::One { cas, ack } => {
             let key = Key::new_within(&key, api.cfg.limits.key_bytes_max).map_err(key_error)?;
@@ -369,12 +377,20 @@ async fn delete(api: &Api, uri: &Uri, caller: &Resolved) -> Result<Response, Api
             // not live here answers true (nothing left to delete), another
             // version false.
             let opts = WriteOptions { flags: 0, cas, ack };
-            let done = match api.node.delete_opts(key, opts).await {
-                Ok(_) => true,
-                Err(NodeError::Write(WriteError::CasMismatch { actual, .. })) => actual == 0,
+            let name = key.to_string();
+            let (done, wrote) = match api.node.delete_opts(key, opts).await {
+                Ok(_) => (true, true),
+                Err(NodeError::Write(WriteError::CasMismatch { actual, .. })) => {
+                    (actual == 0, false)
+                }
                 Err(e) => return Err(node_error(e)),
             };
-            Ok((api.headers(api.node.index()), axum::Json(done)).into_response())
+            let r = (api.headers(api.node.index()), axum::Json(done)).into_response();
+            Ok(if wrote {
+                Audited::new("delete", vec![name]).on(r)
+            } else {
+                r
+            })
         }
     }
 }

@@ -19,6 +19,7 @@
 //! sessions and locks are refused (501, and 400 for `acquire`/`release`).
 
 mod acl;
+pub mod audit;
 mod backup;
 mod consul;
 mod error;
@@ -101,6 +102,8 @@ pub struct ApiConfig {
     pub txn_ops_max: usize,
     /// Whether ACL tokens are enforced (`[acl]`).
     pub acl: AclMode,
+    /// Where accepted changes are logged (`[audit]`); `None`: not logged.
+    pub audit: Option<Arc<audit::AuditLog>>,
 }
 
 struct Api {
@@ -113,6 +116,8 @@ struct Api {
     restoring: tokio::sync::Mutex<()>,
     /// The ACL state and how it is enforced.
     acl: acl::Acl,
+    /// The audit log, when on.
+    audit: Option<Arc<audit::AuditLog>>,
 }
 
 /// Builds the router for `node`. Spawns a task that refreshes the cached
@@ -125,6 +130,7 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         cached: RwLock::new(None),
         restoring: tokio::sync::Mutex::new(()),
         acl: acl::Acl::new(cfg.acl),
+        audit: cfg.audit.clone(),
     });
     tokio::spawn(refresh(Arc::downgrade(&api)));
     tokio::spawn(acl::follow(Arc::downgrade(&api)));
@@ -165,6 +171,7 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         .route("/v1/acl/token/self", get(acl::endpoints::token_self))
         .route("/v1/acl/token/{accessor}", any(acl::endpoints::token))
         .route("/v1/acl/tokens", get(acl::endpoints::tokens))
+        .route("/v1/audit", get(audit::audit))
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -172,6 +179,11 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
             )
         })
         .fallback(consul::fallback)
+        // Accepted changes go to the audit log.
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            audit::record,
+        ))
         // Meridian's operator endpoints need an operator rule (ACLs on).
         .layer(axum::middleware::from_fn_with_state(api.clone(), acl::gate))
         // gzip when the client accepts it, as Consul does (not for event

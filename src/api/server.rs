@@ -107,10 +107,10 @@ pub async fn serve(
             _ = &mut shutdown => break,
             p = slots.clone().acquire_owned() => p.expect("the semaphore is never closed"),
         };
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
             r = listener.accept() => match r {
-                Ok((tcp, _peer)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     accept_error(e).await;
                     continue;
@@ -138,6 +138,7 @@ pub async fn serve(
                 router: TowerToHyperService::new(router),
                 clock,
                 body_read_timeout: cfg.body_read_timeout,
+                peer,
             };
             run_conn(http.serve_connection(io, svc), stop, permit).await
         });
@@ -608,6 +609,8 @@ struct Svc {
     router: TowerToHyperService<Router>,
     clock: Arc<Clock>,
     body_read_timeout: Duration,
+    /// The client's address, given to handlers (the audit log).
+    peer: std::net::SocketAddr,
 }
 
 type SvcFuture = Pin<Box<dyn Future<Output = Result<Response<TrackedBody>, Infallible>> + Send>>;
@@ -620,13 +623,15 @@ impl hyper::service::Service<Request<Incoming>> for Svc {
     fn call(&self, req: Request<Incoming>) -> SvcFuture {
         let busy = self.clock.busy();
         let timeout = self.body_read_timeout;
-        let req = req.map(|b| {
+        let mut req = req.map(|b| {
             Body::new(ReadTimeoutBody {
                 inner: b,
                 timeout,
                 sleep: None,
             })
         });
+        req.extensions_mut()
+            .insert(super::audit::RemoteAddr(self.peer));
         let fut = hyper::service::Service::call(&self.router, req);
         Box::pin(async move {
             let res = fut.await?;

@@ -287,7 +287,8 @@ pub(super) async fn promote(State(api): State<Arc<Api>>) -> Response {
                 wire::Role::Active
             },
         };
-        Ok::<_, ApiError>(axum::Json(doc).into_response())
+        let audited = super::audit::Audited::new("promote", Vec::new());
+        Ok::<_, ApiError>(audited.on(axum::Json(doc).into_response()))
     };
     go.await.unwrap_or_else(IntoResponse::into_response)
 }

@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use super::audit::Audited;
 use super::error::{body_error, error, node_error, ApiError};
 use super::query::Params;
 use super::{forward, wire, Api, DELETE_KEYS_MAX, TXN_BYTES_MIN};
@@ -192,6 +193,14 @@ async fn run(api: &Api, uri: &Uri, body: Body, caller: &Resolved) -> Result<Resp
                 .map_err(node_error)?;
         }
     }
+    let written: Vec<String> = parsed
+        .iter()
+        .filter(|o| o.writes())
+        .filter_map(|o| match o {
+            TxnOp::DeleteTree { prefix } => Some(prefix.clone()),
+            o => o.key().map(str::to_string),
+        })
+        .collect();
     match api.node.txn(parsed, ack, DELETE_KEYS_MAX).await {
         Ok(outcome) => {
             let body = wire::TxnResponse {
@@ -205,7 +214,12 @@ async fn run(api: &Api, uri: &Uri, body: Body, caller: &Resolved) -> Result<Resp
                 ),
                 errors: None,
             };
-            Ok(Json(body).into_response())
+            let r = Json(body).into_response();
+            Ok(if written.is_empty() {
+                r
+            } else {
+                Audited::new("txn", written).on(r)
+            })
         }
         Err(NodeError::TxnFailed(failures)) => Ok(conflict(
             failures

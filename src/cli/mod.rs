@@ -1,9 +1,10 @@
 //! The operator commands of the binary, one file each: `kv`, `status`,
 //! `health`, `promote`, `verify`, `conflicts`, `backup`, `bench`, `dev`,
-//! `acl`.
+//! `acl`, `audit`.
 //! Each talks to a node's HTTP API through [`meridian::client`].
 
 pub mod acl;
+pub mod audit;
 pub mod backup;
 pub mod bench;
 pub mod conflicts;

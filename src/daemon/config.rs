@@ -308,6 +308,52 @@ impl ApiTlsConfig {
     }
 }
 
+/// `[audit]`: the audit log of accepted changes (`api::audit`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Log accepted changes. Default true.
+    pub enabled: bool,
+    /// Where. Default: `audit` in `data_dir`.
+    pub dir: Option<PathBuf>,
+    /// A file grows to about this size before the next starts. Default 16 MiB.
+    pub file_bytes_max: u64,
+    /// Files kept (the oldest deleted). Default 8.
+    pub files_max: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            enabled: true,
+            dir: None,
+            file_bytes_max: 16 << 20,
+            files_max: 8,
+        }
+    }
+}
+
+impl AuditConfig {
+    fn validate(&self) -> Result<(), DaemonError> {
+        if self.file_bytes_max < 4_096 || self.files_max == 0 || self.files_max > 100_000 {
+            return Err(DaemonError::Invalid(
+                "[audit] file_bytes_max must be at least 4096 and files_max between 1 and 100000"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The log's settings, `None` when off.
+    pub fn settings(&self, data_dir: &Path) -> Option<api::audit::AuditConfig> {
+        self.enabled.then(|| api::audit::AuditConfig {
+            dir: self.dir.clone().unwrap_or_else(|| data_dir.join("audit")),
+            file_bytes_max: self.file_bytes_max,
+            files_max: self.files_max,
+        })
+    }
+}
+
 /// `[acl]`: ACL tokens (`api::acl`, `core::acl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -420,6 +466,8 @@ pub struct DaemonConfig {
     pub api_tls: ApiTlsConfig,
     /// `[acl]`: ACL tokens.
     pub acl: AclConfig,
+    /// `[audit]`: the audit log.
+    pub audit: AuditConfig,
     /// `[[webhooks]]`: endpoints that receive events. Default none.
     pub webhooks: Vec<WebhookConfig>,
 }
@@ -448,6 +496,7 @@ impl Default for DaemonConfig {
             http: HttpConfig::default(),
             api_tls: ApiTlsConfig::default(),
             acl: AclConfig::default(),
+            audit: AuditConfig::default(),
             webhooks: Vec::new(),
         }
     }
@@ -489,6 +538,7 @@ impl DaemonConfig {
         }
         self.http.validate()?;
         self.api_tls.validate()?;
+        self.audit.validate()?;
         let b = &self.backup;
         if b.interval_ms > 0 && (b.interval_ms < SNAPSHOT_INTERVAL_MS_MIN || b.keep == 0) {
             return Err(DaemonError::Invalid(format!(
@@ -509,6 +559,7 @@ impl DaemonConfig {
             recursive_delete_keys_max: self.limits.recursive_delete_keys_max,
             txn_ops_max: self.limits.txn_ops_max,
             acl: self.acl.mode(),
+            audit: None,
         }
     }
 

@@ -28,9 +28,9 @@ use crate::node::{Node, NodeError};
 use crate::store::Durability;
 
 pub use config::{
-    AclConfig, ApiTlsConfig, BackupConfig, DaemonConfig, DefaultPolicy, DurabilityConfig,
-    HistoryConfig, HttpConfig, LimitsConfig, PolicyConfig, Role, SyncConfig, WriteAckConfig,
-    PROMOTED_FILE,
+    AclConfig, ApiTlsConfig, AuditConfig, BackupConfig, DaemonConfig, DefaultPolicy,
+    DurabilityConfig, HistoryConfig, HttpConfig, LimitsConfig, PolicyConfig, Role, SyncConfig,
+    WriteAckConfig, PROMOTED_FILE,
 };
 use health::health_loop;
 pub use health::HEALTH_CHECK_MS;
@@ -74,6 +74,9 @@ pub enum DaemonError {
         #[source]
         source: TlsError,
     },
+    /// The audit log could not be opened.
+    #[error(transparent)]
+    Audit(api::audit::AuditError),
     /// The API's TLS certificate, key or client CA could not be loaded.
     #[error("cannot set up HTTPS for the API ([api_tls]): {0}")]
     ApiTls(#[source] TlsError),
@@ -176,7 +179,11 @@ impl Daemon {
             b = b.faults(f);
         }
         let node = Arc::new(b.start().await?);
-        let router = api::router(node.clone(), cfg.api_config());
+        let mut api_cfg = cfg.api_config();
+        if let Some(a) = cfg.audit.settings(&cfg.data_dir) {
+            api_cfg.audit = Some(api::audit::AuditLog::open(&a).map_err(DaemonError::Audit)?);
+        }
+        let router = api::router(node.clone(), api_cfg);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         if !api_addr.ip().is_loopback() && api_tls.is_none() {
             tracing::warn!(

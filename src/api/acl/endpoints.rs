@@ -18,6 +18,7 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 
 use super::{denied, token_of, AclError};
+use crate::api::audit::Audited;
 use crate::api::error::{body_error, error, node_error, ApiError};
 use crate::api::{wire, Api};
 use crate::core::acl::records::{
@@ -223,7 +224,8 @@ async fn go_bootstrap(api: &Api) -> Answer {
     };
     put_record(api, BOOTSTRAP_KEY.to_string(), &marker).await?;
     let s = reload(api).await?;
-    Ok(Json(token_doc(&s, &t, Some(&secret))).into_response())
+    let r = Json(token_doc(&s, &t, Some(&secret))).into_response();
+    Ok(Audited::new("acl-bootstrap", vec![t.accessor_id.clone()]).on(r))
 }
 
 // ------------------------------------------------------------------ policies
@@ -300,7 +302,8 @@ pub(in crate::api) async fn policy_create(
         };
         put_record(&api, policy_key(&id), &p).await?;
         reload(&api).await?;
-        Ok(Json(policy_doc(&p)).into_response())
+        let r = Json(policy_doc(&p)).into_response();
+        Ok(Audited::new("acl-policy-create", vec![id]).on(r))
     };
     go.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -355,7 +358,8 @@ pub(in crate::api) async fn policy(
                 };
                 put_record(&api, policy_key(&id), &p).await?;
                 reload(&api).await?;
-                Ok(Json(policy_doc(&p)).into_response())
+                let r = Json(policy_doc(&p)).into_response();
+                Ok(Audited::new("acl-policy-update", vec![id.clone()]).on(r))
             }
             Method::DELETE => {
                 allowed(&api, &headers, &uri, Access::Write)?;
@@ -373,6 +377,8 @@ pub(in crate::api) async fn policy(
                         .await
                         .map_err(|e| failed(node_error(e)))?;
                     reload(&api).await?;
+                    let r = Json(true).into_response();
+                    return Ok(Audited::new("acl-policy-delete", vec![id.clone()]).on(r));
                 }
                 Ok(Json(true).into_response())
             }
@@ -542,7 +548,8 @@ pub(in crate::api) async fn token_create(
         };
         put_record(&api, token_key(&accessor), &t).await?;
         let s = reload(&api).await?;
-        Ok(Json(token_doc(&s, &t, Some(&secret))).into_response())
+        let r = Json(token_doc(&s, &t, Some(&secret))).into_response();
+        Ok(Audited::new("acl-token-create", vec![accessor]).on(r))
     };
     go.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -596,7 +603,8 @@ pub(in crate::api) async fn token(
                 };
                 put_record(&api, token_key(&accessor), &t).await?;
                 let s = reload(&api).await?;
-                Ok(Json(token_doc(&s, &t, None)).into_response())
+                let r = Json(token_doc(&s, &t, None)).into_response();
+                Ok(Audited::new("acl-token-update", vec![accessor.clone()]).on(r))
             }
             Method::DELETE => {
                 allowed(&api, &headers, &uri, Access::Write)?;
@@ -614,6 +622,8 @@ pub(in crate::api) async fn token(
                         .await
                         .map_err(|e| failed(node_error(e)))?;
                     reload(&api).await?;
+                    let r = Json(true).into_response();
+                    return Ok(Audited::new("acl-token-delete", vec![accessor.clone()]).on(r));
                 }
                 Ok(Json(true).into_response())
             }

@@ -233,7 +233,12 @@ enum Need {
 
 fn need(method: &Method, path: &str) -> Need {
     let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
-    if under("/v1/kv") || under("/v1/txn") || under("/v1/watch") || under("/v1/acl") {
+    if under("/v1/kv")
+        || under("/v1/txn")
+        || under("/v1/watch")
+        || under("/v1/acl")
+        || path == "/v1/audit"
+    {
         return Need::Handler;
     }
     match path {

@@ -18,6 +18,35 @@ use super::health::Thresholds;
 
 mod acl;
 mod consul;
+
+/// One record of the audit log (`GET /v1/audit`): an accepted change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Its number in this node's log, from 1, in the order written.
+    pub seq: u64,
+    /// When the change was accepted, ms since the epoch.
+    pub at_ms: u64,
+    /// The node that accepted it: id, name, region.
+    pub node: String,
+    /// The node's name.
+    pub name: String,
+    /// The node's region.
+    pub region: String,
+    /// `put`, `delete`, `delete-tree`, `txn`, `restore`, `promote`,
+    /// `acl-bootstrap`, `acl-policy-create|update|delete`,
+    /// `acl-token-create|update|delete`.
+    pub op: String,
+    /// The keys (or prefix, or ACL object IDs) it changed, the first 64.
+    pub keys: Vec<String>,
+    /// How many keys it changed in all.
+    pub keys_total: u64,
+    /// The accessor of the token that asked (never its secret); empty with
+    /// ACLs off.
+    pub accessor: String,
+    /// The client's address (`peer:<name>` for a request forwarded by
+    /// another region's node).
+    pub remote: String,
+}
 pub use acl::*;
 pub use consul::*;
 
