@@ -3,8 +3,8 @@
 //! changes) is appended as one JSON line: time, node, region, operation,
 //! keys, the token's accessor (never its secret) and the client's address.
 //!
-//! Handlers that accept a change attach an [`Audited`] to their answer;
-//! the [`record`] middleware (and the `?dc=` server for forwarded
+//! Handlers that accept a change attach an `Audited` to their answer;
+//! the `record` middleware (and the `?dc=` server for forwarded
 //! requests) appends it. One writer thread numbers the records, appends
 //! them in batches, syncs each batch, starts a new file past
 //! `file_bytes_max` and deletes the oldest beyond `files_max`; after a

@@ -53,7 +53,9 @@ const CONSUL_GROUPS: &[&str] = &[
 
 /// What Meridian serves of Consul's API, for the 501's message.
 const SERVED: &str = "/v1/kv, /v1/txn (KV operations), /v1/status/leader, /v1/status/peers, \
-                      /v1/agent/self, /v1/agent/members, /v1/catalog/datacenters";
+                      /v1/agent/self, /v1/agent/members, /v1/catalog/datacenters, \
+                      /v1/acl/bootstrap, /v1/acl/policy, /v1/acl/policies, /v1/acl/token, \
+                      /v1/acl/tokens";
 
 /// Whether this node takes client writes now, as `X-Consul-KnownLeader`
 /// and `/v1/status/leader` report it: not a standby, not rebuilding or
@@ -236,7 +238,10 @@ pub(super) async fn fallback(uri: Uri) -> ApiError {
                 " (Meridian has no sessions: locks and leader election need a store with \
                  one leader, such as Consul or etcd)"
             }
-            "acl" => " (ACL tokens are not enforced by this version)",
+            "acl" => {
+                " (of the ACL API Meridian serves bootstrap, policies and tokens: no roles, \
+                 auth methods, binding rules or the legacy API)"
+            }
             _ => "",
         };
         return error(
