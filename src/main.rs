@@ -268,6 +268,26 @@ enum CaCommand {
         /// (repeatable; localhost, 127.0.0.1 and ::1 are always included).
         #[arg(long = "host")]
         hosts: Vec<String>,
+        /// Issue again for a name the CA already issued a certificate for
+        /// (revoke the old one with `ca revoke` if its key may be lost).
+        #[arg(long)]
+        reissue: bool,
+    },
+    /// Add a certificate to a deny list (a lost node key): nodes with
+    /// `tls_deny_file` set to it refuse that certificate in the handshake.
+    Revoke {
+        /// The node whose current certificate (the CA's record of it) is revoked.
+        #[arg(long, required_unless_present = "cert", conflicts_with = "cert")]
+        name: Option<String>,
+        /// Or the certificate file itself.
+        #[arg(long)]
+        cert: Option<PathBuf>,
+        /// The CA directory made by `ca init`.
+        #[arg(long, default_value = "ca")]
+        ca: PathBuf,
+        /// The deny list to append to (default: deny.txt in the CA directory).
+        #[arg(long)]
+        deny_file: Option<PathBuf>,
     },
 }
 
@@ -430,6 +450,19 @@ fn client_tls(cli: &TlsArgs) -> Result<Option<std::sync::Arc<ClientTls>>> {
     Ok(Some(std::sync::Arc::new(tls)))
 }
 
+/// Where a CA keeps its record of the certificate issued for `name`.
+fn issued_path(ca: &std::path::Path, name: &str) -> PathBuf {
+    ca.join("issued").join(format!("{name}.pem"))
+}
+
+/// The SHA-256 fingerprint (hex) of a PEM certificate.
+fn fingerprint_of(pem: &str) -> Result<String> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|_| anyhow::anyhow!("not a PEM certificate"))?;
+    Ok(meridian::net::deny::fingerprint_hex(der.as_ref()))
+}
+
 async fn node(args: NodeArgs) -> Result<bool> {
     let mut cfg = match &args.config {
         Some(path) => DaemonConfig::load(path)?,
@@ -504,12 +537,66 @@ fn ca(command: CaCommand) -> Result<()> {
             ca,
             out,
             hosts,
+            reissue,
         } => {
             let authority =
                 Ca::load(&ca).with_context(|| format!("reading the CA in {}", ca.display()))?;
+            let record = issued_path(&ca, &name);
+            if record.exists() && !reissue {
+                anyhow::bail!(
+                    "the CA already issued a certificate for {name:?} ({}): a second key for one name \
+                     is a second node claiming it. If the old key may be lost, revoke it \
+                     (`meridian ca revoke --name {name}`), then pass --reissue",
+                    record.display()
+                );
+            }
             let out = out.unwrap_or_else(|| PathBuf::from(&name));
-            authority.issue_for(&name, &region, &hosts)?.save(&out)?;
+            let id = authority.issue_for(&name, &region, &hosts)?;
+            id.save(&out)?;
+            std::fs::create_dir_all(record.parent().expect("inside the CA directory"))?;
+            if record.exists() {
+                // Keep the previous certificate: it can still be revoked.
+                let old = std::fs::read_to_string(&record)?;
+                let fp = fingerprint_of(&old)?;
+                std::fs::rename(&record, record.with_extension(format!("{}.pem", &fp[..16])))?;
+            }
+            std::fs::write(&record, &id.cert_pem)?;
             println!("issued {name} ({region}) into {}", out.display());
+            Ok(())
+        }
+        CaCommand::Revoke {
+            name,
+            cert,
+            ca,
+            deny_file,
+        } => {
+            let path = match (&name, &cert) {
+                (_, Some(c)) => c.clone(),
+                (Some(n), None) => issued_path(&ca, n),
+                (None, None) => anyhow::bail!("give --name or --cert"),
+            };
+            let pem = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading the certificate {}", path.display()))?;
+            let fp = fingerprint_of(&pem)?;
+            let deny_file = deny_file.unwrap_or_else(|| ca.join("deny.txt"));
+            let listed = std::fs::read_to_string(&deny_file).unwrap_or_default();
+            if !listed.contains(&fp) {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&deny_file)
+                    .with_context(|| format!("writing {}", deny_file.display()))?;
+                writeln!(
+                    f,
+                    "{fp}  # {}",
+                    name.as_deref().unwrap_or(&path.display().to_string())
+                )?;
+            }
+            println!("revoked {fp} in {}", deny_file.display());
+            println!(
+                "copy it to every node, set tls_deny_file to it, and restart them: they refuse that certificate from then on"
+            );
             Ok(())
         }
     }

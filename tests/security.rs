@@ -367,6 +367,7 @@ fn https_receiver(
                 cert_file: cert,
                 key_file: key,
                 client_ca_file: None,
+                denied: Default::default(),
             }
             .server_config()
             .unwrap();
@@ -556,4 +557,62 @@ fn the_audit_log_records_every_accepted_change_and_survives_a_restart() {
         let r = json(&get(&client(&a, Some(&root)), "/v1/audit?since=11"));
         r.as_array().unwrap().first().map(|r| r["seq"].clone()) == Some(serde_json::json!(12))
     });
+}
+
+fn connected_peers(api: &str) -> Vec<String> {
+    let s: meridian::api::wire::Status = rt()
+        .block_on(client(api, None).get_json("/v1/status"))
+        .unwrap();
+    s.peers
+        .into_iter()
+        .filter(|p| p.connected)
+        .map(|p| p.name)
+        .collect()
+}
+
+#[test]
+fn a_revoked_certificate_is_refused_in_the_handshake_and_a_name_is_issued_once() {
+    let root = dir("revoke");
+    let ca = root.join("ca");
+    let (pa, pb, pc) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let (node_a, a) = node(&root, "a", "r1", pa, &[], "");
+    let (_b, _) = node(&root, "b", "r2", pb, &[pa], "");
+    let (_c, _) = node(&root, "c", "r3", pc, &[pa], "");
+    eventually("a hears b and c", || connected_peers(&a).len() == 2);
+
+    // The CA issues a name once, unless told to issue it again.
+    let again = Command::new(BIN)
+        .args(["ca", "issue", "--name", "b", "--region", "r2", "--ca"])
+        .arg(&ca)
+        .arg("--out")
+        .arg(root.join("b-again"))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("already issued"),
+        "{}",
+        stderr(&again)
+    );
+
+    // b's key is lost: revoke its certificate; a refuses it from its restart.
+    let deny = root.join("deny.txt");
+    let o = Command::new(BIN)
+        .args(["ca", "revoke", "--name", "b", "--ca"])
+        .arg(&ca)
+        .arg("--deny-file")
+        .arg(&deny)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    drop(node_a);
+    let cfg = root.join("a.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text = format!("tls_deny_file = \"{}\"\n{text}", deny.display());
+    std::fs::write(&cfg, text).unwrap();
+    let (_a, a) = restart(&root, "a");
+    eventually("a hears c again", || connected_peers(&a) == ["c"]);
+    // b keeps redialing; it never gets in.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(connected_peers(&a), ["c"]);
 }

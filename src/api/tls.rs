@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::net::deny::{DenyList, DenyingClientVerifier};
 use crate::net::tls::{read_certs, read_key, read_roots, TlsError};
 
 /// Where the API's TLS material is, and whether clients must present a
@@ -22,6 +23,8 @@ pub struct ApiTls {
     /// certificate of this PEM file; connections without one are refused
     /// during the handshake.
     pub client_ca_file: Option<PathBuf>,
+    /// Client certificates refused whatever their chain (revoked).
+    pub denied: Arc<DenyList>,
 }
 
 /// The protocols the API speaks over TLS (HTTP/1.1 only).
@@ -40,13 +43,16 @@ impl ApiTls {
         let builder = match &self.client_ca_file {
             None => builder.with_no_client_auth(),
             Some(ca) => {
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                let chain = rustls::server::WebPkiClientVerifier::builder_with_provider(
                     Arc::new(read_roots(ca)?),
                     provider,
                 )
                 .build()
                 .map_err(config)?;
-                builder.with_client_cert_verifier(verifier)
+                builder.with_client_cert_verifier(Arc::new(DenyingClientVerifier {
+                    inner: chain,
+                    deny: self.denied.clone(),
+                }))
             }
         };
         let mut server = builder.with_single_cert(certs, key).map_err(|e| {
@@ -68,6 +74,7 @@ impl ApiTls {
             cert_file: tls_dir.join("node.pem"),
             key_file: tls_dir.join("node.key"),
             client_ca_file: verify_incoming.then(|| tls_dir.join("ca.pem")),
+            denied: Arc::default(),
         }
     }
 }

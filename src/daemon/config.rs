@@ -430,6 +430,9 @@ pub struct DaemonConfig {
     pub data_dir: PathBuf,
     /// The directory with `node.pem`, `node.key` and `ca.pem` (from `meridian ca issue`). Default `tls`.
     pub tls_dir: PathBuf,
+    /// Certificates refused in the handshake whatever their chain (revoked
+    /// node keys; `meridian ca revoke` writes it). Default none.
+    pub tls_deny_file: Option<PathBuf>,
     /// UDP address for peers (QUIC). Default `0.0.0.0:7400`.
     pub listen: SocketAddr,
     /// The address peers should dial, when `listen` is not it (NAT, `0.0.0.0`).
@@ -479,6 +482,7 @@ impl Default for DaemonConfig {
             region: String::new(),
             data_dir: PathBuf::from("data"),
             tls_dir: PathBuf::from("tls"),
+            tls_deny_file: None,
             listen: SocketAddr::from(([0, 0, 0, 0], 7400)),
             advertise: None,
             api: SocketAddr::from(([127, 0, 0, 1], 8500)),

@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::api;
+use crate::net::deny::DenyList;
 use crate::net::faults::Faults;
 use crate::net::tls::{NodeIdentity, TlsError};
 use crate::node::{Node, NodeError};
@@ -125,8 +126,20 @@ impl Daemon {
         faults: Option<Arc<Faults>>,
     ) -> Result<Daemon, DaemonError> {
         cfg.validate()?;
+        let mut identity = identity;
+        if let Some(path) = &cfg.tls_deny_file {
+            let deny = DenyList::load(path).map_err(|source| DaemonError::Tls {
+                dir: path.clone(),
+                source,
+            })?;
+            tracing::info!(file = %path.display(), certificates = deny.len(), "refusing revoked certificates");
+            identity = identity.with_deny_list(deny);
+        }
         let api_tls = match cfg.api_tls.files(&cfg.tls_dir) {
-            Some(files) => Some(files.server_config().map_err(DaemonError::ApiTls)?),
+            Some(mut files) => {
+                files.denied = identity.denied.clone();
+                Some(files.server_config().map_err(DaemonError::ApiTls)?)
+            }
             None => None,
         };
         // Bind the API first: its address is told to peers, and a taken

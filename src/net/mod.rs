@@ -10,6 +10,7 @@
 //! replica. It decides nothing about replication: connection events and
 //! decoded messages go to the node's driver, which feeds the replica.
 
+pub mod deny;
 pub mod faults;
 pub mod forward;
 pub mod links;

@@ -20,6 +20,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use thiserror::Error;
 
+use super::deny::{DenyList, DenyingClientVerifier, DenyingServerVerifier};
 use crate::core::codec::ClusterId;
 
 /// The name every node certificate carries, and that a dialing node asks for.
@@ -110,6 +111,9 @@ pub struct NodeIdentity {
     /// The cluster CA's certificate, PEM (`ca.pem`): peers must chain to it,
     /// and the cluster id is derived from it.
     pub ca_pem: String,
+    /// Peer certificates refused even though they chain to the CA (revoked
+    /// keys); empty unless [`NodeIdentity::with_deny_list`].
+    pub denied: Arc<DenyList>,
 }
 
 /// The node name and region a node certificate carries (its common name and
@@ -300,6 +304,7 @@ impl Ca {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
             ca_pem: self.cert_pem.clone(),
+            denied: Arc::default(),
         })
     }
 }
@@ -319,7 +324,14 @@ impl NodeIdentity {
             cert_pem: read(&dir.join("node.pem"))?,
             key_pem: read(&dir.join("node.key"))?,
             ca_pem: read(&dir.join("ca.pem"))?,
+            denied: Arc::default(),
         })
+    }
+
+    /// Refuses peers whose certificate `deny` lists, in the handshake.
+    pub fn with_deny_list(mut self, deny: DenyList) -> NodeIdentity {
+        self.denied = Arc::new(deny);
+        self
     }
 
     fn ca_der(&self) -> Result<CertificateDer<'static>, TlsError> {
@@ -373,12 +385,24 @@ impl NodeIdentity {
         roots.add(self.ca_der()?).map_err(|e| cfg(&e))?;
         let roots = Arc::new(roots);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        let chain = rustls::server::WebPkiClientVerifier::builder_with_provider(
             roots.clone(),
             provider.clone(),
         )
         .build()
         .map_err(|e| cfg(&e))?;
+        let verifier = Arc::new(DenyingClientVerifier {
+            inner: chain,
+            deny: self.denied.clone(),
+        });
+        let server_chain =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+                .build()
+                .map_err(|e| cfg(&e))?;
+        let server_verifier = Arc::new(DenyingServerVerifier {
+            inner: server_chain,
+            deny: self.denied.clone(),
+        });
         let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| cfg(&e))?
@@ -389,7 +413,8 @@ impl NodeIdentity {
         let mut client = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| cfg(&e))?
-            .with_root_certificates(roots)
+            .dangerous()
+            .with_custom_certificate_verifier(server_verifier)
             .with_client_auth_cert(vec![cert], key)
             .map_err(|e| cfg(&e))?;
         client.alpn_protocols = vec![ALPN.to_vec()];

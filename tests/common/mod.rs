@@ -192,7 +192,16 @@ pub fn issue(root: &Path, name: &str, region: &str) -> PathBuf {
     }
     let out = root.join(name).join("tls");
     let o = Command::new(BIN)
-        .args(["ca", "issue", "--name", name, "--region", region, "--ca"])
+        .args([
+            "ca",
+            "issue",
+            "--reissue",
+            "--name",
+            name,
+            "--region",
+            region,
+            "--ca",
+        ])
         .arg(&ca)
         .arg("--out")
         .arg(&out)
