@@ -73,17 +73,25 @@ fn main() {
         let _ = std::fs::remove_dir_all(&root);
         let ca = Ca::generate("bench").unwrap();
 
-        println!("== HTTP API, one node (redb, fsync per group commit), 100-byte values, keep-alive clients; plain HTTP, then HTTPS (TLS 1.3, rustls), then HTTP with ACLs on (a token with 5 rules), in the same run");
+        println!("== HTTP API, one node (redb, fsync per group commit), 100-byte values, keep-alive clients; plain HTTP, then HTTPS (TLS 1.3, rustls), then HTTP with ACLs on (a token with 5 rules), then HTTP without the audit log; twice, in turn, in the same run");
         println!("{:>8} {:>6} {:>6} {:>12} {:>9} {:>9}", "scheme", "clients", "op", "ops/s", "p50 ms", "p99 ms");
         // Two rounds, the three kinds in turn in each: this machine's
         // throughput drifts within a run, so each kind is measured early and late.
-        let kinds = [(false, false), (true, false), (false, true)];
-        for (round, (https, acl)) in kinds.iter().chain(kinds.iter()).copied().enumerate() {
+        // (https, acl, audit): plain HTTP, HTTPS, ACLs on, and plain HTTP
+        // without the audit log (on by default, as in the others).
+        let kinds = [
+            (false, false, true),
+            (true, false, true),
+            (false, true, true),
+            (false, false, false),
+        ];
+        for (round, (https, acl, audit)) in kinds.iter().chain(kinds.iter()).copied().enumerate() {
             let name = &*format!(
                 "{}-{}",
-                match (https, acl) {
-                    (true, _) => "api-tls",
-                    (_, true) => "api-acl",
+                match (https, acl, audit) {
+                    (true, _, _) => "api-tls",
+                    (_, true, _) => "api-acl",
+                    (_, _, false) => "api-noaudit",
                     _ => "api",
                 },
                 round
@@ -99,6 +107,7 @@ fn main() {
                 tls = Some(std::sync::Arc::new(client::ClientTls::new(Some(&ca_file), None, None).unwrap()));
             }
             cfg.acl.enabled = acl;
+            cfg.audit.enabled = audit;
             let d = Daemon::start_with(&cfg, id, None).await.unwrap();
             let mut target = Client::with_tls(&d.api_url(), tls).unwrap();
             if acl {
@@ -107,9 +116,10 @@ fn main() {
                 let secret = acl_token(&target).await;
                 target = target.token(Some(&secret));
             }
-            let scheme = match (https, acl) {
-                (true, _) => "https",
-                (_, true) => "http+acl",
+            let scheme = match (https, acl, audit) {
+                (true, _, _) => "https",
+                (_, true, _) => "http+acl",
+                (_, _, false) => "no-audit",
                 _ => "http",
             };
             for clients in [1usize, 16, 64] {

@@ -112,6 +112,28 @@ async fn put_record<T: serde::Serialize>(api: &Api, key: String, v: &T) -> Resul
     Ok(())
 }
 
+/// Deletes the entry `key` if `exists` says the state holds it (`true`
+/// either way, as Consul answers), and logs the change.
+async fn delete_record(
+    api: &Api,
+    key: String,
+    exists: impl Fn(&AclState) -> bool,
+    op: &'static str,
+    id: &str,
+) -> Answer {
+    let _one = api.acl.writing.lock().await;
+    let s = reload(api).await?;
+    if !exists(&s) {
+        return Ok(Json(true).into_response());
+    }
+    api.node
+        .delete(key)
+        .await
+        .map_err(|e| failed(node_error(e)))?;
+    reload(api).await?;
+    Ok(Audited::new(op, vec![id.to_string()]).on(Json(true).into_response()))
+}
+
 async fn reload(api: &Api) -> Result<Arc<AclState>, AclError> {
     api.reload_acl().await.map_err(|e| failed(node_error(e)))?;
     Ok(api.acl.state())
@@ -369,18 +391,8 @@ pub(in crate::api) async fn policy(
                         "Deletion of the global-management policy is not permitted",
                     ));
                 }
-                let _one = api.acl.writing.lock().await;
-                let s = reload(&api).await?;
-                if s.policy(&id).is_some() {
-                    api.node
-                        .delete(policy_key(&id))
-                        .await
-                        .map_err(|e| failed(node_error(e)))?;
-                    reload(&api).await?;
-                    let r = Json(true).into_response();
-                    return Ok(Audited::new("acl-policy-delete", vec![id.clone()]).on(r));
-                }
-                Ok(Json(true).into_response())
+                let exists = |s: &AclState| s.policy(&id).is_some();
+                delete_record(&api, policy_key(&id), exists, "acl-policy-delete", &id).await
             }
             other => Err(refuse(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -614,18 +626,15 @@ pub(in crate::api) async fn token(
                         "Deletion of the anonymous token is not permitted",
                     ));
                 }
-                let _one = api.acl.writing.lock().await;
-                let s = reload(&api).await?;
-                if s.token(&accessor).is_some() {
-                    api.node
-                        .delete(token_key(&accessor))
-                        .await
-                        .map_err(|e| failed(node_error(e)))?;
-                    reload(&api).await?;
-                    let r = Json(true).into_response();
-                    return Ok(Audited::new("acl-token-delete", vec![accessor.clone()]).on(r));
-                }
-                Ok(Json(true).into_response())
+                let exists = |s: &AclState| s.token(&accessor).is_some();
+                delete_record(
+                    &api,
+                    token_key(&accessor),
+                    exists,
+                    "acl-token-delete",
+                    &accessor,
+                )
+                .await
             }
             other => Err(refuse(
                 StatusCode::METHOD_NOT_ALLOWED,
