@@ -35,8 +35,7 @@ pub const AUDIT_QUEUE_MAX: usize = 16_384;
 /// Records written together at most.
 const BATCH_MAX: usize = 1_024;
 /// The files are synced at most this often: a sync per batch would compete
-/// with the store's own syncs (durable writes lost about a third of their
-/// throughput in `cargo bench --bench api`).
+/// with the store's own syncs on every durable write.
 const SYNC_MS_MIN: u64 = 1_000;
 /// Keys named in one record; more are counted (`keys_total`).
 pub const AUDIT_KEYS_MAX: usize = 64;
