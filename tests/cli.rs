@@ -311,9 +311,15 @@ fn config_errors_name_the_field() {
     assert!(o.status.success() && stdout(&o).contains("meridian"));
 }
 
+/// Held while a client library is installed (a venv or node_modules that
+/// two tests share must not be created by both at once).
+static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A venv under the test target directory with `package` (pinned) from
 /// PyPI installed, for one Consul client library; its python.
 fn python_with(venv: &str, package: &str) -> std::path::PathBuf {
+    // Tests run in parallel and share the venvs: one installs at a time.
+    let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(venv);
     let python = venv.join("bin").join("python");
     if !python.exists() {
@@ -434,6 +440,7 @@ fn node_consul_works_unchanged() {
 /// npm's `consul` (pinned) installed under the test target directory; its
 /// node_modules.
 fn node_consul() -> std::path::PathBuf {
+    let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join("consul-npm");
     let modules = prefix.join("node_modules");
     if !modules.join("consul").join("package.json").exists() {
