@@ -242,6 +242,25 @@ key_prefix "ro/" { policy = "read" }"#,
     assert!(r.text().starts_with("Permission denied"), "{}", r.text());
     assert!(r.text().contains(&app_accessor), "{}", r.text());
     assert_eq!(get(&app_a, "/v1/status").status, 403, "no operator rule");
+    // What verify reads of another member travels over the mesh with the
+    // caller's token, and is held to the same rule there.
+    assert_eq!(get(&app_a, "/v1/digest?node=b").status, 403);
+    let r = get(&root_a, "/v1/digest?node=b");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(json(&r)["name"], "b");
+    assert_eq!(
+        get(&root_a, "/v1/digest/tree?level=1&parents=0&node=b").status,
+        200
+    );
+    assert_eq!(get(&root_a, "/v1/digest?node=nobody").status, 404);
+    let o = Command::new(BIN)
+        .args(["--addr", &a, "--token", &root, "verify", "--json"])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["nodes"][1]["name"], "b", "{doc}");
+    assert_eq!(doc["nodes"][1]["mesh"], true, "{doc}");
+    assert!(doc["nodes"][1]["root"].is_string(), "{doc}");
 
     // Recursive reads and key lists are filtered, and say so.
     let wait_for_all = || {
@@ -615,4 +634,141 @@ fn a_revoked_certificate_is_refused_in_the_handshake_and_a_name_is_issued_once()
     // b keeps redialing; it never gets in.
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert_eq!(connected_peers(&a), ["c"]);
+}
+
+/// `verify` over the mesh: every member is asked through the node at
+/// `--addr` over its peer connections, so the other APIs need not be
+/// reachable (here they announce an address where nothing listens), and
+/// `--diff` finds a few differing keys among thousands by the Merkle
+/// descent, reading kilobytes where every key's hash would be hundreds.
+#[test]
+fn verify_and_diff_run_over_the_mesh() {
+    use meridian::daemon::{Daemon, DaemonConfig};
+    use meridian::net::faults::Faults;
+    use meridian::net::tls::Ca;
+    use std::net::SocketAddr;
+
+    let root = dir("mesh-verify");
+    // The nodes run in this process: their tasks must run between block_ons.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let ca = Ca::generate("mesh").unwrap();
+    let nowhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let start = |name: &str, region: &str, seeds: Vec<SocketAddr>| {
+        let mut cfg = DaemonConfig {
+            name: name.to_string(),
+            region: region.to_string(),
+            data_dir: root.join(name),
+            tls_dir: root.join(name).join("tls"),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            api: "127.0.0.1:0".parse().unwrap(),
+            api_advertise: Some(nowhere),
+            seeds,
+            ..DaemonConfig::default()
+        };
+        // No anti-entropy during the test: the divergence stays until healed.
+        cfg.sync.ae_interval_ms = 3_600_000;
+        let faults = Faults::new();
+        let id = ca.issue(name, region).unwrap();
+        let d = rt
+            .block_on(Daemon::start_with(&cfg, id, Some(faults.clone())))
+            .unwrap();
+        (d, faults)
+    };
+    let (a, _fa) = start("a", "us", vec![]);
+    let seed = vec![a.node().local_addr()];
+    let (b, fb) = start("b", "eu", seed.clone());
+    let (c, fc) = start("c", "ap", seed);
+    let addr = a.api_url();
+    rt.block_on(async {
+        for i in 0..3000 {
+            a.node().put(&format!("load/{i:05}"), "v").await.unwrap();
+        }
+    });
+    eventually("all three agree", || {
+        let v = meridian(&addr, &["verify"]);
+        v.status.success() && stdout(&v).contains("all 3 nodes in 3 regions agree")
+    });
+
+    // b and c cannot reach each other; a reaches both.
+    fb.block(c.node().local_addr());
+    fc.block(b.node().local_addr());
+    rt.block_on(async {
+        for i in 0..3 {
+            c.node()
+                .put(&format!("only/c/{i}"), "from c")
+                .await
+                .unwrap();
+        }
+        b.node().put("load/00042", "changed on b").await.unwrap();
+    });
+    eventually("a holds c's and b's writes", || {
+        rt.block_on(async {
+            a.node().get("only/c/2").await.unwrap().is_some()
+                && a.node().get("load/00042").await.unwrap().map(|e| e.value)
+                    == Some("changed on b".into())
+        })
+    });
+
+    let v = meridian(&addr, &["verify", "--diff", "--json"]);
+    assert_eq!(v.status.code(), Some(1), "{v:?}");
+    let doc: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(doc["agree"], false);
+    for n in doc["nodes"].as_array().unwrap() {
+        assert!(n["root"].is_string(), "every member answered: {n}");
+    }
+    let mut keys: Vec<&str> = doc["differing_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["key"].as_str().unwrap())
+        .collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["load/00042", "only/c/0", "only/c/1", "only/c/2"],
+        "{doc}"
+    );
+    assert_eq!(doc["diff_leaves_truncated"], false);
+    // What the descent read, beside what listing every key's hash reads.
+    let diff_bytes = doc["diff_bytes"].as_u64().unwrap();
+    let all = rt
+        .block_on(
+            meridian::client::Client::new(&addr)
+                .unwrap()
+                .get("/v1/hashes"),
+        )
+        .unwrap();
+    println!(
+        "verify --diff read {diff_bytes} bytes; /v1/hashes of one node is {} bytes",
+        all.body.len()
+    );
+    assert!(
+        diff_bytes > 0 && diff_bytes * 10 < all.body.len() as u64,
+        "the diff read {diff_bytes} bytes; every hash is {} bytes",
+        all.body.len()
+    );
+    let text = stdout(&meridian(&addr, &["verify", "--diff"]));
+    println!("{text}");
+    assert!(text.contains("DIVERGED"), "{text}");
+    assert!(
+        text.contains("\"from c\""),
+        "c's value, read over the mesh: {text}"
+    );
+    assert!(text.contains("\"changed on b\""), "{text}");
+
+    // Healed: they converge and verify says so.
+    fb.heal();
+    fc.heal();
+    eventually("they agree again", || {
+        stdout(&meridian(&addr, &["verify"])).contains("all 3 nodes in 3 regions agree")
+    });
+    rt.block_on(async {
+        for d in [a, b, c] {
+            d.shutdown().await.unwrap();
+        }
+    });
 }

@@ -1,12 +1,15 @@
-//! `api::forward`: `?dc=REGION` on the KV endpoint and on `/v1/txn`. A
-//! request for another region goes to a node of that region over the
-//! authenticated peer connection ([`crate::net::forward`]), never over the
-//! public API, and that node's answer (status, Consul's headers, body) is
-//! returned as it is. That node serves it as a local request with its own
-//! API: this file installs the handler that does so.
+//! `api::forward`: `?dc=REGION` on the KV endpoint and on `/v1/txn`, and
+//! `?node=ID|NAME` on those and on what `meridian verify` reads
+//! ([`super::digest`]). A request for another region or member goes to a
+//! node of that region, or to that member, over the authenticated peer
+//! connection ([`crate::net::forward`]), never over the public API, and
+//! that node's answer (status, Consul's headers, body) is returned as it
+//! is. That node serves it as a local request with its own API, after its
+//! own ACL checks: this file installs the handler that does so.
 //!
 //! An unknown region answers 500 "No path to datacenter", as Consul does; a
-//! known region without a connected node answers 503.
+//! known region without a connected node answers 503; an unknown member
+//! 404, a member not connected to this node 503.
 
 use std::sync::{Arc, Weak};
 
@@ -17,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::{body_error, error, ApiError};
 use super::query::Params;
-use super::{kv, txn, Api};
+use super::{digest, kv, txn, Api};
 use crate::net::forward::{
     ForwardAnswer, ForwardError, ForwardRequest, Handler, FORWARD_ANSWER_BYTES_MAX,
     FORWARD_REQUEST_BYTES_MAX,
@@ -25,8 +28,17 @@ use crate::net::forward::{
 
 /// A forwarded request that is not a blocking query gets an answer within this.
 const FORWARD_TIMEOUT_MS: u64 = 30_000;
+/// A forwarded deep digest (every record checked) gets an answer within this.
+const FORWARD_DEEP_TIMEOUT_MS: u64 = 120_000;
 /// A forwarded blocking query: its wait, plus this.
 const FORWARD_BLOCKING_EXTRA_MS: u64 = 15_000;
+/// What `meridian verify` reads of another member, through this node.
+const VERIFY_PATHS: &[&str] = &[
+    "/v1/digest",
+    "/v1/digest/tree",
+    "/v1/digest/leaves",
+    "/v1/hashes",
+];
 /// The answer headers that travel back.
 const ANSWER_HEADERS: &[&str] = &[
     "content-type",
@@ -35,8 +47,18 @@ const ANSWER_HEADERS: &[&str] = &[
     "x-consul-lastcontact",
 ];
 
-/// The answer of another region's node when the request names one with
-/// `?dc=`; else the body back, for this node to serve the request.
+/// Where a request is to be served, when not here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// A node of this region (`?dc=`).
+    Region(String),
+    /// This member, by node id or name (`?node=`).
+    Node(String),
+}
+
+/// The answer of another region's node, or of another member, when the
+/// request names one with `?dc=` or `?node=`; else the body back, for this
+/// node to serve the request.
 pub(super) async fn elsewhere(
     api: &Api,
     method: &Method,
@@ -45,7 +67,7 @@ pub(super) async fn elsewhere(
     body: Body,
 ) -> Result<Response, Body> {
     match target(api, uri) {
-        Ok(Some(region)) => Ok(send(api, &region, method.clone(), uri, headers, body)
+        Ok(Some(to)) => Ok(send(api, &to, method.clone(), uri, headers, body)
             .await
             .unwrap_or_else(IntoResponse::into_response)),
         Ok(None) => Err(body),
@@ -53,25 +75,43 @@ pub(super) async fn elsewhere(
     }
 }
 
-/// The region a request names with `?dc=`, when it is not this node's.
-fn target(api: &Api, uri: &Uri) -> Result<Option<String>, ApiError> {
-    // Most requests name no region: no second parse of their query for them.
-    if !uri.query().is_some_and(|q| q.contains("dc")) {
+/// The region (`?dc=`) or member (`?node=`) a request names, when it is
+/// not this node's region or this node.
+fn target(api: &Api, uri: &Uri) -> Result<Option<Target>, ApiError> {
+    // Most requests name neither: no second parse of their query for them.
+    if !uri
+        .query()
+        .is_some_and(|q| q.contains("dc") || q.contains("node"))
+    {
         return Ok(None);
     }
     let q = Params::parse(uri)?;
-    Ok(q.text("dc")
-        .filter(|dc| !dc.is_empty() && *dc != api.node.region())
-        .map(str::to_string))
+    let region = q
+        .text("dc")
+        .filter(|dc| !dc.is_empty() && *dc != api.node.region());
+    let me = api.node.id().to_string();
+    let node = q
+        .text("node")
+        .filter(|n| !n.is_empty() && *n != me && *n != api.node.name());
+    match (region, node) {
+        (Some(_), Some(_)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            "?dc= and ?node= name two places: give one",
+        )),
+        (Some(r), None) => Ok(Some(Target::Region(r.to_string()))),
+        (None, Some(n)) => Ok(Some(Target::Node(n.to_string()))),
+        (None, None) => Ok(None),
+    }
 }
 
-/// The path and query without `dc`: the region's node serves it as its own.
+/// The path and query without `dc` and `node`: the node they name serves
+/// it as its own.
 fn without_dc(uri: &Uri) -> String {
     let rest: Vec<&str> = uri
         .query()
         .unwrap_or("")
         .split('&')
-        .filter(|p| !p.is_empty() && p.split('=').next() != Some("dc"))
+        .filter(|p| !p.is_empty() && !matches!(p.split('=').next(), Some("dc" | "node")))
         .collect();
     if rest.is_empty() {
         uri.path().to_string()
@@ -80,10 +120,10 @@ fn without_dc(uri: &Uri) -> String {
     }
 }
 
-/// Sends the request to a node of `region` and returns its answer.
+/// Sends the request to `to` and returns its answer.
 async fn send(
     api: &Api,
-    region: &str,
+    to: &Target,
     method: Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -92,6 +132,8 @@ async fn send(
     let q = Params::parse(uri)?;
     let timeout_ms = if q.text("index").is_some() {
         q.wait_ms()? + FORWARD_BLOCKING_EXTRA_MS
+    } else if q.flag("deep") {
+        FORWARD_DEEP_TIMEOUT_MS
     } else {
         FORWARD_TIMEOUT_MS
     };
@@ -107,19 +149,22 @@ async fn send(
         token: super::acl::token_of(headers, uri),
         body: body.to_vec(),
     };
-    let answer = api
-        .node
-        .forward(region, &req, timeout_ms)
-        .await
-        .map_err(|e| {
-            let code = match e {
-                ForwardError::UnknownRegion => StatusCode::INTERNAL_SERVER_ERROR,
-                ForwardError::Unreachable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                ForwardError::Failed { .. } => StatusCode::BAD_GATEWAY,
-                ForwardError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            };
-            error(code, e.to_string())
-        })?;
+    let answer = match to {
+        Target::Region(region) => api.node.forward(region, &req, timeout_ms).await,
+        Target::Node(node) => api.node.forward_to_node(node, &req, timeout_ms).await,
+    };
+    let answer = answer.map_err(|e| {
+        let code = match e {
+            ForwardError::UnknownRegion => StatusCode::INTERNAL_SERVER_ERROR,
+            ForwardError::UnknownNode(_) => StatusCode::NOT_FOUND,
+            ForwardError::Unreachable(_) | ForwardError::NodeUnreachable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ForwardError::Failed { .. } => StatusCode::BAD_GATEWAY,
+            ForwardError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        };
+        error(code, e.to_string())
+    })?;
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
     let mut out = HeaderMap::new();
     for (name, value) in answer.headers {
@@ -179,10 +224,26 @@ async fn serve(api: Arc<Api>, req: ForwardRequest) -> Response {
         .await
     } else if path == "/v1/txn" && method == Method::PUT {
         txn::txn(State(api.clone()), uri.clone(), headers.clone(), body).await
+    } else if method == Method::GET && VERIFY_PATHS.contains(&path.as_str()) {
+        // Not through the router: the operator gate is checked here.
+        if let Err(refused) = super::acl::operator_check(&api, &method, &uri, &headers) {
+            return refused.into_response();
+        }
+        let (state, uri, headers) = (State(api.clone()), uri.clone(), headers.clone());
+        return match path.as_str() {
+            "/v1/digest" => digest::digest(state, uri, headers).await,
+            "/v1/digest/tree" => digest::tree(state, uri, headers).await,
+            "/v1/digest/leaves" => digest::leaves(state, uri, headers).await,
+            _ => digest::hashes(state, uri, headers).await,
+        };
     } else {
         return error(
             StatusCode::NOT_FOUND,
-            format!("{method} {path} is not served for other regions (only /v1/kv and /v1/txn)"),
+            format!(
+                "{method} {path} is not served for other nodes (only /v1/kv, /v1/txn and \
+                 GET {})",
+                VERIFY_PATHS.join(", ")
+            ),
         )
         .into_response();
     };
@@ -234,5 +295,7 @@ mod tests {
         assert_eq!(without_dc(&uri), "/v1/kv/a?recurse&index=5");
         let uri: Uri = "/v1/kv/a?dc=eu".parse().unwrap();
         assert_eq!(without_dc(&uri), "/v1/kv/a");
+        let uri: Uri = "/v1/digest?node=n2&prefix=a".parse().unwrap();
+        assert_eq!(without_dc(&uri), "/v1/digest?prefix=a");
     }
 }

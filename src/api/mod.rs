@@ -22,6 +22,7 @@ mod acl;
 pub mod audit;
 mod backup;
 mod consul;
+mod digest;
 mod error;
 pub mod events;
 mod forward;
@@ -144,8 +145,10 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         .route("/v1/watch/{*prefix}", get(watch::watch))
         .route("/v1/history/{*key}", get(history::history))
         .route("/v1/status", get(status::status))
-        .route("/v1/digest", get(status::digest))
-        .route("/v1/hashes", get(status::hashes))
+        .route("/v1/digest", get(digest::digest))
+        .route("/v1/digest/tree", get(digest::tree))
+        .route("/v1/digest/leaves", get(digest::leaves))
+        .route("/v1/hashes", get(digest::hashes))
         .route("/v1/health", get(status::health_check))
         .route("/v1/conflicts", get(status::conflicts))
         .route("/v1/promote", post(status::promote))

@@ -1,20 +1,19 @@
-//! `api::status`: what a node says of itself: `/v1/status`, `/v1/digest`,
-//! `/v1/hashes`, `/v1/health`, `/v1/conflicts`, `/metrics` (rendered by
-//! [`super::metrics`]), and `POST /v1/promote`.
+//! `api::status`: what a node says of itself: `/v1/status`, `/v1/health`,
+//! `/v1/conflicts`, `/metrics` (rendered by [`super::metrics`]), and
+//! `POST /v1/promote`. Its digest is [`super::digest`]'s.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::error::{error, node_error, ApiError};
 use super::health::{self, Thresholds};
 use super::metrics;
-use super::query::Params;
 use super::{wire, Api};
 use crate::core::types::hex;
-use crate::node::{DigestReport, NodeStatus};
+use crate::node::NodeStatus;
 
 /// The status document of `GET /v1/status`.
 pub(super) fn status_doc(
@@ -139,75 +138,6 @@ pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
         }
         Err(e) => node_error(e).into_response(),
     }
-}
-
-/// Which keys a digest or hash list covers.
-#[derive(Debug)]
-struct DigestQuery {
-    prefix: String,
-    /// Check every record against its value first.
-    deep: bool,
-}
-
-impl DigestQuery {
-    fn parse(q: &Params) -> DigestQuery {
-        DigestQuery {
-            prefix: q.text("prefix").unwrap_or_default().to_string(),
-            deep: q.flag("deep"),
-        }
-    }
-}
-
-pub(super) async fn digest(State(api): State<Arc<Api>>, uri: Uri) -> Response {
-    let go = async {
-        let q = DigestQuery::parse(&Params::parse(&uri)?);
-        let report = if q.deep {
-            api.node.deep_digest(&q.prefix).await.map_err(node_error)?
-        } else {
-            DigestReport {
-                root: api.node.digest(&q.prefix).await.map_err(node_error)?,
-                deep: false,
-                damaged_found: 0,
-                digest_repaired: false,
-                quarantined: api.status_cached().map_or(0, |s| s.replica.quarantined),
-            }
-        };
-        let index = api.node.index();
-        let doc = wire::Digest {
-            node: api.node.id().to_string(),
-            name: api.node.name().to_string(),
-            region: api.node.region().to_string(),
-            prefix: q.prefix,
-            root: hex(&report.root),
-            index,
-            deep: report.deep,
-            damaged_found: report.damaged_found as u64,
-            digest_repaired: report.digest_repaired,
-            quarantined: report.quarantined as u64,
-        };
-        Ok::<_, ApiError>((api.headers(index), axum::Json(doc)).into_response())
-    };
-    go.await.unwrap_or_else(IntoResponse::into_response)
-}
-
-/// `GET /v1/hashes?prefix=`: every key under the prefix (tombstones
-/// included) with its stamp and entry hash, for `meridian verify --diff`.
-pub(super) async fn hashes(State(api): State<Arc<Api>>, uri: Uri) -> Response {
-    let go = async {
-        let q = DigestQuery::parse(&Params::parse(&uri)?);
-        let list = api.node.hashes(&q.prefix).await.map_err(node_error)?;
-        let body: Vec<wire::KeyHash> = list
-            .iter()
-            .map(|k| wire::KeyHash {
-                key: k.key.clone(),
-                deleted: k.deleted,
-                stamp: k.stamp.to_string(),
-                hash: hex(&k.hash),
-            })
-            .collect();
-        Ok::<_, ApiError>(axum::Json(body).into_response())
-    };
-    go.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 pub(super) async fn health_check(State(api): State<Arc<Api>>) -> Response {

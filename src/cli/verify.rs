@@ -1,17 +1,45 @@
 //! `meridian verify`: asks every member for its root and says whether all
 //! agree; with `--diff`, which keys differ and what each node holds.
+//!
+//! Every member is asked through the node at `--addr`, over its
+//! authenticated peer connections (`?node=` on `/v1/digest` and the rest):
+//! only that node's API has to be reachable, and each member checks the
+//! caller's token itself. `--diff` narrows the difference by the Merkle
+//! descent over the mesh (as anti-entropy does between two peers): level
+//! by level, only the subtrees where the members differ are asked for, so
+//! a few differing keys among millions cost kilobytes. With `--prefix`,
+//! the keys under the prefix are compared one by one instead (the tree
+//! covers every key). Nodes named with `--node ADDR` are asked at that API.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context, Result};
+use meridian::api::wire;
 use meridian::client::{encode_path, Client};
+use meridian::core::digest::{FANOUT, FANOUT_BITS, FINGERPRINT_BYTES, LEAF_LEVEL};
+use meridian::core::types::RESERVED_PREFIX;
 use serde::Serialize;
+
+/// How `verify` reaches a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Via {
+    /// It is the node at `--addr`.
+    Here,
+    /// Through the node at `--addr`, over its peer connection (the node id).
+    Mesh(String),
+    /// At this API address (`--node`).
+    Api(String),
+}
 
 /// One node as `verify` sees it (and `--json` prints it).
 #[derive(Serialize)]
 struct Seen {
+    /// The API address it was asked at; empty when asked through `--addr`
+    /// over the mesh.
     #[serde(rename = "api")]
     addr: String,
+    /// It was asked over the mesh, through the node at `--addr`.
+    mesh: bool,
     name: String,
     region: String,
     node: String,
@@ -21,21 +49,52 @@ struct Seen {
     /// and of those, how many this check found damaged (`--deep`).
     quarantined: u64,
     damaged_found: u64,
+    #[serde(skip)]
+    via: Via,
+}
+
+impl Seen {
+    fn label(&self) -> String {
+        if self.name.is_empty() {
+            format!("node {}", self.node)
+        } else {
+            format!("{} ({})", self.name, self.region)
+        }
+    }
+
+    /// The client to ask it with, and the `?node=` to name it by.
+    fn reach<'a>(&'a self, base: &Client) -> Result<(Client, Option<&'a str>)> {
+        Ok(match &self.via {
+            Via::Here => (base.clone(), None),
+            Via::Mesh(node) => (base.clone(), Some(node.as_str())),
+            Via::Api(addr) => (base.sibling(addr)?, None),
+        })
+    }
 }
 
 /// Most differing keys `verify --diff` prints (and fetches values for).
 const DIFF_KEYS_SHOWN_MAX: usize = 100;
+/// Most subtrees the descent follows at each level: with more differing
+/// leaves than this, the first ones are listed and the report says so.
+const DIFF_LEAVES_MAX: usize = 2048;
+/// Parents or leaves per descent request (within the API's bound).
+const DESCENT_BATCH: usize = 256;
 
-/// Asks `addr` for its digest; checks it is the node we expected there.
+/// Asks a node for its digest; checks it is the node we expected there.
 async fn probe(
     base: &Client,
-    addr: &str,
+    via: Via,
     expected: Option<&str>,
     prefix: &str,
     deep: bool,
 ) -> Result<Seen> {
     let mut one = Seen {
-        addr: addr.to_string(),
+        addr: match &via {
+            Via::Api(a) => a.clone(),
+            Via::Here => base.addr().to_string(),
+            Via::Mesh(_) => String::new(),
+        },
+        mesh: matches!(via, Via::Mesh(_)),
         name: String::new(),
         region: String::new(),
         node: expected.unwrap_or("").to_string(),
@@ -43,19 +102,19 @@ async fn probe(
         error: None,
         quarantined: 0,
         damaged_found: 0,
+        via,
     };
     // A deep check recomputes every record: give it longer.
-    let timeout_ms = if deep { 120_000 } else { 10_000 };
-    let c = base.sibling(addr)?.timeout_ms(timeout_ms);
-    match c.digest(prefix, deep).await {
+    let timeout_ms = if deep { 150_000 } else { 15_000 };
+    let (c, at) = one.reach(base)?;
+    match c.timeout_ms(timeout_ms).digest_of(at, prefix, deep).await {
         Ok(d) => {
             one.name = d.name;
             one.region = d.region;
             match expected {
                 Some(want) if want != d.node => {
                     one.error = Some(format!(
-                        "node {want} announced this API address, but node {} ({}) answers there: \
-                         set api_advertise in its config",
+                        "node {want} was expected, but node {} ({}) answered",
                         d.node, one.name
                     ));
                 }
@@ -80,32 +139,22 @@ pub async fn verify(
     deep: bool,
     as_json: bool,
 ) -> Result<bool> {
-    // Every member the first node knows (each expected to answer as itself),
-    // plus the nodes named on the command line.
+    // Every member the first node knows, asked through it over the mesh,
+    // plus the nodes named on the command line, asked at their API.
     let s = client.status().await.context("status")?;
     let mut seen: Vec<Seen> = Vec::new();
-    seen.push(probe(client, client.addr(), Some(&s.node), prefix, deep).await?);
+    seen.push(probe(client, Via::Here, Some(&s.node), prefix, deep).await?);
     for p in s.peers {
-        if p.api.is_empty() {
-            seen.push(Seen {
-                addr: String::new(),
-                name: p.name,
-                region: p.region,
-                node: p.node,
-                root: None,
-                error: Some(
-                    "its API address is unknown (it has not connected since this node started): \
-                     name it with --node"
-                        .to_string(),
-                ),
-                quarantined: 0,
-                damaged_found: 0,
-            });
-            continue;
-        }
-        let mut one = probe(client, &p.api, Some(&p.node), prefix, deep).await?;
+        let mut one = probe(
+            client,
+            Via::Mesh(p.node.clone()),
+            Some(&p.node),
+            prefix,
+            deep,
+        )
+        .await?;
         if one.root.is_none() {
-            // Name it as its hello did, not as whatever answered there.
+            // Name it as its hello did, not as whatever answered.
             one.name = p.name;
             one.region = p.region;
         }
@@ -116,8 +165,8 @@ pub async fn verify(
         if seen.iter().any(|n| n.addr == addr) {
             continue;
         }
-        let one = probe(client, &addr, None, prefix, deep).await?;
-        // The same node reached under another address counts once.
+        let one = probe(client, Via::Api(addr), None, prefix, deep).await?;
+        // The same node reached another way counts once.
         if one.root.is_some() && seen.iter().any(|n| n.node == one.node && n.root.is_some()) {
             continue;
         }
@@ -136,29 +185,25 @@ pub async fn verify(
         .map(|n| n.region.as_str())
         .filter(|r| !r.is_empty())
         .collect();
-    let mut differing = Vec::new();
-    let mut diff_errors = Vec::new();
+    let mut found = Found::default();
+    let before = client.bytes_received();
     if diff && groups.len() > 1 {
-        (differing, diff_errors) = diff_keys(client, &seen, prefix).await?;
+        found = diff_keys(client, &seen, prefix).await?;
     }
+    let diff_bytes = client.bytes_received() - before;
     let unreachable: Vec<&Seen> = seen.iter().filter(|n| n.error.is_some()).collect();
     // Quarantined records are missing from their node's root: no agreement
     // is claimed until they are repaired.
     let damaged: Vec<&Seen> = seen.iter().filter(|n| n.quarantined > 0).collect();
     let agree = groups.len() == 1 && unreachable.is_empty() && damaged.is_empty();
-    let label = |n: &Seen| {
-        if n.name.is_empty() {
-            format!("node {}", n.node)
-        } else {
-            format!("{} ({})", n.name, n.region)
-        }
-    };
     if as_json {
         let doc = VerifyDoc {
             agree,
             nodes: &seen,
-            differing_keys: &differing,
-            diff_errors: &diff_errors,
+            differing_keys: &found.keys,
+            diff_errors: &found.errors,
+            diff_leaves_truncated: found.truncated,
+            diff_bytes,
         };
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(agree);
@@ -196,7 +241,7 @@ pub async fn verify(
     for n in &damaged {
         println!(
             "  {}: {} records quarantined{}",
-            label(n),
+            n.label(),
             n.quarantined,
             if n.damaged_found > 0 {
                 format!(" ({} found damaged by this check)", n.damaged_found)
@@ -205,34 +250,50 @@ pub async fn verify(
             }
         );
     }
+    let place = |n: &Seen| {
+        if n.mesh {
+            "(over the mesh)".to_string()
+        } else {
+            n.addr.clone()
+        }
+    };
     for (root, nodes) in &groups {
         let names: Vec<String> = nodes
             .iter()
-            .map(|n| format!("{} {}", label(n), n.addr))
+            .map(|n| format!("{} {}", n.label(), place(n)))
             .collect();
         println!("  {}  {}", &root[..root.len().min(16)], names.join(", "));
     }
     for n in &unreachable {
         println!(
             "  unreachable: {} {} ({})",
-            label(n),
-            n.addr,
+            n.label(),
+            place(n),
             n.error.as_deref().unwrap_or("")
         );
     }
-    for e in &diff_errors {
+    for e in &found.errors {
         println!("  diff: {e}");
     }
-    if diff && !differing.is_empty() {
+    if diff && groups.len() > 1 {
         println!();
-        let shown = if differing.len() > DIFF_KEYS_SHOWN_MAX {
+        let shown = if found.keys.len() > DIFF_KEYS_SHOWN_MAX {
             format!(" (first {DIFF_KEYS_SHOWN_MAX} shown)")
         } else {
             String::new()
         };
-        println!("{} differing keys{shown}:", differing.len());
-        for d in differing.iter().take(DIFF_KEYS_SHOWN_MAX) {
-            println!("  {}", d.key);
+        let more = if found.truncated {
+            format!(" at least (more than {DIFF_LEAVES_MAX} leaves of the digest differ)")
+        } else {
+            String::new()
+        };
+        println!(
+            "{} differing keys{more}{shown}, found reading {}:",
+            found.keys.len(),
+            kib(diff_bytes)
+        );
+        for d in found.keys.iter().take(DIFF_KEYS_SHOWN_MAX) {
+            println!("  {}", shown_key(&d.key));
             for n in &d.nodes {
                 println!("    {:<20} {}", n.name, n.state);
             }
@@ -243,6 +304,23 @@ pub async fn verify(
     Ok(false)
 }
 
+fn kib(bytes: u64) -> String {
+    if bytes < 10 * 1024 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{} KiB", bytes / 1024)
+    }
+}
+
+/// A key as printed: Meridian's own records (ACL policies and tokens) by
+/// what they are, the rest as they are.
+fn shown_key(key: &str) -> String {
+    match key.strip_prefix(RESERVED_PREFIX) {
+        Some(rest) => format!("(Meridian's own record {rest:?})"),
+        None => key.to_string(),
+    }
+}
+
 /// `verify --json`.
 #[derive(Serialize)]
 struct VerifyDoc<'a> {
@@ -250,6 +328,10 @@ struct VerifyDoc<'a> {
     nodes: &'a [Seen],
     differing_keys: &'a [Differing],
     diff_errors: &'a [String],
+    /// More leaves differed than the descent follows: the list is partial.
+    diff_leaves_truncated: bool,
+    /// Response bytes `--diff` read.
+    diff_bytes: u64,
 }
 
 /// A key whose live state differs between the reachable nodes.
@@ -267,35 +349,134 @@ struct HeldBy {
     state: String,
 }
 
+/// What `--diff` found.
+#[derive(Default)]
+struct Found {
+    keys: Vec<Differing>,
+    /// The nodes that could not be compared, and why.
+    errors: Vec<String>,
+    truncated: bool,
+}
+
 /// What one node holds of a key: (entry hash, deleted).
 type Hashes = BTreeMap<String, (String, bool)>;
+
+fn hashes(list: Vec<wire::KeyHash>) -> Hashes {
+    list.into_iter()
+        .map(|k| (k.key, (k.hash, k.deleted)))
+        .collect()
+}
+
+/// The Merkle descent over the nodes in `nodes`: the leaves where they do
+/// not all agree (at most [`DIFF_LEAVES_MAX`]; true when there were more).
+/// A node that fails to answer is left out, with the error.
+async fn differing_leaves(
+    base: &Client,
+    nodes: &mut Vec<&Seen>,
+    errors: &mut Vec<String>,
+) -> Result<(Vec<u32>, bool)> {
+    let mut frontier: Vec<u32> = vec![0];
+    let mut truncated = false;
+    let width = FINGERPRINT_BYTES * 2;
+    for level in 1..=LEAF_LEVEL {
+        // Each node's children of the frontier, as hex fingerprints.
+        let mut prints: Vec<String> = Vec::new();
+        let mut answered = Vec::new();
+        for n in nodes.iter() {
+            let (c, at) = n.reach(base)?;
+            let mut all = String::new();
+            let mut failed = None;
+            for batch in frontier.chunks(DESCENT_BATCH) {
+                match c.digest_tree(at, level, batch).await {
+                    Ok(d) if d.fingerprints.len() == batch.len() * FANOUT * width => {
+                        all.push_str(&d.fingerprints);
+                    }
+                    Ok(d) => {
+                        failed = Some(format!(
+                            "{} fingerprint digits for {} parents at level {level}",
+                            d.fingerprints.len(),
+                            batch.len()
+                        ));
+                        break;
+                    }
+                    Err(e) => {
+                        failed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            match failed {
+                None => {
+                    prints.push(all);
+                    answered.push(*n);
+                }
+                Some(e) => errors.push(format!("{}: {e}", n.label())),
+            }
+        }
+        *nodes = answered;
+        if nodes.len() < 2 {
+            return Ok((Vec::new(), false));
+        }
+        let mut next = Vec::new();
+        for (i, parent) in frontier.iter().enumerate() {
+            for c in 0..FANOUT {
+                let at = (i * FANOUT + c) * width;
+                let first = &prints[0][at..at + width];
+                if prints.iter().any(|p| &p[at..at + width] != first) {
+                    if next.len() == DIFF_LEAVES_MAX {
+                        truncated = true;
+                        break;
+                    }
+                    next.push((parent << FANOUT_BITS) | c as u32);
+                }
+            }
+        }
+        frontier = next;
+        if frontier.is_empty() {
+            break;
+        }
+    }
+    Ok((frontier, truncated))
+}
 
 /// Keys whose state differs between the reachable nodes, with each node's
 /// state (values fetched for the shown keys only); and the nodes whose
 /// hashes could not be read.
-async fn diff_keys(
-    base: &Client,
-    seen: &[Seen],
-    prefix: &str,
-) -> Result<(Vec<Differing>, Vec<String>)> {
+async fn diff_keys(base: &Client, seen: &[Seen], prefix: &str) -> Result<Found> {
+    let mut found = Found::default();
+    let mut nodes: Vec<&Seen> = seen.iter().filter(|n| n.root.is_some()).collect();
     let mut per_node: Vec<(&Seen, Hashes)> = Vec::new();
-    let mut errors = Vec::new();
-    for n in seen.iter().filter(|n| n.root.is_some()) {
-        let list = match base.sibling(&n.addr)?.hashes(prefix).await {
-            Ok(list) => list,
-            Err(e) => {
-                errors.push(format!("{}: {e}", n.addr));
-                continue;
+    if prefix.is_empty() {
+        let (leaves, truncated) = differing_leaves(base, &mut nodes, &mut found.errors).await?;
+        found.truncated = truncated;
+        for n in nodes {
+            let (c, at) = n.reach(base)?;
+            let mut list = Vec::new();
+            let mut failed = None;
+            for batch in leaves.chunks(DESCENT_BATCH) {
+                match c.digest_leaves(at, batch).await {
+                    Ok(d) => list.extend(d.keys),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
             }
-        };
-        let map = list
-            .into_iter()
-            .map(|k| (k.key, (k.hash, k.deleted)))
-            .collect();
-        per_node.push((n, map));
+            match failed {
+                None => per_node.push((n, hashes(list))),
+                Some(e) => found.errors.push(format!("{}: {e}", n.label())),
+            }
+        }
+    } else {
+        for n in nodes {
+            let (c, at) = n.reach(base)?;
+            match c.hashes_of(at, prefix).await {
+                Ok(list) => per_node.push((n, hashes(list))),
+                Err(e) => found.errors.push(format!("{}: {e}", n.label())),
+            }
+        }
     }
     let all: BTreeSet<&String> = per_node.iter().flat_map(|(_, m)| m.keys()).collect();
-    let mut out = Vec::new();
     for key in all {
         let states: Vec<Option<&(String, bool)>> =
             per_node.iter().map(|(_, m)| m.get(key)).collect();
@@ -308,40 +489,49 @@ async fn diff_keys(
         if states.iter().all(|s| live(*s) == live(states[0])) {
             continue;
         }
-        let fetch = out.len() < DIFF_KEYS_SHOWN_MAX;
-        let mut nodes = Vec::new();
+        let fetch = found.keys.len() < DIFF_KEYS_SHOWN_MAX && !key.starts_with(RESERVED_PREFIX);
+        let mut held = Vec::new();
         for ((n, _), state) in per_node.iter().zip(&states) {
             let state = match state {
                 None => "absent".to_string(),
                 Some((_, true)) => "deleted".to_string(),
                 Some((hash, false)) if !fetch => format!("value with hash {hash}"),
-                Some((_, false)) => {
-                    let c = base.sibling(&n.addr)?;
-                    match c.get(&format!("/v1/kv/{}?raw", encode_path(key))).await {
-                        Ok(r) if r.status.is_success() => {
-                            let v = String::from_utf8_lossy(&r.body);
-                            let mut v: String = v.chars().take(80).collect();
-                            if r.body.len() > 80 {
-                                v.push('…');
-                            }
-                            format!("{v:?}")
-                        }
-                        Ok(r) => format!("(read failed: {})", r.status.as_u16()),
-                        Err(e) => format!("(read failed: {e})"),
-                    }
-                }
+                Some((_, false)) => value_of(base, n, key).await?,
             };
             let name = if n.name.is_empty() {
                 n.addr.clone()
             } else {
                 n.name.clone()
             };
-            nodes.push(HeldBy { name, state });
+            held.push(HeldBy { name, state });
         }
-        out.push(Differing {
+        found.keys.push(Differing {
             key: key.clone(),
-            nodes,
+            nodes: held,
         });
     }
-    Ok((out, errors))
+    Ok(found)
+}
+
+/// A node's value of `key`, quoted and cut at 80 characters.
+async fn value_of(base: &Client, n: &Seen, key: &str) -> Result<String> {
+    let (c, at) = n.reach(base)?;
+    let node = at.map_or(String::new(), |a| format!("&node={}", encode_path(a)));
+    Ok(
+        match c
+            .get(&format!("/v1/kv/{}?raw{node}", encode_path(key)))
+            .await
+        {
+            Ok(r) if r.status.is_success() => {
+                let v = String::from_utf8_lossy(&r.body);
+                let mut v: String = v.chars().take(80).collect();
+                if r.body.len() > 80 {
+                    v.push('…');
+                }
+                format!("{v:?}")
+            }
+            Ok(r) => format!("(read failed: {})", r.status.as_u16()),
+            Err(e) => format!("(read failed: {e})"),
+        },
+    )
 }

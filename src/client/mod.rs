@@ -145,6 +145,8 @@ pub struct Client {
     token: Option<Arc<str>>,
     /// Longest wait for a whole response.
     timeout_ms: u64,
+    /// Body bytes received by this client and its siblings.
+    received: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// An open connection to a node: its request sender, and the error it
@@ -166,6 +168,18 @@ pub fn encode_path(key: &str) -> String {
         }
     }
     out
+}
+
+/// `&node=N` for a request about another member, else nothing.
+fn at(node: Option<&str>) -> String {
+    node.map_or(String::new(), |n| format!("&node={}", encode_path(n)))
+}
+
+fn comma_list(list: &[u32]) -> String {
+    list.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// An address's scheme, when it has one.
@@ -213,6 +227,7 @@ impl Client {
             tls,
             token: None,
             timeout_ms: 60_000,
+            received: Arc::default(),
         })
     }
 
@@ -231,6 +246,11 @@ impl Client {
             Scheme::Https => {}
         }
         Ok(c)
+    }
+
+    /// Response body bytes this client and its siblings have received.
+    pub fn bytes_received(&self) -> u64 {
+        self.received.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `https://host:port` or `http://host:port`.
@@ -414,6 +434,8 @@ impl Client {
                 .await
                 .map_err(|e| self.http_err(e))?
                 .to_bytes();
+            self.received
+                .fetch_add(body.len() as u64, std::sync::atomic::Ordering::Relaxed);
             Ok(Reply {
                 status: parts.status,
                 headers: parts.headers,
@@ -471,15 +493,74 @@ impl Client {
     /// `GET /v1/digest`: the root over the live keys under `prefix`,
     /// every record checked first when `deep`.
     pub async fn digest(&self, prefix: &str, deep: bool) -> Result<wire::Digest, ClientError> {
+        self.digest_of(None, prefix, deep).await
+    }
+
+    /// [`Client::digest`] of the member `node` (its id or name; `None`:
+    /// this node), asked through this node over the peer connection.
+    pub async fn digest_of(
+        &self,
+        node: Option<&str>,
+        prefix: &str,
+        deep: bool,
+    ) -> Result<wire::Digest, ClientError> {
         let deep = if deep { "&deep" } else { "" };
-        self.get_json(&format!("/v1/digest?prefix={}{deep}", encode_path(prefix)))
-            .await
+        self.get_json(&format!(
+            "/v1/digest?prefix={}{deep}{}",
+            encode_path(prefix),
+            at(node)
+        ))
+        .await
     }
 
     /// `GET /v1/hashes`: every key under `prefix` with its entry hash.
     pub async fn hashes(&self, prefix: &str) -> Result<Vec<wire::KeyHash>, ClientError> {
-        self.get_json(&format!("/v1/hashes?prefix={}", encode_path(prefix)))
-            .await
+        self.hashes_of(None, prefix).await
+    }
+
+    /// [`Client::hashes`] of the member `node` (see [`Client::digest_of`]).
+    pub async fn hashes_of(
+        &self,
+        node: Option<&str>,
+        prefix: &str,
+    ) -> Result<Vec<wire::KeyHash>, ClientError> {
+        self.get_json(&format!(
+            "/v1/hashes?prefix={}{}",
+            encode_path(prefix),
+            at(node)
+        ))
+        .await
+    }
+
+    /// `GET /v1/digest/tree`: the fingerprints of the children (at `level`)
+    /// of `parents` in the Merkle digest of `node` (see [`Client::digest_of`]).
+    pub async fn digest_tree(
+        &self,
+        node: Option<&str>,
+        level: u8,
+        parents: &[u32],
+    ) -> Result<wire::DigestChildren, ClientError> {
+        self.get_json(&format!(
+            "/v1/digest/tree?level={level}&parents={}{}",
+            comma_list(parents),
+            at(node)
+        ))
+        .await
+    }
+
+    /// `GET /v1/digest/leaves`: every key in `leaves` of the Merkle digest
+    /// of `node` (see [`Client::digest_of`]).
+    pub async fn digest_leaves(
+        &self,
+        node: Option<&str>,
+        leaves: &[u32],
+    ) -> Result<wire::DigestLeaves, ClientError> {
+        self.get_json(&format!(
+            "/v1/digest/leaves?leaves={}{}",
+            comma_list(leaves),
+            at(node)
+        ))
+        .await
     }
 
     /// `GET /v1/health`: the judgement, healthy (200) or not (503).

@@ -1,5 +1,6 @@
-//! Forwarded API requests (`?dc=REGION`): a request for another region
-//! travels to a node of that region over the authenticated peer
+//! Forwarded API requests (`?dc=REGION`, `?node=NODE`): a request for
+//! another region (or one member) travels to a node of that region (or to
+//! that member) over the authenticated peer
 //! connection, on a bidirectional QUIC stream of its own (one per
 //! request, so that a slow answer holds up neither replication nor other
 //! requests), and the answer comes back on the same stream. The node that
@@ -93,13 +94,19 @@ pub enum ForwardError {
     #[error("Remote DC has no server currently reachable (region {0})")]
     Unreachable(String),
     /// The stream failed, or the answer did not come within the timeout.
-    #[error("the request to region {region} failed: {reason}")]
+    #[error("the request to {to} failed: {reason}")]
     Failed {
-        /// The region.
-        region: String,
+        /// Where it went (`region eu`, `node n1`).
+        to: String,
         /// What went wrong.
         reason: String,
     },
+    /// No member has that node id or name (`?node=`).
+    #[error("no member of the cluster is node {0:?} (give its id or its name)")]
+    UnknownNode(String),
+    /// The member is known but this node has no connection to it.
+    #[error("node {0:?} is not connected to this node")]
+    NodeUnreachable(String),
     /// The request is larger than [`FORWARD_REQUEST_BYTES_MAX`].
     #[error("the request is {0} bytes, more than a forwarded request may be ({FORWARD_REQUEST_BYTES_MAX})")]
     TooLarge(usize),
@@ -132,11 +139,11 @@ async fn read_frame<T: for<'de> Deserialize<'de>>(
     postcard::from_bytes(&buf).map_err(|e| format!("a malformed frame: {e}"))
 }
 
-/// Sends `req` to a node of `region` on `connection` and waits for its
-/// answer, at most `timeout_ms`.
+/// Sends `req` on `connection` (to `to`, as errors name it: `region eu`,
+/// `node n1`) and waits for its answer, at most `timeout_ms`.
 pub async fn send(
     connection: &quinn::Connection,
-    region: &str,
+    to: &str,
     req: &ForwardRequest,
     timeout_ms: u64,
 ) -> Result<ForwardAnswer, ForwardError> {
@@ -145,7 +152,7 @@ pub async fn send(
         return Err(ForwardError::TooLarge(frame.len()));
     }
     let failed = |reason: String| ForwardError::Failed {
-        region: region.to_string(),
+        to: to.to_string(),
         reason,
     };
     let exchange = async {

@@ -21,6 +21,7 @@ use super::types::{
 use super::{history, Halt, NodeError, EVENTS_KEPT_MAX, QUARANTINED_NAMED_MAX};
 use crate::core::codec::{self, Message};
 use crate::core::conflicts::Conflict;
+use crate::core::digest::Fingerprint;
 use crate::core::types::{Entry, Key, NodeId, Stamp};
 use crate::net::forward::ForwardError;
 use crate::net::links::{Adopted, Conn, Links};
@@ -54,6 +55,10 @@ pub(super) enum Command {
     },
     RegionConnection {
         region: String,
+        reply: oneshot::Sender<Result<quinn::Connection, ForwardError>>,
+    },
+    NodeConnection {
+        who: String,
         reply: oneshot::Sender<Result<quinn::Connection, ForwardError>>,
     },
     Txn {
@@ -96,6 +101,15 @@ pub(super) enum Command {
     },
     Hashes {
         prefix: String,
+        reply: oneshot::Sender<Vec<KeyHash>>,
+    },
+    DigestChildren {
+        level: u8,
+        parents: Vec<u32>,
+        reply: oneshot::Sender<Vec<Fingerprint>>,
+    },
+    LeafHashes {
+        leaves: Vec<u32>,
         reply: oneshot::Sender<Vec<KeyHash>>,
     },
     Promote {
@@ -587,6 +601,17 @@ impl Driver {
                 };
                 let _ = reply.send(found);
             }
+            Command::NodeConnection { who, reply } => {
+                let found = match self.replica.peer_called(&who) {
+                    None => Err(ForwardError::UnknownNode(who)),
+                    Some(peer) => self
+                        .links
+                        .get(peer)
+                        .map(|c| c.connection.clone())
+                        .ok_or(ForwardError::NodeUnreachable(who)),
+                };
+                let _ = reply.send(found);
+            }
             Command::ReadBarrier {
                 scope,
                 prefix,
@@ -649,6 +674,16 @@ impl Driver {
             }
             Command::Hashes { prefix, reply } => {
                 let _ = reply.send(self.hashes(&prefix));
+            }
+            Command::DigestChildren {
+                level,
+                parents,
+                reply,
+            } => {
+                let _ = reply.send(self.replica.digest_children(level, &parents));
+            }
+            Command::LeafHashes { leaves, reply } => {
+                let _ = reply.send(self.leaf_hashes(&leaves));
             }
             Command::Shutdown { .. } => unreachable!("handled by the loop"),
         }

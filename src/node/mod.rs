@@ -35,6 +35,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::core::conflicts::Conflict;
+use crate::core::digest::{level_width, Fingerprint, LEAF_LEVEL};
 use crate::core::types::{Entry, Hash, IntoKey, Key, Limits, NodeId, KEY_BYTES_MAX};
 use crate::net;
 use crate::net::tls::{NodeIdentity, TlsError};
@@ -474,10 +475,29 @@ impl Node {
             .call(|reply| Command::RegionConnection { region: r, reply })
             .await
             .map_err(|e| net::forward::ForwardError::Failed {
-                region: region.to_string(),
+                to: format!("region {region}"),
                 reason: e.to_string(),
             })??;
-        net::forward::send(&connection, region, req, timeout_ms).await
+        net::forward::send(&connection, &format!("region {region}"), req, timeout_ms).await
+    }
+
+    /// Sends `req` to the member `who` (its node id or name) over the peer
+    /// connection and returns its answer (at most `timeout_ms` later).
+    pub async fn forward_to_node(
+        &self,
+        who: &str,
+        req: &net::forward::ForwardRequest,
+        timeout_ms: u64,
+    ) -> Result<net::forward::ForwardAnswer, net::forward::ForwardError> {
+        let w = who.to_string();
+        let connection = self
+            .call(|reply| Command::NodeConnection { who: w, reply })
+            .await
+            .map_err(|e| net::forward::ForwardError::Failed {
+                to: format!("node {who}"),
+                reason: e.to_string(),
+            })??;
+        net::forward::send(&connection, &format!("node {who}"), req, timeout_ms).await
     }
 
     /// The last durable index: every change numbered up to it is on disk.
@@ -527,6 +547,36 @@ impl Node {
     pub async fn hashes(&self, prefix: &str) -> Result<Vec<KeyHash>, NodeError> {
         let prefix = prefix.to_string();
         self.call(|reply| Command::Hashes { prefix, reply }).await
+    }
+
+    /// The fingerprints of the children (at `level`, 1..=5) of each of
+    /// `parents` in the Merkle digest: one step of `verify --diff`'s descent.
+    pub async fn digest_children(
+        &self,
+        level: u8,
+        parents: Vec<u32>,
+    ) -> Result<Vec<Fingerprint>, NodeError> {
+        // Checked by the API; out-of-range input gets nothing, not a panic.
+        if !(1..=LEAF_LEVEL).contains(&level)
+            || parents
+                .iter()
+                .any(|p| *p as usize >= level_width(level - 1))
+        {
+            return Ok(Vec::new());
+        }
+        self.call(|reply| Command::DigestChildren {
+            level,
+            parents,
+            reply,
+        })
+        .await
+    }
+
+    /// Every key in the Merkle `leaves` (tombstones included) with its
+    /// entry hash: the end of `verify --diff`'s descent.
+    pub async fn leaf_hashes(&self, leaves: Vec<u32>) -> Result<Vec<KeyHash>, NodeError> {
+        self.call(|reply| Command::LeafHashes { leaves, reply })
+            .await
     }
 
     /// Reads `key` from this node's state.

@@ -8,7 +8,8 @@ use super::driver::Driver;
 use super::types::{Change, DigestReport, Indexed, KeyHash, KvEntry, NodeStatus, Snapshot};
 use super::{NodeError, QUARANTINED_NAMED_MAX, WATCH_BATCH_MAX, WATCH_SCAN_MAX};
 use crate::core::conflicts::Conflict;
-use crate::core::types::hidden_under;
+use crate::core::digest::LEAVES;
+use crate::core::types::{hidden_under, Key};
 use crate::core::Record;
 
 /// A record as the API shows it; `None` for a tombstone.
@@ -194,12 +195,28 @@ impl Driver {
         self.replica
             .map()
             .scan_prefix(prefix)
-            .map(|(k, r)| KeyHash {
-                key: k.as_str().to_string(),
-                stamp: r.entry.stamp,
-                deleted: r.entry.is_tombstone(),
-                hash: r.check(),
-            })
+            .map(|(k, r)| key_hash(k, r))
             .collect()
+    }
+
+    /// Every key in the Merkle `leaves`, tombstones included, with its
+    /// entry hash, leaf by leaf in key-hash order.
+    pub(super) fn leaf_hashes(&self, leaves: &[u32]) -> Vec<KeyHash> {
+        let map = self.replica.map();
+        leaves
+            .iter()
+            .filter(|l| (**l as usize) < LEAVES)
+            .flat_map(|l| map.leaf_records(*l))
+            .map(|(k, r)| key_hash(k, r))
+            .collect()
+    }
+}
+
+fn key_hash(k: &Key, r: &Record) -> KeyHash {
+    KeyHash {
+        key: k.as_str().to_string(),
+        stamp: r.entry.stamp,
+        deleted: r.entry.is_tombstone(),
+        hash: r.check(),
     }
 }

@@ -256,7 +256,9 @@ fn need(method: &Method, path: &str) -> Need {
         } else {
             Access::Write
         }),
-        p if p.starts_with("/v1/history/") => Need::Operator(Access::Read),
+        p if p.starts_with("/v1/history/") || p.starts_with("/v1/digest/") => {
+            Need::Operator(Access::Read)
+        }
         _ => Need::Open,
     }
 }
@@ -264,16 +266,31 @@ fn need(method: &Method, path: &str) -> Need {
 /// The middleware that holds Meridian's operator endpoints to an
 /// `operator` rule (or a management token).
 pub(super) async fn gate(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
-    if !api.acl.enabled() {
-        return next.run(req).await;
-    }
-    if let Need::Operator(wanted) = need(req.method(), req.uri().path()) {
-        let caller = api.caller(req.headers(), req.uri());
-        if caller.authz.operator() < wanted {
-            return denied(&caller, &format!("operator:{wanted}"), "").into_response();
-        }
+    if let Err(refused) = operator_check(&api, req.method(), req.uri(), req.headers()) {
+        return refused.into_response();
     }
     next.run(req).await
+}
+
+/// Whether the caller may use an operator endpoint (always, for the others
+/// and with ACLs off): the gate's check, also made for requests that peers
+/// forward (they do not pass through the router).
+pub(super) fn operator_check(
+    api: &Api,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+) -> Result<(), AclError> {
+    if !api.acl.enabled() {
+        return Ok(());
+    }
+    if let Need::Operator(wanted) = need(method, uri.path()) {
+        let caller = api.caller(headers, uri);
+        if caller.authz.operator() < wanted {
+            return Err(denied(&caller, &format!("operator:{wanted}"), ""));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -315,6 +332,14 @@ mod tests {
             Need::Operator(Access::Read)
         );
         assert_eq!(need(&Method::GET, "/metrics"), Need::Operator(Access::Read));
+        assert_eq!(
+            need(&Method::GET, "/v1/digest/tree"),
+            Need::Operator(Access::Read)
+        );
+        assert_eq!(
+            need(&Method::GET, "/v1/digest/leaves"),
+            Need::Operator(Access::Read)
+        );
         // Not a prefix match by accident.
         assert_eq!(need(&Method::GET, "/v1/kvx"), Need::Open);
     }

@@ -378,6 +378,29 @@ pub struct KeyHash {
     pub hash: String,
 }
 
+/// `GET /v1/digest/tree?level=&parents=`: one step of the Merkle descent
+/// that `meridian verify --diff` runs over the mesh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestChildren {
+    /// The level of the children (1..=5; 5 is the leaves).
+    pub level: u8,
+    /// The parents (at `level - 1`) whose children these are, as asked.
+    pub parents: Vec<u32>,
+    /// The children's fingerprints (6 bytes each, 12 hex digits), 16 per
+    /// parent, parent by parent, concatenated.
+    pub fingerprints: String,
+}
+
+/// `GET /v1/digest/leaves?leaves=`: every key in the given Merkle leaves
+/// (tombstones included), leaf by leaf.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestLeaves {
+    /// The leaves asked for.
+    pub leaves: Vec<u32>,
+    /// Their keys.
+    pub keys: Vec<KeyHash>,
+}
+
 // --------------------------------------------------------------- health
 
 /// `GET /v1/health` (200 when healthy, else 503 with the same document).

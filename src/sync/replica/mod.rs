@@ -23,6 +23,7 @@ use super::clock_offset::Judgement;
 use super::config::{Config, ConfigError};
 use super::durable::{DurableState, Loaded, Recovery};
 use crate::core::codec::Message;
+use crate::core::digest::Fingerprint;
 use crate::core::hlc::{Clock, Hlc};
 use crate::core::map::{LwwMap, Record};
 use crate::core::mutants::{self, Mutant};
@@ -284,6 +285,13 @@ impl Replica {
     /// The Merkle root of the live entries: equal live data gives equal roots.
     pub fn root(&mut self) -> Hash {
         self.map.root()
+    }
+
+    /// The fingerprints of the children (at `level`) of each of `parents`,
+    /// parent by parent: one step of the Merkle descent `verify --diff`
+    /// runs over the mesh (as anti-entropy does between two peers).
+    pub fn digest_children(&mut self, level: u8, parents: &[u32]) -> Vec<Fingerprint> {
+        self.map.digest().children(level, parents)
     }
 
     /// Makes a standby active: it accepts client writes from now on.

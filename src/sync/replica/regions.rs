@@ -34,6 +34,17 @@ impl Replica {
         known.then_some(up)
     }
 
+    /// The known peer whose node id (16 hex digits) or name is `who`.
+    pub fn peer_called(&self, who: &str) -> Option<NodeId> {
+        let id = u64::from_str_radix(who, 16)
+            .ok()
+            .filter(|_| who.len() == 16);
+        self.peers
+            .iter()
+            .find(|(node, p)| Some(node.0) == id || p.name == who)
+            .map(|(node, _)| *node)
+    }
+
     pub(super) fn region_counts(&self) -> (usize, usize) {
         let mut all: BTreeSet<&str> = BTreeSet::new();
         let mut up: BTreeSet<&str> = BTreeSet::new();
