@@ -113,8 +113,9 @@ async fn load(node: &Arc<Node>, keys: usize, prefix: &str, value: &str) {
 
 async fn rebuild(ca: &Ca, keys: usize) {
     let dir = scratch("rebuild");
+    let id_a = ca.issue("a", "us-east").unwrap();
     let a = Arc::new(
-        Node::builder("a", "us-east", ca.issue("a", "us-east").unwrap())
+        Node::builder("a", "us-east", id_a.clone())
             .data_dir(dir.join("a"))
             .start()
             .await
@@ -144,7 +145,7 @@ async fn rebuild(ca: &Ca, keys: usize) {
     Arc::try_unwrap(a).ok().unwrap().shutdown().await.unwrap();
     // Restart from disk: open the store, load every record, rebuild the digest.
     let start = Instant::now();
-    let a = Node::builder("a", "us-east", ca.issue("a", "us-east").unwrap())
+    let a = Node::builder("a", "us-east", id_a)
         .data_dir(dir.join("a"))
         .start()
         .await

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use meridian::client::{Client, ClientTls};
 use meridian::daemon::{Daemon, DaemonConfig};
+use meridian::core::types::NodeId;
 use meridian::net::tls::Ca;
 use meridian::sim::{run_seed, Sim, SimConfig};
 
@@ -270,8 +271,14 @@ enum CaCommand {
         hosts: Vec<String>,
         /// Issue again for a name the CA already issued a certificate for
         /// (revoke the old one with `ca revoke` if its key may be lost).
+        /// The new certificate keeps the node id of the previous one.
         #[arg(long)]
         reissue: bool,
+        /// The node id to bind the certificate to (16 hex digits): that of
+        /// a node that already runs (its data directory's `node.id`).
+        /// Default: the previous certificate's when reissuing, else a new one.
+        #[arg(long)]
+        node_id: Option<String>,
     },
     /// Add a certificate to a deny list (a lost node key): nodes with
     /// `tls_deny_file` set to it refuse that certificate in the handshake.
@@ -456,6 +463,14 @@ fn issued_path(ca: &std::path::Path, name: &str) -> PathBuf {
 }
 
 /// The SHA-256 fingerprint (hex) of a PEM certificate.
+/// A PEM certificate's DER.
+fn cert_der(pem: &str) -> Option<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .ok()
+        .map(|d| d.to_vec())
+}
+
 fn fingerprint_of(pem: &str) -> Result<String> {
     use rustls::pki_types::pem::PemObject;
     let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
@@ -538,6 +553,7 @@ fn ca(command: CaCommand) -> Result<()> {
             out,
             hosts,
             reissue,
+            node_id,
         } => {
             let authority =
                 Ca::load(&ca).with_context(|| format!("reading the CA in {}", ca.display()))?;
@@ -551,7 +567,20 @@ fn ca(command: CaCommand) -> Result<()> {
                 );
             }
             let out = out.unwrap_or_else(|| PathBuf::from(&name));
-            let id = authority.issue_for(&name, &region, &hosts)?;
+            let node = match node_id {
+                Some(hex) => match u64::from_str_radix(&hex, 16) {
+                    Ok(n) if n != 0 && hex.len() == 16 => NodeId(n),
+                    _ => anyhow::bail!("--node-id takes a node id: 16 hex digits, not {hex:?}"),
+                },
+                None => std::fs::read_to_string(&record)
+                    .ok()
+                    .and_then(|pem| {
+                        let der = cert_der(&pem)?;
+                        meridian::net::tls::certified_node(&der)
+                    })
+                    .unwrap_or_else(meridian::net::tls::random_node_id),
+            };
+            let id = authority.issue_node(&name, &region, node, &hosts)?;
             id.save(&out)?;
             std::fs::create_dir_all(record.parent().expect("inside the CA directory"))?;
             if record.exists() {
@@ -561,7 +590,7 @@ fn ca(command: CaCommand) -> Result<()> {
                 std::fs::rename(&record, record.with_extension(format!("{}.pem", &fp[..16])))?;
             }
             std::fs::write(&record, &id.cert_pem)?;
-            println!("issued {name} ({region}) into {}", out.display());
+            println!("issued {name} ({region}), node id {node}, into {}", out.display());
             Ok(())
         }
         CaCommand::Revoke {

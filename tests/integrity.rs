@@ -513,3 +513,87 @@ fn a_record_lost_from_a_store_comes_back_by_anti_entropy_below_the_floor() {
     assert_eq!(net.value(0, "cfg/lost").as_deref(), Some(&b"v"[..]));
     assert!(net.roots_equal());
 }
+
+/// A node whose data directory was wiped comes back under the id its
+/// certificate names, empty, with nothing to say its store was lost. Its
+/// peers know the id from before: the first hello says so, and it recovers
+/// as after a known loss (its write that only one peer held comes back).
+#[test]
+fn a_wiped_node_under_its_certificates_id_finds_the_loss_from_its_peers() {
+    let mut net = Net::new(3);
+    net.connect_all();
+    net.put(0, "before", "v");
+    net.disconnect(0, 2);
+    net.put(0, "only-on-1", "w");
+    net.disconnect(0, 1);
+    net.settle();
+    assert!(net.nodes[2].get("only-on-1").is_none());
+    // Wiped, and restarted adopting its certificate's id.
+    let now = net.local(0);
+    let mut cfg = net.nodes[0].config().clone();
+    cfg.id_adopted_at_ms = now;
+    net.durable[0] = meridian::sync::DurableState::new(cfg.node);
+    let mut r = meridian::sync::Replica::restore(cfg, net.durable[0].clone(), now).unwrap();
+    for j in 0..3 {
+        r.add_member(meridian::core::types::NodeId(100 + j), REGIONS[j as usize % 3]);
+    }
+    net.nodes[0] = r;
+    assert!(net.nodes[0].id_unconfirmed());
+    net.pump(0);
+    // Node 2 connects first: it holds writes of node 0 from before.
+    net.connect(0, 2);
+    net.advance(100);
+    assert!(net
+        .events_of(0)
+        .iter()
+        .any(|e| matches!(e, Event::LostStoreFound { .. })));
+    assert!(net
+        .events_of(0)
+        .iter()
+        .any(|e| matches!(e, Event::StoreLost)));
+    assert!(!net.nodes[0].id_unconfirmed());
+    net.connect(0, 1);
+    net.advance(5_000);
+    assert!(net.roots_equal());
+    assert!(net.nodes[0].get("only-on-1").is_some(), "taken back from node 1");
+    assert!(!net
+        .events_of(0)
+        .iter()
+        .any(|e| matches!(e, Event::IdConfirmed)));
+    let now = net.local(0);
+    assert!(net.nodes[0]
+        .put("after", Bytes::from_static(b"1"), 0, None, now)
+        .is_ok());
+}
+
+/// A new cluster whose nodes all adopted their ids from their certificates
+/// starts as any other: no peer knows an id from before, every id is
+/// confirmed, nothing is recovered, writes are taken.
+#[test]
+fn a_new_cluster_of_adopted_ids_confirms_them() {
+    let mut net = Net::with(3, |i| {
+        let mut c = config(i);
+        c.id_adopted_at_ms = T0;
+        c
+    });
+    for i in 0..3 {
+        assert!(net.nodes[i].id_unconfirmed());
+    }
+    net.connect_all();
+    net.advance(1_000);
+    for i in 0..3 {
+        assert!(net.nodes[i].id_unconfirmed(), "watched for a while: node {i}");
+    }
+    net.advance(30_000);
+    for i in 0..3 {
+        assert!(!net.nodes[i].id_unconfirmed(), "node {i}");
+        let events = net.events_of(i);
+        assert!(events.iter().any(|e| matches!(e, Event::IdConfirmed)));
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, Event::StoreLost | Event::LostStoreFound { .. })));
+    }
+    net.put(1, "k", "v");
+    net.settle();
+    assert!(net.roots_equal());
+}

@@ -22,7 +22,17 @@ async fn start(
     listen: SocketAddr,
     seeds: &[SocketAddr],
 ) -> Node {
-    let id: NodeIdentity = ca.issue(name, region).unwrap();
+    // A node that ran before gets a certificate bound to the id it holds.
+    let held = dir
+        .as_ref()
+        .and_then(|d| std::fs::read_to_string(d.join("node.id")).ok())
+        .and_then(|t| u64::from_str_radix(t.trim(), 16).ok());
+    let id: NodeIdentity = match held {
+        Some(n) => ca
+            .issue_node(name, region, meridian::core::types::NodeId(n), &[])
+            .unwrap(),
+        None => ca.issue(name, region).unwrap(),
+    };
     let mut b = Node::builder(name, region, id)
         .listen(listen)
         .seeds(seeds.iter().copied())
@@ -190,6 +200,51 @@ async fn three_regions_converge_and_nodes_recover() {
     let m = n5.status().await.unwrap().metrics;
     assert!(m.feed_entries_applied >= 100, "{m:?}");
     assert_eq!(m.ae_entries_applied, 0, "the feed sufficed: {m:?}");
+    n5.put("written/by/n5", "kept by its peers").await.unwrap();
+    converge(&all, 20).await;
+    n5.shutdown().await.unwrap();
+
+    // Wiped again, but its certificate names its id: it comes back under
+    // that id with nothing to say its store was lost. Its peers know the
+    // id: it finds the loss from them and recovers its own write.
+    std::fs::remove_dir_all(base.join("n5")).unwrap();
+    let bound = ca
+        .issue_node("n5", "ap-southeast", n5_id, &[])
+        .unwrap();
+    let n5 = Node::builder("n5", "ap-southeast", bound)
+        .listen(any_port())
+        .seeds(addrs[..5].iter().copied())
+        .data_dir(base.join("n5"))
+        .start()
+        .await
+        .unwrap();
+    assert_eq!(n5.id(), n5_id, "the certificate's id");
+    let mut all: Vec<&Node> = nodes.iter().collect();
+    all.push(&n5);
+    converge(&all, 20).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let st = n5.status().await.unwrap();
+        if st.replica.recovery.is_none() && !st.replica.rebuilding {
+            assert!(
+                st.recent_events
+                    .iter()
+                    .any(|e| matches!(e, meridian::sync::Event::LostStoreFound { .. })),
+                "{:?}",
+                st.recent_events
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {:?}", st.replica.recovery);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        &n5.get("written/by/n5").await.unwrap().unwrap().value[..],
+        b"kept by its peers"
+    );
+    assert!(!base.join("n5").join("node.id.adopted").exists());
+    n5.put("after", "taken").await.unwrap();
+    converge(&all, 20).await;
     n5.shutdown().await.unwrap();
 
     // Its store is wiped: it comes back as a new node and rebuilds from peers.
@@ -207,7 +262,7 @@ async fn three_regions_converge_and_nodes_recover() {
     let mut all: Vec<&Node> = nodes.iter().collect();
     all.push(&n5);
     converge(&all, 20).await;
-    assert_eq!(n5.list("").await.unwrap().len(), 220);
+    assert_eq!(n5.list("").await.unwrap().len(), 222);
     assert!(!n5.status().await.unwrap().replica.rebuilding);
     n5.shutdown().await.unwrap();
     for n in nodes {
@@ -434,10 +489,11 @@ async fn refused(a: &Node, n: u64) {
     }
 }
 
-/// A peer's name and region are those of its certificate: a node refuses
-/// to start with another's certificate, and a peer that presents a valid
-/// certificate of the cluster but names itself otherwise, in its preamble
-/// or in its hello, is refused and counted.
+/// A peer's name, region and node id are those of its certificate: a node
+/// refuses to start with another's certificate, and a peer that presents a
+/// valid certificate of the cluster but names itself otherwise (its name or
+/// its node id in its preamble, or another node in its hello) is refused
+/// and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_naming_itself_otherwise_than_its_certificate_is_refused() {
     use meridian::core::codec::{self, Hello, Message};
@@ -472,9 +528,16 @@ async fn a_peer_naming_itself_otherwise_than_its_certificate_is_refused() {
     let dial = tokio::spawn(liar.clone().dial_loop(a.local_addr(), None));
     refused(&a, 1).await;
     dial.abort();
+    // The names are right, the node id is not the certificate's.
+    let (tx, _events3) = tokio::sync::mpsc::channel(64);
+    let other_id = Transport::new(endpoint.clone(), cluster, NodeId(79), "b", "eu-west", tx);
+    let dial = tokio::spawn(other_id.clone().dial_loop(a.local_addr(), None));
+    refused(&a, 2).await;
+    dial.abort();
     // The preamble is right, the hello names another node.
+    let stolen_id = stolen.node_id().expect("certificates are bound to an id");
     let (tx, mut events2) = tokio::sync::mpsc::channel(64);
-    let honest = Transport::new(endpoint.clone(), cluster, NodeId(78), "b", "eu-west", tx);
+    let honest = Transport::new(endpoint.clone(), cluster, stolen_id, "b", "eu-west", tx);
     let dial = tokio::spawn(honest.clone().dial_loop(a.local_addr(), None));
     let tx = loop {
         match events2.recv().await.expect("the transport runs") {
@@ -497,7 +560,7 @@ async fn a_peer_naming_itself_otherwise_than_its_certificate_is_refused() {
         gc_floor: Hlc::ZERO,
     });
     tx.send(codec::encode(&hello).unwrap()).await.unwrap();
-    refused(&a, 2).await;
+    refused(&a, 3).await;
     dial.abort();
     while events.try_recv().is_ok() {}
     let st = a.status().await.unwrap();
@@ -575,9 +638,9 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_recovers() {
     let ca = Ca::generate("test").unwrap();
     let dir = scratch("full-disk");
     let faults = StoreFaults::new();
+    let id = ca.issue("n", "us").unwrap();
     let start_node = |faults: std::sync::Arc<StoreFaults>| {
-        let id = ca.issue("n", "us").unwrap();
-        Node::builder("n", "us", id)
+        Node::builder("n", "us", id.clone())
             .data_dir(dir.join("n"))
             .store_faults(faults)
             .start()

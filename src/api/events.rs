@@ -104,6 +104,10 @@ pub fn event(kind: &EventKind) -> wire::Event {
             },
         },
         Event::StoreLost => W::StoreLost,
+        Event::LostStoreFound { peer } => W::LostStoreFound {
+            peer: peer.to_string(),
+        },
+        Event::IdConfirmed => W::IdConfirmed,
         Event::RecoveryStarted { cause } => W::RecoveryStarted {
             cause: cause.as_str().to_string(),
         },

@@ -60,12 +60,23 @@ impl Identities {
                     let id = NodeIdentity::load(tls)
                         .with_context(|| format!("loading {}", tls.display()))?;
                     // Certificates from before the API served HTTPS name no
-                    // local host: issue them again (the node id is in the data).
-                    if id.names_host("127.0.0.1") {
+                    // local host, and those from before ids were bound name
+                    // no node id: issue them again.
+                    if id.names_host("127.0.0.1") && id.node_id().is_some() {
                         return Ok(id);
                     }
                 }
-                let id = ca.issue(name, region)?;
+                // Under the id the node's data directory holds, if it ran.
+                let held = tls
+                    .parent()
+                    .map(|d| d.join("data").join(meridian::node::data_dir::NODE_ID_FILE))
+                    .and_then(|p| std::fs::read_to_string(p).ok())
+                    .and_then(|t| u64::from_str_radix(t.trim(), 16).ok())
+                    .filter(|n| *n != 0);
+                let id = match held {
+                    Some(n) => ca.issue_node(name, region, meridian::core::types::NodeId(n), &[])?,
+                    None => ca.issue(name, region)?,
+                };
                 id.save(tls)?;
                 Ok(id)
             }

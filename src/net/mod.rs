@@ -330,6 +330,16 @@ impl Transport {
             );
             return;
         }
+        // So is its node id, when the certificate is bound to one.
+        if let Some(certified) = tls::peer_node(&connection).filter(|c| *c != node) {
+            self.metrics.peers_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                peer = %node, %name, %region, %certified,
+                "refused a peer that claims another node id than its certificate"
+            );
+            connection.close(CLOSE_REFUSED.into(), b"node id differs from the certificate");
+            return;
+        }
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(SEND_QUEUE_FRAMES_MAX);
         let up = NetEvent::Up {
             conn,

@@ -22,6 +22,7 @@ use thiserror::Error;
 
 use super::deny::{DenyList, DenyingClientVerifier, DenyingServerVerifier};
 use crate::core::codec::ClusterId;
+use crate::core::types::NodeId;
 
 /// The name every node certificate carries, and that a dialing node asks for.
 pub const SERVER_NAME: &str = "meridian.cluster";
@@ -125,6 +126,57 @@ pub fn certified_names(der: &[u8]) -> Option<(String, String)> {
     let name = subject.iter_common_name().next()?.as_str().ok()?;
     let region = subject.iter_organizational_unit().next()?.as_str().ok()?;
     Some((name.to_string(), region.to_string()))
+}
+
+/// The subject alternative name URI that binds a certificate to its node
+/// id: peers refuse a connection whose preamble names another id.
+fn node_uri(node: NodeId) -> String {
+    format!("{NODE_URI_PREFIX}{node}")
+}
+
+/// What a node id URI starts with (the id follows, 16 hex digits).
+const NODE_URI_PREFIX: &str = "urn:meridian:node:";
+
+/// A new random node id (never 0).
+pub fn random_node_id() -> NodeId {
+    use ring::rand::SecureRandom;
+    let mut b = [0u8; 8];
+    // Without OS randomness no key pair could be made either: this
+    // fallback only keeps the id unique enough.
+    if ring::rand::SystemRandom::new().fill(&mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        b = blake3::hash(&t.to_le_bytes()).as_bytes()[..8]
+            .try_into()
+            .unwrap_or([1; 8]);
+    }
+    NodeId(u64::from_le_bytes(b) | 1)
+}
+
+/// The node id a certificate is bound to (see [`Ca::issue_node`]), from
+/// its DER; `None` for a certificate issued before ids were bound, or one
+/// that does not parse.
+pub fn certified_node(der: &[u8]) -> Option<NodeId> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|n| match n {
+        GeneralName::URI(u) => {
+            let hex = u.strip_prefix(NODE_URI_PREFIX)?;
+            let id = u64::from_str_radix(hex, 16).ok().filter(|_| hex.len() == 16)?;
+            (id != 0).then_some(NodeId(id))
+        }
+        _ => None,
+    })
+}
+
+/// The node id of the certificate the peer on `connection` authenticated
+/// with (see [`certified_node`]).
+pub fn peer_node(connection: &quinn::Connection) -> Option<NodeId> {
+    let identity = connection.peer_identity()?;
+    let certs = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    certified_node(certs.first()?.as_ref())
 }
 
 /// The DNS names and IP addresses a certificate is issued for (its
@@ -240,8 +292,9 @@ impl Ca {
         })
     }
 
-    /// Issues a certificate for node `name` in `region`, valid as server and
-    /// client, for the hosts of [`DEFAULT_API_HOSTS`].
+    /// Issues a certificate for node `name` in `region` under a new random
+    /// node id, valid as server and client, for the hosts of
+    /// [`DEFAULT_API_HOSTS`].
     pub fn issue(&self, name: &str, region: &str) -> Result<NodeIdentity, TlsError> {
         self.issue_for(name, region, &[])
     }
@@ -255,6 +308,25 @@ impl Ca {
         region: &str,
         hosts: &[String],
     ) -> Result<NodeIdentity, TlsError> {
+        self.issue_node(name, region, random_node_id(), hosts)
+    }
+
+    /// Like [`Ca::issue_for`], under the node id `node`: the id a node
+    /// already holds (its data directory's `node.id`) when its certificate
+    /// is issued again.
+    pub fn issue_node(
+        &self,
+        name: &str,
+        region: &str,
+        node: NodeId,
+        hosts: &[String],
+    ) -> Result<NodeIdentity, TlsError> {
+        if node == NodeId(0) {
+            return Err(TlsError::Invalid {
+                field: "node id",
+                reason: "0 is no node's id".to_string(),
+            });
+        }
         check_name("name", name)?;
         check_name("region", region)?;
         if hosts.len() > HOSTS_MAX {
@@ -263,7 +335,10 @@ impl Ca {
                 reason: format!("at most {HOSTS_MAX} hosts per certificate"),
             });
         }
-        let mut sans = vec![SanType::DnsName(SERVER_NAME.try_into()?)];
+        let mut sans = vec![
+            SanType::DnsName(SERVER_NAME.try_into()?),
+            SanType::URI(node_uri(node).try_into()?),
+        ];
         for h in DEFAULT_API_HOSTS
             .iter()
             .copied()
@@ -352,6 +427,13 @@ impl NodeIdentity {
             configured_name: name.to_string(),
             configured_region: region.to_string(),
         })
+    }
+
+    /// The node id the certificate is bound to, if it is bound to one.
+    pub fn node_id(&self) -> Option<NodeId> {
+        CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .ok()
+            .and_then(|der| certified_node(der.as_ref()))
     }
 
     /// Whether the certificate is issued for `host` (a DNS name or an IP

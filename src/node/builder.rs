@@ -81,15 +81,34 @@ pub(super) fn restore_replica(
 /// Opens the store in `data` and restores the replica from it, under the
 /// node id the directory names (see [`data_dir`]). A store that cannot be
 /// read is moved aside when the directory names its node: the node starts
-/// empty under that id and rebuilds from a peer.
+/// empty under that id and rebuilds from a peer. A new directory takes the
+/// id the certificate is bound to (`certified`), adopted: the replica
+/// watches for peers that know it from before (see
+/// `sync/replica/identity.rs`); a directory that holds another id is refused.
 pub(super) fn load_data_dir(
     data: &DataDir,
     durability: Durability,
     check_on_open: bool,
+    certified: Option<NodeId>,
     mut cfg: Config,
 ) -> Result<(Box<dyn Store>, Replica), NodeError> {
     let named = data.node_id()?;
     let path = data.store_path();
+    let differs = |held: NodeId| match certified {
+        Some(c) if c != held => Err(NodeError::CertifiedIdDiffers {
+            path: data.dir().to_path_buf(),
+            certified: c,
+            held,
+        }),
+        _ => Ok(()),
+    };
+    if let Some(n) = named {
+        differs(n)?;
+    }
+    // Adopted and not yet confirmed when it last ran: still watching.
+    if let Some(at_ms) = data.adopted_at_ms()? {
+        cfg.id_adopted_at_ms = at_ms;
+    }
     let existed = path.exists();
     let attempt = (|| -> Result<(Box<dyn Store>, Option<Replica>), NodeError> {
         let mut store = RedbStore::open_with(&path, durability, check_on_open)?;
@@ -116,10 +135,21 @@ pub(super) fn load_data_dir(
             })),
             (_, found) => {
                 let node = if found == NodeId(0) {
-                    let id = NodeId(random_u64() | 1);
+                    let id = match certified {
+                        Some(c) => {
+                            // A new directory, or a wiped one: nothing here
+                            // says which (see `sync/replica/identity.rs`).
+                            let at_ms = now_ms();
+                            data.set_adopted(at_ms)?;
+                            cfg.id_adopted_at_ms = at_ms;
+                            c
+                        }
+                        None => NodeId(random_u64() | 1),
+                    };
                     store.set_node(id)?;
                     id
                 } else {
+                    differs(found)?;
                     found
                 };
                 if named.is_none() {
@@ -310,10 +340,19 @@ impl NodeBuilder {
                 &DataDir::open(dir)?,
                 self.durability,
                 self.check_store_on_open,
+                self.identity.node_id(),
                 cfg,
             )?,
             None => {
-                cfg.node = NodeId(random_u64() | 1);
+                cfg.node = match self.identity.node_id() {
+                    // Nothing is kept: every start under a bound id is a
+                    // wiped node's, as far as its peers can tell.
+                    Some(c) => {
+                        cfg.id_adopted_at_ms = now_ms();
+                        c
+                    }
+                    None => NodeId(random_u64() | 1),
+                };
                 let mut store = MemoryStore::new();
                 store.set_node(cfg.node)?;
                 (
@@ -427,6 +466,10 @@ impl NodeBuilder {
             membership,
             timer_tx,
             refused: Vec::new(),
+            adopted_file: self
+                .data_dir
+                .as_ref()
+                .map(|d| d.join(super::data_dir::ADOPTED_FILE)),
         };
         let task = tokio::spawn(driver.run(cmd_rx, net_rx, commit_rx, timer_rx));
         Ok(Node {

@@ -22,6 +22,11 @@ pub const STORE_FILE: &str = "meridian.redb";
 /// The file that names the node the directory belongs to.
 pub const NODE_ID_FILE: &str = "node.id";
 
+/// Present while the node id was adopted from the certificate and is not
+/// yet confirmed as new (see `sync/replica/identity.rs`): when it was
+/// adopted, in ms.
+pub const ADOPTED_FILE: &str = "node.id.adopted";
+
 /// A data directory, created if missing.
 pub struct DataDir {
     dir: PathBuf,
@@ -37,6 +42,11 @@ impl DataDir {
         Ok(DataDir {
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The path of the store file ([`STORE_FILE`]) in the directory.
@@ -80,6 +90,40 @@ impl DataDir {
         writeln!(f, "{node}").map_err(io)?;
         f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(io)?;
+        sync_dir(&self.dir).map_err(io)
+    }
+
+    /// The path of [`ADOPTED_FILE`].
+    pub fn adopted_path(&self) -> PathBuf {
+        self.dir.join(ADOPTED_FILE)
+    }
+
+    /// When the node id was adopted from the certificate, while that is
+    /// not yet confirmed; `None` when it was made here or is confirmed.
+    pub fn adopted_at_ms(&self) -> Result<Option<u64>, NodeError> {
+        let path = self.adopted_path();
+        match std::fs::read_to_string(&path) {
+            Ok(t) => t.trim().parse::<u64>().map(Some).map_err(|_| {
+                NodeError::DataDirInvalid {
+                    path,
+                    reason: format!("{t:?} is not a time in ms"),
+                }
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(NodeError::DataDir { path, source }),
+        }
+    }
+
+    /// Records that the node id was adopted from the certificate at `at_ms` (durable).
+    pub fn set_adopted(&self, at_ms: u64) -> Result<(), NodeError> {
+        let path = self.adopted_path();
+        let io = |source| NodeError::DataDir {
+            path: path.clone(),
+            source,
+        };
+        let mut f = std::fs::File::create(&path).map_err(io)?;
+        writeln!(f, "{at_ms}").map_err(io)?;
+        f.sync_all().map_err(io)?;
         sync_dir(&self.dir).map_err(io)
     }
 

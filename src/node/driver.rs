@@ -169,9 +169,25 @@ pub(super) struct Driver {
     pub(super) timer_tx: mpsc::Sender<foca::Timer<Member>>,
     /// Peers refused by the replica, to report as disconnected.
     pub(super) refused: Vec<NodeId>,
+    /// The data directory's adoption marker (see `data_dir::ADOPTED_FILE`),
+    /// removed once the adopted id is confirmed or the loss recovered.
+    pub(super) adopted_file: Option<std::path::PathBuf>,
 }
 
 impl Driver {
+    /// The adopted node id is settled (confirmed as new, or its loss
+    /// recovered): the data directory stops saying it is adopted.
+    fn adoption_settled(&mut self) {
+        let Some(path) = self.adopted_file.take() else {
+            return;
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!("the node id the certificate gave this node is settled"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(path = %path.display(), "cannot remove the adoption marker: {e}"),
+        }
+    }
+
     pub(super) async fn run(
         mut self,
         mut cmd_rx: mpsc::Receiver<Command>,
@@ -422,6 +438,9 @@ impl Driver {
             }
             Output::Event(e) => {
                 tracing::info!("event: {e:?}");
+                if matches!(e, Event::IdConfirmed | Event::Recovered { .. }) {
+                    self.adoption_settled();
+                }
                 let _ = self.events_tx.send(NodeEvent {
                     at_ms: now_ms(),
                     kind: EventKind::Replica(e.clone()),

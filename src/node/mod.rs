@@ -114,6 +114,21 @@ pub enum NodeError {
         /// What is wrong, and what the operator can do.
         reason: String,
     },
+    /// The certificate is bound to another node id than the data directory
+    /// holds: the node would claim an id its peers know as another node's.
+    #[error(
+        "the certificate is issued to node {certified}, but the data directory {path} holds node \
+         {held}: issue the certificate for this node (`meridian ca issue --node-id {held} \
+         --reissue`), or point the node at the directory of node {certified}"
+    )]
+    CertifiedIdDiffers {
+        /// The data directory.
+        path: PathBuf,
+        /// The node id the certificate is bound to.
+        certified: NodeId,
+        /// The node id the directory holds.
+        held: NodeId,
+    },
     /// The node is shut down: the call could not reach its driver.
     #[error("the node is shut down")]
     Stopped,

@@ -49,12 +49,34 @@ impl Sim {
     /// lose an acknowledged write; which.
     pub(super) fn destroy(&mut self) -> Option<usize> {
         let i = self.crash_one(|sim, i| !sim.holds_last_copy(i), None)?;
+        // Half the seeds (no draw: the rest of the seed's schedule stays).
+        let unknowing = (self.cfg.seed >> 1) & 1 == 1;
         let n = &mut self.nodes[i];
         n.durable = DurableState::new(n.id);
         n.lost = true;
+        n.wiped_unknowing = unknowing;
+        self.report.wiped_unknowing += u64::from(unknowing);
         n.acked_hlc_max = crate::core::hlc::Hlc::ZERO;
         self.report.destroys += 1;
         Some(i)
+    }
+
+    /// A key that another node holds as written by node `i` before `i`
+    /// adopted its id (so the id held data before).
+    pub(super) fn written_before_adoption(&self, i: usize) -> Option<String> {
+        let id = self.nodes[i].id;
+        let at = crate::core::hlc::Hlc::new(self.nodes[i].cfg.id_adopted_at_ms, 0);
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .find_map(|(_, n)| {
+                n.durable
+                    .records
+                    .iter()
+                    .find(|(_, r)| r.entry.stamp.node == id && r.entry.stamp.hlc < at)
+                    .map(|(k, _)| k.to_string())
+            })
     }
 
     /// Whether node `i` durably holds the only intact copy of a key's

@@ -108,6 +108,11 @@ pub struct SimReport {
     pub records_repaired: u64,
     /// Nodes whose store was destroyed.
     pub destroys: u64,
+    /// Of those, nodes whose store was destroyed with nothing left to say
+    /// so: they restarted under an adopted id.
+    pub wiped_unknowing: u64,
+    /// Losses such nodes found from their peers.
+    pub lost_stores_found: u64,
     /// Live records a store silently lost (peers held them).
     pub records_lost: u64,
     /// Members away longer than the tombstone horizon.
@@ -168,6 +173,10 @@ struct Node {
     damage_on_restart: bool,
     /// Its store was destroyed: it restarts empty and rebuilds.
     lost: bool,
+    /// Its store was destroyed with nothing left to say so (a wiped data
+    /// directory): it restarts empty under the id its certificate names,
+    /// adopted, and must find the loss from its peers.
+    wiped_unknowing: bool,
     tick_at: Option<u64>,
     /// Its clock is (or was lately) wrong until then: the peers' judgement
     /// of clocks remembers samples for a while after a clock comes back.
@@ -346,6 +355,7 @@ impl Sim {
                 base_skew_ms: skew,
                 damage_on_restart: false,
                 lost: false,
+                wiped_unknowing: false,
                 tick_at: None,
                 clock_wrong_until: 0,
                 jumped: false,
@@ -669,6 +679,12 @@ impl Sim {
     fn start_node(&mut self, i: usize) {
         let now = self.node_now(i);
         let n = &mut self.nodes[i];
+        if std::mem::take(&mut n.wiped_unknowing) {
+            // Nothing says the store is lost: the id is adopted, and the
+            // replica must find the loss from its peers.
+            n.lost = false;
+            n.cfg.id_adopted_at_ms = now;
+        }
         let replica = Replica::restore(n.cfg.clone(), n.durable.clone(), now);
         let mut replica = match replica {
             Ok(r) => r,
@@ -819,6 +835,19 @@ impl Sim {
                     | Event::RecordRepaired { .. }
                     | Event::StoreLost
                     | Event::ClockOffset { .. } => {}
+                    Event::LostStoreFound { .. } => {
+                        self.report.lost_stores_found += 1;
+                        self.nodes[i].cfg.id_adopted_at_ms = 0;
+                    }
+                    Event::IdConfirmed => {
+                        if let Some(key) = self.written_before_adoption(i) {
+                            return self.fail(format!(
+                                "node {i} confirmed its adopted id as new, but another node \
+                                 holds {key:?} written under that id before"
+                            ));
+                        }
+                        self.nodes[i].cfg.id_adopted_at_ms = 0;
+                    }
                     Event::RecoveryStarted { .. } => {
                         self.nodes[i].recovery_snapshot = Some(self.agreed_elsewhere(i));
                     }

@@ -110,6 +110,13 @@ pub struct Config {
     pub rebuild_when_empty: bool,
     /// A read barrier (`?consistent`) fails after this long. Default 5 s.
     pub read_barrier_timeout_ms: u64,
+    /// When the node id was adopted (from a certificate) with an empty
+    /// store rather than made here (physical ms; 0: it was not): until it
+    /// is confirmed the replica watches for peers that know the id from
+    /// before, which would mean the store was lost (see
+    /// `replica/identity.rs`). The same time across restarts until the
+    /// replica reports the id confirmed or the loss found. Default 0.
+    pub id_adopted_at_ms: u64,
 }
 
 /// A configuration that cannot work.
@@ -178,6 +185,7 @@ impl Config {
             rng_seed: node.0,
             rebuild_when_empty: true,
             read_barrier_timeout_ms: 5_000,
+            id_adopted_at_ms: 0,
         }
     }
 

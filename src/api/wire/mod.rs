@@ -672,6 +672,15 @@ pub enum Event {
     },
     /// The store could not be read at all.
     StoreLost,
+    /// This node started empty under its certificate's id, and a peer knew
+    /// that id from before: its store was lost (it recovers).
+    LostStoreFound {
+        /// The peer that knew the id.
+        peer: String,
+    },
+    /// Every peer said hello without knowing this node's id from before:
+    /// the id its certificate gave it is its own.
+    IdConfirmed,
     /// Records were lost: this node takes every peer's state.
     RecoveryStarted {
         /// Why: `damage` (records were quarantined) or `store_loss` (the store

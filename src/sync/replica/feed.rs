@@ -122,6 +122,7 @@ impl Replica {
     fn rebuild_done(&mut self, from: NodeId) {
         self.rebuilding = false;
         self.rebuild_from = None;
+        self.confirm_id_when_due();
         // The transfer was the source's state after its collections: values
         // of keys deleted and collected there are refused from now on, as
         // they are there (a late or replayed message cannot bring one back).

@@ -20,6 +20,7 @@ impl Replica {
     ) -> bool {
         let hlc = entry.stamp.hlc;
         let stamp = entry.stamp;
+        self.check_id_in_entry(from, stamp);
         let collisions = self.map.stamp_collisions();
         let damaged = self.map.damaged_replaced();
         let floor = self.floor_for(&key, floor);

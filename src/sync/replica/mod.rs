@@ -6,6 +6,7 @@ mod barrier;
 mod clock;
 mod feed;
 mod gc;
+mod identity;
 mod integrity;
 mod merge;
 mod output;
@@ -30,6 +31,7 @@ use crate::core::mutants::{self, Mutant};
 use crate::core::rng::Rng;
 use crate::core::types::{Hash, Key, NodeId};
 use anti_entropy::{AeAsked, AeSession};
+use identity::IdCheck;
 use peer::Peer;
 use recovery::OwnWrites;
 use regions::Healing;
@@ -104,6 +106,8 @@ pub struct Replica {
     judgement: Judgement,
     /// The latest physical time an input carried (for status).
     seen_ms: u64,
+    /// Whether the id may have held data this replica lost (see `replica/identity.rs`).
+    id_check: IdCheck,
 }
 
 impl Replica {
@@ -243,6 +247,14 @@ impl Replica {
             scrub_cursor: None,
             judgement: Judgement::default(),
             seen_ms: now_ms,
+            id_check: if cfg.id_adopted_at_ms != 0 {
+                IdCheck::Adopted {
+                    at: Hlc::new(cfg.id_adopted_at_ms, 0),
+                    heard: BTreeSet::new(),
+                }
+            } else {
+                IdCheck::Own
+            },
             cfg,
         };
         // Regions of remembered peers are known, unreachable until they reconnect.
@@ -476,6 +488,7 @@ impl Replica {
             // and contact too.
             self.rejudge(now_ms);
             self.update_regions(now_ms);
+            self.confirm_id_when_due();
         }
         if self.timers.expired(Timer::AntiEntropy, now_ms) {
             let jitter_ms = self.rng.below(self.cfg.ae_jitter_ms + 1);

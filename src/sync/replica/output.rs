@@ -116,6 +116,16 @@ pub enum Event {
     /// The store could not be read at all: this node starts empty under
     /// its own id and rebuilds from a peer, refusing writes until then.
     StoreLost,
+    /// This node started empty under an id it adopted (its certificate's),
+    /// and `peer` knew the id from before: the store was lost (a
+    /// [`Event::StoreLost`] follows). See `replica/identity.rs`.
+    LostStoreFound {
+        /// The peer that knew the id.
+        peer: NodeId,
+    },
+    /// Every known peer said hello without knowing the adopted id from
+    /// before, and the rebuild is done: the id is this node's own.
+    IdConfirmed,
     /// Records were lost (`cause`): this replica claims nothing and takes
     /// every known peer's state (see `replica/recovery.rs`).
     RecoveryStarted {

@@ -349,6 +349,7 @@ impl Replica {
         }
         let horizon_floor = self.horizon_floor;
         let index = self.map.index();
+        self.check_id_in_hello(from, &h, index);
         let p = self.peers.entry(from).or_default();
         if !p.link.ready() && !p.link.swapping() {
             self.staged.push(Output::Event(Event::PeerUp {

@@ -9,6 +9,8 @@ use crate::sync::config::PartitionPolicy;
 /// Counters for metrics and for tests that must tell paths apart.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Metrics {
+    /// Times a peer knew this node's adopted id from before: a lost store found.
+    pub lost_stores_found: u64,
     /// Client writes applied here (each key of a prefix delete counts).
     pub local_writes: u64,
     /// Feed messages received from peers, heartbeats included.
