@@ -12,8 +12,8 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use meridian::client::{Client, ClientTls};
-use meridian::daemon::{Daemon, DaemonConfig};
 use meridian::core::types::NodeId;
+use meridian::daemon::{Daemon, DaemonConfig};
 use meridian::net::tls::Ca;
 use meridian::sim::{run_seed, Sim, SimConfig};
 
@@ -124,7 +124,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check that every node holds the same data: compares Merkle roots; exit 1 on divergence.
+    /// Check that every node holds the same data: compares Merkle roots, every member asked
+    /// through the node at --addr over the mesh; exit 1 on divergence.
     Verify {
         /// Also check these API addresses (nodes the first one does not know).
         #[arg(long = "node")]
@@ -590,7 +591,10 @@ fn ca(command: CaCommand) -> Result<()> {
                 std::fs::rename(&record, record.with_extension(format!("{}.pem", &fp[..16])))?;
             }
             std::fs::write(&record, &id.cert_pem)?;
-            println!("issued {name} ({region}), node id {node}, into {}", out.display());
+            println!(
+                "issued {name} ({region}), node id {node}, into {}",
+                out.display()
+            );
             Ok(())
         }
         CaCommand::Revoke {

@@ -280,10 +280,24 @@ fn an_unreadable_store_is_moved_aside_and_rebuilt_under_the_same_id() {
         });
         assert_eq!(value(&b, "k/1999").0, 200, "{what}");
     }
-    // Without node.id nothing says which node the directory held: refused.
+    // Without node.id, the certificate's node id says which node the
+    // directory held: the same again.
     assert!(b_proc.terminate().success());
     std::fs::write(&path, b"").unwrap();
     std::fs::remove_file(root_dir.join("b/data/node.id")).unwrap();
+    (b_proc, b) = restart(&root_dir, "b");
+    assert_eq!(status(&b)["node"].as_str().unwrap(), b_id);
+    eventually("b is rebuilt again", || {
+        root(&a) == root(&b) && meridian(&b, &["health"]).status.success()
+    });
+    // Without either (a certificate from before ids were bound), nothing
+    // says which node the directory held: refused.
+    assert!(b_proc.terminate().success());
+    std::fs::write(&path, b"").unwrap();
+    std::fs::remove_file(root_dir.join("b/data/node.id")).unwrap();
+    let ca = meridian::net::tls::Ca::load(&root_dir.join("ca")).unwrap();
+    let unbound = ca.issue_unbound("b", "eu").unwrap();
+    unbound.save(&root_dir.join("b/tls")).unwrap();
     let o = std::process::Command::new(BIN)
         .args(["node", "--config"])
         .arg(root_dir.join("b.toml"))

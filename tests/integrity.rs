@@ -535,7 +535,10 @@ fn a_wiped_node_under_its_certificates_id_finds_the_loss_from_its_peers() {
     net.durable[0] = meridian::sync::DurableState::new(cfg.node);
     let mut r = meridian::sync::Replica::restore(cfg, net.durable[0].clone(), now).unwrap();
     for j in 0..3 {
-        r.add_member(meridian::core::types::NodeId(100 + j), REGIONS[j as usize % 3]);
+        r.add_member(
+            meridian::core::types::NodeId(100 + j),
+            REGIONS[j as usize % 3],
+        );
     }
     net.nodes[0] = r;
     assert!(net.nodes[0].id_unconfirmed());
@@ -555,7 +558,10 @@ fn a_wiped_node_under_its_certificates_id_finds_the_loss_from_its_peers() {
     net.connect(0, 1);
     net.advance(5_000);
     assert!(net.roots_equal());
-    assert!(net.nodes[0].get("only-on-1").is_some(), "taken back from node 1");
+    assert!(
+        net.nodes[0].get("only-on-1").is_some(),
+        "taken back from node 1"
+    );
     assert!(!net
         .events_of(0)
         .iter()
@@ -582,7 +588,10 @@ fn a_new_cluster_of_adopted_ids_confirms_them() {
     net.connect_all();
     net.advance(1_000);
     for i in 0..3 {
-        assert!(net.nodes[i].id_unconfirmed(), "watched for a while: node {i}");
+        assert!(
+            net.nodes[i].id_unconfirmed(),
+            "watched for a while: node {i}"
+        );
     }
     net.advance(30_000);
     for i in 0..3 {

@@ -208,9 +208,7 @@ async fn three_regions_converge_and_nodes_recover() {
     // that id with nothing to say its store was lost. Its peers know the
     // id: it finds the loss from them and recovers its own write.
     std::fs::remove_dir_all(base.join("n5")).unwrap();
-    let bound = ca
-        .issue_node("n5", "ap-southeast", n5_id, &[])
-        .unwrap();
+    let bound = ca.issue_node("n5", "ap-southeast", n5_id, &[]).unwrap();
     let n5 = Node::builder("n5", "ap-southeast", bound)
         .listen(any_port())
         .seeds(addrs[..5].iter().copied())
@@ -235,7 +233,11 @@ async fn three_regions_converge_and_nodes_recover() {
             );
             break;
         }
-        assert!(Instant::now() < deadline, "never recovered: {:?}", st.replica.recovery);
+        assert!(
+            Instant::now() < deadline,
+            "never recovered: {:?}",
+            st.replica.recovery
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(

@@ -232,6 +232,8 @@ mod tests {
                 how: Resolution::Repaired { from: peer, stamp },
             },
             Event::StoreLost,
+            Event::LostStoreFound { peer },
+            Event::IdConfirmed,
             Event::RecoveryStarted {
                 cause: Recovery::AfterStoreLoss,
             },

@@ -229,6 +229,12 @@ pub fn render(s: &NodeStatus) -> String {
         m.stale_peers,
     );
     o.one(
+        "lost_stores_found_total",
+        "counter",
+        "Times a peer knew this node's adopted (certificate) id from before: its store had been wiped.",
+        m.lost_stores_found,
+    );
+    o.one(
         "recoveries_started_total",
         "counter",
         "Recoveries begun after damaged records or a lost store (every peer's state is taken).",

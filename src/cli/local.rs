@@ -74,7 +74,9 @@ impl Identities {
                     .and_then(|t| u64::from_str_radix(t.trim(), 16).ok())
                     .filter(|n| *n != 0);
                 let id = match held {
-                    Some(n) => ca.issue_node(name, region, meridian::core::types::NodeId(n), &[])?,
+                    Some(n) => {
+                        ca.issue_node(name, region, meridian::core::types::NodeId(n), &[])?
+                    }
                     None => ca.issue(name, region)?,
                 };
                 id.save(tls)?;

@@ -72,6 +72,10 @@ pub enum Mutant {
     /// A read barrier counts its peers' answers without merging what they
     /// hold: a consistent read misses what no feed has brought.
     BarrierMerge,
+    /// A replica that adopted its certificate's id with an empty store
+    /// takes the id as new whatever its peers know of it: a wiped node
+    /// claims the writes of its own it lost.
+    AdoptedId,
 }
 
 impl Mutant {

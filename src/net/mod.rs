@@ -337,7 +337,10 @@ impl Transport {
                 peer = %node, %name, %region, %certified,
                 "refused a peer that claims another node id than its certificate"
             );
-            connection.close(CLOSE_REFUSED.into(), b"node id differs from the certificate");
+            connection.close(
+                CLOSE_REFUSED.into(),
+                b"node id differs from the certificate",
+            );
             return;
         }
         let (tx, mut rx) = mpsc::channel::<Vec<u8>>(SEND_QUEUE_FRAMES_MAX);

@@ -164,7 +164,9 @@ pub fn certified_node(der: &[u8]) -> Option<NodeId> {
     san.value.general_names.iter().find_map(|n| match n {
         GeneralName::URI(u) => {
             let hex = u.strip_prefix(NODE_URI_PREFIX)?;
-            let id = u64::from_str_radix(hex, 16).ok().filter(|_| hex.len() == 16)?;
+            let id = u64::from_str_radix(hex, 16)
+                .ok()
+                .filter(|_| hex.len() == 16)?;
             (id != 0).then_some(NodeId(id))
         }
         _ => None,
@@ -327,6 +329,24 @@ impl Ca {
                 reason: "0 is no node's id".to_string(),
             });
         }
+        self.issue_with(name, region, Some(node), hosts)
+    }
+
+    /// A certificate bound to no node id, as `ca issue` made them before
+    /// ids were bound. Such certificates still work (peers cannot check the
+    /// id their holder claims, and the node warns at start): this makes
+    /// one to show it.
+    pub fn issue_unbound(&self, name: &str, region: &str) -> Result<NodeIdentity, TlsError> {
+        self.issue_with(name, region, None, &[])
+    }
+
+    fn issue_with(
+        &self,
+        name: &str,
+        region: &str,
+        node: Option<NodeId>,
+        hosts: &[String],
+    ) -> Result<NodeIdentity, TlsError> {
         check_name("name", name)?;
         check_name("region", region)?;
         if hosts.len() > HOSTS_MAX {
@@ -335,10 +355,10 @@ impl Ca {
                 reason: format!("at most {HOSTS_MAX} hosts per certificate"),
             });
         }
-        let mut sans = vec![
-            SanType::DnsName(SERVER_NAME.try_into()?),
-            SanType::URI(node_uri(node).try_into()?),
-        ];
+        let mut sans = vec![SanType::DnsName(SERVER_NAME.try_into()?)];
+        if let Some(node) = node {
+            sans.push(SanType::URI(node_uri(node).try_into()?));
+        }
         for h in DEFAULT_API_HOSTS
             .iter()
             .copied()

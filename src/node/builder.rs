@@ -172,15 +172,19 @@ pub(super) fn load_data_dir(
         Err(NodeError::Store(StoreError::Damaged { reason, .. })) => reason,
         Err(e) => return Err(e),
     };
-    let Some(node) = named else {
+    // Without node.id, a certificate bound to an id says which node this is.
+    let Some(node) = named.or(certified) else {
         return Err(NodeError::DataDirInvalid {
             path,
             reason: format!(
-                "{reason}; and {NODE_ID_FILE} does not say which node this directory held: \
-                 move the file away to start a new node, or restore a backup"
+                "{reason}; and neither {NODE_ID_FILE} nor the certificate says which node this \
+                 directory held: move the file away to start a new node, or restore a backup"
             ),
         });
     };
+    if named.is_none() {
+        data.set_node_id(node)?;
+    }
     let moved = data.move_aside(now_ms())?;
     tracing::error!(
         %node,
@@ -374,6 +378,14 @@ impl NodeBuilder {
             );
         }
         self.identity.check_names(&self.name, &self.region)?;
+        if self.identity.node_id().is_none() {
+            tracing::warn!(
+                node = %node_id,
+                "the certificate is not bound to a node id (issued before ids were bound): peers \
+                 cannot check the id this node claims; issue it again with `meridian ca issue \
+                 --reissue --node-id {node_id}`"
+            );
+        }
         let (server, client) = self.identity.quic_configs()?;
         let listen_err = |source| NodeError::Listen {
             addr: self.listen,

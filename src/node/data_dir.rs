@@ -103,12 +103,14 @@ impl DataDir {
     pub fn adopted_at_ms(&self) -> Result<Option<u64>, NodeError> {
         let path = self.adopted_path();
         match std::fs::read_to_string(&path) {
-            Ok(t) => t.trim().parse::<u64>().map(Some).map_err(|_| {
-                NodeError::DataDirInvalid {
+            Ok(t) => t
+                .trim()
+                .parse::<u64>()
+                .map(Some)
+                .map_err(|_| NodeError::DataDirInvalid {
                     path,
                     reason: format!("{t:?} is not a time in ms"),
-                }
-            }),
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(NodeError::DataDir { path, source }),
         }

@@ -184,7 +184,9 @@ impl Driver {
         match std::fs::remove_file(&path) {
             Ok(()) => tracing::info!("the node id the certificate gave this node is settled"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(path = %path.display(), "cannot remove the adoption marker: {e}"),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), "cannot remove the adoption marker: {e}")
+            }
         }
     }
 

@@ -25,6 +25,7 @@ use std::collections::BTreeSet;
 use super::{Event, Output, Replica};
 use crate::core::codec::Hello;
 use crate::core::hlc::Hlc;
+use crate::core::mutants::{self, Mutant};
 use crate::core::types::{NodeId, Stamp};
 use crate::sync::durable::Recovery;
 
@@ -55,7 +56,8 @@ impl Replica {
         let IdCheck::Adopted { at, heard } = &mut self.id_check else {
             return;
         };
-        if h.applied > index || (h.received != Hlc::ZERO && h.received < *at) {
+        let knows = h.applied > index || (h.received != Hlc::ZERO && h.received < *at);
+        if knows && !mutants::on(Mutant::AdoptedId) {
             return self.id_held_data(from);
         }
         heard.insert(from);
@@ -80,7 +82,7 @@ impl Replica {
     /// id before the adoption is a write of ours from before.
     pub(super) fn check_id_in_entry(&mut self, from: Option<NodeId>, stamp: Stamp) {
         if let IdCheck::Adopted { at, .. } = &self.id_check {
-            if stamp.node == self.cfg.node && stamp.hlc < *at {
+            if stamp.node == self.cfg.node && stamp.hlc < *at && !mutants::on(Mutant::AdoptedId) {
                 self.id_held_data(from.unwrap_or(self.cfg.node));
             }
         }
