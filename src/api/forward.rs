@@ -22,7 +22,7 @@ use super::error::{body_error, error, ApiError};
 use super::query::Params;
 use super::{digest, kv, txn, Api};
 use crate::net::forward::{
-    ForwardAnswer, ForwardError, ForwardRequest, Handler, FORWARD_ANSWER_BYTES_MAX,
+    ForwardAnswer, ForwardError, ForwardRequest, ForwardTo, Handler, FORWARD_ANSWER_BYTES_MAX,
     FORWARD_REQUEST_BYTES_MAX,
 };
 
@@ -47,15 +47,6 @@ const ANSWER_HEADERS: &[&str] = &[
     "x-consul-lastcontact",
 ];
 
-/// Where a request is to be served, when not here.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Target {
-    /// A node of this region (`?dc=`).
-    Region(String),
-    /// This member, by node id or name (`?node=`).
-    Node(String),
-}
-
 /// The answer of another region's node, or of another member, when the
 /// request names one with `?dc=` or `?node=`; else the body back, for this
 /// node to serve the request.
@@ -77,7 +68,7 @@ pub(super) async fn elsewhere(
 
 /// The region (`?dc=`) or member (`?node=`) a request names, when it is
 /// not this node's region or this node.
-fn target(api: &Api, uri: &Uri) -> Result<Option<Target>, ApiError> {
+fn target(api: &Api, uri: &Uri) -> Result<Option<ForwardTo>, ApiError> {
     // Most requests name neither: no second parse of their query for them.
     if !uri
         .query()
@@ -98,8 +89,8 @@ fn target(api: &Api, uri: &Uri) -> Result<Option<Target>, ApiError> {
             StatusCode::BAD_REQUEST,
             "?dc= and ?node= name two places: give one",
         )),
-        (Some(r), None) => Ok(Some(Target::Region(r.to_string()))),
-        (None, Some(n)) => Ok(Some(Target::Node(n.to_string()))),
+        (Some(r), None) => Ok(Some(ForwardTo::Region(r.to_string()))),
+        (None, Some(n)) => Ok(Some(ForwardTo::Node(n.to_string()))),
         (None, None) => Ok(None),
     }
 }
@@ -123,7 +114,7 @@ fn without_dc(uri: &Uri) -> String {
 /// Sends the request to `to` and returns its answer.
 async fn send(
     api: &Api,
-    to: &Target,
+    to: &ForwardTo,
     method: Method,
     uri: &Uri,
     headers: &HeaderMap,
@@ -149,11 +140,7 @@ async fn send(
         token: super::acl::token_of(headers, uri),
         body: body.to_vec(),
     };
-    let answer = match to {
-        Target::Region(region) => api.node.forward(region, &req, timeout_ms).await,
-        Target::Node(node) => api.node.forward_to_node(node, &req, timeout_ms).await,
-    };
-    let answer = answer.map_err(|e| {
+    let answer = api.node.forward(to, &req, timeout_ms).await.map_err(|e| {
         let code = match e {
             ForwardError::UnknownRegion => StatusCode::INTERNAL_SERVER_ERROR,
             ForwardError::UnknownNode(_) => StatusCode::NOT_FOUND,

@@ -31,6 +31,24 @@ pub const FORWARD_REQUEST_BYTES_MAX: usize = 16 << 20;
 /// would send it, with a message saying so.
 pub const FORWARD_ANSWER_BYTES_MAX: usize = 32 << 20;
 
+/// Where a forwarded request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ForwardTo {
+    /// A node of this region (`?dc=`).
+    Region(String),
+    /// This member, by node id or name (`?node=`).
+    Node(String),
+}
+
+impl std::fmt::Display for ForwardTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ForwardTo::Region(r) => write!(f, "region {r}"),
+            ForwardTo::Node(n) => write!(f, "node {n}"),
+        }
+    }
+}
+
 /// A request for another region's node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForwardRequest {

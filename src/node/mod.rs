@@ -477,42 +477,27 @@ impl Node {
         self.forwarding.install(handler)
     }
 
-    /// Sends `req` to a node of `region` over the peer connection and
-    /// returns its answer (at most `timeout_ms` later).
+    /// Sends `req` over the peer connection to `to` (a node of a region, or
+    /// one member) and returns its answer (at most `timeout_ms` later).
     pub async fn forward(
         &self,
-        region: &str,
+        to: &net::forward::ForwardTo,
         req: &net::forward::ForwardRequest,
         timeout_ms: u64,
     ) -> Result<net::forward::ForwardAnswer, net::forward::ForwardError> {
-        let r = region.to_string();
+        use net::forward::ForwardTo;
+        let target = to.clone();
         let connection = self
-            .call(|reply| Command::RegionConnection { region: r, reply })
+            .call(|reply| match target {
+                ForwardTo::Region(region) => Command::RegionConnection { region, reply },
+                ForwardTo::Node(who) => Command::NodeConnection { who, reply },
+            })
             .await
             .map_err(|e| net::forward::ForwardError::Failed {
-                to: format!("region {region}"),
+                to: to.to_string(),
                 reason: e.to_string(),
             })??;
-        net::forward::send(&connection, &format!("region {region}"), req, timeout_ms).await
-    }
-
-    /// Sends `req` to the member `who` (its node id or name) over the peer
-    /// connection and returns its answer (at most `timeout_ms` later).
-    pub async fn forward_to_node(
-        &self,
-        who: &str,
-        req: &net::forward::ForwardRequest,
-        timeout_ms: u64,
-    ) -> Result<net::forward::ForwardAnswer, net::forward::ForwardError> {
-        let w = who.to_string();
-        let connection = self
-            .call(|reply| Command::NodeConnection { who: w, reply })
-            .await
-            .map_err(|e| net::forward::ForwardError::Failed {
-                to: format!("node {who}"),
-                reason: e.to_string(),
-            })??;
-        net::forward::send(&connection, &format!("node {who}"), req, timeout_ms).await
+        net::forward::send(&connection, &to.to_string(), req, timeout_ms).await
     }
 
     /// The last durable index: every change numbered up to it is on disk.
