@@ -606,3 +606,43 @@ fn a_new_cluster_of_adopted_ids_confirms_them() {
     net.settle();
     assert!(net.roots_equal());
 }
+
+/// A new node that adopted its id takes older writes from its peers before
+/// it stamps anything: its claims must not look like claims from before the
+/// adoption when its peers repeat them in a later hello (a reconnection).
+#[test]
+fn an_adopted_ids_own_claims_are_not_taken_for_a_past() {
+    let mut net = Net::new(2);
+    for i in 0..5 {
+        net.put(0, &format!("old/{i}"), "v");
+    }
+    net.advance(5_000);
+    let now = net.local(1);
+    let mut cfg = net.nodes[1].config().clone();
+    cfg.id_adopted_at_ms = now;
+    net.durable[1] = meridian::sync::DurableState::new(cfg.node);
+    let mut r = meridian::sync::Replica::restore(cfg, net.durable[1].clone(), now).unwrap();
+    for j in 0..2 {
+        r.add_member(meridian::core::types::NodeId(100 + j), REGIONS[j as usize % 3]);
+    }
+    net.nodes[1] = r;
+    net.pump(1);
+    net.connect(0, 1);
+    net.advance(1_000);
+    assert!(net.nodes[1].get("old/4").is_some());
+    // Reconnections: node 0 repeats what node 1 claimed.
+    for _ in 0..3 {
+        net.disconnect(0, 1);
+        net.connect(0, 1);
+        net.advance(1_000);
+    }
+    assert!(
+        !net.events_of(1)
+            .iter()
+            .any(|e| matches!(e, Event::LostStoreFound { .. } | Event::StoreLost)),
+        "{:?}",
+        net.events_of(1)
+    );
+    net.advance(30_000);
+    assert!(!net.nodes[1].id_unconfirmed());
+}

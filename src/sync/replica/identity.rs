@@ -11,9 +11,9 @@
 //! has said hello once and its rebuild is done, the replica watches for a
 //! peer that knows the id from before: a hello saying it applied more of our
 //! feed than there is, or that it holds writes of ours stamped before the
-//! adoption, or an entry stamped with our id before the adoption (writes
-//! made since then are stamped later: the clock starts from the physical
-//! time). Any of these means the store was lost, and the replica recovers as
+//! adoption, or an entry stamped with our id before the adoption (the
+//! clock of an adopted id starts at the adoption, so every write and every
+//! claim made since is stamped at or above it). Any of these means the store was lost, and the replica recovers as
 //! after a known loss (`store_lost`). Once every known peer has said hello
 //! without knowing the id, the rebuild is done and [`ID_WATCH_MS_MIN`] has
 //! passed, the id is the node's own

@@ -192,7 +192,10 @@ impl Replica {
                 if mutants::on(Mutant::ClockRestart) {
                     Hlc::ZERO
                 } else {
-                    state.clock
+                    // An adopted id's clock starts at the adoption, so that
+                    // everything it claims is at or above it: a claim below
+                    // it is from before (see `replica/identity.rs`).
+                    state.clock.max(Hlc::new(cfg.id_adopted_at_ms, 0))
                 },
                 cfg.clock_offset_ms_max,
             ),
