@@ -323,6 +323,40 @@ fn recorded_root(version: u16, entries: &[(Key, Entry)]) -> Hash {
     digest.root()
 }
 
+/// Reads the header of the backup file at `path` (its first frame, checked)
+/// without reading the rest.
+pub fn read_header(path: &std::path::Path) -> Result<Header, BackupError> {
+    use std::io::Read;
+    let io = |e: std::io::Error| BackupError::Corrupt {
+        offset: 0,
+        reason: format!("reading {}: {e}", path.display()),
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut head = [0u8; 12];
+    f.read_exact(&mut head)
+        .map_err(|_| BackupError::Truncated(0))?;
+    if head[..8] != MAGIC {
+        return Err(BackupError::BadMagic);
+    }
+    let len = u32::from_le_bytes([head[8], head[9], head[10], head[11]]) as usize;
+    if len > BACKUP_FRAME_BYTES_MAX {
+        return Err(BackupError::Corrupt {
+            offset: 8,
+            reason: format!("frame of {len} bytes is over the limit"),
+        });
+    }
+    let mut buf = head[8..].to_vec();
+    buf.resize(4 + len + 16, 0);
+    f.read_exact(&mut buf[4..])
+        .map_err(|_| BackupError::Truncated(8))?;
+    let (payload, _) = frame_at(&buf, 0)?;
+    let header: Header = parse(payload, 8)?;
+    if header.version < FORMAT_VERSION_MIN || header.version > FORMAT_VERSION {
+        return Err(BackupError::Version(header.version));
+    }
+    Ok(header)
+}
+
 /// Reads and checks a backup. A full backup's entries must have its recorded root.
 pub fn decode(b: &[u8]) -> Result<Backup, BackupError> {
     if b.len() < MAGIC.len() {

@@ -160,6 +160,19 @@ enum Command {
         #[arg(long)]
         only: bool,
     },
+    /// Restore drill: each node's newest chain of scheduled backups in a
+    /// backup directory restored into a scratch state and its root checked;
+    /// prints the recovery point and time. Exit 1 when a drill fails.
+    Drill {
+        /// The backup directory (`[backup] dir`).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Only this node's backups (its name).
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a standby node active: it accepts client writes from now on (and after restarts).
     Promote,
     /// The node's health against its thresholds; exit 1 when unhealthy.
@@ -355,6 +368,7 @@ fn run(cli: Cli) -> Result<bool> {
             Ok(sim(seeds, first, seed, trace, mutant))
         }
         Command::Ca { command } => ca(command).map(|()| true),
+        Command::Drill { dir, node, json } => cli::backup::drill(&dir, node.as_deref(), json),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,

@@ -623,7 +623,10 @@ fn an_adopted_ids_own_claims_are_not_taken_for_a_past() {
     net.durable[1] = meridian::sync::DurableState::new(cfg.node);
     let mut r = meridian::sync::Replica::restore(cfg, net.durable[1].clone(), now).unwrap();
     for j in 0..2 {
-        r.add_member(meridian::core::types::NodeId(100 + j), REGIONS[j as usize % 3]);
+        r.add_member(
+            meridian::core::types::NodeId(100 + j),
+            REGIONS[j as usize % 3],
+        );
     }
     net.nodes[1] = r;
     net.pump(1);

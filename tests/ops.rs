@@ -203,6 +203,104 @@ fn scheduled_snapshots_keep_the_newest() {
     }
 }
 
+/// Tiers of scheduled backups: full and incremental schedules, each with
+/// its retention, never leaving an incremental without its full backup;
+/// `backup list` shows every point, and `drill` restores the newest chain
+/// and checks its root (and fails on a damaged backup).
+#[test]
+fn tiered_backups_keep_their_chains_and_a_drill_restores_the_newest() {
+    let root = dir("ops-tiers");
+    let backups = root.join("backups");
+    let extra = format!(
+        "[backup]\ndir = \"{}\"\n\
+         [[backup.schedule]]\nname = \"full\"\nkind = \"full\"\ninterval_ms = 3000\nkeep = 2\n\
+         [[backup.schedule]]\nname = \"inc\"\nkind = \"incremental\"\ninterval_ms = 1000\nkeep = 3\n",
+        backups.display()
+    );
+    let (a_proc, a) = node(&root, "a", "us", free_udp_port(), &[], &extra);
+    let list = || -> Vec<serde_json::Value> {
+        let o = std::process::Command::new(BIN)
+            .args(["backup", "list", "--json", "--dir"])
+            .arg(&backups)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let mut written = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(meridian(&a, &["kv", "put", &format!("k/{written}"), "v"])
+            .status
+            .success());
+        written += 1;
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let points = list();
+        let of = |schedule: &str| points.iter().filter(|p| p["schedule"] == schedule).count();
+        // (The first incrementals build on the full backup of the empty
+        // node, index 0: they hold everything, and are full backups.)
+        let incs = points.iter().filter(|p| p["full"] == false).count();
+        // Retention never leaves an incremental without its full backup;
+        // a full backup beyond `keep` stays while one builds on it.
+        assert!(points.iter().all(|p| p["restorable"] == true), "{points:?}");
+        assert!(of("full") <= 3, "{points:?}");
+        assert!(of("inc") <= 3, "{points:?}");
+        if of("full") >= 2 && incs >= 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{points:?}");
+    }
+    // The drill restores the newest chain: the node's state when it was
+    // taken (the node stopped first, so that no backup comes or goes).
+    assert!(a_proc.terminate().success());
+    let o = std::process::Command::new(BIN)
+        .args(["drill", "--json", "--dir"])
+        .arg(&backups)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let reports: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(reports.len(), 1);
+    let r = &reports[0];
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["node"], "a");
+    assert!(r["keys"].as_u64().unwrap() >= written - 30, "{r}");
+    assert!(r["rpo_ms"].as_u64().unwrap() < 10_000, "{r}");
+    let text = stdout(
+        &std::process::Command::new(BIN)
+            .args(["drill", "--dir"])
+            .arg(&backups)
+            .output()
+            .unwrap(),
+    );
+    println!("{text}");
+    assert!(
+        text.contains("ok: the restored root is the recorded one"),
+        "{text}"
+    );
+    // A damaged newest backup: the drill says so and fails.
+    let newest = r["files"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    let path = backups.join(&newest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let o = std::process::Command::new(BIN)
+        .args(["drill", "--node", "a", "--dir"])
+        .arg(&backups)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{o:?}");
+    assert!(stdout(&o).contains("FAILED"), "{}", stdout(&o));
+}
+
 #[test]
 fn standby_refuses_writes_until_promoted_and_stays_promoted() {
     let root = dir("ops-standby");

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::snapshots::SNAPSHOT_INTERVAL_MS_MIN;
+use super::backups::plan::{self, Schedule, INTERVAL_MS_MIN};
 use super::{DaemonError, HTTP_DRAIN_MS_MAX};
 use crate::api::{self, ApiConfig, Thresholds};
 use crate::core::codec::ClusterId;
@@ -137,15 +137,20 @@ impl Default for SyncConfig {
     }
 }
 
-/// `[backup]`: scheduled full snapshots (off unless `interval_ms` > 0).
+/// `[backup]`: scheduled backups, tier by tier (`[[backup.schedule]]`; none
+/// by default). See `daemon::backups`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackupConfig {
-    /// Where snapshots go. Default `backups` (relative to the working directory).
+    /// Where backups go. Default `backups` (relative to the working directory).
     pub dir: PathBuf,
-    /// A full snapshot this often; 0 (default): none. A typical choice: 900000 (15 min).
+    /// The tiers: each a kind (full or incremental), an interval and a
+    /// retention by age and count.
+    pub schedule: Vec<Schedule>,
+    /// Older form of one tier: a full backup this often (0, the default:
+    /// none), taken as a full schedule named `snapshot`.
     pub interval_ms: u64,
-    /// Snapshots kept; older ones are deleted. Default 96.
+    /// With `interval_ms`: backups kept. Default 96.
     pub keep: usize,
 }
 
@@ -153,9 +158,28 @@ impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig {
             dir: PathBuf::from("backups"),
+            schedule: Vec::new(),
             interval_ms: 0,
             keep: 96,
         }
+    }
+}
+
+impl BackupConfig {
+    /// Every tier, the older `interval_ms` form included.
+    pub fn schedules(&self) -> Vec<Schedule> {
+        let mut all = self.schedule.clone();
+        if self.interval_ms > 0 {
+            all.push(Schedule {
+                name: "snapshot".to_string(),
+                kind: plan::Kind::Full,
+                interval_ms: self.interval_ms,
+                keep_ms: 0,
+                keep: self.keep,
+                base: None,
+            });
+        }
+        all
     }
 }
 
@@ -459,7 +483,7 @@ pub struct DaemonConfig {
     pub health: Thresholds,
     /// `[sync]`: replication timers and bounds.
     pub sync: SyncConfig,
-    /// `[backup]`: scheduled full snapshots.
+    /// `[backup]`: scheduled backups.
     pub backup: BackupConfig,
     /// `[history]`: versions of each key kept.
     pub history: HistoryConfig,
@@ -544,11 +568,12 @@ impl DaemonConfig {
         self.api_tls.validate()?;
         self.audit.validate()?;
         let b = &self.backup;
-        if b.interval_ms > 0 && (b.interval_ms < SNAPSHOT_INTERVAL_MS_MIN || b.keep == 0) {
+        if b.interval_ms > 0 && (b.interval_ms < INTERVAL_MS_MIN || b.keep == 0) {
             return Err(DaemonError::Invalid(format!(
-                "[backup] interval_ms must be 0 (off) or at least {SNAPSHOT_INTERVAL_MS_MIN}, and keep at least 1"
+                "[backup] interval_ms must be 0 (off) or at least {INTERVAL_MS_MIN}, and keep at least 1"
             )));
         }
+        plan::check(&b.schedules()).map_err(|e| DaemonError::Invalid(e.to_string()))?;
         Ok(())
     }
 
@@ -640,6 +665,51 @@ mod tests {
         }
         let e = DaemonConfig::parse("partition_policy = \"cp\"", Path::new("n")).unwrap_err();
         assert!(e.to_string().contains("partition_policy"), "{e}");
+    }
+
+    #[test]
+    fn backup_schedules_read_and_are_checked() {
+        let text = "name = \"a\"\nregion = \"r\"\n[backup]\ndir = \"/b\"\n\
+            [[backup.schedule]]\nname = \"daily\"\nkind = \"full\"\ninterval_ms = 86400000\nkeep_ms = 2592000000\n\
+            [[backup.schedule]]\nname = \"hourly\"\nkind = \"incremental\"\ninterval_ms = 3600000\nkeep = 168\n";
+        let c = DaemonConfig::parse(text, Path::new("n")).unwrap();
+        c.validate().unwrap();
+        let s = c.backup.schedules();
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            (s[1].kind, s[1].keep, s[1].base.as_deref()),
+            (plan::Kind::Incremental, 168, None)
+        );
+        // The older form is one more full schedule.
+        let legacy = "name = \"a\"\nregion = \"r\"\n[backup]\ninterval_ms = 60000\nkeep = 5\n";
+        let c = DaemonConfig::parse(legacy, Path::new("n")).unwrap();
+        assert_eq!(c.backup.schedules()[0].name, "snapshot");
+        // Mistakes name what is wrong.
+        for (schedule, word) in [
+            (
+                "name = \"Daily\"\nkind = \"full\"\ninterval_ms = 60000",
+                "Daily",
+            ),
+            (
+                "name = \"inc\"\nkind = \"incremental\"\ninterval_ms = 60000",
+                "no full schedule",
+            ),
+            (
+                "name = \"d\"\nkind = \"full\"\ninterval_ms = 10",
+                "interval_ms",
+            ),
+        ] {
+            let text = format!("name = \"a\"\nregion = \"r\"\n[[backup.schedule]]\n{schedule}\n");
+            let c = DaemonConfig::parse(&text, Path::new("n")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(word), "{schedule}: {e}");
+        }
+        let e = DaemonConfig::parse(
+            "[[backup.schedule]]\nname = \"d\"\nkind = \"weekly\"\ninterval_ms = 1000\n",
+            Path::new("n"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("weekly"), "{e}");
     }
 
     #[test]

@@ -7,9 +7,9 @@
 //! `meridian node` runs one daemon; `meridian dev` runs several in one
 //! process.
 
+pub mod backups;
 mod config;
 mod health;
-mod snapshots;
 pub mod webhook;
 
 use std::net::SocketAddr;
@@ -28,6 +28,7 @@ use crate::net::tls::{NodeIdentity, TlsError};
 use crate::node::{Node, NodeError};
 use crate::store::Durability;
 
+use backups::backup_loop;
 pub use config::{
     AclConfig, ApiTlsConfig, AuditConfig, BackupConfig, DaemonConfig, DefaultPolicy,
     DurabilityConfig, HistoryConfig, HttpConfig, LimitsConfig, PolicyConfig, Role, SyncConfig,
@@ -35,8 +36,6 @@ pub use config::{
 };
 use health::health_loop;
 pub use health::HEALTH_CHECK_MS;
-use snapshots::snapshot_loop;
-pub use snapshots::SNAPSHOT_INTERVAL_MS_MIN;
 
 /// How long open HTTP connections (watch streams, blocking queries) may
 /// keep a stopping daemon waiting before they are cut.
@@ -103,7 +102,7 @@ pub struct Daemon {
     api_scheme: &'static str,
     stop_http: Option<oneshot::Sender<()>>,
     http: Option<JoinHandle<std::io::Result<()>>>,
-    snapshots: Option<JoinHandle<()>>,
+    backups: Option<JoinHandle<()>>,
     /// Health monitor and webhook deliveries.
     tasks: Vec<JoinHandle<()>>,
 }
@@ -222,8 +221,8 @@ impl Daemon {
             api = %format!("{scheme}://{api_addr}"),
             "node started"
         );
-        let snapshots = (cfg.backup.interval_ms > 0)
-            .then(|| tokio::spawn(snapshot_loop(node.clone(), cfg.backup.clone())));
+        let backups = (!cfg.backup.schedules().is_empty())
+            .then(|| tokio::spawn(backup_loop(node.clone(), cfg.backup.clone())));
         let mut tasks = vec![tokio::spawn(health_loop(node.clone(), cfg.health))];
         for w in &cfg.webhooks {
             let (handles, _stats) = webhook::spawn(&node, w).map_err(DaemonError::Invalid)?;
@@ -235,7 +234,7 @@ impl Daemon {
             api_scheme: scheme,
             stop_http: Some(stop_tx),
             http: Some(http),
-            snapshots,
+            backups,
             tasks,
         })
     }
@@ -258,7 +257,7 @@ impl Daemon {
     /// Stops accepting HTTP requests (open ones get [`HTTP_DRAIN_MS_MAX`]
     /// to finish), then finishes pending commits and closes every peer.
     pub async fn shutdown(mut self) -> Result<(), DaemonError> {
-        if let Some(s) = self.snapshots.take() {
+        if let Some(s) = self.backups.take() {
             s.abort();
         }
         for t in self.tasks.drain(..) {
