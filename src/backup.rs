@@ -443,7 +443,9 @@ pub fn combine(mut backups: Vec<Backup>) -> Result<(Header, Vec<(Key, Entry)>), 
                 b.header.since
             )));
         }
-        if b.header.index <= first.header.index {
+        // Equal indexes: nothing changed since the full backup (an empty
+        // incremental, taken on schedule), which combines as nothing.
+        if b.header.index < first.header.index {
             return Err(BackupError::Chain(format!(
                 "the incremental backup up to index {} is older than the full backup (index {})",
                 b.header.index, first.header.index
@@ -623,6 +625,10 @@ mod tests {
             combine(vec![f.clone(), i3]),
             Err(BackupError::Root { .. })
         ));
+        // An incremental of no change since the full backup adds nothing.
+        let none = decode(&encode(&header(2, 2, &full), &[]).unwrap()).unwrap();
+        let (last, entries) = combine(vec![f.clone(), none]).unwrap();
+        assert_eq!((last.index, entries.len()), (2, 2));
         // An incremental older than the full backup is refused.
         let mut late = f.clone();
         late.header.index = 9;

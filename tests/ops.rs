@@ -301,6 +301,56 @@ fn tiered_backups_keep_their_chains_and_a_drill_restores_the_newest() {
     assert!(stdout(&o).contains("FAILED"), "{}", stdout(&o));
 }
 
+/// Drills on schedule: metrics report the last drill's recovery point and
+/// time, and a drill that fails (a damaged backup) makes the node unhealthy.
+#[test]
+fn a_scheduled_drill_reports_and_a_failed_one_is_unhealthy() {
+    let root = dir("ops-drill");
+    let backups = root.join("backups");
+    let extra = format!(
+        "[backup]\ndir = \"{}\"\ndrill_interval_ms = 1000\n\
+         [[backup.schedule]]\nname = \"hourly\"\nkind = \"full\"\ninterval_ms = 3600000\n",
+        backups.display()
+    );
+    let (_a, a) = node(&root, "a", "us", free_udp_port(), &[], &extra);
+    let metrics = || {
+        let r = rt()
+            .block_on(Client::new(&a).unwrap().get("/metrics"))
+            .unwrap();
+        String::from_utf8_lossy(&r.body).into_owned()
+    };
+    eventually("a drill passed", || {
+        metrics().contains("meridian_drill_ok 1")
+    });
+    let m = metrics();
+    assert!(m.contains("meridian_drill_rto_ms "), "{m}");
+    assert!(
+        m.contains("meridian_backup_age_ms{schedule=\"hourly\"}"),
+        "{m}"
+    );
+    assert!(meridian(&a, &["health"]).status.success());
+    // The only backup is damaged: the next drill fails, and says why.
+    let file = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "mbak"))
+        .unwrap();
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.len() - 20;
+    bytes[at] ^= 0xff;
+    std::fs::write(&file, bytes).unwrap();
+    eventually("the drill failed", || {
+        metrics().contains("meridian_drill_ok 0")
+    });
+    let h = meridian(&a, &["health"]);
+    assert_eq!(h.status.code(), Some(1));
+    assert!(
+        stdout(&h).contains("restore drill failed"),
+        "{}",
+        stdout(&h)
+    );
+}
+
 #[test]
 fn standby_refuses_writes_until_promoted_and_stays_promoted() {
     let root = dir("ops-standby");

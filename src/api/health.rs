@@ -32,6 +32,17 @@ impl Default for Thresholds {
     }
 }
 
+/// What the node's operator-side tasks (scheduled backups and drills, run
+/// by the daemon) say of its health and in its metrics. The daemon installs
+/// one in [`super::ApiConfig::extra`]; `/v1/health`, `/v1/status` and
+/// `/metrics` add what it says.
+pub trait Extra: Send + Sync + std::fmt::Debug {
+    /// Reasons the node is unhealthy at `now_ms`; empty when none.
+    fn reasons(&self, now_ms: u64) -> Vec<Reason>;
+    /// Its metrics at `now_ms`.
+    fn samples(&self, now_ms: u64) -> Vec<super::metrics::Sample>;
+}
+
 /// Every reason `status` is unhealthy under `t`; empty when healthy.
 pub fn assess(status: &NodeStatus, t: &Thresholds) -> Vec<Reason> {
     let now = status.now_ms;

@@ -23,6 +23,10 @@ impl Out {
     }
 
     fn labelled(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "meridian_{name} {value}");
+            return;
+        }
         let mut l = String::new();
         for (i, (k, v)) in labels.iter().enumerate() {
             if i > 0 {
@@ -38,6 +42,36 @@ fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// One metric sample from outside the node (see [`super::health::Extra`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    /// Its name, without the `meridian_` prefix.
+    pub name: &'static str,
+    /// `gauge` or `counter`.
+    pub kind: &'static str,
+    /// What it measures.
+    pub help: &'static str,
+    /// Its labels.
+    pub labels: Vec<(&'static str, String)>,
+    /// Its value.
+    pub value: u64,
+}
+
+/// The text of `samples`, each name's help and type once.
+pub fn render_samples(samples: &[Sample]) -> String {
+    let mut o = Out(String::new());
+    let mut seen: Vec<&str> = Vec::new();
+    for s in samples {
+        if !seen.contains(&s.name) {
+            seen.push(s.name);
+            o.head(s.name, s.kind, s.help);
+        }
+        let labels: Vec<(&str, &str)> = s.labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        o.labelled(s.name, &labels, s.value);
+    }
+    o.0
 }
 
 /// The text of one scrape.

@@ -105,6 +105,9 @@ pub struct ApiConfig {
     pub acl: AclMode,
     /// Where accepted changes are logged (`[audit]`); `None`: not logged.
     pub audit: Option<Arc<audit::AuditLog>>,
+    /// What scheduled backups and drills say of the node's health and in
+    /// its metrics; `None`: nothing.
+    pub extra: Option<Arc<dyn health::Extra>>,
 }
 
 struct Api {

@@ -134,16 +134,27 @@ pub(super) async fn status(State(api): State<Arc<Api>>) -> Response {
         Ok(s) => {
             let name = api.node.name().to_string();
             let addr = api.node.api_addr();
-            axum::Json(status_doc(&s, &name, &addr, &api.cfg.health)).into_response()
+            let mut doc = status_doc(&s, &name, &addr, &api.cfg.health);
+            doc.healthy = doc.healthy && extra_reasons(&api, s.now_ms).is_empty();
+            axum::Json(doc).into_response()
         }
         Err(e) => node_error(e).into_response(),
     }
 }
 
+/// What the scheduled backups and drills say of the node's health.
+fn extra_reasons(api: &Api, now_ms: u64) -> Vec<health::Reason> {
+    api.cfg
+        .extra
+        .as_ref()
+        .map_or(Vec::new(), |e| e.reasons(now_ms))
+}
+
 pub(super) async fn health_check(State(api): State<Arc<Api>>) -> Response {
     match api.node.status().await {
         Ok(s) => {
-            let reasons = health::assess(&s, &api.cfg.health);
+            let mut reasons = health::assess(&s, &api.cfg.health);
+            reasons.extend(extra_reasons(&api, s.now_ms));
             let code = if reasons.is_empty() {
                 StatusCode::OK
             } else {
@@ -226,11 +237,13 @@ pub(super) async fn promote(State(api): State<Arc<Api>>) -> Response {
 /// `GET /metrics`: the Prometheus text format.
 pub(super) async fn prometheus(State(api): State<Arc<Api>>) -> Response {
     match api.node.status().await {
-        Ok(s) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            metrics::render(&s),
-        )
-            .into_response(),
+        Ok(s) => {
+            let mut text = metrics::render(&s);
+            if let Some(e) = &api.cfg.extra {
+                text.push_str(&metrics::render_samples(&e.samples(s.now_ms)));
+            }
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+        }
         Err(e) => node_error(e).into_response(),
     }
 }

@@ -152,6 +152,9 @@ pub struct BackupConfig {
     pub interval_ms: u64,
     /// With `interval_ms`: backups kept. Default 96.
     pub keep: usize,
+    /// A restore drill of this node's newest backups this often (0, the
+    /// default: none); a failed drill makes the node unhealthy.
+    pub drill_interval_ms: u64,
 }
 
 impl Default for BackupConfig {
@@ -161,6 +164,7 @@ impl Default for BackupConfig {
             schedule: Vec::new(),
             interval_ms: 0,
             keep: 96,
+            drill_interval_ms: 0,
         }
     }
 }
@@ -574,6 +578,11 @@ impl DaemonConfig {
             )));
         }
         plan::check(&b.schedules()).map_err(|e| DaemonError::Invalid(e.to_string()))?;
+        if b.drill_interval_ms > 0 && b.drill_interval_ms < INTERVAL_MS_MIN {
+            return Err(DaemonError::Invalid(format!(
+                "[backup] drill_interval_ms must be 0 (off) or at least {INTERVAL_MS_MIN}"
+            )));
+        }
         Ok(())
     }
 
@@ -589,6 +598,7 @@ impl DaemonConfig {
             txn_ops_max: self.limits.txn_ops_max,
             acl: self.acl.mode(),
             audit: None,
+            extra: None,
         }
     }
 

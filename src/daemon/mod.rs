@@ -195,6 +195,12 @@ impl Daemon {
         if let Some(a) = cfg.audit.settings(&cfg.data_dir) {
             api_cfg.audit = Some(api::audit::AuditLog::open(&a).map_err(DaemonError::Audit)?);
         }
+        let backup_health = (!cfg.backup.schedules().is_empty()
+            || cfg.backup.drill_interval_ms > 0)
+            .then(|| backups::BackupHealth::new(&cfg.backup, crate::node::time::now_ms()));
+        api_cfg.extra = backup_health
+            .clone()
+            .map(|b| b as Arc<dyn api::health::Extra>);
         let router = api::router(node.clone(), api_cfg);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         if !api_addr.ip().is_loopback() && api_tls.is_none() {
@@ -221,9 +227,16 @@ impl Daemon {
             api = %format!("{scheme}://{api_addr}"),
             "node started"
         );
-        let backups = (!cfg.backup.schedules().is_empty())
-            .then(|| tokio::spawn(backup_loop(node.clone(), cfg.backup.clone())));
-        let mut tasks = vec![tokio::spawn(health_loop(node.clone(), cfg.health))];
+        let backups = backup_health
+            .as_ref()
+            .map(|h| tokio::spawn(backup_loop(node.clone(), cfg.backup.clone(), h.clone())));
+        let mut tasks = vec![tokio::spawn(health_loop(
+            node.clone(),
+            cfg.health,
+            backup_health
+                .clone()
+                .map(|b| b as Arc<dyn api::health::Extra>),
+        ))];
         for w in &cfg.webhooks {
             let (handles, _stats) = webhook::spawn(&node, w).map_err(DaemonError::Invalid)?;
             tasks.extend(handles);

@@ -452,6 +452,11 @@ pub enum HealthCheck {
     Partition,
     /// A peer has been unreachable for longer than `peer_down_ms_max`.
     PeerDown,
+    /// A backup schedule's newest backup is older than twice its interval
+    /// (`[[backup.schedule]]`): backups are failing or not taken.
+    BackupStale,
+    /// The last scheduled restore drill failed (`[backup] drill_interval_ms`).
+    DrillFailed,
 }
 
 impl HealthCheck {

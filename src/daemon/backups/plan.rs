@@ -283,7 +283,13 @@ pub fn expired(schedules: &[Schedule], points: &[Point], node: &str, now_ms: u64
 /// then the newest restorable chain is looked for among the older points).
 pub fn newest_chain(points: &[Point], node: &str) -> Option<Vec<Point>> {
     let mut mine: Vec<&Point> = points.iter().filter(|p| p.node == node).collect();
-    mine.sort_by(|a, b| b.index.cmp(&a.index).then(b.taken_ms.cmp(&a.taken_ms)));
+    // Newest state first; at equal state a full backup (one file to read).
+    mine.sort_by(|a, b| {
+        b.index
+            .cmp(&a.index)
+            .then(b.is_full().cmp(&a.is_full()))
+            .then(b.taken_ms.cmp(&a.taken_ms))
+    });
     for p in &mine {
         if p.is_full() {
             return Some(vec![(*p).clone()]);
@@ -479,6 +485,15 @@ mod tests {
         let chain = newest_chain(&points, "us-1").unwrap();
         assert_eq!(chain, vec![points[0].clone(), points[2].clone()]);
         assert_eq!(newest_chain(&points, "eu-1"), None);
+        // Nothing changed since the full backup: the full backup alone.
+        let quiet = vec![
+            point("daily", t0, 100, 0),
+            point("hourly", t0 + HOUR_MS, 100, 100),
+        ];
+        assert_eq!(
+            newest_chain(&quiet, "us-1").unwrap(),
+            vec![quiet[0].clone()]
+        );
         assert_eq!(newest_chain(&points[3..], "us-1"), None);
     }
 }
