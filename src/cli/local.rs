@@ -53,8 +53,23 @@ impl Identities {
     }
 
     fn issue(&self, tls: &Path, name: &str, region: &str) -> Result<NodeIdentity> {
+        // Under the id the node's data directory holds, if it ran: a node
+        // restarted in its directory keeps its id.
+        let held = tls
+            .parent()
+            .map(|d| d.join("data").join(meridian::node::data_dir::NODE_ID_FILE))
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .and_then(|t| u64::from_str_radix(t.trim(), 16).ok())
+            .filter(|n| *n != 0)
+            .map(meridian::core::types::NodeId);
+        let fresh = |ca: &Ca| -> Result<NodeIdentity> {
+            Ok(match held {
+                Some(n) => ca.issue_node(name, region, n, &[])?,
+                None => ca.issue(name, region)?,
+            })
+        };
         match self {
-            Identities::Throwaway(ca) => Ok(ca.issue(name, region)?),
+            Identities::Throwaway(ca) => fresh(ca),
             Identities::Kept(ca) => {
                 if tls.join("node.key").exists() {
                     let id = NodeIdentity::load(tls)
@@ -66,19 +81,7 @@ impl Identities {
                         return Ok(id);
                     }
                 }
-                // Under the id the node's data directory holds, if it ran.
-                let held = tls
-                    .parent()
-                    .map(|d| d.join("data").join(meridian::node::data_dir::NODE_ID_FILE))
-                    .and_then(|p| std::fs::read_to_string(p).ok())
-                    .and_then(|t| u64::from_str_radix(t.trim(), 16).ok())
-                    .filter(|n| *n != 0);
-                let id = match held {
-                    Some(n) => {
-                        ca.issue_node(name, region, meridian::core::types::NodeId(n), &[])?
-                    }
-                    None => ca.issue(name, region)?,
-                };
+                let id = fresh(ca)?;
                 id.save(tls)?;
                 Ok(id)
             }
