@@ -514,6 +514,25 @@ fn a_record_lost_from_a_store_comes_back_by_anti_entropy_below_the_floor() {
     assert!(net.roots_equal());
 }
 
+/// Replaces node `i` (not connected) by an empty replica under its id,
+/// adopted now, as a node with a wiped directory and a bound certificate
+/// starts.
+fn wipe_adopting_the_id(net: &mut Net, i: usize) {
+    let now = net.local(i);
+    let mut cfg = net.nodes[i].config().clone();
+    cfg.id_adopted_at_ms = now;
+    net.durable[i] = meridian::sync::DurableState::new(cfg.node);
+    let mut r = meridian::sync::Replica::restore(cfg, net.durable[i].clone(), now).unwrap();
+    for j in 0..net.nodes.len() {
+        r.add_member(
+            meridian::core::types::NodeId(100 + j as u64),
+            REGIONS[j % 3],
+        );
+    }
+    net.nodes[i] = r;
+    net.pump(i);
+}
+
 /// A node whose data directory was wiped comes back under the id its
 /// certificate names, empty, with nothing to say its store was lost. Its
 /// peers know the id from before: the first hello says so, and it recovers
@@ -529,20 +548,8 @@ fn a_wiped_node_under_its_certificates_id_finds_the_loss_from_its_peers() {
     net.settle();
     assert!(net.nodes[2].get("only-on-1").is_none());
     // Wiped, and restarted adopting its certificate's id.
-    let now = net.local(0);
-    let mut cfg = net.nodes[0].config().clone();
-    cfg.id_adopted_at_ms = now;
-    net.durable[0] = meridian::sync::DurableState::new(cfg.node);
-    let mut r = meridian::sync::Replica::restore(cfg, net.durable[0].clone(), now).unwrap();
-    for j in 0..3 {
-        r.add_member(
-            meridian::core::types::NodeId(100 + j),
-            REGIONS[j as usize % 3],
-        );
-    }
-    net.nodes[0] = r;
+    wipe_adopting_the_id(&mut net, 0);
     assert!(net.nodes[0].id_unconfirmed());
-    net.pump(0);
     // Node 2 connects first: it holds writes of node 0 from before.
     net.connect(0, 2);
     net.advance(100);
@@ -617,19 +624,7 @@ fn an_adopted_ids_own_claims_are_not_taken_for_a_past() {
         net.put(0, &format!("old/{i}"), "v");
     }
     net.advance(5_000);
-    let now = net.local(1);
-    let mut cfg = net.nodes[1].config().clone();
-    cfg.id_adopted_at_ms = now;
-    net.durable[1] = meridian::sync::DurableState::new(cfg.node);
-    let mut r = meridian::sync::Replica::restore(cfg, net.durable[1].clone(), now).unwrap();
-    for j in 0..2 {
-        r.add_member(
-            meridian::core::types::NodeId(100 + j),
-            REGIONS[j as usize % 3],
-        );
-    }
-    net.nodes[1] = r;
-    net.pump(1);
+    wipe_adopting_the_id(&mut net, 1);
     net.connect(0, 1);
     net.advance(1_000);
     assert!(net.nodes[1].get("old/4").is_some());

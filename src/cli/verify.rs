@@ -420,9 +420,14 @@ async fn differing_leaves(
         let mut next = Vec::new();
         for (i, parent) in frontier.iter().enumerate() {
             for c in 0..FANOUT {
+                // Bytes, not text: the lengths were checked, the contents
+                // come from the network.
                 let at = (i * FANOUT + c) * width;
-                let first = &prints[0][at..at + width];
-                if prints.iter().any(|p| &p[at..at + width] != first) {
+                let first = &prints[0].as_bytes()[at..at + width];
+                if prints
+                    .iter()
+                    .any(|p| &p.as_bytes()[at..at + width] != first)
+                {
                     if next.len() == DIFF_LEAVES_MAX {
                         truncated = true;
                         break;
