@@ -335,6 +335,18 @@ pub fn read_header(path: &std::path::Path) -> Result<Header, BackupError> {
     let mut head = [0u8; 12];
     f.read_exact(&mut head)
         .map_err(|_| BackupError::Truncated(0))?;
+    let mut buf = head.to_vec();
+    buf.resize(header_bytes(&head)?, 0);
+    f.read_exact(&mut buf[12..])
+        .map_err(|_| BackupError::Truncated(8))?;
+    header_of(&buf)
+}
+
+/// How many bytes from a backup's start hold its header, from its first 12
+/// bytes (the magic and the header frame's length). Reading a header from
+/// object storage fetches that range and no more.
+pub fn header_bytes(first: &[u8]) -> Result<usize, BackupError> {
+    let head = first.get(..12).ok_or(BackupError::Truncated(0))?;
     if head[..8] != MAGIC {
         return Err(BackupError::BadMagic);
     }
@@ -345,11 +357,15 @@ pub fn read_header(path: &std::path::Path) -> Result<Header, BackupError> {
             reason: format!("frame of {len} bytes is over the limit"),
         });
     }
-    let mut buf = head[8..].to_vec();
-    buf.resize(4 + len + 16, 0);
-    f.read_exact(&mut buf[4..])
-        .map_err(|_| BackupError::Truncated(8))?;
-    let (payload, _) = frame_at(&buf, 0)?;
+    Ok(12 + len + 16)
+}
+
+/// The header of a backup whose first bytes are `start` (at least
+/// [`header_bytes`] of them), its checksum checked.
+pub fn header_of(start: &[u8]) -> Result<Header, BackupError> {
+    let need = header_bytes(start)?;
+    let buf = start.get(8..need).ok_or(BackupError::Truncated(8))?;
+    let (payload, _) = frame_at(buf, 0)?;
     let header: Header = parse(payload, 8)?;
     if header.version < FORMAT_VERSION_MIN || header.version > FORMAT_VERSION {
         return Err(BackupError::Version(header.version));

@@ -150,9 +150,11 @@ enum Command {
     },
     /// Merge a full backup and its incrementals into every member (CRDT merge: nothing newer is lost).
     Restore {
-        /// The full backup, then incrementals (any order; they are checked as a chain).
+        /// Backup files (a full one and incrementals, in any order; they are
+        /// checked as a chain), or a destination and a point:
+        /// `s3://bucket/prefix@latest`, `DIR@latest`, `s3://bucket/prefix@FILE`.
         #[arg(required = true)]
-        files: Vec<PathBuf>,
+        sources: Vec<String>,
         /// Restore a backup of another cluster (another CA).
         #[arg(long)]
         force: bool,
@@ -164,9 +166,10 @@ enum Command {
     /// backup directory restored into a scratch state and its root checked;
     /// prints the recovery point and time. Exit 1 when a drill fails.
     Drill {
-        /// The backup directory (`[backup] dir`).
-        #[arg(long)]
-        dir: PathBuf,
+        /// A backup folder (`[backup] dir`) or `s3://bucket[/prefix]`
+        /// (credentials, endpoint and region from the `AWS_*` variables).
+        #[arg(long, visible_alias = "dir")]
+        destination: String,
         /// Only this node's backups (its name).
         #[arg(long)]
         node: Option<String>,
@@ -368,7 +371,11 @@ fn run(cli: Cli) -> Result<bool> {
             Ok(sim(seeds, first, seed, trace, mutant))
         }
         Command::Ca { command } => ca(command).map(|()| true),
-        Command::Drill { dir, node, json } => cli::backup::drill(&dir, node.as_deref(), json),
+        Command::Drill {
+            destination,
+            node,
+            json,
+        } => runtime()?.block_on(cli::backup::drill(&destination, node.as_deref(), json)),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -440,9 +447,11 @@ fn run(cli: Cli) -> Result<bool> {
                     Command::Acl { command } => cli::acl::acl(&client, command).await,
                     Command::Audit { command } => cli::audit::audit(&client, command).await,
                     Command::Backup { command } => cli::backup::run(&client, command).await,
-                    Command::Restore { files, force, only } => {
-                        cli::backup::restore(&client, &files, force, only).await
-                    }
+                    Command::Restore {
+                        sources,
+                        force,
+                        only,
+                    } => cli::backup::restore(&client, &sources, force, only).await,
                     Command::Verify {
                         nodes,
                         diff,

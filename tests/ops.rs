@@ -320,12 +320,12 @@ fn a_scheduled_drill_reports_and_a_failed_one_is_unhealthy() {
         String::from_utf8_lossy(&r.body).into_owned()
     };
     eventually("a drill passed", || {
-        metrics().contains("meridian_drill_ok 1")
+        metrics().contains("meridian_drill_ok{destination=\"local\"} 1")
     });
     let m = metrics();
     assert!(m.contains("meridian_drill_rto_ms "), "{m}");
     assert!(
-        m.contains("meridian_backup_age_ms{schedule=\"hourly\"}"),
+        m.contains("meridian_backup_age_ms{schedule=\"hourly\",destination=\"local\"}"),
         "{m}"
     );
     assert!(meridian(&a, &["health"]).status.success());
@@ -340,7 +340,7 @@ fn a_scheduled_drill_reports_and_a_failed_one_is_unhealthy() {
     bytes[at] ^= 0xff;
     std::fs::write(&file, bytes).unwrap();
     eventually("the drill failed", || {
-        metrics().contains("meridian_drill_ok 0")
+        metrics().contains("meridian_drill_ok{destination=\"local\"} 0")
     });
     let h = meridian(&a, &["health"]);
     assert_eq!(h.status.code(), Some(1));
@@ -787,4 +787,235 @@ fn a_node_away_longer_than_the_tombstone_horizon_resyncs_instead_of_resurrecting
         .unwrap()
         .text();
     assert!(m.contains("meridian_resyncs_total 1"), "{m}");
+}
+
+/// moto's S3-compatible server (PyPI, pinned in tests/moto-requirements.txt)
+/// in a venv under the test target directory, on a free port; killed when
+/// dropped.
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+    python: std::path::PathBuf,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("moto-venv");
+        let python = venv.join("bin").join("python");
+        let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto-requirements.txt");
+        let marker = venv.join("installed");
+        if !marker.exists() {
+            let o = std::process::Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv)
+                .output()
+                .expect("python3 is needed for the object storage tests");
+            assert!(o.status.success(), "python3 -m venv: {o:?}");
+            let o = std::process::Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "-r"])
+                .arg(&requirements)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "pip install moto: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            std::fs::write(&marker, "").unwrap();
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new(venv.join("bin").join("moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            python,
+        };
+        eventually("moto answers", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        moto
+    }
+
+    /// Runs boto3 `code` against the server (`s3` is its client); stdout.
+    fn boto(&self, code: &str) -> String {
+        let script = format!(
+            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', \
+             aws_access_key_id='test', aws_secret_access_key='test')\n{code}\n",
+            self.endpoint
+        );
+        let o = std::process::Command::new(&self.python)
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "boto3: {o:?}");
+        stdout(&o)
+    }
+
+    /// The environment the CLI reads an S3 destination's settings from.
+    fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+        ]
+    }
+
+    /// `meridian ARGS` with the S3 settings in its environment.
+    fn meridian(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(BIN)
+            .args(args)
+            .envs(self.env())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Scheduled backups go to an S3-compatible bucket and a local folder at
+/// once: a backup larger than a part is uploaded in parts, each is checked
+/// where it landed, `backup list` and `drill` read the bucket, and
+/// `restore s3://…@latest` rebuilds a fresh node with the recorded root.
+/// When the bucket's server is gone, the folder keeps its backups, the
+/// bucket's failures are counted, and health names the bucket.
+#[test]
+fn backups_go_to_object_storage_and_restore_from_it() {
+    let moto = Moto::start();
+    moto.boto("s3.create_bucket(Bucket='meridian-us')");
+    let root = dir("ops-s3");
+    let local = root.join("local-backups");
+    let extra = format!(
+        "[backup]\ndrill_interval_ms = 1000\n\
+         [[backup.destination]]\nname = \"bucket\"\nurl = \"s3://meridian-us/us/a\"\n\
+         endpoint = \"{}\"\nregion = \"us-east-1\"\naccess_key_id = \"test\"\n\
+         secret_access_key = \"test\"\nallow_http = true\npart_bytes = 5242880\n\
+         [[backup.destination]]\nname = \"folder\"\nurl = \"{}\"\n\
+         [[backup.schedule]]\nname = \"full\"\nkind = \"full\"\ninterval_ms = 4000\nkeep = 2\n\
+         [[backup.schedule]]\nname = \"inc\"\nkind = \"incremental\"\ninterval_ms = 1000\nkeep = 3\nbase = \"full\"\n",
+        moto.endpoint,
+        local.display()
+    );
+    let (mut a_proc, a) = node(&root, "a", "us", free_udp_port(), &[], &extra);
+    // 64 values of 100 KiB: a full backup over one 5 MiB part.
+    rt().block_on(async {
+        let c = Client::new(&a).unwrap();
+        for i in 0..64u32 {
+            let value: Vec<u8> = (0..100 * 1024u32)
+                .map(|j| (j.wrapping_mul(31).wrapping_add(i * 7) % 251) as u8)
+                .collect();
+            let r = c
+                .request(hyper::Method::PUT, &format!("/v1/kv/big/{i:03}"), value.into())
+                .await
+                .unwrap();
+            assert_eq!(r.text(), "true");
+        }
+    });
+    let list = |location: &str| -> Vec<serde_json::Value> {
+        let o = moto.meridian(&["backup", "list", "--json", "--destination", location]);
+        assert!(o.status.success(), "{o:?}");
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let bucket = "s3://meridian-us/us/a";
+    eventually("a full backup of the 64 values and an incremental on top in the bucket", || {
+        let l = list(bucket);
+        let full = l.iter().any(|p| p["full"] == true && p["index"].as_u64() >= Some(64));
+        full && l.iter().any(|p| p["full"] == false && p["restorable"] == true)
+    });
+    // The same in the folder.
+    let in_folder = list(local.to_str().unwrap());
+    assert!(in_folder.iter().any(|p| p["full"] == true), "{in_folder:?}");
+    // The big full backup went up in parts: S3 says so in its ETag.
+    let fulls: Vec<String> = list(bucket)
+        .iter()
+        .filter(|p| p["full"] == true && p["index"].as_u64() >= Some(64))
+        .map(|p| p["file"].as_str().unwrap().to_string())
+        .collect();
+    let etag = moto.boto(&format!(
+        "print(s3.head_object(Bucket='meridian-us', Key='us/a/{}')['ETag'])",
+        fulls[0]
+    ));
+    assert!(etag.trim().trim_matches('"').ends_with("-2"), "{etag}");
+    // A drill of the bucket, by hand and on schedule.
+    let o = moto.meridian(&["drill", "--json", "--destination", bucket]);
+    assert!(o.status.success(), "{o:?}");
+    let reports: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(reports[0]["ok"], true, "{reports:?}");
+    assert_eq!(reports[0]["keys"], 64);
+    let metrics = || {
+        let r = rt()
+            .block_on(Client::new(&a).unwrap().get("/metrics"))
+            .unwrap();
+        String::from_utf8_lossy(&r.body).into_owned()
+    };
+    eventually("both destinations drilled on schedule", || {
+        let m = metrics();
+        m.contains("meridian_drill_ok{destination=\"bucket\"} 1")
+            && m.contains("meridian_drill_ok{destination=\"folder\"} 1")
+    });
+    assert!(meridian(&a, &["health"]).status.success());
+
+    // Restore the bucket's newest chain into a fresh node of the cluster.
+    let before = root_of(&a);
+    let (_g, g) = node(&root, "g", "us", free_udp_port(), &[], "");
+    let o = std::process::Command::new(BIN)
+        .args(["--addr", &g, "restore", &format!("{bucket}@latest")])
+        .envs(moto.env())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&o).contains("fetched s3://meridian-us/us/a/"), "{}", stdout(&o));
+    assert_eq!(root_of(&g), before, "the restored root is a's (no write since)");
+    // A named point that is not there.
+    let o = std::process::Command::new(BIN)
+        .args(["--addr", &g, "restore", &format!("{bucket}@nothing.mbak")])
+        .envs(moto.env())
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("holds no backup"), "{o:?}");
+
+    // The bucket's server goes away: the folder keeps taking backups, the
+    // bucket's failures are counted and health names it.
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &moto.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let failures = |m: &str| -> u64 {
+        m.lines()
+            .find(|l| l.starts_with("meridian_backup_failures_total{destination=\"bucket\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    eventually("failures at the bucket are counted", || failures(&metrics()) > 0);
+    eventually("health names the stale bucket", || {
+        let h = meridian(&a, &["health"]);
+        let out = stdout(&h);
+        h.status.code() == Some(1) && out.contains("inc@bucket") && !out.contains("@folder")
+    });
+    let newest_in_folder = |l: &[serde_json::Value]| {
+        l.iter().filter_map(|p| p["taken_ms"].as_u64()).max().unwrap_or(0)
+    };
+    let seen = newest_in_folder(&list(local.to_str().unwrap()));
+    eventually("the folder still takes backups", || {
+        newest_in_folder(&list(local.to_str().unwrap())) > seen
+    });
+    let _ = a_proc.child.kill();
 }

@@ -1,4 +1,6 @@
-//! `meridian backup create|inspect` and `meridian restore`.
+//! `meridian backup create|inspect|list`, `meridian drill` and
+//! `meridian restore` (files, or a destination's newest chain or a named
+//! point: `s3://bucket/prefix@latest`).
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -13,6 +15,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use meridian::backup::{self, Backup};
 use meridian::client::Client;
 use meridian::core::types::hex;
+use meridian::daemon::backups::destination::Destination;
+use meridian::daemon::backups::{drill, plan};
 use serde::Serialize;
 
 #[derive(Subcommand)]
@@ -33,12 +37,13 @@ pub enum BackupCommand {
         #[arg(long)]
         json: bool,
     },
-    /// The scheduled backups in a backup directory: every restorable point
-    /// per node, with its schedule, index, root and age.
+    /// The scheduled backups at a destination: every restorable point per
+    /// node, with its schedule, index, root and age.
     List {
-        /// The backup directory (`[backup] dir`).
-        #[arg(long)]
-        dir: PathBuf,
+        /// A backup folder (`[backup] dir`) or `s3://bucket[/prefix]`
+        /// (credentials, endpoint and region from the `AWS_*` variables).
+        #[arg(long, visible_alias = "dir")]
+        destination: String,
         #[arg(long)]
         json: bool,
     },
@@ -78,7 +83,7 @@ pub async fn run(client: &Client, cmd: BackupCommand) -> Result<bool> {
     match cmd {
         BackupCommand::Create { out, since } => create(client, &out, since).await,
         BackupCommand::Inspect { files, json } => inspect(&files, json),
-        BackupCommand::List { dir, json } => list(&dir, json),
+        BackupCommand::List { destination, json } => list(&destination, json).await,
     }
 }
 
@@ -101,24 +106,26 @@ struct Listed {
     restorable: bool,
 }
 
-/// `meridian backup list`.
-fn list(dir: &Path, as_json: bool) -> Result<bool> {
-    use meridian::daemon::backups;
-    let mut points = backups::list(dir).map_err(anyhow::Error::msg)?;
-    points.sort_by(|a, b| (&a.node, a.taken_ms).cmp(&(&b.node, b.taken_ms)));
-    let now = std::time::SystemTime::now()
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `meridian backup list`.
+async fn list(location: &str, as_json: bool) -> Result<bool> {
+    let dest = Destination::at(location)?;
+    let mut stored = dest.list().await?;
+    stored.sort_by(|a, b| (&a.point.node, a.point.taken_ms).cmp(&(&b.point.node, b.point.taken_ms)));
+    let now = now_ms();
     let mut out = Vec::new();
-    for p in &points {
-        let path = dir.join(p.file_name());
-        let header = backup::read_header(&path)
-            .with_context(|| format!("{} is not a usable backup", path.display()))?;
-        let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+    for s in &stored {
+        let p = &s.point;
+        let header = dest.header(&p.file_name()).await?;
         let restorable = p.is_full()
-            || points
+            || stored
                 .iter()
-                .any(|f| f.node == p.node && f.is_full() && f.index == p.since);
+                .any(|f| f.point.node == p.node && f.point.is_full() && f.point.index == p.since);
         out.push(Listed {
             file: p.file_name(),
             node: p.node.clone(),
@@ -126,10 +133,10 @@ fn list(dir: &Path, as_json: bool) -> Result<bool> {
             full: p.is_full(),
             since: p.since,
             index: p.index,
-            root: meridian::core::types::hex(&header.root),
+            root: hex(&header.root),
             taken_ms: p.taken_ms,
             age_ms: now.saturating_sub(p.taken_ms),
-            bytes,
+            bytes: s.bytes,
             restorable,
         });
     }
@@ -138,7 +145,7 @@ fn list(dir: &Path, as_json: bool) -> Result<bool> {
         return Ok(true);
     }
     if out.is_empty() {
-        println!("no scheduled backups in {}", dir.display());
+        println!("no scheduled backups at {}", dest.location());
         return Ok(true);
     }
     println!(
@@ -179,14 +186,14 @@ pub fn age(ms: u64) -> String {
 }
 
 /// `meridian drill`: restores each node's newest chain of scheduled
-/// backups in `dir` into a scratch state, checks its root, and reports the
-/// recovery point and time. False when a drill failed.
-pub fn drill(dir: &Path, node: Option<&str>, as_json: bool) -> Result<bool> {
-    use meridian::daemon::backups::drill;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let reports = drill::drill_dir(dir, node, now).map_err(anyhow::Error::msg)?;
+/// backups at a destination into a scratch state, checks its root, and
+/// reports the recovery point and time. False when a drill failed.
+pub async fn drill(location: &str, node: Option<&str>, as_json: bool) -> Result<bool> {
+    let dest = Destination::at(location)?;
+    let reports = drill::drill_destination(&dest, node, now_ms()).await?;
+    if let (Some(n), true) = (node, reports.is_empty()) {
+        bail!("{} holds no scheduled backup of node {n:?}", dest.location());
+    }
     let ok = !reports.is_empty() && reports.iter().all(|r| r.ok);
     if as_json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
@@ -194,8 +201,8 @@ pub fn drill(dir: &Path, node: Option<&str>, as_json: bool) -> Result<bool> {
     }
     if reports.is_empty() {
         println!(
-            "no scheduled backups in {}: nothing to restore",
-            dir.display()
+            "no scheduled backups at {}: nothing to restore",
+            dest.location()
         );
         return Ok(false);
     }
@@ -344,17 +351,104 @@ fn inspect(files: &[PathBuf], as_json: bool) -> Result<bool> {
     Ok(ok)
 }
 
-/// `meridian restore FILE...`: a full backup and its incrementals, checked,
-/// combined, and merged into every member of the cluster (or only the node
-/// at --addr).
-pub async fn restore(client: &Client, files: &[PathBuf], force: bool, only: bool) -> Result<bool> {
-    let pb = bar("checking", files.len() as u64);
-    let mut backups = Vec::new();
-    for f in files {
-        backups.push(read(f)?);
-        pb.inc(1);
+/// What `meridian restore` is given.
+#[derive(Debug, PartialEq, Eq)]
+enum Source {
+    /// A backup file.
+    File(PathBuf),
+    /// A destination (folder or bucket) and a point in it.
+    Point {
+        location: String,
+        /// `None`: the newest restorable chain; else a backup's file name.
+        point: Option<String>,
+    },
+}
+
+impl Source {
+    /// `s3://bucket/prefix[@latest|@FILE]`, `DIR[@latest|@FILE]`, or a file.
+    fn parse(text: &str) -> Source {
+        let point = |p: &str| (p != "latest").then(|| p.to_string());
+        if text.starts_with("s3://") {
+            return match text.rsplit_once('@') {
+                Some((location, p)) => Source::Point {
+                    location: location.to_string(),
+                    point: point(p),
+                },
+                None => Source::Point {
+                    location: text.to_string(),
+                    point: None,
+                },
+            };
+        }
+        if let Some((dir, p)) = text.rsplit_once('@') {
+            if Path::new(dir).is_dir() {
+                return Source::Point {
+                    location: dir.to_string(),
+                    point: point(p),
+                };
+            }
+        }
+        if Path::new(text).is_dir() {
+            return Source::Point {
+                location: text.to_string(),
+                point: None,
+            };
+        }
+        Source::File(PathBuf::from(text))
     }
-    pb.finish_and_clear();
+}
+
+/// The backups `sources` name: files read, and each destination's chain
+/// fetched.
+async fn fetch(sources: &[String]) -> Result<Vec<Backup>> {
+    let mut out = Vec::new();
+    for text in sources {
+        match Source::parse(text) {
+            Source::File(path) => out.push(read(&path)?),
+            Source::Point { location, point } => {
+                let dest = Destination::at(&location)?;
+                let points: Vec<plan::Point> =
+                    dest.list().await?.into_iter().map(|s| s.point).collect();
+                let chain = match &point {
+                    None => plan::newest_chain_of_any(&points).with_context(|| {
+                        format!("{} holds no restorable backup", dest.location())
+                    })?,
+                    Some(file) => {
+                        let named = points
+                            .iter()
+                            .find(|p| p.file_name() == *file)
+                            .with_context(|| format!("{} holds no backup {file:?}", dest.location()))?;
+                        plan::chain_to(&points, named).with_context(|| {
+                            format!(
+                                "{file} is an incremental whose full backup (index {}) is not at {}",
+                                named.since,
+                                dest.location()
+                            )
+                        })?
+                    }
+                };
+                for p in chain {
+                    let file = p.file_name();
+                    let pb = spinner(&format!("fetching {}", dest.path_of(&file)));
+                    let bytes = dest.get(&file).await?;
+                    pb.finish_and_clear();
+                    println!("fetched {} ({} bytes)", dest.path_of(&file), bytes.len());
+                    out.push(
+                        backup::decode(&bytes)
+                            .with_context(|| format!("{} is not a usable backup", dest.path_of(&file)))?,
+                    );
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// `meridian restore SOURCE...`: a full backup and its incrementals (files,
+/// or a destination's newest chain or named point), checked, combined, and
+/// merged into every member of the cluster (or only the node at --addr).
+pub async fn restore(client: &Client, sources: &[String], force: bool, only: bool) -> Result<bool> {
+    let mut backups = fetch(sources).await?;
     let (header, entries) = if backups.len() == 1 && backups[0].header.is_full() {
         let b = backups.remove(0);
         (b.header, b.entries)

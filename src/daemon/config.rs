@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::backups::destination::{
+    Destination, DestinationConfig, DestinationError, DESTINATIONS_MAX,
+};
 use super::backups::plan::{self, Schedule, INTERVAL_MS_MIN};
 use super::{DaemonError, HTTP_DRAIN_MS_MAX};
 use crate::api::{self, ApiConfig, Thresholds};
@@ -142,8 +145,12 @@ impl Default for SyncConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BackupConfig {
-    /// Where backups go. Default `backups` (relative to the working directory).
+    /// Where backups go when no `[[backup.destination]]` is given. Default
+    /// `backups` (relative to the working directory).
     pub dir: PathBuf,
+    /// Where backups go: local folders and S3-compatible buckets, each
+    /// taking every schedule's backups. None: `dir` alone.
+    pub destination: Vec<DestinationConfig>,
     /// The tiers: each a kind (full or incremental), an interval and a
     /// retention by age and count.
     pub schedule: Vec<Schedule>,
@@ -161,6 +168,7 @@ impl Default for BackupConfig {
     fn default() -> Self {
         BackupConfig {
             dir: PathBuf::from("backups"),
+            destination: Vec::new(),
             schedule: Vec::new(),
             interval_ms: 0,
             keep: 96,
@@ -170,6 +178,31 @@ impl Default for BackupConfig {
 }
 
 impl BackupConfig {
+    /// The destinations, opened (no request is made): each of
+    /// `[[backup.destination]]`, or `dir` as one named `local`.
+    pub fn destinations(&self) -> Result<Vec<Destination>, DestinationError> {
+        if self.destination.is_empty() {
+            return Ok(vec![Destination::folder("local", &self.dir)]);
+        }
+        if self.destination.len() > DESTINATIONS_MAX {
+            return Err(DestinationError::Config {
+                destination: self.destination[DESTINATIONS_MAX].name.clone(),
+                why: format!("at most {DESTINATIONS_MAX} destinations"),
+            });
+        }
+        let mut out: Vec<Destination> = Vec::with_capacity(self.destination.len());
+        for d in &self.destination {
+            if out.iter().any(|o| o.name() == d.name) {
+                return Err(DestinationError::Config {
+                    destination: d.name.clone(),
+                    why: "two destinations have this name".to_string(),
+                });
+            }
+            out.push(Destination::open(d)?);
+        }
+        Ok(out)
+    }
+
     /// Every tier, the older `interval_ms` form included.
     pub fn schedules(&self) -> Vec<Schedule> {
         let mut all = self.schedule.clone();
@@ -578,6 +611,8 @@ impl DaemonConfig {
             )));
         }
         plan::check(&b.schedules()).map_err(|e| DaemonError::Invalid(e.to_string()))?;
+        b.destinations()
+            .map_err(|e| DaemonError::Invalid(e.to_string()))?;
         if b.drill_interval_ms > 0 && b.drill_interval_ms < INTERVAL_MS_MIN {
             return Err(DaemonError::Invalid(format!(
                 "[backup] drill_interval_ms must be 0 (off) or at least {INTERVAL_MS_MIN}"

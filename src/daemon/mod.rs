@@ -114,7 +114,16 @@ impl Daemon {
             dir: cfg.tls_dir.clone(),
             source,
         })?;
-        Daemon::start_with(cfg, identity, None).await
+        let Some(file) = std::env::var_os(crate::net::faults::BLOCK_FILE_ENV) else {
+            return Daemon::start_with(cfg, identity, None).await;
+        };
+        let faults = Faults::new();
+        let mut d = Daemon::start_with(cfg, identity, Some(faults.clone())).await?;
+        d.tasks.push(tokio::spawn(crate::net::faults::follow_block_file(
+            faults,
+            std::path::PathBuf::from(file),
+        )));
+        Ok(d)
     }
 
     /// Starts with an identity in hand, and optionally a fault switchboard
@@ -195,9 +204,14 @@ impl Daemon {
         if let Some(a) = cfg.audit.settings(&cfg.data_dir) {
             api_cfg.audit = Some(api::audit::AuditLog::open(&a).map_err(DaemonError::Audit)?);
         }
+        let destinations = cfg
+            .backup
+            .destinations()
+            .map_err(|e| DaemonError::Invalid(e.to_string()))?;
+        let names: Vec<String> = destinations.iter().map(|d| d.name().to_string()).collect();
         let backup_health = (!cfg.backup.schedules().is_empty()
             || cfg.backup.drill_interval_ms > 0)
-            .then(|| backups::BackupHealth::new(&cfg.backup, crate::node::time::now_ms()));
+            .then(|| backups::BackupHealth::new(&cfg.backup, &names, crate::node::time::now_ms()));
         api_cfg.extra = backup_health
             .clone()
             .map(|b| b as Arc<dyn api::health::Extra>);
@@ -229,7 +243,14 @@ impl Daemon {
         );
         let backups = backup_health
             .as_ref()
-            .map(|h| tokio::spawn(backup_loop(node.clone(), cfg.backup.clone(), h.clone())));
+            .map(|h| {
+                tokio::spawn(backup_loop(
+                    node.clone(),
+                    cfg.backup.clone(),
+                    destinations,
+                    h.clone(),
+                ))
+            });
         let mut tasks = vec![tokio::spawn(health_loop(
             node.clone(),
             cfg.health,

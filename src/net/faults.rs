@@ -96,6 +96,44 @@ impl Faults {
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
+
+    /// Blocks exactly `addrs` (every other block is lifted).
+    pub fn block_only(&self, addrs: &[SocketAddr]) {
+        let mut blocked = self.blocked();
+        blocked.clear();
+        blocked.extend(addrs.iter().copied());
+    }
+}
+
+/// Fault injection for processes: with `MERIDIAN_FAULT_BLOCK_FILE` set, a
+/// `meridian node` runs over the fault socket and blocks the peer addresses
+/// that file lists (one `ip:port` per line; no file or an empty one: none),
+/// read again every [`BLOCK_FILE_POLL_MS`]. Writing the file cuts the node
+/// off from those peers, removing it heals: how the runbooks' partition is
+/// made between real processes (`tests/ops.rs`).
+pub const BLOCK_FILE_ENV: &str = "MERIDIAN_FAULT_BLOCK_FILE";
+/// How often the block file is read.
+pub const BLOCK_FILE_POLL_MS: u64 = 200;
+/// Addresses a block file may list.
+const BLOCK_FILE_ADDRS_MAX: usize = 1_024;
+
+/// Applies `path`'s blocks to `faults` until the task is dropped.
+pub async fn follow_block_file(faults: Arc<Faults>, path: std::path::PathBuf) {
+    let mut applied: Option<Vec<SocketAddr>> = None;
+    loop {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let addrs: Vec<SocketAddr> = text
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .take(BLOCK_FILE_ADDRS_MAX)
+            .collect();
+        if applied.as_ref() != Some(&addrs) {
+            tracing::warn!(blocked = ?addrs, file = %path.display(), "fault injection: peer addresses blocked");
+            faults.block_only(&addrs);
+            applied = Some(addrs);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(BLOCK_FILE_POLL_MS)).await;
+    }
 }
 
 /// A datagram (or GSO batch) waiting out its link's delay.

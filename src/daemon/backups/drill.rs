@@ -1,14 +1,15 @@
-//! Restore drills: a node's newest restorable chain of scheduled backups
-//! (its newest full backup, or an incremental and the full it builds on)
-//! read, checked and restored into a scratch state, whose root must be the
-//! one the newest backup recorded. The report says how old that state is
-//! (the recovery point) and how long the restore took (the recovery time).
+//! Restore drills: a node's newest restorable chain of scheduled backups at
+//! a destination (its newest full backup, or an incremental and the full it
+//! builds on) fetched, checked and restored into a scratch state, whose root
+//! must be the one the newest backup recorded. The report says how old that
+//! state is (the recovery point) and how long fetching and restoring took
+//! (the recovery time).
 
-use std::path::Path;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use super::destination::Destination;
 use super::plan::{self, Point};
 use crate::backup;
 use crate::core::types::hex;
@@ -18,6 +19,8 @@ use crate::core::types::hex;
 pub struct DrillReport {
     /// The node whose backups were restored (its name).
     pub node: String,
+    /// The destination they were fetched from (its name).
+    pub destination: String,
     /// The files restored, full backup first.
     pub files: Vec<String>,
     /// The node's index in the newest backup.
@@ -27,13 +30,13 @@ pub struct DrillReport {
     pub root: String,
     /// Live keys in the restored state.
     pub keys: u64,
-    /// Bytes read.
+    /// Bytes fetched.
     pub bytes: u64,
     /// When the newest backup was taken (ms since the epoch).
     pub taken_ms: u64,
     /// Recovery point: how old the restored state was when the drill ran.
     pub rpo_ms: u64,
-    /// Recovery time: reading, checking and restoring, in ms.
+    /// Recovery time: fetching, checking and restoring, in ms.
     pub rto_ms: u64,
     /// The restored root is the recorded one.
     pub ok: bool,
@@ -41,32 +44,32 @@ pub struct DrillReport {
     pub error: Option<String>,
 }
 
-/// Drills every node with scheduled backups in `dir` (or only `only`).
-pub fn drill_dir(dir: &Path, only: Option<&str>, now_ms: u64) -> Result<Vec<DrillReport>, String> {
-    let points = super::list(dir)?;
+/// Drills every node with scheduled backups at `dest` (or only `only`).
+pub async fn drill_destination(
+    dest: &Destination,
+    only: Option<&str>,
+    now_ms: u64,
+) -> Result<Vec<DrillReport>, super::destination::DestinationError> {
+    let points: Vec<Point> = dest.list().await?.into_iter().map(|s| s.point).collect();
     let mut nodes: Vec<&str> = points.iter().map(|p| p.node.as_str()).collect();
     nodes.sort_unstable();
     nodes.dedup();
     if let Some(n) = only {
-        if !nodes.contains(&n) {
-            return Err(format!(
-                "{} holds no scheduled backup of node {n:?}",
-                dir.display()
-            ));
-        }
-        nodes = vec![n];
+        nodes.retain(|m| *m == n);
     }
-    Ok(nodes
-        .into_iter()
-        .map(|n| drill(dir, &points, n, now_ms))
-        .collect())
+    let mut out = Vec::with_capacity(nodes.len());
+    for n in nodes {
+        out.push(drill(dest, &points, n, now_ms).await);
+    }
+    Ok(out)
 }
 
-/// Restores `node`'s newest chain among `points` (files in `dir`).
-pub fn drill(dir: &Path, points: &[Point], node: &str, now_ms: u64) -> DrillReport {
+/// Restores `node`'s newest chain among `points` (held at `dest`).
+pub async fn drill(dest: &Destination, points: &[Point], node: &str, now_ms: u64) -> DrillReport {
     let started = Instant::now();
     let mut report = DrillReport {
         node: node.to_string(),
+        destination: dest.name().to_string(),
         files: Vec::new(),
         index: 0,
         root: String::new(),
@@ -83,27 +86,34 @@ pub fn drill(dir: &Path, points: &[Point], node: &str, now_ms: u64) -> DrillRepo
         return report;
     };
     report.files = chain.iter().map(Point::file_name).collect();
-    let mut backups = Vec::with_capacity(chain.len());
-    for p in &chain {
-        let path = dir.join(p.file_name());
-        let read = std::fs::read(&path)
-            .map_err(|e| format!("reading {}: {e}", path.display()))
-            .and_then(|b| {
+    let mut fetched = Vec::with_capacity(chain.len());
+    for file in &report.files {
+        match dest.get(file).await {
+            Ok(b) => {
                 report.bytes += b.len() as u64;
-                backup::decode(&b).map_err(|e| format!("{}: {e}", path.display()))
-            });
-        match read {
-            Ok(b) => backups.push(b),
+                fetched.push((dest.path_of(file), b));
+            }
             Err(e) => {
-                report.error = Some(e);
+                report.error = Some(e.to_string());
                 report.rto_ms = started.elapsed().as_millis() as u64;
                 return report;
             }
         }
     }
-    // Combining checks the chain and the restored root against the
-    // newest backup's.
-    match backup::combine(backups) {
+    // Decoding and combining are work for a blocking thread.
+    let restored = tokio::task::spawn_blocking(move || {
+        let mut backups = Vec::with_capacity(fetched.len());
+        for (path, bytes) in &fetched {
+            backups.push(backup::decode(bytes).map_err(|e| format!("{path}: {e}"))?);
+        }
+        // Combining checks the chain and the restored root against the
+        // newest backup's.
+        backup::combine(backups).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    match restored {
         Ok((header, entries)) => {
             report.index = header.index;
             report.root = hex(&header.root);
@@ -112,7 +122,7 @@ pub fn drill(dir: &Path, points: &[Point], node: &str, now_ms: u64) -> DrillRepo
             report.rpo_ms = now_ms.saturating_sub(header.created_ms);
             report.ok = true;
         }
-        Err(e) => report.error = Some(e.to_string()),
+        Err(e) => report.error = Some(e),
     }
     report.rto_ms = started.elapsed().as_millis() as u64;
     report

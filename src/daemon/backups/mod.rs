@@ -1,26 +1,32 @@
 //! Scheduled backups: the tiers of `[[backup.schedule]]` (and the older
-//! `[backup] interval_ms`, as one full schedule named `snapshot`) into the
-//! backup directory. The plan ([`plan`]) says which backup is due and which
-//! expire; this file takes the snapshot from the node, writes the file
-//! whole (a `.partial` renamed once synced), reads it back and checks it
-//! before it counts, and removes what retention says. [`drill`] restores
-//! the newest chain into a scratch state and checks its root, by hand
-//! (`meridian drill`) or every `[backup] drill_interval_ms`.
-//! [`BackupHealth`] is what they tell health and metrics.
+//! `[backup] interval_ms`, as one full schedule named `snapshot`) into every
+//! destination (`[[backup.destination]]`: local folders and S3-compatible
+//! buckets, or `[backup] dir` alone). The plan ([`plan`]) says, for each
+//! destination, which backup is due and which expire; this file takes the
+//! snapshot from the node once for the destinations it is due at, has each
+//! [`destination`] write and check it, and removes what retention says.
+//! [`drill`] restores a destination's newest chain into a scratch state and
+//! checks its root, by hand (`meridian drill`) or every
+//! `[backup] drill_interval_ms`. [`BackupHealth`] is what they tell health
+//! and metrics.
 
+pub mod destination;
 pub mod drill;
 pub mod plan;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
 
 use super::config::BackupConfig;
 use crate::api::health::{Extra, HealthCheck, Reason};
 use crate::api::metrics::Sample;
 use crate::backup;
 use crate::node::Node;
+use destination::Destination;
 use plan::{Point, Schedule};
 
 /// Shortest time between two looks at the schedules.
@@ -29,11 +35,13 @@ const TICK_MS_MIN: u64 = 1_000;
 const TICK_MS_MAX: u64 = 60_000;
 
 /// What the scheduled backups and drills say of the node: the newest backup
-/// of each schedule, failures, and the last drill. `/v1/health`, `/v1/status`
-/// and `/metrics` read it (see [`Extra`]).
+/// of each schedule at each destination, failures, and the last drill of
+/// each destination. `/v1/health`, `/v1/status` and `/metrics` read it (see
+/// [`Extra`]).
 #[derive(Debug)]
 pub struct BackupHealth {
     schedules: Vec<Schedule>,
+    destinations: Vec<String>,
     drill_interval_ms: u64,
     started_ms: u64,
     state: Mutex<HealthState>,
@@ -41,21 +49,24 @@ pub struct BackupHealth {
 
 #[derive(Debug, Default)]
 struct HealthState {
-    /// The newest backup's time, per schedule.
-    newest_ms: BTreeMap<String, u64>,
-    /// Backups that failed to be taken, written or checked.
-    failures: u64,
-    last_error: Option<String>,
-    /// The last drill, and how many ran.
-    drill: Option<drill::DrillReport>,
+    /// The newest backup's time, per (schedule, destination).
+    newest_ms: BTreeMap<(String, String), u64>,
+    /// Backups that failed to be taken, written or checked, per destination.
+    failures: BTreeMap<String, u64>,
+    /// The last failure, per destination.
+    last_error: BTreeMap<String, String>,
+    /// The last drill of each destination, and how many ran.
+    drill: BTreeMap<String, drill::DrillReport>,
     drills: u64,
 }
 
 impl BackupHealth {
-    /// The state of `cfg`'s schedules, nothing known yet, at `now_ms`.
-    pub fn new(cfg: &BackupConfig, now_ms: u64) -> Arc<BackupHealth> {
+    /// The state of `cfg`'s schedules at the destinations named
+    /// `destinations`, nothing known yet, at `now_ms`.
+    pub fn new(cfg: &BackupConfig, destinations: &[String], now_ms: u64) -> Arc<BackupHealth> {
         Arc::new(BackupHealth {
             schedules: cfg.schedules(),
+            destinations: destinations.to_vec(),
             drill_interval_ms: cfg.drill_interval_ms,
             started_ms: now_ms,
             state: Mutex::new(HealthState::default()),
@@ -66,25 +77,28 @@ impl BackupHealth {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The backups of `node` present now.
-    fn saw(&self, points: &[Point], node: &str) {
+    /// The backups of `node` present now at `destination`.
+    fn saw(&self, points: &[Point], node: &str, destination: &str) {
         let mut st = self.state();
         for p in points.iter().filter(|p| p.node == node) {
-            let newest = st.newest_ms.entry(p.schedule.clone()).or_insert(0);
+            let newest = st
+                .newest_ms
+                .entry((p.schedule.clone(), destination.to_string()))
+                .or_insert(0);
             *newest = (*newest).max(p.taken_ms);
         }
     }
 
-    fn failed(&self, error: String) {
+    fn failed(&self, destination: &str, error: String) {
         let mut st = self.state();
-        st.failures += 1;
-        st.last_error = Some(error);
+        *st.failures.entry(destination.to_string()).or_insert(0) += 1;
+        st.last_error.insert(destination.to_string(), error);
     }
 
     fn drilled(&self, report: drill::DrillReport) {
         let mut st = self.state();
         st.drills += 1;
-        st.drill = Some(report);
+        st.drill.insert(report.destination.clone(), report);
     }
 }
 
@@ -93,41 +107,44 @@ impl Extra for BackupHealth {
         let st = self.state();
         let mut out = Vec::new();
         for s in &self.schedules {
-            // Twice the interval, and a look's delay: one failed or late
-            // backup is not yet a reason.
-            let allowed_ms = s.interval_ms.saturating_mul(2).saturating_add(TICK_MS_MIN);
-            let since = st
-                .newest_ms
-                .get(&s.name)
-                .copied()
-                .unwrap_or(self.started_ms);
-            let age_ms = now_ms.saturating_sub(since);
-            if age_ms > allowed_ms {
-                let error = st
-                    .last_error
-                    .as_ref()
-                    .map_or(String::new(), |e| format!(" (last error: {e})"));
-                out.push(Reason {
-                    check: HealthCheck::BackupStale,
-                    subject: s.name.clone(),
-                    for_ms: age_ms,
-                    threshold_ms: allowed_ms,
-                    message: format!(
-                        "backup schedule {:?}: no backup for {} s, more than twice its interval{error}",
-                        s.name,
-                        age_ms / 1_000
-                    ),
-                });
+            for d in &self.destinations {
+                // Twice the interval, and a look's delay: one failed or late
+                // backup is not yet a reason.
+                let allowed_ms = s.interval_ms.saturating_mul(2).saturating_add(TICK_MS_MIN);
+                let since = st
+                    .newest_ms
+                    .get(&(s.name.clone(), d.clone()))
+                    .copied()
+                    .unwrap_or(self.started_ms);
+                let age_ms = now_ms.saturating_sub(since);
+                if age_ms > allowed_ms {
+                    let error = st
+                        .last_error
+                        .get(d)
+                        .map_or(String::new(), |e| format!(" (last error: {e})"));
+                    out.push(Reason {
+                        check: HealthCheck::BackupStale,
+                        subject: format!("{}@{d}", s.name),
+                        for_ms: age_ms,
+                        threshold_ms: allowed_ms,
+                        message: format!(
+                            "backup schedule {:?} at destination {d:?}: no backup for {} s, more than twice its interval{error}",
+                            s.name,
+                            age_ms / 1_000
+                        ),
+                    });
+                }
             }
         }
-        if let Some(d) = st.drill.as_ref().filter(|d| !d.ok) {
+        for d in st.drill.values().filter(|d| !d.ok) {
             out.push(Reason {
                 check: HealthCheck::DrillFailed,
-                subject: d.node.clone(),
+                subject: d.destination.clone(),
                 for_ms: 0,
                 threshold_ms: self.drill_interval_ms,
                 message: format!(
-                    "the last restore drill failed: {}",
+                    "the last restore drill failed at destination {:?}: {}",
+                    d.destination,
                     d.error.as_deref().unwrap_or("unknown")
                 ),
             });
@@ -138,24 +155,27 @@ impl Extra for BackupHealth {
     fn samples(&self, now_ms: u64) -> Vec<Sample> {
         let st = self.state();
         let mut out = Vec::new();
-        for s in &self.schedules {
-            if let Some(newest) = st.newest_ms.get(&s.name) {
-                out.push(Sample {
-                    name: "backup_age_ms",
-                    kind: "gauge",
-                    help: "Age of the newest backup of each schedule.",
-                    labels: vec![("schedule", s.name.clone())],
-                    value: now_ms.saturating_sub(*newest),
-                });
-            }
+        for ((schedule, destination), newest) in &st.newest_ms {
+            out.push(Sample {
+                name: "backup_age_ms",
+                kind: "gauge",
+                help: "Age of the newest backup of each schedule at each destination.",
+                labels: vec![
+                    ("schedule", schedule.clone()),
+                    ("destination", destination.clone()),
+                ],
+                value: now_ms.saturating_sub(*newest),
+            });
         }
-        out.push(Sample {
-            name: "backup_failures_total",
-            kind: "counter",
-            help: "Scheduled backups that failed to be taken, written or checked.",
-            labels: Vec::new(),
-            value: st.failures,
-        });
+        for d in &self.destinations {
+            out.push(Sample {
+                name: "backup_failures_total",
+                kind: "counter",
+                help: "Scheduled backups that failed to be taken, written or checked, per destination.",
+                labels: vec![("destination", d.clone())],
+                value: st.failures.get(d).copied().unwrap_or(0),
+            });
+        }
         out.push(Sample {
             name: "drills_total",
             kind: "counter",
@@ -163,7 +183,7 @@ impl Extra for BackupHealth {
             labels: Vec::new(),
             value: st.drills,
         });
-        if let Some(d) = &st.drill {
+        for d in st.drill.values() {
             let gauges: [(&'static str, &'static str, u64); 4] = [
                 (
                     "drill_ok",
@@ -177,7 +197,7 @@ impl Extra for BackupHealth {
                 ),
                 (
                     "drill_rto_ms",
-                    "Recovery time of the last drill: reading, checking and restoring.",
+                    "Recovery time of the last drill: fetching, checking and restoring.",
                     d.rto_ms,
                 ),
                 ("drill_keys", "Live keys the last drill restored.", d.keys),
@@ -187,7 +207,7 @@ impl Extra for BackupHealth {
                     name,
                     kind: "gauge",
                     help,
-                    labels: Vec::new(),
+                    labels: vec![("destination", d.destination.clone())],
                     value,
                 });
             }
@@ -196,9 +216,15 @@ impl Extra for BackupHealth {
     }
 }
 
-/// Takes each schedule's backups when due, applies retention, and runs a
-/// drill every `drill_interval_ms`, until the node stops.
-pub(super) async fn backup_loop(node: Arc<Node>, cfg: BackupConfig, health: Arc<BackupHealth>) {
+/// Takes each schedule's backups when due at each destination, applies
+/// retention, and runs a drill of each destination every
+/// `drill_interval_ms`, until the node stops.
+pub(super) async fn backup_loop(
+    node: Arc<Node>,
+    cfg: BackupConfig,
+    destinations: Vec<Destination>,
+    health: Arc<BackupHealth>,
+) {
     let schedules = cfg.schedules();
     let shortest_ms = schedules
         .iter()
@@ -212,58 +238,120 @@ pub(super) async fn backup_loop(node: Arc<Node>, cfg: BackupConfig, health: Arc<
     let mut drilled_ms = crate::node::time::now_ms();
     loop {
         tick.tick().await;
-        let dir = cfg.dir.clone();
-        let mut points = match tokio::task::spawn_blocking(move || list(&dir)).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(e)) => {
-                tracing::error!("backups: {e}");
-                health.failed(e);
-                continue;
-            }
-            Err(_) => return,
-        };
         let name = node.name().to_string();
-        // At most one backup per schedule per look.
-        for _ in 0..schedules.len() {
-            let now = crate::node::time::now_ms();
-            let Some(due) = plan::due(&schedules, &points, &name, now) else {
-                break;
-            };
-            match take(&node, &cfg.dir, &schedules, due).await {
-                Ok(p) => points.push(p),
-                Err(Stop::Node) => return,
-                Err(Stop::Failed(e)) => {
-                    tracing::error!("scheduled backup failed: {e}");
-                    health.failed(e);
-                    break;
+        // What each destination holds; one that cannot be listed sits this
+        // look out.
+        // Destinations are asked at once: one that is slow or down does not
+        // hold the others up (each request is bounded by its timeouts).
+        let listed = join_all(destinations.iter().map(|d| d.list())).await;
+        let mut held: Vec<Option<Vec<Point>>> = Vec::with_capacity(destinations.len());
+        for (d, l) in destinations.iter().zip(listed) {
+            match l {
+                Ok(stored) => held.push(Some(stored.into_iter().map(|s| s.point).collect())),
+                Err(e) => {
+                    tracing::error!("backups: {e}");
+                    health.failed(d.name(), e.to_string());
+                    held.push(None);
                 }
             }
         }
-        health.saw(&points, &name);
+        // At most one backup per schedule per look, at each destination.
+        for _ in 0..schedules.len() {
+            let now = crate::node::time::now_ms();
+            // The backups due, each with the destinations it is due at.
+            let mut wanted: Vec<(plan::Due, Vec<usize>)> = Vec::new();
+            for (i, points) in held.iter().enumerate() {
+                let Some(due) = points
+                    .as_ref()
+                    .and_then(|p| plan::due(&schedules, p, &name, now))
+                else {
+                    continue;
+                };
+                match wanted.iter_mut().find(|(d, _)| *d == due) {
+                    Some((_, at)) => at.push(i),
+                    None => wanted.push((due, vec![i])),
+                }
+            }
+            if wanted.is_empty() {
+                break;
+            }
+            for (due, at) in wanted {
+                let taken = match take(&node, &schedules, due).await {
+                    Ok(t) => t,
+                    Err(Stop::Node) => return,
+                    Err(Stop::Failed(e)) => {
+                        tracing::error!("scheduled backup failed: {e}");
+                        for &i in &at {
+                            health.failed(destinations[i].name(), e.clone());
+                            held[i] = None;
+                        }
+                        continue;
+                    }
+                };
+                let file = taken.point.file_name();
+                let written = join_all(at.iter().map(|&i| {
+                    destinations[i].put_checked(&file, taken.bytes.clone(), &taken.header)
+                }))
+                .await;
+                for (i, result) in at.into_iter().zip(written) {
+                    let d = &destinations[i];
+                    match result {
+                        Ok(()) => {
+                            tracing::info!(
+                                destination = d.name(),
+                                path = %d.path_of(&file),
+                                schedule = %taken.point.schedule,
+                                index = taken.point.index,
+                                full = taken.point.is_full(),
+                                bytes = taken.bytes.len(),
+                                "scheduled backup written and checked"
+                            );
+                            if let Some(points) = held[i].as_mut() {
+                                points.push(taken.point.clone());
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!("scheduled backup failed: {e}");
+                            health.failed(d.name(), e.to_string());
+                            held[i] = None;
+                        }
+                    }
+                }
+            }
+        }
+        for (d, points) in destinations.iter().zip(&held) {
+            if let Some(points) = points {
+                health.saw(points, &name, d.name());
+            }
+        }
         let now = crate::node::time::now_ms();
         if cfg.drill_interval_ms > 0 && now.saturating_sub(drilled_ms) >= cfg.drill_interval_ms {
             drilled_ms = now;
-            let (dir, found, me) = (cfg.dir.clone(), points.clone(), name.clone());
-            let drilled =
-                tokio::task::spawn_blocking(move || drill::drill(&dir, &found, &me, now)).await;
-            let Ok(report) = drilled else { return };
-            match &report.error {
-                None => tracing::info!(
-                    rpo_ms = report.rpo_ms,
-                    rto_ms = report.rto_ms,
-                    keys = report.keys,
-                    "restore drill: the restored root is the recorded one"
-                ),
-                Some(e) => tracing::error!("restore drill failed: {e}"),
+            for (d, points) in destinations.iter().zip(&held) {
+                let Some(points) = points else { continue };
+                let report = drill::drill(d, points, &name, now).await;
+                match &report.error {
+                    None => tracing::info!(
+                        destination = d.name(),
+                        rpo_ms = report.rpo_ms,
+                        rto_ms = report.rto_ms,
+                        keys = report.keys,
+                        "restore drill: the restored root is the recorded one"
+                    ),
+                    Some(e) => tracing::error!(destination = d.name(), "restore drill failed: {e}"),
+                }
+                health.drilled(report);
             }
-            health.drilled(report);
         }
-        let gone = plan::expired(&schedules, &points, &name, crate::node::time::now_ms());
-        for p in gone {
-            let path = cfg.dir.join(p.file_name());
-            match std::fs::remove_file(&path) {
-                Ok(()) => tracing::info!(path = %path.display(), "backup expired, removed"),
-                Err(e) => tracing::warn!("cannot remove expired backup {}: {e}", path.display()),
+        let now = crate::node::time::now_ms();
+        for (d, points) in destinations.iter().zip(&held) {
+            let Some(points) = points else { continue };
+            for p in plan::expired(&schedules, points, &name, now) {
+                let file = p.file_name();
+                match d.remove(&file).await {
+                    Ok(()) => tracing::info!(path = %d.path_of(&file), "backup expired, removed"),
+                    Err(e) => tracing::warn!("cannot remove an expired backup: {e}"),
+                }
             }
         }
     }
@@ -273,20 +361,22 @@ pub(super) async fn backup_loop(node: Arc<Node>, cfg: BackupConfig, health: Arc<
 enum Stop {
     /// The node stopped.
     Node,
-    /// Taking, writing or checking it failed (it is tried at the next look).
+    /// Taking or encoding it failed (it is tried at the next look).
     Failed(String),
 }
 
-/// Takes the backup `due` asks for and writes it into `dir`. An
-/// incremental the node cannot make (it restarted since the base, or
-/// forgot the keys it removed since) is taken as a full backup of the base
-/// schedule instead: the next incremental builds on it.
-async fn take(
-    node: &Node,
-    dir: &Path,
-    schedules: &[Schedule],
-    mut due: plan::Due,
-) -> Result<Point, Stop> {
+/// A backup taken and encoded, to be written to destinations.
+struct Taken {
+    point: Point,
+    header: backup::Header,
+    bytes: Bytes,
+}
+
+/// Takes the backup `due` asks for. An incremental the node cannot make (it
+/// restarted since the base, or forgot the keys it removed since) is taken
+/// as a full backup of the base schedule instead: the next incremental
+/// builds on it.
+async fn take(node: &Node, schedules: &[Schedule], mut due: plan::Due) -> Result<Taken, Stop> {
     let snap = match node.snapshot(due.since).await {
         Ok(s) => s,
         Err(crate::node::NodeError::Stopped) => return Err(Stop::Node),
@@ -326,65 +416,19 @@ async fn take(
         node: snap.name.clone(),
     };
     let header = snap.backup_header(node.cluster());
-    let dir = dir.to_path_buf();
-    let p = point.clone();
-    let written = tokio::task::spawn_blocking(move || {
-        let bytes = backup::encode(&header, &snap.entries).map_err(|e| e.to_string())?;
-        write_checked(&dir, &p.file_name(), &bytes, &header)
+    let encoded = {
+        let header = header.clone();
+        tokio::task::spawn_blocking(move || backup::encode(&header, &snap.entries))
+    };
+    let bytes = encoded
+        .await
+        .map_err(|e| Stop::Failed(e.to_string()))?
+        .map_err(|e| Stop::Failed(e.to_string()))?;
+    Ok(Taken {
+        point,
+        header,
+        bytes: Bytes::from(bytes),
     })
-    .await
-    .map_err(|e| Stop::Failed(e.to_string()))?
-    .map_err(Stop::Failed)?;
-    tracing::info!(
-        path = %written.display(),
-        schedule = %point.schedule,
-        index = point.index,
-        full = point.is_full(),
-        "scheduled backup written and checked"
-    );
-    Ok(point)
-}
-
-/// Writes `bytes` as `dir/name` whole (a `.partial` file, synced, renamed),
-/// then reads it back and checks it: checksums, entry count, and that it is
-/// the backup `header` describes (for a full one, its root).
-pub fn write_checked(
-    dir: &Path,
-    name: &str,
-    bytes: &[u8],
-    header: &backup::Header,
-) -> Result<PathBuf, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let path = dir.join(name);
-    let partial = dir.join(format!("{name}.partial"));
-    let write = || -> std::io::Result<()> {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&partial)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&partial, &path)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| format!("writing {}: {e}", path.display()))?;
-    let back = std::fs::read(&path).map_err(|e| format!("reading {} back: {e}", path.display()))?;
-    match backup::decode(&back) {
-        Ok(b) if &b.header == header => Ok(path),
-        Ok(_) => Err(format!("{} reads back as another backup", path.display())),
-        Err(e) => Err(format!("{} does not read back: {e}", path.display())),
-    }
-}
-
-/// The scheduled backups in `dir` (none when it does not exist yet).
-pub fn list(dir: &Path) -> Result<Vec<Point>, String> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("listing {}: {e}", dir.display())),
-    };
-    Ok(entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(Point::parse))
-        .collect())
 }
 
 #[cfg(test)]
@@ -406,12 +450,12 @@ mod tests {
             ..BackupConfig::default()
         };
         let t0 = 1_750_000_000_000;
-        let h = BackupHealth::new(&cfg, t0);
+        let h = BackupHealth::new(&cfg, &["local".to_string()], t0);
         // Nothing yet: not a reason until twice the interval has passed.
         assert!(h.reasons(t0 + 1_000_000).is_empty());
         let r = h.reasons(t0 + 2_000_000);
         assert_eq!(r[0].check, HealthCheck::BackupStale);
-        assert_eq!(r[0].subject, "quarter");
+        assert_eq!(r[0].subject, "quarter@local");
         let p = Point {
             taken_ms: t0 + 1_900_000,
             index: 5,
@@ -419,14 +463,15 @@ mod tests {
             schedule: "quarter".into(),
             node: "n".into(),
         };
-        h.saw(&[p], "n");
+        h.saw(&[p], "n", "local");
         assert!(h.reasons(t0 + 2_000_000).is_empty());
-        h.failed("disk full".into());
+        h.failed("local", "disk full".into());
         let r = h.reasons(t0 + 1_900_000 + 1_801_001);
         assert!(r[0].message.contains("disk full"), "{r:?}");
         // A failed drill, until one passes.
         let mut report = drill::DrillReport {
             node: "n".into(),
+            destination: "local".into(),
             files: Vec::new(),
             index: 5,
             root: String::new(),
@@ -442,9 +487,12 @@ mod tests {
         let r = h.reasons(t0 + 2_000_000);
         assert_eq!(r[0].check, HealthCheck::DrillFailed);
         let text = crate::api::metrics::render_samples(&h.samples(t0 + 2_000_000));
-        assert!(text.contains("meridian_drill_ok 0"), "{text}");
         assert!(
-            text.contains("meridian_backup_age_ms{schedule=\"quarter\"} 100000"),
+            text.contains("meridian_drill_ok{destination=\"local\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meridian_backup_age_ms{schedule=\"quarter\",destination=\"local\"} 100000"),
             "{text}"
         );
         report.ok = true;

@@ -301,6 +301,32 @@ pub fn newest_chain(points: &[Point], node: &str) -> Option<Vec<Point>> {
     None
 }
 
+/// The chain that restores the state `point` holds: the point, and for an
+/// incremental the full backup of its node it builds on (the newest such,
+/// full first). `None` when that full backup is missing.
+pub fn chain_to(points: &[Point], point: &Point) -> Option<Vec<Point>> {
+    if point.is_full() {
+        return Some(vec![point.clone()]);
+    }
+    points
+        .iter()
+        .filter(|f| f.node == point.node && f.is_full() && f.index == point.since)
+        .max_by_key(|f| f.taken_ms)
+        .map(|full| vec![full.clone(), point.clone()])
+}
+
+/// The newest restorable chain among every node's points: the one whose
+/// newest backup was taken last.
+pub fn newest_chain_of_any(points: &[Point]) -> Option<Vec<Point>> {
+    let mut nodes: Vec<&str> = points.iter().map(|p| p.node.as_str()).collect();
+    nodes.sort_unstable();
+    nodes.dedup();
+    nodes
+        .into_iter()
+        .filter_map(|n| newest_chain(points, n))
+        .max_by_key(|c| c.last().map_or(0, |p| p.taken_ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
