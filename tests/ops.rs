@@ -802,7 +802,8 @@ impl Moto {
     fn start() -> Moto {
         let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("moto-venv");
         let python = venv.join("bin").join("python");
-        let requirements = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto-requirements.txt");
+        let requirements =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/moto-requirements.txt");
         let marker = venv.join("installed");
         if !marker.exists() {
             let o = std::process::Command::new("python3")
@@ -920,7 +921,11 @@ fn backups_go_to_object_storage_and_restore_from_it() {
                 .map(|j| (j.wrapping_mul(31).wrapping_add(i * 7) % 251) as u8)
                 .collect();
             let r = c
-                .request(hyper::Method::PUT, &format!("/v1/kv/big/{i:03}"), value.into())
+                .request(
+                    hyper::Method::PUT,
+                    &format!("/v1/kv/big/{i:03}"),
+                    value.into(),
+                )
                 .await
                 .unwrap();
             assert_eq!(r.text(), "true");
@@ -932,11 +937,18 @@ fn backups_go_to_object_storage_and_restore_from_it() {
         serde_json::from_slice(&o.stdout).unwrap()
     };
     let bucket = "s3://meridian-us/us/a";
-    eventually("a full backup of the 64 values and an incremental on top in the bucket", || {
-        let l = list(bucket);
-        let full = l.iter().any(|p| p["full"] == true && p["index"].as_u64() >= Some(64));
-        full && l.iter().any(|p| p["full"] == false && p["restorable"] == true)
-    });
+    eventually(
+        "a full backup of the 64 values and an incremental on top in the bucket",
+        || {
+            let l = list(bucket);
+            let full = l
+                .iter()
+                .any(|p| p["full"] == true && p["index"].as_u64() >= Some(64));
+            full && l
+                .iter()
+                .any(|p| p["full"] == false && p["restorable"] == true)
+        },
+    );
     // The same in the folder.
     let in_folder = list(local.to_str().unwrap());
     assert!(in_folder.iter().any(|p| p["full"] == true), "{in_folder:?}");
@@ -979,8 +991,16 @@ fn backups_go_to_object_storage_and_restore_from_it() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{o:?}");
-    assert!(stdout(&o).contains("fetched s3://meridian-us/us/a/"), "{}", stdout(&o));
-    assert_eq!(root_of(&g), before, "the restored root is a's (no write since)");
+    assert!(
+        stdout(&o).contains("fetched s3://meridian-us/us/a/"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        root_of(&g),
+        before,
+        "the restored root is a's (no write since)"
+    );
     // A named point that is not there.
     let o = std::process::Command::new(BIN)
         .args(["--addr", &g, "restore", &format!("{bucket}@nothing.mbak")])
@@ -988,7 +1008,10 @@ fn backups_go_to_object_storage_and_restore_from_it() {
         .output()
         .unwrap();
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("holds no backup"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("holds no backup"),
+        "{o:?}"
+    );
 
     // The bucket's server goes away: the folder keeps taking backups, the
     // bucket's failures are counted and health names it.
@@ -1004,14 +1027,30 @@ fn backups_go_to_object_storage_and_restore_from_it() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    eventually("failures at the bucket are counted", || failures(&metrics()) > 0);
-    eventually("health names the stale bucket", || {
-        let h = meridian(&a, &["health"]);
-        let out = stdout(&h);
-        h.status.code() == Some(1) && out.contains("inc@bucket") && !out.contains("@folder")
+    eventually("failures at the bucket are counted", || {
+        failures(&metrics()) > 0
     });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let h = meridian(&a, &["health"]);
+        let last = stdout(&h);
+        if h.status.code() == Some(1)
+            && last.contains("\"inc\" at destination \"bucket\"")
+            && !last.contains("destination \"folder\"")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "health never named the stale bucket alone:\n{last}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let newest_in_folder = |l: &[serde_json::Value]| {
-        l.iter().filter_map(|p| p["taken_ms"].as_u64()).max().unwrap_or(0)
+        l.iter()
+            .filter_map(|p| p["taken_ms"].as_u64())
+            .max()
+            .unwrap_or(0)
     };
     let seen = newest_in_folder(&list(local.to_str().unwrap()));
     eventually("the folder still takes backups", || {

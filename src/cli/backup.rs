@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use meridian::backup::{self, Backup};
 use meridian::client::Client;
 use meridian::core::types::hex;
-use meridian::daemon::backups::destination::Destination;
+use meridian::daemon::backups::destination::{Destination, DestinationError};
 use meridian::daemon::backups::{drill, plan};
 use serde::Serialize;
 
@@ -62,18 +62,6 @@ fn spinner(message: &str) -> ProgressBar {
     pb
 }
 
-fn bar(message: &str, len: u64) -> ProgressBar {
-    if !std::io::stderr().is_terminal() {
-        return ProgressBar::hidden();
-    }
-    let pb = ProgressBar::new(len);
-    if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({eta})") {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    pb.set_message(message.to_string());
-    pb
-}
-
 fn read(path: &Path) -> Result<Backup> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     backup::decode(&bytes).with_context(|| format!("{} is not a usable backup", path.display()))
@@ -106,6 +94,12 @@ struct Listed {
     restorable: bool,
 }
 
+/// A destination's error as one message: object storage errors already
+/// carry their causes in their text, so the chain is not printed again.
+fn flat(e: DestinationError) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -114,14 +108,20 @@ fn now_ms() -> u64 {
 
 /// `meridian backup list`.
 async fn list(location: &str, as_json: bool) -> Result<bool> {
-    let dest = Destination::at(location)?;
-    let mut stored = dest.list().await?;
-    stored.sort_by(|a, b| (&a.point.node, a.point.taken_ms).cmp(&(&b.point.node, b.point.taken_ms)));
+    let dest = Destination::at(location).map_err(flat)?;
+    let mut stored = dest.list().await.map_err(flat)?;
+    stored
+        .sort_by(|a, b| (&a.point.node, a.point.taken_ms).cmp(&(&b.point.node, b.point.taken_ms)));
     let now = now_ms();
     let mut out = Vec::new();
     for s in &stored {
         let p = &s.point;
-        let header = dest.header(&p.file_name()).await?;
+        let header = match dest.header(&p.file_name()).await {
+            Ok(h) => h,
+            // Removed by retention since the listing.
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(flat(e)),
+        };
         let restorable = p.is_full()
             || stored
                 .iter()
@@ -189,10 +189,15 @@ pub fn age(ms: u64) -> String {
 /// backups at a destination into a scratch state, checks its root, and
 /// reports the recovery point and time. False when a drill failed.
 pub async fn drill(location: &str, node: Option<&str>, as_json: bool) -> Result<bool> {
-    let dest = Destination::at(location)?;
-    let reports = drill::drill_destination(&dest, node, now_ms()).await?;
+    let dest = Destination::at(location).map_err(flat)?;
+    let reports = drill::drill_destination(&dest, node, now_ms())
+        .await
+        .map_err(flat)?;
     if let (Some(n), true) = (node, reports.is_empty()) {
-        bail!("{} holds no scheduled backup of node {n:?}", dest.location());
+        bail!(
+            "{} holds no scheduled backup of node {n:?}",
+            dest.location()
+        );
     }
     let ok = !reports.is_empty() && reports.iter().all(|r| r.ok);
     if as_json {
@@ -406,9 +411,14 @@ async fn fetch(sources: &[String]) -> Result<Vec<Backup>> {
         match Source::parse(text) {
             Source::File(path) => out.push(read(&path)?),
             Source::Point { location, point } => {
-                let dest = Destination::at(&location)?;
-                let points: Vec<plan::Point> =
-                    dest.list().await?.into_iter().map(|s| s.point).collect();
+                let dest = Destination::at(&location).map_err(flat)?;
+                let points: Vec<plan::Point> = dest
+                    .list()
+                    .await
+                    .map_err(flat)?
+                    .into_iter()
+                    .map(|s| s.point)
+                    .collect();
                 let chain = match &point {
                     None => plan::newest_chain_of_any(&points).with_context(|| {
                         format!("{} holds no restorable backup", dest.location())
@@ -417,7 +427,9 @@ async fn fetch(sources: &[String]) -> Result<Vec<Backup>> {
                         let named = points
                             .iter()
                             .find(|p| p.file_name() == *file)
-                            .with_context(|| format!("{} holds no backup {file:?}", dest.location()))?;
+                            .with_context(|| {
+                                format!("{} holds no backup {file:?}", dest.location())
+                            })?;
                         plan::chain_to(&points, named).with_context(|| {
                             format!(
                                 "{file} is an incremental whose full backup (index {}) is not at {}",
@@ -430,13 +442,12 @@ async fn fetch(sources: &[String]) -> Result<Vec<Backup>> {
                 for p in chain {
                     let file = p.file_name();
                     let pb = spinner(&format!("fetching {}", dest.path_of(&file)));
-                    let bytes = dest.get(&file).await?;
+                    let bytes = dest.get(&file).await.map_err(flat)?;
                     pb.finish_and_clear();
                     println!("fetched {} ({} bytes)", dest.path_of(&file), bytes.len());
-                    out.push(
-                        backup::decode(&bytes)
-                            .with_context(|| format!("{} is not a usable backup", dest.path_of(&file)))?,
-                    );
+                    out.push(backup::decode(&bytes).with_context(|| {
+                        format!("{} is not a usable backup", dest.path_of(&file))
+                    })?);
                 }
             }
         }

@@ -119,10 +119,11 @@ impl Daemon {
         };
         let faults = Faults::new();
         let mut d = Daemon::start_with(cfg, identity, Some(faults.clone())).await?;
-        d.tasks.push(tokio::spawn(crate::net::faults::follow_block_file(
-            faults,
-            std::path::PathBuf::from(file),
-        )));
+        d.tasks
+            .push(tokio::spawn(crate::net::faults::follow_block_file(
+                faults,
+                std::path::PathBuf::from(file),
+            )));
         Ok(d)
     }
 
@@ -241,16 +242,14 @@ impl Daemon {
             api = %format!("{scheme}://{api_addr}"),
             "node started"
         );
-        let backups = backup_health
-            .as_ref()
-            .map(|h| {
-                tokio::spawn(backup_loop(
-                    node.clone(),
-                    cfg.backup.clone(),
-                    destinations,
-                    h.clone(),
-                ))
-            });
+        let backups = backup_health.as_ref().map(|h| {
+            tokio::spawn(backup_loop(
+                node.clone(),
+                cfg.backup.clone(),
+                destinations,
+                h.clone(),
+            ))
+        });
         let mut tasks = vec![tokio::spawn(health_loop(
             node.clone(),
             cfg.health,

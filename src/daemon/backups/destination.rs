@@ -120,11 +120,13 @@ impl Location {
         if let Some(rest) = text.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             let valid = (3..=63).contains(&bucket.len())
-                && bucket
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+                && bucket.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-'
+                });
             if !valid {
-                return Err(bad("a bucket name is 3 to 63 lowercase letters, digits, '.' or '-'"));
+                return Err(bad(
+                    "a bucket name is 3 to 63 lowercase letters, digits, '.' or '-'",
+                ));
             }
             let prefix = prefix.trim_matches('/');
             if prefix.split('/').any(|p| p == "." || p == "..") {
@@ -139,7 +141,9 @@ impl Location {
             return Ok(Location::Folder(PathBuf::from(path)));
         }
         if text.contains("://") {
-            return Err(bad("only s3:// and file:// (or a plain path) are supported"));
+            return Err(bad(
+                "only s3:// and file:// (or a plain path) are supported",
+            ));
         }
         if text.is_empty() {
             return Err(bad("empty"));
@@ -199,9 +203,9 @@ pub enum DestinationError {
         op: &'static str,
         /// The object.
         path: String,
-        /// The error.
+        /// The error (boxed: it is large, and errors are rare).
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     /// A backup there is not a usable backup.
     #[error("backup destination {destination}: {path}: {source}")]
@@ -228,6 +232,24 @@ pub enum DestinationError {
         /// Its name.
         destination: String,
     },
+}
+
+impl DestinationError {
+    /// The file or object is not there (it may have been removed by
+    /// retention since it was listed).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            DestinationError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            DestinationError::Store { source, .. } => {
+                matches!(**source, object_store::Error::NotFound { .. })
+            }
+            DestinationError::Backup {
+                source: BackupError::Corrupt { reason, .. },
+                ..
+            } => reason.contains("No such file"),
+            _ => false,
+        }
+    }
 }
 
 /// One backup a destination holds.
@@ -316,11 +338,13 @@ impl Destination {
                     .with_allow_http(cfg.allow_http)
                     .with_timeout(Duration::from_millis(cfg.request_timeout_ms))
                     .with_connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS));
-                b = b.with_client_options(options).with_retry(object_store::RetryConfig {
-                    backoff: object_store::BackoffConfig::default(),
-                    max_retries: RETRIES_MAX,
-                    retry_timeout: Duration::from_millis(RETRY_MS_MAX),
-                });
+                b = b
+                    .with_client_options(options)
+                    .with_retry(object_store::RetryConfig {
+                        backoff: object_store::BackoffConfig::default(),
+                        max_retries: RETRIES_MAX,
+                        retry_timeout: Duration::from_millis(RETRY_MS_MAX),
+                    });
                 // reqwest is built without a crypto provider of its own: the
                 // process's is ring, as for the mesh and the API.
                 let _ = rustls::crypto::ring::default_provider().install_default();
@@ -424,12 +448,17 @@ impl Destination {
         }
     }
 
-    fn store_error(&self, op: &'static str, file: &str, source: object_store::Error) -> DestinationError {
+    fn store_error(
+        &self,
+        op: &'static str,
+        file: &str,
+        source: object_store::Error,
+    ) -> DestinationError {
         DestinationError::Store {
             destination: self.name.clone(),
             op,
             path: self.path_of(file),
-            source,
+            source: Box::new(source),
         }
     }
 
@@ -717,7 +746,9 @@ mod tests {
     }
 
     fn backup_of(keys: usize, value_bytes: usize) -> (Header, Bytes) {
-        use crate::core::types::{ClusterId, Entry, Hlc, Key, NodeId, Stamp};
+        use crate::core::codec::ClusterId;
+        use crate::core::hlc::Hlc;
+        use crate::core::types::{Entry, Key, NodeId, Stamp};
         let entries: Vec<(Key, Entry)> = (0..keys)
             .map(|i| {
                 let entry = Entry {
@@ -764,7 +795,10 @@ mod tests {
             .unwrap();
         // Something else under the prefix, and deeper, is not a backup.
         store
-            .put(&ObjectPath::from("eu/a/notes.txt"), Bytes::from_static(b"x").into())
+            .put(
+                &ObjectPath::from("eu/a/notes.txt"),
+                Bytes::from_static(b"x").into(),
+            )
             .await
             .unwrap();
         store
@@ -823,15 +857,21 @@ mod tests {
             }
             fn delete_stream(
                 &self,
-                locations: futures_util::stream::BoxStream<'static, object_store::Result<ObjectPath>>,
-            ) -> futures_util::stream::BoxStream<'static, object_store::Result<ObjectPath>> {
+                locations: futures_util::stream::BoxStream<
+                    'static,
+                    object_store::Result<ObjectPath>,
+                >,
+            ) -> futures_util::stream::BoxStream<'static, object_store::Result<ObjectPath>>
+            {
                 self.0.delete_stream(locations)
             }
             fn list(
                 &self,
                 prefix: Option<&ObjectPath>,
-            ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>>
-            {
+            ) -> futures_util::stream::BoxStream<
+                'static,
+                object_store::Result<object_store::ObjectMeta>,
+            > {
                 self.0.list(prefix)
             }
             async fn list_with_delimiter(
@@ -858,7 +898,10 @@ mod tests {
         let (header, bytes) = backup_of(100, 10);
         let e = d.put_checked("x.mbak", bytes, &header).await.unwrap_err();
         assert!(
-            matches!(e, DestinationError::Backup { .. } | DestinationError::Mismatch { .. }),
+            matches!(
+                e,
+                DestinationError::Backup { .. } | DestinationError::Mismatch { .. }
+            ),
             "{e}"
         );
     }

@@ -51,18 +51,38 @@ pub async fn drill_destination(
     now_ms: u64,
 ) -> Result<Vec<DrillReport>, super::destination::DestinationError> {
     let points: Vec<Point> = dest.list().await?.into_iter().map(|s| s.point).collect();
-    let mut nodes: Vec<&str> = points.iter().map(|p| p.node.as_str()).collect();
+    let mut nodes: Vec<String> = points.iter().map(|p| p.node.clone()).collect();
     nodes.sort_unstable();
     nodes.dedup();
     if let Some(n) = only {
-        nodes.retain(|m| *m == n);
+        nodes.retain(|m| m == n);
     }
     let mut out = Vec::with_capacity(nodes.len());
     for n in nodes {
-        out.push(drill(dest, &points, n, now_ms).await);
+        let mut report = drill(dest, &points, &n, now_ms).await;
+        // A chain removed by retention while it was fetched is not a failed
+        // drill: the newer chain that replaced it is drilled instead.
+        for _ in 0..RETRIES_ON_RETENTION_MAX {
+            if report.ok {
+                break;
+            }
+            let now: Vec<Point> = dest.list().await?.into_iter().map(|s| s.point).collect();
+            let gone = report
+                .files
+                .iter()
+                .any(|f| !now.iter().any(|p| p.file_name() == *f));
+            if !gone {
+                break;
+            }
+            report = drill(dest, &now, &n, now_ms).await;
+        }
+        out.push(report);
     }
     Ok(out)
 }
+
+/// Drills of one node tried again when its chain was removed meanwhile.
+const RETRIES_ON_RETENTION_MAX: usize = 3;
 
 /// Restores `node`'s newest chain among `points` (held at `dest`).
 pub async fn drill(dest: &Destination, points: &[Point], node: &str, now_ms: u64) -> DrillReport {

@@ -492,7 +492,9 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("meridian_backup_age_ms{schedule=\"quarter\",destination=\"local\"} 100000"),
+            text.contains(
+                "meridian_backup_age_ms{schedule=\"quarter\",destination=\"local\"} 100000"
+            ),
             "{text}"
         );
         report.ok = true;
