@@ -401,6 +401,95 @@ fn standby_refuses_writes_until_promoted_and_stays_promoted() {
     assert!(meridian(&s2, &["kv", "put", "app/y", "3"]).status.success());
 }
 
+fn status_json(addr: &str) -> serde_json::Value {
+    serde_json::from_str(&stdout(&meridian(addr, &["status", "--json"]))).unwrap()
+}
+
+/// `[failover]` with three regions: us active, eu then ap standby. When
+/// only the link between us and eu is cut (the fault socket), eu does not
+/// take over: ap still reaches us. When us dies, eu takes over after the
+/// wait (and records it), ap stays a standby behind it, and the promoted
+/// region takes writes that reach ap.
+#[test]
+fn a_standby_region_takes_over_in_priority_order_when_judged_together() {
+    let root = dir("ops-failover");
+    let (pu, pe, pa) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let failover = "[failover]\npriority = [\"us\", \"eu\", \"ap\"]\nafter_ms = 5000\n";
+    let standby = format!("role = \"standby\"\n{failover}");
+    let (u_block, e_block) = (root.join("us.block"), root.join("eu.block"));
+    let u_env = [("MERIDIAN_FAULT_BLOCK_FILE", u_block.to_str().unwrap())];
+    let e_env = [("MERIDIAN_FAULT_BLOCK_FILE", e_block.to_str().unwrap())];
+    let (u_proc, us) = node_with(&root, "u", "us", pu, &[], failover, &u_env, None);
+    let (_e, eu) = node_with(&root, "e", "eu", pe, &[pu], &standby, &e_env, None);
+    let (_a, ap) = node(&root, "a", "ap", pa, &[pu, pe], &standby);
+    eventually("every region reaches every other", || {
+        [&us, &eu, &ap]
+            .iter()
+            .all(|n| status_json(n)["reachable_regions"].as_array().map(Vec::len) == Some(3))
+    });
+    assert!(meridian(&us, &["kv", "put", "app/db", "us"])
+        .status
+        .success());
+    eventually("eu stands behind the active us", || {
+        status_json(&eu)["failover"]
+            .as_str()
+            .is_some_and(|f| f.contains("an active member of us is reachable"))
+    });
+    // Only us-eu is cut: eu cannot reach us, ap can. eu must not take over.
+    std::fs::write(&u_block, format!("127.0.0.1:{pe}\n")).unwrap();
+    std::fs::write(&e_block, format!("127.0.0.1:{pu}\n")).unwrap();
+    eventually("eu sees ap still reaching us", || {
+        status_json(&eu)["failover"]
+            .as_str()
+            .is_some_and(|f| f.contains("ap still reaches it"))
+    });
+    std::thread::sleep(std::time::Duration::from_millis(7_000));
+    let st = status_json(&eu);
+    assert_eq!(st["role"], "standby", "{st}");
+    assert!(!meridian(&eu, &["kv", "put", "app/db", "eu"])
+        .status
+        .success());
+    std::fs::remove_file(&u_block).unwrap();
+    std::fs::remove_file(&e_block).unwrap();
+    eventually("eu reaches us again", || {
+        status_json(&eu)["reachable_regions"]
+            .as_array()
+            .map(Vec::len)
+            == Some(3)
+    });
+    // us dies: eu takes over once us has been out of reach for 5 s.
+    drop(u_proc);
+    let lost = std::time::Instant::now();
+    eventually("eu takes over", || status_json(&eu)["role"] == "active");
+    let waited = lost.elapsed();
+    assert!(waited >= std::time::Duration::from_secs(5), "{waited:?}");
+    assert!(
+        status_json(&eu)["failover"]
+            .as_str()
+            .is_some_and(|f| f.contains("took over from us")),
+        "{}",
+        status_json(&eu)
+    );
+    assert!(
+        root.join("e/data/promoted").exists(),
+        "the promotion is recorded"
+    );
+    assert!(meridian(&eu, &["kv", "put", "app/db", "eu"])
+        .status
+        .success());
+    eventually("ap takes eu's write", || {
+        stdout(&meridian(&ap, &["kv", "get", "app/db"])) == "eu"
+    });
+    let st = status_json(&ap);
+    assert_eq!(st["role"], "standby", "{st}");
+    assert!(
+        st["failover"]
+            .as_str()
+            .is_some_and(|f| f.contains("an active member of eu is reachable")),
+        "{st}"
+    );
+}
+
 #[test]
 fn a_mass_delete_needs_force() {
     let root = dir("ops-guard");

@@ -58,6 +58,10 @@ pub fn event(kind: &EventKind) -> wire::Event {
             keys_exchanged: *keys_exchanged,
             converge_ms: *converge_ms,
         },
+        Event::FailedOver { failed, after_ms } => W::FailedOver {
+            failed: failed.clone(),
+            after_ms: *after_ms,
+        },
         Event::DivergenceFound { peer } => W::DivergenceFound {
             peer: peer.to_string(),
         },
@@ -209,6 +213,10 @@ mod tests {
                 partition_ms: 1,
                 keys_exchanged: 2,
                 converge_ms: 3,
+            },
+            Event::FailedOver {
+                failed: vec!["r".into()],
+                after_ms: 60_000,
             },
             Event::DivergenceFound { peer },
             Event::DivergenceRepaired { peer, keys: 1 },

@@ -298,6 +298,7 @@ mod tests {
                 tombstones: 0,
                 rebuilding: false,
                 rebuild_from: None,
+                failover: crate::sync::FailoverState::Off,
                 standby: false,
                 peers,
                 reachable_regions: vec!["us".into()],

@@ -33,6 +33,7 @@ pub mod metrics;
 mod query;
 pub mod server;
 mod status;
+pub use status::record_promotion;
 pub mod tls;
 mod txn;
 mod watch;

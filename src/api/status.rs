@@ -91,6 +91,7 @@ pub(super) fn status_doc(
         } else {
             wire::Role::Active
         },
+        failover: failover_text(&r.failover),
         rebuild,
         index: r.index,
         root: hex(&r.root),
@@ -191,6 +192,52 @@ pub(super) async fn conflicts(State(api): State<Arc<Api>>) -> Response {
     }
 }
 
+/// What a node's failover judgement says, for operators.
+fn failover_text(f: &crate::sync::FailoverState) -> Option<String> {
+    use crate::sync::failover::Stay;
+    use crate::sync::FailoverState as F;
+    Some(match f {
+        F::Off => return None,
+        F::Promoted { failed } if failed.is_empty() => {
+            "promoted: followed its region's failover".to_string()
+        }
+        F::Promoted { failed } => format!("promoted: took over from {}", failed.join(", ")),
+        F::Standing(why) => match why {
+            Stay::Off => return None,
+            Stay::NotListed => "standby: this region is not in [failover] priority".to_string(),
+            Stay::ActiveReachable { region } => {
+                format!("standby: an active member of {region} is reachable")
+            }
+            Stay::NoMajority { reached, regions } => format!(
+                "standby: reaches {reached} of {regions} regions, not a majority: cannot judge"
+            ),
+            Stay::Preceded { region } => {
+                format!("standby: {region} comes first in priority and is reachable")
+            }
+            Stay::Waiting { region, left_ms } => format!(
+                "standby: {region} is out of reach; takes over in {} s unless it returns",
+                left_ms.div_ceil(1_000)
+            ),
+            Stay::NotConfirmed { region, by } => {
+                format!("standby: {region} is out of reach from here but {by} still reaches it")
+            }
+        },
+    })
+}
+
+/// Records in `path` (synced) that this node was promoted: it starts
+/// active from then on, whatever its `role` says.
+pub fn record_promotion(path: &std::path::Path) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path)?;
+    f.write_all(b"promoted: this node ignores role = \"standby\"\n")?;
+    f.sync_all()?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// `POST /v1/promote`: a standby starts accepting client writes, and stays
 /// active across restarts.
 pub(super) async fn promote(State(api): State<Arc<Api>>) -> Response {
@@ -199,17 +246,7 @@ pub(super) async fn promote(State(api): State<Arc<Api>>) -> Response {
         if let Some(path) = api.cfg.promoted_file.clone() {
             let write = tokio::task::spawn_blocking(move || {
                 // Durable before the node takes writes: a crash must not bring it back a standby.
-                let write = || -> std::io::Result<()> {
-                    use std::io::Write;
-                    let mut f = std::fs::File::create(&path)?;
-                    f.write_all(b"promoted: this node ignores role = \"standby\"\n")?;
-                    f.sync_all()?;
-                    if let Some(dir) = path.parent() {
-                        std::fs::File::open(dir)?.sync_all()?;
-                    }
-                    Ok(())
-                };
-                write()
+                record_promotion(&path)
                     .map_err(|e| format!("cannot record the promotion in {}: {e}", path.display()))
             });
             match write.await {

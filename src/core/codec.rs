@@ -19,8 +19,11 @@ use super::types::{Entry, Hash, Key, NodeId, Stamp, KEY_BYTES_MAX, VALUE_BYTES_L
 pub const MAGIC: [u8; 4] = *b"MRDN";
 /// The protocol version this build speaks. Version 2: roots and
 /// fingerprints cover live entries only (tombstones left out); clock probes.
-/// Version 4: read barriers (`ReadBarrier`, `ReadBarrierReply`).
-pub const PROTOCOL_VERSION: u16 = 4;
+/// Version 4: read barriers (`ReadBarrier`, `ReadBarrierReply`). Version
+/// 5: views (`View`: role and unreachable regions, for failover).
+pub const PROTOCOL_VERSION: u16 = 5;
+/// Regions one `View` may name as unreachable.
+pub const VIEW_REGIONS_MAX: usize = 64;
 /// Envelope bytes before the payload.
 pub const HEADER_BYTES: usize = 10;
 /// Largest frame, envelope included: room for one entry of the largest value.
@@ -233,6 +236,19 @@ pub enum Message {
         /// The entries, or why there are none.
         answer: BarrierAnswer,
     },
+    /// The sender's role and the regions it cannot reach.
+    View(View),
+}
+
+/// What a node tells each peer every heartbeat: whether it takes client
+/// writes, and which regions it cannot reach. Standby regions judge
+/// prioritized failover together from these (see [`crate::sync::failover`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct View {
+    /// The sender takes client writes: it is active, or a promoted standby.
+    pub active: bool,
+    /// Regions none of whose members the sender is in contact with.
+    pub unreachable: Vec<String>,
 }
 
 /// What a node answers to a read barrier.
@@ -269,6 +285,7 @@ impl Message {
             Message::ProbeReply { .. } => "probe_reply",
             Message::ReadBarrier { .. } => "read_barrier",
             Message::ReadBarrierReply { .. } => "read_barrier_reply",
+            Message::View(_) => "view",
         }
     }
 
@@ -373,6 +390,17 @@ impl Message {
                 answer: BarrierAnswer::Recovering | BarrierAnswer::TooLarge { .. },
                 ..
             } => Ok(()),
+            Message::View(v) => {
+                if v.unreachable.len() > VIEW_REGIONS_MAX
+                    || v.unreachable.iter().any(|r| r.len() > NAME_BYTES_MAX)
+                {
+                    return bad(format!(
+                        "a view of {} regions (at most {VIEW_REGIONS_MAX} names of {NAME_BYTES_MAX} bytes)",
+                        v.unreachable.len()
+                    ));
+                }
+                Ok(())
+            }
             Message::ReadBarrier { scope, .. } => {
                 if scope.len() > KEY_BYTES_MAX {
                     return bad(format!("a barrier scope of {} bytes", scope.len()));

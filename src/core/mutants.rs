@@ -76,6 +76,10 @@ pub enum Mutant {
     /// takes the id as new whatever its peers know of it: a wiped node
     /// claims the writes of its own it lost.
     AdoptedId,
+    /// A standby takes over as soon as the regions before it are out of
+    /// reach, without waiting `[failover] after_ms`: a short cut makes it
+    /// active while they are alive.
+    FailoverWait,
 }
 
 impl Mutant {

@@ -220,6 +220,43 @@ impl BackupConfig {
     }
 }
 
+/// `[failover]`: a standby region takes over when the regions before it in
+/// `priority` fail (see `sync::failover`). Off unless `priority` is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FailoverSection {
+    /// Regions in the order they should be active. Default none (off).
+    pub priority: Vec<String>,
+    /// How long the regions before this one must be out of reach (from
+    /// here, and from every standby region in contact) before it takes
+    /// over. Default 60 s; at least 5 s and twice the contact timeout.
+    pub after_ms: u64,
+    /// Take over only while a majority of the regions is reachable, so a
+    /// region cut off alone never does. Default true; false for two regions.
+    pub majority: bool,
+}
+
+impl Default for FailoverSection {
+    fn default() -> Self {
+        FailoverSection {
+            priority: Vec::new(),
+            after_ms: 60_000,
+            majority: true,
+        }
+    }
+}
+
+impl FailoverSection {
+    /// The replica's settings.
+    pub fn config(&self) -> crate::sync::failover::FailoverConfig {
+        crate::sync::failover::FailoverConfig {
+            priority: self.priority.clone(),
+            after_ms: self.after_ms,
+            majority: self.majority,
+        }
+    }
+}
+
 /// `[http]`: the API's connections (design §6: slow or idle clients time
 /// out, and the listener bounds its connections). See `api::server`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -522,6 +559,8 @@ pub struct DaemonConfig {
     pub sync: SyncConfig,
     /// `[backup]`: scheduled backups.
     pub backup: BackupConfig,
+    /// `[failover]`: prioritized failover of standby regions.
+    pub failover: FailoverSection,
     /// `[history]`: versions of each key kept.
     pub history: HistoryConfig,
     /// `[http]`: timeouts and connection bounds of the API server.
@@ -557,6 +596,7 @@ impl Default for DaemonConfig {
             health: Thresholds::default(),
             sync: SyncConfig::default(),
             backup: BackupConfig::default(),
+            failover: FailoverSection::default(),
             history: HistoryConfig::default(),
             http: HttpConfig::default(),
             api_tls: ApiTlsConfig::default(),

@@ -164,6 +164,13 @@ impl Daemon {
             source,
         })?;
         let sync = cfg.sync;
+        let failover = cfg.failover.config();
+        if !failover.priority.is_empty() && !failover.priority.contains(&cfg.region) {
+            return Err(DaemonError::Invalid(format!(
+                "[failover] priority does not list this node's region {:?}",
+                cfg.region
+            )));
+        }
         let write_ack = match cfg.write_ack {
             WriteAckConfig::Local => crate::sync::WriteAck::Local,
             WriteAckConfig::Quorum => crate::sync::WriteAck::Quorum,
@@ -193,6 +200,7 @@ impl Daemon {
                 c.quorum_ack_timeout_ms = sync.quorum_ack_timeout_ms;
                 c.read_barrier_timeout_ms = sync.read_barrier_timeout_ms;
                 c.write_ack = write_ack;
+                c.failover = failover;
             });
         if let Some(a) = cfg.advertise {
             b = b.advertise(a);
@@ -257,6 +265,12 @@ impl Daemon {
                 .clone()
                 .map(|b| b as Arc<dyn api::health::Extra>),
         ))];
+        if !cfg.failover.priority.is_empty() {
+            tasks.push(tokio::spawn(record_failover(
+                node.clone(),
+                cfg.data_dir.join(PROMOTED_FILE),
+            )));
+        }
         for w in &cfg.webhooks {
             let (handles, _stats) = webhook::spawn(&node, w).map_err(DaemonError::Invalid)?;
             tasks.extend(handles);
@@ -308,5 +322,35 @@ impl Daemon {
         }
         self.node.stop().await?;
         Ok(())
+    }
+}
+
+/// Records a failover's promotion in the data directory (as `meridian
+/// promote` does), so that the node stays active across restarts.
+async fn record_failover(node: Arc<Node>, path: std::path::PathBuf) {
+    let mut events = node.subscribe();
+    loop {
+        match events.recv().await {
+            Ok(e) => {
+                let crate::node::EventKind::Replica(crate::sync::Event::FailedOver {
+                    failed, ..
+                }) = &e.kind
+                else {
+                    continue;
+                };
+                tracing::warn!(failed = ?failed, "failover: this standby takes client writes from now on");
+                let p = path.clone();
+                match tokio::task::spawn_blocking(move || api::record_promotion(&p)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::error!(
+                        "cannot record the failover's promotion in {}: {e}",
+                        path.display()
+                    ),
+                    Err(_) => return,
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
     }
 }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
-use super::{Node, Sim, EPOCH_MS, STEADY_MS};
-use crate::core::types::{Entry, Key, Stamp};
+use super::{pair, Node, Sim, EPOCH_MS, FAILOVER_AFTER_MS, STEADY_MS};
+use crate::core::types::{Entry, Key, Stamp, REGION_NAMES};
 use crate::sync::Replica;
 
 impl Sim {
@@ -326,6 +326,46 @@ impl Sim {
             }
             self.report.root = root;
             self.report.keys_live = expected.len();
+        }
+        Ok(())
+    }
+}
+
+impl Sim {
+    /// A standby that took over from `failed` must not have been in reach
+    /// of a live node of those regions during the wait: each such node's
+    /// link to it closed at least `after_ms` ago. (The standby's own count
+    /// starts later still: at the contact timeout after the last message.)
+    pub(super) fn check_failover(&self, i: usize, failed: &[String]) -> Result<(), String> {
+        for (j, n) in self.nodes.iter().enumerate() {
+            let region = REGION_NAMES[n.region % REGION_NAMES.len()];
+            if j == i || n.replica.is_none() || !failed.iter().any(|f| f == region) {
+                continue;
+            }
+            let p = pair(i, j);
+            // In reach: the link is open and not cut (a cut drops messages
+            // before the transport closes the link).
+            let up = self.links[&p].0 && !self.cuts.contains_key(&p);
+            let closed = self.link_down_ms.get(&p).copied().unwrap_or(0);
+            // A link that opened a moment ago has carried no hello yet.
+            let opened = self.link_up_ms.get(&p).copied().unwrap_or(0);
+            let heard_ms_max = 1_500;
+            let (late, closed_for) = if up {
+                (
+                    self.now.saturating_sub(opened) > heard_ms_max,
+                    opened.saturating_sub(closed),
+                )
+            } else {
+                (false, self.now.saturating_sub(closed))
+            };
+            if late || closed_for < FAILOVER_AFTER_MS {
+                return Err(format!(
+                    "node {i} took over from {region} while node {j} of it was in reach \
+                     within the wait (link open: {up} since {opened} ms, last closed at \
+                     {closed} ms, now {} ms)",
+                    self.now
+                ));
+            }
         }
         Ok(())
     }

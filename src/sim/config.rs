@@ -77,6 +77,11 @@ pub struct SimConfig {
     /// Read barriers (`?consistent`) started during the active phase: each
     /// that ends well must find every write its peers had acknowledged.
     pub read_barriers: usize,
+    /// Prioritized failover: the first region active, the others standbys
+    /// listed after it (`[failover]`, after 5 s); a standby that takes
+    /// over must not have been in contact with any live node of the
+    /// regions it takes over from.
+    pub failover: bool,
 }
 
 impl SimConfig {
@@ -118,12 +123,21 @@ impl SimConfig {
             tombstone_horizon_ms: TOMBSTONE_HORIZON_MS_DEFAULT,
             long_absences: 0,
             read_barriers: 0,
+            failover: false,
         }
         .with_quorum_acks(r.chance(150_000))
         .with_late_copies(&mut r)
         .with_lost_records(&mut r)
         .with_long_absence(&mut r)
         .with_read_barriers(&mut r)
+        .with_failover(&mut r)
+    }
+
+    /// In a fifth of the seeds, prioritized failover (drawn last, so every
+    /// earlier field keeps its value for the same seed).
+    fn with_failover(mut self, r: &mut Rng) -> SimConfig {
+        self.failover = r.chance(200_000);
+        self
     }
 
     /// In a quarter of the seeds, consistent reads: read barriers at random

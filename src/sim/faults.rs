@@ -361,7 +361,12 @@ impl Sim {
         }
         self.report.partitions += 1;
         for p in &cut {
-            *self.cuts.entry(*p).or_insert(0) += 1;
+            let c = self.cuts.entry(*p).or_insert(0);
+            *c += 1;
+            if *c == 1 && self.links[p].0 {
+                // Out of reach from now, whatever the transport says.
+                self.link_down_ms.insert(*p, self.now);
+            }
             // The transport notices after a while; meanwhile messages vanish.
             let detect = self.rng.range(100, 3_000);
             self.schedule(self.now + detect, Ev::Reconcile { a: p.0, b: p.1 });

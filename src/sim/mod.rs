@@ -45,6 +45,8 @@ use crate::sync::{Config, DurableState, Event, Output, PersistBatch, Replica};
 pub const EPOCH_MS: u64 = 1_750_000_000_000;
 /// How long a converged run goes on with every root checked at every step.
 const STEADY_MS: u64 = 10_000;
+/// `[failover] after_ms` in runs with failover: the shortest allowed.
+const FAILOVER_AFTER_MS: u64 = crate::sync::failover::AFTER_MS_MIN;
 /// How long after a clock comes back the peers' judgement of clocks may
 /// still count it as wrong: their samples' age limit, and a margin.
 const CLOCK_MEMORY_MS: u64 = crate::sync::clock_offset::SAMPLE_AGE_MS_MAX + 5_000;
@@ -113,6 +115,9 @@ pub struct SimReport {
     pub wiped_unknowing: u64,
     /// Losses such nodes found from their peers.
     pub lost_stores_found: u64,
+    /// Standbys that took over (`[failover]`), each checked: no live node
+    /// of a region it took over from was in reach for the wait before.
+    pub failovers: u64,
     /// Live records a store silently lost (peers held them).
     pub records_lost: u64,
     /// Members away longer than the tombstone horizon.
@@ -295,6 +300,10 @@ pub struct Sim {
     nodes: Vec<Node>,
     /// Connection state and epoch per unordered pair (a < b).
     links: BTreeMap<(usize, usize), (bool, u64)>,
+    /// When each link last opened, and last went out of reach (closed, or
+    /// cut) (sim ms).
+    link_up_ms: HashMap<(usize, usize), u64>,
+    link_down_ms: HashMap<(usize, usize), u64>,
     /// How many partition episodes cut each pair.
     cuts: HashMap<(usize, usize), u32>,
     dropping: bool,
@@ -338,6 +347,16 @@ impl Sim {
             );
             c.partition_policy = cfg.policy;
             c.write_ack = cfg.write_ack;
+            if cfg.failover {
+                c.standby = region != 0;
+                c.failover = crate::sync::failover::FailoverConfig {
+                    priority: (0..cfg.regions.max(1))
+                        .map(|r| REGION_NAMES[r % REGION_NAMES.len()].to_string())
+                        .collect(),
+                    after_ms: FAILOVER_AFTER_MS,
+                    majority: true,
+                };
+            }
             c.rng_seed = rng.next_u64();
             c.tombstone_horizon_ms = cfg.tombstone_horizon_ms;
             let skew =
@@ -385,6 +404,8 @@ impl Sim {
             nodes,
             links,
             cuts: HashMap::new(),
+            link_up_ms: HashMap::new(),
+            link_down_ms: HashMap::new(),
             dropping: true,
             active_end: u64::MAX,
             issued: HashMap::new(),
@@ -835,6 +856,14 @@ impl Sim {
                     | Event::RecordRepaired { .. }
                     | Event::StoreLost
                     | Event::ClockOffset { .. } => {}
+                    Event::FailedOver { failed, .. } => {
+                        self.report.failovers += 1;
+                        // Promoted for good, as the daemon records it.
+                        self.nodes[i].cfg.standby = false;
+                        if let Err(e) = self.check_failover(i, &failed) {
+                            return self.fail(e);
+                        }
+                    }
                     Event::LostStoreFound { .. } => {
                         self.report.lost_stores_found += 1;
                         self.nodes[i].cfg.id_adopted_at_ms = 0;

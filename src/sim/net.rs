@@ -29,6 +29,12 @@ impl Sim {
             return;
         }
         self.links.insert((a, b), (want, epoch + 1));
+        if want {
+            self.link_up_ms.insert((a, b), self.now);
+        } else if !self.cuts.contains_key(&(a, b)) {
+            // (A cut put it out of reach when it began.)
+            self.link_down_ms.insert((a, b), self.now);
+        }
         for (x, y) in [(a, b), (b, a)] {
             let peer = self.nodes[y].id;
             let now = self.node_now(x);

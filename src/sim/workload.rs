@@ -118,7 +118,7 @@ impl Sim {
 
 /// The refusals a correct replica may answer in these scenarios: no
 /// quorum, a clock judged off or running ahead of time, a store being
-/// rebuilt, too many quorum writes waiting.
+/// rebuilt, too many quorum writes waiting, a standby not promoted.
 fn refusal_expected(e: &WriteError) -> bool {
     matches!(
         e,
@@ -127,5 +127,7 @@ fn refusal_expected(e: &WriteError) -> bool {
             | WriteError::Clock(crate::core::hlc::ClockError::AheadOfTime { .. })
             | WriteError::Rebuilding
             | WriteError::TooManyPending { .. }
+            // A standby, in runs with failover, until it takes over.
+            | WriteError::Standby
     )
 }

@@ -7,6 +7,7 @@ use crate::core::codec::{ClusterId, ENTRIES_PER_MESSAGE_MAX, NAME_BYTES_MAX};
 use crate::core::conflicts::CONFLICTS_MAX_DEFAULT;
 use crate::core::hlc::CLOCK_OFFSET_MS_MAX_DEFAULT;
 use crate::core::types::{Limits, NodeId, KEY_BYTES_MAX, VALUE_BYTES_LIMIT};
+use crate::sync::failover::{FailoverConfig, AFTER_MS_MIN, PRIORITY_REGIONS_MAX};
 
 /// The tombstone horizon's default: a week (ms).
 pub const TOMBSTONE_HORIZON_MS_DEFAULT: u64 = 7 * 24 * 3_600 * 1_000;
@@ -57,6 +58,9 @@ pub struct Config {
     /// A standby replicates everything but refuses client writes until
     /// promoted ([`crate::sync::Replica::promote`]). Default false.
     pub standby: bool,
+    /// Prioritized failover: a standby takes over when the regions before
+    /// it fail (see [`crate::sync::failover`]). Default: none.
+    pub failover: FailoverConfig,
     /// Largest lead of a remote stamp over our clock. Default 500 ms.
     pub clock_offset_ms_max: u64,
     /// How long a local write waits to be batched with others before it is
@@ -164,6 +168,7 @@ impl Config {
             write_ack: WriteAck::Local,
             quorum_ack_timeout_ms: 10_000,
             standby: false,
+            failover: FailoverConfig::default(),
             clock_offset_ms_max: CLOCK_OFFSET_MS_MAX_DEFAULT,
             push_delay_ms: 2,
             heartbeat_interval_ms: 1_000,
@@ -276,6 +281,29 @@ impl Config {
             1,
             crate::core::codec::AE_PARENTS_MAX as u64,
         )?;
+        let f = &self.failover;
+        if !f.priority.is_empty() {
+            range(
+                "failover.after_ms",
+                f.after_ms,
+                AFTER_MS_MIN.max(self.contact_timeout_ms * 2),
+                86_400_000,
+            )?;
+            range(
+                "failover.priority",
+                f.priority.len() as u64,
+                1,
+                PRIORITY_REGIONS_MAX as u64,
+            )?;
+            if f.priority
+                .iter()
+                .any(|r| r.is_empty() || r.len() > NAME_BYTES_MAX)
+            {
+                return Err(ConfigError::NameTooLong {
+                    field: "failover.priority",
+                });
+            }
+        }
         Ok(())
     }
 }

@@ -66,6 +66,7 @@
 pub mod clock_offset;
 mod config;
 mod durable;
+pub mod failover;
 pub mod membership;
 mod replica;
 
@@ -75,7 +76,8 @@ pub use durable::{
     CONFLICTS_STORED_MAX,
 };
 pub use replica::{
-    AckFailure, BarrierError, ClockStatus, Event, ImportReport, Metrics, Output, PeerStatus,
-    QuarantineStatus, RecoveryStatus, Refusal, RegionStatus, Replica, Resolution, Status, TxnEntry,
-    TxnError, TxnFailure, TxnOp, TxnOutcome, WriteError, WriteReceipt, QUARANTINE_MAX,
+    AckFailure, BarrierError, ClockStatus, Event, FailoverState, ImportReport, Metrics, Output,
+    PeerStatus, QuarantineStatus, RecoveryStatus, Refusal, RegionStatus, Replica, Resolution,
+    Status, TxnEntry, TxnError, TxnFailure, TxnOp, TxnOutcome, WriteError, WriteReceipt,
+    QUARANTINE_MAX,
 };

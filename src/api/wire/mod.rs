@@ -180,6 +180,10 @@ pub struct Status {
     pub state: NodeState,
     /// Whether it takes client writes or is a standby.
     pub role: Role,
+    /// With `[failover]`: why this standby stays one, or whom it took over
+    /// from (absent without failover, and on active nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<String>,
     /// A rebuild's progress, while it lasts and its source is known.
     pub rebuild: Option<Rebuild>,
     /// This node's change index: one sequence for all keys, local to the node.
@@ -616,6 +620,14 @@ pub enum Event {
         keys_exchanged: u64,
         /// From the end of the partition to equal state, in ms.
         converge_ms: u64,
+    },
+    /// This standby took over (`[failover]`) from `failed` (empty: it
+    /// followed its own region's promotion).
+    FailedOver {
+        /// The regions judged failed.
+        failed: Vec<String>,
+        /// How long they had to be out of reach, in ms.
+        after_ms: u64,
     },
     /// Anti-entropy found this node's root differs from a peer's.
     DivergenceFound {

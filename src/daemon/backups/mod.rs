@@ -276,6 +276,7 @@ pub(super) async fn backup_loop(
                 break;
             }
             for (due, at) in wanted {
+                let started = std::time::Instant::now();
                 let taken = match take(&node, &schedules, due).await {
                     Ok(t) => t,
                     Err(Stop::Node) => return,
@@ -288,12 +289,18 @@ pub(super) async fn backup_loop(
                         continue;
                     }
                 };
+                let take_ms = started.elapsed().as_millis() as u64;
                 let file = taken.point.file_name();
-                let written = join_all(at.iter().map(|&i| {
-                    destinations[i].put_checked(&file, taken.bytes.clone(), &taken.header)
+                let (file_at, taken_at, all) = (&file, &taken, &destinations);
+                let written = join_all(at.iter().map(|&i| async move {
+                    let started = std::time::Instant::now();
+                    let r = all[i]
+                        .put_checked(file_at, taken_at.bytes.clone(), &taken_at.header)
+                        .await;
+                    (r, started.elapsed().as_millis() as u64)
                 }))
                 .await;
-                for (i, result) in at.into_iter().zip(written) {
+                for (i, (result, write_ms)) in at.into_iter().zip(written) {
                     let d = &destinations[i];
                     match result {
                         Ok(()) => {
@@ -304,6 +311,8 @@ pub(super) async fn backup_loop(
                                 index = taken.point.index,
                                 full = taken.point.is_full(),
                                 bytes = taken.bytes.len(),
+                                take_ms,
+                                write_ms,
                                 "scheduled backup written and checked"
                             );
                             if let Some(points) = held[i].as_mut() {

@@ -286,6 +286,7 @@ impl Replica {
                 continue;
             }
             self.probe(id, now_ms);
+            self.send_view(id);
             let p = self.peers.get_mut(&id).expect("listed");
             if !p.in_flight.is_empty() && now_ms >= p.last_progress_ms + timeout {
                 // Nothing acknowledged for a while: send it again.

@@ -4,6 +4,7 @@ mod ack;
 mod anti_entropy;
 mod barrier;
 mod clock;
+mod failover;
 mod feed;
 mod gc;
 mod identity;
@@ -40,6 +41,7 @@ use timer::{Timer, TimerTable};
 pub use ack::AckFailure;
 pub use barrier::BarrierError;
 pub use clock::ClockStatus;
+pub use failover::FailoverState;
 pub use integrity::{QuarantineStatus, Resolution, QUARANTINE_MAX};
 pub use output::{Event, Output};
 pub use peer::Refusal;
@@ -108,6 +110,13 @@ pub struct Replica {
     seen_ms: u64,
     /// Whether the id may have held data this replica lost (see `replica/identity.rs`).
     id_check: IdCheck,
+    /// Per region, heartbeats in a row it was out of reach (failover's
+    /// wait, counted in beats so that a clock jump cannot shorten it).
+    unreachable_beats: BTreeMap<String, u64>,
+    /// Heartbeats judged since this replica started (failover).
+    beats_since_start: u64,
+    /// What it last judged of failover (see `replica/failover.rs`).
+    failover: failover::FailoverState,
 }
 
 impl Replica {
@@ -258,6 +267,9 @@ impl Replica {
             } else {
                 IdCheck::Own
             },
+            unreachable_beats: BTreeMap::new(),
+            beats_since_start: 0,
+            failover: failover::FailoverState::Off,
             cfg,
         };
         // Regions of remembered peers are known, unreachable until they reconnect.
@@ -464,6 +476,7 @@ impl Replica {
                     Message::ReadBarrierReply { barrier, answer } => {
                         self.on_read_barrier_reply(from, barrier, answer, now_ms)
                     }
+                    Message::View(v) => self.on_view(from, v),
                 }
                 // What arrived may complete a read barrier (a feed, an answer).
                 self.check_barriers(now_ms);
@@ -491,6 +504,7 @@ impl Replica {
             // and contact too.
             self.rejudge(now_ms);
             self.update_regions(now_ms);
+            self.judge_failover();
             self.confirm_id_when_due();
         }
         if self.timers.expired(Timer::AntiEntropy, now_ms) {

@@ -86,6 +86,16 @@ pub enum Event {
         /// Time from the end of the partition to equal state, in ms.
         converge_ms: u64,
     },
+    /// This standby took over (`[failover]`): the regions before it in
+    /// priority, and those known active, were out of reach for `after_ms`
+    /// as every standby region in contact agreed. `failed` is empty when it
+    /// followed its own region's promotion.
+    FailedOver {
+        /// The regions it took over from.
+        failed: Vec<String>,
+        /// How long they had to be out of reach, in ms.
+        after_ms: u64,
+    },
     /// Anti-entropy found this replica's root differs from a peer's.
     DivergenceFound {
         /// The peer of the anti-entropy round.

@@ -85,6 +85,10 @@ pub(super) struct Peer {
     /// ahead of our clock, and by how much (0: never).
     pub(super) refused_ms: u64,
     pub(super) refused_ahead_ms: u64,
+    /// Its last view: it takes client writes (kept after it is lost).
+    pub(super) view_active: bool,
+    /// Its last view: the regions it cannot reach.
+    pub(super) view_unreachable: Vec<String>,
 }
 
 /// The state of the link with a peer.

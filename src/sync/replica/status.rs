@@ -144,6 +144,8 @@ pub struct Status {
     pub rebuild_from: Option<NodeId>,
     /// A standby refuses client writes until promoted.
     pub standby: bool,
+    /// What this node last judged of failover (`[failover]`).
+    pub failover: super::FailoverState,
     /// Every known peer, connected or not, in node id order.
     pub peers: Vec<PeerStatus>,
     /// Regions with a connected peer, and our own, sorted.
@@ -202,6 +204,7 @@ impl Replica {
             rebuilding: self.rebuilding,
             rebuild_from: self.rebuild_from,
             standby: self.cfg.standby,
+            failover: self.failover.clone(),
             peers: self
                 .peers
                 .iter()
