@@ -301,6 +301,48 @@ fn tiered_backups_keep_their_chains_and_a_drill_restores_the_newest() {
     assert!(stdout(&o).contains("FAILED"), "{}", stdout(&o));
 }
 
+/// After a restart, the first full backup (due, or taken in place of an
+/// incremental the node could not make) gets incrementals on top, quiet or
+/// not: the node does not take a full backup at every look.
+#[test]
+fn after_a_restart_incrementals_build_on_the_first_full_backup() {
+    let root = dir("ops-restart-inc");
+    let backups = root.join("backups");
+    let (a_proc, a) = node(&root, "a", "us", free_udp_port(), &[], "");
+    for i in 0..20 {
+        assert!(meridian(&a, &["kv", "put", &format!("k/{i}"), "v"])
+            .status
+            .success());
+    }
+    assert!(a_proc.terminate().success());
+    // Restarted with schedules: the daily full backup is due at once, and
+    // then incrementals build on it (nothing changes: they are empty).
+    let extra = format!(
+        "[backup]\ndir = \"{}\"\n\
+         [[backup.schedule]]\nname = \"daily\"\nkind = \"full\"\ninterval_ms = 3600000\n\
+         [[backup.schedule]]\nname = \"inc\"\nkind = \"incremental\"\ninterval_ms = 1000\nkeep = 100\n",
+        backups.display()
+    );
+    let toml = root.join("a.toml");
+    let cfg = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, format!("{cfg}\n{extra}")).unwrap();
+    let (_a, _api) = restart(&root, "a");
+    let count = |full: bool| {
+        std::fs::read_dir(&backups)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        n.ends_with(".mbak") && n.contains("-full") == full
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    eventually("three incrementals", || count(false) >= 3);
+    assert_eq!(count(true), 1, "one full backup, not one at every look");
+}
+
 /// Drills on schedule: metrics report the last drill's recovery point and
 /// time, and a drill that fails (a damaged backup) makes the node unhealthy.
 #[test]

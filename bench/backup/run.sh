@@ -77,13 +77,15 @@ config a 18601 18602 "$BACKUP"
 start a
 until [ "$(grep -c 'scheduled backup written' "$WORK/a.log")" -ge 2 ]; do sleep 0.5; done
 python3 bench/backup/load.py http://127.0.0.1:18602 "$KEYS" 1000 "$CHANGED_EVERY" >/dev/null
-until [ "$(grep -c 'scheduled backup written' "$WORK/a.log")" -ge 4 ]; do sleep 0.5; done
+# The next incremental (30 s on) holds the rewritten keys.
+written() { sed 's/\x1b\[[0-9;]*m//g' "$WORK/a.log" | grep 'scheduled backup written'; }
+until [ "$(written | grep -c 'schedule=hourly')" -ge 4 ]; do sleep 0.5; done
 
 echo
 echo "machine: $(nproc) cores; $KEYS keys of 30 bytes, 100-byte values; incremental after rewriting every ${CHANGED_EVERY}th key"
 echo "| tier | destination | bytes | snapshot + encode ms | write + read back + check ms |"
 echo "| --- | --- | --- | --- | --- |"
-grep 'scheduled backup written' "$WORK/a.log" | sed 's/\x1b\[[0-9;]*m//g' | while read -r line; do
+written | while read -r line; do
     get() { echo "$line" | grep -o "$1=[^ ]*" | head -1 | cut -d= -f2 | tr -d '"'; }
     echo "| $(get schedule) | $(get destination) | $(get bytes) | $(get take_ms) | $(get write_ms) |"
 done

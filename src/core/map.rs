@@ -145,6 +145,9 @@ pub struct LwwMap {
     removals_bytes: usize,
     /// Every removal recorded at an index at or after this one is in `removals`.
     removals_from: u64,
+    /// Removals were forgotten for room since this map was built (else
+    /// every removal since it was built, or restored, is in `removals`).
+    removals_trimmed: bool,
 }
 
 /// Bytes of keys the removal log keeps; older removals are forgotten (an
@@ -203,6 +206,7 @@ impl LwwMap {
             removals: VecDeque::new(),
             removals_bytes: 0,
             removals_from: 0,
+            removals_trimmed: false,
         }
     }
 
@@ -266,6 +270,27 @@ impl LwwMap {
     /// that far (a restart, or more than [`REMOVALS_BYTES_MAX`] since).
     pub fn removed_since(&self, since: u64) -> Option<Vec<Key>> {
         if since < self.removals_from {
+            return None;
+        }
+        Some(
+            self.removals
+                .iter()
+                .filter(|(i, _)| *i >= since)
+                .map(|(_, k)| k.clone())
+                .collect(),
+        )
+    }
+
+    /// Like [`LwwMap::removed_since`], for a base state taken after this
+    /// map was restored: every removal since the restore is then known,
+    /// including those at the restore's own index (which `removed_since`
+    /// cannot vouch for, as removals before the restart may share it).
+    /// `None` when removals were forgotten for room since.
+    pub fn removed_since_restore(&self, since: u64) -> Option<Vec<Key>> {
+        if self.removals_trimmed && since < self.removals_from {
+            return None;
+        }
+        if !self.removals_trimmed && since + 1 < self.removals_from {
             return None;
         }
         Some(
@@ -772,6 +797,7 @@ impl LwwMap {
             };
             self.removals_bytes -= k.len();
             self.removals_from = i + 1;
+            self.removals_trimmed = true;
         }
         Some(rec)
     }

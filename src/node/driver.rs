@@ -93,6 +93,8 @@ pub(super) enum Command {
     },
     Snapshot {
         since: u64,
+        /// The state at `since` was taken after this node started.
+        base_after_start: bool,
         reply: oneshot::Sender<Result<Snapshot, NodeError>>,
     },
     Import {
@@ -679,7 +681,11 @@ impl Driver {
             } => {
                 let _ = reply.send(self.digest(&prefix, deep, now));
             }
-            Command::Snapshot { since, reply } => match self.snapshot(since, now) {
+            Command::Snapshot {
+                since,
+                base_after_start,
+                reply,
+            } => match self.snapshot(since, base_after_start, now) {
                 // Answered once everything it shows is durable: a backup
                 // never holds a change a crash could take back.
                 Ok(snap) => self.answer_when_durable(reply, snap),

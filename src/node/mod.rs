@@ -532,8 +532,25 @@ impl Node {
     /// with the index and root of that instant. Cheap per entry (keys and
     /// values are shared, not copied); the driver pauses while it is taken.
     pub async fn snapshot(&self, since: u64) -> Result<Snapshot, NodeError> {
-        self.call(|reply| Command::Snapshot { since, reply })
-            .await?
+        self.call(|reply| Command::Snapshot {
+            since,
+            base_after_start: false,
+            reply,
+        })
+        .await?
+    }
+
+    /// [`Node::snapshot`] for an incremental backup whose base (the state
+    /// at `since`) was taken after this node started: the removals at the
+    /// start's own index are then in the base already, so an incremental
+    /// right after a restart's first full backup can be made.
+    pub async fn snapshot_after_start(&self, since: u64) -> Result<Snapshot, NodeError> {
+        self.call(|reply| Command::Snapshot {
+            since,
+            base_after_start: true,
+            reply,
+        })
+        .await?
     }
 
     /// Merges backup entries as replicated state (see

@@ -151,11 +151,23 @@ impl Driver {
 
     /// Every entry changed after `since` (all for 0) and the keys removed
     /// since then, at one instant; an error when the removals since `since`
-    /// are no longer known.
-    pub(super) fn snapshot(&mut self, since: u64, now: u64) -> Result<Snapshot, NodeError> {
+    /// are no longer known. `base_after_start`: the state at `since` was
+    /// taken after this node started (so removals before the start, at the
+    /// start's index, are already in it).
+    pub(super) fn snapshot(
+        &mut self,
+        since: u64,
+        base_after_start: bool,
+        now: u64,
+    ) -> Result<Snapshot, NodeError> {
+        let known = if base_after_start {
+            self.replica.map().removed_since_restore(since)
+        } else {
+            self.replica.map().removed_since(since)
+        };
         let removed = if since == 0 {
             Vec::new()
-        } else if let Some(r) = self.replica.map().removed_since(since) {
+        } else if let Some(r) = known {
             r
         } else {
             return Err(NodeError::Snapshot(format!(

@@ -37,9 +37,25 @@ fn the_removal_log_serves_incremental_backups() {
     assert_eq!(names(m.removed_since(at)), Some(vec!["a".to_string()]));
     assert_eq!(names(m.removed_since(at + 1)), Some(vec![]));
     // After a restart, removals before it are unknown.
-    let r = LwwMap::restore(Vec::new(), at, 0, 0);
+    let mut r = LwwMap::restore(Vec::new(), at, 0, 0);
     assert_eq!(r.removed_since(at), None);
     assert_eq!(names(r.removed_since(at + 1)), Some(vec![]));
+    // For a base taken after the restart, those at the restart's index are
+    // in the base: what was removed since the restart is all there is.
+    assert_eq!(names(r.removed_since_restore(at)), Some(vec![]));
+    assert_eq!(r.removed_since_restore(at - 1), None);
+    let e = Entry {
+        stamp: Stamp::new(Hlc::new(2, 0), NodeId(1)),
+        prev: Stamp::ZERO,
+        flags: 0,
+        value: None,
+    };
+    r.apply_local(&k("d"), e);
+    r.remove("d");
+    assert_eq!(
+        names(r.removed_since_restore(at)),
+        Some(vec!["d".to_string()])
+    );
 }
 
 #[test]

@@ -334,8 +334,12 @@ impl Destination {
                         "request_timeout_ms must be from 1000 to 3600000".to_string(),
                     ));
                 }
+                // `allow_http` in the config, or AWS_ALLOW_HTTP=true.
+                let allow_http = cfg.allow_http
+                    || std::env::var("AWS_ALLOW_HTTP")
+                        .is_ok_and(|v| v.eq_ignore_ascii_case("true"));
                 let options = object_store::ClientOptions::new()
-                    .with_allow_http(cfg.allow_http)
+                    .with_allow_http(allow_http)
                     .with_timeout(Duration::from_millis(cfg.request_timeout_ms))
                     .with_connect_timeout(Duration::from_millis(CONNECT_TIMEOUT_MS));
                 b = b

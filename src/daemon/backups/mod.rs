@@ -236,6 +236,9 @@ pub(super) async fn backup_loop(
     let mut tick = tokio::time::interval(Duration::from_millis(tick_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut drilled_ms = crate::node::time::now_ms();
+    // The node started before this loop: a backup taken since was taken
+    // after the start.
+    let started_ms = drilled_ms;
     loop {
         tick.tick().await;
         let name = node.name().to_string();
@@ -277,7 +280,19 @@ pub(super) async fn backup_loop(
             }
             for (due, at) in wanted {
                 let started = std::time::Instant::now();
-                let taken = match take(&node, &schedules, due).await {
+                // The base of an incremental, here: was it taken since the start?
+                let base_after_start = due.since > 0
+                    && at.iter().all(|&i| {
+                        held[i].as_ref().is_some_and(|points| {
+                            points.iter().any(|p| {
+                                p.node == name
+                                    && p.is_full()
+                                    && p.index == due.since
+                                    && p.taken_ms >= started_ms
+                            })
+                        })
+                    });
+                let taken = match take(&node, &schedules, due, base_after_start).await {
                     Ok(t) => t,
                     Err(Stop::Node) => return,
                     Err(Stop::Failed(e)) => {
@@ -385,8 +400,18 @@ struct Taken {
 /// restarted since the base, or forgot the keys it removed since) is taken
 /// as a full backup of the base schedule instead: the next incremental
 /// builds on it.
-async fn take(node: &Node, schedules: &[Schedule], mut due: plan::Due) -> Result<Taken, Stop> {
-    let snap = match node.snapshot(due.since).await {
+async fn take(
+    node: &Node,
+    schedules: &[Schedule],
+    mut due: plan::Due,
+    base_after_start: bool,
+) -> Result<Taken, Stop> {
+    let snapshot = if base_after_start {
+        node.snapshot_after_start(due.since).await
+    } else {
+        node.snapshot(due.since).await
+    };
+    let snap = match snapshot {
         Ok(s) => s,
         Err(crate::node::NodeError::Stopped) => return Err(Stop::Node),
         Err(e) if due.since > 0 => {
