@@ -321,15 +321,6 @@ fn moved_aside(root_dir: &std::path::Path) -> usize {
         .count()
 }
 
-/// Unmounts a tmpfs when dropped.
-struct Mount(std::path::PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 /// A node whose data directory sits on a small tmpfs that fills up: writes
 /// get 507 with a JSON error, reads and health go on, and once space is
 /// freed the refused commit lands and writes resume; nothing acknowledged
@@ -337,28 +328,13 @@ impl Drop for Mount {
 /// tested through an injected ENOSPC in `tests/node.rs`.)
 #[test]
 fn a_full_filesystem_refuses_writes_keeps_reads_and_recovers() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: mounting a tmpfs needs root");
+    let Some(tmpfs) = Tmpfs::mount("tmpfs") else {
         return;
-    }
-    let mnt = dir("tmpfs");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount -t tmpfs failed");
-    let _mount = Mount(mnt.clone());
+    };
+    let mnt = tmpfs.0.clone();
     let (a_proc, a) = node(&mnt, "a", "us", free_udp_port(), &[], "");
     // Leave little room.
-    let filler = mnt.join("filler");
-    let free = {
-        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-        let c = std::ffi::CString::new(mnt.to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
-        s.f_bavail as u64 * s.f_frsize as u64
-    };
-    std::fs::write(&filler, vec![0u8; (free - (1 << 20)) as usize]).unwrap();
+    let filler = tmpfs.fill();
     let value = "v".repeat(1_000);
     let mut acknowledged = Vec::new();
     let mut refusal = None;

@@ -344,42 +344,18 @@ fn clock_skew() {
     rb.done();
 }
 
-/// Unmounts a tmpfs when dropped.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn full_disk() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: mounting a tmpfs needs root");
-        return;
-    }
     let mut rb = Runbook::new("full-disk.md");
-    let mnt = dir("rb-tmpfs");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .unwrap();
-    assert!(mounted.success(), "mount -t tmpfs failed");
-    let _mount = Mount(mnt.clone());
+    let Some(tmpfs) = Tmpfs::mount("rb-tmpfs") else {
+        return;
+    };
+    let mnt = tmpfs.0.clone();
     let (_a, a) = node(&mnt, "a", "us", free_udp_port(), &[], "");
     assert!(meridian(&a, &["kv", "put", "runbook/before-full", "ok"])
         .status
         .success());
-    let filler = mnt.join("filler");
-    let free = {
-        let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-        let c = std::ffi::CString::new(mnt.to_str().unwrap()).unwrap();
-        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
-        s.f_bavail as u64 * s.f_frsize as u64
-    };
-    std::fs::write(&filler, vec![0u8; (free - (1 << 20)) as usize]).unwrap();
+    let filler = tmpfs.fill();
     // Write until the disk is full.
     let value = "v".repeat(1_000);
     rt().block_on(async {

@@ -269,16 +269,7 @@ impl LwwMap {
     /// at or after index `since`, or `None` if the log no longer reaches back
     /// that far (a restart, or more than [`REMOVALS_BYTES_MAX`] since).
     pub fn removed_since(&self, since: u64) -> Option<Vec<Key>> {
-        if since < self.removals_from {
-            return None;
-        }
-        Some(
-            self.removals
-                .iter()
-                .filter(|(i, _)| *i >= since)
-                .map(|(_, k)| k.clone())
-                .collect(),
-        )
+        (since >= self.removals_from).then(|| self.removals_at_or_after(since))
     }
 
     /// Like [`LwwMap::removed_since`], for a base state taken after this
@@ -287,19 +278,20 @@ impl LwwMap {
     /// cannot vouch for, as removals before the restart may share it).
     /// `None` when removals were forgotten for room since.
     pub fn removed_since_restore(&self, since: u64) -> Option<Vec<Key>> {
-        if self.removals_trimmed && since < self.removals_from {
-            return None;
-        }
-        if !self.removals_trimmed && since + 1 < self.removals_from {
-            return None;
-        }
-        Some(
-            self.removals
-                .iter()
-                .filter(|(i, _)| *i >= since)
-                .map(|(_, k)| k.clone())
-                .collect(),
-        )
+        let from = if self.removals_trimmed {
+            self.removals_from
+        } else {
+            self.removals_from.saturating_sub(1)
+        };
+        (since >= from).then(|| self.removals_at_or_after(since))
+    }
+
+    fn removals_at_or_after(&self, since: u64) -> Vec<Key> {
+        self.removals
+            .iter()
+            .filter(|(i, _)| *i >= since)
+            .map(|(_, k)| k.clone())
+            .collect()
     }
 
     /// The last index assigned.

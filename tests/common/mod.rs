@@ -273,3 +273,44 @@ pub fn restart_with(root: &Path, name: &str, env: &[(&str, &str)]) -> (Proc, Str
     let api = apis(&lines).pop().expect("the api address");
     (p, api)
 }
+
+/// A 16 MiB tmpfs mounted on a fresh test directory, unmounted when
+/// dropped: a filesystem that fills up. `None` (the test skips) when not
+/// root, as mounting needs.
+pub struct Tmpfs(pub PathBuf);
+
+impl Tmpfs {
+    pub fn mount(name: &str) -> Option<Tmpfs> {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("skipped: mounting a tmpfs needs root");
+            return None;
+        }
+        let mnt = dir(name);
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount -t tmpfs failed");
+        Some(Tmpfs(mnt))
+    }
+
+    /// Fills it up to about 1 MiB free; the filler file, to remove later.
+    pub fn fill(&self) -> PathBuf {
+        let free = {
+            let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+            let c = std::ffi::CString::new(self.0.to_str().unwrap()).unwrap();
+            assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
+            s.f_bavail as u64 * s.f_frsize as u64
+        };
+        let filler = self.0.join("filler");
+        std::fs::write(&filler, vec![0u8; (free - (1 << 20)) as usize]).unwrap();
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
