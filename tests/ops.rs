@@ -449,21 +449,27 @@ fn status_json(addr: &str) -> serde_json::Value {
 
 /// `[failover]` with three regions: us active, eu then ap standby. When
 /// only the link between us and eu is cut (the fault socket), eu does not
-/// take over: ap still reaches us. When us dies, eu takes over after the
-/// wait (and records it), ap stays a standby behind it, and the promoted
-/// region takes writes that reach ap.
+/// take over: ap still reaches us. When us is cut off from both, eu takes
+/// over after the wait (and records it), ap stays a standby behind it, and
+/// writes go on in eu (and in the cut-off us). When the cut heals, every
+/// region converges and eu stays active: the promotion does not flap back.
 #[test]
 fn a_standby_region_takes_over_in_priority_order_when_judged_together() {
     let root = dir("ops-failover");
     let (pu, pe, pa) = (free_udp_port(), free_udp_port(), free_udp_port());
     let failover = "[failover]\npriority = [\"us\", \"eu\", \"ap\"]\nafter_ms = 5000\n";
     let standby = format!("role = \"standby\"\n{failover}");
-    let (u_block, e_block) = (root.join("us.block"), root.join("eu.block"));
+    let (u_block, e_block, a_block) = (
+        root.join("us.block"),
+        root.join("eu.block"),
+        root.join("ap.block"),
+    );
     let u_env = [("MERIDIAN_FAULT_BLOCK_FILE", u_block.to_str().unwrap())];
     let e_env = [("MERIDIAN_FAULT_BLOCK_FILE", e_block.to_str().unwrap())];
-    let (u_proc, us) = node_with(&root, "u", "us", pu, &[], failover, &u_env, None);
+    let a_env = [("MERIDIAN_FAULT_BLOCK_FILE", a_block.to_str().unwrap())];
+    let (_u, us) = node_with(&root, "u", "us", pu, &[], failover, &u_env, None);
     let (_e, eu) = node_with(&root, "e", "eu", pe, &[pu], &standby, &e_env, None);
-    let (_a, ap) = node(&root, "a", "ap", pa, &[pu, pe], &standby);
+    let (_a, ap) = node_with(&root, "a", "ap", pa, &[pu, pe], &standby, &a_env, None);
     eventually("every region reaches every other", || {
         [&us, &eu, &ap]
             .iter()
@@ -499,11 +505,14 @@ fn a_standby_region_takes_over_in_priority_order_when_judged_together() {
             .map(Vec::len)
             == Some(3)
     });
-    // us dies: eu takes over once us has been out of reach for 5 s.
-    drop(u_proc);
-    let lost = std::time::Instant::now();
+    // us is cut off from both standby regions: eu takes over once us has
+    // been out of reach for 5 s (after the contact timeout).
+    std::fs::write(&u_block, format!("127.0.0.1:{pe}\n127.0.0.1:{pa}\n")).unwrap();
+    std::fs::write(&e_block, format!("127.0.0.1:{pu}\n")).unwrap();
+    std::fs::write(&a_block, format!("127.0.0.1:{pu}\n")).unwrap();
+    let cut = std::time::Instant::now();
     eventually("eu takes over", || status_json(&eu)["role"] == "active");
-    let waited = lost.elapsed();
+    let waited = cut.elapsed();
     assert!(waited >= std::time::Duration::from_secs(5), "{waited:?}");
     assert!(
         status_json(&eu)["failover"]
@@ -516,11 +525,15 @@ fn a_standby_region_takes_over_in_priority_order_when_judged_together() {
         root.join("e/data/promoted").exists(),
         "the promotion is recorded"
     );
-    assert!(meridian(&eu, &["kv", "put", "app/db", "eu"])
+    // Writes go on: in eu, and in us, which does not know it was replaced.
+    assert!(meridian(&eu, &["kv", "put", "app/eu", "1"])
+        .status
+        .success());
+    assert!(meridian(&us, &["kv", "put", "app/us", "1"])
         .status
         .success());
     eventually("ap takes eu's write", || {
-        stdout(&meridian(&ap, &["kv", "get", "app/db"])) == "eu"
+        stdout(&meridian(&ap, &["kv", "get", "app/eu"])) == "1"
     });
     let st = status_json(&ap);
     assert_eq!(st["role"], "standby", "{st}");
@@ -530,6 +543,20 @@ fn a_standby_region_takes_over_in_priority_order_when_judged_together() {
             .is_some_and(|f| f.contains("an active member of eu is reachable")),
         "{st}"
     );
+    // The cut heals: every region converges, and eu stays active.
+    for f in [&u_block, &e_block, &a_block] {
+        std::fs::remove_file(f).unwrap();
+    }
+    eventually("every region holds both sides' writes", || {
+        meridian(&us, &["verify"]).status.success()
+            && stdout(&meridian(&eu, &["kv", "get", "app/us"])) == "1"
+    });
+    std::thread::sleep(std::time::Duration::from_millis(3_000));
+    assert_eq!(status_json(&eu)["role"], "active");
+    assert_eq!(status_json(&ap)["role"], "standby");
+    assert!(meridian(&eu, &["kv", "put", "app/eu", "2"])
+        .status
+        .success());
 }
 
 #[test]

@@ -98,6 +98,9 @@ import json, sys
 for r in json.load(sys.stdin):
     print('| %s | %d | %d | %d s | %d | %s |' % ('$d'.split('/')[-1] if '$d'.startswith('/') else '$d', len(r['files']), r['bytes'], r['rpo_ms'] // 1000, r['rto_ms'], r['ok']))"
 done
+echo
+echo "\$ meridian drill --destination s3://bench/us"
+"$BIN" drill --destination s3://bench/us
 config g 18603 18604 ""
 start g
 t0=$(date +%s.%N)
