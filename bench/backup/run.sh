@@ -109,4 +109,6 @@ t1=$(date +%s.%N)
 echo
 echo "restore of s3://bench/us@latest into an empty node: $(echo "$t1 - $t0" | bc) s (fetch, check, combine, merge, durable)"
 tail -1 "$WORK/restore.out"
+kill $(jobs -p) 2>/dev/null || true
+wait 2>/dev/null || true
 rm -rf "$WORK"
