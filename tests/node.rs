@@ -560,6 +560,8 @@ async fn a_peer_naming_itself_otherwise_than_its_certificate_is_refused() {
         frontier: Hlc::ZERO,
         received: Hlc::ZERO,
         gc_floor: Hlc::ZERO,
+        edge: false,
+        tail: false,
     });
     tx.send(codec::encode(&hello).unwrap()).await.unwrap();
     refused(&a, 3).await;

@@ -3,7 +3,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use meridian::core::codec::{self, ClusterId, Feed, FeedEnd, Hello, Message, Summary};
+use meridian::core::codec::{
+    self, ClusterId, Feed, FeedEnd, ForwardOp, ForwardOutcome, Hello, Message, RefusalClass,
+    Summary,
+};
 use meridian::core::digest::{differing_leaves, leaf_of};
 use meridian::core::hlc::{Clock, Hlc};
 use meridian::core::types::{key_hash, Entry, Key, NodeId, Stamp};
@@ -210,6 +213,8 @@ fn message() -> impl Strategy<Value = Message> {
                     frontier: Hlc(applied),
                     received: Hlc(index / 2),
                     gc_floor: Hlc(index / 3),
+                    edge: index % 7 == 0,
+                    tail: applied % 5 == 0,
                 })
             }
         ),
@@ -276,6 +281,74 @@ fn message() -> impl Strategy<Value = Message> {
             }),
         any::<u64>().prop_map(|f| Message::Stale { floor: Hlc(f) }),
         any::<u64>().prop_map(|session| Message::AeDone { session }),
+        (
+            any::<u64>(),
+            key(),
+            prop::option::of(any::<bool>()),
+            any::<u8>()
+        )
+            .prop_map(|(id, k, quorum, n)| Message::Forward {
+                id,
+                ops: vec![
+                    ForwardOp::Expect {
+                        key: k.clone(),
+                        stamp: Stamp::ZERO,
+                    },
+                    ForwardOp::Set {
+                        key: k.clone(),
+                        value: Bytes::from(vec![n; usize::from(n)]),
+                        flags: u64::from(n),
+                    },
+                    ForwardOp::Delete { key: k },
+                    ForwardOp::DeleteTree {
+                        prefix: "k".into(),
+                        keys_max: u32::from(n),
+                    },
+                ],
+                quorum,
+            }),
+        (
+            any::<u64>(),
+            prop::collection::vec((key(), stamp()), 0..4),
+            any::<u8>()
+        )
+            .prop_map(|(id, written, n)| Message::Forwarded {
+                id,
+                outcome: match n % 4 {
+                    0 => ForwardOutcome::Done {
+                        count: written.len() as u64,
+                        written,
+                    },
+                    1 => ForwardOutcome::Changed {
+                        key: written
+                            .first()
+                            .map(|w| w.0.clone())
+                            .unwrap_or_else(|| Key::new("k").unwrap())
+                    },
+                    2 => ForwardOutcome::Refused {
+                        class: RefusalClass::Unavailable,
+                        message: "no".into(),
+                    },
+                    _ => ForwardOutcome::NotAcknowledged("late".into()),
+                },
+            }),
+        (
+            any::<u64>(),
+            any::<u64>(),
+            prop::collection::vec((any::<[u8; 8]>(), stamp(), any::<[u8; 4]>()), 0..4)
+        )
+            .prop_map(|(session, floor, s)| Message::Collected {
+                session,
+                floor: Hlc(floor),
+                records: s
+                    .into_iter()
+                    .map(|(key_hash, stamp, check)| Summary {
+                        key_hash,
+                        stamp,
+                        check
+                    })
+                    .collect(),
+            }),
     ]
 }
 
@@ -291,6 +364,8 @@ fn replica_survives(steps: Vec<(usize, bool, Message)>) -> Result<(), TestCaseEr
         r.add_member(p, "eu-west");
         r.connected(p, t0);
     }
+    // And an edge (its hellos, forwards and rounds reach the server's side).
+    r.connected_as(NodeId(5), meridian::sync::Role::Edge, t0);
     for (i, (peer, fix_hello, mut msg)) in steps.into_iter().enumerate() {
         let from = peers[peer % 3];
         if let (Message::Hello(h), true) = (&mut msg, fix_hello) {

@@ -7,9 +7,10 @@ use axum::response::{IntoResponse, Response};
 
 use super::server;
 use super::wire::ErrorBody;
+use crate::core::codec::RefusalClass;
 use crate::core::types::KeyError;
 use crate::node::NodeError;
-use crate::sync::{BarrierError, WriteError};
+use crate::sync::{BarrierError, ForwardError, WriteError};
 
 /// A request that failed: its status and a message naming what was wrong,
 /// sent as `{"error": message}`.
@@ -68,6 +69,20 @@ pub(super) fn write_error(e: WriteError) -> ApiError {
         | WriteError::TooManyKeys { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         WriteError::Key(_) | WriteError::CasMismatch { .. } => StatusCode::BAD_REQUEST,
         WriteError::TooManyPending { .. } => StatusCode::TOO_MANY_REQUESTS,
+        WriteError::Forward(f) => match f {
+            ForwardError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ForwardError::Refused { class, .. } => match class {
+                RefusalClass::Invalid => StatusCode::BAD_REQUEST,
+                RefusalClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                RefusalClass::Busy => StatusCode::TOO_MANY_REQUESTS,
+                RefusalClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            },
+            ForwardError::Changed { .. } => StatusCode::CONFLICT,
+            ForwardError::NoServer
+            | ForwardError::Lost
+            | ForwardError::Timeout { .. }
+            | ForwardError::NotAcknowledged(_) => StatusCode::SERVICE_UNAVAILABLE,
+        },
         WriteError::NoQuorum { .. }
         | WriteError::Standby
         | WriteError::Rebuilding

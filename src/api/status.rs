@@ -86,11 +86,15 @@ pub(super) fn status_doc(
         } else {
             wire::NodeState::Active
         },
-        role: if r.standby {
+        role: if r.edge {
+            wire::Role::Edge
+        } else if r.standby {
             wire::Role::Standby
         } else {
             wire::Role::Active
         },
+        edges: r.edges as u64,
+        edges_lag_index_max: r.edges_lag_index_max,
         failover: failover_text(&r.failover),
         rebuild,
         index: r.index,

@@ -51,6 +51,15 @@ fn print(s: &wire::Status) {
             "role standby: replicates, refuses client writes (`meridian promote` makes it active)"
         );
     }
+    if s.role == wire::Role::Edge {
+        println!("role edge: attached to one server (below), its writes forwarded to it");
+    }
+    if s.edges > 0 {
+        println!(
+            "edges attached {}  most changes an edge has yet to acknowledge {}",
+            s.edges, s.edges_lag_index_max
+        );
+    }
     if let Some(r) = &s.rebuild {
         println!(
             "syncing: rebuilding from {}, {} of its {} changes applied, {} keys so far",

@@ -20,8 +20,9 @@ pub const MAGIC: [u8; 4] = *b"MRDN";
 /// The protocol version this build speaks. Version 2: roots and
 /// fingerprints cover live entries only (tombstones left out); clock probes.
 /// Version 4: read barriers (`ReadBarrier`, `ReadBarrierReply`). Version
-/// 5: views (`View`: role and unreachable regions, for failover).
-pub const PROTOCOL_VERSION: u16 = 5;
+/// 5: views (`View`: role and unreachable regions, for failover). Version
+/// 6: edges (`Hello::edge`, `View::stable`, `Forward`, `Forwarded`).
+pub const PROTOCOL_VERSION: u16 = 6;
 /// Regions one `View` may name as unreachable.
 pub const VIEW_REGIONS_MAX: usize = 64;
 /// Envelope bytes before the payload.
@@ -36,6 +37,8 @@ pub const AE_PARENTS_MAX: usize = 4096;
 pub const AE_SUMMARIES_MAX: usize = 65_536;
 /// Longest region or node name, in bytes.
 pub const NAME_BYTES_MAX: usize = 64;
+/// Most operations in one forwarded write (a transaction's, at most).
+pub const FORWARD_OPS_MAX: usize = 4096;
 
 /// The identity of a cluster; peers of another cluster are refused.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default, Serialize, Deserialize)]
@@ -73,6 +76,12 @@ pub struct Hello {
     /// (and that does not ask for a full transfer) may still hold the value
     /// that tombstone deleted: it is told it is [`Message::Stale`].
     pub gc_floor: Hlc,
+    /// The sender is an edge: it attaches to one server, forwards its
+    /// writes to it and takes every origin's changes from its feed.
+    pub edge: bool,
+    /// The sender (an edge that holds data) catches up by anti-entropy:
+    /// start the feed to it at the current index, not at `applied`.
+    pub tail: bool,
 }
 
 /// A contiguous range `(from, to]` of the sender's change feed: the current
@@ -238,7 +247,117 @@ pub enum Message {
     },
     /// The sender's role and the regions it cannot reach.
     View(View),
+    /// An edge's write, for its server to make as its own (see
+    /// `sync::replica::edge`): applied all or nothing, each `Expect`
+    /// checked first.
+    Forward {
+        /// The edge's number for it, echoed in the answer.
+        id: u64,
+        /// The operations, in order.
+        ops: Vec<ForwardOp>,
+        /// Acknowledge once a majority of regions holds it (`Some(true)`),
+        /// once durable at the server (`Some(false)`), or as the server's
+        /// own writes are (`None`).
+        quorum: Option<bool>,
+    },
+    /// A server tells an edge, in an anti-entropy round, that it lacks
+    /// these records of the edge's and that they are at or below its
+    /// collection floor: their keys were deleted and the deletes collected
+    /// while the edge was away. The edge drops them.
+    Collected {
+        /// The round this belongs to.
+        session: u64,
+        /// The server's collection floor.
+        floor: Hlc,
+        /// The edge's records, as its summaries named them.
+        records: Vec<Summary>,
+    },
+    /// The server's answer to a `Forward`, sent once it is acknowledged.
+    Forwarded {
+        /// The forward's number.
+        id: u64,
+        /// What became of it.
+        outcome: ForwardOutcome,
+    },
 }
+
+/// One operation of a forwarded write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardOp {
+    /// The key's live version at the server must carry this stamp
+    /// ([`Stamp::ZERO`]: the key must not be live): what the edge saw.
+    Expect {
+        /// The key.
+        key: Key,
+        /// The stamp of the version the edge saw.
+        stamp: Stamp,
+    },
+    /// Writes the key.
+    Set {
+        /// The key.
+        key: Key,
+        /// The value.
+        value: bytes::Bytes,
+        /// Consul's flags.
+        flags: u64,
+    },
+    /// Deletes the key.
+    Delete {
+        /// The key.
+        key: Key,
+    },
+    /// Deletes every key the server knows under the prefix, at most `keys_max`.
+    DeleteTree {
+        /// The prefix.
+        prefix: String,
+        /// The most keys it may delete; more refuses the whole write.
+        keys_max: u32,
+    },
+}
+
+/// What became of a forwarded write.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ForwardOutcome {
+    /// Made and acknowledged.
+    Done {
+        /// Keys written.
+        count: u64,
+        /// The last keys written (all of them, up to
+        /// [`ENTRIES_PER_MESSAGE_MAX`]), with their stamps, in order.
+        written: Vec<(Key, Stamp)>,
+    },
+    /// An `Expect` failed: the key changed since the edge saw it. Nothing was written.
+    Changed {
+        /// The key.
+        key: Key,
+    },
+    /// The server refused it. Nothing was written.
+    Refused {
+        /// What kind of refusal.
+        class: RefusalClass,
+        /// Why, in the server's words.
+        message: String,
+    },
+    /// Made, but not acknowledged as asked (a quorum not reached in time).
+    NotAcknowledged(String),
+}
+
+/// What kind of refusal a forwarded write met, for the edge to answer its
+/// client as the server would have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalClass {
+    /// The request is invalid (a key or a value).
+    Invalid,
+    /// It is too large (a value, or a prefix delete of too many keys).
+    TooLarge,
+    /// The server cannot take writes now (quorum, standby, clock, rebuild).
+    Unavailable,
+    /// Too many writes are waiting: try again later.
+    Busy,
+}
+
+/// Longest refusal message a `Forwarded` carries.
+pub const FORWARD_MESSAGE_BYTES_MAX: usize = 1024;
 
 /// What a node tells each peer every heartbeat: whether it takes client
 /// writes, and which regions it cannot reach. Standby regions judge
@@ -249,6 +368,10 @@ pub struct View {
     pub active: bool,
     /// Regions none of whose members the sender is in contact with.
     pub unreachable: Vec<String>,
+    /// Every member the sender knows holds every write stamped at or below
+    /// this: no write at or below it is still on its way to anyone. An
+    /// edge collects its tombstones up to it (see `replica/edge.rs`).
+    pub stable: Hlc,
 }
 
 /// What a node answers to a read barrier.
@@ -286,6 +409,9 @@ impl Message {
             Message::ReadBarrier { .. } => "read_barrier",
             Message::ReadBarrierReply { .. } => "read_barrier_reply",
             Message::View(_) => "view",
+            Message::Forward { .. } => "forward",
+            Message::Collected { .. } => "collected",
+            Message::Forwarded { .. } => "forwarded",
         }
     }
 
@@ -411,6 +537,49 @@ impl Message {
                 answer: BarrierAnswer::Entries(entries),
                 ..
             } => entries_ok(entries),
+            Message::Forward { ops, .. } => {
+                if ops.len() > FORWARD_OPS_MAX {
+                    return bad(format!(
+                        "{} forwarded operations, more than {FORWARD_OPS_MAX}",
+                        ops.len()
+                    ));
+                }
+                for op in ops {
+                    match op {
+                        ForwardOp::Set { key, value, .. } if value.len() > VALUE_BYTES_LIMIT => {
+                            return bad(format!("value of {key:?} is {} bytes", value.len()));
+                        }
+                        ForwardOp::DeleteTree { prefix, .. } if prefix.len() > KEY_BYTES_MAX => {
+                            return bad(format!("a prefix of {} bytes", prefix.len()));
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(())
+            }
+            Message::Collected { records, .. } => {
+                if records.len() > AE_SUMMARIES_MAX {
+                    return bad(format!(
+                        "{} collected records, more than {AE_SUMMARIES_MAX}",
+                        records.len()
+                    ));
+                }
+                Ok(())
+            }
+            Message::Forwarded { outcome, .. } => match outcome {
+                ForwardOutcome::Done { written, .. } if written.len() > ENTRIES_PER_MESSAGE_MAX => {
+                    bad(format!(
+                        "{} keys written, more than {ENTRIES_PER_MESSAGE_MAX}",
+                        written.len()
+                    ))
+                }
+                ForwardOutcome::Refused { message: m, .. } | ForwardOutcome::NotAcknowledged(m)
+                    if m.len() > FORWARD_MESSAGE_BYTES_MAX =>
+                {
+                    bad(format!("a message of {} bytes", m.len()))
+                }
+                _ => Ok(()),
+            },
         }
     }
 }

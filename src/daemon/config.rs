@@ -61,6 +61,13 @@ pub enum Role {
     Active,
     /// Replicates everything, refuses client writes until promoted.
     Standby,
+    /// An edge agent: attaches to one server of its region (one of its
+    /// seeds, the first to answer; another when that one is lost), takes
+    /// every change from it, serves reads locally and forwards its writes
+    /// to it. It is not a member: it counts for no quorum, no region's
+    /// reachability and no tombstone collection (see the README, "Servers
+    /// and edges").
+    Edge,
 }
 
 /// The file in the data directory that records a promotion, so that a
@@ -119,6 +126,12 @@ pub struct SyncConfig {
     /// A `?consistent` read whose peers have not all answered this long is
     /// refused. Default 5000.
     pub read_barrier_timeout_ms: u64,
+    /// A server serves at most this many edges; more are refused (they
+    /// attach to another server of their region). Default 2000.
+    pub edges_max: usize,
+    /// An edge's write its server has not answered this long fails (503;
+    /// it may or may not have been made). Default 15000.
+    pub forward_timeout_ms: u64,
 }
 
 impl Default for SyncConfig {
@@ -136,6 +149,8 @@ impl Default for SyncConfig {
             contact_timeout_ms: c.contact_timeout_ms,
             quorum_ack_timeout_ms: c.quorum_ack_timeout_ms,
             read_barrier_timeout_ms: c.read_barrier_timeout_ms,
+            edges_max: c.edges_max,
+            forward_timeout_ms: c.forward_timeout_ms,
         }
     }
 }
@@ -640,6 +655,19 @@ impl DaemonConfig {
         }
         for w in &self.webhooks {
             w.target().map_err(DaemonError::Invalid)?;
+        }
+        if self.role == Role::Edge {
+            if self.seeds.is_empty() {
+                return Err(DaemonError::Invalid(
+                    "role = \"edge\" needs seeds: the servers of its region it may attach to"
+                        .into(),
+                ));
+            }
+            if !self.failover.priority.is_empty() {
+                return Err(DaemonError::Invalid(
+                    "an edge takes no part in failover: remove [failover] from its config".into(),
+                ));
+            }
         }
         self.http.validate()?;
         self.api_tls.validate()?;

@@ -199,11 +199,16 @@ impl Daemon {
                 c.contact_timeout_ms = sync.contact_timeout_ms;
                 c.quorum_ack_timeout_ms = sync.quorum_ack_timeout_ms;
                 c.read_barrier_timeout_ms = sync.read_barrier_timeout_ms;
+                c.edges_max = sync.edges_max;
+                c.forward_timeout_ms = sync.forward_timeout_ms;
                 c.write_ack = write_ack;
                 c.failover = failover;
             });
         if let Some(a) = cfg.advertise {
             b = b.advertise(a);
+        }
+        if cfg.role == Role::Edge {
+            b = b.edge();
         }
         if let Some(f) = faults {
             b = b.faults(f);

@@ -1,7 +1,8 @@
 //! `net`: the QUIC transport.
 //!
 //! Owns the endpoint (quinn over mutual TLS, see [`tls`]), dialing peers
-//! with backoff (which ones: [`links`], with one connection per pair),
+//! with backoff (which ones: [`links`], with one connection per pair; an
+//! edge races its seeds and keeps one server, see [`Transport::edge_loop`]),
 //! accepting peers, and per connection: a preamble that
 //! names the cluster and the node before any replication data, one
 //! unidirectional stream in each direction carrying length-prefixed codec
@@ -27,11 +28,20 @@ use tokio::sync::mpsc;
 use crate::core::codec::{self, ClusterId, Message, HEADER_BYTES};
 use crate::core::types::NodeId;
 
-/// Magic of the per-connection preamble.
-pub const PREAMBLE_MAGIC: [u8; 4] = *b"MRDP";
-/// Fixed preamble bytes: magic, cluster id, node id; then the name and the
-/// region, each a length byte and at most 64 bytes.
-pub const PREAMBLE_BYTES: usize = 4 + 16 + 8;
+/// Magic of the per-connection preamble (`MRDP` before edges: the
+/// preamble gained the role byte).
+pub const PREAMBLE_MAGIC: [u8; 4] = *b"MRDQ";
+/// Fixed preamble bytes: magic, cluster id, node id, role (1: an edge, 0: a
+/// server); then the name and the region, each a length byte and at most
+/// 64 bytes.
+pub const PREAMBLE_BYTES: usize = 4 + 16 + 8 + 1;
+/// How long an edge waits for a server's handshake before it gives that
+/// server up for this round.
+pub const EDGE_DIAL_TIMEOUT_MS: u64 = 5_000;
+/// A server connection shorter than this (refused, or broken at once) is
+/// left out of the edge's next race, so that a full server is not picked
+/// again and again.
+pub const EDGE_CONNECTION_MS_MIN: u64 = 1_000;
 /// Longest name or region in a preamble.
 pub const PREAMBLE_NAME_BYTES_MAX: usize = 64;
 /// Frames queued for one peer before new ones are dropped.
@@ -84,6 +94,8 @@ pub enum NetEvent {
         name: String,
         /// The peer's region, from its preamble.
         region: String,
+        /// The peer is an edge, as its preamble says.
+        edge: bool,
         /// This node dialed it (else the peer did).
         dialed: bool,
         /// Frames for the peer; at most [`SEND_QUEUE_FRAMES_MAX`] wait.
@@ -131,6 +143,8 @@ pub struct Transport {
     pub name: String,
     /// This node's region, sent in the preamble.
     pub region: String,
+    /// This node is an edge (said in the preamble).
+    pub edge: bool,
     /// Where connection events and decoded messages go (the node's driver).
     pub events: mpsc::Sender<NetEvent>,
     /// The transport's counters.
@@ -161,11 +175,81 @@ impl Transport {
             node,
             name: name.chars().take(PREAMBLE_NAME_BYTES_MAX).collect(),
             region: region.chars().take(PREAMBLE_NAME_BYTES_MAX).collect(),
+            edge: false,
             events,
             metrics: Arc::new(NetMetrics::default()),
             forwarding: forward::Forwarding::default(),
             next_conn: Arc::new(AtomicU64::new(1)),
             live: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// This node is an edge: its preamble says so.
+    pub fn as_edge(mut self) -> Transport {
+        self.edge = true;
+        self
+    }
+
+    /// An edge's link to the mesh: one server at a time. Every seed is
+    /// dialed at once and the first handshake to complete wins (the
+    /// nearest server, or the least busy); the others are closed. When
+    /// that connection ends, the race runs again (without a server that
+    /// dropped the edge at once), with backoff while none answers.
+    pub async fn edge_loop(self, seeds: Vec<SocketAddr>) {
+        let mut backoff = DIAL_BACKOFF_MS_MIN;
+        let mut skip: Option<SocketAddr> = None;
+        loop {
+            if self.events.is_closed() {
+                return;
+            }
+            let mut dials = tokio::task::JoinSet::new();
+            for seed in seeds
+                .iter()
+                .copied()
+                .filter(|s| Some(*s) != skip || seeds.len() == 1)
+            {
+                let endpoint = self.endpoint.clone();
+                dials.spawn(async move {
+                    let connecting = endpoint.connect(seed, tls::SERVER_NAME).ok()?;
+                    let wait = Duration::from_millis(EDGE_DIAL_TIMEOUT_MS);
+                    let c = tokio::time::timeout(wait, connecting).await.ok()?.ok()?;
+                    Some((seed, c))
+                });
+            }
+            let mut winner = None;
+            while let Some(r) = dials.join_next().await {
+                if let Ok(Some(won)) = r {
+                    winner = Some(won);
+                    break;
+                }
+            }
+            // The slower ones are closed as they come.
+            tokio::spawn(async move {
+                while let Some(r) = dials.join_next().await {
+                    if let Ok(Some((_, c))) = r {
+                        c.close(CLOSE_DUPLICATE.into(), b"another server answered first");
+                    }
+                }
+            });
+            skip = None;
+            if let Some((seed, c)) = winner {
+                let started = std::time::Instant::now();
+                tracing::info!(server = %seed, "attached to a server");
+                self.run_connection(c, true).await;
+                tracing::info!(server = %seed, "the connection to the server ended");
+                if started.elapsed() < Duration::from_millis(EDGE_CONNECTION_MS_MIN) {
+                    skip = Some(seed);
+                } else {
+                    backoff = DIAL_BACKOFF_MS_MIN;
+                }
+            }
+            let jitter = u64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.subsec_micros()),
+            ) % (backoff / 2 + 1);
+            tokio::time::sleep(Duration::from_millis(backoff + jitter)).await;
+            backoff = (backoff * 2).min(DIAL_BACKOFF_MS_MAX);
         }
     }
 
@@ -243,6 +327,7 @@ impl Transport {
         p.extend_from_slice(&PREAMBLE_MAGIC);
         p.extend_from_slice(&self.cluster.0);
         p.extend_from_slice(&self.node.0.to_le_bytes());
+        p.push(u8::from(self.edge));
         for s in [&self.name, &self.region] {
             let b = &s.as_bytes()[..s.len().min(PREAMBLE_NAME_BYTES_MAX)];
             p.push(b.len() as u8);
@@ -303,8 +388,16 @@ impl Transport {
             return;
         }
         let mut id = [0u8; 8];
-        id.copy_from_slice(&pre[20..]);
+        id.copy_from_slice(&pre[20..28]);
         let node = NodeId(u64::from_le_bytes(id));
+        let edge = match pre[28] {
+            0 => false,
+            1 => true,
+            _ => {
+                self.malformed(&connection, node, "bad role in the preamble");
+                return;
+            }
+        };
         if node == self.node {
             connection.close(CLOSE_REFUSED.into(), b"self");
             return;
@@ -349,6 +442,7 @@ impl Transport {
             node,
             name,
             region,
+            edge,
             dialed,
             tx,
             connection: connection.clone(),

@@ -24,7 +24,7 @@ use crate::net::Transport;
 use crate::store::faults::{FaultyStore, StoreFaults};
 use crate::store::{Durability, MemoryStore, RedbStore, Store, StoreError};
 use crate::sync::membership::{Member, Membership};
-use crate::sync::{Config, DurableState, PartitionPolicy, Replica};
+use crate::sync::{Config, DurableState, PartitionPolicy, Replica, Role};
 
 pub(super) type Tune = Box<dyn FnOnce(&mut Config) + Send>;
 
@@ -46,6 +46,7 @@ pub struct NodeBuilder {
     pub(super) check_store_on_open: bool,
     pub(super) advertise: Option<SocketAddr>,
     pub(super) cluster: Option<crate::core::codec::ClusterId>,
+    pub(super) role: Role,
 }
 
 /// Chunks of records read ahead of the map being built on a restart.
@@ -268,6 +269,17 @@ impl NodeBuilder {
         self
     }
 
+    /// Makes this node an edge (see [`Role::Edge`]): it attaches to one of
+    /// its seeds (servers of its region; the first to answer), follows
+    /// another when that one is lost, takes every change from it and
+    /// forwards its writes to it. Edges count for nothing the members
+    /// decide (quorum, reachability, collection), and a server serves at
+    /// most `edges_max` of them.
+    pub fn edge(mut self) -> Self {
+        self.role = Role::Edge;
+        self
+    }
+
     /// Peers to connect to; connections are kept up and redialed.
     pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
         self.seeds.extend(seeds);
@@ -333,6 +345,7 @@ impl NodeBuilder {
         cfg.limits = self.limits;
         cfg.partition_policy = self.policy;
         cfg.rng_seed = random_u64();
+        cfg.role = self.role;
         // Without seeds this node founds a cluster: there is no one to rebuild from.
         cfg.rebuild_when_empty = !self.seeds.is_empty();
         for f in self.tune {
@@ -419,9 +432,15 @@ impl NodeBuilder {
             net_tx,
         );
         let forwarding = transport.forwarding.clone();
+        let edge = self.role == Role::Edge;
+        let transport = if edge { transport.as_edge() } else { transport };
         tokio::spawn(transport.clone().accept_loop());
-        for seed in &self.seeds {
-            tokio::spawn(transport.clone().dial_loop(*seed, None));
+        if edge {
+            tokio::spawn(transport.clone().edge_loop(self.seeds.clone()));
+        } else {
+            for seed in &self.seeds {
+                tokio::spawn(transport.clone().dial_loop(*seed, None));
+            }
         }
         let mut advertise = self.advertise.unwrap_or(local_addr);
         if advertise.ip().is_unspecified() {
@@ -478,6 +497,9 @@ impl NodeBuilder {
             membership,
             timer_tx,
             refused: Vec::new(),
+            edges: std::collections::HashSet::new(),
+            forwards: HashMap::new(),
+            next_forward: 0,
             adopted_file: self
                 .data_dir
                 .as_ref()

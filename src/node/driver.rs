@@ -28,8 +28,8 @@ use crate::net::links::{Adopted, Conn, Links};
 use crate::net::{self, NetEvent, NetMetrics, Transport};
 use crate::sync::membership::{Member, Membership, MembershipOutput};
 use crate::sync::{
-    BarrierError, Event, ImportReport, Output, PersistBatch, Replica, TxnError, TxnOp, TxnOutcome,
-    WriteAck, WriteReceipt,
+    BarrierError, Event, ImportReport, Output, PersistBatch, Replica, Role, TxnError, TxnOp,
+    TxnOutcome, WriteAck, WriteReceipt,
 };
 
 /// Longest the driver sleeps without ticking the replica.
@@ -171,6 +171,11 @@ pub(super) struct Driver {
     pub(super) timer_tx: mpsc::Sender<foca::Timer<Member>>,
     /// Peers refused by the replica, to report as disconnected.
     pub(super) refused: Vec<NodeId>,
+    /// On a server: the edges connected now (their preamble said so).
+    pub(super) edges: std::collections::HashSet<NodeId>,
+    /// On an edge: writes forwarded to the server, by number.
+    pub(super) forwards: HashMap<u64, super::edge::ForwardReply>,
+    pub(super) next_forward: u64,
     /// The data directory's adoption marker (see `data_dir::ADOPTED_FILE`),
     /// removed once the adopted id is confirmed or the loss recovered.
     pub(super) adopted_file: Option<std::path::PathBuf>,
@@ -435,6 +440,7 @@ impl Driver {
                 // Its Down event will no longer match a connection: tell the replica now.
                 self.refused.push(peer);
             }
+            Output::Forwarded { id, result } => self.forwarded(id, result),
             Output::BarrierDone { id, result } => {
                 if let Some(reply) = self.read_barriers.remove(&id) {
                     let _ = reply.send(result);
@@ -489,7 +495,10 @@ impl Driver {
         let now = now_ms();
         match ev {
             NetEvent::Datagram { conn, node, data } => {
-                if self.links.is_current(node, conn) {
+                // Membership is the members' business: not an edge's, nor
+                // a server's with its edges.
+                let members = !self.replica.is_edge() && !self.edges.contains(&node);
+                if members && self.links.is_current(node, conn) {
                     if let Err(e) = self.membership.handle_data(&data) {
                         self.metrics
                             .malformed_frames
@@ -503,21 +512,29 @@ impl Driver {
                 node,
                 name,
                 region,
+                edge,
                 dialed,
                 tx,
                 connection,
             } => {
-                self.replica.add_member(node, &region);
                 let certified = (name.clone(), region.clone());
-                let member = Member {
-                    node,
-                    name,
-                    region,
-                    addr: connection.remote_address().to_string(),
-                    bump: 0,
-                };
-                if let Err(e) = self.membership.announce(member) {
-                    tracing::debug!("{e}");
+                let role = if edge { Role::Edge } else { Role::Server };
+                if edge {
+                    // Not a member: nothing to announce or count.
+                    self.edges.insert(node);
+                } else if !self.replica.is_edge() {
+                    self.edges.remove(&node);
+                    self.replica.add_member(node, &region);
+                    let member = Member {
+                        node,
+                        name,
+                        region,
+                        addr: connection.remote_address().to_string(),
+                        bump: 0,
+                    };
+                    if let Err(e) = self.membership.announce(member) {
+                        tracing::debug!("{e}");
+                    }
                 }
                 let new = Conn {
                     id: conn,
@@ -527,7 +544,7 @@ impl Driver {
                     certified,
                 };
                 match self.links.up(node, new) {
-                    Adopted::New => self.replica.connected(node, now),
+                    Adopted::New => self.replica.connected_as(node, role, now),
                     Adopted::Replaced => self.replica.reconnected(node, now),
                     Adopted::Duplicate => {}
                 }
@@ -555,6 +572,7 @@ impl Driver {
             }
             NetEvent::Down { conn, node } => {
                 if self.links.down(node, conn) {
+                    self.edges.remove(&node);
                     self.replica.disconnected(node, now);
                 }
             }
@@ -729,6 +747,9 @@ impl Driver {
             let _ = reply.send(Err(e));
             return;
         }
+        if self.replica.is_edge() {
+            return self.edge_put(key, value, opts, reply, now);
+        }
         let ack = opts.ack.unwrap_or(self.replica.config().write_ack);
         let r = match value {
             Some(v) => self
@@ -759,6 +780,9 @@ impl Driver {
         if let Some(e) = self.writes_refused() {
             let _ = reply.send(Err(e));
             return;
+        }
+        if self.replica.is_edge() {
+            return self.edge_delete_prefix(prefix, keys_max, ack, reply, now);
         }
         let ack = ack.unwrap_or(self.replica.config().write_ack);
         match self.replica.delete_prefix_acked(prefix, keys_max, ack, now) {
@@ -825,6 +849,9 @@ impl Driver {
                 let _ = reply.send(Err(e));
                 return;
             }
+        }
+        if self.replica.is_edge() {
+            return self.edge_txn(ops, ack, keys_max, reply, now);
         }
         let ack = ack.unwrap_or(self.replica.config().write_ack);
         match self.replica.txn(&ops, ack, keys_max, now) {

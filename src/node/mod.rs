@@ -18,6 +18,7 @@ mod builder;
 mod commit;
 pub mod data_dir;
 mod driver;
+mod edge;
 pub mod history;
 mod queries;
 pub(crate) mod time;
@@ -265,6 +266,7 @@ impl Node {
             check_store_on_open: false,
             advertise: None,
             cluster: None,
+            role: crate::sync::Role::Server,
         }
     }
 

@@ -30,7 +30,8 @@ impl Sim {
     /// Starts a read barrier at a random running node, over one key (most
     /// often), a prefix, or everything.
     pub(super) fn read_barrier(&mut self) {
-        let i = self.rng.below(self.nodes.len() as u64) as usize;
+        // At members: an edge's barrier covers its server's writes only.
+        let i = self.rng.below(self.cfg.nodes as u64) as usize;
         let (scope, prefix) = match self.rng.below(10) {
             0 => (String::new(), true),
             1 | 2 => (format!("k{}", self.rng.below(3)), true),

@@ -109,13 +109,29 @@ impl Sim {
     }
 
     pub(super) fn converged(&mut self) -> bool {
+        // An edge is connected to one server (the others it knew are not).
         let settled = |r: &mut Replica| {
             let st = r.status();
-            !st.rebuilding && st.peers.iter().all(|p| p.connected && !p.stale)
+            let ok = |p: &crate::sync::PeerStatus| p.connected && !p.stale;
+            !st.rebuilding
+                && if st.edge {
+                    st.peers.iter().any(ok)
+                } else {
+                    st.peers.iter().all(ok)
+                }
         };
-        self.nodes
-            .iter_mut()
-            .all(|n| n.pending.is_none() && n.replica.as_mut().is_some_and(settled))
+        // Every write an edge forwarded is answered (one whose message was
+        // lost waits for its timeout), unless its edge crashed since.
+        let nodes = &self.nodes;
+        let answered = self
+            .edge_writes
+            .iter()
+            .all(|((e, _), w)| nodes[*e].incarnation != w.incarnation);
+        answered
+            && self
+                .nodes
+                .iter_mut()
+                .all(|n| n.pending.is_none() && n.replica.as_mut().is_some_and(settled))
             && self.converged_roots()
     }
 
@@ -234,11 +250,21 @@ impl Sim {
         self.report.writes_lost_unacknowledged =
             self.issued.len() as u64 - self.report.writes_acknowledged;
         // An accepted write is acknowledged unless its node crashed first.
+        // (A write made for an edge is answered to the edge: see below.)
         for (stamp, w) in &self.issued {
-            if !w.answered && self.nodes[w.node].incarnation == w.incarnation {
+            if !w.forwarded && !w.answered && self.nodes[w.node].incarnation == w.incarnation {
                 return Err(format!(
                     "node {} accepted a write of {:?} at {stamp:?} and never acknowledged it",
                     w.node, w.key
+                ));
+            }
+        }
+        // A write an edge forwarded is answered, unless the edge crashed first.
+        for ((edge, id), w) in &self.edge_writes {
+            if self.nodes[*edge].incarnation == w.incarnation {
+                return Err(format!(
+                    "edge {edge} forwarded write {id} ({:?}) and never answered it",
+                    w.key
                 ));
             }
         }
@@ -339,7 +365,12 @@ impl Sim {
     pub(super) fn check_failover(&self, i: usize, failed: &[String]) -> Result<(), String> {
         for (j, n) in self.nodes.iter().enumerate() {
             let region = REGION_NAMES[n.region % REGION_NAMES.len()];
-            if j == i || n.replica.is_none() || !failed.iter().any(|f| f == region) {
+            // (An edge never links to another region's server.)
+            if j == i
+                || n.replica.is_none()
+                || n.attached.is_some()
+                || !failed.iter().any(|f| f == region)
+            {
                 continue;
             }
             let p = pair(i, j);

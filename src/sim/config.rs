@@ -82,6 +82,14 @@ pub struct SimConfig {
     /// over must not have been in contact with any live node of the
     /// regions it takes over from.
     pub failover: bool,
+    /// Edges, after the servers, spread round-robin over the regions: each
+    /// attached to one server of its region, which it leaves when that
+    /// server crashes (for another of its region) and at random switches;
+    /// they take client writes (forwarded) and must end holding what the
+    /// servers hold.
+    pub edges: usize,
+    /// Times a random edge switches to another server of its region.
+    pub edge_switches: usize,
 }
 
 impl SimConfig {
@@ -124,6 +132,8 @@ impl SimConfig {
             long_absences: 0,
             read_barriers: 0,
             failover: false,
+            edges: 0,
+            edge_switches: 0,
         }
         .with_quorum_acks(r.chance(150_000))
         .with_late_copies(&mut r)
@@ -131,6 +141,17 @@ impl SimConfig {
         .with_long_absence(&mut r)
         .with_read_barriers(&mut r)
         .with_failover(&mut r)
+        .with_edges(&mut r)
+    }
+
+    /// In a third of the seeds, 1 to 4 edges (drawn last, so every earlier
+    /// field keeps its value for the same seed).
+    fn with_edges(mut self, r: &mut Rng) -> SimConfig {
+        if r.chance(333_333) {
+            self.edges = r.range(1, 4) as usize;
+            self.edge_switches = r.range(0, 6) as usize;
+        }
+        self
     }
 
     /// In a fifth of the seeds, prioritized failover (drawn last, so every

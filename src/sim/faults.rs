@@ -42,6 +42,7 @@ impl Sim {
         self.drop_links_of(i);
         let down = down_ms.unwrap_or_else(|| self.rng.range(200, 10_000));
         self.schedule(self.now + down, Ev::Restart { node: i });
+        self.edges_follow(i);
         Some(i)
     }
 
@@ -221,10 +222,10 @@ impl Sim {
     /// After a clock goes wrong: notes whether a majority of the clocks
     /// are wrong at once (then a correct clock may be outvoted).
     pub(super) fn note_wrong_clocks(&mut self) {
-        let wrong = (0..self.nodes.len())
-            .filter(|i| self.clock_wrong(*i))
-            .count();
-        if 2 * wrong >= self.nodes.len() {
+        // Members only: an edge's clock judges nothing.
+        let members = self.cfg.nodes;
+        let wrong = (0..members).filter(|i| self.clock_wrong(*i)).count();
+        if 2 * wrong >= members {
             self.clocks_majority_wrong = true;
         }
     }
@@ -363,7 +364,7 @@ impl Sim {
         for p in &cut {
             let c = self.cuts.entry(*p).or_insert(0);
             *c += 1;
-            if *c == 1 && self.links[p].0 {
+            if *c == 1 && self.links.get(p).is_some_and(|l| l.0) {
                 // Out of reach from now, whatever the transport says.
                 self.link_down_ms.insert(*p, self.now);
             }

@@ -23,6 +23,7 @@
 mod barriers;
 mod checks;
 mod config;
+mod edges;
 mod faults;
 mod net;
 mod workload;
@@ -133,6 +134,18 @@ pub struct SimReport {
     /// Read barriers refused (a region unreachable, a peer lost or
     /// recovering, the timeout).
     pub barriers_refused: u64,
+    /// Edges in the run.
+    pub edges: usize,
+    /// Writes edges forwarded that their server acknowledged.
+    pub edge_writes_acknowledged: u64,
+    /// Writes edges forwarded that failed (no server, the server lost or
+    /// refusing, a quorum not reached).
+    pub edge_writes_failed: u64,
+    /// Of the acknowledged ones, those answered before the edge had
+    /// applied them (its feed was slower than the wait).
+    pub edge_answers_before_applied: u64,
+    /// Times an edge moved to another server.
+    pub edge_switches: u64,
     /// Live keys at the end, as the oracle has them.
     pub keys_live: usize,
     /// The Merkle root every replica ended with.
@@ -199,6 +212,37 @@ struct Node {
     away: bool,
     /// Its store lost or damaged records (see `barriers`).
     store_faulted: bool,
+    /// An edge: the server it is attached to (`None` for a server).
+    attached: Option<usize>,
+}
+
+impl Node {
+    /// A node not started yet, attached to a server when it is an edge.
+    fn new(region: usize, cfg: Config, skew_ms: i64, attached: Option<usize>) -> Node {
+        Node {
+            id: cfg.node,
+            region,
+            durable: DurableState::new(cfg.node),
+            cfg,
+            replica: None,
+            queue: VecDeque::new(),
+            pending: None,
+            incarnation: 0,
+            skew_ms,
+            base_skew_ms: skew_ms,
+            damage_on_restart: false,
+            lost: false,
+            wiped_unknowing: false,
+            tick_at: None,
+            clock_wrong_until: 0,
+            jumped: false,
+            recovery_snapshot: None,
+            acked_hlc_max: crate::core::hlc::Hlc::ZERO,
+            away: false,
+            store_faulted: false,
+            attached,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -245,6 +289,11 @@ enum Ev {
     LongAbsence,
     /// A consistent read: a read barrier at a random node.
     ReadBarrier,
+    /// An edge switches to another server of its region (a random edge
+    /// when `None`).
+    EdgeSwitch {
+        edge: Option<usize>,
+    },
     Reconcile {
         a: usize,
         b: usize,
@@ -288,6 +337,8 @@ struct Issued {
     /// Acknowledged, or answered as not acknowledged (a quorum write that
     /// timed out).
     answered: bool,
+    /// Made by a server for an edge: the edge answers it (see `edges.rs`).
+    forwarded: bool,
 }
 
 /// The simulator (see the module docs).
@@ -324,6 +375,9 @@ pub struct Sim {
     /// Read barriers in flight, by node and number.
     barriers: HashMap<(usize, u64), barriers::Expected>,
     next_barrier: u64,
+    /// Writes edges forwarded, by edge and number, until answered.
+    edge_writes: BTreeMap<(usize, u64), edges::EdgeWrite>,
+    next_edge_write: u64,
 }
 
 fn pair(a: usize, b: usize) -> (usize, usize) {
@@ -361,28 +415,7 @@ impl Sim {
             c.tombstone_horizon_ms = cfg.tombstone_horizon_ms;
             let skew =
                 rng.range(0, 2 * cfg.clock_skew_ms_max) as i64 - cfg.clock_skew_ms_max as i64;
-            nodes.push(Node {
-                id,
-                region,
-                cfg: c,
-                replica: None,
-                durable: DurableState::new(id),
-                queue: VecDeque::new(),
-                pending: None,
-                incarnation: 0,
-                skew_ms: skew,
-                base_skew_ms: skew,
-                damage_on_restart: false,
-                lost: false,
-                wiped_unknowing: false,
-                tick_at: None,
-                clock_wrong_until: 0,
-                jumped: false,
-                recovery_snapshot: None,
-                acked_hlc_max: crate::core::hlc::Hlc::ZERO,
-                away: false,
-                store_faulted: false,
-            });
+            nodes.push(Node::new(region, c, skew, None));
         }
         let mut links = BTreeMap::new();
         for a in 0..cfg.nodes {
@@ -390,10 +423,12 @@ impl Sim {
                 links.insert((a, b), (false, 0));
             }
         }
+        edges::add_edges(&cfg, &mut rng, cluster, &mut nodes, &mut links);
         Sim {
             report: SimReport {
                 seed: cfg.seed,
                 nodes: cfg.nodes,
+                edges: cfg.edges,
                 ..SimReport::default()
             },
             cfg,
@@ -416,6 +451,8 @@ impl Sim {
             clocks_majority_wrong: false,
             barriers: HashMap::new(),
             next_barrier: 0,
+            edge_writes: BTreeMap::new(),
+            next_edge_write: 0,
         }
     }
 
@@ -524,6 +561,10 @@ impl Sim {
         }
         // Last: every earlier draw keeps its value for the same seed.
         self.schedule_barriers(start, end);
+        for _ in 0..self.cfg.edge_switches {
+            let at = self.rng.range(start, end);
+            self.schedule(at, Ev::EdgeSwitch { edge: None });
+        }
         self.run_until(end);
         // Heal everything: no more cuts, drops, crashes or wrong clocks.
         self.dropping = false;
@@ -678,6 +719,7 @@ impl Sim {
             Ev::LoseRecords => self.lose_records(),
             Ev::LongAbsence => self.long_absence(),
             Ev::ReadBarrier => self.read_barrier(),
+            Ev::EdgeSwitch { edge } => self.edge_switch(edge),
             Ev::Restart { node } => {
                 if self.nodes[node].replica.is_none() {
                     if std::mem::take(&mut self.nodes[node].damage_on_restart) {
@@ -685,9 +727,9 @@ impl Sim {
                     }
                     self.start_node(node);
                     for other in 0..self.nodes.len() {
-                        if other != node {
+                        let (a, b) = pair(node, other);
+                        if other != node && self.links.contains_key(&(a, b)) {
                             let delay = self.rng.range(50, 1_000);
-                            let (a, b) = pair(node, other);
                             self.schedule(self.now + delay, Ev::Reconcile { a, b });
                         }
                     }
@@ -711,9 +753,11 @@ impl Sim {
             Ok(r) => r,
             Err(e) => return self.fail(format!("node {i} cannot restart: {e}")),
         };
+        // The members (an edge learns of its servers when it attaches).
         let members: Vec<(NodeId, String)> = self
             .nodes
             .iter()
+            .filter(|m| m.attached.is_none() && self.nodes[i].attached.is_none())
             .map(|m| (m.id, m.cfg.region.clone()))
             .collect();
         for (id, region) in members {
@@ -729,6 +773,9 @@ impl Sim {
         if self.now == EPOCH_MS {
             // First start: connect everything once started.
             for j in 0..i {
+                if !self.links.contains_key(&(j, i)) {
+                    continue;
+                }
                 let delay = self.rng.range(1, 50);
                 self.schedule(self.now + delay, Ev::Reconcile { a: j, b: i });
             }
@@ -779,6 +826,7 @@ impl Sim {
                     }
                 }
                 Output::Send { to, msg } => self.transmit(i, to, &msg),
+                Output::Forwarded { id, result } => self.edge_write_done(i, id, result),
                 Output::Acknowledge(receipt) => {
                     self.report.writes_acknowledged += 1;
                     let Some(issued) = self.issued.get_mut(&receipt.stamp) else {

@@ -5,10 +5,13 @@
 use super::{pair, Ev, Sim};
 use crate::core::codec::{self, Message};
 use crate::core::types::NodeId;
+use crate::sync::Role;
 
 impl Sim {
     pub(super) fn reconcile_all(&mut self) {
         let pairs: Vec<(usize, usize)> = self.links.keys().copied().collect();
+        // (Every pair that may ever connect: members with each other, each
+        // edge with the servers of its region.)
         for (a, b) in pairs {
             let delay = self.rng.range(10, 500);
             self.schedule(self.now + delay, Ev::Reconcile { a, b });
@@ -16,15 +19,21 @@ impl Sim {
     }
 
     pub(super) fn desired(&self, a: usize, b: usize) -> bool {
+        // An edge is connected to the server it is attached to only.
+        let attached = |x: usize, y: usize| self.nodes[x].attached.is_none_or(|s| s == y);
         self.nodes[a].replica.is_some()
             && self.nodes[b].replica.is_some()
             && !self.cuts.contains_key(&pair(a, b))
+            && attached(a, b)
+            && attached(b, a)
     }
 
     /// Brings a link's connection state in line with crashes and cuts.
     pub(super) fn reconcile(&mut self, a: usize, b: usize) {
         let want = self.desired(a, b);
-        let (up, epoch) = self.links[&(a, b)];
+        let Some(&(up, epoch)) = self.links.get(&(a, b)) else {
+            return;
+        };
         if want == up {
             return;
         }
@@ -37,10 +46,15 @@ impl Sim {
         }
         for (x, y) in [(a, b), (b, a)] {
             let peer = self.nodes[y].id;
+            let role = if self.nodes[y].attached.is_some() {
+                Role::Edge
+            } else {
+                Role::Server
+            };
             let now = self.node_now(x);
             if let Some(r) = self.nodes[x].replica.as_mut() {
                 if want {
-                    r.connected(peer, now);
+                    r.connected_as(peer, role, now);
                 } else {
                     r.disconnected(peer, now);
                 }
@@ -55,7 +69,9 @@ impl Sim {
                 continue;
             }
             let p = pair(node, other);
-            let (up, epoch) = self.links[&p];
+            let Some(&(up, epoch)) = self.links.get(&p) else {
+                continue;
+            };
             if up {
                 self.links.insert(p, (false, epoch + 1));
                 let peer = self.nodes[node].id;
@@ -70,7 +86,9 @@ impl Sim {
 
     pub(super) fn deliver(&mut self, to: usize, from: usize, link: u64, frame: &[u8]) {
         let p = pair(to, from);
-        let (up, epoch) = self.links[&p];
+        let Some(&(up, epoch)) = self.links.get(&p) else {
+            return self.fail(format!("node {from} reached node {to}, which it never may"));
+        };
         if !up || epoch != link || self.cuts.contains_key(&p) || self.nodes[to].replica.is_none() {
             self.report.messages_dropped += 1;
             return;
@@ -107,8 +125,14 @@ impl Sim {
                 }
             }
         }
+        // What a server makes for an edge, the oracle must know of (see `edges.rs`).
+        let forward = matches!(msg, Message::Forward { .. });
+        let index_before = self.nodes[to].replica.as_ref().map(|r| r.map().index());
         if let Some(r) = self.nodes[to].replica.as_mut() {
             r.handle(peer, msg, now);
+        }
+        if let (true, Some(before)) = (forward, index_before) {
+            self.note_forwarded_writes(to, before);
         }
         self.drain(to);
     }
@@ -119,7 +143,11 @@ impl Sim {
             return self.fail(format!("node {from} sent to unknown node {to}"));
         };
         let p = pair(from, to);
-        let (up, epoch) = self.links[&p];
+        let Some(&(up, epoch)) = self.links.get(&p) else {
+            return self.fail(format!(
+                "node {from} sent to node {to}, which it never may reach"
+            ));
+        };
         if !up {
             self.report.messages_dropped += 1;
             return;

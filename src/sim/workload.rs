@@ -17,6 +17,10 @@ impl Sim {
         let prefix_delete = delete && self.rng.chance(PREFIX_DELETE_PER_MILLION);
         let prefix = format!("k{}", self.rng.below(10));
         let now = self.node_now(i);
+        if self.nodes[i].attached.is_some() {
+            let delete = delete.then_some(prefix_delete.then_some(prefix));
+            return self.edge_write(i, key, delete, value, flags, now);
+        }
         let Some(r) = self.nodes[i].replica.as_mut() else {
             self.report.writes_refused += 1;
             return;
@@ -38,6 +42,7 @@ impl Sim {
                             incarnation,
                             acknowledged: false,
                             answered: false,
+                            forwarded: false,
                         };
                         self.issued.insert(receipt.stamp, issued);
                     }
@@ -74,6 +79,7 @@ impl Sim {
                         incarnation,
                         acknowledged: false,
                         answered: false,
+                        forwarded: false,
                     },
                 );
             }
@@ -86,7 +92,7 @@ impl Sim {
     /// A node stamps every write above every write it acknowledged, across
     /// restarts too (its clock resumes from the stored one): otherwise a
     /// client's later write loses to its earlier one, on the same node.
-    fn check_stamp_rises(&mut self, i: usize, stamp: crate::core::types::Stamp) {
+    pub(super) fn check_stamp_rises(&mut self, i: usize, stamp: crate::core::types::Stamp) {
         let before = self.nodes[i].acked_hlc_max;
         if stamp.hlc <= before {
             self.fail(format!(

@@ -32,11 +32,38 @@ pub enum WriteAck {
     Quorum,
 }
 
+/// What a node is in the cluster (see `sync::replica::edge`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Role {
+    /// A member of the mesh: connects to every other member, counts for
+    /// quorum, region reachability and collection by stability (default).
+    #[default]
+    Server,
+    /// An edge: attaches to one server of its region, takes every origin's
+    /// changes from that server's feed and forwards its writes to it. It
+    /// counts for nothing the members decide.
+    Edge,
+}
+
+/// Edges a server serves at once by default.
+pub const EDGES_MAX_DEFAULT: usize = 2_000;
+
 /// A replica's configuration.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// This node's id; durable state of another node is refused.
     pub node: NodeId,
+    /// A server (a member of the mesh) or an edge. Default server.
+    pub role: Role,
+    /// On a server: edges served at once; more are refused. Default 2,000.
+    pub edges_max: usize,
+    /// On a server: unacknowledged feed messages per edge (each at most
+    /// `feed_entries_max` entries and `batch_bytes_max` bytes), which
+    /// bounds what a slow edge holds up. Default 2.
+    pub edge_window_max: usize,
+    /// On an edge: a forwarded write its server has not answered within
+    /// this fails (its outcome unknown). Default 15 s.
+    pub forward_timeout_ms: u64,
     /// Human name of the node (at most 64 bytes).
     pub name: String,
     /// Region the node runs in (at most 64 bytes).
@@ -159,6 +186,10 @@ impl Config {
     pub fn new(node: NodeId, name: &str, region: &str, cluster: ClusterId) -> Config {
         Config {
             node,
+            role: Role::Server,
+            edges_max: EDGES_MAX_DEFAULT,
+            edge_window_max: 2,
+            forward_timeout_ms: 15_000,
             name: name.to_string(),
             region: region.to_string(),
             api: String::new(),
@@ -268,6 +299,9 @@ impl Config {
         range("batch_bytes_max", self.batch_bytes_max as u64, 1, v)?;
         range("feed_scan_max", self.feed_scan_max as u64, 1, 10_000_000)?;
         range("feed_window_max", self.feed_window_max as u64, 1, 1_024)?;
+        range("edge_window_max", self.edge_window_max as u64, 1, 1_024)?;
+        range("edges_max", self.edges_max as u64, 0, 100_000)?;
+        range("forward_timeout_ms", self.forward_timeout_ms, 10, 3_600_000)?;
         range("scrub_interval_ms", self.scrub_interval_ms, 10, 86_400_000)?;
         range(
             "scrub_batch_max",

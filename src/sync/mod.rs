@@ -59,6 +59,14 @@
 //! * **Clocks.** Each replica probes its peers' clocks every heartbeat; a
 //!   replica whose clock a majority of members find off beyond the bound
 //!   refuses client writes (see [`clock_offset`]).
+//! * **Edges.** A node may be an edge (`Role::Edge`): it attaches to one
+//!   server, whose feed to it carries every origin's entries, forwards its
+//!   writes to it (`Forward`, answered by `Forwarded` once acknowledged),
+//!   collects tombstones up to what its server calls stable (`View`), and
+//!   catches up with a server it did not follow by anti-entropy
+//!   (`Hello::tail`), dropping what the server collected meanwhile
+//!   (`Collected`). Edges count for nothing the members decide; see
+//!   `replica/edge.rs`.
 //! * **Acknowledgement.** A write is acknowledged once durable here, or
 //!   with `write_ack = quorum` once peers in a majority of regions
 //!   acknowledged the feed index that carries it (`replica/ack.rs`).
@@ -70,14 +78,17 @@ pub mod failover;
 pub mod membership;
 mod replica;
 
-pub use config::{Config, ConfigError, PartitionPolicy, WriteAck, TOMBSTONE_HORIZON_MS_DEFAULT};
+pub use config::{
+    Config, ConfigError, PartitionPolicy, Role, WriteAck, EDGES_MAX_DEFAULT,
+    TOMBSTONE_HORIZON_MS_DEFAULT,
+};
 pub use durable::{
     DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, Recovery, StoredRecord,
     CONFLICTS_STORED_MAX,
 };
 pub use replica::{
-    AckFailure, BarrierError, ClockStatus, Event, FailoverState, ImportReport, Metrics, Output,
-    PeerStatus, QuarantineStatus, RecoveryStatus, Refusal, RegionStatus, Replica, Resolution,
-    Status, TxnEntry, TxnError, TxnFailure, TxnOp, TxnOutcome, WriteError, WriteReceipt,
-    QUARANTINE_MAX,
+    AckFailure, BarrierError, ClockStatus, EdgeTxn, Event, FailoverState, ForwardError,
+    ForwardReceipt, ImportReport, Metrics, Output, PeerStatus, QuarantineStatus, RecoveryStatus,
+    Refusal, RegionStatus, Replica, Resolution, Status, TxnEntry, TxnError, TxnFailure, TxnOp,
+    TxnOutcome, WriteError, WriteReceipt, QUARANTINE_MAX,
 };

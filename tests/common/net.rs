@@ -9,7 +9,8 @@ use bytes::Bytes;
 use meridian::core::codec::{self, ClusterId, Message};
 use meridian::core::types::{NodeId, Stamp};
 use meridian::sync::{
-    BarrierError, Config, DurableState, Event, Output, Refusal, Replica, WriteReceipt,
+    BarrierError, Config, DurableState, Event, ForwardReceipt, Output, Refusal, Replica, Role,
+    WriteError, WriteReceipt,
 };
 
 pub const T0: u64 = 1_750_000_000_000;
@@ -32,6 +33,8 @@ pub struct Net {
     pub disconnects: Vec<(usize, Refusal)>,
     /// Read barriers done: the node, the barrier, how it ended.
     pub barriers: Vec<(usize, u64, Result<(), BarrierError>)>,
+    /// Forwarded writes done (at edges): the edge, the number, how it ended.
+    pub forwarded: Vec<(usize, u64, Result<ForwardReceipt, WriteError>)>,
     pub feed_entries_sent: usize,
     pub now: u64,
 }
@@ -73,9 +76,31 @@ impl Net {
             unacked: Vec::new(),
             disconnects: Vec::new(),
             barriers: Vec::new(),
+            forwarded: Vec::new(),
             feed_entries_sent: 0,
             now: T0,
         }
+    }
+
+    /// `servers` members (as [`Net::new`]) and then `edges` edges, edge
+    /// `e` in the region of server `e % servers`; nothing connected.
+    pub fn with_edges(servers: usize, edges: usize) -> Net {
+        Net::with_edges_and(servers, edges, config)
+    }
+
+    /// [`Net::with_edges`], the servers configured by `cfg`.
+    pub fn with_edges_and(servers: usize, edges: usize, cfg: fn(usize) -> Config) -> Net {
+        let mut net = Net::with(servers, cfg);
+        for e in 0..edges {
+            let i = servers + e;
+            let mut c = config(i);
+            c.region = REGIONS[(e % servers) % 3].to_string();
+            c.role = Role::Edge;
+            net.nodes.push(Replica::new(c, T0).unwrap());
+            net.durable.push(DurableState::new(NodeId(100 + i as u64)));
+            net.skew.push(0);
+        }
+        net
     }
 
     pub fn id(&self, i: usize) -> NodeId {
@@ -104,6 +129,20 @@ impl Net {
         let (ia, ib, na, nb) = (self.id(a), self.id(b), self.local(a), self.local(b));
         self.nodes[a].connected(ib, na);
         self.nodes[b].connected(ia, nb);
+    }
+
+    /// Attaches edge `edge` to server `server` (each told what the other is).
+    pub fn attach(&mut self, server: usize, edge: usize) {
+        self.up.insert((server.min(edge), server.max(edge)));
+        let (is, ie, ns, ne) = (
+            self.id(server),
+            self.id(edge),
+            self.local(server),
+            self.local(edge),
+        );
+        self.nodes[server].connected_as(ie, Role::Edge, ns);
+        self.nodes[edge].connected_as(is, Role::Server, ne);
+        self.settle();
     }
 
     pub fn connect_all(&mut self) {
@@ -147,6 +186,7 @@ impl Net {
                 Output::Unacknowledged { receipt, .. } => self.unacked.push((i, receipt)),
                 Output::Notify { .. } => {}
                 Output::BarrierDone { id, result } => self.barriers.push((i, id, result)),
+                Output::Forwarded { id, result } => self.forwarded.push((i, id, result)),
                 Output::ReadBack { key } => {
                     let found = self.durable[i].load_record(&key);
                     let now = self.local(i);

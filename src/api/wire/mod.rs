@@ -163,6 +163,8 @@ pub enum Role {
     Active,
     /// Replicates, refuses client writes until promoted.
     Standby,
+    /// An edge: attached to one server, its writes forwarded to it.
+    Edge,
 }
 
 /// `GET /v1/status` (also what `meridian status --json` prints).
@@ -216,6 +218,12 @@ pub struct Status {
     pub recovery: Option<Recovery>,
     /// Client writes that asked for a quorum and wait for a majority of regions to hold them.
     pub quorum_writes_waiting: u64,
+    /// On a server: edges attached to it now.
+    #[serde(default)]
+    pub edges: u64,
+    /// On a server: the most changes an attached edge has yet to acknowledge.
+    #[serde(default)]
+    pub edges_lag_index_max: u64,
     /// Set while the store refuses commits.
     pub store: Option<StoreTrouble>,
     /// No health check fails (as `GET /v1/health` judges it).

@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Output, Replica, WriteError, WriteReceipt};
+use super::{Replica, WriteError, WriteReceipt};
 use crate::sync::config::WriteAck;
 
 /// Quorum writes waiting for their majority, at most; more are refused.
@@ -89,8 +89,9 @@ impl Replica {
 
     /// Acknowledges `receipt` now (local), or once a majority holds it.
     pub(super) fn acknowledge(&mut self, receipt: WriteReceipt, ack: WriteAck, now_ms: u64) {
+        self.note_forwarded(receipt.stamp);
         match ack {
-            WriteAck::Local => self.staged.push(Output::Acknowledge(receipt)),
+            WriteAck::Local => self.ack_done(receipt),
             WriteAck::Quorum => {
                 self.pending_acks.push_back(PendingAck {
                     receipt,
@@ -107,7 +108,7 @@ impl Replica {
     fn regions_holding(&self, index: u64) -> (usize, usize) {
         let mut holding: BTreeSet<&str> = BTreeSet::new();
         holding.insert(&self.cfg.region);
-        for p in self.peers.values() {
+        for (_, p) in self.members() {
             if p.acked >= index && !p.region.is_empty() {
                 holding.insert(&p.region);
             }
@@ -124,17 +125,15 @@ impl Replica {
             let (regions, total) = self.regions_holding(front.receipt.index);
             if regions * 2 > total {
                 let p = self.pending_acks.pop_front().expect("front");
-                self.staged.push(Output::Acknowledge(p.receipt));
+                self.ack_done(p.receipt);
             } else if now_ms >= front.deadline_ms {
                 let p = self.pending_acks.pop_front().expect("front");
-                self.staged.push(Output::Unacknowledged {
-                    receipt: p.receipt,
-                    reason: AckFailure::QuorumTimeout {
-                        waited_ms: now_ms.saturating_sub(p.since_ms),
-                        regions,
-                        total,
-                    },
-                });
+                let reason = AckFailure::QuorumTimeout {
+                    waited_ms: now_ms.saturating_sub(p.since_ms),
+                    regions,
+                    total,
+                };
+                self.ack_failed(p.receipt, reason);
             } else {
                 return;
             }

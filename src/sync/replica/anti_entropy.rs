@@ -10,6 +10,7 @@ use crate::core::hlc::Hlc;
 use crate::core::map::Record;
 use crate::core::mutants::{self, Mutant};
 use crate::core::types::{key_hash, Entry, Hash, Key, NodeId};
+use crate::sync::config::Role;
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct AeSession {
@@ -58,6 +59,14 @@ impl Replica {
             diverged: false,
         });
         self.metrics.ae_rounds_started += 1;
+        if self.is_edge() {
+            self.edge_round = Some(super::edge::EdgeRound {
+                peer,
+                session: id,
+                floor: self.merge_floor(),
+                started_ms: now_ms,
+            });
+        }
         let root = self.map.root();
         self.send(peer, Message::AeRoot { session: id, root });
     }
@@ -92,6 +101,13 @@ impl Replica {
     /// region has healed, and no quarantined key is live there.
     fn equal_with(&mut self, peer: NodeId, now_ms: u64) {
         self.recovered_from(peer);
+        if let Some(p) = self.peers.get_mut(&peer) {
+            // An edge that took this server's feed from the middle now
+            // holds all it held (see `replica/edge.rs`).
+            if std::mem::take(&mut p.tailing) {
+                p.held = p.held.max(p.frontier);
+            }
+        }
         let Some(region) = self.peers.get(&peer).map(|p| p.region.clone()) else {
             return;
         };
@@ -214,11 +230,20 @@ impl Replica {
         // What we lack comes last in `want`: what is left of it after the
         // bound is what we ask for.
         let lacking_from = want.len();
+        // An edge's records we lack at or below our floor were deleted and
+        // collected while it was away: it drops them (see `replica/edge.rs`).
+        let from_edge = self.peers.get(&from).is_some_and(|p| p.role == Role::Edge);
+        let mut collected = Vec::new();
         for s in summaries {
             if !seen.contains(&s.key_hash) && !mutants::on(Mutant::AeLeafComparison) {
-                want.push(s.key_hash);
+                if from_edge && s.stamp.hlc <= self.gc_floor {
+                    collected.push(s.clone());
+                } else {
+                    want.push(s.key_hash);
+                }
             }
         }
+        self.tell_collected(from, session, collected);
         want.truncate(AE_SUMMARIES_MAX);
         let lacking: BTreeSet<[u8; 8]> = want
             .get(lacking_from..)
@@ -301,8 +326,9 @@ impl Replica {
         }
         let mut repaired = 0;
         let floor = self.merge_floor();
+        let fresh = self.edge_round_fresh(from, session, floor, now_ms);
         for (k, e) in entries {
-            let floor = if self.asked_for(from, session, &k, floor, now_ms) {
+            let floor = if fresh || self.asked_for(from, session, &k, floor, now_ms) {
                 Hlc::ZERO
             } else {
                 floor

@@ -129,7 +129,7 @@ impl Replica {
             return Err(BarrierError::Recovering);
         }
         let mut regions: BTreeMap<&str, bool> = BTreeMap::new();
-        for p in self.peers.values() {
+        for (_, p) in self.members() {
             if !p.region.is_empty() && p.region != self.cfg.region {
                 let up = regions.entry(p.region.as_str()).or_insert(false);
                 *up |= p.link.up() && !p.told_stale;

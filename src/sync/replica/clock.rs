@@ -59,9 +59,9 @@ impl Replica {
     /// Judges this node's clock again from the peers' estimates; reports a
     /// change of mind.
     pub(super) fn rejudge(&mut self, now_ms: u64) {
-        let members = self.peers.len() + 1;
+        let members = self.members().count() + 1;
         let j = judge(
-            self.peers.values().map(|p| p.clock.estimate(now_ms)),
+            self.members().map(|(_, p)| p.clock.estimate(now_ms)),
             members,
             self.cfg.clock_offset_ms_max,
         );

@@ -34,6 +34,7 @@ impl Replica {
                 .map(|(r, _)| r.clone())
                 .take(VIEW_REGIONS_MAX)
                 .collect(),
+            stable: self.stable(),
         }
     }
 
@@ -47,6 +48,7 @@ impl Replica {
         if let Some(p) = self.peers.get_mut(&from) {
             p.view_active = view.active;
             p.view_unreachable = view.unreachable;
+            p.view_stable = view.stable;
         }
     }
 

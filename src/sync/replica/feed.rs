@@ -8,6 +8,7 @@ use crate::core::codec::{Feed, FeedEnd, Message};
 use crate::core::hlc::Hlc;
 use crate::core::mutants::{self, Mutant};
 use crate::core::types::{Check, NodeId};
+use crate::sync::config::Role;
 
 impl Replica {
     pub(super) fn on_feed(&mut self, from: NodeId, f: Feed, now_ms: u64) {
@@ -16,14 +17,18 @@ impl Replica {
         if let Some(p) = self.peers.get_mut(&from) {
             p.their_index = p.their_index.max(f.to);
         }
-        if !self.check_skew(
-            from,
-            f.entries
-                .iter()
-                .map(|(_, e)| e.stamp.hlc)
-                .chain(f.end.claim()),
-            now_ms,
-        ) {
+        // An edge takes its server's stamps as they are: the server judged
+        // them against its clock (an edge's clock stamps nothing).
+        if !self.is_edge()
+            && !self.check_skew(
+                from,
+                f.entries
+                    .iter()
+                    .map(|(_, e)| e.stamp.hlc)
+                    .chain(f.end.claim()),
+                now_ms,
+            )
+        {
             return;
         }
         let rebuilding_from_them = self.rebuild_from == Some(from);
@@ -43,6 +48,7 @@ impl Replica {
             self.merge_floor()
         };
         let mut applied = 0u64;
+        let heartbeat = f.from == f.to && f.entries.is_empty();
         for (k, e) in f.entries {
             if self.merge_entry(Some(from), k, e, floor, now_ms) {
                 applied += 1;
@@ -64,6 +70,12 @@ impl Replica {
                 }
                 if reached_end {
                     p.in_sync_ms = now_ms;
+                    // Its feed carries every origin to an edge: we hold
+                    // every write it held (its frontier, when it sent
+                    // this), unless we took its feed from the middle.
+                    if !p.tailing {
+                        p.held = p.held.max(f.frontier);
+                    }
                 }
                 if let Some(c) = f.end.claim() {
                     if c > p.received {
@@ -107,7 +119,10 @@ impl Replica {
         };
         let applied = p.applied;
         let frontier = self.frontier();
-        self.send(from, Message::Ack { applied, frontier });
+        // An edge does not answer its server's heartbeats: nothing moved.
+        if !(self.is_edge() && heartbeat) {
+            self.send(from, Message::Ack { applied, frontier });
+        }
         // Caught up after a reconnect: check with one cheap round soon, once
         // the other connections of a restart are up and caught up too
         // (earlier, it would repeat what their feeds still carry).
@@ -141,9 +156,8 @@ impl Replica {
         if !self.rebuilding {
             return self.gc_floor;
         }
-        self.peers
-            .values()
-            .map(|p| p.gc_floor)
+        self.members()
+            .map(|(_, p)| p.gc_floor)
             .fold(self.gc_floor, Hlc::max)
     }
 
@@ -193,6 +207,11 @@ impl Replica {
 
     /// Sends the next feed messages to `id`, within its window.
     pub(super) fn pump(&mut self, id: NodeId, now_ms: u64) {
+        if self.is_edge() {
+            // An edge writes nothing of its own (it forwards its writes):
+            // it has no feed to send.
+            return;
+        }
         let frontier = self.frontier();
         let claim = self.feed_claim();
         let recovering = !self.claims_held();
@@ -205,7 +224,13 @@ impl Replica {
             return;
         }
         let mut damaged = Vec::new();
-        while p.in_flight.len() < self.cfg.feed_window_max && p.sent < index {
+        let to_edge = p.role == Role::Edge;
+        let window = if to_edge {
+            self.cfg.edge_window_max
+        } else {
+            self.cfg.feed_window_max
+        };
+        while p.in_flight.len() < window && p.sent < index {
             let from = p.sent;
             let mut entries = Vec::new();
             let mut bytes = 0usize;
@@ -225,7 +250,8 @@ impl Replica {
                 // take back, and it ends with our first claim (a rebuild
                 // from us waits for that claim: seed 14417).
                 let full = p.full_until.is_some_and(|u| i <= u || recovering);
-                let include = full || origin == me;
+                // An edge takes every origin's entries from its server.
+                let include = full || origin == me || (to_edge && origin != id);
                 let size = r.entry.encoded_len_estimate(k);
                 let full = entries.len() == self.cfg.feed_entries_max
                     || (include && !entries.is_empty() && bytes + size > self.cfg.batch_bytes_max);
@@ -285,8 +311,23 @@ impl Replica {
             if !p.link.up() {
                 continue;
             }
-            self.probe(id, now_ms);
-            self.send_view(id);
+            if self.cfg.role == Role::Edge {
+                // An edge sends its server nothing on a beat: it has no
+                // feed, no view and no clock to judge.
+                continue;
+            }
+            if p.role == Role::Edge {
+                // An edge hears a view when stability moved.
+                let stable = self.stable();
+                let p = self.peers.get_mut(&id).expect("listed");
+                if p.view_stable != stable {
+                    p.view_stable = stable;
+                    self.send_view(id);
+                }
+            } else {
+                self.probe(id, now_ms);
+                self.send_view(id);
+            }
             let p = self.peers.get_mut(&id).expect("listed");
             if !p.in_flight.is_empty() && now_ms >= p.last_progress_ms + timeout {
                 // Nothing acknowledged for a while: send it again.

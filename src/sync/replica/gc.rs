@@ -91,9 +91,8 @@ impl Replica {
     /// resync (sim seed 10662; the README says so).
     fn slowest_clock_ms(&self, now_ms: u64) -> u64 {
         let behind_ms = self
-            .peers
-            .values()
-            .filter_map(|p| p.clock.estimate(now_ms))
+            .members()
+            .filter_map(|(_, p)| p.clock.estimate(now_ms))
             .map(|s| s.offset_ms.saturating_sub((s.rtt_ms / 2) as i64))
             .fold(0i64, i64::min);
         now_ms.saturating_sub(behind_ms.unsigned_abs())
@@ -108,9 +107,8 @@ impl Replica {
         if !self.claims_held() {
             return Hlc::ZERO;
         }
-        self.peers
-            .values()
-            .map(|p| p.received)
+        self.members()
+            .map(|(_, p)| p.received)
             .fold(self.clock.last(), Hlc::min)
     }
 
@@ -121,19 +119,19 @@ impl Replica {
             // floor above live values still on their way.
             return;
         }
-        // Stability needs at least one known peer, and every known peer's word.
-        let stable = if self.peers.is_empty() {
-            Hlc::ZERO
-        } else if mutants::on(Mutant::GreatestFrontier) {
-            self.peers
-                .values()
-                .map(|p| p.frontier)
+        // Stability needs at least one known member, and every known
+        // member's word. An edge takes its servers' word for it (see
+        // `replica/edge.rs`), and collects nothing by age: a server tells
+        // it when it was away too long.
+        let edge = self.is_edge();
+        let stable = if edge {
+            self.edge_stable()
+        } else if mutants::on(Mutant::GreatestFrontier) && self.members().next().is_some() {
+            self.members()
+                .map(|(_, p)| p.frontier)
                 .fold(self.frontier(), Hlc::max)
         } else {
-            self.peers
-                .values()
-                .map(|p| p.frontier)
-                .fold(self.frontier(), Hlc::min)
+            self.stable()
         };
         // Back from an absence longer than the horizon, this replica knows
         // its peers as they were before it left: a tombstone they hold
@@ -141,7 +139,7 @@ impl Replica {
         // would then look as if it had missed it and be told to resync
         // (sim seed 55). It is the one that was away: it collects by
         // stability alone until it has been back a whole horizon.
-        let horizon = if now_ms < self.age_collection_from_ms {
+        let horizon = if edge || now_ms < self.age_collection_from_ms {
             Hlc::ZERO
         } else {
             let slowest_ms = self.slowest_clock_ms(now_ms);
@@ -156,13 +154,23 @@ impl Replica {
         // before the horizon passed, and collecting what we had not sent
         // it yet would leave it holding the value deleted (sim seed 3984).
         let acked_by_all_up = self
-            .peers
-            .values()
-            .filter(|p| p.link.up())
-            .map(|p| p.acked)
+            .members()
+            .filter(|(_, p)| p.link.up())
+            .map(|(_, p)| p.acked)
             .min()
             .unwrap_or(u64::MAX);
+        // Nor before the edges keeping up have it: collected first, it
+        // would never reach them (they would keep the deleted value until
+        // anti-entropy told them).
+        let edges_acked = self.edges_acked(now_ms);
         for (stamp, key) in self.map.tombstones_up_to(limit, self.cfg.gc_batch_max) {
+            if self
+                .map
+                .get(key.as_str())
+                .is_some_and(|r| r.modify_index > edges_acked)
+            {
+                continue;
+            }
             let by_age = stamp.hlc > stable;
             if by_age
                 && self

@@ -72,7 +72,7 @@ impl Replica {
             return;
         };
         let watched = self.seen_ms >= at.physical_ms().saturating_add(ID_WATCH_MS_MIN);
-        if watched && !self.rebuilding && self.peers.keys().all(|p| heard.contains(p)) {
+        if watched && !self.rebuilding && self.members().all(|(p, _)| heard.contains(p)) {
             self.id_check = IdCheck::Own;
             self.staged.push(Output::Event(Event::IdConfirmed));
         }

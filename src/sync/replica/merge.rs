@@ -50,6 +50,7 @@ impl Replica {
             if let Some(from) = from {
                 self.resolve_key(&key, Resolution::Repaired { from, stamp });
             }
+            self.schedule_edge_push(now_ms);
         }
         match merged {
             Merged::BelowFloor => {

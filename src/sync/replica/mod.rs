@@ -4,6 +4,7 @@ mod ack;
 mod anti_entropy;
 mod barrier;
 mod clock;
+mod edge;
 mod failover;
 mod feed;
 mod gc;
@@ -22,7 +23,7 @@ mod write;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::clock_offset::Judgement;
-use super::config::{Config, ConfigError};
+use super::config::{Config, ConfigError, Role};
 use super::durable::{DurableState, Loaded, Recovery};
 use crate::core::codec::Message;
 use crate::core::digest::Fingerprint;
@@ -41,6 +42,7 @@ use timer::{Timer, TimerTable};
 pub use ack::AckFailure;
 pub use barrier::BarrierError;
 pub use clock::ClockStatus;
+pub use edge::{EdgeTxn, ForwardError, ForwardReceipt};
 pub use failover::FailoverState;
 pub use integrity::{QuarantineStatus, Resolution, QUARANTINE_MAX};
 pub use output::{Event, Output};
@@ -117,6 +119,17 @@ pub struct Replica {
     beats_since_start: u64,
     /// What it last judged of failover (see `replica/failover.rs`).
     failover: failover::FailoverState,
+    /// On an edge: forwarded writes waiting, by the caller's number.
+    forwards: BTreeMap<u64, edge::PendingForward>,
+    /// On a server: edges' forwarded writes until acknowledged, by group.
+    forward_groups: BTreeMap<u64, edge::ForwardGroup>,
+    /// On a server: the group of each write made for an edge.
+    forward_of: BTreeMap<crate::core::types::Stamp, u64>,
+    next_forward_group: u64,
+    /// The group of the forwarded write being made (in this input).
+    forwarding: Option<u64>,
+    /// On an edge: its latest anti-entropy round (see `edge::EdgeRound`).
+    edge_round: Option<edge::EdgeRound>,
 }
 
 impl Replica {
@@ -270,6 +283,12 @@ impl Replica {
             unreachable_beats: BTreeMap::new(),
             beats_since_start: 0,
             failover: failover::FailoverState::Off,
+            forwards: BTreeMap::new(),
+            forward_groups: BTreeMap::new(),
+            forward_of: BTreeMap::new(),
+            next_forward_group: 1,
+            forwarding: None,
+            edge_round: None,
             cfg,
         };
         // Regions of remembered peers are known, unreachable until they reconnect.
@@ -382,6 +401,7 @@ impl Replica {
         t.bring_back(Timer::Gc, now_ms + c.gc_interval_ms);
         t.bring_back(Timer::Scrub, now_ms + c.scrub_interval_ms);
         t.bring_back(Timer::Push, now_ms + c.push_delay_ms);
+        t.bring_back(Timer::EdgePush, now_ms + c.push_delay_ms);
     }
 
     /// The next output to carry out, in order.
@@ -394,6 +414,7 @@ impl Replica {
         // The periodic timers are always set: there is always a next one.
         let next = self.timers.next_ms().unwrap_or(self.seen_ms);
         let next = self.ack_deadline().map_or(next, |d| next.min(d));
+        let next = self.forward_deadline().map_or(next, |d| next.min(d));
         self.barrier_deadline().map_or(next, |d| next.min(d))
     }
 
@@ -477,9 +498,27 @@ impl Replica {
                         self.on_read_barrier_reply(from, barrier, answer, now_ms)
                     }
                     Message::View(v) => self.on_view(from, v),
+                    Message::Forward { id, ops, quorum } => {
+                        self.on_forward(from, id, ops, quorum, now_ms)
+                    }
+                    Message::Forwarded { id, outcome } => {
+                        self.on_forwarded(from, id, outcome, now_ms)
+                    }
+                    Message::Collected {
+                        session: _,
+                        floor,
+                        records,
+                    } => self.on_collected(from, floor, &records, now_ms),
                 }
-                // What arrived may complete a read barrier (a feed, an answer).
+                // What arrived may complete a read barrier (a feed, an
+                // answer) or a forwarded write (its entries).
                 self.check_barriers(now_ms);
+                self.check_forwards(now_ms);
+                // Without a batching delay, what arrived goes on to the edges now.
+                if self.timers.expired(Timer::EdgePush, now_ms) {
+                    self.timers.stop(Timer::EdgePush);
+                    self.pump_edges(now_ms);
+                }
                 if regained {
                     self.update_regions(now_ms);
                 }
@@ -495,6 +534,10 @@ impl Replica {
         if self.timers.expired(Timer::Push, now_ms) {
             self.timers.stop(Timer::Push);
             self.pump_all(now_ms);
+        }
+        if self.timers.expired(Timer::EdgePush, now_ms) {
+            self.timers.stop(Timer::EdgePush);
+            self.pump_edges(now_ms);
         }
         if self.timers.expired(Timer::Heartbeat, now_ms) {
             self.timers
@@ -524,13 +567,13 @@ impl Replica {
             // feed is about to deliver.
             let settle = 2 * self.cfg.peer_timeout_ms;
             let catching_up = self
-                .peers
-                .values()
-                .any(|p| p.link.up() && !p.link.caught_up() && now_ms < p.hello_ms + settle);
+                .members()
+                .any(|(_, p)| p.link.up() && !p.link.caught_up() && now_ms < p.hello_ms + settle);
             if self.ae_session.is_none() && !self.rebuilding && !catching_up {
+                // Rounds are with members: a server leaves its edges to
+                // start their own.
                 let ready: Vec<NodeId> = self
-                    .peers
-                    .iter()
+                    .members()
                     .filter(|(_, p)| p.link.caught_up())
                     .map(|(id, _)| *id)
                     .collect();
@@ -551,6 +594,12 @@ impl Replica {
         }
         self.release_acks(now_ms);
         self.check_barriers(now_ms);
+        self.check_forwards(now_ms);
         self.commit();
+    }
+
+    /// The members this replica knows (servers; not the edges it serves).
+    fn members(&self) -> impl Iterator<Item = (&NodeId, &peer::Peer)> {
+        self.peers.iter().filter(|(_, p)| p.role == Role::Server)
     }
 }

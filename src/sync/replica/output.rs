@@ -6,6 +6,7 @@ use super::{AckFailure, Refusal, Replica, Resolution, WriteReceipt};
 use crate::core::codec::Message;
 use crate::core::mutants::{self, Mutant};
 use crate::core::types::{Key, NodeId};
+use crate::sync::config::Role;
 use crate::sync::durable::{PeerProgress, PersistBatch, Recovery, StoredRecord};
 
 /// Something operators should hear about.
@@ -212,6 +213,14 @@ pub enum Output {
     },
     /// Something operators should hear about: the driver logs and publishes it.
     Event(Event),
+    /// On an edge: forwarded write `id` is done (acknowledged by the server
+    /// and applied here), or failed.
+    Forwarded {
+        /// The caller's number for the write.
+        id: u64,
+        /// The keys written, or why not.
+        result: Result<super::ForwardReceipt, super::WriteError>,
+    },
     /// Read barrier `id` (see [`Replica::barrier`]) is done: the reads it
     /// guards may be answered, or refused with the error.
     BarrierDone {
@@ -255,21 +264,25 @@ impl Replica {
                     (k, r)
                 })
                 .collect();
+            // An edge's progress is not kept: its hello says where to resume.
             let peers = std::mem::take(&mut self.dirty_peers)
                 .into_iter()
                 .filter_map(|id| {
-                    self.peers.get(&id).map(|p| {
-                        (
-                            id,
-                            PeerProgress {
-                                applied: p.applied,
-                                received: p.received,
-                                name: p.name.clone(),
-                                region: p.region.clone(),
-                                api: p.api.clone(),
-                            },
-                        )
-                    })
+                    self.peers
+                        .get(&id)
+                        .filter(|p| p.role == Role::Server)
+                        .map(|p| {
+                            (
+                                id,
+                                PeerProgress {
+                                    applied: p.applied,
+                                    received: p.received,
+                                    name: p.name.clone(),
+                                    region: p.region.clone(),
+                                    api: p.api.clone(),
+                                },
+                            )
+                        })
                 })
                 .collect();
             self.outputs.push_back(Output::Persist(PersistBatch {

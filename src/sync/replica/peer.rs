@@ -6,12 +6,13 @@ use std::collections::VecDeque;
 
 use thiserror::Error;
 
-use super::{Event, Output, Replica};
+use super::{Event, Output, Replica, Timer};
 use crate::core::codec::{Hello, Message, PROTOCOL_VERSION};
 use crate::core::hlc::Hlc;
 use crate::core::mutants::{self, Mutant};
 use crate::core::types::NodeId;
 use crate::sync::clock_offset::PeerClock;
+use crate::sync::config::Role;
 
 /// Why a peer was refused before any data was exchanged.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -25,6 +26,18 @@ pub enum Refusal {
     /// Its hello carries another cluster id.
     #[error("peer belongs to another cluster")]
     Cluster,
+    /// An edge connected to an edge (edges attach to servers only).
+    #[error("an edge attaches to servers only, and this peer is an edge")]
+    EdgeToEdge,
+    /// This server serves as many edges as it may.
+    #[error("this server serves {max} edges already (edges_max): attach to another")]
+    EdgesFull {
+        /// The server's `edges_max`.
+        max: usize,
+    },
+    /// Its hello says it is an edge and its connection that it is not (or the reverse).
+    #[error("the peer's hello and its connection disagree on whether it is an edge")]
+    RoleMismatch,
     /// Its hello names another node than the one the transport authenticated.
     #[error("peer says it is node {claimed}, the connection is from {actual}")]
     Identity {
@@ -38,6 +51,8 @@ pub enum Refusal {
 /// What the replica knows of one peer.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Peer {
+    /// A member (server) or an edge, as the connection said.
+    pub(super) role: Role,
     pub(super) region: String,
     /// Where its HTTP API listens, as its hello said.
     pub(super) api: String,
@@ -89,6 +104,23 @@ pub(super) struct Peer {
     pub(super) view_active: bool,
     /// Its last view: the regions it cannot reach.
     pub(super) view_unreachable: Vec<String>,
+    /// Its last view: every member holds every write up to this (an edge
+    /// collects up to it; see `replica/edge.rs`).
+    pub(super) view_stable: Hlc,
+    /// On an edge: we hold every write up to this, as far as its feed
+    /// reached us in full (its frontier then).
+    pub(super) held: Hlc,
+    /// On a server, of an edge: the numbers of its latest forwarded writes
+    /// on this connection (a repeated one is not made twice); at most
+    /// `FORWARDS_PENDING_MAX`.
+    pub(super) forwards_seen: VecDeque<u64>,
+    /// On an edge: our hello to it asked to start at its current index
+    /// (`Hello::tail`): take its index from its hello, then anti-entropy.
+    pub(super) tail: bool,
+    /// On an edge: we took its feed from its index at our hello, and no
+    /// anti-entropy round with it has found equal roots since: what it
+    /// held before is not known to be here (`held` waits).
+    pub(super) tailing: bool,
 }
 
 /// The state of the link with a peer.
@@ -191,17 +223,33 @@ impl Peer {
     fn reset_link(&mut self) {
         self.link = Link::Down;
         self.in_flight.clear();
+        self.forwards_seen.clear();
         self.resume_asked_ms = None;
     }
 }
 
 impl Replica {
-    /// The transport connected to `peer`: say hello.
+    /// The transport connected to `peer`, a server: say hello.
     pub fn connected(&mut self, peer: NodeId, now_ms: u64) {
+        self.connected_as(peer, Role::Server, now_ms);
+    }
+
+    /// The transport connected to `peer`, which its connection says is a
+    /// server or an edge: say hello (or refuse it: an edge takes servers
+    /// only, a server at most `edges_max` edges).
+    pub fn connected_as(&mut self, peer: NodeId, role: Role, now_ms: u64) {
         if peer == self.cfg.node {
             return;
         }
         let _ = now_ms;
+        let refusal = self.edge_link_refused(peer, role);
+        let p = self.peers.entry(peer).or_default();
+        p.role = role;
+        if let Some(reason) = refusal {
+            self.refuse(peer, reason);
+            self.commit();
+            return;
+        }
         let p = self.peers.entry(peer).or_default();
         // A new connection: our hello on it is not yet confirmed.
         p.link = match p.link {
@@ -218,12 +266,15 @@ impl Replica {
     }
 
     pub(super) fn say_hello(&mut self, peer: NodeId) {
-        // A repeated hello to the rebuild source must keep asking for the full transfer.
-        let source = self.rebuilding && self.rebuild_from.is_none_or(|r| r == peer);
+        // A repeated hello to the rebuild source must keep asking for the
+        // full transfer. Only a server is a source (an edge holds what its
+        // server sent it, and forwards no feed of its own).
+        let server = self.peers.get(&peer).is_none_or(|p| p.role == Role::Server);
+        let source = server && self.rebuilding && self.rebuild_from.is_none_or(|r| r == peer);
         if source {
             self.rebuild_from = Some(peer);
         }
-        let want_full = source || self.recovering_from(peer);
+        let want_full = source || (server && self.recovering_from(peer));
         if want_full {
             // The full transfer starts from the beginning of their feed, and
             // is complete only when it reaches its end: progress remembered
@@ -240,7 +291,13 @@ impl Replica {
         }
         let frontier = self.frontier();
         let gc_floor = self.gc_floor;
+        let edge = self.is_edge();
+        let holds_data = self.map.index() > 0 && !self.rebuilding;
         let p = self.peers.entry(peer).or_default();
+        // An edge holding data, new to this server (or told to start over
+        // with it): anti-entropy brings it up to date, cheaper than the
+        // whole feed of a server it never followed.
+        p.tail = edge && holds_data && !want_full && p.applied == 0;
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
             cluster: self.cfg.cluster,
@@ -254,6 +311,8 @@ impl Replica {
             frontier,
             received: p.received,
             gc_floor,
+            edge,
+            tail: p.tail,
         };
         self.send(peer, Message::Hello(hello));
     }
@@ -275,6 +334,25 @@ impl Replica {
 
     /// The transport lost `peer`.
     pub fn disconnected(&mut self, peer: NodeId, now_ms: u64) {
+        if self.is_edge() {
+            self.server_lost(peer);
+        }
+        if self.peers.get(&peer).is_some_and(|p| p.role == Role::Edge) {
+            // An edge's state goes with it: its next hello says where to resume.
+            let p = self.peers.remove(&peer).expect("checked");
+            if p.link.ready() {
+                self.staged.push(Output::Event(Event::PeerDown {
+                    peer,
+                    name: p.name,
+                    region: p.region,
+                }));
+            }
+            if self.ae_session.is_some_and(|s| s.peer == peer) {
+                self.ae_session = None;
+            }
+            self.commit();
+            return;
+        }
         if let Some(p) = self.peers.get_mut(&peer) {
             // A swap whose new connection died is a real loss.
             if p.link.ready() || p.link.swapping() {
@@ -299,7 +377,7 @@ impl Replica {
             let next = self
                 .peers
                 .iter()
-                .find(|(_, p)| p.link.ready())
+                .find(|(_, p)| p.link.ready() && p.role == Role::Server)
                 .map(|(id, _)| *id);
             if let Some(next) = next {
                 self.rebuild_from = Some(next);
@@ -351,6 +429,13 @@ impl Replica {
                 },
             );
         }
+        let role = self.peers.get(&from).map(|p| p.role).unwrap_or_default();
+        if h.edge != (role == Role::Edge) {
+            return self.refuse(from, Refusal::RoleMismatch);
+        }
+        if let Some(reason) = self.edge_link_refused(from, role) {
+            return self.refuse(from, reason);
+        }
         let horizon_floor = self.horizon_floor;
         let index = self.map.index();
         self.check_id_in_hello(from, &h, index);
@@ -379,6 +464,16 @@ impl Replica {
             p.received = Hlc::ZERO;
             self.dirty_peers.insert(from);
         }
+        if p.tail {
+            // We asked to start at its index: we follow its feed from there
+            // and catch up on what came before by anti-entropy, at once.
+            p.tail = false;
+            p.tailing = true;
+            p.applied = h.index;
+            self.dirty_peers.insert(from);
+            self.timers.set_sooner(Timer::AntiEntropy, now_ms);
+        }
+        let p = self.peers.get_mut(&from).expect("inserted");
         p.their_index = h.index;
         p.hello_ms = now_ms;
         p.link = Link::Up {
@@ -389,7 +484,9 @@ impl Replica {
         // They hold our feed up to `h.applied`; if that is beyond our index our
         // feed restarted (a restore from an old backup): send it all.
         // A full transfer starts from the beginning: it carries every origin.
-        let start = if h.applied > index || h.want_full {
+        let start = if h.tail && !h.want_full {
+            index
+        } else if h.applied > index || h.want_full {
             0
         } else {
             h.applied
@@ -430,8 +527,11 @@ impl Replica {
             // hold all it should (see `on_feed`).
             self.recovered_from(from);
         }
-        // Its clock, at once: writes are judged against it.
-        self.probe(from, now_ms);
+        // Its clock, at once: writes are judged against it. (Not between a
+        // server and an edge: an edge's writes are stamped by its server.)
+        if !self.is_edge() && role == Role::Server {
+            self.probe(from, now_ms);
+        }
         self.pump(from, now_ms);
         if h.want_full {
             // A full transfer with nothing to carry ends at once.

@@ -32,6 +32,7 @@ use std::collections::BTreeSet;
 use super::integrity::{Found, Resolution};
 use super::{Event, Output, Replica};
 use crate::core::types::NodeId;
+use crate::sync::config::Role;
 use crate::sync::durable::Recovery;
 
 /// Whether this replica holds every write of its own that any peer holds.
@@ -125,6 +126,10 @@ impl Replica {
     /// Everything `peer` held is here (its full transfer reached its end,
     /// or our roots were equal).
     pub(super) fn recovered_from(&mut self, peer: NodeId) {
+        if self.peers.get(&peer).is_some_and(|p| p.role == Role::Edge) {
+            // An edge's state is its server's: it counts for no recovery.
+            return;
+        }
         if self.recovery_hellos_due {
             // The recovery (re)started in this input: what the peer sent
             // before it is asked again does not count.
@@ -163,7 +168,8 @@ impl Replica {
         if self.recovery_hellos_due
             || !self.reading_back.is_empty()
             || done.is_empty()
-            || !self.peers.keys().all(|id| *id == me || done.contains(id))
+            // An edge's servers each send every origin: one is enough.
+            || !(self.is_edge() || self.members().all(|(id, _)| *id == me || done.contains(id)))
         {
             return;
         }
@@ -234,7 +240,7 @@ impl Replica {
             since_ms: *since_ms,
             cause: *cause,
             peers_done: done.len(),
-            peers: self.peers.keys().filter(|id| **id != me).count(),
+            peers: self.members().filter(|(id, _)| **id != me).count(),
         })
     }
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Event, Output, Replica, Timer};
 use crate::core::types::NodeId;
+use crate::sync::config::Role;
 
 /// A region whose partition ended, until equal state is confirmed with it.
 #[derive(Debug, Clone)]
@@ -23,7 +24,7 @@ impl Replica {
     pub fn peers_in(&self, region: &str) -> Option<Vec<NodeId>> {
         let mut known = false;
         let mut up = Vec::new();
-        for (id, p) in &self.peers {
+        for (id, p) in self.members() {
             if p.region == region {
                 known = true;
                 if p.link.up() && !p.told_stale {
@@ -50,7 +51,7 @@ impl Replica {
         let mut up: BTreeSet<&str> = BTreeSet::new();
         all.insert(&self.cfg.region);
         up.insert(&self.cfg.region);
-        for p in self.peers.values().filter(|p| !p.region.is_empty()) {
+        for (_, p) in self.members().filter(|(_, p)| !p.region.is_empty()) {
             all.insert(&p.region);
             if p.in_contact {
                 up.insert(&p.region);
@@ -70,7 +71,11 @@ impl Replica {
                 || (p.link.ready() && now_ms.saturating_sub(p.last_heard_ms) <= timeout);
         }
         let mut up: BTreeMap<&str, bool> = BTreeMap::new();
-        for p in self.peers.values().filter(|p| !p.region.is_empty()) {
+        for p in self
+            .peers
+            .values()
+            .filter(|p| !p.region.is_empty() && p.role == Role::Server)
+        {
             *up.entry(&p.region).or_insert(false) |= p.in_contact;
         }
         up.insert(&self.cfg.region, true);

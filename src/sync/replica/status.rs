@@ -4,7 +4,7 @@
 use super::{ClockStatus, QuarantineStatus, RecoveryStatus, Replica};
 use crate::core::hlc::Hlc;
 use crate::core::types::{Hash, NodeId};
-use crate::sync::config::PartitionPolicy;
+use crate::sync::config::{PartitionPolicy, Role};
 
 /// Counters for metrics and for tests that must tell paths apart.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,6 +66,13 @@ pub struct Metrics {
     pub scrub_passes: u64,
     /// Records read back with indexes that could not be right (renumbered).
     pub records_renumbered: u64,
+    /// On an edge: writes forwarded to a server.
+    pub forwards_sent: u64,
+    /// On a server: edges' forwarded writes made.
+    pub forwards_made: u64,
+    /// On an edge: records dropped because the server had collected their
+    /// deletes while the edge was away.
+    pub collected_dropped: u64,
 }
 
 /// Per-peer view for status reports.
@@ -177,6 +184,13 @@ pub struct Status {
     pub refusing_writes_no_quorum: bool,
     /// Quorum writes waiting for a majority of regions.
     pub quorum_writes_waiting: usize,
+    /// This node is an edge (its peers are the servers it attached to).
+    pub edge: bool,
+    /// On a server: edges attached (their hello accepted).
+    pub edges: usize,
+    /// On a server: the largest number of changes an attached edge has
+    /// not acknowledged yet.
+    pub edges_lag_index_max: u64,
 }
 
 /// Quarantined records a status lists by name (all are counted).
@@ -188,7 +202,7 @@ impl Replica {
     pub fn status(&mut self) -> Status {
         let (up, all) = self.region_counts();
         let mut reachable: Vec<String> = vec![self.cfg.region.clone()];
-        for p in self.peers.values().filter(|p| p.link.ready()) {
+        for (_, p) in self.members().filter(|(_, p)| p.link.ready()) {
             if !reachable.contains(&p.region) {
                 reachable.push(p.region.clone());
             }
@@ -205,9 +219,17 @@ impl Replica {
             rebuild_from: self.rebuild_from,
             standby: self.cfg.standby,
             failover: self.failover.clone(),
-            peers: self
+            edge: self.is_edge(),
+            edges: self.edges_connected(),
+            edges_lag_index_max: self
                 .peers
-                .iter()
+                .values()
+                .filter(|p| p.role == Role::Edge && p.link.ready())
+                .map(|p| self.map.index().saturating_sub(p.acked))
+                .max()
+                .unwrap_or(0),
+            peers: self
+                .members()
                 .map(|(id, p)| PeerStatus {
                     node: *id,
                     name: p.name.clone(),

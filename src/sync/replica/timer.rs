@@ -8,6 +8,9 @@
 pub(super) enum Timer {
     /// Push the local writes batched since the first one (set by a write).
     Push,
+    /// Push to the edges the changes of other origins applied here since
+    /// the first one (set when a server applies a peer's change).
+    EdgePush,
     /// Heartbeats: clock probes, feed ends, retransmissions, contact.
     Heartbeat,
     /// Start an anti-entropy round with a random peer.
@@ -19,9 +22,10 @@ pub(super) enum Timer {
 }
 
 impl Timer {
-    const COUNT: usize = 5;
+    const COUNT: usize = 6;
     const ALL: [Timer; Timer::COUNT] = [
         Timer::Push,
+        Timer::EdgePush,
         Timer::Heartbeat,
         Timer::AntiEntropy,
         Timer::Gc,

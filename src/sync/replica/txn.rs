@@ -155,6 +155,15 @@ pub enum TxnFailure {
     /// `delete-cas` found another modify index.
     #[error("failed to delete key {0:?}, index is stale")]
     DeleteCasStale(String),
+    /// On an edge: the transaction, forwarded, has more operations (its
+    /// writes and a check of every key it looked at) than one forward carries.
+    #[error("{count} operations to forward, more than {max}")]
+    TooManyOps {
+        /// Operations it would forward.
+        count: usize,
+        /// The most one forward carries.
+        max: usize,
+    },
     /// `delete-tree` covers more keys than one request may delete.
     #[error("{count} keys under {prefix:?}, more than {max} in one transaction")]
     TooManyKeys {
@@ -324,13 +333,29 @@ impl Replica {
                 receipts: Vec::new(),
             });
         }
+        let receipts = self.make_writes(writes, ack, now_ms)?;
+        self.commit();
+        Ok(TxnOutcome { results, receipts })
+    }
+
+    /// Makes `writes` (key, value or `None` for a delete, flags) as this
+    /// replica's own, in order, in this one input: durable together with
+    /// the `Persist` that follows, each acknowledged as `ack` says. All or
+    /// nothing: a refusal (the replica may not take writes now, a clock
+    /// that will not stamp) comes before anything is applied.
+    pub(super) fn make_writes(
+        &mut self,
+        writes: Vec<(Key, Option<Bytes>, u64)>,
+        ack: WriteAck,
+        now_ms: u64,
+    ) -> Result<Vec<WriteReceipt>, WriteError> {
         self.writable()?;
         self.quorum_writable(ack)?;
         self.quorum_room(ack, writes.len())?;
         // Every stamp first: a clock that refuses one refuses before anything is applied.
         let mut stamps = Vec::with_capacity(writes.len());
         for _ in &writes {
-            let hlc = self.clock.tick(now_ms).map_err(WriteError::Clock)?;
+            let hlc = self.clock.tick(now_ms)?;
             stamps.push(Stamp::new(hlc, self.cfg.node));
         }
         let first = self.map.index() + 1;
@@ -363,13 +388,12 @@ impl Replica {
         }
         self.dirty_meta = true;
         self.push_written(ack, now_ms);
-        self.commit();
-        Ok(TxnOutcome { results, receipts })
+        Ok(receipts)
     }
 
     /// Checks every operation; returns the results and the writes to apply.
     #[allow(clippy::type_complexity)]
-    fn txn_check(
+    pub(super) fn txn_check(
         &self,
         ops: &[TxnOp],
         keys_max: usize,

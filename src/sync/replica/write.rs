@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use thiserror::Error;
 
+use super::edge::ForwardError;
 use super::{Replica, Resolution, Timer};
 use crate::core::hlc::{ClockError, Hlc};
 use crate::core::types::{Entry, IntoKey, Key, KeyError, Stamp, ValueError};
@@ -38,6 +39,10 @@ pub enum WriteError {
         "this node is a standby: write to an active node, or promote this one (`meridian promote`)"
     )]
     Standby,
+    /// On an edge: the write was forwarded to a server and failed there
+    /// or on the way.
+    #[error("{0}")]
+    Forward(#[from] ForwardError),
     /// A check-and-set write found another modify index.
     #[error("check-and-set failed: key's modify index is {actual}, not {expected}")]
     CasMismatch {
