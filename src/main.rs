@@ -201,6 +201,20 @@ enum Command {
     /// Measure a local cluster whose regions talk through an injected WAN
     /// delay: propagation, partition repair, HTTP throughput, rebuild.
     Bench(cli::bench::BenchArgs),
+    /// Runs some of `meridian bench edges`' edges (started by it).
+    #[command(hide = true)]
+    BenchEdgesChild {
+        #[arg(long)]
+        ca: std::path::PathBuf,
+        #[arg(long, value_delimiter = ',')]
+        seeds: Vec<std::net::SocketAddr>,
+        #[arg(long)]
+        first: usize,
+        #[arg(long)]
+        count: usize,
+        #[arg(long)]
+        edge_delay_ms: u64,
+    },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Run the deterministic cluster simulation: random writes, partitions,
@@ -397,8 +411,26 @@ fn run(cli: Cli) -> Result<bool> {
                 a.diverged = 20;
                 a.clients = 4;
                 a.seconds = 0.2;
+                a.edges = a.edges.min(20);
             }
             runtime()?.block_on(cli::bench::run(a))
+        }
+        Command::BenchEdgesChild {
+            ca,
+            seeds,
+            first,
+            count,
+            edge_delay_ms,
+        } => {
+            logging(cli.log_format, "error");
+            runtime()?.block_on(cli::bench_edges::child(
+                ca,
+                seeds,
+                first,
+                count,
+                edge_delay_ms,
+            ))?;
+            Ok(true)
         }
         Command::Node(args) => {
             logging(cli.log_format, "info");

@@ -25,6 +25,7 @@ fn free_addr() -> SocketAddr {
 
 /// A node with fast timers; an edge when `edge`. A node that ran in `dir`
 /// before gets a certificate bound to the id it holds.
+#[allow(clippy::too_many_arguments)]
 async fn start(
     ca: &Ca,
     name: &str,

@@ -140,7 +140,7 @@ fn seeds_converge_to_the_oracle() {
 
 /// Seeds that once found a fault, each named where it was fixed: they
 /// run every time, whatever range the main test covers.
-const SEEDS_THAT_FOUND_FAULTS: [u64; 20] = [
+const SEEDS_THAT_FOUND_FAULTS: [u64; 21] = [
     497,   // a recovering replica claimed writes it had lost
     14417, // two nodes recovering at once waited on each other
     32359, // the simulation destroyed the last intact copy of a write
@@ -161,6 +161,7 @@ const SEEDS_THAT_FOUND_FAULTS: [u64; 20] = [
     16420, // (the checks) a recovery ended while a damaged record of its own was quarantined
     35, // a read barrier that waited on feed positions missed a write superseded by an unreachable node's
     1611, // the same, another key
+    4839, // back past the horizon, a member gave a peer the value of a delete it collected by age
 ];
 
 #[test]

@@ -4,7 +4,8 @@
 //! latency acknowledged locally and by a quorum of regions), partition,
 //! throughput, rebuild, consistent (the cost of `?consistent` reads across
 //! the link), txn (transactions beside single PUTs); each prints a table
-//! (or JSON with `--json`).
+//! (or JSON with `--json`). `edges` (not part of `all`) runs servers and
+//! many embedded edges instead (see [`super::bench_edges`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -29,6 +30,8 @@ pub enum Scenario {
     Rebuild,
     Consistent,
     Txn,
+    /// Servers and `--edges` embedded edges (not part of `all`).
+    Edges,
 }
 
 /// The knobs of a run (see `meridian bench --help`).
@@ -77,6 +80,12 @@ pub struct BenchArgs {
     /// Tiny sizes, for a smoke test: seconds, not figures.
     #[arg(long)]
     pub tiny: bool,
+    /// edges: embedded edges, all in the first region.
+    #[arg(long, default_value_t = 1_000)]
+    pub edges: usize,
+    /// edges: one-way delay between an edge and its servers.
+    #[arg(long, default_value_t = 5)]
+    pub edge_delay_ms: u64,
     #[arg(long)]
     pub json: bool,
     /// Where the nodes keep their data (default: a temporary directory).
@@ -586,6 +595,64 @@ fn print(v: &Value) {
     }
 }
 
+/// `meridian bench edges`.
+async fn edges(a: &BenchArgs, dir: PathBuf) -> Result<bool> {
+    if !a.json {
+        println!(
+            "meridian bench edges: {} regions x {} server(s), {} edges in {}, one-way delay {} ms between regions and {} ms to the edges; {} writes at {}/s in {}",
+            a.regions, a.nodes_per_region, a.edges, region_name(0), a.delay_ms, a.edge_delay_ms, a.writes, a.rate, region_name(1)
+        );
+    }
+    let report = super::bench_edges::run(super::bench_edges::EdgeBench {
+        regions: a.regions,
+        servers_per_region: a.nodes_per_region,
+        edges: a.edges,
+        delay_ms: a.delay_ms,
+        edge_delay_ms: a.edge_delay_ms,
+        writes: a.writes,
+        rate: a.rate,
+        value_bytes: a.value_bytes,
+        dir: dir.clone(),
+    })
+    .await;
+    let _ = std::fs::remove_dir_all(&dir);
+    let v = report?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(true);
+    }
+    let f = |p: &str| v.pointer(p).and_then(Value::as_f64).unwrap_or(0.0);
+    let met = |p: &str| {
+        if v.pointer(p) == Some(&Value::Bool(true)) {
+            "met"
+        } else {
+            "NOT met"
+        }
+    };
+    println!(
+        "visible on every edge: p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (target p99 <= {} ms: {})",
+        f("/visible_on_every_edge_ms/p50"), f("/visible_on_every_edge_ms/p99"), f("/visible_on_every_edge_ms/max"),
+        a.delay_ms + 50, met("/met/visible")
+    );
+    println!(
+        "server CPU per write {:.2} ms (sending it to every edge); server idle CPU with {} edges attached {:.1}% of a core (target < 5%: {})",
+        f("/server_cpu_ms_per_write"), a.edges, 100.0 * f("/server_idle_cpu_of_one_core"), met("/met/idle")
+    );
+    println!(
+        "bytes an edge receives per write {:.0} (heartbeats included), the entry {:.0} bytes (target <= 1.2 x: {})",
+        f("/edge_bytes_in_per_write"), f("/entry_bytes"), met("/met/bytes")
+    );
+    println!(
+        "memory per edge: {:.1} KiB on the servers' side, {:.0} KiB in the edges' processes; {} edges attached in {} ms",
+        f("/server_rss_per_edge_bytes") / 1024.0, f("/edge_process_rss_per_edge_bytes") / 1024.0, a.edges, f("/attach_ms")
+    );
+    println!(
+        "their server restarted: every edge attached again and caught up in {} ms (target <= 5000 ms: {})",
+        f("/restart_caught_up_ms"), met("/met/restart")
+    );
+    Ok(true)
+}
+
 pub async fn run(a: BenchArgs) -> Result<bool> {
     let dir = match &a.dir {
         Some(d) => d.clone(),
@@ -593,6 +660,9 @@ pub async fn run(a: BenchArgs) -> Result<bool> {
     };
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    if a.scenario == Scenario::Edges {
+        return edges(&a, dir).await;
+    }
     if !a.json {
         println!(
             "meridian bench: {} regions x {} node(s), one-way delay {} ms (jitter {} ms, loss {:.1}%) between regions, {}-byte values, data under {}",

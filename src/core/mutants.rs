@@ -80,6 +80,9 @@ pub enum Mutant {
     /// reach, without waiting `[failover] after_ms`: a short cut makes it
     /// active while they are alive.
     FailoverWait,
+    /// An edge ignores its server's word that records it holds were
+    /// deleted and collected while it was away: it keeps them live.
+    EdgeCollected,
 }
 
 impl Mutant {

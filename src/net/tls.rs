@@ -40,6 +40,35 @@ pub const ALPN: &[u8] = b"meridian/1";
 /// so a lower guess reconnects sooner, at the cost of an early resend of the
 /// first packet on links slower than this.
 pub const INITIAL_RTT_MS: u64 = 100;
+/// The dialing side of a connection sends a keep-alive when it has sent
+/// nothing for this long.
+pub const KEEP_ALIVE_MS: u64 = 1_000;
+/// A connection silent this long is lost.
+pub const IDLE_TIMEOUT_MS: u64 = 5_000;
+/// An edge's keep-alive towards its server (half the idle timeout, as the
+/// server sends nothing to an idle edge for a few beats).
+pub const EDGE_KEEP_ALIVE_MS: u64 = 2_000;
+
+/// The QUIC transport of one side: `keep_alive_ms` (`None`: this side sends
+/// none), and the peer asked to acknowledge every `ack_every` packets (at
+/// most 25 ms later).
+pub fn transport(keep_alive_ms: Option<u64>, ack_every: u32) -> quinn::TransportConfig {
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(keep_alive_ms.map(std::time::Duration::from_millis));
+    t.initial_rtt(std::time::Duration::from_millis(INITIAL_RTT_MS));
+    // Forwarded API requests, one stream each (the replication streams are unidirectional).
+    t.max_concurrent_bidi_streams(super::forward::FORWARDS_PER_CONNECTION_MAX.into());
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        IDLE_TIMEOUT_MS as u32,
+    ))));
+    if ack_every > 1 {
+        let mut f = quinn::AckFrequencyConfig::default();
+        f.ack_eliciting_threshold(quinn::VarInt::from_u32(ack_every - 1))
+            .max_ack_delay(Some(std::time::Duration::from_millis(25)));
+        t.ack_frequency_config(Some(f));
+    }
+    t
+}
 
 /// Why certificates or TLS could not be set up.
 #[derive(Debug, Error)]
@@ -524,21 +553,14 @@ impl NodeIdentity {
             quinn::crypto::rustls::QuicServerConfig::try_from(server).map_err(|e| cfg(&e))?;
         let client =
             quinn::crypto::rustls::QuicClientConfig::try_from(client).map_err(|e| cfg(&e))?;
-        let mut transport = quinn::TransportConfig::default();
-        transport.keep_alive_interval(Some(std::time::Duration::from_millis(1_000)));
-        transport.initial_rtt(std::time::Duration::from_millis(INITIAL_RTT_MS));
-        // Forwarded API requests, one stream each (the replication streams are unidirectional).
-        transport.max_concurrent_bidi_streams(super::forward::FORWARDS_PER_CONNECTION_MAX.into());
-        transport.max_idle_timeout(Some(
-            std::time::Duration::from_millis(5_000)
-                .try_into()
-                .map_err(|e| cfg(&e))?,
-        ));
-        let transport = Arc::new(transport);
+        // The side that dialed keeps a connection alive; the side that
+        // accepted does not (a server with a thousand edges would send a
+        // thousand pings a second). Members exchange heartbeats every
+        // second anyway.
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(server));
-        server.transport_config(transport.clone());
+        server.transport_config(Arc::new(transport(None, 4)));
         let mut client = quinn::ClientConfig::new(Arc::new(client));
-        client.transport_config(transport);
+        client.transport_config(Arc::new(transport(Some(KEEP_ALIVE_MS), 1)));
         Ok((server, client))
     }
 }

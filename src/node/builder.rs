@@ -399,7 +399,13 @@ impl NodeBuilder {
                  --reissue --node-id {node_id}`"
             );
         }
-        let (server, client) = self.identity.quic_configs()?;
+        let (server, mut client) = self.identity.quic_configs()?;
+        if self.role == Role::Edge {
+            // An idle edge hears from its server every few beats: it keeps
+            // the connection alive itself, a little less often than a member.
+            let t = crate::net::tls::transport(Some(crate::net::tls::EDGE_KEEP_ALIVE_MS), 1);
+            client.transport_config(Arc::new(t));
+        }
         let listen_err = |source| NodeError::Listen {
             addr: self.listen,
             source,

@@ -59,7 +59,8 @@ pub struct Config {
     pub edges_max: usize,
     /// On a server: unacknowledged feed messages per edge (each at most
     /// `feed_entries_max` entries and `batch_bytes_max` bytes), which
-    /// bounds what a slow edge holds up. Default 2.
+    /// bounds what a slow edge holds up. Default 8 (edges acknowledge
+    /// every few messages).
     pub edge_window_max: usize,
     /// On an edge: a forwarded write its server has not answered within
     /// this fails (its outcome unknown). Default 15 s.
@@ -188,7 +189,7 @@ impl Config {
             node,
             role: Role::Server,
             edges_max: EDGES_MAX_DEFAULT,
-            edge_window_max: 2,
+            edge_window_max: 8,
             forward_timeout_ms: 15_000,
             name: name.to_string(),
             region: region.to_string(),

@@ -29,7 +29,11 @@ pub(super) struct AeSession {
 /// after we asked, and a peer holds a value at or below our floor only if
 /// no delete of the key was collected meanwhile (collection by stability
 /// needs the peer to hold the delete; a peer away past the horizon is
-/// refused until it resyncs). So that answer is exempt from the floor,
+/// refused until it resyncs). Collection by age needs neither: a member
+/// back from a long absence, accepted just before we collected a delete by
+/// age, may hold the value that delete removed. So the answer counts only
+/// from a peer whose frontier reaches our horizon floor (it holds every
+/// tombstone we collected by age, or newer). Then it is exempt from the floor,
 /// once per key, while our floor is still the one we asked under and for
 /// one request timeout: a record lost from our store (a lost write on
 /// disk) comes back from a peer even when it is older than the floor.
@@ -237,7 +241,7 @@ impl Replica {
         for s in summaries {
             if !seen.contains(&s.key_hash) && !mutants::on(Mutant::AeLeafComparison) {
                 if from_edge && s.stamp.hlc <= self.gc_floor {
-                    collected.push(s.clone());
+                    collected.push(*s);
                 } else {
                     want.push(s.key_hash);
                 }
@@ -327,8 +331,18 @@ impl Replica {
         let mut repaired = 0;
         let floor = self.merge_floor();
         let fresh = self.edge_round_fresh(from, session, floor, now_ms);
+        // An answer to our ask is exempt from the floor only from a peer
+        // that holds every write up to the tombstones we collected by age:
+        // one that came back from a long absence just before we collected
+        // a delete by age may still hold the value it deleted, and must not
+        // give it back to us (sim seed 4839).
+        let vouches = self
+            .peers
+            .get(&from)
+            .is_some_and(|p| p.frontier >= self.horizon_floor);
         for (k, e) in entries {
-            let floor = if fresh || self.asked_for(from, session, &k, floor, now_ms) {
+            let asked = self.asked_for(from, session, &k, floor, now_ms);
+            let floor = if fresh || (asked && vouches) {
                 Hlc::ZERO
             } else {
                 floor

@@ -37,11 +37,17 @@ use crate::core::codec::{
     FORWARD_MESSAGE_BYTES_MAX, FORWARD_OPS_MAX,
 };
 use crate::core::hlc::Hlc;
+use crate::core::mutants::{self, Mutant};
 use crate::core::types::{key_hash, IntoKey, Key, NodeId, Stamp};
 use crate::sync::config::{Role, WriteAck};
 
 /// Forwarded writes an edge waits on at once; more are refused.
 pub const FORWARDS_PENDING_MAX: usize = 4_096;
+/// An edge acknowledges its server's feed every this many messages...
+pub const EDGE_ACKS_BATCHED: u32 = 4;
+/// ...or this long after the first it owes, whichever comes first (well
+/// within a server's `edge_window_max` and `peer_timeout_ms`).
+pub const EDGE_ACK_DELAY_MS: u64 = 25;
 
 /// Why an edge's forwarded write failed.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -283,6 +289,45 @@ impl Replica {
             .collect();
         for id in ids {
             self.pump(id, now_ms);
+        }
+    }
+
+    /// On an edge: the feed message just applied from `server` is to be
+    /// acknowledged. Acknowledgements are batched (every
+    /// [`EDGE_ACKS_BATCHED`] messages, or after [`EDGE_ACK_DELAY_MS`]): a
+    /// server with a thousand edges reads a fraction of the packets.
+    pub(super) fn owe_ack(&mut self, server: NodeId, now_ms: u64) {
+        let Some(p) = self.peers.get_mut(&server) else {
+            return;
+        };
+        p.acks_owed += 1;
+        if p.acks_owed >= EDGE_ACKS_BATCHED {
+            self.send_owed_ack(server);
+        } else if !self.timers.is_set(Timer::EdgeAck) {
+            self.timers.set(Timer::EdgeAck, now_ms + EDGE_ACK_DELAY_MS);
+        }
+    }
+
+    fn send_owed_ack(&mut self, server: NodeId) {
+        let frontier = self.frontier();
+        let Some(p) = self.peers.get_mut(&server) else {
+            return;
+        };
+        p.acks_owed = 0;
+        let applied = p.applied;
+        self.send(server, Message::Ack { applied, frontier });
+    }
+
+    /// On an edge: the batching delay passed; acknowledge what is owed.
+    pub(super) fn send_owed_acks(&mut self) {
+        let owed: Vec<NodeId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.acks_owed > 0 && p.link.up())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in owed {
+            self.send_owed_ack(id);
         }
     }
 
@@ -832,7 +877,10 @@ impl Replica {
         now_ms: u64,
     ) {
         let _ = now_ms;
-        if !self.is_edge() || self.peers.get(&from).is_none_or(|p| p.role != Role::Server) {
+        if !self.is_edge()
+            || self.peers.get(&from).is_none_or(|p| p.role != Role::Server)
+            || mutants::on(Mutant::EdgeCollected)
+        {
             self.metrics.messages_ignored += 1;
             return;
         }

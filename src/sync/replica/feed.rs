@@ -10,6 +10,9 @@ use crate::core::mutants::{self, Mutant};
 use crate::core::types::{Check, NodeId};
 use crate::sync::config::Role;
 
+/// An idle edge hears its server's feed end every this many heartbeats.
+const EDGE_BEAT_EVERY: u64 = 5;
+
 impl Replica {
     pub(super) fn on_feed(&mut self, from: NodeId, f: Feed, now_ms: u64) {
         self.metrics.feed_messages_in += 1;
@@ -119,8 +122,13 @@ impl Replica {
         };
         let applied = p.applied;
         let frontier = self.frontier();
-        // An edge does not answer its server's heartbeats: nothing moved.
-        if !(self.is_edge() && heartbeat) {
+        // An edge does not answer its server's heartbeats (nothing moved),
+        // and batches its acknowledgements of the rest.
+        if self.is_edge() {
+            if !heartbeat {
+                self.owe_ack(from, now_ms);
+            }
+        } else {
             self.send(from, Message::Ack { applied, frontier });
         }
         // Caught up after a reconnect: check with one cheap round soon, once
@@ -317,12 +325,20 @@ impl Replica {
                 continue;
             }
             if p.role == Role::Edge {
-                // An edge hears a view when stability moved.
+                // An idle edge hears from its server every few beats (its
+                // connection's keep-alives say the server is there), and a
+                // view when stability moved.
+                let quiet = now_ms < p.last_sent_ms + EDGE_BEAT_EVERY * interval;
+                let due = (!p.in_flight.is_empty() && now_ms >= p.last_progress_ms + timeout)
+                    || (p.in_flight.is_empty() && p.sent < index);
                 let stable = self.stable();
                 let p = self.peers.get_mut(&id).expect("listed");
                 if p.view_stable != stable {
                     p.view_stable = stable;
                     self.send_view(id);
+                }
+                if quiet && !due {
+                    continue;
                 }
             } else {
                 self.probe(id, now_ms);

@@ -402,6 +402,7 @@ impl Replica {
         t.bring_back(Timer::Scrub, now_ms + c.scrub_interval_ms);
         t.bring_back(Timer::Push, now_ms + c.push_delay_ms);
         t.bring_back(Timer::EdgePush, now_ms + c.push_delay_ms);
+        t.bring_back(Timer::EdgeAck, now_ms + edge::EDGE_ACK_DELAY_MS);
     }
 
     /// The next output to carry out, in order.
@@ -538,6 +539,10 @@ impl Replica {
         if self.timers.expired(Timer::EdgePush, now_ms) {
             self.timers.stop(Timer::EdgePush);
             self.pump_edges(now_ms);
+        }
+        if self.timers.expired(Timer::EdgeAck, now_ms) {
+            self.timers.stop(Timer::EdgeAck);
+            self.send_owed_acks();
         }
         if self.timers.expired(Timer::Heartbeat, now_ms) {
             self.timers

@@ -121,6 +121,8 @@ pub(super) struct Peer {
     /// anti-entropy round with it has found equal roots since: what it
     /// held before is not known to be here (`held` waits).
     pub(super) tailing: bool,
+    /// On an edge: feed messages of this server applied and not yet acknowledged.
+    pub(super) acks_owed: u32,
 }
 
 /// The state of the link with a peer.

@@ -11,6 +11,9 @@ pub(super) enum Timer {
     /// Push to the edges the changes of other origins applied here since
     /// the first one (set when a server applies a peer's change).
     EdgePush,
+    /// On an edge: acknowledge its server's feed (acknowledgements are
+    /// batched; see `replica/edge.rs`).
+    EdgeAck,
     /// Heartbeats: clock probes, feed ends, retransmissions, contact.
     Heartbeat,
     /// Start an anti-entropy round with a random peer.
@@ -22,10 +25,11 @@ pub(super) enum Timer {
 }
 
 impl Timer {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
     const ALL: [Timer; Timer::COUNT] = [
         Timer::Push,
         Timer::EdgePush,
+        Timer::EdgeAck,
         Timer::Heartbeat,
         Timer::AntiEntropy,
         Timer::Gc,
