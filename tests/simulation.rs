@@ -140,7 +140,7 @@ fn seeds_converge_to_the_oracle() {
 
 /// Seeds that once found a fault, each named where it was fixed: they
 /// run every time, whatever range the main test covers.
-const SEEDS_THAT_FOUND_FAULTS: [u64; 21] = [
+const SEEDS_THAT_FOUND_FAULTS: [u64; 22] = [
     497,   // a recovering replica claimed writes it had lost
     14417, // two nodes recovering at once waited on each other
     32359, // the simulation destroyed the last intact copy of a write
@@ -162,6 +162,7 @@ const SEEDS_THAT_FOUND_FAULTS: [u64; 21] = [
     35, // a read barrier that waited on feed positions missed a write superseded by an unreachable node's
     1611, // the same, another key
     4839, // back past the horizon, a member gave a peer the value of a delete it collected by age
+    19254, // (the faults) a server's disk lost a write only an edge still held
 ];
 
 #[test]

@@ -243,13 +243,7 @@ impl Transport {
                     backoff = DIAL_BACKOFF_MS_MIN;
                 }
             }
-            let jitter = u64::from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.subsec_micros()),
-            ) % (backoff / 2 + 1);
-            tokio::time::sleep(Duration::from_millis(backoff + jitter)).await;
-            backoff = (backoff * 2).min(DIAL_BACKOFF_MS_MAX);
+            backoff = backoff_sleep(backoff).await;
         }
     }
 
@@ -308,14 +302,7 @@ impl Transport {
                 }
                 Err(e) => tracing::debug!("dial {addr}: {e}"),
             }
-            // Jitter from the clock's low bits; this is IO-side scheduling, not a decision.
-            let jitter = u64::from(
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.subsec_micros()),
-            ) % (backoff / 2 + 1);
-            tokio::time::sleep(Duration::from_millis(backoff + jitter)).await;
-            backoff = (backoff * 2).min(DIAL_BACKOFF_MS_MAX);
+            backoff = backoff_sleep(backoff).await;
             if self.events.is_closed() {
                 return;
             }
@@ -535,6 +522,19 @@ impl Transport {
         tracing::warn!(peer = %node, "malformed frame, closing the connection: {why}");
         connection.close(CLOSE_MALFORMED.into(), b"malformed frame");
     }
+}
+
+/// Sleeps `backoff_ms` and up to half as long again; the next backoff
+/// (doubled, at most [`DIAL_BACKOFF_MS_MAX`]). The jitter comes from the
+/// clock's low bits: IO-side scheduling, not a decision.
+async fn backoff_sleep(backoff_ms: u64) -> u64 {
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_micros()),
+    ) % (backoff_ms / 2 + 1);
+    tokio::time::sleep(Duration::from_millis(backoff_ms + jitter)).await;
+    (backoff_ms * 2).min(DIAL_BACKOFF_MS_MAX)
 }
 
 /// Sends a frame without waiting; a full queue drops it and counts it.

@@ -230,7 +230,7 @@ impl Sim {
         }
     }
 
-    /// Whether a node other than `i` holds `key`'s very entry durably (so
+    /// Whether a server other than `i` holds `key`'s very entry durably (so
     /// that damage to `i`'s copy can be repaired from it). A member away
     /// longer than the horizon does not count: it may drop what it holds.
     pub(super) fn held_elsewhere(
@@ -239,8 +239,12 @@ impl Sim {
         key: &crate::core::types::Key,
         entry: &crate::core::types::Entry,
     ) -> bool {
+        // A server's copy: an edge's is a cache its server does not ask
+        // back (a server recovers from servers), and an edge drops what its
+        // server lacks below its floor (sim seed 19254).
         self.nodes.iter().enumerate().any(|(j, n)| {
             j != i
+                && n.attached.is_none()
                 && !n.away
                 && n.durable
                     .records

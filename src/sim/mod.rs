@@ -26,12 +26,14 @@ mod config;
 mod edges;
 mod faults;
 mod net;
+mod node;
 mod workload;
 
 pub use config::SimConfig;
+use node::Node;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fmt;
 
 use bytes::Bytes;
@@ -40,7 +42,7 @@ use crate::core::codec::ClusterId;
 use crate::core::mutants::{self, Mutant};
 use crate::core::rng::Rng;
 use crate::core::types::{Hash, NodeId, Stamp, REGION_NAMES};
-use crate::sync::{Config, DurableState, Event, Output, PersistBatch, Replica};
+use crate::sync::{Config, Event, Output, Replica};
 
 /// Virtual time starts here (ms since the Unix epoch), so stamps look real.
 pub const EPOCH_MS: u64 = 1_750_000_000_000;
@@ -172,78 +174,6 @@ impl fmt::Display for SimFailure {
 }
 
 impl std::error::Error for SimFailure {}
-
-struct Node {
-    id: NodeId,
-    region: usize,
-    cfg: Config,
-    replica: Option<Replica>,
-    durable: DurableState,
-    /// Outputs waiting for the pending persist.
-    queue: VecDeque<Output>,
-    pending: Option<PersistBatch>,
-    /// Incarnation: bumped by a crash, so stale events find nothing.
-    incarnation: u64,
-    skew_ms: i64,
-    /// The skew it was drawn with (clock faults move `skew_ms` away from it).
-    base_skew_ms: i64,
-    /// Its stored records are damaged before its next restart.
-    damage_on_restart: bool,
-    /// Its store was destroyed: it restarts empty and rebuilds.
-    lost: bool,
-    /// Its store was destroyed with nothing left to say so (a wiped data
-    /// directory): it restarts empty under the id its certificate names,
-    /// adopted, and must find the loss from its peers.
-    wiped_unknowing: bool,
-    tick_at: Option<u64>,
-    /// Its clock is (or was lately) wrong until then: the peers' judgement
-    /// of clocks remembers samples for a while after a clock comes back.
-    clock_wrong_until: u64,
-    /// Its clock jumped: it stays wrong for the rest of the run.
-    jumped: bool,
-    /// The greatest stamp of a write it acknowledged (reset when its store
-    /// is destroyed): every write it stamps later must be above it.
-    acked_hlc_max: crate::core::hlc::Hlc,
-    /// What every other node held alike when its last recovery started
-    /// (see `check_recovered`).
-    recovery_snapshot: Option<BTreeMap<crate::core::types::Key, crate::core::types::Entry>>,
-    /// It left for longer than the horizon: what it holds may be dropped
-    /// when it comes back, so no other fault counts on its copies.
-    away: bool,
-    /// Its store lost or damaged records (see `barriers`).
-    store_faulted: bool,
-    /// An edge: the server it is attached to (`None` for a server).
-    attached: Option<usize>,
-}
-
-impl Node {
-    /// A node not started yet, attached to a server when it is an edge.
-    fn new(region: usize, cfg: Config, skew_ms: i64, attached: Option<usize>) -> Node {
-        Node {
-            id: cfg.node,
-            region,
-            durable: DurableState::new(cfg.node),
-            cfg,
-            replica: None,
-            queue: VecDeque::new(),
-            pending: None,
-            incarnation: 0,
-            skew_ms,
-            base_skew_ms: skew_ms,
-            damage_on_restart: false,
-            lost: false,
-            wiped_unknowing: false,
-            tick_at: None,
-            clock_wrong_until: 0,
-            jumped: false,
-            recovery_snapshot: None,
-            acked_hlc_max: crate::core::hlc::Hlc::ZERO,
-            away: false,
-            store_faulted: false,
-            attached,
-        }
-    }
-}
 
 #[derive(Debug)]
 enum Ev {
