@@ -43,6 +43,9 @@ use crate::sync::config::{Role, WriteAck};
 
 /// Forwarded writes an edge waits on at once; more are refused.
 pub const FORWARDS_PENDING_MAX: usize = 4_096;
+/// Most keys a server deletes for one edge's prefix delete, whatever the
+/// edge asks (as many as one API request may delete on a server).
+pub const FORWARD_DELETE_KEYS_MAX: usize = 100_000;
 /// An edge acknowledges its server's feed every this many messages...
 pub const EDGE_ACKS_BATCHED: u32 = 4;
 /// ...or this long after the first it owes, whichever comes first (well
@@ -445,7 +448,8 @@ impl Replica {
                     writes.push((key, None, 0));
                 }
                 ForwardOp::DeleteTree { prefix, keys_max } => {
-                    let max = *keys_max as usize;
+                    // The edge's limit, within the server's own.
+                    let max = (*keys_max as usize).min(FORWARD_DELETE_KEYS_MAX);
                     let keys: Vec<Key> = self
                         .map
                         .scan_visible(prefix)
