@@ -178,6 +178,23 @@ enum Command {
     },
     /// Make a standby node active: it accepts client writes from now on (and after restarts).
     Promote,
+    /// Who the node at --addr knows: members (servers) with their state,
+    /// the edges it serves, and the members the cluster forgot.
+    Members {
+        #[arg(long)]
+        json: bool,
+    },
+    /// The node at --addr leaves the cluster for good: once the members in
+    /// contact hold all its writes, it tells them (they stop counting it for
+    /// quorum, partition health and tombstone collection) and shuts down.
+    Leave,
+    /// Forget a member that is gone for good (by name or node id): it stops
+    /// counting for quorum, partition health and tombstone collection on
+    /// every member. Refused while it is in contact (run `leave` on it).
+    Forget {
+        /// The member's name or node id.
+        node: String,
+    },
     /// The node's health against its thresholds; exit 1 when unhealthy.
     Health {
         #[arg(long)]
@@ -476,6 +493,9 @@ fn run(cli: Cli) -> Result<bool> {
                         cli::conflicts::conflicts(&client, &nodes, json).await
                     }
                     Command::Promote => cli::promote(&client).await,
+                    Command::Members { json } => cli::members::members(&client, json).await,
+                    Command::Leave => cli::members::leave(&client).await,
+                    Command::Forget { node } => cli::members::forget(&client, &node).await,
                     Command::Acl { command } => cli::acl::acl(&client, command).await,
                     Command::Audit { command } => cli::audit::audit(&client, command).await,
                     Command::Backup { command } => cli::backup::run(&client, command).await,
@@ -572,7 +592,11 @@ async fn node(args: NodeArgs) -> Result<bool> {
         daemon.api_url(),
         daemon.node().local_addr()
     );
-    cli::dev::shutdown_signal().await;
+    let left = meridian::daemon::left(daemon.node());
+    tokio::select! {
+        _ = cli::dev::shutdown_signal() => {}
+        _ = left => tracing::warn!("this node left the cluster (`meridian leave`)"),
+    }
     tracing::info!("shutting down: closing the API, flushing commits, closing peers");
     daemon.shutdown().await?;
     tracing::info!("stopped");

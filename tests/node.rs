@@ -562,6 +562,7 @@ async fn a_peer_naming_itself_otherwise_than_its_certificate_is_refused() {
         gc_floor: Hlc::ZERO,
         edge: false,
         tail: false,
+        rejoined: Hlc::ZERO,
     });
     tx.send(codec::encode(&hello).unwrap()).await.unwrap();
     refused(&a, 3).await;

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 use meridian::core::codec::{
-    self, ClusterId, Feed, FeedEnd, ForwardOp, ForwardOutcome, Hello, Message, RefusalClass,
-    Summary,
+    self, ClusterId, Feed, FeedEnd, ForgetNotice, ForwardOp, ForwardOutcome, Hello, Message,
+    RefusalClass, Summary,
 };
 use meridian::core::digest::{differing_leaves, leaf_of};
 use meridian::core::hlc::{Clock, Hlc};
@@ -215,6 +215,7 @@ fn message() -> impl Strategy<Value = Message> {
                     gc_floor: Hlc(index / 3),
                     edge: index % 7 == 0,
                     tail: applied % 5 == 0,
+                    rejoined: Hlc(index % 4),
                 })
             }
         ),
@@ -349,6 +350,21 @@ fn message() -> impl Strategy<Value = Message> {
                     })
                     .collect(),
             }),
+        (any::<u8>(), any::<u64>(), any::<bool>()).prop_map(|(who, at, left)| {
+            Message::Forget {
+                members: vec![ForgetNotice {
+                    node: NodeId(u64::from(who % 4)),
+                    at: Hlc(at),
+                    name: "gone".into(),
+                    region: "r".into(),
+                    left,
+                }],
+            }
+        }),
+        (any::<u64>(), any::<u64>()).prop_map(|(at, floor)| Message::Forgotten {
+            at: Hlc(at),
+            floor: Hlc(floor),
+        }),
     ]
 }
 

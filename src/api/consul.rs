@@ -53,7 +53,8 @@ const CONSUL_GROUPS: &[&str] = &[
 
 /// What Meridian serves of Consul's API, for the 501's message.
 const SERVED: &str = "/v1/kv, /v1/txn (KV operations), /v1/status/leader, /v1/status/peers, \
-                      /v1/agent/self, /v1/agent/members, /v1/catalog/datacenters, \
+                      /v1/agent/self, /v1/agent/members, /v1/agent/leave, \
+                      /v1/agent/force-leave, /v1/catalog/datacenters, \
                       /v1/acl/bootstrap, /v1/acl/policy, /v1/acl/policies, /v1/acl/token, \
                       /v1/acl/tokens";
 
@@ -192,6 +193,18 @@ pub(super) async fn members(State(api): State<Arc<Api>>) -> Result<Response, Api
         &node.local_addr().to_string(),
         wire::MEMBER_ALIVE,
     ));
+    // Members that left or were forgotten, as serf lists left members.
+    let report = node.members().await.map_err(node_error)?;
+    for (id, f) in &report.forgotten {
+        out.retain(|m| m.tags.get("id") != Some(&id.to_string()));
+        out.push(member(
+            &f.name,
+            &f.region,
+            &id.to_string(),
+            "",
+            wire::MEMBER_LEFT,
+        ));
+    }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(out).into_response())
 }

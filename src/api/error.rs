@@ -85,6 +85,7 @@ pub(super) fn write_error(e: WriteError) -> ApiError {
         },
         WriteError::NoQuorum { .. }
         | WriteError::Standby
+        | WriteError::Left
         | WriteError::Rebuilding
         | WriteError::ClockOffset { .. } => StatusCode::SERVICE_UNAVAILABLE,
         WriteError::Clock(_) => StatusCode::SERVICE_UNAVAILABLE,

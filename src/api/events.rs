@@ -80,6 +80,24 @@ pub fn event(kind: &EventKind) -> wire::Event {
         Event::PeerStale { peer } => W::PeerStale {
             peer: peer.to_string(),
         },
+        Event::Left { at } => W::Left {
+            at_ms: at.physical_ms(),
+        },
+        Event::MemberForgotten {
+            peer,
+            name,
+            region,
+            left,
+        } => W::MemberForgotten {
+            peer: peer.to_string(),
+            peer_name: name.clone(),
+            peer_region: region.clone(),
+            left: *left,
+        },
+        Event::MemberBack { peer, name } => W::MemberBack {
+            peer: peer.to_string(),
+            peer_name: name.clone(),
+        },
         Event::Resynced { from, dropped } => W::Resynced {
             from: from.to_string(),
             dropped: *dropped as u64,
@@ -226,6 +244,17 @@ mod tests {
                 reason: crate::sync::Refusal::Cluster,
             },
             Event::PeerStale { peer },
+            Event::Left { at: stamp.hlc },
+            Event::MemberForgotten {
+                peer,
+                name: "n".into(),
+                region: "r".into(),
+                left: true,
+            },
+            Event::MemberBack {
+                peer,
+                name: "n".into(),
+            },
             Event::Resynced {
                 from: peer,
                 dropped: 1,

@@ -29,6 +29,7 @@ mod forward;
 pub mod health;
 mod history;
 mod kv;
+mod members;
 pub mod metrics;
 mod query;
 pub mod server;
@@ -165,6 +166,9 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         .route("/v1/status/peers", get(consul::peers))
         .route("/v1/agent/self", get(consul::agent_self))
         .route("/v1/agent/members", get(consul::members))
+        .route("/v1/agent/leave", put(members::leave))
+        .route("/v1/agent/force-leave/{node}", put(members::force_leave))
+        .route("/v1/members", get(members::members))
         .route("/v1/catalog/datacenters", get(consul::datacenters))
         .route("/v1/acl/bootstrap", put(acl::endpoints::bootstrap))
         .route("/v1/acl/policy", put(acl::endpoints::policy_create))

@@ -1,6 +1,6 @@
 //! The operator commands of the binary, one file each: `kv`, `status`,
 //! `health`, `promote`, `verify`, `conflicts`, `backup`, `bench`, `dev`,
-//! `acl`, `audit`.
+//! `acl`, `audit`, `members`, `leave`, `forget`.
 //! Each talks to a node's HTTP API through [`meridian::client`].
 
 pub mod acl;
@@ -12,6 +12,7 @@ pub mod conflicts;
 pub mod dev;
 mod kv;
 mod local;
+pub mod members;
 mod status;
 pub mod transfer;
 mod verify;

@@ -612,6 +612,28 @@ impl Client {
         self.decode(path, &r)
     }
 
+    /// `GET /v1/members`: who the node knows, with roles and states.
+    pub async fn members(&self) -> Result<wire::Members, ClientError> {
+        let path = "/v1/members";
+        let r = self.request(Method::GET, path, Bytes::new()).await?.ok()?;
+        self.decode(path, &r)
+    }
+
+    /// `PUT /v1/agent/leave`: the node leaves the cluster and shuts down.
+    pub async fn leave(&self) -> Result<wire::LeftDoc, ClientError> {
+        let path = "/v1/agent/leave";
+        let r = self.request(Method::PUT, path, Bytes::new()).await?.ok()?;
+        self.decode(path, &r)
+    }
+
+    /// `PUT /v1/agent/force-leave/NODE`: forgets a member gone for good
+    /// (by name or node id).
+    pub async fn forget(&self, who: &str) -> Result<wire::ForgotDoc, ClientError> {
+        let path = format!("/v1/agent/force-leave/{}", encode_path(who));
+        let r = self.request(Method::PUT, &path, Bytes::new()).await?.ok()?;
+        self.decode(&path, &r)
+    }
+
     /// `POST /v1/restore` with a backup file; `force` restores a backup of
     /// another cluster.
     pub async fn restore(&self, file: Bytes, force: bool) -> Result<wire::Restored, ClientError> {

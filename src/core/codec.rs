@@ -22,7 +22,7 @@ pub const MAGIC: [u8; 4] = *b"MRDN";
 /// Version 4: read barriers (`ReadBarrier`, `ReadBarrierReply`). Version
 /// 5: views (`View`: role and unreachable regions, for failover). Version
 /// 6: edges (`Hello::edge`, `View::stable`, `Forward`, `Forwarded`).
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 /// Regions one `View` may name as unreachable.
 pub const VIEW_REGIONS_MAX: usize = 64;
 /// Envelope bytes before the payload.
@@ -82,6 +82,25 @@ pub struct Hello {
     /// The sender (an edge that holds data) catches up by anti-entropy:
     /// start the feed to it at the current index, not at `applied`.
     pub tail: bool,
+    /// The clock of the latest leave or forget of the sender that it
+    /// resynced after ([`Hlc::ZERO`]: none): a member that forgot it
+    /// earlier than this takes it back (see `sync::replica::members`).
+    pub rejoined: Hlc,
+}
+
+/// A member the cluster forgets: it left, or an operator forgot it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForgetNotice {
+    /// The member.
+    pub node: NodeId,
+    /// The clock of its leave or forget (the same on every member).
+    pub at: Hlc,
+    /// Its node name (at most [`NAME_BYTES_MAX`] bytes).
+    pub name: String,
+    /// Its region (at most [`NAME_BYTES_MAX`] bytes).
+    pub region: String,
+    /// It left by itself, rather than being forgotten.
+    pub left: bool,
 }
 
 /// A contiguous range `(from, to]` of the sender's change feed: the current
@@ -279,7 +298,26 @@ pub enum Message {
         /// What became of it.
         outcome: ForwardOutcome,
     },
+    /// These members are forgotten (a member leaving sends its own): they
+    /// no longer count for quorum, reachability or stability. At most
+    /// [`FORGOTTEN_NOTICES_MAX`].
+    Forget {
+        /// The members, each with the clock of its leave or forget.
+        members: Vec<ForgetNotice>,
+    },
+    /// "The cluster forgot you at `at`, and may have collected deletes you
+    /// never saw, up to `floor`: drop what you hold at or below it and
+    /// take our state again before your data counts."
+    Forgotten {
+        /// The clock of the leave or forget.
+        at: Hlc,
+        /// The sender's collection floor.
+        floor: Hlc,
+    },
 }
+
+/// Most members one `Forget` names (and most members a node keeps forgotten).
+pub const FORGOTTEN_NOTICES_MAX: usize = 1_024;
 
 /// One operation of a forwarded write.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -412,6 +450,8 @@ impl Message {
             Message::Forward { .. } => "forward",
             Message::Collected { .. } => "collected",
             Message::Forwarded { .. } => "forwarded",
+            Message::Forget { .. } => "forget",
+            Message::Forgotten { .. } => "forgotten",
         }
     }
 
@@ -443,6 +483,24 @@ impl Message {
                 {
                     return bad(format!(
                         "name, region or api address longer than {NAME_BYTES_MAX} bytes"
+                    ));
+                }
+                Ok(())
+            }
+            Message::Forget { members } => {
+                if members.len() > FORGOTTEN_NOTICES_MAX {
+                    return bad(format!(
+                        "{} forgotten members, more than {FORGOTTEN_NOTICES_MAX}",
+                        members.len()
+                    ));
+                }
+                if let Some(m) = members
+                    .iter()
+                    .find(|m| m.name.len() > NAME_BYTES_MAX || m.region.len() > NAME_BYTES_MAX)
+                {
+                    return bad(format!(
+                        "forgotten member {}: name or region longer than {NAME_BYTES_MAX} bytes",
+                        m.node
                     ));
                 }
                 Ok(())
@@ -557,6 +615,7 @@ impl Message {
                 }
                 Ok(())
             }
+            Message::Forgotten { .. } => Ok(()),
             Message::Collected { records, .. } => {
                 if records.len() > AE_SUMMARIES_MAX {
                     return bad(format!(

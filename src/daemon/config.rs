@@ -572,6 +572,8 @@ pub struct DaemonConfig {
     pub health: Thresholds,
     /// `[sync]`: replication timers and bounds.
     pub sync: SyncConfig,
+    /// `[swim]`: failure detection's timing (a LAN or WAN profile).
+    pub swim: crate::sync::membership::SwimTiming,
     /// `[backup]`: scheduled backups.
     pub backup: BackupConfig,
     /// `[failover]`: prioritized failover of standby regions.
@@ -610,6 +612,7 @@ impl Default for DaemonConfig {
             limits: LimitsConfig::default(),
             health: Thresholds::default(),
             sync: SyncConfig::default(),
+            swim: crate::sync::membership::SwimTiming::default(),
             backup: BackupConfig::default(),
             failover: FailoverSection::default(),
             history: HistoryConfig::default(),
@@ -671,6 +674,9 @@ impl DaemonConfig {
         }
         self.http.validate()?;
         self.api_tls.validate()?;
+        self.swim
+            .validate()
+            .map_err(|e| DaemonError::Invalid(format!("[swim] {e}")))?;
         self.audit.validate()?;
         let b = &self.backup;
         if b.interval_ms > 0 && (b.interval_ms < INTERVAL_MS_MIN || b.keep == 0) {

@@ -210,6 +210,7 @@ impl Daemon {
         if cfg.role == Role::Edge {
             b = b.edge();
         }
+        b = b.swim(cfg.swim);
         if let Some(f) = faults {
             b = b.faults(f);
         }
@@ -327,6 +328,28 @@ impl Daemon {
         }
         self.node.stop().await?;
         Ok(())
+    }
+}
+
+/// Resolves once `node` left the cluster (`PUT /v1/agent/leave`): the
+/// daemon's owner then shuts it down, as Consul's agent does.
+pub async fn left(node: &Arc<Node>) {
+    let mut events = node.subscribe();
+    loop {
+        match events.recv().await {
+            Ok(e) => {
+                if matches!(
+                    e.kind,
+                    crate::node::EventKind::Replica(crate::sync::Event::Left { .. })
+                ) {
+                    return;
+                }
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                std::future::pending::<()>().await
+            }
+        }
     }
 }
 

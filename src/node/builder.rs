@@ -23,7 +23,7 @@ use crate::net::tls::NodeIdentity;
 use crate::net::Transport;
 use crate::store::faults::{FaultyStore, StoreFaults};
 use crate::store::{Durability, MemoryStore, RedbStore, Store, StoreError};
-use crate::sync::membership::{Member, Membership};
+use crate::sync::membership::{Member, Membership, SwimTiming};
 use crate::sync::{Config, DurableState, PartitionPolicy, Replica, Role};
 
 pub(super) type Tune = Box<dyn FnOnce(&mut Config) + Send>;
@@ -47,6 +47,7 @@ pub struct NodeBuilder {
     pub(super) advertise: Option<SocketAddr>,
     pub(super) cluster: Option<crate::core::codec::ClusterId>,
     pub(super) role: Role,
+    pub(super) swim: SwimTiming,
 }
 
 /// Chunks of records read ahead of the map being built on a restart.
@@ -280,6 +281,12 @@ impl NodeBuilder {
         self
     }
 
+    /// SWIM's timing (default: the LAN profile). Checked when the node is built.
+    pub fn swim(mut self, timing: SwimTiming) -> Self {
+        self.swim = timing;
+        self
+    }
+
     /// Peers to connect to; connections are kept up and redialed.
     pub fn seeds(mut self, seeds: impl IntoIterator<Item = SocketAddr>) -> Self {
         self.seeds.extend(seeds);
@@ -335,6 +342,7 @@ impl NodeBuilder {
 
     /// Opens the store, binds the endpoint and starts the node.
     pub async fn start(self) -> Result<Node, NodeError> {
+        self.swim.validate()?;
         let started = Instant::now();
         let cluster = match self.cluster {
             Some(c) => c,
@@ -459,7 +467,7 @@ impl NodeBuilder {
             addr: advertise.to_string(),
             bump: 0,
         };
-        let membership = Membership::new(me, self.seeds.len() as u32 + 1, false, random_u64());
+        let membership = Membership::new(me, self.seeds.len() as u32 + 1, &self.swim, random_u64());
         let (timer_tx, timer_rx) = mpsc::channel(NET_QUEUE_MAX);
         let (commit_tx, commit_rx) = mpsc::channel(16);
         let started_ms = now_ms();

@@ -28,8 +28,8 @@ use crate::net::links::{Adopted, Conn, Links};
 use crate::net::{self, NetEvent, NetMetrics, Transport};
 use crate::sync::membership::{Member, Membership, MembershipOutput};
 use crate::sync::{
-    BarrierError, Event, ImportReport, Output, PersistBatch, Replica, Role, TxnError, TxnOp,
-    TxnOutcome, WriteAck, WriteReceipt,
+    BarrierError, Event, ForgottenMember, ImportReport, Output, PersistBatch, Replica, Role,
+    TxnError, TxnOp, TxnOutcome, WriteAck, WriteReceipt,
 };
 
 /// Longest the driver sleeps without ticking the replica.
@@ -116,6 +116,16 @@ pub(super) enum Command {
     },
     Promote {
         reply: oneshot::Sender<()>,
+    },
+    Leave {
+        reply: oneshot::Sender<Result<(), NodeError>>,
+    },
+    Forget {
+        who: String,
+        reply: oneshot::Sender<Result<ForgottenMember, NodeError>>,
+    },
+    Members {
+        reply: oneshot::Sender<super::types::MembersReport>,
     },
     History {
         key: String,
@@ -440,6 +450,21 @@ impl Driver {
                 // Its Down event will no longer match a connection: tell the replica now.
                 self.refused.push(peer);
             }
+            Output::Forgot { peer } => {
+                tracing::info!(%peer, "forgotten: closing its connection and no longer dialing it");
+                self.links.unwant(peer);
+                if self
+                    .links
+                    .refuse(peer, "forgotten: it left, or was forgotten")
+                {
+                    // Its Down event will no longer match a connection: tell the replica now.
+                    self.refused.push(peer);
+                }
+                if !self.replica.is_edge() {
+                    self.membership.forget(peer);
+                    self.membership_outputs();
+                }
+            }
             Output::Forwarded { id, result } => self.forwarded(id, result),
             Output::BarrierDone { id, result } => {
                 if let Some(reply) = self.read_barriers.remove(&id) {
@@ -675,6 +700,49 @@ impl Driver {
             Command::Promote { reply } => {
                 self.replica.promote();
                 let _ = reply.send(());
+            }
+            Command::Leave { reply } => match self.replica.leave(now) {
+                Ok(_) => {
+                    // SWIM hears it too: the members stop probing us.
+                    self.membership.leave();
+                    self.membership_outputs();
+                    self.answer_when_durable(reply, ());
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(NodeError::Leave(e)));
+                }
+            },
+            Command::Forget { who, reply } => {
+                let Some(peer) = self.replica.peer_called(&who).or_else(|| {
+                    self.replica
+                        .forgotten()
+                        .iter()
+                        .find(|(id, f)| f.name == who || id.to_string() == who)
+                        .map(|(id, _)| *id)
+                }) else {
+                    let _ = reply.send(Err(NodeError::UnknownMember(who)));
+                    return;
+                };
+                match self.replica.forget(peer, now) {
+                    Ok(f) => self.answer_when_durable(reply, f),
+                    Err(e) => {
+                        let _ = reply.send(Err(NodeError::Forget(e)));
+                    }
+                }
+            }
+            Command::Members { reply } => {
+                let report = super::types::MembersReport {
+                    edge: self.replica.is_edge(),
+                    known: self.replica.known_peers(),
+                    swim: self.membership.view(),
+                    forgotten: self
+                        .replica
+                        .forgotten()
+                        .iter()
+                        .map(|(id, f)| (*id, f.clone()))
+                        .collect(),
+                };
+                let _ = reply.send(report);
             }
             Command::Get { key, reply } => {
                 let _ = reply.send(self.read(&key, now));

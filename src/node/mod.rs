@@ -42,17 +42,21 @@ use crate::net;
 use crate::net::tls::{NodeIdentity, TlsError};
 use crate::store::{Durability, StoreError};
 use crate::sync::{
-    AckFailure, BarrierError, ConfigError, ImportReport, PartitionPolicy, TxnFailure, TxnOp,
-    TxnOutcome, WriteAck, WriteError, WriteReceipt,
+    AckFailure, BarrierError, ConfigError, ForgetError, ForgottenMember, ImportReport, LeaveError,
+    PartitionPolicy, TxnFailure, TxnOp, TxnOutcome, WriteAck, WriteError, WriteReceipt,
 };
+
+/// How often [`Node::leave`] asks again while members catch up.
+const LEAVE_RETRY: Duration = Duration::from_millis(200);
 
 pub use builder::NodeBuilder;
 use driver::Command;
 pub(crate) use time::now_ms;
 pub use time::CLOCK_SKEW_ENV;
 pub use types::{
-    Change, DigestReport, EventKind, Histogram, Indexed, KeyHash, KvEntry, NodeEvent, NodeStatus,
-    Snapshot, StoreTrouble, WriteOptions, COMMIT_BUCKETS_US, EVENTS_BUFFERED_MAX,
+    Change, DigestReport, EventKind, Histogram, Indexed, KeyHash, KvEntry, MembersReport,
+    NodeEvent, NodeStatus, Snapshot, StoreTrouble, WriteOptions, COMMIT_BUCKETS_US,
+    EVENTS_BUFFERED_MAX,
 };
 
 /// Commands waiting for the driver.
@@ -194,6 +198,18 @@ pub enum NodeError {
     /// every key removed since the index asked for.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// This node could not leave the cluster.
+    #[error("cannot leave: {0}")]
+    Leave(#[from] LeaveError),
+    /// A member could not be forgotten.
+    #[error("cannot forget: {0}")]
+    Forget(#[from] ForgetError),
+    /// No member by that name or id is known here.
+    #[error("no member {0} is known here")]
+    UnknownMember(String),
+    /// SWIM's timing was refused.
+    #[error("swim: {0}")]
+    Swim(#[from] crate::sync::membership::SwimTimingError),
 }
 
 /// Why a node stopped answering (see [`NodeError::StoreFailed`]).
@@ -267,6 +283,7 @@ impl Node {
             advertise: None,
             cluster: None,
             role: crate::sync::Role::Server,
+            swim: crate::sync::membership::SwimTiming::default(),
         }
     }
 
@@ -523,6 +540,39 @@ impl Node {
     /// Makes a standby active: client writes are accepted from now on.
     pub async fn promote(&self) -> Result<(), NodeError> {
         self.call(|reply| Command::Promote { reply }).await
+    }
+
+    /// Leaves the cluster (see [`Replica::leave`](crate::sync::Replica::leave)):
+    /// waits up to `wait` for the members in contact to hold every write
+    /// of this node, then tells every peer and stops taking writes. Shut
+    /// the node down after it. Answers once the leave is durable.
+    pub async fn leave(&self, wait: std::time::Duration) -> Result<(), NodeError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.call(|reply| Command::Leave { reply }).await? {
+                Err(NodeError::Leave(LeaveError::NotHandedOver { .. }))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(LEAVE_RETRY).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Forgets a member that is gone for good, by node name or id (see
+    /// [`Replica::forget`](crate::sync::Replica::forget)): it stops
+    /// counting for quorum, reachability and tombstone collection on every
+    /// member. Answers once the forget is durable here.
+    pub async fn forget(&self, who: &str) -> Result<ForgottenMember, NodeError> {
+        let who = who.to_string();
+        self.call(|reply| Command::Forget { who, reply }).await?
+    }
+
+    /// Who this node knows: members with their liveness, the edges it
+    /// serves, and the members the cluster forgot.
+    pub async fn members(&self) -> Result<MembersReport, NodeError> {
+        self.call(|reply| Command::Members { reply }).await
     }
 
     /// The kept conflicts (oldest first) and how many were seen since start.

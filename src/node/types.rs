@@ -8,7 +8,20 @@ use crate::core::codec::ClusterId;
 use crate::core::hlc::Hlc;
 use crate::core::types::{Entry, Hash, Key, NodeId, Stamp};
 use crate::sync::membership::MemberView;
-use crate::sync::{Event, Metrics, Status, WriteAck};
+use crate::sync::{Event, ForgottenMember, KnownPeer, Metrics, Status, WriteAck};
+
+/// Who this node knows (see [`Node::members`](super::Node::members)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembersReport {
+    /// This node is an edge.
+    pub edge: bool,
+    /// The peers the replica knows: members, and the edges this server serves.
+    pub known: Vec<KnownPeer>,
+    /// The SWIM view: members and their liveness (empty on an edge).
+    pub swim: Vec<MemberView>,
+    /// The members the cluster forgot.
+    pub forgotten: Vec<(NodeId, ForgottenMember)>,
+}
 
 /// How a client write is made.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

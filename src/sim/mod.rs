@@ -805,6 +805,7 @@ impl Sim {
                 Output::Disconnect { peer, reason } => {
                     return self.fail(format!("node {i} refused peer {peer}: {reason}"));
                 }
+                Output::Forgot { .. } => {}
                 Output::Event(e) => match e {
                     _ if self.trace.is_some()
                         && !matches!(
@@ -833,7 +834,10 @@ impl Sim {
                     | Event::RecordQuarantined { .. }
                     | Event::RecordRepaired { .. }
                     | Event::StoreLost
-                    | Event::ClockOffset { .. } => {}
+                    | Event::ClockOffset { .. }
+                    | Event::Left { .. }
+                    | Event::MemberForgotten { .. }
+                    | Event::MemberBack { .. } => {}
                     Event::FailedOver { failed, .. } => {
                         self.report.failovers += 1;
                         // Promoted for good, as the daemon records it.

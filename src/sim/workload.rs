@@ -135,5 +135,6 @@ fn refusal_expected(e: &WriteError) -> bool {
             | WriteError::TooManyPending { .. }
             // A standby, in runs with failover, until it takes over.
             | WriteError::Standby
+            | WriteError::Left
     )
 }

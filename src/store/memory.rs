@@ -32,6 +32,7 @@ impl Store for MemoryStore {
             damaged: Vec::new(),
             peers: s.peers.clone(),
             conflicts: s.conflicts.clone(),
+            forgotten: s.forgotten.clone(),
             ..*s
         })
     }

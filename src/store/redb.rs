@@ -40,8 +40,8 @@ use crate::core::conflicts::Conflict;
 use crate::core::hlc::Hlc;
 use crate::core::types::{Check, Entry, Key, NodeId};
 use crate::sync::{
-    DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, Recovery, StoredRecord,
-    CONFLICTS_STORED_MAX,
+    DamagedRecord, DurableState, ForgottenMember, Loaded, PeerProgress, PersistBatch, Recovery,
+    StoredRecord, CONFLICTS_STORED_MAX,
 };
 
 const RECORDS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("records");
@@ -51,6 +51,8 @@ const PEERS: TableDefinition<u64, &[u8]> = TableDefinition::new("peers");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// The newest conflicts, by their number (1, 2, ...).
 const CONFLICTS: TableDefinition<u64, &[u8]> = TableDefinition::new("conflicts");
+/// The members the cluster forgot, by node id (see `replica::members`).
+const FORGOTTEN: TableDefinition<u64, &[u8]> = TableDefinition::new("forgotten");
 /// Postcard only (format 1: legacy records, and peers written by it).
 const FORMAT_PLAIN: u8 = 1;
 /// A check, then postcard.
@@ -72,6 +74,9 @@ const META_CHECK: &str = "check";
 /// The recovery state ([`Recovery`]); it enters the meta check only when
 /// set, so stores written before it keep their checks.
 const META_RECOVERY: &str = "recovery";
+/// The clock of the latest forget of this node it resynced after; in the
+/// meta check only when set, as the recovery state.
+const META_REJOINED: &str = "rejoined";
 
 /// redb's page cache. The whole state is in memory already (the map), so
 /// the cache only serves the B-tree pages that commits touch; redb's default
@@ -95,6 +100,49 @@ struct DiskProgress {
     api: String,
 }
 
+#[derive(Serialize, Deserialize)]
+struct DiskForgotten {
+    at: u64,
+    name: String,
+    region: String,
+    left: bool,
+}
+
+fn encode_forgotten(id: u64, f: &ForgottenMember) -> Vec<u8> {
+    let d = DiskForgotten {
+        at: f.at.0,
+        name: f.name.clone(),
+        region: f.region.clone(),
+        left: f.left,
+    };
+    let payload = postcard::to_allocvec(&d).unwrap_or_default();
+    let mut out = vec![FORMAT_CHECKED];
+    out.extend_from_slice(&progress_check(id, &payload));
+    out.extend(payload);
+    out
+}
+
+fn decode_forgotten(id: u64, bytes: &[u8]) -> Result<ForgottenMember, String> {
+    let payload = match bytes.split_first() {
+        Some((&FORMAT_CHECKED, rest)) if rest.len() >= 16 => {
+            let (check, payload) = rest.split_at(16);
+            if check != progress_check(id, payload) {
+                return Err("its check does not match".to_string());
+            }
+            payload
+        }
+        Some((f, _)) => return Err(format!("unknown format {f}")),
+        None => return Err("empty value".to_string()),
+    };
+    let d: DiskForgotten = postcard::from_bytes(payload).map_err(|e| e.to_string())?;
+    Ok(ForgottenMember {
+        at: Hlc(d.at),
+        name: d.name,
+        region: d.region,
+        left: d.left,
+    })
+}
+
 /// A store in one redb file.
 pub struct RedbStore {
     db: Option<Database>,
@@ -106,7 +154,7 @@ pub struct RedbStore {
 
 /// The first 8 bytes of blake3 over the meta values, in [`META_NAMES`]
 /// order, then the recovery state if it is set.
-fn meta_check(values: &[u64; 7], recovery: u64) -> u64 {
+fn meta_check(values: &[u64; 7], recovery: u64, rejoined: u64) -> u64 {
     let mut h = blake3::Hasher::new();
     h.update(b"meridian-meta");
     for v in values {
@@ -115,6 +163,10 @@ fn meta_check(values: &[u64; 7], recovery: u64) -> u64 {
     if recovery != 0 {
         h.update(b"recovery");
         h.update(&recovery.to_le_bytes());
+    }
+    if rejoined != 0 {
+        h.update(b"rejoined");
+        h.update(&rejoined.to_le_bytes());
     }
     let mut b = [0u8; 8];
     b.copy_from_slice(&h.finalize().as_bytes()[..8]);
@@ -462,6 +514,7 @@ impl RedbStore {
             &mut redb::Table<u64, &[u8]>,
             &mut redb::Table<&str, u64>,
             &mut redb::Table<u64, &[u8]>,
+            &mut redb::Table<u64, &[u8]>,
         ) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let db = self.db()?;
@@ -476,7 +529,14 @@ impl RedbStore {
             let mut peers = tx.open_table(PEERS).map_err(|e| self.err(e))?;
             let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
             let mut conflicts = tx.open_table(CONFLICTS).map_err(|e| self.err(e))?;
-            f(&mut records, &mut peers, &mut meta, &mut conflicts)?;
+            let mut forgotten = tx.open_table(FORGOTTEN).map_err(|e| self.err(e))?;
+            f(
+                &mut records,
+                &mut peers,
+                &mut meta,
+                &mut conflicts,
+                &mut forgotten,
+            )?;
             let mut values = [0u64; 7];
             for (v, name) in values.iter_mut().zip(META_NAMES) {
                 *v = meta
@@ -488,7 +548,11 @@ impl RedbStore {
                 .get(META_RECOVERY)
                 .map_err(|e| self.err(e))?
                 .map_or(0, |g| g.value());
-            meta.insert(META_CHECK, meta_check(&values, recovery))
+            let rejoined = meta
+                .get(META_REJOINED)
+                .map_err(|e| self.err(e))?
+                .map_or(0, |g| g.value());
+            meta.insert(META_CHECK, meta_check(&values, recovery, rejoined))
                 .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
@@ -577,9 +641,10 @@ impl Store for RedbStore {
                 *v = get(name)?;
             }
             let recovery = get(META_RECOVERY)?;
+            let rejoined = get(META_REJOINED)?;
             // Stores written before the check have none.
             if let Some(stored) = meta.get(META_CHECK).map_err(|e| self.err(e))? {
-                if stored.value() != meta_check(&values, recovery) {
+                if stored.value() != meta_check(&values, recovery, rejoined) {
                     return Err(self.damaged(
                         "the meta table (index, clock, floors) does not match its check",
                     ));
@@ -596,13 +661,33 @@ impl Store for RedbStore {
             state.gc_floor = Hlc(gc_floor);
             state.horizon_floor = Hlc(horizon_floor);
             state.synced_ms = synced_ms;
+            state.rejoined = Hlc(rejoined);
+            match tx.open_table(FORGOTTEN) {
+                Ok(forgotten) => {
+                    for item in forgotten.iter().map_err(|e| self.err(e))? {
+                        let (k, v) = item.map_err(|e| self.err(e))?;
+                        // A forgotten id that no longer reads would be
+                        // taken back without a resync: the store is damaged.
+                        let f = decode_forgotten(k.value(), v.value()).map_err(|e| {
+                            self.damaged(&format!(
+                                "the forgotten member {} does not read back ({e})",
+                                NodeId(k.value())
+                            ))
+                        })?;
+                        state.forgotten.insert(NodeId(k.value()), f);
+                    }
+                }
+                Err(TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(self.err(e)),
+            }
             let peers = tx.open_table(PEERS).map_err(|e| self.err(e))?;
             for item in peers.iter().map_err(|e| self.err(e))? {
                 let (k, v) = item.map_err(|e| self.err(e))?;
                 match decode_progress(k.value(), v.value()) {
-                    Ok(p) => {
+                    Ok(p) if !state.forgotten.contains_key(&NodeId(k.value())) => {
                         state.peers.insert(NodeId(k.value()), p);
                     }
+                    Ok(_) => {}
                     Err(e) => tracing::warn!(
                         peer = %NodeId(k.value()),
                         "dropping the stored progress of a peer ({e}): its feed is asked for again"
@@ -679,7 +764,7 @@ impl Store for RedbStore {
             path: path.clone(),
             source: Box::new(e.into()),
         };
-        self.write(|records, peers, meta, conflicts| {
+        self.write(|records, peers, meta, conflicts, forgotten| {
             let mut max = |name: &str, v: u64| -> Result<(), StoreError> {
                 let old = meta.get(name).map_err(&err)?.map_or(0, |g| g.value());
                 if v > old {
@@ -694,6 +779,9 @@ impl Store for RedbStore {
                 max("gc_floor", b.gc_floor.0)?;
                 max("horizon_floor", b.horizon_floor.0)?;
                 max("synced_ms", b.synced_ms)?;
+            }
+            if let Some(r) = batches.iter().filter_map(|b| b.rejoined).max() {
+                max(META_REJOINED, r.0)?;
             }
             // Set, not raised (a recovery ends): the last change wins.
             if let Some(r) = batches.iter().rev().find_map(|b| b.recovery) {
@@ -719,6 +807,19 @@ impl Store for RedbStore {
                     peers
                         .insert(id.0, encode_progress(id.0, p).as_slice())
                         .map_err(&err)?;
+                }
+                for (id, f) in &b.forgotten {
+                    match f {
+                        Some(f) => {
+                            peers.remove(id.0).map_err(&err)?;
+                            forgotten
+                                .insert(id.0, encode_forgotten(id.0, f).as_slice())
+                                .map_err(&err)?;
+                        }
+                        None => {
+                            forgotten.remove(id.0).map_err(&err)?;
+                        }
+                    }
                 }
                 // The conflicts of this batch are numbered up to its total.
                 let first = b.conflicts_total + 1 - b.conflicts.len() as u64;
@@ -755,7 +856,7 @@ impl Store for RedbStore {
             });
         }
         let path = self.path.clone();
-        self.write(|_, _, meta, _| {
+        self.write(|_, _, meta, _, _| {
             meta.insert("node", node.0)
                 .map_err(|e| StoreError::Database {
                     path: path.clone(),

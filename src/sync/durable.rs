@@ -68,6 +68,21 @@ pub struct PeerProgress {
     pub api: String,
 }
 
+/// A member the cluster forgot: it left, or an operator forgot it (see
+/// `replica::members`). Its id stays here until it comes back and resyncs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ForgottenMember {
+    /// The clock of the leave or forget (the same on every member: it
+    /// travels with the notice). A member that resynced after it is back.
+    pub at: Hlc,
+    /// Its node name, as it was known.
+    pub name: String,
+    /// Its region, as it was known.
+    pub region: String,
+    /// It left by itself (`meridian leave`), rather than being forgotten.
+    pub left: bool,
+}
+
 /// Whether a replica may lack writes that its peers hold, and why. Durable:
 /// a replica that restarts in the middle of a recovery resumes it (see
 /// `replica::recovery`).
@@ -76,6 +91,10 @@ pub enum Recovery {
     /// Nothing was lost.
     #[default]
     None,
+    /// The cluster forgot this node (it left, or was forgotten while
+    /// away): it dropped what may be deleted keys and takes its peers'
+    /// state again (see `replica::members`).
+    AfterForget,
     /// Records were found damaged and quarantined.
     AfterDamage,
     /// The store could not be read and was replaced by an empty one.
@@ -89,6 +108,7 @@ impl Recovery {
             Recovery::None => 0,
             Recovery::AfterDamage => 1,
             Recovery::AfterStoreLoss => 2,
+            Recovery::AfterForget => 3,
         }
     }
 
@@ -98,6 +118,7 @@ impl Recovery {
             Recovery::None => "none",
             Recovery::AfterDamage => "damage",
             Recovery::AfterStoreLoss => "store_loss",
+            Recovery::AfterForget => "forgotten",
         }
     }
 
@@ -107,6 +128,7 @@ impl Recovery {
             0 => Some(Recovery::None),
             1 => Some(Recovery::AfterDamage),
             2 => Some(Recovery::AfterStoreLoss),
+            3 => Some(Recovery::AfterForget),
             _ => None,
         }
     }
@@ -140,6 +162,12 @@ pub struct PersistBatch {
     pub conflicts_total: u64,
     /// The recovery state, when this input changed it.
     pub recovery: Option<Recovery>,
+    /// Members forgotten (`Some`: also drops their progress) or back
+    /// (`None`) by this input.
+    pub forgotten: Vec<(NodeId, Option<ForgottenMember>)>,
+    /// The clock of the latest leave or forget of this node that it
+    /// resynced after, when this input changed it.
+    pub rejoined: Option<Hlc>,
 }
 
 /// Everything a replica needs to restart (see the module docs).
@@ -170,6 +198,10 @@ pub struct DurableState {
     pub conflicts_total: u64,
     /// Whether a recovery was on when the state was written (resumed on restart).
     pub recovery: Recovery,
+    /// The members the cluster forgot.
+    pub forgotten: BTreeMap<NodeId, ForgottenMember>,
+    /// The clock of the latest leave or forget of this node that it resynced after.
+    pub rejoined: Hlc,
 }
 
 impl DurableState {
@@ -225,6 +257,20 @@ impl DurableState {
         self.conflicts_total = self.conflicts_total.max(batch.conflicts_total);
         if let Some(r) = batch.recovery {
             self.recovery = r;
+        }
+        for (id, f) in &batch.forgotten {
+            match f {
+                Some(f) => {
+                    self.peers.remove(id);
+                    self.forgotten.insert(*id, f.clone());
+                }
+                None => {
+                    self.forgotten.remove(id);
+                }
+            }
+        }
+        if let Some(r) = batch.rejoined {
+            self.rejoined = self.rejoined.max(r);
         }
     }
 }

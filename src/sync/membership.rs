@@ -25,6 +25,98 @@ pub const PACKET_BYTES_MAX: usize = 1_000;
 /// How often members declared down are announced to.
 pub const ANNOUNCE_TO_DOWN_MS: u64 = 5_000;
 
+/// Shortest probe period a node may be given.
+pub const PROBE_PERIOD_MS_MIN: u64 = 100;
+/// Longest probe period, and longest wait before a suspect is declared down.
+pub const SWIM_PERIOD_MS_MAX: u64 = 600_000;
+
+/// SWIM's timing: a profile, and what overrides it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SwimTiming {
+    /// `lan` (the default: probe every second, memberlist's LAN settings)
+    /// or `wan` (every 5 s, a 3 s probe timeout, longer suspicion).
+    pub profile: SwimProfile,
+    /// Probe a random member this often, instead of the profile's.
+    pub probe_period_ms: Option<u64>,
+    /// A probe unanswered this long asks other members to probe, instead
+    /// of the profile's (less than the period).
+    pub probe_rtt_ms: Option<u64>,
+    /// A suspect not heard from this long is declared down, instead of the
+    /// profile's (which grows with the cluster's size).
+    pub suspect_to_down_ms: Option<u64>,
+}
+
+/// SWIM's timing profile (memberlist's LAN and WAN settings, as foca has them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwimProfile {
+    /// Members on one network: fast detection.
+    #[default]
+    Lan,
+    /// Members across a WAN: slower probes, fewer false suspicions.
+    Wan,
+}
+
+/// Why a SWIM timing was refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("{0}")]
+pub struct SwimTimingError(String);
+
+impl SwimTiming {
+    /// Checks the overrides: a probe period within bounds, a probe timeout
+    /// shorter than the period, a suspicion no shorter than the period.
+    pub fn validate(&self) -> Result<(), SwimTimingError> {
+        let period = self.probe_period_ms.unwrap_or(match self.profile {
+            SwimProfile::Lan => 1_000,
+            SwimProfile::Wan => 5_000,
+        });
+        if !(PROBE_PERIOD_MS_MIN..=SWIM_PERIOD_MS_MAX).contains(&period) {
+            return Err(SwimTimingError(format!(
+                "probe_period_ms {period} is outside {PROBE_PERIOD_MS_MIN}..={SWIM_PERIOD_MS_MAX}"
+            )));
+        }
+        if let Some(rtt) = self.probe_rtt_ms {
+            if rtt == 0 || rtt >= period {
+                return Err(SwimTimingError(format!(
+                    "probe_rtt_ms {rtt} must be above 0 and below the probe period ({period} ms)"
+                )));
+            }
+        }
+        if let Some(s) = self.suspect_to_down_ms {
+            if s < period || s > SWIM_PERIOD_MS_MAX {
+                return Err(SwimTimingError(format!(
+                    "suspect_to_down_ms {s} is outside the probe period ({period} ms)..={SWIM_PERIOD_MS_MAX}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// foca's configuration for a cluster of `size`.
+    fn foca(&self, size: NonZeroU32) -> FocaConfig {
+        use std::time::Duration;
+        let mut c = match self.profile {
+            SwimProfile::Lan => FocaConfig::new_lan(size),
+            SwimProfile::Wan => FocaConfig::new_wan(size),
+        };
+        if let Some(p) = self.probe_period_ms {
+            c.probe_period = Duration::from_millis(p);
+            // The profile's timeout, kept below a shorter period.
+            if c.probe_rtt >= c.probe_period {
+                c.probe_rtt = c.probe_period / 2;
+            }
+        }
+        if let Some(r) = self.probe_rtt_ms {
+            c.probe_rtt = Duration::from_millis(r);
+        }
+        if let Some(s) = self.suspect_to_down_ms {
+            c.suspect_to_down_after = Duration::from_millis(s);
+        }
+        c
+    }
+}
+
 /// A member's identity, as SWIM spreads it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Member {
@@ -165,14 +257,11 @@ pub struct Membership {
 }
 
 impl Membership {
-    /// Membership for `me`, tuned for a WAN (probe every 5 s) or a LAN (every 1 s).
-    pub fn new(me: Member, cluster_size: u32, wan: bool, seed: u64) -> Membership {
+    /// Membership for `me`, with `timing` (validated: see
+    /// [`SwimTiming::validate`]).
+    pub fn new(me: Member, cluster_size: u32, timing: &SwimTiming, seed: u64) -> Membership {
         let size = NonZeroU32::new(cluster_size.max(1)).unwrap_or(NonZeroU32::MIN);
-        let mut config = if wan {
-            FocaConfig::new_wan(size)
-        } else {
-            FocaConfig::new_lan(size)
-        };
+        let mut config = timing.foca(size);
         config.max_packet_size =
             std::num::NonZeroUsize::new(PACKET_BYTES_MAX).unwrap_or(config.max_packet_size);
         // A partition shorter than the transport's idle timeout keeps the
@@ -228,6 +317,30 @@ impl Membership {
         Self::map(r)
     }
 
+    /// `node` is forgotten (it left, or an operator forgot it): declared
+    /// down, so that it is no longer probed; foca drops it after a while.
+    /// If it comes back it announces itself, and the replica decides.
+    pub fn forget(&mut self, node: NodeId) {
+        let found = self
+            .foca
+            .iter_membership_state()
+            .find(|m| m.id().node == node)
+            .map(|m| m.id().clone());
+        if let Some(id) = found {
+            let _ = self.foca.apply_many(
+                std::iter::once(foca::Member::down(id)),
+                true,
+                Collect(&mut self.out),
+            );
+        }
+    }
+
+    /// This node leaves: its members hear it is down (and stop probing
+    /// it). foca takes no more input after it.
+    pub fn leave(&mut self) {
+        let _ = self.foca.leave_cluster(Collect(&mut self.out));
+    }
+
     /// A timer that a `Timer` output asked for went off.
     pub fn handle_timer(&mut self, timer: Timer<Member>) -> Result<(), MembershipError> {
         Self::map(self.foca.handle_timer(timer, Collect(&mut self.out)))
@@ -276,7 +389,7 @@ mod tests {
     #[test]
     fn members_discover_each_other_through_one_seed() {
         let mut ms: Vec<Membership> = (1..=3)
-            .map(|i| Membership::new(member(i), 3, false, i))
+            .map(|i| Membership::new(member(i), 3, &SwimTiming::default(), i))
             .collect();
         ms[1].announce(member(1)).unwrap();
         ms[2].announce(member(2)).unwrap();
@@ -329,7 +442,7 @@ mod tests {
         fn new(n: u64) -> Wired {
             Wired {
                 ms: (1..=n)
-                    .map(|i| Membership::new(member(i), n as u32, false, i))
+                    .map(|i| Membership::new(member(i), n as u32, &SwimTiming::default(), i))
                     .collect(),
                 now: 0,
                 seq: 0,

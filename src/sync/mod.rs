@@ -83,12 +83,12 @@ pub use config::{
     TOMBSTONE_HORIZON_MS_DEFAULT,
 };
 pub use durable::{
-    DamagedRecord, DurableState, Loaded, PeerProgress, PersistBatch, Recovery, StoredRecord,
-    CONFLICTS_STORED_MAX,
+    DamagedRecord, DurableState, ForgottenMember, Loaded, PeerProgress, PersistBatch, Recovery,
+    StoredRecord, CONFLICTS_STORED_MAX,
 };
 pub use replica::{
-    AckFailure, BarrierError, ClockStatus, EdgeTxn, Event, FailoverState, ForwardError,
-    ForwardReceipt, ImportReport, Metrics, Output, PeerStatus, QuarantineStatus, RecoveryStatus,
-    Refusal, RegionStatus, Replica, Resolution, Status, TxnEntry, TxnError, TxnFailure, TxnOp,
-    TxnOutcome, WriteError, WriteReceipt, QUARANTINE_MAX,
+    AckFailure, BarrierError, ClockStatus, EdgeTxn, Event, FailoverState, ForgetError,
+    ForwardError, ForwardReceipt, ImportReport, KnownPeer, LeaveError, Metrics, Output, PeerStatus,
+    QuarantineStatus, RecoveryStatus, Refusal, RegionStatus, Replica, Resolution, Status, TxnEntry,
+    TxnError, TxnFailure, TxnOp, TxnOutcome, WriteError, WriteReceipt, QUARANTINE_MAX,
 };

@@ -36,6 +36,9 @@ pub struct Net {
     /// Forwarded writes done (at edges): the edge, the number, how it ended.
     pub forwarded: Vec<(usize, u64, Result<ForwardReceipt, WriteError>)>,
     pub feed_entries_sent: usize,
+    /// Members forgotten: the node that forgot, and whom (their link is
+    /// closed, as a driver would).
+    pub forgot: Vec<(usize, NodeId)>,
     pub now: u64,
 }
 
@@ -78,6 +81,7 @@ impl Net {
             barriers: Vec::new(),
             forwarded: Vec::new(),
             feed_entries_sent: 0,
+            forgot: Vec::new(),
             now: T0,
         }
     }
@@ -187,6 +191,16 @@ impl Net {
                 Output::Notify { .. } => {}
                 Output::BarrierDone { id, result } => self.barriers.push((i, id, result)),
                 Output::Forwarded { id, result } => self.forwarded.push((i, id, result)),
+                Output::Forgot { peer } => {
+                    self.forgot.push((i, peer));
+                    // The driver closes the connection: both sides hear it.
+                    let j = self.index_of(peer);
+                    if self.up.remove(&(i.min(j), i.max(j))) {
+                        let (ii, now_i, now_j) = (self.id(i), self.local(i), self.local(j));
+                        self.nodes[i].disconnected(peer, now_i);
+                        self.nodes[j].disconnected(ii, now_j);
+                    }
+                }
                 Output::ReadBack { key } => {
                     let found = self.durable[i].load_record(&key);
                     let now = self.local(i);

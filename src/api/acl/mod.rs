@@ -249,7 +249,11 @@ fn need(method: &Method, path: &str) -> Need {
         | "/v1/agent/members"
         | "/v1/catalog/datacenters" => Need::Open,
         // A backup holds every value; restore and promote change the node.
-        "/v1/backup" | "/v1/restore" | "/v1/promote" => Need::Operator(Access::Write),
+        "/v1/backup" | "/v1/restore" | "/v1/promote" | "/v1/agent/leave" => {
+            Need::Operator(Access::Write)
+        }
+        p if p.starts_with("/v1/agent/force-leave/") => Need::Operator(Access::Write),
+        "/v1/members" => Need::Operator(Access::Read),
         "/v1/status" | "/v1/digest" | "/v1/hashes" | "/v1/conflicts" | "/v1/events"
         | "/metrics" => Need::Operator(if method == Method::GET || method == Method::HEAD {
             Access::Read

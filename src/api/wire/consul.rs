@@ -12,6 +12,8 @@ use super::KvEntry;
 
 /// Serf's member status "alive" (Consul's `Member.Status`).
 pub const MEMBER_ALIVE: u8 = 1;
+/// Serf's member status "left".
+pub const MEMBER_LEFT: u8 = 3;
 /// Serf's member status "failed".
 pub const MEMBER_FAILED: u8 = 4;
 

@@ -10,6 +10,7 @@ mod feed;
 mod gc;
 mod identity;
 mod integrity;
+mod members;
 mod merge;
 mod output;
 mod peer;
@@ -24,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::clock_offset::Judgement;
 use super::config::{Config, ConfigError, Role};
-use super::durable::{DurableState, Loaded, Recovery};
+use super::durable::{DurableState, ForgottenMember, Loaded, Recovery};
 use crate::core::codec::Message;
 use crate::core::digest::Fingerprint;
 use crate::core::hlc::{Clock, Hlc};
@@ -45,6 +46,7 @@ pub use clock::ClockStatus;
 pub use edge::{EdgeTxn, ForwardError, ForwardReceipt};
 pub use failover::FailoverState;
 pub use integrity::{QuarantineStatus, Resolution, QUARANTINE_MAX};
+pub use members::{ForgetError, KnownPeer, LeaveError};
 pub use output::{Event, Output};
 pub use peer::Refusal;
 pub use recovery::RecoveryStatus;
@@ -130,6 +132,16 @@ pub struct Replica {
     forwarding: Option<u64>,
     /// On an edge: its latest anti-entropy round (see `edge::EdgeRound`).
     edge_round: Option<edge::EdgeRound>,
+    /// Members the cluster forgot (see `replica/members.rs`).
+    forgotten: BTreeMap<NodeId, ForgottenMember>,
+    /// Forgotten members changed since the last commit.
+    dirty_forgotten: BTreeSet<NodeId>,
+    /// The clock of the latest forget of this node it resynced after.
+    rejoined: Hlc,
+    /// `rejoined` changed since the last commit.
+    rejoined_dirty: bool,
+    /// When this node left (it refuses client writes since).
+    left: Option<Hlc>,
 }
 
 impl Replica {
@@ -185,7 +197,11 @@ impl Replica {
         map.conflicts_mut()
             .restore(state.conflicts.iter().cloned(), state.conflicts_total);
         let mut peers = BTreeMap::new();
-        for (id, p) in &state.peers {
+        for (id, p) in state
+            .peers
+            .iter()
+            .filter(|(id, _)| !state.forgotten.contains_key(id))
+        {
             peers.insert(
                 *id,
                 Peer {
@@ -289,6 +305,11 @@ impl Replica {
             next_forward_group: 1,
             forwarding: None,
             edge_round: None,
+            forgotten: state.forgotten.clone(),
+            dirty_forgotten: BTreeSet::new(),
+            rejoined: state.rejoined,
+            rejoined_dirty: false,
+            left: None,
             cfg,
         };
         // Regions of remembered peers are known, unreachable until they reconnect.
@@ -375,7 +396,7 @@ impl Replica {
     /// Makes `node` a known member of the cluster: it counts for quorum, and
     /// tombstones are collected only once it is known to hold them.
     pub fn add_member(&mut self, node: NodeId, region: &str) {
-        if node == self.cfg.node {
+        if node == self.cfg.node || self.forgotten.contains_key(&node) {
             return;
         }
         let p = self.peers.entry(node).or_default();
@@ -510,6 +531,8 @@ impl Replica {
                         floor,
                         records,
                     } => self.on_collected(from, floor, &records, now_ms),
+                    Message::Forget { members } => self.on_forget(from, members, now_ms),
+                    Message::Forgotten { at, floor } => self.on_forgotten(from, at, floor, now_ms),
                 }
                 // What arrived may complete a read barrier (a feed, an
                 // answer) or a forwarded write (its entries).
@@ -603,8 +626,11 @@ impl Replica {
         self.commit();
     }
 
-    /// The members this replica knows (servers; not the edges it serves).
+    /// The members this replica knows (servers; not the edges it serves,
+    /// nor a forgotten id that came back and has not resynced yet).
     fn members(&self) -> impl Iterator<Item = (&NodeId, &peer::Peer)> {
-        self.peers.iter().filter(|(_, p)| p.role == Role::Server)
+        self.peers
+            .iter()
+            .filter(|(id, p)| p.role == Role::Server && !self.forgotten.contains_key(id))
     }
 }

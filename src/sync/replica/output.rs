@@ -26,6 +26,29 @@ pub enum Event {
         /// Why it was refused.
         reason: Refusal,
     },
+    /// This node left the cluster (`Replica::leave`).
+    Left {
+        /// The clock of the leave.
+        at: crate::core::hlc::Hlc,
+    },
+    /// A member was forgotten: it left, or an operator forgot it.
+    MemberForgotten {
+        /// The member.
+        peer: NodeId,
+        /// Its node name.
+        name: String,
+        /// Its region.
+        region: String,
+        /// It left by itself.
+        left: bool,
+    },
+    /// A forgotten member resynced and is a member again.
+    MemberBack {
+        /// The member.
+        peer: NodeId,
+        /// Its node name.
+        name: String,
+    },
     /// A peer lost contact before a tombstone we collected by age was written; it was told to resync.
     PeerStale {
         /// The peer told to resync.
@@ -204,6 +227,13 @@ pub enum Output {
         /// The key whose stored copy to read.
         key: Key,
     },
+    /// A member was forgotten (it left, or was forgotten): close its
+    /// connection, stop dialing it, and tell membership it is gone. On an
+    /// edge: its server left; attach to another.
+    Forgot {
+        /// The member.
+        peer: NodeId,
+    },
     /// Close the connection to a peer.
     Disconnect {
         /// The peer.
@@ -250,6 +280,8 @@ impl Replica {
             || !self.dirty_peers.is_empty()
             || !self.purge.is_empty()
             || !conflicts.is_empty()
+            || !self.dirty_forgotten.is_empty()
+            || self.rejoined_dirty
         {
             let records = std::mem::take(&mut self.dirty_keys)
                 .into_iter()
@@ -297,6 +329,11 @@ impl Replica {
                 conflicts,
                 conflicts_total,
                 recovery,
+                forgotten: std::mem::take(&mut self.dirty_forgotten)
+                    .into_iter()
+                    .map(|id| (id, self.forgotten.get(&id).cloned()))
+                    .collect(),
+                rejoined: std::mem::take(&mut self.rejoined_dirty).then_some(self.rejoined),
             }));
             self.dirty_meta = false;
             self.outputs.push_back(Output::Notify {

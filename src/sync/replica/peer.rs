@@ -123,6 +123,9 @@ pub(super) struct Peer {
     pub(super) tailing: bool,
     /// On an edge: feed messages of this server applied and not yet acknowledged.
     pub(super) acks_owed: u32,
+    /// The clock of the latest forget of it that it resynced after, as
+    /// its last hello said (a notice of an earlier forget is old news).
+    pub(super) rejoined: Hlc,
 }
 
 /// The state of the link with a peer.
@@ -187,7 +190,7 @@ impl Link {
     }
 
     /// They showed they accepted our hello.
-    fn confirmed(self) -> bool {
+    pub(super) fn confirmed(self) -> bool {
         matches!(
             self,
             Link::Up {
@@ -315,6 +318,7 @@ impl Replica {
             gc_floor,
             edge,
             tail: p.tail,
+            rejoined: self.rejoined,
         };
         self.send(peer, Message::Hello(hello));
     }
@@ -338,6 +342,10 @@ impl Replica {
     pub fn disconnected(&mut self, peer: NodeId, now_ms: u64) {
         if self.is_edge() {
             self.server_lost(peer);
+        }
+        if self.drop_forgotten_peer(peer) {
+            self.commit();
+            return;
         }
         if self.peers.get(&peer).is_some_and(|p| p.role == Role::Edge) {
             // An edge's state goes with it: its next hello says where to resume.
@@ -438,6 +446,9 @@ impl Replica {
         if let Some(reason) = self.edge_link_refused(from, role) {
             return self.refuse(from, reason);
         }
+        if !self.forgotten_hello(from, h.rejoined) {
+            return;
+        }
         let horizon_floor = self.horizon_floor;
         let index = self.map.index();
         self.check_id_in_hello(from, &h, index);
@@ -456,6 +467,7 @@ impl Replica {
             self.dirty_peers.insert(from);
         }
         let confirmed = p.link.confirmed();
+        p.rejoined = p.rejoined.max(h.rejoined);
         p.gc_floor = h.gc_floor;
         p.last_heard_ms = now_ms;
         p.frontier = p.frontier.max(h.frontier);
@@ -535,6 +547,9 @@ impl Replica {
             self.probe(from, now_ms);
         }
         self.pump(from, now_ms);
+        if role == Role::Server {
+            self.send_forgotten(from);
+        }
         if h.want_full {
             // A full transfer with nothing to carry ends at once.
             let (end, frontier) = (self.feed_claim(), self.frontier());

@@ -71,14 +71,26 @@ impl Replica {
                 || (p.link.ready() && now_ms.saturating_sub(p.last_heard_ms) <= timeout);
         }
         let mut up: BTreeMap<&str, bool> = BTreeMap::new();
-        for p in self
-            .peers
-            .values()
-            .filter(|p| !p.region.is_empty() && p.role == Role::Server)
-        {
+        let forgotten = &self.forgotten;
+        for (_, p) in self.peers.iter().filter(|(id, p)| {
+            !p.region.is_empty() && p.role == Role::Server && !forgotten.contains_key(id)
+        }) {
             *up.entry(&p.region).or_insert(false) |= p.in_contact;
         }
         up.insert(&self.cfg.region, true);
+        // A region whose members were all forgotten is no longer known.
+        let gone: Vec<String> = self
+            .regions
+            .keys()
+            .filter(|r| !up.contains_key(r.as_str()))
+            .cloned()
+            .collect();
+        for region in gone {
+            self.regions.remove(&region);
+            self.partitioned.remove(&region);
+            self.healing.remove(&region);
+            self.unreachable_beats.remove(&region);
+        }
         let mut flips = Vec::new();
         for (region, reachable) in up {
             match self.regions.get_mut(region) {

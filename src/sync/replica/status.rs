@@ -73,6 +73,12 @@ pub struct Metrics {
     /// On an edge: records dropped because the server had collected their
     /// deletes while the edge was away.
     pub collected_dropped: u64,
+    /// Members forgotten (left, or forgotten by an operator).
+    pub members_forgotten: u64,
+    /// Notices of forgotten members dropped: as many as a node keeps are forgotten.
+    pub forgets_refused: u64,
+    /// Forgotten ids told to resync when they came back.
+    pub forgotten_told: u64,
 }
 
 /// Per-peer view for status reports.

@@ -39,6 +39,9 @@ pub enum WriteError {
         "this node is a standby: write to an active node, or promote this one (`meridian promote`)"
     )]
     Standby,
+    /// This node left the cluster (`meridian leave`).
+    #[error("this node left the cluster: write to a member")]
+    Left,
     /// On an edge: the write was forwarded to a server and failed there
     /// or on the way.
     #[error("{0}")]
@@ -338,6 +341,9 @@ impl Replica {
     pub(super) fn writable(&self) -> Result<(), WriteError> {
         if self.cfg.standby {
             return Err(WriteError::Standby);
+        }
+        if self.left.is_some() {
+            return Err(WriteError::Left);
         }
         if self.lost_store() {
             return Err(WriteError::Rebuilding);
