@@ -81,7 +81,7 @@ pub fn event(kind: &EventKind) -> wire::Event {
             peer: peer.to_string(),
         },
         Event::Left { at } => W::Left {
-            at_ms: at.physical_ms(),
+            left_ms: at.physical_ms(),
         },
         Event::MemberForgotten {
             peer,

@@ -746,7 +746,7 @@ pub enum Event {
     /// This node left the cluster (`meridian leave`).
     Left {
         /// When it left (its clock, ms since the epoch).
-        at_ms: u64,
+        left_ms: u64,
     },
     /// A member was forgotten: it left, or an operator forgot it. It no
     /// longer counts for quorum, reachability or collection.
