@@ -90,6 +90,13 @@ pub struct SimConfig {
     pub edges: usize,
     /// Times a random edge switches to another server of its region.
     pub edge_switches: usize,
+    /// Members that die for a while and are forgotten by another member
+    /// (`meridian forget`) before they come back: collection goes on
+    /// without them, and when they come back they must resync.
+    pub forgets: usize,
+    /// Members that leave (`meridian leave`), stop, and later come back
+    /// under the same id (they must resync).
+    pub leaves: usize,
 }
 
 impl SimConfig {
@@ -134,6 +141,8 @@ impl SimConfig {
             failover: false,
             edges: 0,
             edge_switches: 0,
+            forgets: 0,
+            leaves: 0,
         }
         .with_quorum_acks(r.chance(150_000))
         .with_late_copies(&mut r)
@@ -142,6 +151,20 @@ impl SimConfig {
         .with_read_barriers(&mut r)
         .with_failover(&mut r)
         .with_edges(&mut r)
+        .with_members_leaving(&mut r)
+    }
+
+    /// In a fifth of the seeds a member forgotten, in a fifth one that
+    /// leaves; not with failover (whose standbys wait for regions to come
+    /// back). Drawn last, so every earlier field keeps its value.
+    fn with_members_leaving(mut self, r: &mut Rng) -> SimConfig {
+        let forget = r.chance(200_000);
+        let leave = r.chance(200_000);
+        if !self.failover {
+            self.forgets = usize::from(forget);
+            self.leaves = usize::from(leave);
+        }
+        self
     }
 
     /// In a third of the seeds, 1 to 4 edges (drawn last, so every earlier

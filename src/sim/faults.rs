@@ -15,7 +15,7 @@ impl Sim {
 
     /// Crashes a random running node for which `may(sim, node)` holds (if
     /// more than one runs), down for `down_ms` (drawn when `None`); which.
-    fn crash_one(
+    pub(super) fn crash_one(
         &mut self,
         may: impl Fn(&Sim, usize) -> bool,
         down_ms: Option<u64>,
@@ -128,8 +128,16 @@ impl Sim {
         let Some(i) = self.crash_one(|_, _| true, Some(down)) else {
             return;
         };
-        self.nodes[i].away = true;
         self.report.long_absences += 1;
+        self.mark_away(i);
+    }
+
+    /// Node `i` (crashed) is away for long (longer than the horizon, or
+    /// forgotten meanwhile): when it comes back it drops what may be
+    /// deleted keys and resyncs, so acknowledged writes that only it holds
+    /// may go with them; the oracle no longer counts them.
+    pub(super) fn mark_away(&mut self, i: usize) {
+        self.nodes[i].away = true;
         // Per key it holds: the newest stamp another node holds durably.
         // Every acknowledged write of the key newer than that is held by
         // this node alone (its own, and older ones it superseded here).
@@ -142,7 +150,9 @@ impl Sim {
                     .nodes
                     .iter()
                     .enumerate()
-                    .filter(|(j, n)| *j != i && !n.away)
+                    // An edge's copy is a cache: its server tells it to
+                    // drop what the server lacks (seed 2377).
+                    .filter(|(j, n)| *j != i && !n.away && n.attached.is_none())
                     .filter_map(|(_, n)| n.durable.records.get(k).map(|r| r.entry.stamp))
                     .max()
                     .unwrap_or(Stamp::ZERO);

@@ -25,6 +25,7 @@ mod checks;
 mod config;
 mod edges;
 mod faults;
+mod members;
 mod net;
 mod node;
 mod workload;
@@ -125,10 +126,17 @@ pub struct SimReport {
     pub records_lost: u64,
     /// Members away longer than the tombstone horizon.
     pub long_absences: u64,
+    /// Members forgotten by another member while they were down.
+    pub forgets: u64,
+    /// Members that left (and came back later).
+    pub leaves: u64,
     /// Acknowledged writes that only a member leaving for longer than the
     /// horizon held: it may drop them when it resyncs (the horizon's
     /// price), so the oracle no longer counts them as acknowledged.
     pub writes_held_only_by_the_absent: u64,
+    /// Writes a forgotten member took after it came back and before it
+    /// resynced: not counted as acknowledged (they may be dropped).
+    pub writes_taken_while_forgotten: u64,
     /// Replicas told to resync (they were away longer than the horizon).
     pub resyncs: u64,
     /// Read barriers that ended well (each checked), and refused ones.
@@ -223,6 +231,27 @@ enum Ev {
     /// when `None`).
     EdgeSwitch {
         edge: Option<usize>,
+    },
+    /// A member dies for a while, and is forgotten by another.
+    ForgetFault,
+    /// A running member forgets `node` (dead), or tries again.
+    Forget {
+        node: usize,
+        tries: u32,
+    },
+    /// A member leaves (a random one when `None`), or tries again.
+    Leave {
+        node: Option<usize>,
+        tries: u32,
+    },
+    /// A member that left stops (and comes back later).
+    Stop {
+        node: usize,
+    },
+    /// A driver closes the connection of link `(a, b)`.
+    Close {
+        a: usize,
+        b: usize,
     },
     Reconcile {
         a: usize,
@@ -495,6 +524,20 @@ impl Sim {
             let at = self.rng.range(start, end);
             self.schedule(at, Ev::EdgeSwitch { edge: None });
         }
+        for _ in 0..self.cfg.forgets {
+            let at = self.rng.range(start, end.saturating_sub(10_000).max(start));
+            self.schedule(at, Ev::ForgetFault);
+        }
+        for _ in 0..self.cfg.leaves {
+            let at = self.rng.range(start, end.saturating_sub(10_000).max(start));
+            self.schedule(
+                at,
+                Ev::Leave {
+                    node: None,
+                    tries: 0,
+                },
+            );
+        }
         self.run_until(end);
         // Heal everything: no more cuts, drops, crashes or wrong clocks.
         self.dropping = false;
@@ -650,6 +693,11 @@ impl Sim {
             Ev::LongAbsence => self.long_absence(),
             Ev::ReadBarrier => self.read_barrier(),
             Ev::EdgeSwitch { edge } => self.edge_switch(edge),
+            Ev::ForgetFault => self.forget_fault(),
+            Ev::Forget { node, tries } => self.forget(node, tries),
+            Ev::Leave { node, tries } => self.leave(node, tries),
+            Ev::Stop { node } => self.stop(node),
+            Ev::Close { a, b } => self.close(a, b),
             Ev::Restart { node } => {
                 if self.nodes[node].replica.is_none() {
                     if std::mem::take(&mut self.nodes[node].damage_on_restart) {
@@ -767,16 +815,23 @@ impl Sim {
                     if std::mem::replace(&mut issued.answered, true) {
                         return self.fail(format!("node {i} answered twice: {receipt:?}"));
                     }
-                    issued.acknowledged = true;
                     let w = issued.clone();
-                    let n = &mut self.nodes[w.node];
-                    n.acked_hlc_max = n.acked_hlc_max.max(receipt.stamp.hlc);
-                    let newer = self
-                        .oracle
-                        .get(&w.key)
-                        .is_none_or(|(s, _, _)| *s < receipt.stamp);
-                    if newer {
-                        self.oracle.insert(w.key, (receipt.stamp, w.value, w.flags));
+                    if self.nodes[w.node].rejoining {
+                        // May be dropped when it hears it was forgotten.
+                        self.report.writes_taken_while_forgotten += 1;
+                    } else {
+                        if let Some(issued) = self.issued.get_mut(&receipt.stamp) {
+                            issued.acknowledged = true;
+                        }
+                        let n = &mut self.nodes[w.node];
+                        n.acked_hlc_max = n.acked_hlc_max.max(receipt.stamp.hlc);
+                        let newer = self
+                            .oracle
+                            .get(&w.key)
+                            .is_none_or(|(s, _, _)| *s < receipt.stamp);
+                        if newer {
+                            self.oracle.insert(w.key, (receipt.stamp, w.value, w.flags));
+                        }
                     }
                 }
                 Output::Notify { .. } => {}
@@ -805,7 +860,7 @@ impl Sim {
                 Output::Disconnect { peer, reason } => {
                     return self.fail(format!("node {i} refused peer {peer}: {reason}"));
                 }
-                Output::Forgot { .. } => {}
+                Output::Forgot { peer } => self.close_forgotten(i, peer),
                 Output::Event(e) => match e {
                     _ if self.trace.is_some()
                         && !matches!(
@@ -862,7 +917,10 @@ impl Sim {
                     Event::RecoveryStarted { .. } => {
                         self.nodes[i].recovery_snapshot = Some(self.agreed_elsewhere(i));
                     }
-                    Event::Recovered { .. } => {
+                    Event::Recovered { cause, .. } => {
+                        if cause == crate::sync::Recovery::AfterForget {
+                            self.nodes[i].rejoining = false;
+                        }
                         if let Err(reason) = self.check_recovered(i) {
                             return self.fail(reason);
                         }

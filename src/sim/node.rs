@@ -44,6 +44,11 @@ pub(super) struct Node {
     /// It left for longer than the horizon: what it holds may be dropped
     /// when it comes back, so no other fault counts on its copies.
     pub(super) away: bool,
+    /// It was forgotten (or left) and has not finished resyncing: writes
+    /// it takes before it hears it was forgotten may be at or below the
+    /// collection floor of members that collected without it, and are
+    /// dropped when it resyncs (the documented price of a forget).
+    pub(super) rejoining: bool,
     /// Its store lost or damaged records (see `barriers`).
     pub(super) store_faulted: bool,
     /// An edge: the server it is attached to (`None` for a server).
@@ -73,6 +78,7 @@ impl Node {
             recovery_snapshot: None,
             acked_hlc_max: crate::core::hlc::Hlc::ZERO,
             away: false,
+            rejoining: false,
             store_faulted: false,
             attached,
         }

@@ -236,11 +236,19 @@ impl Replica {
         let lacking_from = want.len();
         // An edge's records we lack at or below our floor were deleted and
         // collected while it was away: it drops them (see `replica/edge.rs`).
-        let from_edge = self.peers.get(&from).is_some_and(|p| p.role == Role::Edge);
+        // So are a member's we took back after forgetting it, at or below
+        // our floor then (see `replica/members.rs`).
+        let collected_up_to = self.peers.get(&from).map_or(Hlc::ZERO, |p| {
+            if p.role == Role::Edge {
+                self.gc_floor
+            } else {
+                p.suspect_floor
+            }
+        });
         let mut collected = Vec::new();
         for s in summaries {
             if !seen.contains(&s.key_hash) && !mutants::on(Mutant::AeLeafComparison) {
-                if from_edge && s.stamp.hlc <= self.gc_floor {
+                if s.stamp.hlc <= collected_up_to {
                     collected.push(*s);
                 } else {
                     want.push(s.key_hash);
@@ -340,10 +348,13 @@ impl Replica {
             .peers
             .get(&from)
             .is_some_and(|p| p.frontier >= self.horizon_floor);
+        // Nor at or below our floor when we took it back after forgetting
+        // it (see `replica/members.rs`).
+        let suspect_floor = self.peers.get(&from).map_or(Hlc::ZERO, |p| p.suspect_floor);
         for (k, e) in entries {
             let asked = self.asked_for(from, session, &k, floor, now_ms);
             let floor = if fresh || (asked && vouches) {
-                Hlc::ZERO
+                suspect_floor
             } else {
                 floor
             };

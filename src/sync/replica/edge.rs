@@ -881,8 +881,9 @@ impl Replica {
         now_ms: u64,
     ) {
         let _ = now_ms;
-        if !self.is_edge()
-            || self.peers.get(&from).is_none_or(|p| p.role != Role::Server)
+        // From a server only: to an edge, or to a member it took back
+        // after forgetting it (see `replica/members.rs`).
+        if self.peers.get(&from).is_none_or(|p| p.role != Role::Server)
             || mutants::on(Mutant::EdgeCollected)
         {
             self.metrics.messages_ignored += 1;

@@ -45,8 +45,10 @@ impl Replica {
         // seed 39182), when only the rebuild's source was exempt. Not a
         // peer we told to resync: a frame from before its resync, arriving
         // after its new hello, brought back deleted values (sim seed 1254).
+        // A member we took back after forgetting it vouches for nothing at
+        // or below our floor then (see `replica/members.rs`).
         let floor = if full_wanted && !told_stale && !mutants::on(Mutant::RebuildFloor) {
-            Hlc::ZERO
+            self.peers.get(&from).map_or(Hlc::ZERO, |p| p.suspect_floor)
         } else {
             self.merge_floor()
         };

@@ -15,6 +15,15 @@
 //! `replica/recovery.rs`). Its hellos carry `rejoined`: a member that
 //! forgot it at or before that takes it back.
 //!
+//! A member takes it back as a suspect: deletes at or below its floor
+//! then (`Peer::suspect_floor`) were collected without it, and it may have
+//! taken old values from another forgotten node that came back before
+//! hearing it was forgotten. So nothing it sends at or below that floor
+//! is exempt from our floor (neither a full transfer nor an answer we
+//! asked for), and in anti-entropy we tell it which of its records at or
+//! below it we lack ([`Message::Collected`], as a server tells an edge):
+//! it drops them.
+//!
 //! Notices travel as [`Message::Forget`]: to every member in contact when
 //! a member leaves or is forgotten, relayed once by each member that
 //! learns a new one, and sent whole after every accepted hello, so a
@@ -347,9 +356,10 @@ impl Replica {
         if rejoined >= f.at {
             let f = self.forgotten.remove(&from).expect("found");
             self.dirty_forgotten.insert(from);
-            if let Some(p) = self.peers.get_mut(&from) {
-                p.told_stale = false;
-            }
+            let floor = self.gc_floor;
+            let p = self.peers.entry(from).or_default();
+            p.told_stale = false;
+            p.suspect_floor = p.suspect_floor.max(floor);
             self.staged.push(Output::Event(Event::MemberBack {
                 peer: from,
                 name: f.name,
@@ -370,12 +380,21 @@ impl Replica {
     /// A member says the cluster forgot us at `at` and may have collected
     /// deletes we never saw up to `floor` (see the module docs).
     pub(super) fn on_forgotten(&mut self, from: NodeId, at: Hlc, floor: Hlc, now_ms: u64) {
-        if self.is_edge() {
+        if self.is_edge() || self.left.is_some() {
+            // An edge keeps no membership; a node that left is stopping.
             return;
         }
         if floor > self.gc_floor {
             self.gc_floor = floor;
             self.dirty_meta = true;
+        }
+        // Our writes from now on are stamped above the floor the members
+        // collected up to without us (below it they would be refused).
+        let _ = self.clock.observe(floor, now_ms);
+        // Until it takes us back our hellos to it are repeated (one lost
+        // would leave it refusing us, and our recovery waiting, for good).
+        if let Some(p) = self.peers.get_mut(&from) {
+            p.link.unconfirm();
         }
         if at <= self.rejoined {
             // We dropped and took everything back since (another member

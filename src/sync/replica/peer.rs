@@ -126,6 +126,11 @@ pub(super) struct Peer {
     /// The clock of the latest forget of it that it resynced after, as
     /// its last hello said (a notice of an earlier forget is old news).
     pub(super) rejoined: Hlc,
+    /// It came back after we had forgotten it, and our collection floor
+    /// was this then: deletes at or below it were collected without it,
+    /// so what it holds at or below it is not vouched for (see
+    /// `replica/members.rs`). Zero for a peer we never forgot.
+    pub(super) suspect_floor: Hlc,
 }
 
 /// The state of the link with a peer.
@@ -210,6 +215,14 @@ impl Link {
     pub(super) fn confirm(&mut self) {
         if let Link::Up { confirmed, .. } | Link::Stale { confirmed } = self {
             *confirmed = true;
+        }
+    }
+
+    /// Our new hello is not yet known to be accepted: heartbeats repeat it
+    /// until the peer sends something else.
+    pub(super) fn unconfirm(&mut self) {
+        if let Link::Up { confirmed, .. } | Link::Stale { confirmed } = self {
+            *confirmed = false;
         }
     }
 
@@ -468,6 +481,10 @@ impl Replica {
         }
         let confirmed = p.link.confirmed();
         p.rejoined = p.rejoined.max(h.rejoined);
+        // Our writes are stamped above every member's collection floor:
+        // below it they would be refused as values of collected deletes
+        // (a member back after it was forgotten may be behind them).
+        let floor = h.gc_floor;
         p.gc_floor = h.gc_floor;
         p.last_heard_ms = now_ms;
         p.frontier = p.frontier.max(h.frontier);
@@ -486,6 +503,9 @@ impl Replica {
             p.applied = h.index;
             self.dirty_peers.insert(from);
             self.timers.set_sooner(Timer::AntiEntropy, now_ms);
+        }
+        if role == Role::Server && !self.is_edge() {
+            let _ = self.clock.observe(floor, now_ms);
         }
         let p = self.peers.get_mut(&from).expect("inserted");
         p.their_index = h.index;
