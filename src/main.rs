@@ -791,12 +791,16 @@ fn sim(
     let start = Instant::now();
     let mut failed = Vec::new();
     let (mut acked, mut partitions, mut crashes) = (0u64, 0u64, 0u64);
+    let (mut forgets, mut leaves, mut resyncs) = (0u64, 0u64, 0u64);
     for s in first..first.saturating_add(seeds) {
         match run_seed(s) {
             Ok(r) => {
                 acked += r.writes_acknowledged;
                 partitions += r.partitions;
                 crashes += r.crashes;
+                forgets += r.forgets;
+                leaves += r.leaves;
+                resyncs += r.resyncs;
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -806,7 +810,8 @@ fn sim(
     }
     println!(
         "{seeds} seeds ({first}..{}) in {:.1} s: {} converged, {} failed; {acked} acknowledged writes, \
-         {partitions} partitions, {crashes} crashes",
+         {partitions} partitions, {crashes} crashes, {forgets} members forgotten, {leaves} left, \
+         {resyncs} resyncs",
         first.saturating_add(seeds),
         start.elapsed().as_secs_f64(),
         seeds - failed.len() as u64,

@@ -163,6 +163,11 @@ const SEEDS_THAT_FOUND_FAULTS: [u64; 22] = [
     1611, // the same, another key
     4839, // back past the horizon, a member gave a peer the value of a delete it collected by age
     19254, // (the faults) a server's disk lost a write only an edge still held
+    3286, // two forgotten members back at once gave each other deleted values in full transfers
+    581, // a member taken back after a forget was vouched for below the floor
+    2278, // a forgotten member's hello after its resync was lost: it was never taken back
+    2377, // (the oracle) an edge's copy counted for a write only a forgotten member held
+    1728, // a forgotten member's writes taken before it heard of the forget
 ];
 
 #[test]

@@ -35,7 +35,9 @@ fn refusal(e: NodeError) -> ApiError {
         }
         NodeError::Forget(f) => {
             let code = match f {
-                ForgetError::Myself | ForgetError::Edge => StatusCode::BAD_REQUEST,
+                ForgetError::Myself | ForgetError::Edge | ForgetError::Left => {
+                    StatusCode::BAD_REQUEST
+                }
                 ForgetError::Unknown(_) => StatusCode::NOT_FOUND,
                 ForgetError::InContact { .. } | ForgetError::TooMany => StatusCode::CONFLICT,
                 ForgetError::Clock(_) => StatusCode::SERVICE_UNAVAILABLE,

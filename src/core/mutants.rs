@@ -83,6 +83,17 @@ pub enum Mutant {
     /// An edge ignores its server's word that records it holds were
     /// deleted and collected while it was away: it keeps them live.
     EdgeCollected,
+    /// A forgotten member that comes back is taken back as it is: not told
+    /// to resync, nor suspected; it keeps values whose deletes were
+    /// collected without it, and gives them back.
+    ForgottenResync,
+    /// A member taken back after a forget vouches like any other: what it
+    /// sends below the floor is exempt when asked for, and it is never
+    /// told what was collected without it.
+    SuspectFloor,
+    /// A member's frontier passes a forgotten member's writes at once:
+    /// it claims writes of it that reached other members but not it.
+    ForgottenFrontier,
 }
 
 impl Mutant {

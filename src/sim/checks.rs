@@ -110,10 +110,13 @@ impl Sim {
 
     pub(super) fn converged(&mut self) -> bool {
         // An edge is connected to one server (the others it knew are not).
+        // Every member forgotten (or that left) has come back: none is
+        // still to be told it must resync.
         let settled = |r: &mut Replica| {
             let st = r.status();
             let ok = |p: &crate::sync::PeerStatus| p.connected && !p.stale;
-            !st.rebuilding
+            r.forgotten().is_empty()
+                && !st.rebuilding
                 && if st.edge {
                     st.peers.iter().any(ok)
                 } else {

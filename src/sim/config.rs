@@ -154,12 +154,12 @@ impl SimConfig {
         .with_members_leaving(&mut r)
     }
 
-    /// In a fifth of the seeds a member forgotten, in a fifth one that
+    /// In a third of the seeds a member forgotten, in a third one that
     /// leaves; not with failover (whose standbys wait for regions to come
     /// back). Drawn last, so every earlier field keeps its value.
     fn with_members_leaving(mut self, r: &mut Rng) -> SimConfig {
-        let forget = r.chance(200_000);
-        let leave = r.chance(200_000);
+        let forget = r.chance(333_333);
+        let leave = r.chance(333_333);
         if !self.failover {
             self.forgets = usize::from(forget);
             self.leaves = usize::from(leave);

@@ -29,9 +29,11 @@ impl Sim {
         if self.nodes[node].replica.is_some() {
             return;
         }
+        // An operator forgets on a member in the cluster: not on one that
+        // is itself forgotten (or left) and not yet back.
         let by: Vec<usize> = (0..self.nodes.len())
             .filter(|&j| j != node && self.nodes[j].attached.is_none())
-            .filter(|&j| self.nodes[j].replica.is_some())
+            .filter(|&j| self.nodes[j].replica.is_some() && !self.nodes[j].rejoining)
             .collect();
         if by.is_empty() {
             return;
@@ -49,7 +51,9 @@ impl Sim {
             }
             // Heard from lately (a message on its way when it died), or a
             // clock that cannot stamp now: try again.
-            Err(ForgetError::InContact { .. } | ForgetError::Clock(_)) if tries < TRIES_MAX => {
+            Err(ForgetError::InContact { .. } | ForgetError::Clock(_) | ForgetError::Left)
+                if tries < TRIES_MAX =>
+            {
                 self.schedule(
                     self.now + 1_000,
                     Ev::Forget {
@@ -58,7 +62,7 @@ impl Sim {
                     },
                 );
             }
-            Err(ForgetError::InContact { .. } | ForgetError::Clock(_)) => {}
+            Err(ForgetError::InContact { .. } | ForgetError::Clock(_) | ForgetError::Left) => {}
             Err(e) => return self.fail(format!("n{j} cannot forget n{node}: {e}")),
         }
         self.drain(j);
@@ -119,8 +123,15 @@ impl Sim {
 
     /// A member that left stops; it comes back later, under its id.
     pub(super) fn stop(&mut self, node: usize) {
+        if self.nodes[node].replica.is_none() {
+            return;
+        }
         let down = self.rng.range(5_000, 30_000);
-        self.crash_one(|_, i| i == node, Some(down));
+        if self.crash_one(|_, i| i == node, Some(down)).is_none() {
+            // The only node up cannot crash: it stops once another is back
+            // (a node that left and goes on running is refused by all).
+            self.schedule(self.now + 1_000, Ev::Stop { node });
+        }
     }
 
     /// Node `i` forgot `peer`: its driver closes their connection. A

@@ -33,6 +33,8 @@ impl Store for MemoryStore {
             peers: s.peers.clone(),
             conflicts: s.conflicts.clone(),
             forgotten: s.forgotten.clone(),
+            rejoined: s.rejoined,
+            left: s.left,
             ..*s
         })
     }

@@ -77,6 +77,8 @@ const META_RECOVERY: &str = "recovery";
 /// The clock of the latest forget of this node it resynced after; in the
 /// meta check only when set, as the recovery state.
 const META_REJOINED: &str = "rejoined";
+/// The clock this node last left at; in the meta check only when set.
+const META_LEFT: &str = "left";
 
 /// redb's page cache. The whole state is in memory already (the map), so
 /// the cache only serves the B-tree pages that commits touch; redb's default
@@ -106,6 +108,8 @@ struct DiskForgotten {
     name: String,
     region: String,
     left: bool,
+    held: u64,
+    settled: bool,
 }
 
 fn encode_forgotten(id: u64, f: &ForgottenMember) -> Vec<u8> {
@@ -114,6 +118,8 @@ fn encode_forgotten(id: u64, f: &ForgottenMember) -> Vec<u8> {
         name: f.name.clone(),
         region: f.region.clone(),
         left: f.left,
+        held: f.held.0,
+        settled: f.settled,
     };
     let payload = postcard::to_allocvec(&d).unwrap_or_default();
     let mut out = vec![FORMAT_CHECKED];
@@ -140,6 +146,8 @@ fn decode_forgotten(id: u64, bytes: &[u8]) -> Result<ForgottenMember, String> {
         name: d.name,
         region: d.region,
         left: d.left,
+        held: Hlc(d.held),
+        settled: d.settled,
     })
 }
 
@@ -154,7 +162,7 @@ pub struct RedbStore {
 
 /// The first 8 bytes of blake3 over the meta values, in [`META_NAMES`]
 /// order, then the recovery state if it is set.
-fn meta_check(values: &[u64; 7], recovery: u64, rejoined: u64) -> u64 {
+fn meta_check(values: &[u64; 7], recovery: u64, rejoined: u64, left: u64) -> u64 {
     let mut h = blake3::Hasher::new();
     h.update(b"meridian-meta");
     for v in values {
@@ -167,6 +175,10 @@ fn meta_check(values: &[u64; 7], recovery: u64, rejoined: u64) -> u64 {
     if rejoined != 0 {
         h.update(b"rejoined");
         h.update(&rejoined.to_le_bytes());
+    }
+    if left != 0 {
+        h.update(b"left");
+        h.update(&left.to_le_bytes());
     }
     let mut b = [0u8; 8];
     b.copy_from_slice(&h.finalize().as_bytes()[..8]);
@@ -552,7 +564,11 @@ impl RedbStore {
                 .get(META_REJOINED)
                 .map_err(|e| self.err(e))?
                 .map_or(0, |g| g.value());
-            meta.insert(META_CHECK, meta_check(&values, recovery, rejoined))
+            let left = meta
+                .get(META_LEFT)
+                .map_err(|e| self.err(e))?
+                .map_or(0, |g| g.value());
+            meta.insert(META_CHECK, meta_check(&values, recovery, rejoined, left))
                 .map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))
@@ -642,9 +658,10 @@ impl Store for RedbStore {
             }
             let recovery = get(META_RECOVERY)?;
             let rejoined = get(META_REJOINED)?;
+            let left = get(META_LEFT)?;
             // Stores written before the check have none.
             if let Some(stored) = meta.get(META_CHECK).map_err(|e| self.err(e))? {
-                if stored.value() != meta_check(&values, recovery, rejoined) {
+                if stored.value() != meta_check(&values, recovery, rejoined, left) {
                     return Err(self.damaged(
                         "the meta table (index, clock, floors) does not match its check",
                     ));
@@ -662,6 +679,7 @@ impl Store for RedbStore {
             state.horizon_floor = Hlc(horizon_floor);
             state.synced_ms = synced_ms;
             state.rejoined = Hlc(rejoined);
+            state.left = Hlc(left);
             match tx.open_table(FORGOTTEN) {
                 Ok(forgotten) => {
                     for item in forgotten.iter().map_err(|e| self.err(e))? {
@@ -782,6 +800,9 @@ impl Store for RedbStore {
             }
             if let Some(r) = batches.iter().filter_map(|b| b.rejoined).max() {
                 max(META_REJOINED, r.0)?;
+            }
+            if let Some(l) = batches.iter().filter_map(|b| b.left).max() {
+                max(META_LEFT, l.0)?;
             }
             // Set, not raised (a recovery ends): the last change wins.
             if let Some(r) = batches.iter().rev().find_map(|b| b.recovery) {

@@ -81,6 +81,14 @@ pub struct ForgottenMember {
     pub region: String,
     /// It left by itself (`meridian leave`), rather than being forgotten.
     pub left: bool,
+    /// Every write of it stamped at or below this was held here when it
+    /// was forgotten. Until `settled`, this replica claims no more of its
+    /// writes (its frontier stops here): others may hold writes of it
+    /// that never reached us.
+    pub held: Hlc,
+    /// An anti-entropy round with every member found equal state since:
+    /// whatever of its writes they held is here too.
+    pub settled: bool,
 }
 
 /// Whether a replica may lack writes that its peers hold, and why. Durable:
@@ -168,6 +176,8 @@ pub struct PersistBatch {
     /// The clock of the latest leave or forget of this node that it
     /// resynced after, when this input changed it.
     pub rejoined: Option<Hlc>,
+    /// The clock this node left at, when this input made it leave.
+    pub left: Option<Hlc>,
 }
 
 /// Everything a replica needs to restart (see the module docs).
@@ -202,6 +212,9 @@ pub struct DurableState {
     pub forgotten: BTreeMap<NodeId, ForgottenMember>,
     /// The clock of the latest leave or forget of this node that it resynced after.
     pub rejoined: Hlc,
+    /// The clock this node last left at (zero: never); it is a member
+    /// again once `rejoined` reaches it.
+    pub left: Hlc,
 }
 
 impl DurableState {
@@ -271,6 +284,9 @@ impl DurableState {
         }
         if let Some(r) = batch.rejoined {
             self.rejoined = self.rejoined.max(r);
+        }
+        if let Some(l) = batch.left {
+            self.left = self.left.max(l);
         }
     }
 }

@@ -105,6 +105,7 @@ impl Replica {
     /// region has healed, and no quarantined key is live there.
     fn equal_with(&mut self, peer: NodeId, now_ms: u64) {
         self.recovered_from(peer);
+        self.equal_after_forget(peer);
         if let Some(p) = self.peers.get_mut(&peer) {
             // An edge that took this server's feed from the middle now
             // holds all it held (see `replica/edge.rs`).

@@ -107,9 +107,12 @@ impl Replica {
         if !self.claims_held() {
             return Hlc::ZERO;
         }
+        // Not past what we held of a member forgotten lately: others may
+        // hold writes of it that never reached us (seed 2444).
+        let cap = self.forgotten_cap().unwrap_or(Hlc::MAX);
         self.members()
             .map(|(_, p)| p.received)
-            .fold(self.clock.last(), Hlc::min)
+            .fold(self.clock.last().min(cap), Hlc::min)
     }
 
     /// Drops tombstones that every member holds, or that are older than the horizon.

@@ -35,6 +35,7 @@ use super::peer::Link;
 use super::{Event, Output, Replica};
 use crate::core::codec::{ForgetNotice, Message, FORGOTTEN_NOTICES_MAX};
 use crate::core::hlc::{ClockError, Hlc};
+use crate::core::mutants::{self, Mutant};
 use crate::core::types::{Key, NodeId};
 use crate::sync::config::Role;
 use crate::sync::durable::{ForgottenMember, Recovery};
@@ -61,6 +62,9 @@ pub enum ForgetError {
         /// Its node name.
         name: String,
     },
+    /// This node left the cluster: it is not a member that may forget others.
+    #[error("this node left the cluster: forget members on a member")]
+    Left,
     /// As many members as a node keeps are forgotten already.
     #[error("{FORGOTTEN_NOTICES_MAX} members are forgotten already")]
     TooMany,
@@ -143,6 +147,9 @@ impl Replica {
         if self.is_edge() {
             return Err(ForgetError::Edge);
         }
+        if self.left.is_some() {
+            return Err(ForgetError::Left);
+        }
         if node == self.cfg.node {
             return Err(ForgetError::Myself);
         }
@@ -168,6 +175,8 @@ impl Replica {
             name: p.name.clone(),
             region: p.region.clone(),
             left: false,
+            held: p.received,
+            settled: false,
         };
         self.forget_member(node, &f, now_ms);
         self.relay_forgets(&[notice(node, &f)], None);
@@ -207,6 +216,7 @@ impl Replica {
         let at = self.clock.tick(now_ms)?;
         self.dirty_meta = true;
         self.left = Some(at);
+        self.left_dirty = true;
         let me = ForgetNotice {
             node: self.cfg.node,
             at,
@@ -235,6 +245,11 @@ impl Replica {
 
     /// A peer's notices of forgotten members.
     pub(super) fn on_forget(&mut self, from: NodeId, members: Vec<ForgetNotice>, now_ms: u64) {
+        if self.peers.get(&from).is_some_and(|p| p.link.stale()) && !self.is_edge() {
+            // A peer we told to resync speaks for nobody until it has.
+            self.metrics.messages_ignored += 1;
+            return;
+        }
         if self.is_edge() {
             // An edge keeps no members: it hears only its server leave,
             // and attaches to another.
@@ -250,6 +265,8 @@ impl Replica {
                 name: m.name.clone(),
                 region: m.region.clone(),
                 left: m.left,
+                held: Hlc::ZERO,
+                settled: false,
             };
             if self.forget_member(m.node, &f, now_ms) {
                 fresh.push(m);
@@ -316,6 +333,17 @@ impl Replica {
             self.metrics.forgets_refused += 1;
             return false;
         }
+        // What of its writes is held here: no more is claimed until every
+        // member was found equal (see `ForgottenMember::held`).
+        let held = match (self.peers.get(&node), self.forgotten.get(&node)) {
+            (Some(p), _) => p.received,
+            (None, Some(old)) => old.held,
+            (None, None) => Hlc::ZERO,
+        };
+        let mut f = f.clone();
+        f.held = held;
+        f.settled = false;
+        self.equal_since_forget.clear();
         self.forgotten.insert(node, f.clone());
         self.dirty_forgotten.insert(node);
         self.dirty_peers.remove(&node);
@@ -353,17 +381,8 @@ impl Replica {
         let Some(f) = self.forgotten.get(&from) else {
             return true;
         };
-        if rejoined >= f.at {
-            let f = self.forgotten.remove(&from).expect("found");
-            self.dirty_forgotten.insert(from);
-            let floor = self.gc_floor;
-            let p = self.peers.entry(from).or_default();
-            p.told_stale = false;
-            p.suspect_floor = p.suspect_floor.max(floor);
-            self.staged.push(Output::Event(Event::MemberBack {
-                peer: from,
-                name: f.name,
-            }));
+        if rejoined >= f.at || mutants::on(Mutant::ForgottenResync) {
+            self.take_back(from);
             return true;
         }
         let (at, floor) = (f.at, self.gc_floor);
@@ -377,11 +396,48 @@ impl Replica {
         false
     }
 
+    /// Takes forgotten `peer` back as a member, as a suspect (see the
+    /// module docs), and says hello to it again (it may have refused ours
+    /// while it was forgotten here).
+    fn take_back(&mut self, peer: NodeId) {
+        let Some(f) = self.forgotten.remove(&peer) else {
+            return;
+        };
+        self.dirty_forgotten.insert(peer);
+        let floor = self.gc_floor;
+        let p = self.peers.entry(peer).or_default();
+        p.told_stale = false;
+        if !mutants::on(Mutant::SuspectFloor) && !mutants::on(Mutant::ForgottenResync) {
+            p.suspect_floor = p.suspect_floor.max(floor);
+        }
+        self.staged
+            .push(Output::Event(Event::MemberBack { peer, name: f.name }));
+        self.say_hello(peer);
+    }
+
     /// A member says the cluster forgot us at `at` and may have collected
     /// deletes we never saw up to `floor` (see the module docs).
     pub(super) fn on_forgotten(&mut self, from: NodeId, at: Hlc, floor: Hlc, now_ms: u64) {
-        if self.is_edge() || self.left.is_some() {
-            // An edge keeps no membership; a node that left is stopping.
+        if self.is_edge() {
+            return;
+        }
+        if self.left.is_some_and(|left| at < left) {
+            // An older forget than our leave: we are leaving anyway.
+            return;
+        }
+        if let Some(mine) = self.forgotten.get(&from) {
+            // We forgot the teller and its side forgot us (each side of a
+            // partition forgot the other): the later forget stands (the
+            // greater node id on a tie). Ours: it yields when it hears of
+            // it. Theirs: we take it back and yield.
+            if (mine.at, self.cfg.node) > (at, from) {
+                return;
+            }
+            self.take_back(from);
+        } else if self.peers.get(&from).is_some_and(|p| p.link.stale()) {
+            // A peer we told to resync (away past the horizon) says nothing
+            // about us until it has.
+            self.metrics.messages_ignored += 1;
             return;
         }
         if floor > self.gc_floor {
@@ -425,6 +481,16 @@ impl Replica {
         }
         self.rejoined = at;
         self.rejoined_dirty = true;
+        // We were the one away: our view of the peers is old (their
+        // progress with us was dropped when they forgot us), so collecting
+        // by age would find them behind and tell them to resync (seed
+        // 17017). Collect by stability alone for a horizon, as after a
+        // resync for the horizon.
+        self.resynced_ms = Some(now_ms);
+        self.age_collection_from_ms = now_ms.saturating_add(self.cfg.tombstone_horizon_ms);
+        // Back as a member once it resynced (a node that left and was
+        // started again included).
+        self.left = None;
         self.metrics.resyncs += 1;
         self.staged.push(Output::Event(Event::Resynced {
             from,
@@ -439,6 +505,43 @@ impl Replica {
         self.begin_recovery(Recovery::AfterForget);
         let _ = now_ms;
         self.commit();
+    }
+
+    /// The most this replica may claim to hold of forgotten members'
+    /// writes: what it held of each when it was forgotten, until an
+    /// anti-entropy round with every member found equal state.
+    pub(super) fn forgotten_cap(&self) -> Option<Hlc> {
+        if mutants::on(Mutant::ForgottenFrontier) {
+            return None;
+        }
+        self.forgotten
+            .values()
+            .filter(|f| !f.settled)
+            .map(|f| f.held)
+            .min()
+    }
+
+    /// An anti-entropy round found our state equal to member `peer`'s:
+    /// once every member was, whatever they held of the forgotten
+    /// members' writes is here, and the frontier may pass them.
+    pub(super) fn equal_after_forget(&mut self, peer: NodeId) {
+        if self.forgotten_cap().is_none() {
+            return;
+        }
+        if !self.members().any(|(id, _)| *id == peer) {
+            return;
+        }
+        self.equal_since_forget.insert(peer);
+        let all = self
+            .members()
+            .all(|(id, _)| self.equal_since_forget.contains(id));
+        if !all {
+            return;
+        }
+        for (id, f) in self.forgotten.iter_mut().filter(|(_, f)| !f.settled) {
+            f.settled = true;
+            self.dirty_forgotten.insert(*id);
+        }
     }
 
     /// The transport lost a forgotten id: nothing of it is kept.

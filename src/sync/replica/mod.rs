@@ -140,8 +140,14 @@ pub struct Replica {
     rejoined: Hlc,
     /// `rejoined` changed since the last commit.
     rejoined_dirty: bool,
-    /// When this node left (it refuses client writes since).
+    /// When this node left (it refuses client writes since, until it is
+    /// told it was forgotten and resyncs). Durable.
     left: Option<Hlc>,
+    /// `left` was set since the last commit.
+    left_dirty: bool,
+    /// Members an anti-entropy round found equal since the latest forget
+    /// (see `ForgottenMember::settled`).
+    equal_since_forget: BTreeSet<NodeId>,
 }
 
 impl Replica {
@@ -309,7 +315,9 @@ impl Replica {
             dirty_forgotten: BTreeSet::new(),
             rejoined: state.rejoined,
             rejoined_dirty: false,
-            left: None,
+            left: (state.left > state.rejoined).then_some(state.left),
+            left_dirty: false,
+            equal_since_forget: BTreeSet::new(),
             cfg,
         };
         // Regions of remembered peers are known, unreachable until they reconnect.

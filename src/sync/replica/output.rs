@@ -282,6 +282,7 @@ impl Replica {
             || !conflicts.is_empty()
             || !self.dirty_forgotten.is_empty()
             || self.rejoined_dirty
+            || self.left_dirty
         {
             let records = std::mem::take(&mut self.dirty_keys)
                 .into_iter()
@@ -334,6 +335,9 @@ impl Replica {
                     .map(|id| (id, self.forgotten.get(&id).cloned()))
                     .collect(),
                 rejoined: std::mem::take(&mut self.rejoined_dirty).then_some(self.rejoined),
+                left: std::mem::take(&mut self.left_dirty)
+                    .then_some(self.left)
+                    .flatten(),
             }));
             self.dirty_meta = false;
             self.outputs.push_back(Output::Notify {
