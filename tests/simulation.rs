@@ -56,6 +56,8 @@ fn seeds_converge_to_the_oracle() {
                 total.long_absences += r.long_absences;
                 total.resyncs += r.resyncs;
                 total.writes_held_only_by_the_absent += r.writes_held_only_by_the_absent;
+                total.forgets += r.forgets;
+                total.leaves += r.leaves;
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -135,45 +137,17 @@ fn seeds_converge_to_the_oracle() {
             total.long_absences > 0 && total.resyncs > 0,
             "no member away longer than the horizon came back and resynced"
         );
+        assert!(
+            total.forgets > 0 && total.leaves > 0,
+            "no member was forgotten, or none left"
+        );
     }
 }
 
-/// Seeds that once found a fault, each named where it was fixed: they
-/// run every time, whatever range the main test covers.
-const SEEDS_THAT_FOUND_FAULTS: [u64; 22] = [
-    497,   // a recovering replica claimed writes it had lost
-    14417, // two nodes recovering at once waited on each other
-    32359, // the simulation destroyed the last intact copy of a write
-    39182, // a lost store refused older live values from its peers' full transfers
-    8,     // a record lost from a store stayed lost: anti-entropy met the floor
-    1002,  // (the check) a clock that ran fast left its own stamps ahead of time
-    55,    // back after the horizon, a member collected by age and called its peers stale
-    584,   // a member recovering from damage skipped the stale check
-    665,   // the same, another key
-    1909,  // a second stale notice undid a finished resync
-    214,   // the same, with a higher floor
-    1254,  // a frame from before a peer's resync was exempt from the floor
-    476,   // a member whose clock ran fast misjudged its absence; told stale, it collected by age
-    10662, // a clock that ran fast collected by age early and called its peers stale
-    11169, // (the oracle) writes only the absent member held, superseded there by its own
-    11618, // (the checks) convergence declared before every hello, so before a resync
-    3984,  // a tombstone collected by age before a peer back in contact had it
-    16420, // (the checks) a recovery ended while a damaged record of its own was quarantined
-    35, // a read barrier that waited on feed positions missed a write superseded by an unreachable node's
-    1611, // the same, another key
-    4839, // back past the horizon, a member gave a peer the value of a delete it collected by age
-    19254, // (the faults) a server's disk lost a write only an edge still held
-    3286, // two forgotten members back at once gave each other deleted values in full transfers
-    581, // a member taken back after a forget was vouched for below the floor
-    2278, // a forgotten member's hello after its resync was lost: it was never taken back
-    2377, // (the oracle) an edge's copy counted for a write only a forgotten member held
-    1728, // a forgotten member's writes taken before it heard of the forget
-];
-
 #[test]
 fn seeds_that_once_found_faults_pass() {
-    for seed in SEEDS_THAT_FOUND_FAULTS {
-        if let Err(e) = run_seed(seed) {
+    for seed in meridian::sim::SEEDS_THAT_FOUND_FAULTS {
+        if let Err(e) = run_seed(*seed) {
             panic!("{e}");
         }
     }

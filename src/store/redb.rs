@@ -687,7 +687,7 @@ impl Store for RedbStore {
                         // A forgotten id that no longer reads would be
                         // taken back without a resync: the store is damaged.
                         let f = decode_forgotten(k.value(), v.value()).map_err(|e| {
-                            self.damaged(&format!(
+                            self.damaged(format!(
                                 "the forgotten member {} does not read back ({e})",
                                 NodeId(k.value())
                             ))

@@ -28,6 +28,17 @@
 //! a member leaves or is forgotten, relayed once by each member that
 //! learns a new one, and sent whole after every accepted hello, so a
 //! member that was away learns what it missed.
+//!
+//! Forgetting also drops what bounded our frontier: a member's frontier is
+//! the least of what it received of each member's writes, and writes of the
+//! forgotten member may have reached other members but not it. Until an
+//! anti-entropy round with every member found equal state, the frontier
+//! stays at what it held of the forgotten member's writes
+//! ([`ForgottenMember::held`]). When each side of a partition forgot the
+//! other, the later forget stands (the greater node id on a tie): the side
+//! forgotten later takes the other back and resyncs. A leave is durable:
+//! a node that left refuses writes and forgets until it is told it was
+//! forgotten and has resynced.
 
 use thiserror::Error;
 
