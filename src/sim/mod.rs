@@ -28,10 +28,14 @@ mod faults;
 mod members;
 mod net;
 mod node;
+mod runs;
+mod seeds;
 mod workload;
 
 pub use config::SimConfig;
 use node::Node;
+pub use runs::{run_mutant, run_seed, MutantRun};
+pub use seeds::SEEDS_THAT_FOUND_FAULTS;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -969,105 +973,5 @@ impl Sim {
                 },
             );
         }
-    }
-}
-
-/// Seeds that once found a fault, each named where it was fixed: they
-/// run on every `cargo test` (`tests/simulation.rs`), whatever range the
-/// main test covers, and every mutant may be caught by one of them
-/// (`tests/mutants.rs`).
-pub const SEEDS_THAT_FOUND_FAULTS: &[u64] = &[
-    497,   // a recovering replica claimed writes it had lost
-    14417, // two nodes recovering at once waited on each other
-    32359, // the simulation destroyed the last intact copy of a write
-    39182, // a lost store refused older live values from its peers' full transfers
-    8,     // a record lost from a store stayed lost: anti-entropy met the floor
-    1002,  // (the check) a clock that ran fast left its own stamps ahead of time
-    55,    // back after the horizon, a member collected by age and called its peers stale
-    584,   // a member recovering from damage skipped the stale check
-    665,   // the same, another key
-    1909,  // a second stale notice undid a finished resync
-    214,   // the same, with a higher floor
-    1254,  // a frame from before a peer's resync was exempt from the floor
-    476,   // a member whose clock ran fast misjudged its absence; told stale, it collected by age
-    10662, // a clock that ran fast collected by age early and called its peers stale
-    11169, // (the oracle) writes only the absent member held, superseded there by its own
-    11618, // (the checks) convergence declared before every hello, so before a resync
-    3984,  // a tombstone collected by age before a peer back in contact had it
-    16420, // (the checks) a recovery ended while a damaged record of its own was quarantined
-    35, // a read barrier that waited on feed positions missed a write superseded by an unreachable node's
-    1611, // the same, another key
-    4839, // back past the horizon, a member gave a peer the value of a delete it collected by age
-    19254, // (the faults) a server's disk lost a write only an edge still held
-    3286, // two forgotten members back at once gave each other deleted values in full transfers
-    581, // a member taken back after a forget was vouched for below the floor
-    2278, // a forgotten member's hello after its resync was lost: it was never taken back
-    2377, // (the oracle) an edge's copy counted for a write only a forgotten member held
-    1728, // a forgotten member's writes taken before it heard of the forget
-    2444, // a forget dropped the bound of the forgotten member's writes from the frontier
-    7097, // a peer told to resync made us resync
-    14345, // the same, after it had resynced: it was never taken back
-    11667, // (the checks) convergence declared while a member was still forgotten
-    17017, // a member back from a forget collected by age and called its peers stale
-    3391, // (the checks) an adopted id judged by what a forgotten member held
-];
-
-/// Runs the scenario drawn from `seed`.
-pub fn run_seed(seed: u64) -> Result<SimReport, SimFailure> {
-    Sim::new(SimConfig::from_seed(seed)).run()
-}
-
-/// What a mutant run found: the first seed that caught the mutant, or
-/// none within the seeds run.
-#[derive(Debug, Clone)]
-pub struct MutantRun {
-    /// The mutant.
-    pub mutant: Mutant,
-    /// The seeds tried, from the first.
-    pub seeds_run: u64,
-    /// The failure that caught it, if one did.
-    pub caught: Option<SimFailure>,
-}
-
-/// Runs `mutant` over seeds `first..first + seeds` until one fails.
-/// Meaningful only in a build with the `mutants` feature
-/// ([`mutants::ENABLED`]); elsewhere every seed passes.
-pub fn run_mutant(mutant: Mutant, first: u64, seeds: u64) -> MutantRun {
-    let mut seeds_run = 0;
-    for seed in first..first.saturating_add(seeds) {
-        seeds_run += 1;
-        // An assertion that fires (a debug build's invariants) catches the
-        // mutant as surely as the oracle does.
-        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Sim::new(SimConfig::from_seed(seed))
-                .with_mutant(Some(mutant))
-                .run()
-        }));
-        mutants::set(None);
-        let caught = match run {
-            Ok(Ok(_)) => continue,
-            Ok(Err(f)) => f,
-            Err(panic) => SimFailure {
-                seed,
-                reason: format!(
-                    "an assertion fired: {}",
-                    panic
-                        .downcast_ref::<String>()
-                        .map(String::as_str)
-                        .or_else(|| panic.downcast_ref::<&str>().copied())
-                        .unwrap_or("(no message)")
-                ),
-            },
-        };
-        return MutantRun {
-            mutant,
-            seeds_run,
-            caught: Some(caught),
-        };
-    }
-    MutantRun {
-        mutant,
-        seeds_run,
-        caught: None,
     }
 }

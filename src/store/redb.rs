@@ -121,25 +121,11 @@ fn encode_forgotten(id: u64, f: &ForgottenMember) -> Vec<u8> {
         held: f.held.0,
         settled: f.settled,
     };
-    let payload = postcard::to_allocvec(&d).unwrap_or_default();
-    let mut out = vec![FORMAT_CHECKED];
-    out.extend_from_slice(&progress_check(id, &payload));
-    out.extend(payload);
-    out
+    encode_checked(id, &d)
 }
 
 fn decode_forgotten(id: u64, bytes: &[u8]) -> Result<ForgottenMember, String> {
-    let payload = match bytes.split_first() {
-        Some((&FORMAT_CHECKED, rest)) if rest.len() >= 16 => {
-            let (check, payload) = rest.split_at(16);
-            if check != progress_check(id, payload) {
-                return Err("its check does not match".to_string());
-            }
-            payload
-        }
-        Some((f, _)) => return Err(format!("unknown format {f}")),
-        None => return Err("empty value".to_string()),
-    };
+    let payload = checked_payload(id, bytes)?;
     let d: DiskForgotten = postcard::from_bytes(payload).map_err(|e| e.to_string())?;
     Ok(ForgottenMember {
         at: Hlc(d.at),
@@ -288,23 +274,37 @@ fn decode_record(raw_key: &[u8], bytes: &[u8]) -> Loaded {
 /// A conflict as stored: format, 16 bytes of blake3 over its number and
 /// payload, the postcard payload.
 fn encode_conflict(seq: u64, c: &Conflict) -> Vec<u8> {
-    let payload = postcard::to_allocvec(c).unwrap_or_default();
+    encode_checked(seq, c)
+}
+
+fn decode_conflict(seq: u64, bytes: &[u8]) -> Result<Conflict, String> {
+    let payload = checked_payload(seq, bytes)?;
+    postcard::from_bytes(payload).map_err(|e| e.to_string())
+}
+
+/// A value as stored: format, 16 bytes of blake3 over its key and
+/// payload, the postcard payload.
+fn encode_checked<T: Serialize>(id: u64, value: &T) -> Vec<u8> {
+    let payload = postcard::to_allocvec(value).unwrap_or_default();
     let mut out = vec![FORMAT_CHECKED];
-    out.extend_from_slice(&progress_check(seq, &payload));
+    out.extend_from_slice(&progress_check(id, &payload));
     out.extend(payload);
     out
 }
 
-fn decode_conflict(seq: u64, bytes: &[u8]) -> Result<Conflict, String> {
+/// The payload of a value [`encode_checked`] wrote for key `id`, once its
+/// check holds.
+fn checked_payload(id: u64, bytes: &[u8]) -> Result<&[u8], String> {
     match bytes.split_first() {
         Some((&FORMAT_CHECKED, rest)) if rest.len() >= 16 => {
             let (check, payload) = rest.split_at(16);
-            if check != progress_check(seq, payload) {
+            if check != progress_check(id, payload) {
                 return Err("its check does not match".to_string());
             }
-            postcard::from_bytes(payload).map_err(|e| e.to_string())
+            Ok(payload)
         }
-        _ => Err("unknown format".to_string()),
+        Some((f, _)) => Err(format!("unknown format {f}")),
+        None => Err("empty value".to_string()),
     }
 }
 
@@ -316,25 +316,13 @@ fn encode_progress(id: u64, p: &PeerProgress) -> Vec<u8> {
         region: p.region.clone(),
         api: p.api.clone(),
     };
-    let payload = postcard::to_allocvec(&d).unwrap_or_default();
-    let mut out = vec![FORMAT_CHECKED];
-    out.extend_from_slice(&progress_check(id, &payload));
-    out.extend(payload);
-    out
+    encode_checked(id, &d)
 }
 
 fn decode_progress(id: u64, bytes: &[u8]) -> Result<PeerProgress, String> {
     let payload = match bytes.split_first() {
-        Some((&FORMAT_CHECKED, rest)) if rest.len() >= 16 => {
-            let (check, payload) = rest.split_at(16);
-            if check != progress_check(id, payload) {
-                return Err("its check does not match".to_string());
-            }
-            payload
-        }
         Some((&FORMAT_PLAIN, payload)) => payload,
-        Some((f, _)) => return Err(format!("unknown format {f}")),
-        None => return Err("empty value".to_string()),
+        _ => checked_payload(id, bytes)?,
     };
     let d: DiskProgress = postcard::from_bytes(payload).map_err(|e| e.to_string())?;
     Ok(PeerProgress {
