@@ -385,6 +385,60 @@ mod tests {
         }
     }
 
+    /// The profiles give foca memberlist's settings; overrides replace one
+    /// each; timings that cannot work are refused with the field named.
+    #[test]
+    fn swim_timing_profiles_overrides_and_bounds() {
+        let size = NonZeroU32::new(5).unwrap();
+        let lan = SwimTiming::default().foca(size);
+        let wan = SwimTiming {
+            profile: SwimProfile::Wan,
+            ..SwimTiming::default()
+        }
+        .foca(size);
+        assert_eq!(lan.probe_period.as_millis(), 1_000);
+        assert_eq!(wan.probe_period.as_millis(), 5_000);
+        assert!(wan.suspect_to_down_after > lan.suspect_to_down_after);
+        // A shorter period than the profile's timeout keeps the timeout below it.
+        let fast = SwimTiming {
+            probe_period_ms: Some(200),
+            suspect_to_down_ms: Some(3_000),
+            ..SwimTiming::default()
+        };
+        fast.validate().unwrap();
+        let c = fast.foca(size);
+        assert_eq!(c.probe_period.as_millis(), 200);
+        assert!(c.probe_rtt < c.probe_period);
+        assert_eq!(c.suspect_to_down_after.as_millis(), 3_000);
+        for (bad, field) in [
+            (
+                SwimTiming {
+                    probe_period_ms: Some(10),
+                    ..SwimTiming::default()
+                },
+                "probe_period_ms",
+            ),
+            (
+                SwimTiming {
+                    probe_rtt_ms: Some(1_000),
+                    ..SwimTiming::default()
+                },
+                "probe_rtt_ms",
+            ),
+            (
+                SwimTiming {
+                    profile: SwimProfile::Wan,
+                    suspect_to_down_ms: Some(1_000),
+                    ..SwimTiming::default()
+                },
+                "suspect_to_down_ms",
+            ),
+        ] {
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
+    }
+
     /// Three memberships wired by hand: one announce to one node spreads everyone.
     #[test]
     fn members_discover_each_other_through_one_seed() {
