@@ -241,14 +241,7 @@ impl Replica {
             .filter(|(_, p)| p.link.up())
             .map(|(id, _)| *id)
             .collect();
-        for id in to {
-            self.send(
-                id,
-                Message::Forget {
-                    members: vec![me.clone()],
-                },
-            );
-        }
+        self.send_forgets(to, &[me]);
         self.staged.push(Output::Event(Event::Left { at }));
         self.commit();
         Ok(at)
@@ -295,6 +288,11 @@ impl Replica {
             .filter(|(id, p)| Some(**id) != except && matches!(p.link, Link::Up { .. }))
             .map(|(id, _)| *id)
             .collect();
+        self.send_forgets(to, notices);
+    }
+
+    /// Sends `notices` to each of `to`.
+    fn send_forgets(&mut self, to: Vec<NodeId>, notices: &[ForgetNotice]) {
         for id in to {
             self.send(
                 id,
