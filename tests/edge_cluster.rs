@@ -316,3 +316,59 @@ fn an_edge_daemon_serves_the_kv_api_and_forwards_writes() {
     });
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// `edge_writes = "local"`: with its only server gone, the edge daemon
+/// takes plain puts and deletes itself (a check-and-set still needs a
+/// server: 503), keeps them across its own restart, and hands them over
+/// when the server is back: every region then holds them.
+#[test]
+fn an_edge_daemon_with_local_writes_takes_them_while_its_server_is_down() {
+    use common::{eventually as until, free_udp_port, meridian, node, stdout};
+    let root = common::dir("edge-local");
+    let (p1, p2, pe) = (free_udp_port(), free_udp_port(), free_udp_port());
+    let (s1, us) = node(&root, "us1", "us-east", p1, &[], "");
+    let (_s2, eu) = node(&root, "eu1", "eu-west", p2, &[p1], "");
+    let edge_cfg = "role = \"edge\"\nedge_writes = \"local\"\n";
+    let (e, edge) = node(&root, "edge1", "us-east", pe, &[p1], edge_cfg);
+    let o = meridian(&us, &["kv", "put", "cfg/old", "1"]);
+    assert!(o.status.success(), "{o:?}");
+    until("the edge attached and holds us1's write", || {
+        stdout(&meridian(&edge, &["kv", "get", "cfg/old"])).contains('1')
+    });
+    // Its only server goes.
+    drop(s1);
+    until("the edge has no server", || {
+        let st = stdout(&meridian(&edge, &["status", "--json"]));
+        !st.contains("\"connected\": true")
+    });
+    let o = meridian(&edge, &["kv", "put", "cfg/offline", "taken"]);
+    assert!(o.status.success(), "{o:?}");
+    let o = meridian(&edge, &["kv", "delete", "cfg/old"]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(stdout(&meridian(&edge, &["kv", "get", "cfg/offline"])).contains("taken"));
+    // A check-and-set needs a server.
+    let o = meridian(&edge, &["kv", "put", "--cas", "0", "cfg/cas", "x"]);
+    assert!(!o.status.success(), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("needs one"),
+        "{o:?}"
+    );
+    // Kept across the edge's own restart.
+    drop(e);
+    let (_e, edge) = node(&root, "edge1", "us-east", pe, &[p1], edge_cfg);
+    let st = stdout(&meridian(&edge, &["status", "--json"]));
+    assert!(st.contains("\"local_writes_waiting\": 2"), "{st}");
+    assert!(stdout(&meridian(&edge, &["kv", "get", "cfg/offline"])).contains("taken"));
+    // The server comes back: handed over, and eu1 gets them through it.
+    let (_s1, us) = node(&root, "us1", "us-east", p1, &[], "");
+    until("eu1 holds the edge's local writes", || {
+        stdout(&meridian(&eu, &["kv", "get", "cfg/offline"])).contains("taken")
+            && !meridian(&eu, &["kv", "get", "cfg/old"]).status.success()
+    });
+    until("nothing waits at the edge", || {
+        stdout(&meridian(&edge, &["status", "--json"])).contains("\"local_writes_waiting\": 0")
+    });
+    let o = meridian(&us, &["verify"]);
+    assert!(o.status.success(), "{o:?}");
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -6,7 +6,10 @@ mod net;
 
 use bytes::Bytes;
 use meridian::core::codec::Message;
-use meridian::sync::{ForwardError, Refusal, WriteError};
+use meridian::sync::{
+    EdgeWrites, EdgeWritten, Event, ForwardError, PartitionPolicy, Refusal, Replica, WriteAck,
+    WriteError,
+};
 use net::*;
 
 /// Connects the first `servers` nodes with each other.
@@ -24,7 +27,38 @@ fn edge_put(net: &mut Net, e: usize, id: u64, k: &str, v: &str) -> Result<(), Wr
     let now = net.local(e);
     let r = net.nodes[e].edge_write(id, k, Some(Bytes::from(v.to_string())), 0, None, None, now);
     net.settle();
+    r.map(|_| ())
+}
+
+/// Makes edge `e` take writes while no server is connected.
+fn local_writes(net: &mut Net, e: usize) {
+    let mut c = net.nodes[e].config().clone();
+    c.edge_writes = EdgeWrites::Local;
+    net.nodes[e] = Replica::new(c, net.local(e)).unwrap();
+}
+
+/// A write at edge `e` (`None`: a delete) with `cas` and `ack`.
+fn edge_write(
+    net: &mut Net,
+    e: usize,
+    k: &str,
+    v: Option<&str>,
+    cas: Option<u64>,
+    ack: Option<WriteAck>,
+) -> Result<EdgeWritten, WriteError> {
+    let now = net.local(e);
+    let value = v.map(|v| Bytes::from(v.to_string()));
+    let r = net.nodes[e].edge_write(0, k, value, 0, cas, ack, now);
+    net.settle();
     r
+}
+
+/// Lets a few anti-entropy rounds run.
+fn rounds(net: &mut Net) {
+    let c = net.nodes[0].config().clone();
+    for _ in 0..3 {
+        net.advance(c.ae_interval_ms + c.ae_jitter_ms + 1);
+    }
 }
 
 /// How forwarded write `id` ended.
@@ -232,4 +266,196 @@ fn an_edge_moved_to_another_server_catches_up_by_anti_entropy_and_drops_what_was
         "not the whole feed again: {}",
         m.feed_entries_applied - applied_before
     );
+}
+
+/// `edge_writes = "local"` (see `sync/replica/handover.rs`): cut off, the
+/// edge takes puts and deletes itself, durable and acknowledged there,
+/// keeps them across a restart, and hands them over when a server is
+/// back: the server makes each as its own write unless it holds a newer
+/// version of the key, and every node ends with the same state.
+#[test]
+fn an_edge_with_local_writes_takes_them_while_cut_off_and_hands_them_over() {
+    let mut net = Net::with_edges(2, 1);
+    mesh(&mut net, 2);
+    local_writes(&mut net, 2);
+    net.put(0, "old", "o");
+    net.put(0, "gone", "g");
+    net.attach(0, 2);
+    assert_eq!(net.value(2, "gone").as_deref(), Some(&b"g"[..]));
+    // Its server says it takes writes (its view, every heartbeat).
+    net.advance(net.nodes[0].config().heartbeat_interval_ms + 1);
+    net.disconnect(0, 2);
+
+    // Cut off: taken here, acknowledged once durable, read back here.
+    let acks = net.acks.len();
+    for (k, v) in [("new", Some("n")), ("gone", None), ("old", Some("edge"))] {
+        let w = edge_write(&mut net, 2, k, v, None, None).unwrap();
+        let EdgeWritten::Local(receipt) = w else {
+            panic!("{k} was not taken locally: {w:?}");
+        };
+        assert_eq!(receipt.stamp.node, net.id(2));
+    }
+    assert_eq!(net.acks.len(), acks + 3, "each acknowledged once durable");
+    assert!(net.acks[acks..].iter().all(|(i, _)| *i == 2));
+    assert_eq!(net.value(2, "new").as_deref(), Some(&b"n"[..]));
+    assert!(net.value(2, "gone").is_none());
+    // What needs a server is still refused.
+    let seen = net.nodes[2].get("new").unwrap().modify_index;
+    for (cas, ack, what) in [
+        (Some(seen), None, "a check-and-set"),
+        (None, Some(WriteAck::Quorum), "a quorum write"),
+    ] {
+        let e = edge_write(&mut net, 2, "new", Some("x"), cas, ack).unwrap_err();
+        assert_eq!(e, WriteError::Forward(ForwardError::ServerNeeded { what }));
+    }
+    let now = net.local(2);
+    let e = net.nodes[2]
+        .edge_delete_prefix(7, "", 10, None, now)
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        WriteError::Forward(ForwardError::ServerNeeded { .. })
+    ));
+    // A server writes `old` after the edge did: that write is newer.
+    net.advance(50);
+    net.put(1, "old", "server");
+    net.settle();
+
+    // A restart keeps what waits.
+    let cfg = net.nodes[2].config().clone();
+    net.nodes[2] = Replica::restore(cfg, net.durable[2].clone(), net.local(2)).unwrap();
+    assert_eq!(net.nodes[2].local_writes_waiting(), 3);
+
+    // Back: handed over. `new` and the delete are made by the server (its
+    // stamps); `old` keeps the server's later write.
+    net.attach(0, 2);
+    rounds(&mut net);
+    for i in 0..3 {
+        assert_eq!(net.value(i, "new").as_deref(), Some(&b"n"[..]), "node {i}");
+        assert!(net.value(i, "gone").is_none(), "node {i}");
+        assert_eq!(
+            net.value(i, "old").as_deref(),
+            Some(&b"server"[..]),
+            "node {i}"
+        );
+    }
+    assert_eq!(
+        net.nodes[2].get("new").unwrap().entry.stamp.node,
+        net.id(0),
+        "made by the server"
+    );
+    assert_eq!(net.nodes[2].local_writes_waiting(), 0);
+    assert_eq!(net.nodes[0].metrics().handovers_made, 2);
+    assert_eq!(net.nodes[0].metrics().handovers_skipped, 1);
+    assert!(net.roots_equal());
+}
+
+/// A server whose limits refuse one of the local writes: the batch is sent
+/// again key by key, the refused key is dropped at the edge (with an
+/// event) and takes the server's version back; the others are made.
+#[test]
+fn a_local_write_its_server_refuses_is_dropped_and_the_rest_handed_over() {
+    let mut net = Net::with_edges_and(1, 1, |i| {
+        let mut c = config(i);
+        c.limits.value_bytes_max = 1_024;
+        c
+    });
+    local_writes(&mut net, 1);
+    // Never heard from a server since it started: nothing is taken.
+    let e = edge_write(&mut net, 1, "k", Some("v"), None, None).unwrap_err();
+    assert_eq!(e, WriteError::Forward(ForwardError::NoServer));
+    net.attach(0, 1);
+    net.advance(net.nodes[0].config().heartbeat_interval_ms + 1);
+    net.disconnect(0, 1);
+    let big = "x".repeat(2_000);
+    edge_write(&mut net, 1, "big", Some(&big), None, None).unwrap();
+    edge_write(&mut net, 1, "small", Some("s"), None, None).unwrap();
+    assert_eq!(net.nodes[1].local_writes_waiting(), 2);
+    net.attach(0, 1);
+    rounds(&mut net);
+    assert_eq!(net.value(0, "small").as_deref(), Some(&b"s"[..]));
+    assert_eq!(net.value(1, "small").as_deref(), Some(&b"s"[..]));
+    assert!(net.value(0, "big").is_none());
+    assert!(net.value(1, "big").is_none(), "dropped at the edge");
+    assert!(net
+        .events_of(1)
+        .iter()
+        .any(|e| matches!(e, Event::LocalWriteDropped { key, .. } if key == "big")));
+    assert_eq!(net.nodes[1].local_writes_waiting(), 0);
+    assert!(net.roots_equal());
+}
+
+/// Without `edge_writes = "local"` nothing is taken while cut off.
+#[test]
+fn an_edge_without_local_writes_takes_nothing_while_cut_off() {
+    let mut net = Net::with_edges(1, 1);
+    let e = edge_write(&mut net, 1, "k", Some("v"), None, None).unwrap_err();
+    assert_eq!(e, WriteError::Forward(ForwardError::NoServer));
+    assert!(net.nodes[1].get("k").is_none());
+    assert_eq!(net.nodes[1].local_writes_waiting(), 0);
+}
+
+/// An edge never takes local writes while the servers it heard from are
+/// standbys: they would refuse them.
+#[test]
+fn an_edge_takes_no_local_writes_in_a_standby_region() {
+    let mut net = Net::with_edges_and(1, 1, |i| {
+        let mut c = config(i);
+        c.standby = true;
+        c
+    });
+    local_writes(&mut net, 1);
+    net.attach(0, 1);
+    let beat = net.nodes[0].config().heartbeat_interval_ms;
+    net.advance(beat + 1);
+    net.disconnect(0, 1);
+    // Its server is a standby: nothing is taken.
+    let e = edge_write(&mut net, 1, "k", Some("v"), None, None).unwrap_err();
+    assert_eq!(e, WriteError::Forward(ForwardError::NoServer));
+    assert!(net.nodes[1].get("k").is_none());
+}
+
+/// A server that refuses an edge's local writes as unavailable (here it
+/// lost its quorum) a few times in a row is left: the edge refuses it, and
+/// the next server it attaches to takes them.
+#[test]
+fn an_edge_leaves_a_server_that_keeps_refusing_its_local_writes() {
+    let mut net = Net::with_edges_and(3, 1, |i| {
+        let mut c = config(i);
+        c.partition_policy = PartitionPolicy::Quorum;
+        c
+    });
+    mesh(&mut net, 3);
+    local_writes(&mut net, 3);
+    net.attach(0, 3);
+    let c = net.nodes[0].config().clone();
+    net.advance(c.heartbeat_interval_ms + 1);
+    net.disconnect(0, 3);
+    let w = edge_write(&mut net, 3, "k", Some("v"), None, None).unwrap();
+    assert!(matches!(w, EdgeWritten::Local(_)));
+    // Server 0 loses its quorum; the edge comes back to it.
+    net.disconnect(0, 1);
+    net.disconnect(0, 2);
+    net.advance(c.contact_timeout_ms + c.heartbeat_interval_ms);
+    net.attach(0, 3);
+    for _ in 0..4 {
+        net.advance(c.heartbeat_interval_ms + 1);
+    }
+    assert!(
+        net.disconnects
+            .iter()
+            .any(|(i, r)| *i == 3 && matches!(r, Refusal::TakesNoWrites { times: 3, .. })),
+        "{:?}",
+        net.disconnects
+    );
+    assert!(net.value(0, "k").is_none());
+    assert_eq!(net.nodes[3].local_writes_waiting(), 1);
+    // Another server takes them.
+    net.disconnect(0, 3);
+    net.attach(1, 3);
+    rounds(&mut net);
+    for i in 1..4 {
+        assert_eq!(net.value(i, "k").as_deref(), Some(&b"v"[..]), "node {i}");
+    }
+    assert_eq!(net.nodes[3].local_writes_waiting(), 0);
 }

@@ -79,6 +79,8 @@ pub(super) fn write_error(e: WriteError) -> ApiError {
             },
             ForwardError::Changed { .. } => StatusCode::CONFLICT,
             ForwardError::NoServer
+            | ForwardError::ServerNeeded { .. }
+            | ForwardError::LocalFull { .. }
             | ForwardError::Lost
             | ForwardError::Timeout { .. }
             | ForwardError::NotAcknowledged(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -98,6 +98,10 @@ pub fn event(kind: &EventKind) -> wire::Event {
             peer: peer.to_string(),
             peer_name: name.clone(),
         },
+        Event::LocalWriteDropped { key, reason } => W::LocalWriteDropped {
+            key: key.clone(),
+            reason: reason.clone(),
+        },
         Event::Resynced { from, dropped } => W::Resynced {
             from: from.to_string(),
             dropped: *dropped as u64,
@@ -254,6 +258,10 @@ mod tests {
             Event::MemberBack {
                 peer,
                 name: "n".into(),
+            },
+            Event::LocalWriteDropped {
+                key: "k".into(),
+                reason: "bad".into(),
             },
             Event::Resynced {
                 from: peer,

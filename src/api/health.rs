@@ -318,6 +318,7 @@ mod tests {
                 edge: false,
                 edges: 0,
                 edges_lag_index_max: 0,
+                local_writes_waiting: 0,
             },
             metrics: Metrics::default(),
             frames_in: 0,

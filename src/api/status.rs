@@ -95,6 +95,7 @@ pub(super) fn status_doc(
         },
         edges: r.edges as u64,
         edges_lag_index_max: r.edges_lag_index_max,
+        local_writes_waiting: r.local_writes_waiting as u64,
         failover: failover_text(&r.failover),
         rebuild,
         index: r.index,

@@ -53,6 +53,12 @@ fn print(s: &wire::Status) {
     }
     if s.role == wire::Role::Edge {
         println!("role edge: attached to one server (below), its writes forwarded to it");
+        if s.local_writes_waiting > 0 {
+            println!(
+                "local writes waiting for a server: {} (taken while none was reachable)",
+                s.local_writes_waiting
+            );
+        }
     }
     if s.edges > 0 {
         println!(

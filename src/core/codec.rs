@@ -22,7 +22,9 @@ pub const MAGIC: [u8; 4] = *b"MRDN";
 /// Version 4: read barriers (`ReadBarrier`, `ReadBarrierReply`). Version
 /// 5: views (`View`: role and unreachable regions, for failover). Version
 /// 6: edges (`Hello::edge`, `View::stable`, `Forward`, `Forwarded`).
-pub const PROTOCOL_VERSION: u16 = 7;
+/// Version 7: members that leave (`Forget`, `Forgotten`, `Hello::rejoined`).
+/// Version 8: an edge's local writes handed over (`ForwardOp::HandOver`).
+pub const PROTOCOL_VERSION: u16 = 8;
 /// Regions one `View` may name as unreachable.
 pub const VIEW_REGIONS_MAX: usize = 64;
 /// Envelope bytes before the payload.
@@ -344,6 +346,21 @@ pub enum ForwardOp {
         /// The key.
         key: Key,
     },
+    /// A write the edge took while no server was connected, stamped by
+    /// the edge (see `sync::replica::handover`): the server makes it as its
+    /// own write unless it holds a version of the key (a value or a
+    /// delete) stamped at or above `stamp`, and skips it otherwise. It
+    /// never fails the forwarded write it is part of.
+    HandOver {
+        /// The key.
+        key: Key,
+        /// The edge's stamp of the write.
+        stamp: Stamp,
+        /// The value; `None`: a delete.
+        value: Option<bytes::Bytes>,
+        /// Consul's flags.
+        flags: u64,
+    },
     /// Deletes every key the server knows under the prefix, at most `keys_max`.
     DeleteTree {
         /// The prefix.
@@ -605,6 +622,13 @@ impl Message {
                 for op in ops {
                     match op {
                         ForwardOp::Set { key, value, .. } if value.len() > VALUE_BYTES_LIMIT => {
+                            return bad(format!("value of {key:?} is {} bytes", value.len()));
+                        }
+                        ForwardOp::HandOver {
+                            key,
+                            value: Some(value),
+                            ..
+                        } if value.len() > VALUE_BYTES_LIMIT => {
                             return bad(format!("value of {key:?} is {} bytes", value.len()));
                         }
                         ForwardOp::DeleteTree { prefix, .. } if prefix.len() > KEY_BYTES_MAX => {

@@ -52,6 +52,19 @@ pub enum WriteAckConfig {
     Quorum,
 }
 
+/// `edge_writes` in the config file: what an edge does with a write while
+/// no server is connected (see the README, "Servers and edges").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeWritesConfig {
+    /// Refused with 503 (default).
+    #[default]
+    Server,
+    /// Puts and deletes of one key are taken here, durable in the edge's
+    /// store, and handed over to a server once one is connected.
+    Local,
+}
+
 /// `role` in the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -566,6 +579,8 @@ pub struct DaemonConfig {
     pub write_ack: WriteAckConfig,
     /// `active` (default) or `standby`; a promoted standby stays active.
     pub role: Role,
+    /// On an edge: `server` (default) or `local`.
+    pub edge_writes: EdgeWritesConfig,
     /// `[limits]`: sizes of keys and values, and the mass-delete guard.
     pub limits: LimitsConfig,
     /// `[health]`: when the node reports itself unhealthy.
@@ -609,6 +624,7 @@ impl Default for DaemonConfig {
             partition_policy: PolicyConfig::default(),
             write_ack: WriteAckConfig::default(),
             role: Role::default(),
+            edge_writes: EdgeWritesConfig::default(),
             limits: LimitsConfig::default(),
             health: Thresholds::default(),
             sync: SyncConfig::default(),
@@ -658,6 +674,12 @@ impl DaemonConfig {
         }
         for w in &self.webhooks {
             w.target().map_err(DaemonError::Invalid)?;
+        }
+        if self.edge_writes == EdgeWritesConfig::Local && self.role != Role::Edge {
+            return Err(DaemonError::Invalid(
+                "edge_writes = \"local\" is for role = \"edge\": a server takes writes itself"
+                    .into(),
+            ));
         }
         if self.role == Role::Edge {
             if self.seeds.is_empty() {

@@ -31,8 +31,8 @@ use crate::store::Durability;
 use backups::backup_loop;
 pub use config::{
     AclConfig, ApiTlsConfig, AuditConfig, BackupConfig, DaemonConfig, DefaultPolicy,
-    DurabilityConfig, HistoryConfig, HttpConfig, LimitsConfig, PolicyConfig, Role, SyncConfig,
-    WriteAckConfig, PROMOTED_FILE,
+    DurabilityConfig, EdgeWritesConfig, HistoryConfig, HttpConfig, LimitsConfig, PolicyConfig,
+    Role, SyncConfig, WriteAckConfig, PROMOTED_FILE,
 };
 use health::health_loop;
 pub use health::HEALTH_CHECK_MS;
@@ -175,6 +175,10 @@ impl Daemon {
             WriteAckConfig::Local => crate::sync::WriteAck::Local,
             WriteAckConfig::Quorum => crate::sync::WriteAck::Quorum,
         };
+        let edge_writes = match cfg.edge_writes {
+            EdgeWritesConfig::Server => crate::sync::EdgeWrites::Server,
+            EdgeWritesConfig::Local => crate::sync::EdgeWrites::Local,
+        };
         let mut b = Node::builder(&cfg.name, &cfg.region, identity)
             .data_dir(&cfg.data_dir)
             .listen(cfg.listen)
@@ -202,6 +206,7 @@ impl Daemon {
                 c.edges_max = sync.edges_max;
                 c.forward_timeout_ms = sync.forward_timeout_ms;
                 c.write_ack = write_ack;
+                c.edge_writes = edge_writes;
                 c.failover = failover;
             });
         if let Some(a) = cfg.advertise {

@@ -235,9 +235,16 @@ impl Transport {
             if let Some((seed, c)) = winner {
                 let started = std::time::Instant::now();
                 tracing::info!(server = %seed, "attached to a server");
-                self.run_connection(c, true).await;
+                self.run_connection(c.clone(), true).await;
                 tracing::info!(server = %seed, "the connection to the server ended");
-                if started.elapsed() < Duration::from_millis(EDGE_CONNECTION_MS_MIN) {
+                // Closed here: the replica refused the server (it refuses
+                // the edge's writes, say); the next race goes without it.
+                let refused_here = matches!(
+                    c.close_reason(),
+                    Some(quinn::ConnectionError::LocallyClosed)
+                );
+                if refused_here || started.elapsed() < Duration::from_millis(EDGE_CONNECTION_MS_MIN)
+                {
                     skip = Some(seed);
                 } else {
                     backoff = DIAL_BACKOFF_MS_MIN;

@@ -24,7 +24,7 @@ use crate::net::Transport;
 use crate::store::faults::{FaultyStore, StoreFaults};
 use crate::store::{Durability, MemoryStore, RedbStore, Store, StoreError};
 use crate::sync::membership::{Member, Membership, SwimTiming};
-use crate::sync::{Config, DurableState, PartitionPolicy, Replica, Role};
+use crate::sync::{Config, DurableState, EdgeWrites, PartitionPolicy, Replica, Role};
 
 pub(super) type Tune = Box<dyn FnOnce(&mut Config) + Send>;
 
@@ -279,6 +279,13 @@ impl NodeBuilder {
     pub fn edge(mut self) -> Self {
         self.role = Role::Edge;
         self
+    }
+
+    /// On an edge: takes puts and deletes of one key while no server is
+    /// connected, durable here, and hands them over to a server once one
+    /// is ([`EdgeWrites::Local`]; default [`EdgeWrites::Server`]: refused).
+    pub fn edge_writes(self, writes: EdgeWrites) -> Self {
+        self.tune(move |c| c.edge_writes = writes)
     }
 
     /// SWIM's timing (default: the LAN profile). Checked when the node is built.

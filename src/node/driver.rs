@@ -466,6 +466,9 @@ impl Driver {
                 }
             }
             Output::Forwarded { id, result } => self.forwarded(id, result),
+            Output::HandedOver { key, local, made } => {
+                tracing::debug!(key = %key, ?local, ?made, "local write handed over");
+            }
             Output::BarrierDone { id, result } => {
                 if let Some(reply) = self.read_barriers.remove(&id) {
                     let _ = reply.send(result);

@@ -1,7 +1,9 @@
 //! An edge's writes in the driver: each put, prefix delete or writing
 //! transaction is forwarded to the server through the replica (see
 //! `sync::replica::edge`), and its caller answered when the replica says
-//! it is done ([`Output::Forwarded`](crate::sync::Output::Forwarded)).
+//! it is done ([`Output::Forwarded`](crate::sync::Output::Forwarded)); a
+//! put or delete taken locally while no server is connected
+//! (`sync::replica::handover`) is answered once durable, as a server's own.
 
 use tokio::sync::oneshot;
 
@@ -10,8 +12,8 @@ use super::types::WriteOptions;
 use super::NodeError;
 use crate::core::types::Key;
 use crate::sync::{
-    EdgeTxn, ForwardError, ForwardReceipt, TxnEntry, TxnError, TxnFailure, TxnOp, TxnOutcome,
-    WriteAck, WriteError, WriteReceipt,
+    EdgeTxn, EdgeWritten, ForwardError, ForwardReceipt, TxnEntry, TxnError, TxnFailure, TxnOp,
+    TxnOutcome, WriteAck, WriteError, WriteReceipt,
 };
 use bytes::Bytes;
 
@@ -46,8 +48,12 @@ impl Driver {
             .replica
             .edge_write(id, key, value, opts.flags, opts.cas, opts.ack, now)
         {
-            Ok(()) => {
+            Ok(EdgeWritten::Forwarded) => {
                 self.forwards.insert(id, ForwardReply::Put(reply));
+            }
+            // No server: taken here (`edge_writes = "local"`), answered once durable.
+            Ok(EdgeWritten::Local(receipt)) => {
+                self.pending.insert(receipt.stamp, reply);
             }
             Err(e) => {
                 let _ = reply.send(Err(e.into()));

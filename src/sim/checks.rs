@@ -125,26 +125,34 @@ impl Sim {
         };
         // Every write an edge forwarded is answered (one whose message was
         // lost waits for its timeout), unless its edge crashed since.
+        let stranded = self.stranded_edges();
         let nodes = &self.nodes;
         let answered = self
             .edge_writes
             .iter()
             .all(|((e, _), w)| nodes[*e].incarnation != w.incarnation);
         answered
-            && self
-                .nodes
-                .iter_mut()
-                .all(|n| n.pending.is_none() && n.replica.as_mut().is_some_and(settled))
+            && self.nodes.iter_mut().enumerate().all(|(i, n)| {
+                n.pending.is_none()
+                    && n.replica
+                        .as_mut()
+                        .is_some_and(|r| stranded.contains(&i) || settled(r))
+            })
             && self.converged_roots()
     }
 
-    /// Every node is up and reports the same root.
+    /// Every node is up and reports the same root (but a stranded edge:
+    /// see [`Sim::stranded_edges`]).
     pub(super) fn converged_roots(&mut self) -> bool {
+        let stranded = self.stranded_edges();
         let mut root = None;
-        for n in &mut self.nodes {
+        for (i, n) in self.nodes.iter_mut().enumerate() {
             let Some(r) = n.replica.as_mut() else {
                 return false;
             };
+            if stranded.contains(&i) {
+                continue;
+            }
             let rr = r.root();
             if *root.get_or_insert(rr) != rr {
                 return false;
@@ -250,6 +258,7 @@ impl Sim {
             .iter()
             .filter_map(|(k, (s, v, f))| v.as_ref().map(|v| (k.clone(), (*s, v.clone(), *f))))
             .collect();
+        self.check_local_writes()?;
         self.report.writes_lost_unacknowledged =
             self.issued.len() as u64 - self.report.writes_acknowledged;
         // An accepted write is acknowledged unless its node crashed first.
@@ -271,6 +280,8 @@ impl Sim {
                 ));
             }
         }
+        let stranded = self.stranded_edges();
+        self.report.edges_stranded = stranded.len() as u64;
         // Writes accepted but never acknowledged (a crash came first, or a
         // quorum write timed out, or its node crashed while it waited for a
         // majority) may survive or not: a key may hold one of them when it
@@ -285,6 +296,9 @@ impl Sim {
                 .collect()
         };
         for (i, n) in self.nodes.iter_mut().enumerate() {
+            if stranded.contains(&i) {
+                continue;
+            }
             let r = n.replica.as_mut().expect("converged means all up");
             let live: BTreeMap<String, (Stamp, Bytes, u64)> = r
                 .map()

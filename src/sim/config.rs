@@ -90,6 +90,9 @@ pub struct SimConfig {
     pub edges: usize,
     /// Times a random edge switches to another server of its region.
     pub edge_switches: usize,
+    /// Edges take writes while no server is connected (`edge_writes =
+    /// "local"`) and hand them over later.
+    pub edge_writes_local: bool,
     /// Members that die for a while and are forgotten by another member
     /// (`meridian forget`) before they come back: collection goes on
     /// without them, and when they come back they must resync.
@@ -141,6 +144,7 @@ impl SimConfig {
             failover: false,
             edges: 0,
             edge_switches: 0,
+            edge_writes_local: false,
             forgets: 0,
             leaves: 0,
         }
@@ -152,6 +156,14 @@ impl SimConfig {
         .with_failover(&mut r)
         .with_edges(&mut r)
         .with_members_leaving(&mut r)
+        .with_edge_writes(&mut r)
+    }
+
+    /// In half the seeds with edges, edges take writes while no server is
+    /// connected (drawn last, so every earlier field keeps its value).
+    fn with_edge_writes(mut self, r: &mut Rng) -> SimConfig {
+        self.edge_writes_local = self.edges > 0 && r.chance(500_000);
+        self
     }
 
     /// In a third of the seeds a member forgotten, in a third one that

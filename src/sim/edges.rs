@@ -15,8 +15,11 @@ use bytes::Bytes;
 use super::{Ev, Issued, Node, Sim, SimConfig};
 use crate::core::codec::{ClusterId, RefusalClass};
 use crate::core::rng::Rng;
+use crate::core::types::{Key, Stamp};
 use crate::core::types::{NodeId, REGION_NAMES};
-use crate::sync::{Config, ForwardError, ForwardReceipt, Role, WriteError};
+use crate::sync::{
+    Config, EdgeWrites, EdgeWritten, ForwardError, ForwardReceipt, Role, WriteError,
+};
 
 /// A write an edge forwarded, until it is answered.
 #[derive(Debug, Clone)]
@@ -25,6 +28,15 @@ pub(super) struct EdgeWrite {
     pub(super) key: String,
     /// The edge's incarnation when it forwarded it.
     pub(super) incarnation: u64,
+}
+
+/// An edge's local write (`edge_writes = "local"`), as the oracle follows it.
+#[derive(Debug, Clone)]
+pub(super) enum LocalWrite {
+    /// Acknowledged at the edge (durable there), not handed over yet: the key.
+    Waiting(String),
+    /// Handed over before the edge acknowledged it.
+    HandedOver,
 }
 
 /// Adds `cfg.edges` edges after the servers, round-robin over the
@@ -57,6 +69,9 @@ pub(super) fn add_edges(
         c.write_ack = cfg.write_ack;
         c.rng_seed = rng.next_u64();
         c.tombstone_horizon_ms = cfg.tombstone_horizon_ms;
+        if cfg.edge_writes_local {
+            c.edge_writes = EdgeWrites::Local;
+        }
         let skew = rng.range(0, 2 * cfg.clock_skew_ms_max) as i64 - cfg.clock_skew_ms_max as i64;
         let attached = servers[rng.below(servers.len() as u64) as usize];
         let i = nodes.len();
@@ -129,9 +144,13 @@ impl Sim {
             return;
         };
         let what = format!("{delete:?}");
+        let local_value = value.clone();
+        let is_delete = delete.is_some();
         let (written, res) = match delete {
             Some(Some(prefix)) => {
-                let res = r.edge_delete_prefix(id, &prefix, u32::MAX as usize, None, now);
+                let res = r
+                    .edge_delete_prefix(id, &prefix, u32::MAX as usize, None, now)
+                    .map(|()| EdgeWritten::Forwarded);
                 (prefix, res)
             }
             Some(None) => {
@@ -147,7 +166,7 @@ impl Sim {
             self.tr(|| format!("e{i} forwards {id} {written} delete={what} -> {res:?}"));
         }
         match res {
-            Ok(()) => {
+            Ok(EdgeWritten::Forwarded) => {
                 let incarnation = self.nodes[i].incarnation;
                 self.edge_writes.insert(
                     (i, id),
@@ -157,7 +176,39 @@ impl Sim {
                     },
                 );
             }
-            Err(WriteError::Forward(ForwardError::NoServer | ForwardError::TooMany { .. })) => {
+            Ok(EdgeWritten::Local(receipt)) => {
+                // Taken here, acknowledged once durable as a server's own
+                // write is; the server that takes it over makes it anew
+                // (the oracle learns that write as any made for an edge).
+                self.check_stamp_rises(i, receipt.stamp);
+                self.report.edge_local_writes += 1;
+                let incarnation = self.nodes[i].incarnation;
+                let value = (!is_delete).then_some(local_value);
+                self.issued.insert(
+                    receipt.stamp,
+                    Issued {
+                        key: written,
+                        flags: if value.is_some() { flags } else { 0 },
+                        value,
+                        node: i,
+                        incarnation,
+                        acknowledged: false,
+                        answered: false,
+                        forwarded: false,
+                    },
+                );
+            }
+            Err(WriteError::Forward(
+                ForwardError::NoServer
+                | ForwardError::TooMany { .. }
+                | ForwardError::ServerNeeded { .. }
+                | ForwardError::LocalFull { .. },
+            )) => {
+                self.report.writes_refused += 1;
+            }
+            // Taken locally, the edge stamps it: its clock, which followed
+            // a server's stamps from a fast clock, may run ahead of time.
+            Err(WriteError::Clock(_)) if self.cfg.edge_writes_local => {
                 self.report.writes_refused += 1;
             }
             Err(e) => return self.fail(format!("edge {i} refused a write unexpectedly: {e}")),
@@ -262,5 +313,139 @@ impl Sim {
                 self.oracle.insert(w.key, (r.stamp, w.value, w.flags));
             }
         }
+    }
+}
+
+impl Sim {
+    /// Edge `i` acknowledged a write it took while no server was connected
+    /// (durable there). It counts for the oracle once a server makes it;
+    /// until then it must not be lost.
+    pub(super) fn local_write_acknowledged(&mut self, stamp: Stamp, w: Issued) {
+        let n = &mut self.nodes[w.node];
+        n.acked_hlc_max = n.acked_hlc_max.max(stamp.hlc);
+        match self.local_writes.remove(&(w.node, stamp)) {
+            Some(LocalWrite::HandedOver) => {}
+            _ => {
+                self.local_writes
+                    .insert((w.node, stamp), LocalWrite::Waiting(w.key));
+            }
+        }
+    }
+
+    /// Edge `i` handed its local write of `key` (stamped `local`) over: the
+    /// server made it as its own write at `made`, now acknowledged, or
+    /// skipped it for a newer version.
+    pub(super) fn handed_over(&mut self, i: usize, key: &Key, local: Stamp, made: Option<Stamp>) {
+        if self.traced(key.as_str()) {
+            self.tr(|| format!("e{i} handed over {} {local:?}: made {made:?}", key.as_str()));
+        }
+        self.report.edge_local_writes_handed_over += 1;
+        match self.local_writes.remove(&(i, local)) {
+            Some(LocalWrite::Waiting(_)) => {}
+            _ => {
+                self.local_writes.insert((i, local), LocalWrite::HandedOver);
+            }
+        }
+        let Some(made) = made else {
+            return;
+        };
+        let Some(w) = self.issued.get_mut(&made) else {
+            return self.fail(format!(
+                "edge {i} says a server made {} at {made:?}, which no server did",
+                key.as_str()
+            ));
+        };
+        w.acknowledged = true;
+        w.answered = true;
+        let w = w.clone();
+        self.report.writes_acknowledged += 1;
+        let n = &mut self.nodes[w.node];
+        n.acked_hlc_max = n.acked_hlc_max.max(made.hlc);
+        if self.oracle.get(&w.key).is_none_or(|(s, _, _)| *s < made) {
+            self.oracle.insert(w.key, (made, w.value, w.flags));
+        }
+    }
+
+    /// Edges whose local writes no server can take: every server of their
+    /// region refuses writes for its clock, for the rest of the run (it
+    /// jumped). The writes wait there until one takes them (the README's
+    /// limits say so); such an edge cannot converge, and is left out of
+    /// the final checks.
+    pub(super) fn stranded_edges(&mut self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for e in self.cfg.nodes..self.nodes.len() {
+            let waiting = self.nodes[e]
+                .replica
+                .as_ref()
+                .is_some_and(|r| r.local_writes_waiting() > 0);
+            if !waiting {
+                continue;
+            }
+            let region = self.nodes[e].region;
+            let stuck = self.nodes[..self.cfg.nodes]
+                .iter_mut()
+                .filter(|n| n.region == region)
+                .all(|n| {
+                    n.jumped
+                        && n.replica.as_mut().is_none_or(|r| {
+                            let c = r.status().clock;
+                            c.judgement.off || c.ahead_of_time_ms > 0
+                        })
+                });
+            if stuck {
+                out.push(e);
+            }
+        }
+        out
+    }
+
+    /// Whether edge `i` holds local writes not handed over yet (destroying
+    /// its store would lose them: they are nowhere else).
+    pub(super) fn holds_local_writes(&self, i: usize) -> bool {
+        self.local_writes
+            .iter()
+            .any(|((e, _), w)| *e == i && matches!(w, LocalWrite::Waiting(_)))
+    }
+
+    /// After quiescence: every local write an edge acknowledged was handed
+    /// over, or replaced there by a newer version (a later write, or a
+    /// newer one from its server) before it was.
+    pub(super) fn check_local_writes(&mut self) -> Result<(), String> {
+        let stranded = self.stranded_edges();
+        let Some(r) = self.nodes[0].replica.as_ref() else {
+            return Ok(());
+        };
+        for ((e, local), w) in &self.local_writes {
+            let LocalWrite::Waiting(key) = w else {
+                continue;
+            };
+            if stranded.contains(e) {
+                continue;
+            }
+            let held = r.get(key).map(|rec| rec.entry.stamp);
+            let newer_delete = || {
+                self.issued
+                    .iter()
+                    .any(|(s, w)| w.key == *key && w.value.is_none() && *s > *local)
+            };
+            // A later write of the key at the same edge replaced it there
+            // (and is checked itself).
+            let later_here = self
+                .issued
+                .iter()
+                .any(|(s, w)| w.node == *e && w.key == *key && *s > *local);
+            let replaced = later_here
+                || match held {
+                    Some(h) => h > *local,
+                    None => newer_delete(),
+                };
+            if !replaced {
+                return Err(format!(
+                    "edge {e} acknowledged a local write of {key:?} at {local:?} that was \
+                     never handed over (servers hold {held:?})"
+                ));
+            }
+        }
+        Ok(())
     }
 }

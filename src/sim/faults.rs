@@ -49,7 +49,10 @@ impl Sim {
     /// Crashes a running node and destroys its store, unless that would
     /// lose an acknowledged write; which.
     pub(super) fn destroy(&mut self) -> Option<usize> {
-        let i = self.crash_one(|sim, i| !sim.holds_last_copy(i), None)?;
+        let i = self.crash_one(
+            |sim, i| !sim.holds_last_copy(i) && !sim.holds_local_writes(i),
+            None,
+        )?;
         // Half the seeds (no draw: the rest of the seed's schedule stays).
         let unknowing = (self.cfg.seed >> 1) & 1 == 1;
         let n = &mut self.nodes[i];

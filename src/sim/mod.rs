@@ -155,6 +155,15 @@ pub struct SimReport {
     /// Writes edges forwarded that failed (no server, the server lost or
     /// refusing, a quorum not reached).
     pub edge_writes_failed: u64,
+    /// Writes edges took while no server was connected (handed over later).
+    pub edge_local_writes: u64,
+    /// Times an edge left a server that refused its writes.
+    pub edge_reattaches: u64,
+    /// Local writes edges handed over to a server (made or skipped).
+    pub edge_local_writes_handed_over: u64,
+    /// Edges left holding local writes no server of their region takes
+    /// (each refuses writes for a clock that jumped for good).
+    pub edges_stranded: u64,
     /// Of the acknowledged ones, those answered before the edge had
     /// applied them (its feed was slower than the wait).
     pub edge_answers_before_applied: u64,
@@ -340,6 +349,9 @@ pub struct Sim {
     next_barrier: u64,
     /// Writes edges forwarded, by edge and number, until answered.
     edge_writes: BTreeMap<(usize, u64), edges::EdgeWrite>,
+    /// Writes edges took while no server was connected and acknowledged
+    /// (by edge and local stamp: the key), until they are handed over.
+    local_writes: BTreeMap<(usize, Stamp), edges::LocalWrite>,
     next_edge_write: u64,
 }
 
@@ -415,6 +427,7 @@ impl Sim {
             barriers: HashMap::new(),
             next_barrier: 0,
             edge_writes: BTreeMap::new(),
+            local_writes: BTreeMap::new(),
             next_edge_write: 0,
         }
     }
@@ -809,6 +822,7 @@ impl Sim {
                 }
                 Output::Send { to, msg } => self.transmit(i, to, &msg),
                 Output::Forwarded { id, result } => self.edge_write_done(i, id, result),
+                Output::HandedOver { key, local, made } => self.handed_over(i, &key, local, made),
                 Output::Acknowledge(receipt) => {
                     self.report.writes_acknowledged += 1;
                     let Some(issued) = self.issued.get_mut(&receipt.stamp) else {
@@ -820,7 +834,11 @@ impl Sim {
                         return self.fail(format!("node {i} answered twice: {receipt:?}"));
                     }
                     let w = issued.clone();
-                    if self.nodes[w.node].rejoining {
+                    if self.nodes[w.node].attached.is_some() {
+                        // An edge's local write: it counts once a server
+                        // makes it (see `edges.rs`).
+                        self.local_write_acknowledged(receipt.stamp, w);
+                    } else if self.nodes[w.node].rejoining {
                         // May be dropped when it hears it was forgotten.
                         self.report.writes_taken_while_forgotten += 1;
                     } else {
@@ -861,6 +879,19 @@ impl Sim {
                     }
                     self.report.writes_unacknowledged += 1;
                 }
+                Output::Disconnect {
+                    peer,
+                    reason: crate::sync::Refusal::TakesNoWrites { .. },
+                } if self.nodes[i].attached.is_some() => {
+                    // An edge leaves a server that refuses its writes: the
+                    // driver closes the connection and races its seeds.
+                    self.report.edge_reattaches += 1;
+                    if let Some(j) = self.index_of(peer) {
+                        let (a, b) = pair(i, j);
+                        self.schedule(self.now, Ev::Close { a, b });
+                    }
+                    self.schedule(self.now, Ev::EdgeSwitch { edge: Some(i) });
+                }
                 Output::Disconnect { peer, reason } => {
                     return self.fail(format!("node {i} refused peer {peer}: {reason}"));
                 }
@@ -897,6 +928,11 @@ impl Sim {
                     | Event::Left { .. }
                     | Event::MemberForgotten { .. }
                     | Event::MemberBack { .. } => {}
+                    Event::LocalWriteDropped { key, reason } => {
+                        return self.fail(format!(
+                            "edge {i} dropped its local write of {key:?}: {reason}"
+                        ));
+                    }
                     Event::FailedOver { failed, .. } => {
                         self.report.failovers += 1;
                         // Promoted for good, as the daemon records it.
@@ -941,6 +977,10 @@ impl Sim {
                     {
                         self.report.resyncs += 1
                     }
+                    Event::PeerRefused {
+                        reason: crate::sync::Refusal::TakesNoWrites { .. },
+                        ..
+                    } if self.nodes[i].attached.is_some() => {}
                     Event::PeerRefused { .. }
                     | Event::PeerStale { .. }
                     | Event::Resynced { .. } => {

@@ -45,6 +45,20 @@ pub enum Role {
     Edge,
 }
 
+/// What an edge does with a client write while no server is connected
+/// (see `sync::replica::handover`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum EdgeWrites {
+    /// Refuses it: every write goes through a server (default).
+    #[default]
+    Server,
+    /// Takes a put or a delete of one key here, durable in the edge's own
+    /// store, and hands it over to a server once one is connected (a
+    /// check-and-set, a prefix delete, a writing transaction or a quorum
+    /// write still needs a server).
+    Local,
+}
+
 /// Edges a server serves at once by default.
 pub const EDGES_MAX_DEFAULT: usize = 2_000;
 
@@ -65,6 +79,9 @@ pub struct Config {
     /// On an edge: a forwarded write its server has not answered within
     /// this fails (its outcome unknown). Default 15 s.
     pub forward_timeout_ms: u64,
+    /// On an edge: whether it takes writes while no server is connected.
+    /// Default [`EdgeWrites::Server`].
+    pub edge_writes: EdgeWrites,
     /// Human name of the node (at most 64 bytes).
     pub name: String,
     /// Region the node runs in (at most 64 bytes).
@@ -191,6 +208,7 @@ impl Config {
             edges_max: EDGES_MAX_DEFAULT,
             edge_window_max: 8,
             forward_timeout_ms: 15_000,
+            edge_writes: EdgeWrites::Server,
             name: name.to_string(),
             region: region.to_string(),
             api: String::new(),

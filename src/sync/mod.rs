@@ -79,7 +79,7 @@ pub mod membership;
 mod replica;
 
 pub use config::{
-    Config, ConfigError, PartitionPolicy, Role, WriteAck, EDGES_MAX_DEFAULT,
+    Config, ConfigError, EdgeWrites, PartitionPolicy, Role, WriteAck, EDGES_MAX_DEFAULT,
     TOMBSTONE_HORIZON_MS_DEFAULT,
 };
 pub use durable::{
@@ -87,8 +87,9 @@ pub use durable::{
     StoredRecord, CONFLICTS_STORED_MAX,
 };
 pub use replica::{
-    AckFailure, BarrierError, ClockStatus, EdgeTxn, Event, FailoverState, ForgetError,
+    AckFailure, BarrierError, ClockStatus, EdgeTxn, EdgeWritten, Event, FailoverState, ForgetError,
     ForwardError, ForwardReceipt, ImportReport, KnownPeer, LeaveError, Metrics, Output, PeerStatus,
     QuarantineStatus, RecoveryStatus, Refusal, RegionStatus, Replica, Resolution, Status, TxnEntry,
-    TxnError, TxnFailure, TxnOp, TxnOutcome, WriteError, WriteReceipt, QUARANTINE_MAX,
+    TxnError, TxnFailure, TxnOp, TxnOutcome, WriteError, WriteReceipt, LOCAL_WRITES_MAX,
+    QUARANTINE_MAX,
 };

@@ -188,7 +188,7 @@ impl Net {
                 Output::Disconnect { reason, .. } => self.disconnects.push((i, reason)),
                 Output::Acknowledge(r) => self.acks.push((i, r)),
                 Output::Unacknowledged { receipt, .. } => self.unacked.push((i, receipt)),
-                Output::Notify { .. } => {}
+                Output::Notify { .. } | Output::HandedOver { .. } => {}
                 Output::BarrierDone { id, result } => self.barriers.push((i, id, result)),
                 Output::Forwarded { id, result } => self.forwarded.push((i, id, result)),
                 Output::Forgot { peer } => {

@@ -226,6 +226,10 @@ pub struct Status {
     /// On a server: the most changes an attached edge has yet to acknowledge.
     #[serde(default)]
     pub edges_lag_index_max: u64,
+    /// On an edge: writes taken while no server was connected, waiting to
+    /// be handed over to a server (`edge_writes = "local"`).
+    #[serde(default)]
+    pub local_writes_waiting: u64,
     /// Set while the store refuses commits.
     pub store: Option<StoreTrouble>,
     /// No health check fails (as `GET /v1/health` judges it).
@@ -688,6 +692,14 @@ pub enum Event {
         peer: String,
         /// Its name.
         peer_name: String,
+    },
+    /// On an edge: a write taken while no server was connected was refused
+    /// by the server it was handed over to, and dropped.
+    LocalWriteDropped {
+        /// The key.
+        key: String,
+        /// The server's refusal.
+        reason: String,
     },
     /// A peer was told to resync (it missed a collected tombstone).
     PeerStale {

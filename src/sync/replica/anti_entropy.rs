@@ -377,7 +377,11 @@ impl Replica {
         let mut send = Vec::new();
         for kh in want {
             for (k, r) in self.map.records_with_hash(u64::from_be_bytes(*kh)) {
-                send.push((k.clone(), r.entry.clone()));
+                // An edge's own writes are handed over, never sent as
+                // records (`replica/handover.rs`).
+                if !self.is_own_record(r.entry.stamp) {
+                    send.push((k.clone(), r.entry.clone()));
+                }
             }
         }
         self.end_session(from, session);

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use super::peer::Link;
+use super::EdgeWritten;
 use super::{AckFailure, Output, Replica, Timer, TxnEntry, TxnError, TxnFailure, TxnOp};
 use super::{WriteError, WriteReceipt};
 use crate::core::codec::{
@@ -39,7 +40,7 @@ use crate::core::codec::{
 use crate::core::hlc::Hlc;
 use crate::core::mutants::{self, Mutant};
 use crate::core::types::{key_hash, IntoKey, Key, NodeId, Stamp};
-use crate::sync::config::{Role, WriteAck};
+use crate::sync::config::{EdgeWrites, Role, WriteAck};
 
 /// Forwarded writes an edge waits on at once; more are refused.
 pub const FORWARDS_PENDING_MAX: usize = 4_096;
@@ -58,6 +59,19 @@ pub enum ForwardError {
     /// No server is connected.
     #[error("this edge has no server connected: writes are refused until one is reachable")]
     NoServer,
+    /// No server is connected, and local writes (`edge_writes = "local"`)
+    /// cover plain puts and deletes only.
+    #[error("this edge has no server connected, and {what} needs one: only plain puts and deletes are taken while none is reachable")]
+    ServerNeeded {
+        /// What needs a server.
+        what: &'static str,
+    },
+    /// No server is connected and too many local writes wait to be handed over.
+    #[error("this edge has no server connected and {max} local writes wait to be handed over: try again once a server is reachable")]
+    LocalFull {
+        /// The most that may wait.
+        max: usize,
+    },
     /// Too many forwarded writes are waiting already.
     #[error("more than {max} writes are waiting for the server: try again later")]
     TooMany {
@@ -170,6 +184,10 @@ pub enum EdgeTxn {
     /// here (modify indexes of the keys written are known once it is done).
     Forwarded(Vec<TxnEntry>),
 }
+
+/// The writes a forwarded write makes (key, value or `None` for a delete,
+/// flags), and the edge's local writes it skips with the stamp held here.
+type ForwardedWrites = (Vec<(Key, Option<Bytes>, u64)>, Vec<(Key, Stamp)>);
 
 /// The kind of a server's refusal.
 fn class_of(e: &WriteError) -> RefusalClass {
@@ -361,7 +379,7 @@ impl Replica {
             Some(true) => WriteAck::Quorum,
             Some(false) => WriteAck::Local,
         };
-        let writes = match self.forwarded_writes(&ops) {
+        let (writes, held_newer) = match self.forwarded_writes(&ops, now_ms) {
             Ok(w) => w,
             Err(outcome) => {
                 self.send(from, Message::Forwarded { id, outcome });
@@ -400,6 +418,10 @@ impl Replica {
                         .skip(skip)
                         .map(|r| (r.key, r.stamp))
                         .collect();
+                    // A handover's skipped keys, with the version held
+                    // here (at most a batch: within the answer's bound).
+                    let room = ENTRIES_PER_MESSAGE_MAX.saturating_sub(g.written.len());
+                    g.written.extend(held_newer.into_iter().take(room));
                     g.open = false;
                 }
                 self.finish_forward_group(group);
@@ -414,14 +436,19 @@ impl Replica {
         }
     }
 
-    /// The writes of a forwarded write, each `Expect` checked.
-    #[allow(clippy::type_complexity)]
+    /// The writes of a forwarded write, each `Expect` checked; and the
+    /// edge's local writes skipped, each with the stamp of the newer
+    /// version held here (see `replica/handover.rs`).
     fn forwarded_writes(
-        &self,
+        &mut self,
         ops: &[ForwardOp],
-    ) -> Result<Vec<(Key, Option<Bytes>, u64)>, ForwardOutcome> {
+        now_ms: u64,
+    ) -> Result<ForwardedWrites, ForwardOutcome> {
         let key_max = self.cfg.limits.key_bytes_max;
         let mut writes = Vec::new();
+        let mut held_newer = Vec::new();
+        // Edges' local writes made and skipped (counted once all are checked).
+        let (mut made, mut skipped) = (0u64, 0u64);
         for op in ops {
             match op {
                 ForwardOp::Expect { key, stamp } => {
@@ -447,6 +474,33 @@ impl Replica {
                         .map_err(|e| refusal(e.into()))?;
                     writes.push((key, None, 0));
                 }
+                ForwardOp::HandOver {
+                    key,
+                    stamp,
+                    value,
+                    flags,
+                } => {
+                    let key = key
+                        .clone()
+                        .into_key(key_max)
+                        .map_err(|e| refusal(e.into()))?;
+                    if let Some(v) = value {
+                        self.cfg
+                            .limits
+                            .check_value(v.len())
+                            .map_err(|e| refusal(e.into()))?;
+                    }
+                    match self.hand_over_check(key.as_str(), *stamp, now_ms) {
+                        None => {
+                            writes.push((key, value.clone(), *flags));
+                            made += 1;
+                        }
+                        Some(held) => {
+                            skipped += 1;
+                            held_newer.push((key, held));
+                        }
+                    }
+                }
                 ForwardOp::DeleteTree { prefix, keys_max } => {
                     // The edge's limit, within the server's own.
                     let max = (*keys_max as usize).min(FORWARD_DELETE_KEYS_MAX);
@@ -464,7 +518,9 @@ impl Replica {
                 }
             }
         }
-        Ok(writes)
+        self.metrics.handovers_made += made;
+        self.metrics.handovers_skipped += skipped;
+        Ok((writes, held_newer))
     }
 
     /// A write is acknowledged (durable here, or held by a majority): its
@@ -546,7 +602,7 @@ impl Replica {
     // ---- The edge's side ----
 
     /// The connected server forwarded writes go to.
-    fn server(&self) -> Option<NodeId> {
+    pub(super) fn server(&self) -> Option<NodeId> {
         self.peers
             .iter()
             .filter(|(_, p)| p.role == Role::Server && p.link.up() && !p.told_stale)
@@ -597,10 +653,19 @@ impl Replica {
         Ok(())
     }
 
+    /// On an edge with no server connected and local writes on: why this
+    /// write cannot be taken here (`None`: it can, or there is a server).
+    fn needs_server(&self, what: &'static str) -> Option<WriteError> {
+        (self.cfg.edge_writes == EdgeWrites::Local && self.server().is_none())
+            .then(|| ForwardError::ServerNeeded { what }.into())
+    }
+
     /// On an edge: writes `value` under `key` (`None`: deletes it) through
     /// the server, as write number `id`. With `cas`, only if the key's
     /// modify index here is `cas` (0: if it is not live here) and the
-    /// server still holds the version this edge saw.
+    /// server still holds the version this edge saw. With no server
+    /// connected and `edge_writes = "local"`, a write without `cas` or a
+    /// quorum is taken here instead (see `replica/handover.rs`).
     #[allow(clippy::too_many_arguments)]
     pub fn edge_write(
         &mut self,
@@ -611,11 +676,24 @@ impl Replica {
         cas: Option<u64>,
         ack: Option<WriteAck>,
         now_ms: u64,
-    ) -> Result<(), WriteError> {
+    ) -> Result<EdgeWritten, WriteError> {
         self.observe_time(now_ms);
         let key = key.into_key(self.cfg.limits.key_bytes_max)?;
         if let Some(v) = &value {
             self.cfg.limits.check_value(v.len())?;
+        }
+        if self.server().is_none() {
+            if cas.is_some() {
+                if let Some(e) = self.needs_server("a check-and-set") {
+                    return Err(e);
+                }
+            } else if ack == Some(WriteAck::Quorum) {
+                if let Some(e) = self.needs_server("a quorum write") {
+                    return Err(e);
+                }
+            } else if let Some(receipt) = self.write_locally(&key, value.clone(), flags, now_ms)? {
+                return Ok(EdgeWritten::Local(receipt));
+            }
         }
         let mut ops = Vec::with_capacity(2);
         if let Some(expected) = cas {
@@ -640,7 +718,8 @@ impl Replica {
             },
             None => ForwardOp::Delete { key: key.clone() },
         });
-        self.forward(id, ops, cas.map(|c| (key, c)), ack, now_ms)
+        self.forward(id, ops, cas.map(|c| (key, c)), ack, now_ms)?;
+        Ok(EdgeWritten::Forwarded)
     }
 
     /// On an edge: deletes every key the server knows under `prefix` (at
@@ -654,6 +733,9 @@ impl Replica {
         now_ms: u64,
     ) -> Result<(), WriteError> {
         self.observe_time(now_ms);
+        if let Some(e) = self.needs_server("a prefix delete") {
+            return Err(e);
+        }
         let keys_max = keys_max.min(u32::MAX as usize) as u32;
         let ops = vec![ForwardOp::DeleteTree {
             prefix: prefix.to_string(),
@@ -677,6 +759,9 @@ impl Replica {
         let (results, writes) = self.txn_check(ops, keys_max)?;
         if writes.is_empty() {
             return Ok(EdgeTxn::Read(results));
+        }
+        if let Some(e) = self.needs_server("a writing transaction") {
+            return Err(TxnError::Write(e));
         }
         let mut seen: Vec<&str> = ops
             .iter()
@@ -891,7 +976,8 @@ impl Replica {
         }
         let mut by_hash: BTreeMap<[u8; 8], Stamp> = BTreeMap::new();
         for s in records {
-            if s.stamp.hlc <= floor {
+            // Our own writes wait to be handed over (`replica/handover.rs`).
+            if s.stamp.hlc <= floor && !self.is_own_record(s.stamp) {
                 by_hash.insert(s.key_hash, s.stamp);
             }
         }

@@ -39,7 +39,8 @@ impl Replica {
         let old: Vec<Key> = self
             .map
             .iter()
-            .filter(|(_, r)| r.entry.stamp.hlc < cut)
+            // An edge's own writes wait to be handed over, whatever their age.
+            .filter(|(_, r)| r.entry.stamp.hlc < cut && !self.is_own_record(r.entry.stamp))
             .map(|(k, _)| k.clone())
             .collect();
         for k in &old {
@@ -167,6 +168,10 @@ impl Replica {
         // anti-entropy told them).
         let edges_acked = self.edges_acked(now_ms);
         for (stamp, key) in self.map.tombstones_up_to(limit, self.cfg.gc_batch_max) {
+            // An edge's own delete waits to be handed over (`replica/handover.rs`).
+            if self.is_own_record(stamp) {
+                continue;
+            }
             if self
                 .map
                 .get(key.as_str())

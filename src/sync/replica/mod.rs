@@ -8,6 +8,7 @@ mod edge;
 mod failover;
 mod feed;
 mod gc;
+mod handover;
 mod identity;
 mod integrity;
 mod members;
@@ -45,6 +46,7 @@ pub use barrier::BarrierError;
 pub use clock::ClockStatus;
 pub use edge::{EdgeTxn, ForwardError, ForwardReceipt};
 pub use failover::FailoverState;
+pub use handover::{EdgeWritten, LOCAL_WRITES_MAX};
 pub use integrity::{QuarantineStatus, Resolution, QUARANTINE_MAX};
 pub use members::{ForgetError, KnownPeer, LeaveError};
 pub use output::{Event, Output};
@@ -132,6 +134,8 @@ pub struct Replica {
     forwarding: Option<u64>,
     /// On an edge: its latest anti-entropy round (see `edge::EdgeRound`).
     edge_round: Option<edge::EdgeRound>,
+    /// On an edge: its local writes waiting to be handed over.
+    handover: handover::Handover,
     /// Members the cluster forgot (see `replica/members.rs`).
     forgotten: BTreeMap<NodeId, ForgottenMember>,
     /// Forgotten members changed since the last commit.
@@ -311,6 +315,7 @@ impl Replica {
             next_forward_group: 1,
             forwarding: None,
             edge_round: None,
+            handover: handover::Handover::default(),
             forgotten: state.forgotten.clone(),
             dirty_forgotten: BTreeSet::new(),
             rejoined: state.rejoined,
@@ -329,6 +334,7 @@ impl Replica {
             r.dirty_keys.extend(renumbered);
         }
         r.report_loaded_quarantine(resync);
+        r.restore_handover();
         Ok(r)
     }
 
@@ -532,7 +538,9 @@ impl Replica {
                         self.on_forward(from, id, ops, quorum, now_ms)
                     }
                     Message::Forwarded { id, outcome } => {
-                        self.on_forwarded(from, id, outcome, now_ms)
+                        if !self.on_handed_over(from, id, &outcome, now_ms) {
+                            self.on_forwarded(from, id, outcome, now_ms)
+                        }
                     }
                     Message::Collected {
                         session: _,
@@ -585,6 +593,8 @@ impl Replica {
             self.update_regions(now_ms);
             self.judge_failover();
             self.confirm_id_when_due();
+            // An edge's handover refused as busy, or unanswered: again.
+            self.hand_over(now_ms);
         }
         if self.timers.expired(Timer::AntiEntropy, now_ms) {
             let jitter_ms = self.rng.below(self.cfg.ae_jitter_ms + 1);

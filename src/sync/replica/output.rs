@@ -5,7 +5,7 @@
 use super::{AckFailure, Refusal, Replica, Resolution, WriteReceipt};
 use crate::core::codec::Message;
 use crate::core::mutants::{self, Mutant};
-use crate::core::types::{Key, NodeId};
+use crate::core::types::{Key, NodeId, Stamp};
 use crate::sync::config::Role;
 use crate::sync::durable::{PeerProgress, PersistBatch, Recovery, StoredRecord};
 
@@ -48,6 +48,14 @@ pub enum Event {
         peer: NodeId,
         /// Its node name.
         name: String,
+    },
+    /// On an edge: a local write its server refused (see
+    /// `replica/handover.rs`) was dropped; the server's version replaces it.
+    LocalWriteDropped {
+        /// The key.
+        key: String,
+        /// The server's refusal.
+        reason: String,
     },
     /// A peer lost contact before a tombstone we collected by age was written; it was told to resync.
     PeerStale {
@@ -226,6 +234,18 @@ pub enum Output {
     ReadBack {
         /// The key whose stored copy to read.
         key: Key,
+    },
+    /// On an edge: a local write (`edge_writes = "local"`) was handed over
+    /// to a server, which made it as its own write (`made`), or skipped it
+    /// for a newer version it held (`None`). For the record (logs,
+    /// metrics, the simulation's oracle): nothing to carry out.
+    HandedOver {
+        /// The key.
+        key: Key,
+        /// The edge's stamp of the local write.
+        local: Stamp,
+        /// The stamp of the server's write made from it.
+        made: Option<Stamp>,
     },
     /// A member was forgotten (it left, or was forgotten): close its
     /// connection, stop dialing it, and tell membership it is gone. On an

@@ -38,6 +38,16 @@ pub enum Refusal {
     /// Its hello says it is an edge and its connection that it is not (or the reverse).
     #[error("the peer's hello and its connection disagree on whether it is an edge")]
     RoleMismatch,
+    /// On an edge: its server refused the edge's writes as unavailable
+    /// (its clock, a rebuild, no quorum) this many times in a row; the
+    /// edge attaches to another server of its region.
+    #[error("the server refused writes {times} times in a row ({message}): attaching to another")]
+    TakesNoWrites {
+        /// Refusals in a row.
+        times: u32,
+        /// The last refusal, in the server's words.
+        message: String,
+    },
     /// Its hello names another node than the one the transport authenticated.
     #[error("peer says it is node {claimed}, the connection is from {actual}")]
     Identity {
@@ -355,6 +365,7 @@ impl Replica {
     pub fn disconnected(&mut self, peer: NodeId, now_ms: u64) {
         if self.is_edge() {
             self.server_lost(peer);
+            self.handover_server_lost(peer);
         }
         if self.drop_forgotten_peer(peer) {
             self.commit();
@@ -421,7 +432,7 @@ impl Replica {
         let _ = now_ms;
     }
 
-    fn refuse(&mut self, peer: NodeId, reason: Refusal) {
+    pub(super) fn refuse(&mut self, peer: NodeId, reason: Refusal) {
         self.metrics.peers_refused += 1;
         if let Some(p) = self.peers.get_mut(&peer) {
             // The driver closes the connection; until then nothing flows.
@@ -567,8 +578,19 @@ impl Replica {
             self.probe(from, now_ms);
         }
         self.pump(from, now_ms);
+        if role == Role::Edge {
+            // Whether we take writes, at once: an edge takes local writes
+            // only in a region that does (see `replica/handover.rs`).
+            let stable = self.stable();
+            if let Some(p) = self.peers.get_mut(&from) {
+                p.view_stable = stable;
+            }
+            self.send_view(from);
+        }
         if role == Role::Server {
             self.send_forgotten(from);
+            // An edge's local writes go to the server it reached.
+            self.hand_over(now_ms);
         }
         if h.want_full {
             // A full transfer with nothing to carry ends at once.

@@ -70,6 +70,16 @@ pub struct Metrics {
     pub forwards_sent: u64,
     /// On a server: edges' forwarded writes made.
     pub forwards_made: u64,
+    /// On an edge: writes taken while no server was connected (`edge_writes = "local"`).
+    pub local_writes_taken: u64,
+    /// On an edge: local writes sent to a server (again after a lost server or a timeout).
+    pub local_writes_handed_over: u64,
+    /// On an edge: local writes a server refused alone, dropped here.
+    pub local_writes_dropped: u64,
+    /// On a server: edges' local writes made as its own.
+    pub handovers_made: u64,
+    /// On a server: edges' local writes skipped, a newer version being held.
+    pub handovers_skipped: u64,
     /// On an edge: records dropped because the server had collected their
     /// deletes while the edge was away.
     pub collected_dropped: u64,
@@ -197,6 +207,9 @@ pub struct Status {
     /// On a server: the largest number of changes an attached edge has
     /// not acknowledged yet.
     pub edges_lag_index_max: u64,
+    /// On an edge: writes taken while no server was connected, not yet
+    /// handed over (`edge_writes = "local"`).
+    pub local_writes_waiting: usize,
 }
 
 /// Quarantined records a status lists by name (all are counted).
@@ -227,6 +240,7 @@ impl Replica {
             failover: self.failover.clone(),
             edge: self.is_edge(),
             edges: self.edges_connected(),
+            local_writes_waiting: self.local_writes_waiting(),
             edges_lag_index_max: self
                 .peers
                 .values()

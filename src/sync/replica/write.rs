@@ -212,7 +212,7 @@ impl Replica {
         self.write(key, None, 0, cas, ack, now_ms)
     }
 
-    fn write(
+    pub(super) fn write(
         &mut self,
         key: impl IntoKey,
         value: Option<Bytes>,
