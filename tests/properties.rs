@@ -300,14 +300,30 @@ fn message() -> impl Strategy<Value = Message> {
                         value: Bytes::from(vec![n; usize::from(n)]),
                         flags: u64::from(n),
                     },
-                    ForwardOp::Delete { key: k },
+                    ForwardOp::Delete { key: k.clone() },
                     ForwardOp::DeleteTree {
                         prefix: "k".into(),
                         keys_max: u32::from(n),
                     },
+                    ForwardOp::HandOver {
+                        key: k,
+                        stamp: Stamp::new(Hlc(u64::from(n) << 20), NodeId(u64::from(n))),
+                        value: (n % 2 == 0).then(|| Bytes::from(vec![n; usize::from(n)])),
+                        flags: u64::from(n),
+                    },
                 ],
                 quorum,
             }),
+        (any::<u64>(), key(), stamp(), any::<u8>()).prop_map(|(id, k, s, n)| Message::Forward {
+            id: id | (1 << 63),
+            ops: vec![ForwardOp::HandOver {
+                key: k,
+                stamp: s,
+                value: (n % 3 != 0).then(|| Bytes::from(vec![n; 3])),
+                flags: 0,
+            }],
+            quorum: None,
+        }),
         (
             any::<u64>(),
             prop::collection::vec((key(), stamp()), 0..4),

@@ -94,6 +94,9 @@ pub enum Mutant {
     /// A member's frontier passes a forgotten member's writes at once:
     /// it claims writes of it that reached other members but not it.
     ForgottenFrontier,
+    /// A server makes an edge's handed-over local write whatever version
+    /// of the key it holds: an older local write replaces a newer write.
+    HandoverWins,
 }
 
 impl Mutant {

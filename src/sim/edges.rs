@@ -449,3 +449,65 @@ impl Sim {
         Ok(())
     }
 }
+
+impl Sim {
+    /// The local writes a `Forward` to server `s` hands over, each with
+    /// the stamp of the version `s` holds before it handles them.
+    pub(super) fn handed_over_here(
+        &self,
+        s: usize,
+        msg: &crate::core::codec::Message,
+    ) -> Vec<(Key, Stamp, Option<Stamp>)> {
+        let crate::core::codec::Message::Forward { ops, .. } = msg else {
+            return Vec::new();
+        };
+        let Some(r) = self.nodes[s].replica.as_ref() else {
+            return Vec::new();
+        };
+        ops.iter()
+            .filter_map(|op| match op {
+                crate::core::codec::ForwardOp::HandOver { key, stamp, .. } => Some((
+                    key.clone(),
+                    *stamp,
+                    r.get(key.as_str()).map(|rec| rec.entry.stamp),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Server `s` handled a handover: a local write is made only when `s`
+    /// held no version of its key stamped at or above it (a newer write or
+    /// delete wins, as last-writer-wins decides any two writes).
+    pub(super) fn check_handovers_made(
+        &mut self,
+        s: usize,
+        index_before: u64,
+        handed: &[(Key, Stamp, Option<Stamp>)],
+    ) {
+        if handed.is_empty() {
+            return;
+        }
+        let Some(r) = self.nodes[s].replica.as_ref() else {
+            return;
+        };
+        let me = self.nodes[s].id;
+        let made: Vec<Key> = r
+            .map()
+            .feed_since(index_before)
+            .filter_map(|(_, rec)| rec)
+            .filter(|(_, rec)| rec.entry.stamp.node == me)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for (key, local, held) in handed {
+            if let Some(h) = held.filter(|h| h >= local) {
+                if made.contains(key) {
+                    return self.fail(format!(
+                        "n{s} made {}, handed over at {local:?}, over the newer {h:?} it held",
+                        key.as_str()
+                    ));
+                }
+            }
+        }
+    }
+}

@@ -128,11 +128,13 @@ impl Sim {
         // What a server makes for an edge, the oracle must know of (see `edges.rs`).
         let forward = matches!(msg, Message::Forward { .. });
         let index_before = self.nodes[to].replica.as_ref().map(|r| r.map().index());
+        let handed = self.handed_over_here(to, &msg);
         if let Some(r) = self.nodes[to].replica.as_mut() {
             r.handle(peer, msg, now);
         }
         if let (true, Some(before)) = (forward, index_before) {
             self.note_forwarded_writes(to, before);
+            self.check_handovers_made(to, before, &handed);
         }
         self.drain(to);
     }

@@ -25,10 +25,12 @@
 //!   at or above the edge's (a later write or delete wins, as LWW decides
 //!   between any two writes); a stamp further ahead of the server's clock
 //!   than the clock bound counts as at that bound, so a fast clock at the
-//!   edge does not make its writes win for longer. Either way the server
-//!   then holds a version newer than the edge's: it reaches the edge by
-//!   the feed or by anti-entropy and replaces the edge's own, which ends
-//!   its wait. A batch lost with its server, or unanswered for
+//!   edge does not make its writes win for longer. Once the server has
+//!   answered, the edge's own version goes: a value the server made stays
+//!   until the server's version replaces it by the feed (within
+//!   `forward_timeout_ms`, else it is dropped then), so that local reads
+//!   see no gap; anything else (a delete, a write the server skipped)
+//!   goes at once, and anti-entropy brings the server's version. A batch lost with its server, or unanswered for
 //!   `forward_timeout_ms`, is sent again (to whichever server is
 //!   connected): the server's check makes a repeat harmless. A batch the
 //!   server refuses as invalid (its limits are smaller than the edge's)
@@ -42,13 +44,14 @@
 //! A local write is as durable as the edge's disk until it is handed over:
 //! an edge whose store is lost before then loses it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
 
 use super::{Event, Output, Replica, WriteError, WriteReceipt};
 use crate::core::codec::{ForwardOp, ForwardOutcome, Message, RefusalClass};
 use crate::core::hlc::Hlc;
+use crate::core::mutants::{self, Mutant};
 use crate::core::types::{Key, NodeId, Stamp};
 use crate::sync::config::{EdgeWrites, Role, WriteAck};
 
@@ -72,9 +75,11 @@ pub(super) struct Handover {
     keys: BTreeSet<Key>,
     /// The batch sent and not answered yet.
     batch: Option<Batch>,
-    /// Keys the connected server has answered for: their wait ends when
-    /// its version arrives; not sent again unless the server is lost.
-    answered: BTreeSet<Key>,
+    /// Values the connected server made: their wait ends when its version
+    /// arrives by the feed, or at the deadline (ms) when ours is dropped
+    /// (anti-entropy brings its version); not sent again unless the server
+    /// is lost.
+    answered: BTreeMap<Key, u64>,
     /// Keys per batch: [`HANDOVER_BATCH_MAX`], or 1 after a refusal, to
     /// find the key the server refuses.
     batch_max: usize,
@@ -88,7 +93,7 @@ impl Default for Handover {
         Handover {
             keys: BTreeSet::new(),
             batch: None,
-            answered: BTreeSet::new(),
+            answered: BTreeMap::new(),
             batch_max: HANDOVER_BATCH_MAX,
             refusals: 0,
             next_id: HANDOVER_ID_FIRST,
@@ -214,6 +219,18 @@ impl Replica {
         if !self.is_edge() || self.handover.keys.is_empty() {
             return;
         }
+        // Made values the feed has not replaced in time: ours go, and
+        // anti-entropy brings the server's version.
+        let late: Vec<Key> = self
+            .handover
+            .answered
+            .iter()
+            .filter(|(_, until)| now_ms >= **until)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in late {
+            self.drop_own_version(&k);
+        }
         if let Some(b) = &self.handover.batch {
             if now_ms < b.sent_ms.saturating_add(self.cfg.forward_timeout_ms) {
                 return;
@@ -230,7 +247,7 @@ impl Replica {
             if ops.len() == self.handover.batch_max {
                 break;
             }
-            if self.handover.answered.contains(k) {
+            if self.handover.answered.contains_key(k) {
                 continue;
             }
             let Some(r) = self.map.get(k.as_str()) else {
@@ -293,10 +310,16 @@ impl Replica {
         }
         match outcome {
             // Made, or skipped for a newer version: either way the server
-            // holds the version that wins now. It reaches us by the feed
-            // or by anti-entropy; a server version stamped below ours
-            // (our clock ran further ahead than its bound) would lose to
-            // ours here, so ours goes and anti-entropy brings the server's.
+            // holds the version that wins now, and ours goes. A value the
+            // server made waits for the server's version to replace it (the
+            // feed brings it at once), so that reads here see no gap; one
+            // not replaced within `forward_timeout_ms` is dropped then.
+            // Anything else goes now and anti-entropy brings the server's
+            // version, if it holds one: a delete (absent reads as deleted),
+            // a write the server skipped for its newer one (which may be a
+            // delete since collected, so that nothing would replace ours),
+            // and a version the server stamped below ours (our clock ran
+            // further ahead than its bound: it would lose to ours here).
             ForwardOutcome::Done { count, written } => {
                 // The writes made come first, then the keys skipped with
                 // the version the server holds.
@@ -309,26 +332,30 @@ impl Replica {
                         local: sent,
                         made: at.filter(|i| *i < made_count).map(|i| written[i].1),
                     });
-                    let ours_unchanged = self
-                        .map
-                        .get(k.as_str())
-                        .is_some_and(|r| r.entry.stamp == sent);
-                    match theirs {
-                        Some((_, v)) if *v < sent && ours_unchanged => {
-                            self.drop_own_version(&k);
-                        }
-                        _ => {
-                            self.handover.answered.insert(k);
-                        }
+                    let Some(ours) = self.map.get(k.as_str()).filter(|r| r.entry.stamp == sent)
+                    else {
+                        // Written here again meanwhile: that one waits.
+                        continue;
+                    };
+                    let made_value = at.is_some_and(|i| i < made_count)
+                        && !ours.entry.is_tombstone()
+                        && theirs.is_some_and(|(_, v)| *v > sent);
+                    if made_value {
+                        let until = now_ms.saturating_add(self.cfg.forward_timeout_ms);
+                        self.handover.answered.insert(k, until);
+                    } else {
+                        self.drop_own_version(&k);
                     }
                 }
                 self.handover.batch_max = HANDOVER_BATCH_MAX;
             }
-            // Made, not acknowledged as asked: as made.
+            // Made, not acknowledged as asked (which writes is not said):
+            // each waits for the server's version, as a value made does.
             ForwardOutcome::NotAcknowledged(_) => {
+                let until = now_ms.saturating_add(self.cfg.forward_timeout_ms);
                 self.handover
                     .answered
-                    .extend(b.keys.into_iter().map(|(k, _)| k));
+                    .extend(b.keys.into_iter().map(|(k, _)| (k, until)));
                 self.handover.batch_max = HANDOVER_BATCH_MAX;
             }
             ForwardOutcome::Refused {
@@ -431,7 +458,11 @@ impl Replica {
         let now = self.checked_now(now_ms);
         let bound = Hlc::new(now.saturating_add(self.cfg.clock_offset_ms_max), 0);
         let claimed = Stamp::new(stamp.hlc.min(bound), stamp.node);
-        if let Some(r) = self.map.get(key).filter(|r| r.entry.stamp >= claimed) {
+        if let Some(r) = self
+            .map
+            .get(key)
+            .filter(|r| r.entry.stamp >= claimed && !mutants::on(Mutant::HandoverWins))
+        {
             return Some(r.entry.stamp);
         }
         // Within the bound by construction; a clock that cannot observe it
