@@ -39,7 +39,8 @@
 //!   anti-entropy. A server that refuses them as unavailable (its clock is
 //!   judged wrong, it rebuilds, it has no quorum)
 //!   [`HANDOVER_REFUSALS_MAX`] times in a row is left for another server
-//!   of the region ([`Refusal::TakesNoWrites`](super::Refusal)).
+//!   of the region ([`Refusal::TakesNoWrites`](super::Refusal)), at most
+//!   once per [`SERVER_LEFT_EVERY_MS_MIN`].
 //!
 //! A local write is as durable as the edge's disk until it is handed over:
 //! an edge whose store is lost before then loses it.
@@ -63,6 +64,10 @@ pub const HANDOVER_BATCH_MAX: usize = 256;
 /// An edge whose server refuses its handover as unavailable this many
 /// times in a row (a heartbeat apart) attaches to another server.
 pub const HANDOVER_REFUSALS_MAX: u32 = 3;
+/// ...but at most once in this long: with no other server in reach it
+/// comes back to the same one, which must then have time to serve it
+/// (its feed, anti-entropy) rather than be left again at once.
+pub const SERVER_LEFT_EVERY_MS_MIN: u64 = 60_000;
 /// Handover batches are numbered from here, apart from the client writes
 /// the node forwards (numbered from 1).
 const HANDOVER_ID_FIRST: u64 = 1 << 63;
@@ -85,6 +90,8 @@ pub(super) struct Handover {
     batch_max: usize,
     /// The connected server's refusals (as unavailable) in a row.
     refusals: u32,
+    /// When this edge last left a server that refused its writes (ms).
+    left_server_ms: Option<u64>,
     next_id: u64,
 }
 
@@ -96,6 +103,7 @@ impl Default for Handover {
             answered: BTreeMap::new(),
             batch_max: HANDOVER_BATCH_MAX,
             refusals: 0,
+            left_server_ms: None,
             next_id: HANDOVER_ID_FIRST,
         }
     }
@@ -380,7 +388,12 @@ impl Replica {
                 message,
             } => {
                 self.handover.refusals += 1;
-                if self.handover.refusals >= HANDOVER_REFUSALS_MAX {
+                let may_leave = self
+                    .handover
+                    .left_server_ms
+                    .is_none_or(|t| now_ms >= t.saturating_add(SERVER_LEFT_EVERY_MS_MIN));
+                if self.handover.refusals >= HANDOVER_REFUSALS_MAX && may_leave {
+                    self.handover.left_server_ms = Some(now_ms);
                     let times = std::mem::take(&mut self.handover.refusals);
                     self.refuse(
                         from,

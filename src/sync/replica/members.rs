@@ -304,16 +304,35 @@ impl Replica {
     }
 
     /// After an accepted hello: every forgotten member, so that a member
-    /// that was away learns who left meanwhile.
+    /// that was away learns who left meanwhile; and our own leave, if we
+    /// left.
     pub(super) fn send_forgotten(&mut self, to: NodeId) {
-        if self.forgotten.is_empty() || self.is_edge() {
+        if self.is_edge() {
             return;
         }
-        let members: Vec<ForgetNotice> = self
+        let mut members: Vec<ForgetNotice> = self
             .forgotten
             .iter()
             .map(|(id, f)| notice(*id, f))
+            .take(FORGOTTEN_NOTICES_MAX - 1)
             .collect();
+        if let Some(at) = self.left {
+            // Our own leave, again: a peer that missed the notice (lost,
+            // or it was away) forgets us now, and then tells us we were
+            // forgotten when we say hello, which ends the leave. Otherwise
+            // a node that left and came back before every peer heard
+            // would refuse writes for good (sim seed 6343).
+            members.push(ForgetNotice {
+                node: self.cfg.node,
+                at,
+                name: self.cfg.name.clone(),
+                region: self.cfg.region.clone(),
+                left: true,
+            });
+        }
+        if members.is_empty() {
+            return;
+        }
         self.send(to, Message::Forget { members });
     }
 
