@@ -207,8 +207,12 @@ impl Sim {
                 self.report.writes_refused += 1;
             }
             // Taken locally, the edge stamps it: its clock, which followed
-            // a server's stamps from a fast clock, may run ahead of time.
-            Err(WriteError::Clock(_)) if self.cfg.edge_writes_local => {
+            // a server's stamps from a fast clock, may run ahead of time;
+            // and it refuses it as a server would its own (an edge that
+            // lost its store, say, until it has its server's state again).
+            Err(WriteError::Clock(_) | WriteError::Rebuilding | WriteError::NoQuorum { .. })
+                if self.cfg.edge_writes_local =>
+            {
                 self.report.writes_refused += 1;
             }
             Err(e) => return self.fail(format!("edge {i} refused a write unexpectedly: {e}")),
@@ -232,8 +236,12 @@ impl Sim {
             .map(|(k, rec)| (k.to_string(), rec.entry.clone()))
             .collect();
         let incarnation = self.nodes[s].incarnation;
+        let rejoining = self.nodes[s].rejoining;
         for (key, entry) in made {
             self.check_stamp_rises(s, entry.stamp);
+            if rejoining {
+                self.made_while_forgotten.insert(entry.stamp);
+            }
             if self.traced(&key) {
                 self.tr(|| format!("n{s} makes {key} {:?} for an edge", entry.stamp));
             }
@@ -296,9 +304,24 @@ impl Sim {
             if std::mem::replace(&mut issued.answered, true) {
                 return self.fail(format!("edge {i} answered twice: {r:?}"));
             }
-            issued.acknowledged = true;
-            self.report.writes_acknowledged += 1;
+            if self.made_while_forgotten.contains(&r.stamp) {
+                // Made by a server forgotten and not resynced yet (see
+                // `members.rs`): the forget's price, as for its own writes.
+                self.report.writes_taken_while_forgotten += 1;
+                continue;
+            }
             let w = issued.clone();
+            if self.nodes[w.node].away && !self.held_durably_elsewhere(w.node, &r.key, r.stamp) {
+                // Its server went away (for longer than the horizon, or to
+                // be forgotten) before the edge answered, holding it alone:
+                // the absence's price, as `mark_away` counts it.
+                self.report.writes_held_only_by_the_absent += 1;
+                continue;
+            }
+            if let Some(issued) = self.issued.get_mut(&r.stamp) {
+                issued.acknowledged = true;
+            }
+            self.report.writes_acknowledged += 1;
             let held = self.nodes[i]
                 .replica
                 .as_ref()
@@ -349,15 +372,26 @@ impl Sim {
         let Some(made) = made else {
             return;
         };
+        if self.made_while_forgotten.contains(&made) {
+            self.report.writes_taken_while_forgotten += 1;
+            return;
+        }
         let Some(w) = self.issued.get_mut(&made) else {
             return self.fail(format!(
                 "edge {i} says a server made {} at {made:?}, which no server did",
                 key.as_str()
             ));
         };
-        w.acknowledged = true;
         w.answered = true;
         let w = w.clone();
+        if self.nodes[w.node].away && !self.held_durably_elsewhere(w.node, key, made) {
+            // As for a forwarded write (see `edge_write_done`).
+            self.report.writes_held_only_by_the_absent += 1;
+            return;
+        }
+        if let Some(w) = self.issued.get_mut(&made) {
+            w.acknowledged = true;
+        }
         self.report.writes_acknowledged += 1;
         let n = &mut self.nodes[w.node];
         n.acked_hlc_max = n.acked_hlc_max.max(made.hlc);
@@ -509,5 +543,21 @@ impl Sim {
                 }
             }
         }
+    }
+}
+
+impl Sim {
+    /// Whether a server other than `i`, and not away, durably holds `key`
+    /// at `stamp` or newer.
+    pub(super) fn held_durably_elsewhere(&self, i: usize, key: &Key, stamp: Stamp) -> bool {
+        self.nodes.iter().enumerate().any(|(j, n)| {
+            j != i
+                && !n.away
+                && n.attached.is_none()
+                && n.durable
+                    .records
+                    .get(key)
+                    .is_some_and(|r| r.entry.stamp >= stamp)
+        })
     }
 }

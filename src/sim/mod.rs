@@ -352,6 +352,10 @@ pub struct Sim {
     /// Writes edges took while no server was connected and acknowledged
     /// (by edge and local stamp: the key), until they are handed over.
     local_writes: BTreeMap<(usize, Stamp), edges::LocalWrite>,
+    /// Writes servers made for edges while forgotten and not yet resynced:
+    /// they may be dropped when the server hears it was forgotten, as its
+    /// own writes then may.
+    made_while_forgotten: std::collections::HashSet<Stamp>,
     next_edge_write: u64,
 }
 
@@ -428,6 +432,7 @@ impl Sim {
             next_barrier: 0,
             edge_writes: BTreeMap::new(),
             local_writes: BTreeMap::new(),
+            made_while_forgotten: std::collections::HashSet::new(),
             next_edge_write: 0,
         }
     }
@@ -956,6 +961,8 @@ impl Sim {
                     }
                     Event::RecoveryStarted { .. } => {
                         self.nodes[i].recovery_snapshot = Some(self.agreed_elsewhere(i));
+                        self.nodes[i].recovery_server =
+                            self.nodes[i].attached.map(|s| (s, self.nodes[s].resyncs));
                     }
                     Event::Recovered { cause, .. } => {
                         if cause == crate::sync::Recovery::AfterForget {
@@ -975,7 +982,8 @@ impl Sim {
                         if self.nodes[i].away
                             || self.index_of(from).is_some_and(|j| self.clock_wrong(j)) =>
                     {
-                        self.report.resyncs += 1
+                        self.report.resyncs += 1;
+                        self.nodes[i].resyncs += 1;
                     }
                     Event::PeerRefused {
                         reason: crate::sync::Refusal::TakesNoWrites { .. },

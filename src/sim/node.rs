@@ -37,6 +37,11 @@ pub(super) struct Node {
     /// The greatest stamp of a write it acknowledged (reset when its store
     /// is destroyed): every write it stamps later must be above it.
     pub(super) acked_hlc_max: crate::core::hlc::Hlc,
+    /// Times it resynced (dropped what it held older than the horizon).
+    pub(super) resyncs: u64,
+    /// An edge: the server it recovers from, and that server's resyncs
+    /// when the recovery began.
+    pub(super) recovery_server: Option<(usize, u64)>,
     /// What every other node held alike when its last recovery started
     /// (see `check_recovered`).
     pub(super) recovery_snapshot:
@@ -76,6 +81,8 @@ impl Node {
             clock_wrong_until: 0,
             jumped: false,
             recovery_snapshot: None,
+            resyncs: 0,
+            recovery_server: None,
             acked_hlc_max: crate::core::hlc::Hlc::ZERO,
             away: false,
             rejoining: false,

@@ -38,8 +38,8 @@ pub const SEEDS_THAT_FOUND_FAULTS: &[u64] = &[
     11667, // (the checks) convergence declared while a member was still forgotten
     17017, // a member back from a forget collected by age and called its peers stale
     3391, // (the checks) an adopted id judged by what a forgotten member held
-    2,    // an edge's local writes taken in a standby region, refused for good
-    4,    // the same, its server refusing them for its clock: the edge stayed
+    2,  // an edge's local writes taken in a standby region, refused for good
+    4,  // the same, its server refusing them for its clock: the edge stayed
     1718, // a local write stamped by an edge clock ahead of its server's: made below it
     2877, // (the oracle) a local write replaced at its edge by a later one
     3074, // (the checks) an edge whose region's servers all refuse writes for good
@@ -47,4 +47,8 @@ pub const SEEDS_THAT_FOUND_FAULTS: &[u64] = &[
     1081, // a local write the server skipped for a delete it then collected: waited for good
     6343, // a node that left came back before any peer heard it left: it never took writes again
     5066, // an edge left a rebuilding server every few seconds and fell behind the horizon
+    13, // (the checks, under a mutant) an edge that lost its store refused local writes
+    18498, // (the oracle) a write a forgotten server made for an edge, answered after it went
+    16582, // (the oracle) the same, the edge answering after its server went away
+    15193, // (the checks) an edge recovered from a server that resynced meanwhile
 ];
