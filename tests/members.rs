@@ -233,3 +233,47 @@ fn forgetting_a_lost_region_gives_the_quorum_back() {
         .iter()
         .all(|r| r.region == REGIONS[0]));
 }
+
+/// A member whose leave notice was lost (it restarted before any member
+/// heard it) says it left again after its next hello: the members forget
+/// it then, tell it so, and it resyncs and takes writes again. Without the
+/// repeat it refused writes for good (sim seed 6343).
+#[test]
+fn a_member_whose_leave_notice_was_lost_repeats_it_and_comes_back() {
+    let mut net = Net::new(3);
+    net.connect_all();
+    net.put(2, "mine", "x");
+    net.advance(1_000);
+    net.drop = |m| matches!(m, meridian::core::codec::Message::Forget { .. });
+    let now = net.local(2);
+    net.nodes[2].leave(now).unwrap();
+    net.settle();
+    let me = net.id(2);
+    assert!(net.nodes[0].forgotten().is_empty(), "the notice was lost");
+    net.drop = |_| false;
+    // It stops and starts again on the same store: still left.
+    net.restart(2);
+    net.settle();
+    assert!(
+        net.nodes[0].forgotten().contains_key(&me),
+        "told again after its hello"
+    );
+    // Its connections were closed; it dials again (as a driver does), is
+    // told it was forgotten, resyncs and is taken back: it takes writes.
+    for i in 0..2 {
+        if !net.up.contains(&(i, 2)) {
+            net.connect(i, 2);
+        }
+    }
+    net.advance(10_000);
+    let now = net.local(2);
+    net.nodes[2]
+        .put("after", bytes::Bytes::from_static(b"z"), 0, None, now)
+        .expect("it takes writes again");
+    net.settle();
+    assert_eq!(net.value(0, "after").as_deref(), Some(&b"z"[..]));
+    assert!(net
+        .events_of(0)
+        .iter()
+        .any(|e| matches!(e, meridian::sync::Event::MemberForgotten { peer, .. } if *peer == me)));
+}
