@@ -58,6 +58,8 @@ fn seeds_converge_to_the_oracle() {
                 total.writes_held_only_by_the_absent += r.writes_held_only_by_the_absent;
                 total.forgets += r.forgets;
                 total.leaves += r.leaves;
+                total.edge_local_writes += r.edge_local_writes;
+                total.edge_local_writes_handed_over += r.edge_local_writes_handed_over;
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -140,6 +142,10 @@ fn seeds_converge_to_the_oracle() {
         assert!(
             total.forgets > 0 && total.leaves > 0,
             "no member was forgotten, or none left"
+        );
+        assert!(
+            total.edge_local_writes > 0 && total.edge_local_writes_handed_over > 0,
+            "no edge took a write while cut off and handed it over"
         );
     }
 }
