@@ -212,6 +212,14 @@ impl Replica {
                 .into());
             }
         }
+        // An edge takes its server's stamps as they are (its clock stamps
+        // nothing else): its clock must pass the version it replaces, or
+        // the write would be older than what it holds. A version stamped
+        // further ahead than the clock bound refuses the write.
+        if let Some(current) = self.map.get(key.as_str()).map(|r| r.entry.stamp.hlc) {
+            let now = self.checked_now(now_ms);
+            self.clock.observe(current, now)?;
+        }
         let receipt = self.write(key.clone(), value, flags, None, WriteAck::Local, now_ms)?;
         self.handover.keys.insert(key.clone());
         // A key written again waits for its new version.
