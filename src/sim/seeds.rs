@@ -52,4 +52,5 @@ pub const SEEDS_THAT_FOUND_FAULTS: &[u64] = &[
     16582, // (the oracle) the same, the edge answering after its server went away
     15193, // (the checks) an edge recovered from a server that resynced meanwhile
     2789, // (no fault: passes) where CI's mutant run catches `ack-before-persist`
+    998, // (no fault: passes) where CI's mutant run catches `suspect-floor`
 ];
