@@ -459,3 +459,34 @@ fn an_edge_leaves_a_server_that_keeps_refusing_its_local_writes() {
     }
     assert_eq!(net.nodes[3].local_writes_waiting(), 0);
 }
+
+/// An edge whose clock runs a minute fast: its local writes count as
+/// stamped at most the clock bound past the server's clock when they are
+/// handed over (decided on arrival, as the README says), so a write made
+/// in another region a second after the hand-over wins over them, and the
+/// edge's own version (stamped a minute ahead) gives way everywhere.
+#[test]
+fn a_fast_edge_clock_does_not_make_its_local_writes_win_for_long() {
+    let mut net = Net::with_edges(2, 1);
+    mesh(&mut net, 2);
+    local_writes(&mut net, 2);
+    net.attach(0, 2);
+    net.advance(net.nodes[0].config().heartbeat_interval_ms + 1);
+    net.disconnect(0, 2);
+    net.skew[2] = 60_000;
+    edge_write(&mut net, 2, "fast", Some("edge"), None, None).unwrap();
+    net.attach(0, 2);
+    net.advance(1_000);
+    // A second later, in another region.
+    net.put(1, "fast", "later");
+    rounds(&mut net);
+    for i in 0..3 {
+        assert_eq!(
+            net.value(i, "fast").as_deref(),
+            Some(&b"later"[..]),
+            "node {i}"
+        );
+    }
+    assert_eq!(net.nodes[2].local_writes_waiting(), 0);
+    assert!(net.roots_equal());
+}
