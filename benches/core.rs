@@ -10,7 +10,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use meridian::core::codec::{self, ClusterId, Feed, FeedEnd, Message};
 use meridian::core::digest::{differing_leaves, Digest};
-use meridian::core::types::{entry_hash, key_hash, Entry, Key, NodeId, Stamp};
+use meridian::core::types::{entry_hash, key_hash, Entry, Key, Kind, NodeId, Stamp};
 use meridian::core::{Hlc, LwwMap};
 use meridian::sync::{Config, Output, Replica};
 
@@ -30,6 +30,7 @@ fn entries(n: usize, hlc: u64, node: u64) -> Vec<(Key, Entry)> {
                 prev: Stamp::ZERO,
                 flags: 0,
                 value: Some(value.clone()),
+                kind: Kind::Value,
             };
             (key(i), e)
         })

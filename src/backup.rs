@@ -502,7 +502,7 @@ pub fn combine(mut backups: Vec<Backup>) -> Result<(Header, Vec<(Key, Entry)>), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::types::Stamp;
+    use crate::core::types::{Kind, Stamp};
     use bytes::Bytes;
 
     fn entry(t: u64, v: Option<&str>) -> Entry {
@@ -511,6 +511,7 @@ mod tests {
             prev: Stamp::ZERO,
             flags: 0,
             value: v.map(|s| Bytes::from(s.to_string())),
+            kind: Kind::Value,
         }
     }
 

@@ -7,7 +7,7 @@ mod net;
 
 use bytes::Bytes;
 use meridian::core::codec::Message;
-use meridian::core::types::{Entry, Key, Stamp};
+use meridian::core::types::{Entry, Key, Kind, Stamp};
 use meridian::sync::{DamagedRecord, Event, Resolution, WriteError};
 use net::*;
 
@@ -258,6 +258,7 @@ fn a_stamp_collision_keeps_the_intact_entry() {
         prev: meridian::core::types::Stamp::ZERO,
         flags: 0,
         value: Some(Bytes::from_static(b"intact")),
+        kind: Kind::Value,
     };
     let msg = Message::AeEntries {
         session: 9,

@@ -9,7 +9,7 @@ use meridian::core::codec::{
 };
 use meridian::core::digest::{differing_leaves, leaf_of};
 use meridian::core::hlc::{Clock, Hlc};
-use meridian::core::types::{key_hash, Entry, Key, NodeId, Stamp};
+use meridian::core::types::{key_hash, Entry, Key, Kind, NodeId, Stamp};
 use meridian::core::LwwMap;
 use proptest::prelude::*;
 
@@ -29,6 +29,7 @@ fn entry() -> impl Strategy<Value = Entry> {
             prev,
             flags,
             value: value.map(Bytes::from),
+            kind: Kind::Value,
         })
 }
 

@@ -6,7 +6,7 @@ mod net;
 
 use bytes::Bytes;
 use meridian::core::codec::{ClusterId, Message};
-use meridian::core::types::{Entry, Key, NodeId, Stamp};
+use meridian::core::types::{Entry, Key, Kind, NodeId, Stamp};
 use meridian::core::Hlc;
 use meridian::sync::{
     BarrierError, Config, Event, Output, PartitionPolicy, Refusal, Replica, WriteError,
@@ -142,6 +142,7 @@ fn tombstones_are_collected_once_every_member_holds_them_and_never_resurrect() {
         prev: Stamp::ZERO,
         flags: 0,
         value: Some(Bytes::from_static(b"v1")),
+        kind: Kind::Value,
     };
     let msg = Message::AeEntries {
         session: 1,
@@ -422,6 +423,7 @@ fn import_merges_backup_entries_as_crdt_state() {
         prev: Stamp::ZERO,
         flags: 3,
         value: Some(Bytes::from_static(v)),
+        kind: Kind::Value,
     };
     let report = r.import(
         vec![

@@ -11,7 +11,7 @@ use meridian::core::codec::ClusterId;
 use meridian::core::rng::Rng;
 use meridian::core::types::NodeId;
 use meridian::store::{Durability, MemoryStore, RedbStore, Store, StoreError, LOAD_CHUNK_RECORDS};
-use meridian::sync::{Config, Loaded, Output, PersistBatch, Replica};
+use meridian::sync::{Config, DocWrite, Loaded, Output, PersistBatch, Replica, WriteAck};
 
 const T0: u64 = 1_750_000_000_000;
 
@@ -54,6 +54,13 @@ fn redb_store_holds_exactly_what_the_memory_model_holds() {
             let now = T0 + round;
             if rng.chance(300_000) {
                 r.delete(&key, None, now).unwrap();
+            } else if rng.chance(300_000) {
+                // Documents too: stored as their own kind.
+                let doc = format!("doc/{}", rng.below(5));
+                let field = format!("f{}", rng.below(4));
+                let write = DocWrite::Patch(serde_json::json!({ field: rng.below(100) }));
+                r.put_doc(&doc, write, 0, None, WriteAck::Local, now)
+                    .unwrap();
             } else {
                 let v = Bytes::from(vec![b'a' + rng.below(26) as u8; rng.below(300) as usize]);
                 r.put(&key, v, rng.below(3), None, now).unwrap();
@@ -73,6 +80,15 @@ fn redb_store_holds_exactly_what_the_memory_model_holds() {
     let mut restored = Replica::restore(cfg, state, T0 + 100).unwrap();
     assert_eq!(restored.root(), r.root());
     assert!(restored.clock() >= r.clock(), "the clock never goes back");
+    let docs = restored
+        .map()
+        .iter()
+        .filter(|(_, rec)| rec.entry.is_doc())
+        .count();
+    assert!(
+        docs > 0,
+        "documents were written and read back as documents"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -329,7 +345,7 @@ fn meta_values_that_fail_their_check_make_the_store_damaged() {
 /// migrated on open and restores the same state.
 #[test]
 fn a_format_1_store_is_migrated_on_open() {
-    use meridian::core::types::{Entry, Stamp};
+    use meridian::core::types::{Entry, Kind, Stamp};
     use meridian::core::Hlc;
     let dir = scratch("format-1");
     let path = dir.join("node.redb");
@@ -342,6 +358,7 @@ fn a_format_1_store_is_migrated_on_open() {
                     prev: Stamp::ZERO,
                     flags: i,
                     value: (i % 5 != 0).then(|| Bytes::from(format!("v{i}"))),
+                    kind: Kind::Value,
                 },
             )
         })

@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use super::server;
 use super::wire::ErrorBody;
 use crate::core::codec::RefusalClass;
+use crate::core::doc::DocError;
 use crate::core::types::KeyError;
 use crate::node::NodeError;
 use crate::sync::{BarrierError, ForwardError, WriteError};
@@ -57,6 +58,7 @@ pub(super) fn node_error(e: NodeError) -> ApiError {
         }
         NodeError::Barrier(b) => error(StatusCode::SERVICE_UNAVAILABLE, b.to_string()),
         e @ NodeError::TxnFailed(_) => error(StatusCode::CONFLICT, e.to_string()),
+        NodeError::Document(d) => error(doc_status(&d), d.to_string()),
         e @ NodeError::NotReplicated(_) => error(StatusCode::GATEWAY_TIMEOUT, e.to_string()),
         other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }
@@ -91,8 +93,23 @@ pub(super) fn write_error(e: WriteError) -> ApiError {
         | WriteError::Rebuilding
         | WriteError::ClockOffset { .. } => StatusCode::SERVICE_UNAVAILABLE,
         WriteError::Clock(_) => StatusCode::SERVICE_UNAVAILABLE,
+        WriteError::Document(d) => doc_status(d),
     };
     error(code, e.to_string())
+}
+
+/// The status of a refused document operation.
+pub(super) fn doc_status(e: &DocError) -> StatusCode {
+    match e {
+        DocError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        DocError::NotDocument => StatusCode::CONFLICT,
+        DocError::AtEdge => StatusCode::NOT_IMPLEMENTED,
+        DocError::Damaged(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        DocError::NotJson(_)
+        | DocError::NotObject { .. }
+        | DocError::TooDeep { .. }
+        | DocError::Heads(_) => StatusCode::BAD_REQUEST,
+    }
 }
 
 /// The answer to a request body that could not be read: too long (413),

@@ -44,7 +44,7 @@ pub(super) async fn history(State(api): State<Arc<Api>>, uri: Uri) -> Response {
                     region,
                     deleted: v.entry.is_tombstone(),
                     flags: v.entry.flags,
-                    value: v.entry.value.clone().unwrap_or_default(),
+                    value: v.entry.visible_value().unwrap_or_default(),
                 }
             })
             .collect();

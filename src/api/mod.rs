@@ -3,7 +3,8 @@
 //! Owns the Consul-compatible endpoints (`/v1/kv/<key>` in `kv`,
 //! `/v1/txn` in `txn`, the start-up probes and the 501 for the rest of
 //! Consul's API in `consul`, `?dc=` in `forward`), Meridian's own
-//! endpoints (`/v1/watch/<prefix>` as server-sent events, `/v1/status`,
+//! endpoints (documents at `/v1/doc/<key>` in `doc`, `/v1/watch/<prefix>`
+//! as server-sent events, `/v1/status`,
 //! `/v1/digest`, `/v1/hashes`, `/v1/health`, `/v1/conflicts`, backups) and
 //! `/metrics`. It decides nothing about data: every read and write goes
 //! through the node. Bad input gets a 4xx with a JSON `{"error": ...}` that
@@ -23,6 +24,7 @@ pub mod audit;
 mod backup;
 mod consul;
 mod digest;
+mod doc;
 mod error;
 pub mod events;
 mod forward;
@@ -145,6 +147,7 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         .route("/v1/kv", any(kv::kv))
         .route("/v1/kv/", any(kv::kv))
         .route("/v1/kv/{*key}", any(kv::kv))
+        .route("/v1/doc/{*key}", any(doc::doc))
         .route("/v1/watch", get(watch::watch))
         .route("/v1/watch/", get(watch::watch))
         .route("/v1/watch/{*prefix}", get(watch::watch))

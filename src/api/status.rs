@@ -189,6 +189,7 @@ pub(super) async fn conflicts(State(api): State<Arc<Api>>) -> Response {
                     loser: c.loser.to_string(),
                     loser_deleted: c.loser_was_tombstone,
                     loser_value: c.loser_value.clone(),
+                    path: c.path.clone(),
                 })
                 .collect();
             axum::Json(wire::Conflicts { total, kept }).into_response()

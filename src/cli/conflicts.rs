@@ -23,6 +23,7 @@ struct Seen {
     loser: String,
     loser_deleted: bool,
     loser_value: Option<Bytes>,
+    path: Option<String>,
     nodes: Vec<String>,
 }
 
@@ -37,6 +38,8 @@ struct Item<'a> {
     loser_deleted: bool,
     #[serde(with = "wire::b64_opt")]
     loser_value: Option<Bytes>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
     at_ms: u64,
     seen_on: &'a [String],
 }
@@ -89,7 +92,7 @@ pub async fn conflicts(client: &Client, extra: &[String], as_json: bool) -> Resu
             targets.push((addr.clone(), addr));
         }
     }
-    let mut gathered: BTreeMap<(String, String, String), Seen> = BTreeMap::new();
+    let mut gathered: BTreeMap<(String, String, String, Option<String>), Seen> = BTreeMap::new();
     let mut totals = Vec::new();
     for (name, addr) in &targets {
         let c = client.sibling(addr)?.timeout_ms(10_000);
@@ -105,13 +108,19 @@ pub async fn conflicts(client: &Client, extra: &[String], as_json: bool) -> Resu
             total: doc.total,
         });
         for k in doc.kept {
-            let id = (k.key.clone(), k.winner.clone(), k.loser.clone());
+            let id = (
+                k.key.clone(),
+                k.winner.clone(),
+                k.loser.clone(),
+                k.path.clone(),
+            );
             let seen = gathered.entry(id).or_insert_with(|| Seen {
                 key: k.key,
                 winner: k.winner,
                 loser: k.loser,
                 loser_deleted: k.loser_deleted,
                 loser_value: k.loser_value,
+                path: k.path,
                 nodes: Vec::new(),
             });
             seen.nodes.push(name.clone());
@@ -137,6 +146,7 @@ pub async fn conflicts(client: &Client, extra: &[String], as_json: bool) -> Resu
                 loser_node: writer(&c.loser),
                 loser_deleted: c.loser_deleted,
                 loser_value: c.loser_value.clone(),
+                path: c.path.as_deref(),
                 at_ms: stamp_ms(&c.winner),
                 seen_on: &c.nodes,
             })
@@ -164,8 +174,12 @@ pub async fn conflicts(client: &Client, extra: &[String], as_json: bool) -> Resu
                 None => "a value (too large to keep)".to_string(),
             }
         };
+        let field = c
+            .path
+            .as_ref()
+            .map_or_else(String::new, |p| format!(" field {p}"));
         println!(
-            "{}  {}  {} won over {} by {} (lost: {lost}; seen on {})",
+            "{}  {}{field}  {} won over {} by {} (lost: {lost}; seen on {})",
             utc(stamp_ms(&c.winner)),
             c.key,
             writer(&c.winner),

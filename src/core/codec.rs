@@ -779,6 +779,7 @@ pub fn decode(frame: &[u8]) -> Result<Message, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::types::Kind;
     use bytes::Bytes;
 
     fn sample() -> Message {
@@ -794,6 +795,7 @@ mod tests {
                     prev: Stamp::ZERO,
                     flags: 42,
                     value: Some(Bytes::from_static(b"postgres://")),
+                    kind: Kind::Value,
                 },
             )],
         })

@@ -29,6 +29,36 @@ pub struct Conflict {
     pub loser_was_tombstone: bool,
     /// The local index of the change that resolved it.
     pub index: u64,
+    /// For a document: the field both writes set, as a JSON pointer
+    /// (`loser_value` then holds the losing field's JSON); `None` when
+    /// whole values met.
+    pub path: Option<String>,
+}
+
+/// A conflict as stored before documents existed (no `path`): how older
+/// stores' conflicts read back.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConflictBeforeDocs {
+    key: Key,
+    winner: Stamp,
+    loser: Stamp,
+    loser_value: Option<Bytes>,
+    loser_was_tombstone: bool,
+    index: u64,
+}
+
+impl From<ConflictBeforeDocs> for Conflict {
+    fn from(c: ConflictBeforeDocs) -> Conflict {
+        Conflict {
+            key: c.key,
+            winner: c.winner,
+            loser: c.loser,
+            loser_value: c.loser_value,
+            loser_was_tombstone: c.loser_was_tombstone,
+            index: c.index,
+            path: None,
+        }
+    }
 }
 
 /// A bounded log of conflicts, oldest dropped first. Conflicts recorded
@@ -53,7 +83,7 @@ impl ConflictLog {
         }
     }
 
-    pub(super) fn push(&mut self, c: Conflict) {
+    pub(crate) fn push(&mut self, c: Conflict) {
         self.total += 1;
         if self.max == 0 {
             return;

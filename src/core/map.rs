@@ -573,7 +573,11 @@ impl LwwMap {
             self.tombstones.insert((rec.entry.stamp, key.clone()));
         }
         let new = &rec.entry;
-        let conflict = new.prev < old.stamp && new.stamp.node != old.stamp.node;
+        // Versions of a document that meet are merged by the replica,
+        // which records the fields they both set (`replica::documents`).
+        let conflict = new.prev < old.stamp
+            && new.stamp.node != old.stamp.node
+            && !(new.is_doc() && old.is_doc());
         if conflict {
             let loser_value = old
                 .value
@@ -587,6 +591,7 @@ impl LwwMap {
                 loser_value,
                 loser_was_tombstone: old.is_tombstone(),
                 index,
+                path: None,
             });
         }
         self.feed_push(index, s);

@@ -1,7 +1,7 @@
 //! `core`: the data model, with no IO at all.
 //!
 //! Owns the hybrid logical clock ([`hlc`]), keys, stamps and entries
-//! ([`types`]), the LWW map CRDT with its change feed and conflict log
+//! ([`types`]), documents ([`doc`]), the LWW map CRDT with its change feed and conflict log
 //! ([`map`]), the Merkle digest ([`digest`]), the wire codec ([`codec`]) and
 //! the deterministic random generator ([`rng`]), and access control
 //! ([`acl`]). Nothing here reads a clock,
@@ -11,6 +11,7 @@ pub mod acl;
 pub mod codec;
 pub mod conflicts;
 pub mod digest;
+pub mod doc;
 pub mod hlc;
 pub mod map;
 pub mod mutants;
@@ -19,4 +20,4 @@ pub mod types;
 
 pub use hlc::{Clock, ClockError, Hlc};
 pub use map::{LwwMap, Merged, Record};
-pub use types::{Check, Entry, Hash, Key, KeyError, Limits, NodeId, Stamp, ValueError};
+pub use types::{Check, Entry, Hash, Key, KeyError, Kind, Limits, NodeId, Stamp, ValueError};

@@ -278,8 +278,26 @@ impl Limits {
     }
 }
 
+/// What a live entry's bytes are.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Default)]
+pub enum Kind {
+    /// Opaque bytes: the entry wins or loses whole, by its stamp.
+    #[default]
+    Value,
+    /// A saved automerge document of JSON (see [`super::doc`]): versions
+    /// of one document are merged field by field.
+    Doc,
+}
+
 /// A replicated register value: the current value of a key or a tombstone.
+///
+/// Encoded (postcard, in frames, stores and backups) as its stamp, prev,
+/// flags, then the value as a tagged union: 0 a tombstone, 1 bytes, 2 a
+/// document. Tags 0 and 1 are how `Option<Bytes>` was encoded before
+/// documents existed, so stores and backups written before read back as
+/// they were.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(from = "EntryRepr", into = "EntryRepr")]
 pub struct Entry {
     /// Orders this write against every other write of the key.
     pub stamp: Stamp,
@@ -290,12 +308,94 @@ pub struct Entry {
     pub flags: u64,
     /// `None` is a tombstone.
     pub value: Option<Bytes>,
+    /// What the value is ([`Kind::Value`] for a tombstone).
+    pub kind: Kind,
+}
+
+/// How an [`Entry`] is encoded (see there).
+#[derive(Serialize, Deserialize)]
+struct EntryRepr {
+    stamp: Stamp,
+    prev: Stamp,
+    flags: u64,
+    value: ValueRepr,
+}
+
+#[derive(Serialize, Deserialize)]
+enum ValueRepr {
+    Tombstone,
+    Value(Bytes),
+    Doc(Bytes),
+}
+
+impl From<EntryRepr> for Entry {
+    fn from(r: EntryRepr) -> Entry {
+        let (value, kind) = match r.value {
+            ValueRepr::Tombstone => (None, Kind::Value),
+            ValueRepr::Value(v) => (Some(v), Kind::Value),
+            ValueRepr::Doc(v) => (Some(v), Kind::Doc),
+        };
+        Entry {
+            stamp: r.stamp,
+            prev: r.prev,
+            flags: r.flags,
+            value,
+            kind,
+        }
+    }
+}
+
+impl From<Entry> for EntryRepr {
+    fn from(e: Entry) -> EntryRepr {
+        let value = match (e.value, e.kind) {
+            (None, _) => ValueRepr::Tombstone,
+            (Some(v), Kind::Value) => ValueRepr::Value(v),
+            (Some(v), Kind::Doc) => ValueRepr::Doc(v),
+        };
+        EntryRepr {
+            stamp: e.stamp,
+            prev: e.prev,
+            flags: e.flags,
+            value,
+        }
+    }
 }
 
 impl Entry {
     /// True if this entry records a delete (it has no value).
     pub fn is_tombstone(&self) -> bool {
         self.value.is_none()
+    }
+
+    /// The value as clients read it: a document's current JSON, any other
+    /// value as it is (`None` for a tombstone). Documents in a map always
+    /// load (they are checked when they arrive); one that does not reads
+    /// as `null`.
+    pub fn visible_value(&self) -> Option<Bytes> {
+        let v = self.value.as_ref()?;
+        if self.kind != Kind::Doc {
+            return Some(v.clone());
+        }
+        let json = super::doc::Document::load(v)
+            .and_then(|mut d| d.to_json(None))
+            .ok()
+            .and_then(|j| serde_json::to_vec(&j).ok())
+            .unwrap_or_else(|| b"null".to_vec());
+        Some(Bytes::from(json))
+    }
+
+    /// True if this entry holds a document (see [`Kind::Doc`]).
+    pub fn is_doc(&self) -> bool {
+        self.kind == Kind::Doc && self.value.is_some()
+    }
+
+    /// The tag the entry hash gives the value: 0 none, 1 bytes, 2 a document.
+    fn value_tag(&self) -> u8 {
+        match (&self.value, self.kind) {
+            (None, _) => 0,
+            (Some(_), Kind::Value) => 1,
+            (Some(_), Kind::Doc) => 2,
+        }
     }
 
     /// Bytes of the value (0 for a tombstone).
@@ -400,7 +500,7 @@ pub fn entry_hash(key: &str, e: &Entry) -> Hash {
     match value {
         None => put(&[0]),
         Some(v) => {
-            put(&[1]);
+            put(&[e.value_tag()]);
             put(&(v.len() as u64).to_le_bytes());
             put(v);
         }
@@ -423,7 +523,7 @@ fn entry_hash_pieces(key: &str, e: &Entry) -> Hash {
             h.update(&[0]);
         }
         Some(v) => {
-            h.update(&[1]);
+            h.update(&[e.value_tag()]);
             h.update(&(v.len() as u64).to_le_bytes());
             h.update(v);
         }
@@ -477,6 +577,7 @@ mod tests {
                 prev: Stamp::new(Hlc(3), NodeId(2)),
                 flags: 42,
                 value: vlen.map(|n| Bytes::from(vec![5u8; n])),
+                kind: Kind::Value,
             };
             assert_eq!(
                 entry_hash(&key, &e),
@@ -484,6 +585,51 @@ mod tests {
                 "{klen} {vlen:?}"
             );
         }
+    }
+
+    #[test]
+    fn entries_encoded_before_documents_read_back_and_documents_hash_apart() {
+        /// An entry as encoded before documents existed.
+        #[derive(Serialize)]
+        struct Before {
+            stamp: Stamp,
+            prev: Stamp,
+            flags: u64,
+            value: Option<Bytes>,
+        }
+        let stamp = Stamp::new(Hlc(7), NodeId(9));
+        for value in [None, Some(Bytes::from_static(b"v"))] {
+            let old = postcard::to_allocvec(&Before {
+                stamp,
+                prev: Stamp::ZERO,
+                flags: 3,
+                value: value.clone(),
+            })
+            .unwrap();
+            let e: Entry = postcard::from_bytes(&old).unwrap();
+            assert_eq!(e.value, value);
+            assert_eq!(e.kind, Kind::Value);
+            assert_eq!(postcard::to_allocvec(&e).unwrap(), old, "encoded as before");
+        }
+        let doc = Entry {
+            stamp,
+            prev: Stamp::ZERO,
+            flags: 0,
+            value: Some(Bytes::from_static(b"d")),
+            kind: Kind::Doc,
+        };
+        let back: Entry = postcard::from_bytes(&postcard::to_allocvec(&doc).unwrap()).unwrap();
+        assert_eq!(back, doc);
+        let plain = Entry {
+            kind: Kind::Value,
+            ..doc.clone()
+        };
+        assert_ne!(entry_hash("k", &doc), entry_hash("k", &plain));
+        assert_eq!(entry_hash("k", &doc), entry_hash_pieces("k", &doc));
+        // A tombstone is a tombstone, whatever its kind said.
+        let t = Entry { value: None, ..doc };
+        let back: Entry = postcard::from_bytes(&postcard::to_allocvec(&t).unwrap()).unwrap();
+        assert!(back.is_tombstone() && back.kind == Kind::Value);
     }
 
     #[test]
@@ -513,6 +659,7 @@ mod tests {
             prev: Stamp::ZERO,
             flags: 0,
             value: Some(Bytes::from_static(b"v")),
+            kind: Kind::Value,
         };
         let base = entry_hash("k", &e);
         let variants = [

@@ -22,14 +22,15 @@ use super::{history, Halt, NodeError, EVENTS_KEPT_MAX, QUARANTINED_NAMED_MAX};
 use crate::core::codec::{self, Message};
 use crate::core::conflicts::Conflict;
 use crate::core::digest::Fingerprint;
+use crate::core::doc::DocError;
 use crate::core::types::{Entry, Key, NodeId, Stamp};
 use crate::net::forward::ForwardError;
 use crate::net::links::{Adopted, Conn, Links};
 use crate::net::{self, NetEvent, NetMetrics, Transport};
 use crate::sync::membership::{Member, Membership, MembershipOutput};
 use crate::sync::{
-    BarrierError, Event, ForgottenMember, ImportReport, Output, PersistBatch, Replica, Role,
-    TxnError, TxnOp, TxnOutcome, WriteAck, WriteReceipt,
+    BarrierError, DocWrite, Event, ForgottenMember, ImportReport, Output, PersistBatch, Replica,
+    Role, TxnError, TxnOp, TxnOutcome, WriteAck, WriteReceipt,
 };
 
 /// Longest the driver sleeps without ticking the replica.
@@ -70,6 +71,17 @@ pub(super) enum Command {
     Get {
         key: String,
         reply: oneshot::Sender<Result<Indexed<Option<KvEntry>>, NodeError>>,
+    },
+    PutDoc {
+        key: Key,
+        write: DocWrite,
+        opts: WriteOptions,
+        reply: oneshot::Sender<Result<WriteReceipt, NodeError>>,
+    },
+    /// One key's entry as held (checked first), with its create and modify indexes.
+    GetEntry {
+        key: String,
+        reply: oneshot::Sender<Result<Indexed<Option<(Entry, u64, u64)>>, NodeError>>,
     },
     List {
         prefix: String,
@@ -750,6 +762,15 @@ impl Driver {
             Command::Get { key, reply } => {
                 let _ = reply.send(self.read(&key, now));
             }
+            Command::GetEntry { key, reply } => {
+                let _ = reply.send(self.read_entry(&key, now));
+            }
+            Command::PutDoc {
+                key,
+                write,
+                opts,
+                reply,
+            } => self.put_doc(key, write, opts, reply, now),
             Command::List { prefix, reply } => {
                 let _ = reply.send(self.list(&prefix, now));
             }
@@ -829,6 +850,38 @@ impl Driver {
             None => self.replica.delete_acked(key, opts.cas, ack, now),
         };
         match r {
+            Ok(receipt) => {
+                self.pending.insert(receipt.stamp, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    /// A document write, answered once acknowledged. Edges refuse it (see
+    /// [`DocError::AtEdge`]).
+    fn put_doc(
+        &mut self,
+        key: Key,
+        write: DocWrite,
+        opts: WriteOptions,
+        reply: oneshot::Sender<Result<WriteReceipt, NodeError>>,
+        now: u64,
+    ) {
+        if let Some(e) = self.writes_refused() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        if self.replica.is_edge() {
+            let _ = reply.send(Err(DocError::AtEdge.into()));
+            return;
+        }
+        let ack = opts.ack.unwrap_or(self.replica.config().write_ack);
+        match self
+            .replica
+            .put_doc(key, write, opts.flags, opts.cas, ack, now)
+        {
             Ok(receipt) => {
                 self.pending.insert(receipt.stamp, reply);
             }

@@ -130,6 +130,7 @@ impl History {
 mod tests {
     use super::*;
     use crate::core::hlc::Hlc;
+    use crate::core::types::Kind;
     use crate::core::types::{NodeId, Stamp};
     use crate::sync::StoredRecord;
     use bytes::Bytes;
@@ -140,6 +141,7 @@ mod tests {
             prev: Stamp::ZERO,
             flags: 0,
             value: Some(Bytes::from(value.to_string())),
+            kind: Kind::Value,
         };
         PersistBatch {
             records: vec![(

@@ -37,13 +37,14 @@ use tokio::task::JoinHandle;
 
 use crate::core::conflicts::Conflict;
 use crate::core::digest::{level_width, Fingerprint, LEAF_LEVEL};
+use crate::core::doc::{ChangeHash, DocError, Document};
 use crate::core::types::{Entry, Hash, IntoKey, Key, Limits, NodeId, KEY_BYTES_MAX};
 use crate::net;
 use crate::net::tls::{NodeIdentity, TlsError};
 use crate::store::{Durability, StoreError};
 use crate::sync::{
-    AckFailure, BarrierError, ConfigError, ForgetError, ForgottenMember, ImportReport, LeaveError,
-    PartitionPolicy, TxnFailure, TxnOp, TxnOutcome, WriteAck, WriteError, WriteReceipt,
+    AckFailure, BarrierError, ConfigError, DocWrite, ForgetError, ForgottenMember, ImportReport,
+    LeaveError, PartitionPolicy, TxnFailure, TxnOp, TxnOutcome, WriteAck, WriteError, WriteReceipt,
 };
 
 /// How often [`Node::leave`] asks again while members catch up.
@@ -54,7 +55,7 @@ use driver::Command;
 pub(crate) use time::now_ms;
 pub use time::CLOCK_SKEW_ENV;
 pub use types::{
-    Change, DigestReport, EventKind, Histogram, Indexed, KeyHash, KvEntry, MembersReport,
+    Change, DigestReport, DocRead, EventKind, Histogram, Indexed, KeyHash, KvEntry, MembersReport,
     NodeEvent, NodeStatus, Snapshot, StoreTrouble, WriteOptions, COMMIT_BUCKETS_US,
     EVENTS_BUFFERED_MAX,
 };
@@ -134,6 +135,9 @@ pub enum NodeError {
         /// The node id the directory holds.
         held: NodeId,
     },
+    /// A document could not be read as asked (see [`Node::get_doc`]).
+    #[error("document: {0}")]
+    Document(#[from] DocError),
     /// The node is shut down: the call could not reach its driver.
     #[error("the node is shut down")]
     Stopped,
@@ -390,6 +394,85 @@ impl Node {
             reply,
         })
         .await?
+    }
+
+    /// Writes `json` (an object) as the document under `key`: a key that
+    /// holds a document is changed by the fewest field changes, so fields
+    /// this write leaves as they were merge with concurrent changes made
+    /// elsewhere (see [`Replica::put_doc`](crate::sync::Replica::put_doc)).
+    /// Returns once the write is durable.
+    pub async fn put_doc(
+        &self,
+        key: impl IntoKey,
+        json: serde_json::Value,
+    ) -> Result<WriteReceipt, NodeError> {
+        self.doc_opts(key, DocWrite::Whole(json), WriteOptions::default())
+            .await
+    }
+
+    /// Applies an RFC 7386 merge patch to the document under `key` (an
+    /// absent or deleted key starts from `{}`; a plain value is refused).
+    pub async fn patch_doc(
+        &self,
+        key: impl IntoKey,
+        patch: serde_json::Value,
+    ) -> Result<WriteReceipt, NodeError> {
+        self.doc_opts(key, DocWrite::Patch(patch), WriteOptions::default())
+            .await
+    }
+
+    /// A document write with `opts` (flags, check-and-set, acknowledgement).
+    pub async fn doc_opts(
+        &self,
+        key: impl IntoKey,
+        write: DocWrite,
+        opts: WriteOptions,
+    ) -> Result<WriteReceipt, NodeError> {
+        let key = valid(key)?;
+        self.call(|reply| Command::PutDoc {
+            key,
+            write,
+            opts,
+            reply,
+        })
+        .await?
+    }
+
+    /// The document under `key` as JSON, now or as it was at `at` (heads
+    /// of an earlier version), with its heads and indexes; `None` for an
+    /// absent or deleted key. A key holding a plain value is
+    /// [`DocError::NotDocument`]. Checked before it is served, as any read.
+    pub async fn get_doc(
+        &self,
+        key: &str,
+        at: Option<Vec<ChangeHash>>,
+    ) -> Result<Indexed<Option<DocRead>>, NodeError> {
+        let key = key.to_string();
+        let held = self
+            .call(|reply| Command::GetEntry { key, reply })
+            .await??;
+        let Some((entry, create_index, modify_index)) = held.value else {
+            return Ok(Indexed {
+                index: held.index,
+                value: None,
+            });
+        };
+        if !entry.is_doc() {
+            return Err(DocError::NotDocument.into());
+        }
+        let mut doc = Document::load(entry.value.as_deref().unwrap_or_default())?;
+        let json = doc.to_json(at.as_deref())?;
+        Ok(Indexed {
+            index: held.index,
+            value: Some(DocRead {
+                json,
+                heads: doc.heads().iter().map(ToString::to_string).collect(),
+                flags: entry.flags,
+                create_index,
+                modify_index,
+                stamp: entry.stamp,
+            }),
+        })
     }
 
     /// Deletes `key` (a tombstone); returns once durable.

@@ -9,14 +9,14 @@ use super::types::{Change, DigestReport, Indexed, KeyHash, KvEntry, NodeStatus, 
 use super::{NodeError, QUARANTINED_NAMED_MAX, WATCH_BATCH_MAX, WATCH_SCAN_MAX};
 use crate::core::conflicts::Conflict;
 use crate::core::digest::LEAVES;
-use crate::core::types::{hidden_under, Key};
+use crate::core::types::{hidden_under, Entry, Key};
 use crate::core::Record;
 
 /// A record as the API shows it; `None` for a tombstone.
 pub(super) fn live(key: &str, r: &Record) -> Option<KvEntry> {
-    r.entry.value.as_ref().map(|v| KvEntry {
+    r.entry.visible_value().map(|value| KvEntry {
         key: key.to_string(),
-        value: v.clone(),
+        value,
         flags: r.entry.flags,
         create_index: r.create_index,
         modify_index: r.modify_index,
@@ -43,6 +43,28 @@ impl Driver {
         Ok(Indexed {
             index: record.map_or(0, |r| r.modify_index),
             value: record.and_then(|r| live(key, r)),
+        })
+    }
+
+    /// One key's entry as held, with its create and modify indexes
+    /// (`None`: absent or deleted), checked before it is served.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn read_entry(
+        &mut self,
+        key: &str,
+        now: u64,
+    ) -> Result<Indexed<Option<(Entry, u64, u64)>>, NodeError> {
+        if !self.replica.check_before_serving(key, now) {
+            return Err(NodeError::Quarantined {
+                keys: vec![key.to_string()],
+            });
+        }
+        let record = self.replica.get(key);
+        Ok(Indexed {
+            index: record.map_or(0, |r| r.modify_index),
+            value: record
+                .filter(|r| !r.entry.is_tombstone())
+                .map(|r| (r.entry.clone(), r.create_index, r.modify_index)),
         })
     }
 
@@ -94,7 +116,7 @@ impl Driver {
                 out.push(Change {
                     index: i,
                     key: k.to_string(),
-                    value: r.entry.value.clone(),
+                    value: r.entry.visible_value(),
                     flags: r.entry.flags,
                     stamp: r.entry.stamp,
                 });

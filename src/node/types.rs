@@ -51,6 +51,23 @@ pub struct KvEntry {
     pub stamp: Stamp,
 }
 
+/// A document as [`Node::get_doc`](super::Node::get_doc) reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DocRead {
+    /// The document's JSON (as of the heads asked for, if any).
+    pub json: serde_json::Value,
+    /// The document's current heads (hex change hashes, sorted).
+    pub heads: Vec<String>,
+    /// The client flags of the latest write.
+    pub flags: u64,
+    /// The local index at which the key was created.
+    pub create_index: u64,
+    /// The local index of the key's latest change.
+    pub modify_index: u64,
+    /// The stamp of the latest write (a merge's, after a merge).
+    pub stamp: Stamp,
+}
+
 /// A read's answer with the index that covers it: the greatest modify
 /// index of what the read looked at, deleted keys' tombstones included
 /// (0: it looked at nothing this node holds).

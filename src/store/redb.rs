@@ -36,7 +36,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use super::{Durability, Store, StoreError, LOAD_CHUNK_RECORDS};
-use crate::core::conflicts::Conflict;
+use crate::core::conflicts::{Conflict, ConflictBeforeDocs};
 use crate::core::hlc::Hlc;
 use crate::core::types::{Check, Entry, Key, NodeId};
 use crate::sync::{
@@ -279,7 +279,14 @@ fn encode_conflict(seq: u64, c: &Conflict) -> Vec<u8> {
 
 fn decode_conflict(seq: u64, bytes: &[u8]) -> Result<Conflict, String> {
     let payload = checked_payload(seq, bytes)?;
-    postcard::from_bytes(payload).map_err(|e| e.to_string())
+    // Conflicts stored before documents lack the trailing `path`.
+    postcard::from_bytes(payload)
+        .or_else(|e| {
+            postcard::from_bytes::<ConflictBeforeDocs>(payload)
+                .map(Conflict::from)
+                .map_err(|_| e)
+        })
+        .map_err(|e| e.to_string())
 }
 
 /// A value as stored: format, 16 bytes of blake3 over its key and

@@ -87,9 +87,9 @@ pub use durable::{
     StoredRecord, CONFLICTS_STORED_MAX,
 };
 pub use replica::{
-    AckFailure, BarrierError, ClockStatus, EdgeTxn, EdgeWritten, Event, FailoverState, ForgetError,
-    ForwardError, ForwardReceipt, ImportReport, KnownPeer, LeaveError, Metrics, Output, PeerStatus,
-    QuarantineStatus, RecoveryStatus, Refusal, RegionStatus, Replica, Resolution, Status, TxnEntry,
-    TxnError, TxnFailure, TxnOp, TxnOutcome, WriteError, WriteReceipt, LOCAL_WRITES_MAX,
-    QUARANTINE_MAX,
+    AckFailure, BarrierError, ClockStatus, DocWrite, EdgeTxn, EdgeWritten, Event, FailoverState,
+    ForgetError, ForwardError, ForwardReceipt, ImportReport, KnownPeer, LeaveError, Metrics,
+    Output, PeerStatus, QuarantineStatus, RecoveryStatus, Refusal, RegionStatus, Replica,
+    Resolution, Status, TxnEntry, TxnError, TxnFailure, TxnOp, TxnOutcome, WriteError,
+    WriteReceipt, DOC_MERGES_WAITING_MAX, LOCAL_WRITES_MAX, QUARANTINE_MAX,
 };

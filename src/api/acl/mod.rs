@@ -234,6 +234,7 @@ enum Need {
 fn need(method: &Method, path: &str) -> Need {
     let under = |p: &str| path == p || path.starts_with(&format!("{p}/"));
     if under("/v1/kv")
+        || under("/v1/doc")
         || under("/v1/txn")
         || under("/v1/watch")
         || under("/v1/acl")
@@ -319,6 +320,7 @@ mod tests {
         assert_eq!(need(&Method::GET, "/v1/agent/self"), Need::Open);
         assert_eq!(need(&Method::GET, "/v1/kv/a"), Need::Handler);
         assert_eq!(need(&Method::GET, "/v1/kv"), Need::Handler);
+        assert_eq!(need(&Method::PATCH, "/v1/doc/a"), Need::Handler);
         assert_eq!(
             need(&Method::GET, "/v1/status"),
             Need::Operator(Access::Read)

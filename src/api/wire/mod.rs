@@ -526,6 +526,39 @@ pub struct Conflict {
     /// `null` when the loser was a delete or its value too large to keep.
     #[serde(with = "b64_opt")]
     pub loser_value: Option<Bytes>,
+    /// For a document: the field both writes set (a JSON pointer), whose
+    /// losing JSON `loser_value` holds; absent when whole values met.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+}
+
+// ------------------------------------------------- documents
+
+/// `GET /v1/doc/<key>?heads`: the document with its heads and indexes
+/// (without `?heads` the answer is the document's JSON alone).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocAnswer {
+    /// The document (as of `?at=`, if given).
+    pub doc: serde_json::Value,
+    /// Its current heads: hex change hashes, for `?at=`.
+    pub heads: Vec<String>,
+    /// The client flags of the latest write.
+    pub flags: u64,
+    /// This node's index at which the key was created.
+    pub create_index: u64,
+    /// This node's index of the key's latest change.
+    pub modify_index: u64,
+    /// The stamp of the latest write.
+    pub stamp: String,
+}
+
+/// `PUT` or `PATCH /v1/doc/<key>`: the write made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocWritten {
+    /// This node's index of the write (the key's new modify index).
+    pub modify_index: u64,
+    /// The write's stamp.
+    pub stamp: String,
 }
 
 // ------------------------------------------------- promote and restore
@@ -931,6 +964,7 @@ mod tests {
             loser: "l".into(),
             loser_deleted: false,
             loser_value: Some(Bytes::new()),
+            path: None,
         };
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["loser_value"], "");

@@ -2,7 +2,7 @@
 //! collection, conflicts and the digest kept in step.
 
 use super::*;
-use crate::core::types::{key_hash, NodeId};
+use crate::core::types::{key_hash, Kind, NodeId};
 
 fn e(hlc: u64, node: u64, v: Option<&'static str>) -> Entry {
     Entry {
@@ -10,6 +10,7 @@ fn e(hlc: u64, node: u64, v: Option<&'static str>) -> Entry {
         prev: Stamp::ZERO,
         flags: 0,
         value: v.map(|s| Bytes::from_static(s.as_bytes())),
+        kind: Kind::Value,
     }
 }
 
@@ -26,6 +27,7 @@ fn the_removal_log_serves_incremental_backups() {
             prev: Stamp::ZERO,
             flags: 0,
             value: None,
+            kind: Kind::Value,
         };
         m.apply_local(&Key::new(k).unwrap(), e);
     }
@@ -49,6 +51,7 @@ fn the_removal_log_serves_incremental_backups() {
         prev: Stamp::ZERO,
         flags: 0,
         value: None,
+        kind: Kind::Value,
     };
     r.apply_local(&k("d"), e);
     r.remove("d");

@@ -752,7 +752,7 @@ mod tests {
     fn backup_of(keys: usize, value_bytes: usize) -> (Header, Bytes) {
         use crate::core::codec::ClusterId;
         use crate::core::hlc::Hlc;
-        use crate::core::types::{Entry, Key, NodeId, Stamp};
+        use crate::core::types::{Entry, Key, Kind, NodeId, Stamp};
         let entries: Vec<(Key, Entry)> = (0..keys)
             .map(|i| {
                 let entry = Entry {
@@ -760,6 +760,7 @@ mod tests {
                     prev: Stamp::ZERO,
                     flags: 0,
                     value: Some(Bytes::from(vec![b'v'; value_bytes])),
+                    kind: Kind::Value,
                 };
                 (Key::new(&format!("k/{i:06}")).unwrap(), entry)
             })

@@ -216,6 +216,14 @@ impl Replica {
         // nothing else): its clock must pass the version it replaces, or
         // the write would be older than what it holds. A version stamped
         // further ahead than the clock bound refuses the write.
+        // A document changes at a server, where its versions merge: an
+        // edge's local version would be handed over as a plain value.
+        if self.map.get(key.as_str()).is_some_and(|r| r.entry.is_doc()) {
+            return Err(super::ForwardError::ServerNeeded {
+                what: "a write to a document",
+            }
+            .into());
+        }
         if let Some(current) = self.map.get(key.as_str()).map(|r| r.entry.stamp.hlc) {
             let now = self.checked_now(now_ms);
             self.clock.observe(current, now)?;

@@ -20,7 +20,19 @@ impl Replica {
     ) -> bool {
         let hlc = entry.stamp.hlc;
         let stamp = entry.stamp;
+        if !Replica::doc_loads(&entry) {
+            self.metrics.docs_refused += 1;
+            return false;
+        }
         self.check_id_in_entry(from, stamp);
+        // Versions of a document that meet may both hold changes the other
+        // lacks: the one that loses by stamp is looked at after the merge.
+        let held_doc = entry
+            .is_doc()
+            .then(|| self.map.get(key.as_str()).map(|r| r.entry.clone()))
+            .flatten()
+            .filter(Entry::is_doc);
+        let incoming_doc = held_doc.as_ref().map(|_| entry.clone());
         let collisions = self.map.stamp_collisions();
         let damaged = self.map.damaged_replaced();
         let floor = self.floor_for(&key, floor);
@@ -52,7 +64,7 @@ impl Replica {
             }
             self.schedule_edge_push(now_ms);
         }
-        match merged {
+        let changed = match merged {
             Merged::BelowFloor => {
                 self.metrics.below_floor_refused += 1;
                 false
@@ -60,11 +72,19 @@ impl Replica {
             m if m.changed() => {
                 // Checked by check_skew, so this cannot fail; keep the clock ahead of what we hold.
                 let _ = self.clock.observe(hlc, self.checked_now(now_ms));
-                self.dirty_keys.insert(key);
+                self.dirty_keys.insert(key.clone());
                 self.dirty_meta = true;
                 true
             }
             _ => false,
+        };
+        if let (Some(held), Some(incoming)) = (held_doc, incoming_doc) {
+            match merged {
+                Merged::Replaced { .. } => self.docs_met(&key, held, now_ms),
+                Merged::Stale => self.docs_met(&key, incoming, now_ms),
+                _ => {}
+            }
         }
+        changed
     }
 }

@@ -4,6 +4,7 @@ mod ack;
 mod anti_entropy;
 mod barrier;
 mod clock;
+mod documents;
 mod edge;
 mod failover;
 mod feed;
@@ -44,6 +45,7 @@ use timer::{Timer, TimerTable};
 pub use ack::AckFailure;
 pub use barrier::BarrierError;
 pub use clock::ClockStatus;
+pub use documents::{DocWrite, DOC_MERGES_WAITING_MAX};
 pub use edge::{EdgeTxn, ForwardError, ForwardReceipt};
 pub use failover::FailoverState;
 pub use handover::{EdgeWritten, LOCAL_WRITES_MAX};
@@ -152,6 +154,9 @@ pub struct Replica {
     /// Members an anti-entropy round found equal since the latest forget
     /// (see `ForgottenMember::settled`).
     equal_since_forget: BTreeSet<NodeId>,
+    /// Versions of documents that lost here and wait for a merge this
+    /// replica may not write yet (see `replica::documents`).
+    doc_merges_waiting: BTreeMap<Key, crate::core::types::Entry>,
 }
 
 impl Replica {
@@ -323,6 +328,7 @@ impl Replica {
             left: (state.left > state.rejoined).then_some(state.left),
             left_dirty: false,
             equal_since_forget: BTreeSet::new(),
+            doc_merges_waiting: BTreeMap::new(),
             cfg,
         };
         // Regions of remembered peers are known, unreachable until they reconnect.
@@ -595,6 +601,7 @@ impl Replica {
             self.confirm_id_when_due();
             // An edge's handover refused as busy, or unanswered: again.
             self.hand_over(now_ms);
+            self.retry_doc_merges(now_ms);
         }
         if self.timers.expired(Timer::AntiEntropy, now_ms) {
             let jitter_ms = self.rng.below(self.cfg.ae_jitter_ms + 1);

@@ -83,6 +83,14 @@ pub struct Metrics {
     /// On an edge: records dropped because the server had collected their
     /// deletes while the edge was away.
     pub collected_dropped: u64,
+    /// Versions of a document that met here merged, as a write of their union.
+    pub doc_merges_made: u64,
+    /// Merges of documents not made: they would have saved larger than the value limit.
+    pub doc_merges_too_large: u64,
+    /// Merges of documents left to other replicas: too many waited here.
+    pub doc_merges_left: u64,
+    /// Documents from peers or backups refused: their bytes do not load.
+    pub docs_refused: u64,
     /// Members forgotten (left, or forgotten by an operator).
     pub members_forgotten: u64,
     /// Notices of forgotten members dropped: as many as a node keeps are forgotten.

@@ -10,9 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use thiserror::Error;
 
+use super::documents::DocWrite;
 use super::write::{WriteError, WriteReceipt};
 use super::{Replica, Resolution};
-use crate::core::types::{Entry, IntoKey, Key, KeyError, Stamp, ValueError};
+use crate::core::doc::parse_json;
+use crate::core::types::{Entry, IntoKey, Key, KeyError, Kind, Stamp, ValueError};
 use crate::sync::config::WriteAck;
 
 /// One operation of a transaction (Consul's KV verbs).
@@ -239,7 +241,7 @@ impl Overlay<'_> {
             return Some(v.clone());
         }
         self.replica.map.get(key).map(|r| View {
-            value: r.entry.value.clone(),
+            value: r.entry.visible_value(),
             flags: r.entry.flags,
             create_index: r.create_index,
             modify_index: r.modify_index,
@@ -284,7 +286,7 @@ impl Overlay<'_> {
             .scan_visible(prefix)
             .map(|(k, r)| {
                 let v = View {
-                    value: r.entry.value.clone(),
+                    value: r.entry.visible_value(),
                     flags: r.entry.flags,
                     create_index: r.create_index,
                     modify_index: r.modify_index,
@@ -358,9 +360,24 @@ impl Replica {
             let hlc = self.clock.tick(now_ms)?;
             stamps.push(Stamp::new(hlc, self.cfg.node));
         }
+        // A value for a key that holds a document is a whole-document
+        // write (as a PUT's): JSON, or the whole input is refused.
+        let mut made = Vec::with_capacity(writes.len());
+        for ((key, value, flags), stamp) in writes.into_iter().zip(stamps) {
+            let current = self.map.get(key.as_str()).map(|r| r.entry.clone());
+            let (value, kind) = match value {
+                Some(v) if current.as_ref().is_some_and(Entry::is_doc) => {
+                    let write = DocWrite::Whole(parse_json(&v)?);
+                    let bytes = self.doc_bytes(current.as_ref(), write, stamp)?;
+                    (Some(bytes), Kind::Doc)
+                }
+                v => (v, Kind::Value),
+            };
+            made.push((key, value, flags, kind, stamp));
+        }
         let first = self.map.index() + 1;
-        let mut receipts = Vec::with_capacity(writes.len());
-        for (n, ((key, value, flags), stamp)) in writes.into_iter().zip(stamps).enumerate() {
+        let mut receipts = Vec::with_capacity(made.len());
+        for (n, (key, value, flags, kind, stamp)) in made.into_iter().enumerate() {
             let prev = self
                 .map
                 .get(key.as_str())
@@ -372,6 +389,7 @@ impl Replica {
                     prev,
                     flags,
                     value,
+                    kind,
                 },
             );
             assert_eq!(

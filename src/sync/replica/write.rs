@@ -4,10 +4,12 @@
 use bytes::Bytes;
 use thiserror::Error;
 
+use super::documents::DocWrite;
 use super::edge::ForwardError;
 use super::{Replica, Resolution, Timer};
+use crate::core::doc::{parse_json, DocError};
 use crate::core::hlc::{ClockError, Hlc};
-use crate::core::types::{Entry, IntoKey, Key, KeyError, Stamp, ValueError};
+use crate::core::types::{Entry, IntoKey, Key, KeyError, Kind, Stamp, ValueError};
 use crate::sync::config::{PartitionPolicy, WriteAck};
 
 /// Why a client write was refused. Nothing was changed.
@@ -46,6 +48,10 @@ pub enum WriteError {
     /// or on the way.
     #[error("{0}")]
     Forward(#[from] ForwardError),
+    /// A document write was refused: not JSON, not an object, too large
+    /// saved, or a patch of a plain value.
+    #[error("document: {0}")]
+    Document(#[from] DocError),
     /// A check-and-set write found another modify index.
     #[error("check-and-set failed: key's modify index is {actual}, not {expected}")]
     CasMismatch {
@@ -92,6 +98,16 @@ pub enum WriteError {
         /// The clock-offset bound, in ms.
         bound_ms: u64,
     },
+}
+
+/// What a write puts under its key.
+enum Body {
+    /// A delete.
+    Tombstone,
+    /// Opaque bytes (JSON to a key that holds a document: see `write_body`).
+    Value(Bytes),
+    /// A document write.
+    Doc(DocWrite),
 }
 
 /// A write accepted by the replica. It is acknowledged (durable) once the
@@ -221,6 +237,35 @@ impl Replica {
         ack: WriteAck,
         now_ms: u64,
     ) -> Result<WriteReceipt, WriteError> {
+        let body = match value {
+            None => Body::Tombstone,
+            Some(v) => Body::Value(v),
+        };
+        self.write_body(key, body, flags, cas, ack, now_ms)
+    }
+
+    /// [`Replica::put_doc`]: a document write.
+    pub(super) fn write_doc(
+        &mut self,
+        key: impl IntoKey,
+        write: DocWrite,
+        flags: u64,
+        cas: Option<u64>,
+        ack: WriteAck,
+        now_ms: u64,
+    ) -> Result<WriteReceipt, WriteError> {
+        self.write_body(key, Body::Doc(write), flags, cas, ack, now_ms)
+    }
+
+    fn write_body(
+        &mut self,
+        key: impl IntoKey,
+        body: Body,
+        flags: u64,
+        cas: Option<u64>,
+        ack: WriteAck,
+        now_ms: u64,
+    ) -> Result<WriteReceipt, WriteError> {
         self.observe_time(now_ms);
         let key = key.into_key(self.cfg.limits.key_bytes_max)?;
         self.writable()?;
@@ -231,12 +276,26 @@ impl Replica {
                 .filter(|r| !r.entry.is_tombstone())
                 .map_or(0, |r| r.modify_index);
             // A delete needs a live version to match: cas=0 never deletes.
-            if actual != expected || (value.is_none() && actual == 0) {
+            if actual != expected || (matches!(body, Body::Tombstone) && actual == 0) {
                 return Err(WriteError::CasMismatch { expected, actual });
             }
         }
-        let prev = current.map_or(Stamp::ZERO, |r| r.entry.stamp);
+        let current = current.map(|r| r.entry.clone());
+        // A value written to a key that holds a document is a write of the
+        // whole document: JSON, or refused with nothing written.
+        let body = match body {
+            Body::Value(v) if current.as_ref().is_some_and(Entry::is_doc) => {
+                Body::Doc(DocWrite::Whole(parse_json(&v)?))
+            }
+            b => b,
+        };
+        let prev = current.as_ref().map_or(Stamp::ZERO, |e| e.stamp);
         let stamp = Stamp::new(self.clock.tick(now_ms)?, self.cfg.node);
+        let (value, kind) = match body {
+            Body::Tombstone => (None, Kind::Value),
+            Body::Value(v) => (Some(v), Kind::Value),
+            Body::Doc(w) => (Some(self.doc_bytes(current.as_ref(), w, stamp)?), Kind::Doc),
+        };
         let index = self.map.apply_local(
             &key,
             Entry {
@@ -244,6 +303,7 @@ impl Replica {
                 prev,
                 flags,
                 value,
+                kind,
             },
         );
         self.metrics.local_writes += 1;
@@ -320,6 +380,7 @@ impl Replica {
                     prev,
                     flags: 0,
                     value: None,
+                    kind: Kind::Value,
                 },
             );
             self.metrics.local_writes += 1;

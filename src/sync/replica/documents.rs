@@ -1,0 +1,245 @@
+//! Documents at the replica (issue 16): document writes, and what happens
+//! when two versions of one key's document meet here.
+//!
+//! A document is an entry like any other ([`Kind::Doc`]): it travels,
+//! is stored, checked and ordered by its stamp. What a version that
+//! loses by stamp holds is not dropped, though: when the version kept
+//! lacks changes of the one that lost, and both grew from the same
+//! creating write, this replica writes their automerge merge as a new
+//! version (stamped now, by its own clock), which then wins everywhere.
+//! Every replica that sees both may make that merge; their merges hold the
+//! same changes, and whichever wins by stamp contains the others, so no
+//! further merge follows. The rules where kinds meet, all by stamp first:
+//! - a plain value, or a delete, against a document: the later stamp wins
+//!   whole (a delete or an overwrite also wins over a concurrent field
+//!   change made before it arrived, if it is later);
+//! - a document created again after a delete or an overwrite starts over
+//!   (its creating change differs): it never merges with the older one,
+//!   the later stamp wins whole and the conflict is logged;
+//! - a merge that would save larger than the value limit is not made:
+//!   the version kept stays as it is, the losing one's changes are lost,
+//!   and the conflict is logged (counted as `doc_merges_too_large`).
+//!
+//! Merges are writes, so they are made only where client writes may be
+//! (see [`Replica::writable`]); elsewhere the pair waits, at most
+//! [`DOC_MERGES_WAITING_MAX`] keys, and is tried again every heartbeat.
+//! Edges never merge: their servers do.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use serde_json::Value as Json;
+
+use super::{Replica, Resolution, WriteError, WriteReceipt};
+use crate::core::conflicts::{Conflict, CONFLICT_VALUE_BYTES_MAX};
+use crate::core::doc::{apply_merge_patch, DocError, Document};
+use crate::core::types::{Entry, IntoKey, Key, Kind, Stamp};
+use crate::sync::config::WriteAck;
+
+/// Most keys whose versions wait here for a merge this replica cannot
+/// write yet; past that, the pair is left to other replicas.
+pub const DOC_MERGES_WAITING_MAX: usize = 1024;
+
+/// A document write: the whole new document, or a merge patch of it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DocWrite {
+    /// The document becomes this JSON object; fields it leaves as they
+    /// were merge with other writers' changes.
+    Whole(Json),
+    /// An RFC 7386 merge patch (an object) applied to the current document
+    /// (to `{}` for an absent or deleted key).
+    Patch(Json),
+}
+
+impl Replica {
+    /// Writes a document under `key`, acknowledged as `ack` says. A key
+    /// that holds a document is changed by the fewest field changes; one
+    /// that holds a plain value, or nothing, gets a new document (a patch
+    /// of a plain value is refused: [`DocError::NotDocument`]). With
+    /// `cas`, only if the key's modify index is `cas`.
+    pub fn put_doc(
+        &mut self,
+        key: impl IntoKey,
+        write: DocWrite,
+        flags: u64,
+        cas: Option<u64>,
+        ack: WriteAck,
+        now_ms: u64,
+    ) -> Result<WriteReceipt, WriteError> {
+        self.write_doc(key, write, flags, cas, ack, now_ms)
+    }
+
+    /// The bytes of the document `write` makes of `current` (the key's
+    /// entry, if any), as one change by the write stamped `stamp`.
+    pub(super) fn doc_bytes(
+        &self,
+        current: Option<&Entry>,
+        write: DocWrite,
+        stamp: Stamp,
+    ) -> Result<Bytes, DocError> {
+        let held = current.filter(|e| !e.is_tombstone());
+        let mut doc = match held {
+            Some(e) if e.is_doc() => Document::load(e.value.as_deref().unwrap_or_default())?,
+            _ => Document::new(),
+        };
+        let json = match write {
+            DocWrite::Whole(json) => json,
+            DocWrite::Patch(patch) => {
+                if held.is_some_and(|e| !e.is_doc()) {
+                    return Err(DocError::NotDocument);
+                }
+                let mut json = doc.to_json(None)?;
+                apply_merge_patch(&mut json, &patch)?;
+                json
+            }
+        };
+        doc.update(&json, stamp)?;
+        let bytes = doc.save();
+        let max = self.cfg.limits.value_bytes_max;
+        if bytes.len() > max {
+            return Err(DocError::TooLarge {
+                len: bytes.len(),
+                max,
+            });
+        }
+        Ok(Bytes::from(bytes))
+    }
+
+    /// Whether `entry`, a document from a peer or a backup, loads.
+    pub(super) fn doc_loads(entry: &Entry) -> bool {
+        !entry.is_doc() || Document::load(entry.value.as_deref().unwrap_or_default()).is_ok()
+    }
+
+    /// Two versions of `key`'s document met in a merge: `loser` lost by
+    /// stamp to what the key holds now. Merges them if the one kept lacks
+    /// changes of the other (see the module docs).
+    pub(super) fn docs_met(&mut self, key: &Key, loser: Entry, now_ms: u64) {
+        if self.is_edge() {
+            return;
+        }
+        let Some(winner) = self.map.get(key.as_str()).map(|r| r.entry.clone()) else {
+            return;
+        };
+        if !winner.is_doc() || !loser.is_doc() || winner.stamp == loser.stamp {
+            return;
+        }
+        let (Ok(mut kept), Ok(mut lost)) = (
+            Document::load(winner.value.as_deref().unwrap_or_default()),
+            Document::load(loser.value.as_deref().unwrap_or_default()),
+        ) else {
+            // Both were checked to load when they arrived.
+            return;
+        };
+        if kept.contains(&mut lost) {
+            return;
+        }
+        if kept.origin() != lost.origin() {
+            // Created anew after a delete or an overwrite: no merge.
+            self.doc_conflict(key, &winner, &loser, None, None);
+            return;
+        }
+        if self.writable().is_err() {
+            self.wait_for_doc_merge(key, loser);
+            return;
+        }
+        let stamp = match self.clock.tick(now_ms) {
+            Ok(hlc) => Stamp::new(hlc, self.cfg.node),
+            Err(_) => {
+                self.wait_for_doc_merge(key, loser);
+                return;
+            }
+        };
+        let known: BTreeSet<String> = kept
+            .conflicts()
+            .into_iter()
+            .chain(lost.conflicts())
+            .map(|c| c.path)
+            .collect();
+        if kept.merge(&mut lost).is_err() {
+            return;
+        }
+        let bytes = kept.save();
+        if self.cfg.limits.check_value(bytes.len()).is_err() {
+            self.metrics.doc_merges_too_large += 1;
+            self.doc_conflict(key, &winner, &loser, None, None);
+            return;
+        }
+        let index = self.map.apply_local(
+            key,
+            Entry {
+                stamp,
+                prev: winner.stamp,
+                flags: winner.flags,
+                value: Some(Bytes::from(bytes)),
+                kind: Kind::Doc,
+            },
+        );
+        for c in kept.conflicts() {
+            if known.contains(&c.path) {
+                continue;
+            }
+            let lost = c.losers.first().cloned().unwrap_or(Json::Null);
+            let value = serde_json::to_vec(&lost).ok().map(Bytes::from);
+            self.map.conflicts_mut().push(Conflict {
+                key: key.clone(),
+                winner: winner.stamp,
+                loser: loser.stamp,
+                loser_value: value.filter(|v| v.len() <= CONFLICT_VALUE_BYTES_MAX),
+                loser_was_tombstone: false,
+                index,
+                path: Some(c.path),
+            });
+        }
+        self.metrics.doc_merges_made += 1;
+        self.resolve_key(key, Resolution::Overwritten);
+        self.dirty_keys.insert(key.clone());
+        self.dirty_meta = true;
+        self.doc_merges_waiting.remove(key);
+        self.push_written(WriteAck::Local, now_ms);
+    }
+
+    /// Keeps a pair this replica may not merge yet (bounded).
+    fn wait_for_doc_merge(&mut self, key: &Key, loser: Entry) {
+        if self.doc_merges_waiting.len() < DOC_MERGES_WAITING_MAX
+            || self.doc_merges_waiting.contains_key(key)
+        {
+            self.doc_merges_waiting.insert(key.clone(), loser);
+        } else {
+            self.metrics.doc_merges_left += 1;
+        }
+    }
+
+    /// Tries the waiting merges again, once client writes may be made.
+    pub(super) fn retry_doc_merges(&mut self, now_ms: u64) {
+        if self.doc_merges_waiting.is_empty() || self.writable().is_err() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.doc_merges_waiting);
+        for (key, loser) in waiting {
+            self.docs_met(&key, loser, now_ms);
+        }
+        self.commit();
+    }
+
+    /// Records that `winner` replaced `loser` of a document whole (or,
+    /// with `path`, one field of it).
+    fn doc_conflict(
+        &mut self,
+        key: &Key,
+        winner: &Entry,
+        loser: &Entry,
+        path: Option<String>,
+        loser_value: Option<Bytes>,
+    ) {
+        let index = self.map.get(key.as_str()).map_or(0, |r| r.modify_index);
+        self.map.conflicts_mut().push(Conflict {
+            key: key.clone(),
+            winner: winner.stamp,
+            loser: loser.stamp,
+            loser_value,
+            loser_was_tombstone: loser.is_tombstone(),
+            index,
+            path,
+        });
+    }
+}

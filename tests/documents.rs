@@ -1,0 +1,369 @@
+//! Documents (issue 16) between replicas wired by hand: versions changed
+//! apart merge field by field, the rules where kinds meet, and the limits.
+
+#[path = "common/net.rs"]
+mod net;
+
+use bytes::Bytes;
+use meridian::core::doc::{DocError, Document};
+use meridian::core::types::{Entry, Kind, Stamp};
+use meridian::core::Hlc;
+use meridian::sync::{Config, DocWrite, WriteAck, WriteError};
+use net::*;
+use serde_json::{json, Value};
+
+fn put_doc(net: &mut Net, i: usize, key: &str, doc: Value) -> Result<Stamp, WriteError> {
+    let now = net.local(i);
+    let r = net.nodes[i].put_doc(key, DocWrite::Whole(doc), 0, None, WriteAck::Local, now)?;
+    net.settle();
+    Ok(r.stamp)
+}
+
+fn patch_doc(net: &mut Net, i: usize, key: &str, patch: Value) -> Result<Stamp, WriteError> {
+    let now = net.local(i);
+    let r = net.nodes[i].put_doc(key, DocWrite::Patch(patch), 0, None, WriteAck::Local, now)?;
+    net.settle();
+    Ok(r.stamp)
+}
+
+/// Node `i`'s document under `key` (`None`: no document there).
+fn doc(net: &Net, i: usize, key: &str) -> Option<Value> {
+    let e = &net.nodes[i].get(key)?.entry;
+    if !e.is_doc() {
+        return None;
+    }
+    Document::load(e.value.as_deref()?).ok()?.to_json(None).ok()
+}
+
+/// Cuts region 2 (node 2) off from the others.
+fn cut_off_2(net: &mut Net) {
+    net.disconnect(0, 2);
+    net.disconnect(1, 2);
+}
+
+fn heal_2(net: &mut Net) {
+    net.connect(0, 2);
+    net.connect(1, 2);
+    net.settle();
+    net.advance(8_000);
+}
+
+#[test]
+fn different_fields_changed_in_two_regions_cut_off_both_survive_everywhere() {
+    let mut net = Net::new(3);
+    net.connect_all();
+    put_doc(
+        &mut net,
+        0,
+        "svc/api",
+        json!({"rps": 100, "timeout_ms": 500}),
+    )
+    .unwrap();
+    assert!(net.roots_equal());
+    cut_off_2(&mut net);
+    // Each side changes its own field, as a whole-document PUT.
+    put_doc(
+        &mut net,
+        0,
+        "svc/api",
+        json!({"rps": 200, "timeout_ms": 500}),
+    )
+    .unwrap();
+    net.advance(5);
+    put_doc(
+        &mut net,
+        2,
+        "svc/api",
+        json!({"rps": 100, "timeout_ms": 900}),
+    )
+    .unwrap();
+    heal_2(&mut net);
+    let want = json!({"rps": 200, "timeout_ms": 900});
+    for i in 0..3 {
+        assert_eq!(doc(&net, i, "svc/api"), Some(want.clone()), "node {i}");
+        // Clients of /v1/kv read the document's JSON.
+        let v = net.nodes[i].get("svc/api").unwrap().entry.visible_value();
+        let v: Value = serde_json::from_slice(&v.unwrap()).unwrap();
+        assert_eq!(v, want);
+    }
+    assert!(net.roots_equal());
+    let merges: u64 = net.nodes.iter().map(|r| r.metrics().doc_merges_made).sum();
+    assert!(merges >= 1, "the versions were merged");
+    // Converged: nothing more to merge, however long it runs.
+    net.advance(20_000);
+    let after: u64 = net.nodes.iter().map(|r| r.metrics().doc_merges_made).sum();
+    assert_eq!(after, merges);
+    assert!(net.roots_equal());
+    // No field both sides set: no conflict logged.
+    for r in &net.nodes {
+        assert!(
+            r.map().conflicts().iter().all(|c| c.path.is_none()),
+            "{:?}",
+            r.map().conflicts()
+        );
+    }
+}
+
+#[test]
+fn the_same_field_set_in_two_regions_is_resolved_alike_and_logged_with_its_path() {
+    let mut net = Net::new(3);
+    net.connect_all();
+    put_doc(
+        &mut net,
+        0,
+        "flags",
+        json!({"dark_mode": false, "beta": false}),
+    )
+    .unwrap();
+    cut_off_2(&mut net);
+    patch_doc(&mut net, 0, "flags", json!({"dark_mode": true})).unwrap();
+    net.advance(5);
+    patch_doc(&mut net, 2, "flags", json!({"dark_mode": "later"})).unwrap();
+    patch_doc(&mut net, 2, "flags", json!({"beta": true})).unwrap();
+    heal_2(&mut net);
+    let first = doc(&net, 0, "flags").unwrap();
+    for i in 0..3 {
+        assert_eq!(doc(&net, i, "flags").as_ref(), Some(&first), "node {i}");
+    }
+    assert_eq!(first["beta"], json!(true));
+    assert!(net.roots_equal());
+    let logged: Vec<_> = net
+        .nodes
+        .iter()
+        .flat_map(|r| r.map().conflicts().iter())
+        .filter(|c| c.path.as_deref() == Some("/dark_mode"))
+        .collect();
+    assert!(!logged.is_empty(), "the field conflict is logged");
+    let kept = &first["dark_mode"];
+    for c in logged {
+        let lost: Value = serde_json::from_slice(c.loser_value.as_ref().unwrap()).unwrap();
+        assert_ne!(&lost, kept, "the loser is the value not kept");
+    }
+}
+
+#[test]
+fn a_later_delete_wins_whole_and_a_document_made_again_does_not_merge_with_the_old_one() {
+    let mut net = Net::new(3);
+    net.connect_all();
+    put_doc(&mut net, 0, "d", json!({"a": 1, "b": 1})).unwrap();
+    cut_off_2(&mut net);
+    // A field change, then a later delete on the other side.
+    patch_doc(&mut net, 2, "d", json!({"b": 2})).unwrap();
+    net.advance(5);
+    let now = net.local(0);
+    net.nodes[0].delete("d", None, now).unwrap();
+    net.settle();
+    heal_2(&mut net);
+    for i in 0..3 {
+        assert!(
+            net.nodes[i].get("d").is_none_or(|r| r.entry.is_tombstone()),
+            "node {i}: the later delete wins whole (its tombstone may be collected)"
+        );
+    }
+    // Made again after the delete: a new document, whatever the old held.
+    put_doc(&mut net, 1, "d", json!({"c": 3})).unwrap();
+    net.advance(8_000);
+    for i in 0..3 {
+        assert_eq!(doc(&net, i, "d"), Some(json!({"c": 3})), "node {i}");
+    }
+    assert!(net.roots_equal());
+}
+
+#[test]
+fn an_old_version_of_a_document_made_again_loses_whole() {
+    let mut net = Net::new(3);
+    net.connect_all();
+    put_doc(&mut net, 0, "d", json!({"a": 1})).unwrap();
+    cut_off_2(&mut net);
+    let now = net.local(0);
+    net.nodes[0].delete("d", None, now).unwrap();
+    net.settle();
+    put_doc(&mut net, 0, "d", json!({"fresh": true})).unwrap();
+    // The cut-off side changes the old document after that.
+    net.advance(5);
+    patch_doc(&mut net, 2, "d", json!({"old": true})).unwrap();
+    heal_2(&mut net);
+    let first = doc(&net, 0, "d");
+    for i in 0..3 {
+        assert_eq!(doc(&net, i, "d"), first, "node {i}");
+    }
+    // The later write (the old document's change) wins whole, and the
+    // document made again is not merged into it.
+    assert_eq!(first, Some(json!({"a": 1, "old": true})));
+    assert!(net.roots_equal());
+}
+
+#[test]
+fn a_plain_value_and_a_document_meet_by_stamp_and_json_to_a_document_is_a_document_write() {
+    let mut net = Net::new(3);
+    net.connect_all();
+    put_doc(&mut net, 0, "cfg", json!({"a": 1, "b": 1})).unwrap();
+    cut_off_2(&mut net);
+    // A KV PUT of JSON to a document key: a document write.
+    net.put(0, "cfg", r#"{"a": 2, "b": 1}"#);
+    patch_doc(&mut net, 2, "cfg", json!({"b": 2})).unwrap();
+    heal_2(&mut net);
+    for i in 0..3 {
+        assert_eq!(
+            doc(&net, i, "cfg"),
+            Some(json!({"a": 2, "b": 2})),
+            "node {i}"
+        );
+    }
+    // Not JSON to a document key: refused, nothing written.
+    let before = net.nodes[0].get("cfg").unwrap().entry.clone();
+    let now = net.local(0);
+    let e = net.nodes[0]
+        .put("cfg", Bytes::from_static(b"not json"), 0, None, now)
+        .unwrap_err();
+    assert!(
+        matches!(e, WriteError::Document(DocError::NotJson(_))),
+        "{e}"
+    );
+    let e = net.nodes[0]
+        .put("cfg", Bytes::from_static(b"[1, 2]"), 0, None, now)
+        .unwrap_err();
+    assert!(
+        matches!(e, WriteError::Document(DocError::NotObject { .. })),
+        "{e}"
+    );
+    assert_eq!(net.nodes[0].get("cfg").unwrap().entry, before);
+    // A patch of a plain value is refused; a whole document replaces it.
+    net.put(0, "plain", "text");
+    let e = patch_doc(&mut net, 0, "plain", json!({"x": 1})).unwrap_err();
+    assert!(
+        matches!(e, WriteError::Document(DocError::NotDocument)),
+        "{e}"
+    );
+    assert_eq!(net.value(0, "plain").as_deref(), Some(&b"text"[..]));
+    put_doc(&mut net, 0, "plain", json!({"x": 1})).unwrap();
+    assert_eq!(doc(&net, 1, "plain"), Some(json!({"x": 1})));
+    // A plain value written later than a concurrent field change wins whole.
+    cut_off_2(&mut net);
+    patch_doc(&mut net, 2, "plain", json!({"y": 2})).unwrap();
+    net.advance(5);
+    let now = net.local(0);
+    net.nodes[0].delete("plain", None, now).unwrap();
+    net.put(0, "plain", "text again");
+    heal_2(&mut net);
+    for i in 0..3 {
+        assert_eq!(
+            net.value(i, "plain").as_deref(),
+            Some(&b"text again"[..]),
+            "node {i}"
+        );
+        assert!(!net.nodes[i].get("plain").unwrap().entry.is_doc());
+    }
+    assert!(net.roots_equal());
+}
+
+/// `n` characters that do not compress (saved documents are deflated).
+fn noise(n: usize, seed: u64) -> String {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            char::from(b'a' + (x % 26) as u8)
+        })
+        .collect()
+}
+
+fn small_values(i: usize) -> Config {
+    let mut c = config(i);
+    c.limits.value_bytes_max = 600;
+    c
+}
+
+#[test]
+fn a_document_past_the_value_limit_is_refused_and_a_merge_past_it_is_not_made() {
+    let mut net = Net::with(3, small_values);
+    net.connect_all();
+    let e = put_doc(&mut net, 0, "big", json!({"x": noise(1500, 1)})).unwrap_err();
+    assert!(
+        matches!(e, WriteError::Document(DocError::TooLarge { .. })),
+        "{e}"
+    );
+    assert!(net.nodes[0].get("big").is_none(), "nothing written");
+    put_doc(&mut net, 0, "big", json!({"base": 1})).unwrap();
+    cut_off_2(&mut net);
+    // Each side alone fits; together they would not.
+    put_doc(&mut net, 0, "big", json!({"base": 1, "a": noise(650, 2)})).unwrap();
+    net.advance(5);
+    put_doc(&mut net, 2, "big", json!({"base": 1, "b": noise(650, 3)})).unwrap();
+    heal_2(&mut net);
+    let first = doc(&net, 0, "big").unwrap();
+    for i in 0..3 {
+        assert_eq!(doc(&net, i, "big").as_ref(), Some(&first), "node {i}");
+    }
+    assert!(
+        first.get("b").is_some() && first.get("a").is_none(),
+        "{first}"
+    );
+    let too_large: u64 = net
+        .nodes
+        .iter()
+        .map(|r| r.metrics().doc_merges_too_large)
+        .sum();
+    assert!(too_large >= 1);
+    assert!(net
+        .nodes
+        .iter()
+        .any(|r| r.map().conflicts().iter().any(|c| c.key.as_str() == "big")));
+    assert!(net.roots_equal());
+}
+
+#[test]
+fn documents_survive_a_restart_and_bytes_that_are_no_document_are_refused() {
+    let mut net = Net::new(2);
+    net.connect_all();
+    put_doc(&mut net, 0, "d", json!({"a": [1, 2, {"b": null}]})).unwrap();
+    net.restart(1);
+    net.settle();
+    assert_eq!(doc(&net, 1, "d"), Some(json!({"a": [1, 2, {"b": null}]})));
+    assert!(net.nodes[1].get("d").unwrap().entry.kind == Kind::Doc);
+    // A peer or a backup with a "document" that does not load: refused.
+    let now = net.local(1);
+    let bad = Entry {
+        stamp: Stamp::new(Hlc::new(now, 0), net.id(0)),
+        prev: Stamp::ZERO,
+        flags: 0,
+        value: Some(Bytes::from_static(b"no automerge here")),
+        kind: Kind::Doc,
+    };
+    let key = meridian::core::types::Key::new("bad").unwrap();
+    let report = net.nodes[1].import(vec![(key, bad)], now);
+    assert_eq!(report.applied, 0);
+    assert_eq!(net.nodes[1].metrics().docs_refused, 1);
+    assert!(net.nodes[1].get("bad").is_none());
+}
+
+fn standby_2(i: usize) -> Config {
+    let mut c = config(i);
+    c.standby = i == 2;
+    c
+}
+
+#[test]
+fn a_replica_that_may_not_write_leaves_the_merge_to_one_that_may() {
+    let mut net = Net::with(3, standby_2);
+    net.connect_all();
+    put_doc(&mut net, 0, "d", json!({"a": 1, "b": 1})).unwrap();
+    // Node 0 and node 1 change different fields apart; node 2 (a standby)
+    // sees both versions first, but may not write their merge.
+    net.disconnect(0, 1);
+    patch_doc(&mut net, 0, "d", json!({"a": 2})).unwrap();
+    net.advance(5);
+    patch_doc(&mut net, 1, "d", json!({"b": 2})).unwrap();
+    net.settle();
+    assert_eq!(net.nodes[2].metrics().doc_merges_made, 0);
+    net.connect(0, 1);
+    net.settle();
+    net.advance(8_000);
+    for i in 0..3 {
+        assert_eq!(doc(&net, i, "d"), Some(json!({"a": 2, "b": 2})), "node {i}");
+    }
+    assert_eq!(net.nodes[2].metrics().doc_merges_made, 0);
+    assert!(net.roots_equal());
+}
