@@ -110,6 +110,12 @@ enum Command {
         #[command(subcommand)]
         command: cli::KvCommand,
     },
+    /// Read and write documents: JSON whose fields merge when regions
+    /// change different fields apart.
+    Doc {
+        #[command(subcommand)]
+        command: cli::DocCommand,
+    },
     /// The node's members, regions, lag and root.
     Status {
         #[arg(long)]
@@ -487,6 +493,7 @@ fn run(cli: Cli) -> Result<bool> {
             runtime()?.block_on(async move {
                 match command {
                     Command::Kv { command } => cli::kv(&client, command).await,
+                    Command::Doc { command } => cli::doc(&client, command).await,
                     Command::Status { json } => cli::status(&client, json).await,
                     Command::Health { json } => cli::health(&client, json).await,
                     Command::Conflicts { nodes, json } => {

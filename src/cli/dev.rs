@@ -210,14 +210,30 @@ async fn partition_demo(c: &LocalCluster) -> Result<()> {
     let nodes = &c.nodes;
     let cut = nodes.iter().map(|n| n.region).max().unwrap_or(0);
     let cut_name = region_name(cut);
-    println!();
-    println!("partition demo: cutting {cut_name} off from the other regions");
-    c.cut_off(cut);
     let inside = &nodes[0];
     let outside = nodes
         .iter()
         .find(|n| n.region == cut)
         .context("a node in the cut region")?;
+    // A document both sides will change, held everywhere before the cut.
+    inside
+        .daemon
+        .node()
+        .put_doc(
+            "demo/service",
+            serde_json::json!({"rps": 100, "timeout_ms": 500}),
+        )
+        .await?;
+    let t = Instant::now();
+    while outside.daemon.node().get("demo/service").await?.is_none() {
+        if t.elapsed() > Duration::from_secs(30) {
+            anyhow::bail!("demo/service did not reach {cut_name} within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!();
+    println!("partition demo: cutting {cut_name} off from the other regions");
+    c.cut_off(cut);
     let t = Instant::now();
     loop {
         let s = inside.daemon.node().status().await?;
@@ -253,6 +269,21 @@ async fn partition_demo(c: &LocalCluster) -> Result<()> {
         region_name(inside.region),
         cut_name
     );
+    // The document: a different field on each side; both will survive.
+    inside
+        .daemon
+        .node()
+        .patch_doc("demo/service", serde_json::json!({"rps": 200}))
+        .await?;
+    outside
+        .daemon
+        .node()
+        .patch_doc("demo/service", serde_json::json!({"timeout_ms": 900}))
+        .await?;
+    println!(
+        "  document demo/service: rps = 200 set in {}, timeout_ms = 900 in {cut_name}",
+        region_name(inside.region)
+    );
     let r = c.roots().await?;
     for (n, root) in nodes.iter().zip(&r) {
         println!("    {:<18} root {}", n.daemon.node().name(), short(root));
@@ -276,6 +307,14 @@ async fn partition_demo(c: &LocalCluster) -> Result<()> {
                 t.elapsed().as_secs_f64(),
                 v.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
             );
+            for n in [inside, outside] {
+                let d = n.daemon.node().get_doc("demo/service", None).await?;
+                println!(
+                    "  document demo/service in {}: {}",
+                    n.daemon.node().name(),
+                    d.value.map(|d| d.json.to_string()).unwrap_or_default()
+                );
+            }
             break;
         }
         if t.elapsed() > Duration::from_secs(60) {

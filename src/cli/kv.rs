@@ -263,7 +263,7 @@ async fn list(client: &Client, prefix: &str, values: bool, as_json: bool) -> Res
     Ok(true)
 }
 
-async fn history(client: &Client, key: &str, as_json: bool) -> Result<bool> {
+pub(super) async fn history(client: &Client, key: &str, as_json: bool) -> Result<bool> {
     let list = client.history(key).await.with_context(|| key.to_string())?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&list)?);

@@ -1,4 +1,4 @@
-//! The operator commands of the binary, one file each: `kv`, `status`,
+//! The operator commands of the binary, one file each: `kv`, `doc`, `status`,
 //! `health`, `promote`, `verify`, `conflicts`, `backup`, `bench`, `dev`,
 //! `acl`, `audit`, `members`, `leave`, `forget`.
 //! Each talks to a node's HTTP API through [`meridian::client`].
@@ -10,6 +10,7 @@ pub mod bench;
 pub mod bench_edges;
 pub mod conflicts;
 pub mod dev;
+mod doc;
 mod kv;
 mod local;
 pub mod members;
@@ -17,6 +18,7 @@ mod status;
 pub mod transfer;
 mod verify;
 
+pub use doc::{doc, DocCommand};
 pub use kv::{kv, KvCommand};
 pub use status::{health, promote, status};
 pub use verify::verify;
