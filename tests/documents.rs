@@ -367,3 +367,91 @@ fn a_replica_that_may_not_write_leaves_the_merge_to_one_that_may() {
     assert_eq!(net.nodes[2].metrics().doc_merges_made, 0);
     assert!(net.roots_equal());
 }
+
+/// One step of a schedule: a field changed at a node (`-1` removes it),
+/// a node cut off or back, time passing.
+#[derive(Debug, Clone)]
+enum Step {
+    Patch { node: usize, field: u8, value: i64 },
+    Cut(usize),
+    Heal(usize),
+    Advance(u64),
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (0usize..3, 0u8..5, -1i64..4).prop_map(|(node, field, value)| Step::Patch { node, field, value }),
+        1 => (0usize..3).prop_map(Step::Cut),
+        1 => (0usize..3).prop_map(Step::Heal),
+        2 => (1u64..3_000).prop_map(Step::Advance),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// The oracle: after every cut is healed, every replica holds the same
+    /// document, and it is automerge's merge of every acknowledged version.
+    #[test]
+    fn after_any_schedule_every_replica_holds_the_merge_of_every_acknowledged_change(
+        steps in proptest::collection::vec(step(), 1..40)
+    ) {
+        let mut net = Net::new(3);
+        net.connect_all();
+        put_doc(&mut net, 0, "d", json!({"f0": 0})).unwrap();
+        let mut acked: Vec<Vec<u8>> = vec![net.nodes[0].get("d").unwrap().entry.value.clone().unwrap().to_vec()];
+        let mut cut = [false; 3];
+        for s in steps {
+            match s {
+                Step::Patch { node, field, value } => {
+                    let v = if value < 0 { Value::Null } else { json!(value) };
+                    let patch = json!({ format!("f{field}"): v });
+                    if patch_doc(&mut net, node, "d", patch).is_ok() {
+                        let e = &net.nodes[node].get("d").unwrap().entry;
+                        acked.push(e.value.clone().unwrap().to_vec());
+                    }
+                }
+                Step::Cut(n) if !cut[n] => {
+                    cut[n] = true;
+                    for j in 0..3 {
+                        if j != n && !cut[j] {
+                            net.disconnect(n, j);
+                        }
+                    }
+                }
+                Step::Heal(n) if cut[n] => {
+                    cut[n] = false;
+                    for j in 0..3 {
+                        if j != n && !cut[j] {
+                            net.connect(n, j);
+                        }
+                    }
+                }
+                Step::Advance(ms) => net.advance(ms),
+                _ => {}
+            }
+        }
+        for n in 0..3 {
+            if cut[n] {
+                cut[n] = false;
+                for j in 0..3 {
+                    if j != n && !cut[j] {
+                        net.connect(n, j);
+                    }
+                }
+            }
+        }
+        net.settle();
+        net.advance(15_000);
+        let mut oracle = Document::new();
+        for bytes in &acked {
+            oracle.merge(&mut Document::load(bytes).unwrap()).unwrap();
+        }
+        let want = oracle.to_json(None).unwrap();
+        for i in 0..3 {
+            proptest::prop_assert_eq!(doc(&net, i, "d"), Some(want.clone()), "node {}", i);
+        }
+        proptest::prop_assert!(net.roots_equal());
+    }
+}

@@ -23,13 +23,15 @@ fn entry() -> impl Strategy<Value = Entry> {
         prop_oneof![Just(Stamp::ZERO), stamp()],
         0u64..3,
         prop::option::weighted(0.7, prop::collection::vec(any::<u8>(), 0..6)),
+        prop_oneof![3 => Just(Kind::Value), 1 => Just(Kind::Doc)],
     )
-        .prop_map(|(stamp, prev, flags, value)| Entry {
+        .prop_map(|(stamp, prev, flags, value, kind)| Entry {
             stamp,
             prev,
             flags,
+            // A tombstone has no kind (it decodes as a value's).
+            kind: if value.is_some() { kind } else { Kind::Value },
             value: value.map(Bytes::from),
-            kind: Kind::Value,
         })
 }
 
@@ -573,5 +575,111 @@ mod acl {
         assert_eq!(both.key("app/x"), Access::Deny);
         assert_eq!(both.key("zzz"), Access::List);
         assert!(both.key_list("zzz") && !both.key_read("zzz"));
+    }
+}
+
+/// Documents (issue 16): automerge's merge of versions of one document,
+/// each changed apart by a few writers, is commutative, associative and
+/// idempotent, and equal heads mean equal JSON.
+mod documents {
+    use meridian::core::doc::Document;
+    use meridian::core::hlc::Hlc;
+    use meridian::core::types::{NodeId, Stamp};
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    /// One writer's edits: (field, value) patches; a value of -1 removes
+    /// the field, and fields under `n/` go into a nested object.
+    fn edits() -> impl Strategy<Value = Vec<(u8, i64)>> {
+        prop::collection::vec((0u8..6, -1i64..4), 0..6)
+    }
+
+    /// A base document, then each writer's edits applied to its own copy
+    /// (whole-document writes, as `PUT /v1/doc` makes them).
+    fn versions(writers: &[Vec<(u8, i64)>]) -> Vec<Document> {
+        let mut base = Document::new();
+        base.update(
+            &json!({"f0": 0, "n": {"f1": 1}}),
+            Stamp::new(Hlc(1), NodeId(1)),
+        )
+        .unwrap();
+        let saved = base.save();
+        let mut out = Vec::new();
+        for (w, edits) in writers.iter().enumerate() {
+            let mut d = Document::load(&saved).unwrap();
+            for (i, (field, value)) in edits.iter().enumerate() {
+                let mut json = d.to_json(None).unwrap();
+                let target = if field % 2 == 0 {
+                    json.as_object_mut().unwrap()
+                } else {
+                    json["n"].as_object_mut().unwrap()
+                };
+                let name = format!("f{field}");
+                if *value < 0 {
+                    target.remove(&name);
+                } else {
+                    target.insert(name, json!(value));
+                }
+                let stamp = Stamp::new(Hlc(10 + i as u64), NodeId(10 + w as u64));
+                d.update(&json, stamp).unwrap();
+            }
+            out.push(d);
+        }
+        out
+    }
+
+    fn copy(d: &mut Document) -> Document {
+        Document::load(&d.save()).unwrap()
+    }
+
+    fn merged(a: &mut Document, b: &mut Document) -> Document {
+        let mut m = copy(a);
+        m.merge(b).unwrap();
+        m
+    }
+
+    fn state(d: &mut Document) -> (Value, Vec<String>) {
+        let heads = d.heads().iter().map(ToString::to_string).collect();
+        (d.to_json(None).unwrap(), heads)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn document_merge_is_commutative_associative_and_idempotent(
+            a in edits(), b in edits(), c in edits()
+        ) {
+            let mut v = versions(&[a, b, c]);
+            let (mut c, mut b, mut a) = (v.pop().unwrap(), v.pop().unwrap(), v.pop().unwrap());
+            let mut ab = merged(&mut a, &mut b);
+            let mut ba = merged(&mut b, &mut a);
+            prop_assert_eq!(state(&mut ab), state(&mut ba));
+            prop_assert!(ab.contains(&mut a) && ab.contains(&mut b));
+            let mut ab_c = merged(&mut ab, &mut c);
+            let mut bc = merged(&mut b, &mut c);
+            let mut a_bc = merged(&mut a, &mut bc);
+            prop_assert_eq!(state(&mut ab_c), state(&mut a_bc));
+            let mut again = copy(&mut a);
+            let mut aa = merged(&mut a, &mut again);
+            prop_assert_eq!(state(&mut aa), state(&mut a));
+            let mut abab = merged(&mut ab, &mut ba);
+            prop_assert_eq!(state(&mut abab), state(&mut ab));
+        }
+
+        #[test]
+        fn equal_heads_mean_equal_json(a in edits(), b in edits()) {
+            let mut v = versions(&[a, b]);
+            let (mut b, mut a) = (v.pop().unwrap(), v.pop().unwrap());
+            let mut all = vec![copy(&mut a), copy(&mut b), merged(&mut a, &mut b), merged(&mut b, &mut a)];
+            let states: Vec<(Value, Vec<String>)> = all.iter_mut().map(state).collect();
+            for x in &states {
+                for y in &states {
+                    if x.1 == y.1 {
+                        prop_assert_eq!(&x.0, &y.0);
+                    }
+                }
+            }
+        }
     }
 }
