@@ -170,6 +170,44 @@ fn a_later_delete_wins_whole_and_a_document_made_again_does_not_merge_with_the_o
 }
 
 #[test]
+fn a_merge_made_after_a_delete_it_never_saw_still_loses_to_it() {
+    let mut net = Net::new(3);
+    net.connect_all();
+    put_doc(&mut net, 0, "d", json!({"a": 1, "b": 1})).unwrap();
+    // Every node on its own: two field changes, then a later delete.
+    net.disconnect(0, 1);
+    net.disconnect(0, 2);
+    net.disconnect(1, 2);
+    patch_doc(&mut net, 0, "d", json!({"a": 2})).unwrap();
+    net.advance(5);
+    patch_doc(&mut net, 1, "d", json!({"b": 2})).unwrap();
+    net.advance(5);
+    let now = net.local(2);
+    net.nodes[2].delete("d", None, now).unwrap();
+    net.advance(5);
+    // The two changes meet first: their merge is written after the delete.
+    net.connect(0, 1);
+    net.settle();
+    net.advance(3_000);
+    let merges: u64 = net.nodes.iter().map(|r| r.metrics().doc_merges_made).sum();
+    assert!(merges >= 1);
+    assert_eq!(doc(&net, 0, "d"), Some(json!({"a": 2, "b": 2})));
+    // The delete is later than every write the merge holds: it wins.
+    net.connect(0, 2);
+    net.connect(1, 2);
+    net.settle();
+    net.advance(8_000);
+    for i in 0..3 {
+        assert!(
+            net.nodes[i].get("d").is_none_or(|r| r.entry.is_tombstone()),
+            "node {i} holds {:?}",
+            doc(&net, i, "d")
+        );
+    }
+    assert!(net.roots_equal());
+}
+
+#[test]
 fn an_old_version_of_a_document_made_again_loses_whole() {
     let mut net = Net::new(3);
     net.connect_all();

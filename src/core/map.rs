@@ -477,7 +477,7 @@ impl LwwMap {
     /// the key's current one (the local clock guarantees it).
     pub fn apply_local(&mut self, key: &Key, entry: Entry) -> u64 {
         let found = self.slot_of(key.as_str());
-        debug_assert!(found.is_none_or(|s| self.slot(s).rec.entry.stamp < entry.stamp));
+        debug_assert!(found.is_none_or(|s| self.slot(s).rec.entry.order() < entry.order()));
         match self.install(key, entry, found) {
             Merged::Inserted { index } | Merged::Replaced { index, .. } => index,
             other => unreachable!("a local write always changes the map, got {other:?}"),
@@ -488,17 +488,18 @@ impl LwwMap {
     /// an entry at or below it for an absent key is refused.
     pub fn merge(&mut self, key: &Key, entry: Entry, floor: Hlc) -> Merged {
         let found = self.slot_of(key.as_str());
+        // A merge of documents stands where the newest write it merged does.
         let Some(s) = found else {
-            if entry.stamp.hlc <= floor && !mutants::on(Mutant::CollectionFloor) {
+            if entry.order().0.hlc <= floor && !mutants::on(Mutant::CollectionFloor) {
                 return Merged::BelowFloor;
             }
             return self.install(key, entry, None);
         };
         let r = &self.slot(s).rec;
-        if entry.stamp > r.entry.stamp {
+        if entry.order() > r.entry.order() {
             return self.install(key, entry, found);
         }
-        if entry.stamp < r.entry.stamp {
+        if entry.order() < r.entry.order() {
             if mutants::on(Mutant::StampOrder) {
                 return self.install(key, entry, found);
             }

@@ -284,16 +284,22 @@ pub enum Kind {
     /// Opaque bytes: the entry wins or loses whole, by its stamp.
     #[default]
     Value,
-    /// A saved automerge document of JSON (see [`super::doc`]): versions
-    /// of one document are merged field by field.
+    /// A saved automerge document of JSON (see [`super::doc`]), written by
+    /// a client: versions of one document are merged field by field.
     Doc,
+    /// A document written by a replica as the merge of versions of it that
+    /// met there. It is ordered against other writes by `prev`, the newest
+    /// write it merged, not by its own stamp (see [`Entry::order`]): a
+    /// merge made late must not win over a delete or an overwrite that
+    /// its versions never saw.
+    Merge,
 }
 
 /// A replicated register value: the current value of a key or a tombstone.
 ///
 /// Encoded (postcard, in frames, stores and backups) as its stamp, prev,
 /// flags, then the value as a tagged union: 0 a tombstone, 1 bytes, 2 a
-/// document. Tags 0 and 1 are how `Option<Bytes>` was encoded before
+/// document, 3 a merge of documents. Tags 0 and 1 are how `Option<Bytes>` was encoded before
 /// documents existed, so stores and backups written before read back as
 /// they were.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
@@ -326,6 +332,7 @@ enum ValueRepr {
     Tombstone,
     Value(Bytes),
     Doc(Bytes),
+    Merge(Bytes),
 }
 
 impl From<EntryRepr> for Entry {
@@ -334,6 +341,7 @@ impl From<EntryRepr> for Entry {
             ValueRepr::Tombstone => (None, Kind::Value),
             ValueRepr::Value(v) => (Some(v), Kind::Value),
             ValueRepr::Doc(v) => (Some(v), Kind::Doc),
+            ValueRepr::Merge(v) => (Some(v), Kind::Merge),
         };
         Entry {
             stamp: r.stamp,
@@ -351,6 +359,7 @@ impl From<Entry> for EntryRepr {
             (None, _) => ValueRepr::Tombstone,
             (Some(v), Kind::Value) => ValueRepr::Value(v),
             (Some(v), Kind::Doc) => ValueRepr::Doc(v),
+            (Some(v), Kind::Merge) => ValueRepr::Merge(v),
         };
         EntryRepr {
             stamp: e.stamp,
@@ -373,7 +382,7 @@ impl Entry {
     /// as `null`.
     pub fn visible_value(&self) -> Option<Bytes> {
         let v = self.value.as_ref()?;
-        if self.kind != Kind::Doc {
+        if !self.is_doc() {
             return Some(v.clone());
         }
         let json = super::doc::Document::load(v)
@@ -386,15 +395,28 @@ impl Entry {
 
     /// True if this entry holds a document (see [`Kind::Doc`]).
     pub fn is_doc(&self) -> bool {
-        self.kind == Kind::Doc && self.value.is_some()
+        self.kind != Kind::Value && self.value.is_some()
     }
 
-    /// The tag the entry hash gives the value: 0 none, 1 bytes, 2 a document.
+    /// Where this entry stands among the writes of its key: first the
+    /// stamp it is ordered by (its own, or for a [`Kind::Merge`] the
+    /// newest write it merged, kept in `prev`), then its own stamp. The
+    /// map keeps the greatest; equal orders are the same write.
+    pub fn order(&self) -> (Stamp, Stamp) {
+        match (&self.value, self.kind) {
+            (Some(_), Kind::Merge) => (self.prev, self.stamp),
+            _ => (self.stamp, self.stamp),
+        }
+    }
+
+    /// The tag the entry hash gives the value: 0 none, 1 bytes, 2 a
+    /// document, 3 a merge of documents.
     fn value_tag(&self) -> u8 {
         match (&self.value, self.kind) {
             (None, _) => 0,
             (Some(_), Kind::Value) => 1,
             (Some(_), Kind::Doc) => 2,
+            (Some(_), Kind::Merge) => 3,
         }
     }
 

@@ -427,7 +427,8 @@ pub(super) fn summary(r: &Record) -> Summary {
     check.copy_from_slice(&r.check()[..4]);
     Summary {
         key_hash: r.key_hash().to_be_bytes(),
-        stamp: r.entry.stamp,
+        // Ordered as the map orders: a merge of documents by what it merged.
+        stamp: r.entry.order().0,
         check,
     }
 }

@@ -6,10 +6,14 @@
 //! loses by stamp holds is not dropped, though: when the version kept
 //! lacks changes of the one that lost, and both grew from the same
 //! creating write, this replica writes their automerge merge as a new
-//! version (stamped now, by its own clock), which then wins everywhere.
+//! version ([`Kind::Merge`]): stamped now by its own clock (its identity),
+//! but ordered by the newest write it merged (its `prev`; see
+//! [`Entry::order`]), so it replaces both versions and still loses to a
+//! later delete or overwrite that neither saw, as they would have.
 //! Every replica that sees both may make that merge; their merges hold the
-//! same changes, and whichever wins by stamp contains the others, so no
-//! further merge follows. The rules where kinds meet, all by stamp first:
+//! same changes, and whichever is kept contains the others (merges of one
+//! order that differ are merged again), so no further merge follows. The
+//! rules where kinds meet, all by order first:
 //! - a plain value, or a delete, against a document: the later stamp wins
 //!   whole (a delete or an overwrite also wins over a concurrent field
 //!   change made before it arrived, if it is later);
@@ -120,7 +124,7 @@ impl Replica {
         let Some(winner) = self.map.get(key.as_str()).map(|r| r.entry.clone()) else {
             return;
         };
-        if !winner.is_doc() || !loser.is_doc() || winner.stamp == loser.stamp {
+        if !winner.is_doc() || !loser.is_doc() || winner.order() == loser.order() {
             return;
         }
         let (Ok(mut kept), Ok(mut lost)) = (
@@ -164,14 +168,17 @@ impl Replica {
             self.doc_conflict(key, &winner, &loser, None, None);
             return;
         }
+        // Ordered by the newest write it merged: it replaces the version
+        // kept here, and loses to any later write neither version saw.
+        let merged = winner.order().0.max(loser.order().0);
         let index = self.map.apply_local(
             key,
             Entry {
                 stamp,
-                prev: winner.stamp,
+                prev: merged,
                 flags: winner.flags,
                 value: Some(Bytes::from(bytes)),
-                kind: Kind::Doc,
+                kind: Kind::Merge,
             },
         );
         for c in kept.conflicts() {
