@@ -799,6 +799,7 @@ fn sim(
     let mut failed = Vec::new();
     let (mut acked, mut partitions, mut crashes) = (0u64, 0u64, 0u64);
     let (mut forgets, mut leaves, mut resyncs) = (0u64, 0u64, 0u64);
+    let (mut doc_writes, mut doc_merges) = (0u64, 0u64);
     for s in first..first.saturating_add(seeds) {
         match run_seed(s) {
             Ok(r) => {
@@ -808,6 +809,8 @@ fn sim(
                 forgets += r.forgets;
                 leaves += r.leaves;
                 resyncs += r.resyncs;
+                doc_writes += r.doc_writes;
+                doc_merges += r.doc_merges;
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -818,7 +821,7 @@ fn sim(
     println!(
         "{seeds} seeds ({first}..{}) in {:.1} s: {} converged, {} failed; {acked} acknowledged writes, \
          {partitions} partitions, {crashes} crashes, {forgets} members forgotten, {leaves} left, \
-         {resyncs} resyncs",
+         {resyncs} resyncs, {doc_writes} document writes, {doc_merges} document merges",
         first.saturating_add(seeds),
         start.elapsed().as_secs_f64(),
         seeds - failed.len() as u64,

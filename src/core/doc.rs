@@ -60,6 +60,11 @@ pub enum DocError {
     /// Stored or received bytes are not an automerge document.
     #[error("not a document: {0}")]
     Damaged(String),
+    /// The key's document failed its check (damaged in memory or on
+    /// disk) and is being repaired from a peer: a change made now could
+    /// not be computed against it.
+    #[error("the key's document failed its check and is being repaired from a peer: try again shortly")]
+    Repairing,
     /// A merge patch was sent to a key that holds a plain value.
     #[error("the key holds a plain value, not a document: PUT a whole document to make it one")]
     NotDocument,

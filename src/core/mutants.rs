@@ -97,6 +97,12 @@ pub enum Mutant {
     /// A server makes an edge's handed-over local write whatever version
     /// of the key it holds: an older local write replaces a newer write.
     HandoverWins,
+    /// Versions of a document that meet are not merged: the one that
+    /// loses by stamp is dropped whole, with the fields only it changed.
+    DocMergeSkipped,
+    /// A merge of documents is ordered by its own stamp, not by the newest
+    /// write it merged: one made late wins over a delete it never saw.
+    MergeOrder,
 }
 
 impl Mutant {

@@ -404,7 +404,9 @@ impl Entry {
     /// map keeps the greatest; equal orders are the same write.
     pub fn order(&self) -> (Stamp, Stamp) {
         match (&self.value, self.kind) {
-            (Some(_), Kind::Merge) => (self.prev, self.stamp),
+            (Some(_), Kind::Merge) if !super::mutants::on(super::mutants::Mutant::MergeOrder) => {
+                (self.prev, self.stamp)
+            }
             _ => (self.stamp, self.stamp),
         }
     }

@@ -325,6 +325,10 @@ impl Sim {
                 live.keys().chain(self.oracle.keys()).collect();
             let mut diffs = Vec::new();
             for k in keys {
+                // Documents merge: `check_documents` holds them to their oracle.
+                if super::documents::is_doc_key(k) {
+                    continue;
+                }
                 let held = live.get(k);
                 let acked = self.oracle.get(k);
                 let acked_stamp = acked.map(|(s, _, _)| *s);
@@ -380,8 +384,9 @@ impl Sim {
             }
             self.report.root = root;
             self.report.keys_live = expected.len();
+            self.report.doc_merges += m.doc_merges_made;
         }
-        Ok(())
+        self.check_documents(&stranded)
     }
 }
 

@@ -100,6 +100,12 @@ pub struct SimConfig {
     /// Members that leave (`meridian leave`), stop, and later come back
     /// under the same id (they must resync).
     pub leaves: usize,
+    /// Client writes to documents (keys `d0`..): one field set or removed
+    /// by a merge patch, or the document deleted. The oracle checks each
+    /// key against automerge's merge of every acknowledged version.
+    pub doc_writes: usize,
+    /// Document keys the document writes spread over.
+    pub doc_keys: usize,
 }
 
 impl SimConfig {
@@ -147,6 +153,8 @@ impl SimConfig {
             edge_writes_local: false,
             forgets: 0,
             leaves: 0,
+            doc_writes: 0,
+            doc_keys: 0,
         }
         .with_quorum_acks(r.chance(150_000))
         .with_late_copies(&mut r)
@@ -157,6 +165,17 @@ impl SimConfig {
         .with_edges(&mut r)
         .with_members_leaving(&mut r)
         .with_edge_writes(&mut r)
+        .with_documents(&mut r)
+    }
+
+    /// In a third of the seeds, documents written beside the plain keys
+    /// (drawn last, so every earlier field keeps its value).
+    fn with_documents(mut self, r: &mut Rng) -> SimConfig {
+        if r.chance(333_333) {
+            self.doc_writes = r.range(20, 150) as usize;
+            self.doc_keys = r.range(1, 3) as usize;
+        }
+        self
     }
 
     /// In half the seeds with edges, edges take writes while no server is

@@ -91,6 +91,9 @@ impl Sim {
     /// held it intact) leaves this copy the last, and destroying it would
     /// lose the write whatever the replicas do (sim seed 32359).
     fn holds_last_copy(&self, i: usize) -> bool {
+        if self.holds_last_doc_changes(i) {
+            return true;
+        }
         self.oracle.iter().any(|(key, (stamp, _, _))| {
             let Ok(key) = crate::core::types::Key::new(key) else {
                 return false;

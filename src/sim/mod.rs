@@ -23,6 +23,7 @@
 mod barriers;
 mod checks;
 mod config;
+mod documents;
 mod edges;
 mod faults;
 mod members;
@@ -171,6 +172,10 @@ pub struct SimReport {
     pub edge_switches: u64,
     /// Live keys at the end, as the oracle has them.
     pub keys_live: usize,
+    /// Document writes accepted (field patches and deletes of `d*` keys).
+    pub doc_writes: u64,
+    /// Merges of document versions made (summed over the nodes at the end).
+    pub doc_merges: u64,
     /// The Merkle root every replica ended with.
     pub root: Hash,
 }
@@ -213,6 +218,7 @@ enum Ev {
         incarnation: u64,
     },
     Write,
+    DocWrite,
     Partition,
     Heal {
         cut: Vec<(usize, usize)>,
@@ -560,6 +566,10 @@ impl Sim {
                 },
             );
         }
+        for _ in 0..self.cfg.doc_writes {
+            let at = self.rng.range(start + 100, end);
+            self.schedule(at, Ev::DocWrite);
+        }
         self.run_until(end);
         // Heal everything: no more cuts, drops, crashes or wrong clocks.
         self.dropping = false;
@@ -661,6 +671,7 @@ impl Sim {
                 self.drain(node);
             }
             Ev::Write => self.client_write(),
+            Ev::DocWrite => self.doc_write(),
             Ev::Partition => self.partition(),
             Ev::Heal { cut } => {
                 for p in cut {

@@ -53,4 +53,7 @@ pub const SEEDS_THAT_FOUND_FAULTS: &[u64] = &[
     15193, // (the checks) an edge recovered from a server that resynced meanwhile
     2789, // (no fault: passes) where CI's mutant run catches `ack-before-persist`
     998, // (no fault: passes) where CI's mutant run catches `suspect-floor`
+    100, // a document write against a document damaged in memory failed to load it
+    194, // a fast clock's document versions, merged nowhere: merges wait on no clock now
+    989, // an edge kept a merged document whose delete was collected (Collected names the order stamp)
 ];

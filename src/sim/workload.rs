@@ -125,7 +125,7 @@ impl Sim {
 /// The refusals a correct replica may answer in these scenarios: no
 /// quorum, a clock judged off or running ahead of time, a store being
 /// rebuilt, too many quorum writes waiting, a standby not promoted.
-fn refusal_expected(e: &WriteError) -> bool {
+pub(super) fn refusal_expected(e: &WriteError) -> bool {
     matches!(
         e,
         WriteError::NoQuorum { .. }
@@ -136,5 +136,7 @@ fn refusal_expected(e: &WriteError) -> bool {
             // A standby, in runs with failover, until it takes over.
             | WriteError::Standby
             | WriteError::Left
+            // A document damaged in memory, until a peer's copy repairs it.
+            | WriteError::Document(crate::core::doc::DocError::Repairing)
     )
 }

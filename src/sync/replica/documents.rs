@@ -24,8 +24,9 @@
 //!   the version kept stays as it is, the losing one's changes are lost,
 //!   and the conflict is logged (counted as `doc_merges_too_large`).
 //!
-//! Merges are writes, so they are made only where client writes may be
-//! (see [`Replica::writable`]); elsewhere the pair waits, at most
+//! Merges are writes, made by members that may write (see
+//! `Replica::may_merge`: a clock judged wrong or a lost quorum does not
+//! stop them); elsewhere the pair waits in memory, at most
 //! [`DOC_MERGES_WAITING_MAX`] keys, and is tried again every heartbeat.
 //! Edges never merge: their servers do.
 
@@ -37,6 +38,7 @@ use serde_json::Value as Json;
 use super::{Replica, Resolution, WriteError, WriteReceipt};
 use crate::core::conflicts::{Conflict, CONFLICT_VALUE_BYTES_MAX};
 use crate::core::doc::{apply_merge_patch, DocError, Document};
+use crate::core::mutants::{self, Mutant};
 use crate::core::types::{Entry, IntoKey, Key, Kind, Stamp};
 use crate::sync::config::WriteAck;
 
@@ -118,7 +120,7 @@ impl Replica {
     /// stamp to what the key holds now. Merges them if the one kept lacks
     /// changes of the other (see the module docs).
     pub(super) fn docs_met(&mut self, key: &Key, loser: Entry, now_ms: u64) {
-        if self.is_edge() {
+        if self.is_edge() || mutants::on(Mutant::DocMergeSkipped) {
             return;
         }
         let Some(winner) = self.map.get(key.as_str()).map(|r| r.entry.clone()) else {
@@ -142,7 +144,7 @@ impl Replica {
             self.doc_conflict(key, &winner, &loser, None, None);
             return;
         }
-        if self.writable().is_err() {
+        if !self.may_merge() {
             self.wait_for_doc_merge(key, loser);
             return;
         }
@@ -205,6 +207,18 @@ impl Replica {
         self.push_written(WriteAck::Local, now_ms);
     }
 
+    /// Whether this replica may write merges: not a standby (it makes no
+    /// writes of its own until promoted), not after it left, not while it
+    /// rebuilds a lost store. A clock judged wrong, or a partition policy
+    /// without quorum, refuses client writes but not merges: a merge holds
+    /// no new data and is ordered by what it merged, not by its stamp, so
+    /// the clock cannot make it win; and its versions may be held nowhere
+    /// else (a fast clock's writes wait at their node until peers' clocks
+    /// reach them).
+    fn may_merge(&self) -> bool {
+        !self.cfg.standby && self.left.is_none() && !self.lost_store()
+    }
+
     /// Keeps a pair this replica may not merge yet (bounded).
     fn wait_for_doc_merge(&mut self, key: &Key, loser: Entry) {
         if self.doc_merges_waiting.len() < DOC_MERGES_WAITING_MAX
@@ -218,7 +232,7 @@ impl Replica {
 
     /// Tries the waiting merges again, once client writes may be made.
     pub(super) fn retry_doc_merges(&mut self, now_ms: u64) {
-        if self.doc_merges_waiting.is_empty() || self.writable().is_err() {
+        if self.doc_merges_waiting.is_empty() || !self.may_merge() {
             return;
         }
         let waiting = std::mem::take(&mut self.doc_merges_waiting);

@@ -984,7 +984,9 @@ impl Replica {
         let mut dropped = Vec::new();
         for (h, stamp) in by_hash {
             for (k, r) in self.map.records_with_hash(u64::from_be_bytes(h)) {
-                if r.entry.stamp == stamp && key_hash(k.as_str()).to_be_bytes() == h {
+                // Summaries carry the stamp a record is ordered by (a
+                // merge of documents: the newest write it merged).
+                if r.entry.order().0 == stamp && key_hash(k.as_str()).to_be_bytes() == h {
                     dropped.push((k.clone(), stamp));
                 }
             }

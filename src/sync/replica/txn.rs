@@ -13,7 +13,7 @@ use thiserror::Error;
 use super::documents::DocWrite;
 use super::write::{WriteError, WriteReceipt};
 use super::{Replica, Resolution};
-use crate::core::doc::parse_json;
+use crate::core::doc::{parse_json, DocError};
 use crate::core::types::{Entry, IntoKey, Key, KeyError, Kind, Stamp, ValueError};
 use crate::sync::config::WriteAck;
 
@@ -367,6 +367,9 @@ impl Replica {
             let current = self.map.get(key.as_str()).map(|r| r.entry.clone());
             let (value, kind) = match value {
                 Some(v) if current.as_ref().is_some_and(Entry::is_doc) => {
+                    if !self.check_before_serving(key.as_str(), now_ms) {
+                        return Err(DocError::Repairing.into());
+                    }
                     let write = DocWrite::Whole(parse_json(&v)?);
                     let bytes = self.doc_bytes(current.as_ref(), write, stamp)?;
                     (Some(bytes), Kind::Doc)

@@ -270,6 +270,13 @@ impl Replica {
         let key = key.into_key(self.cfg.limits.key_bytes_max)?;
         self.writable()?;
         self.quorum_writable(ack)?;
+        // A document write is computed against the document held: it must
+        // pass its check (and not be out for repair).
+        let doc_held = self.map.get(key.as_str()).is_some_and(|r| r.entry.is_doc());
+        let doc_write = matches!(body, Body::Doc(_)) || (doc_held && matches!(body, Body::Value(_)));
+        if doc_write && !self.check_before_serving(key.as_str(), now_ms) {
+            return Err(DocError::Repairing.into());
+        }
         let current = self.map.get(key.as_str());
         if let Some(expected) = cas {
             let actual = current
