@@ -316,7 +316,7 @@ fn small_values(i: usize) -> Config {
 
 #[test]
 fn a_document_past_the_value_limit_is_refused_and_a_merge_past_it_is_not_made() {
-    let mut net = Net::with(3, small_values);
+    let mut net = Net::with(5, small_values);
     net.connect_all();
     let e = put_doc(&mut net, 0, "big", json!({"x": noise(1500, 1)})).unwrap_err();
     assert!(
@@ -325,20 +325,42 @@ fn a_document_past_the_value_limit_is_refused_and_a_merge_past_it_is_not_made() 
     );
     assert!(net.nodes[0].get("big").is_none(), "nothing written");
     put_doc(&mut net, 0, "big", json!({"base": 1})).unwrap();
-    cut_off_2(&mut net);
-    // Each side alone fits; together they would not.
-    put_doc(&mut net, 0, "big", json!({"base": 1, "a": noise(650, 2)})).unwrap();
-    net.advance(5);
-    put_doc(&mut net, 2, "big", json!({"base": 1, "b": noise(650, 3)})).unwrap();
-    heal_2(&mut net);
+    // Each node on its own adds a field: each version fits in half the
+    // limit (so none starts over), and merged they would not fit.
+    for a in 0..5 {
+        for b in a + 1..5 {
+            net.disconnect(a, b);
+        }
+    }
+    for (i, field) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
+        put_doc(
+            &mut net,
+            i,
+            "big",
+            json!({"base": 1, field: noise(140, 10 * i as u64 + 10)}),
+        )
+        .unwrap();
+        let saved = net.nodes[i].get("big").unwrap().entry.value_len();
+        assert!(saved <= 300, "{field}: {saved} bytes saved");
+        assert_eq!(
+            net.nodes[i].metrics().doc_compactions,
+            0,
+            "{field}: {saved}"
+        );
+        net.advance(5);
+    }
+    net.connect_all();
+    net.settle();
+    net.advance(8_000);
     let first = doc(&net, 0, "big").unwrap();
-    for i in 0..3 {
+    for i in 0..5 {
         assert_eq!(doc(&net, i, "big").as_ref(), Some(&first), "node {i}");
     }
-    assert!(
-        first.get("b").is_some() && first.get("a").is_none(),
-        "{first}"
-    );
+    let fields = ["a", "b", "c", "d", "e"]
+        .iter()
+        .filter(|f| first.get(**f).is_some())
+        .count();
+    assert!((1..5).contains(&fields), "not all five merged: {first}");
     let too_large: u64 = net
         .nodes
         .iter()
@@ -416,6 +438,11 @@ enum Step {
     Advance(u64),
 }
 
+/// The nodes other than `n` that are not cut off.
+fn linked(cut: &[bool; 3], n: usize) -> Vec<usize> {
+    (0..3).filter(|&j| j != n && !cut[j]).collect()
+}
+
 fn step() -> impl proptest::strategy::Strategy<Value = Step> {
     use proptest::prelude::*;
     prop_oneof![
@@ -452,18 +479,14 @@ proptest::proptest! {
                 }
                 Step::Cut(n) if !cut[n] => {
                     cut[n] = true;
-                    for j in 0..3 {
-                        if j != n && !cut[j] {
-                            net.disconnect(n, j);
-                        }
+                    for j in linked(&cut, n) {
+                        net.disconnect(n, j);
                     }
                 }
                 Step::Heal(n) if cut[n] => {
                     cut[n] = false;
-                    for j in 0..3 {
-                        if j != n && !cut[j] {
-                            net.connect(n, j);
-                        }
+                    for j in linked(&cut, n) {
+                        net.connect(n, j);
                     }
                 }
                 Step::Advance(ms) => net.advance(ms),
@@ -471,12 +494,9 @@ proptest::proptest! {
             }
         }
         for n in 0..3 {
-            if cut[n] {
-                cut[n] = false;
-                for j in 0..3 {
-                    if j != n && !cut[j] {
-                        net.connect(n, j);
-                    }
+            if std::mem::replace(&mut cut[n], false) {
+                for j in linked(&cut, n) {
+                    net.connect(n, j);
                 }
             }
         }
@@ -492,4 +512,34 @@ proptest::proptest! {
         }
         proptest::prop_assert!(net.roots_equal());
     }
+}
+
+#[test]
+fn a_document_written_forever_starts_over_instead_of_growing_past_the_limit() {
+    let mut net = Net::with(2, small_values);
+    net.connect_all();
+    let mut starts = 0;
+    let mut origin = None;
+    for i in 0..400 {
+        put_doc(&mut net, 0, "d", json!({"n": i, "s": noise(40, i)})).unwrap();
+        let e = net.nodes[0].get("d").unwrap().entry.clone();
+        assert!(
+            e.value_len() <= 600,
+            "write {i}: {} bytes saved",
+            e.value_len()
+        );
+        let o = Document::load(e.value.as_deref().unwrap())
+            .unwrap()
+            .origin();
+        if origin != Some(o) {
+            starts += 1;
+            origin = Some(o);
+        }
+    }
+    // Started over several times, each time from the document's JSON.
+    assert!(starts > 3, "{starts}");
+    assert_eq!(net.nodes[0].metrics().doc_compactions, starts - 1);
+    let last = json!({"n": 399, "s": noise(40, 399)});
+    assert_eq!(doc(&net, 1, "d"), Some(last));
+    assert!(net.roots_equal());
 }

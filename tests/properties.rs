@@ -671,7 +671,7 @@ mod documents {
         fn equal_heads_mean_equal_json(a in edits(), b in edits()) {
             let mut v = versions(&[a, b]);
             let (mut b, mut a) = (v.pop().unwrap(), v.pop().unwrap());
-            let mut all = vec![copy(&mut a), copy(&mut b), merged(&mut a, &mut b), merged(&mut b, &mut a)];
+            let mut all = [copy(&mut a), copy(&mut b), merged(&mut a, &mut b), merged(&mut b, &mut a)];
             let states: Vec<(Value, Vec<String>)> = all.iter_mut().map(state).collect();
             for x in &states {
                 for y in &states {

@@ -200,6 +200,30 @@ pub fn render(s: &NodeStatus) -> String {
         m.local_writes,
     );
     o.one(
+        "doc_merges_total",
+        "counter",
+        "Versions of a document that met here, merged as a write of their union.",
+        m.doc_merges_made,
+    );
+    o.one(
+        "doc_merges_too_large_total",
+        "counter",
+        "Merges of documents not made: they would have saved past the value limit.",
+        m.doc_merges_too_large,
+    );
+    o.one(
+        "doc_compactions_total",
+        "counter",
+        "Document writes that started a document over from its JSON (history past half the value limit).",
+        m.doc_compactions,
+    );
+    o.one(
+        "docs_refused_total",
+        "counter",
+        "Documents from peers or backups refused: their bytes do not load.",
+        m.docs_refused,
+    );
+    o.one(
         "feed_entries_applied_total",
         "counter",
         "Entries applied from peers' change feeds.",

@@ -5,7 +5,8 @@
 //! throughput, rebuild, consistent (the cost of `?consistent` reads across
 //! the link), txn (transactions beside single PUTs); each prints a table
 //! (or JSON with `--json`). `edges` (not part of `all`) runs servers and
-//! many embedded edges instead (see [`super::bench_edges`]).
+//! many embedded edges instead (see [`super::bench_edges`]), `docs` what
+//! documents cost, in process (see [`super::bench_docs`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -32,6 +33,8 @@ pub enum Scenario {
     Txn,
     /// Servers and `--edges` embedded edges (not part of `all`).
     Edges,
+    /// What documents cost, in process (not part of `all`; see `bench_docs`).
+    Docs,
 }
 
 /// The knobs of a run (see `meridian bench --help`).
@@ -662,6 +665,10 @@ pub async fn run(a: BenchArgs) -> Result<bool> {
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     if a.scenario == Scenario::Edges {
         return edges(&a, dir).await;
+    }
+    if a.scenario == Scenario::Docs {
+        let _ = std::fs::remove_dir_all(&dir);
+        return super::bench_docs::run(a.tiny, a.json);
     }
     if !a.json {
         println!(

@@ -7,6 +7,7 @@ pub mod acl;
 pub mod audit;
 pub mod backup;
 pub mod bench;
+pub mod bench_docs;
 pub mod bench_edges;
 pub mod conflicts;
 pub mod dev;

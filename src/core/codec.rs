@@ -24,7 +24,9 @@ pub const MAGIC: [u8; 4] = *b"MRDN";
 /// 6: edges (`Hello::edge`, `View::stable`, `Forward`, `Forwarded`).
 /// Version 7: members that leave (`Forget`, `Forgotten`, `Hello::rejoined`).
 /// Version 8: an edge's local writes handed over (`ForwardOp::HandOver`).
-pub const PROTOCOL_VERSION: u16 = 8;
+/// Version 9: documents (an entry's value may be a document, tag 2, or a
+/// merge of documents, tag 3).
+pub const PROTOCOL_VERSION: u16 = 9;
 /// Regions one `View` may name as unreachable.
 pub const VIEW_REGIONS_MAX: usize = 64;
 /// Envelope bytes before the payload.

@@ -63,7 +63,9 @@ pub enum DocError {
     /// The key's document failed its check (damaged in memory or on
     /// disk) and is being repaired from a peer: a change made now could
     /// not be computed against it.
-    #[error("the key's document failed its check and is being repaired from a peer: try again shortly")]
+    #[error(
+        "the key's document failed its check and is being repaired from a peer: try again shortly"
+    )]
     Repairing,
     /// A merge patch was sent to a key that holds a plain value.
     #[error("the key holds a plain value, not a document: PUT a whole document to make it one")]
@@ -127,6 +129,12 @@ impl Document {
     /// The saved form: what an entry holds.
     pub fn save(&mut self) -> Vec<u8> {
         self.doc.save()
+    }
+
+    /// The changes made after `heads`, encoded (what a peer holding the
+    /// document at those heads would lack).
+    pub fn changes_after(&mut self, heads: &[ChangeHash]) -> Vec<u8> {
+        self.doc.save_after(heads)
     }
 
     /// The document's heads, sorted.

@@ -81,7 +81,7 @@ pub(super) enum Command {
     /// One key's entry as held (checked first), with its create and modify indexes.
     GetEntry {
         key: String,
-        reply: oneshot::Sender<Result<Indexed<Option<(Entry, u64, u64)>>, NodeError>>,
+        reply: oneshot::Sender<Result<Indexed<Option<super::queries::Held>>, NodeError>>,
     },
     List {
         prefix: String,

@@ -451,7 +451,12 @@ impl Node {
         let held = self
             .call(|reply| Command::GetEntry { key, reply })
             .await??;
-        let Some((entry, create_index, modify_index)) = held.value else {
+        let Some(queries::Held {
+            entry,
+            create_index,
+            modify_index,
+        }) = held.value
+        else {
             return Ok(Indexed {
                 index: held.index,
                 value: None,

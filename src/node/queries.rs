@@ -24,6 +24,15 @@ pub(super) fn live(key: &str, r: &Record) -> Option<KvEntry> {
     })
 }
 
+/// A live entry as held, with its local indexes (for reads that render
+/// it outside the driver: documents).
+#[derive(Debug, Clone)]
+pub(super) struct Held {
+    pub(super) entry: Entry,
+    pub(super) create_index: u64,
+    pub(super) modify_index: u64,
+}
+
 impl Driver {
     /// One key, with its modify index (its tombstone's for a deleted key,
     /// 0 for a key this node holds nothing of). Checked before it is
@@ -48,12 +57,11 @@ impl Driver {
 
     /// One key's entry as held, with its create and modify indexes
     /// (`None`: absent or deleted), checked before it is served.
-    #[allow(clippy::type_complexity)]
     pub(super) fn read_entry(
         &mut self,
         key: &str,
         now: u64,
-    ) -> Result<Indexed<Option<(Entry, u64, u64)>>, NodeError> {
+    ) -> Result<Indexed<Option<Held>>, NodeError> {
         if !self.replica.check_before_serving(key, now) {
             return Err(NodeError::Quarantined {
                 keys: vec![key.to_string()],
@@ -62,9 +70,11 @@ impl Driver {
         let record = self.replica.get(key);
         Ok(Indexed {
             index: record.map_or(0, |r| r.modify_index),
-            value: record
-                .filter(|r| !r.entry.is_tombstone())
-                .map(|r| (r.entry.clone(), r.create_index, r.modify_index)),
+            value: record.filter(|r| !r.entry.is_tombstone()).map(|r| Held {
+                entry: r.entry.clone(),
+                create_index: r.create_index,
+                modify_index: r.modify_index,
+            }),
         })
     }
 

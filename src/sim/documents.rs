@@ -25,6 +25,10 @@ use crate::sync::DocWrite;
 /// Share of document writes that delete the document, per million.
 const DOC_DELETE_PER_MILLION: u32 = 120_000;
 
+/// A write of a document key as the oracle sees it: its stamp, what was
+/// issued, and the version it wrote with its origin (`None`: a delete).
+type Version = (Stamp, Issued, Option<(Document, Option<ChangeHash>)>);
+
 /// Whether `key` is one of the workload's document keys.
 pub(super) fn is_doc_key(key: &str) -> bool {
     key.starts_with('d')
@@ -122,9 +126,11 @@ impl Sim {
             if !holds(&self.nodes[i]) {
                 continue;
             }
-            let elsewhere = self.nodes.iter().enumerate().any(|(j, n)| {
-                j != i && n.attached.is_none() && !n.away && holds(n)
-            });
+            let elsewhere = self
+                .nodes
+                .iter()
+                .enumerate()
+                .any(|(j, n)| j != i && n.attached.is_none() && !n.away && holds(n));
             if !elsewhere {
                 return true;
             }
@@ -137,7 +143,7 @@ impl Sim {
     pub(super) fn check_documents(&mut self, skipped: &[usize]) -> Result<(), String> {
         let keys: Vec<String> = (0..self.cfg.doc_keys).map(|k| format!("d{k}")).collect();
         for key in keys {
-            let mut versions: Vec<(Stamp, Issued, Option<(Document, Option<ChangeHash>)>)> = self
+            let mut versions: Vec<Version> = self
                 .issued
                 .iter()
                 .filter(|(_, w)| w.key == key)
@@ -181,7 +187,10 @@ impl Sim {
                         Some((d, origin))
                     }
                     Some(e) => {
-                        return Err(format!("node {i}: {key} holds a plain value at {:?}", e.stamp))
+                        return Err(format!(
+                            "node {i}: {key} holds a plain value at {:?}",
+                            e.stamp
+                        ))
                     }
                 };
                 // Nothing no client wrote.

@@ -91,5 +91,6 @@ pub use replica::{
     ForgetError, ForwardError, ForwardReceipt, ImportReport, KnownPeer, LeaveError, Metrics,
     Output, PeerStatus, QuarantineStatus, RecoveryStatus, Refusal, RegionStatus, Replica,
     Resolution, Status, TxnEntry, TxnError, TxnFailure, TxnOp, TxnOutcome, WriteError,
-    WriteReceipt, DOC_MERGES_WAITING_MAX, LOCAL_WRITES_MAX, QUARANTINE_MAX,
+    WriteReceipt, DOC_COMPACT_AT_LIMIT_DIVISOR, DOC_MERGES_WAITING_MAX, LOCAL_WRITES_MAX,
+    QUARANTINE_MAX,
 };

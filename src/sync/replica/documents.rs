@@ -24,6 +24,22 @@
 //!   the version kept stays as it is, the losing one's changes are lost,
 //!   and the conflict is logged (counted as `doc_merges_too_large`).
 //!
+//! History is bounded: a write whose saved document would pass half the
+//! value limit ([`DOC_COMPACT_AT_LIMIT_DIVISOR`]) starts the document over
+//! from its JSON, as a new creating write (`doc_compactions`). Versions
+//! changed concurrently elsewhere then meet a document of another origin:
+//! the later write wins whole and the conflict is logged, as for a
+//! document made again after a delete.
+//!
+//! Why not merge inside the map, with an entry check over the heads only
+//! (as the design card first said)? Two replicas could then hold the same
+//! heads as different bytes, and anti-entropy would never compare (nor
+//! repair) the bytes served; and a stamp would no longer name one write,
+//! which the integrity checks rely on (the same stamp with other content
+//! is damage). A merge made as a write keeps both: every version is one
+//! writer's bytes under one stamp, and after the heal every replica holds
+//! the same entry, so equal documents give equal roots.
+//!
 //! Merges are writes, made by members that may write (see
 //! `Replica::may_merge`: a clock judged wrong or a lost quorum does not
 //! stop them); elsewhere the pair waits in memory, at most
@@ -45,6 +61,10 @@ use crate::sync::config::WriteAck;
 /// Most keys whose versions wait here for a merge this replica cannot
 /// write yet; past that, the pair is left to other replicas.
 pub const DOC_MERGES_WAITING_MAX: usize = 1024;
+
+/// A document write whose saved document, history included, would pass
+/// the value limit divided by this starts the document over from its JSON.
+pub const DOC_COMPACT_AT_LIMIT_DIVISOR: usize = 2;
 
 /// A document write: the whole new document, or a merge patch of it.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,7 +98,7 @@ impl Replica {
     /// The bytes of the document `write` makes of `current` (the key's
     /// entry, if any), as one change by the write stamped `stamp`.
     pub(super) fn doc_bytes(
-        &self,
+        &mut self,
         current: Option<&Entry>,
         write: DocWrite,
         stamp: Stamp,
@@ -100,8 +120,19 @@ impl Replica {
             }
         };
         doc.update(&json, stamp)?;
-        let bytes = doc.save();
+        let mut bytes = doc.save();
         let max = self.cfg.limits.value_bytes_max;
+        // History past half the limit: the document starts over from its
+        // JSON (a new creating write; see the module docs).
+        if bytes.len() > max / DOC_COMPACT_AT_LIMIT_DIVISOR {
+            let mut fresh = Document::new();
+            fresh.update(&json, stamp)?;
+            let fresh = fresh.save();
+            if fresh.len() < bytes.len() {
+                bytes = fresh;
+                self.metrics.doc_compactions += 1;
+            }
+        }
         if bytes.len() > max {
             return Err(DocError::TooLarge {
                 len: bytes.len(),

@@ -45,7 +45,7 @@ use timer::{Timer, TimerTable};
 pub use ack::AckFailure;
 pub use barrier::BarrierError;
 pub use clock::ClockStatus;
-pub use documents::{DocWrite, DOC_MERGES_WAITING_MAX};
+pub use documents::{DocWrite, DOC_COMPACT_AT_LIMIT_DIVISOR, DOC_MERGES_WAITING_MAX};
 pub use edge::{EdgeTxn, ForwardError, ForwardReceipt};
 pub use failover::FailoverState;
 pub use handover::{EdgeWritten, LOCAL_WRITES_MAX};

@@ -89,6 +89,9 @@ pub struct Metrics {
     pub doc_merges_too_large: u64,
     /// Merges of documents left to other replicas: too many waited here.
     pub doc_merges_left: u64,
+    /// Document writes that started a document over from its JSON: its
+    /// history passed half the value limit.
+    pub doc_compactions: u64,
     /// Documents from peers or backups refused: their bytes do not load.
     pub docs_refused: u64,
     /// Members forgotten (left, or forgotten by an operator).

@@ -273,7 +273,8 @@ impl Replica {
         // A document write is computed against the document held: it must
         // pass its check (and not be out for repair).
         let doc_held = self.map.get(key.as_str()).is_some_and(|r| r.entry.is_doc());
-        let doc_write = matches!(body, Body::Doc(_)) || (doc_held && matches!(body, Body::Value(_)));
+        let doc_write =
+            matches!(body, Body::Doc(_)) || (doc_held && matches!(body, Body::Value(_)));
         if doc_write && !self.check_before_serving(key.as_str(), now_ms) {
             return Err(DocError::Repairing.into());
         }
