@@ -187,6 +187,11 @@ impl Document {
             }
         };
         self.doc.set_actor(actor_of(stamp));
+        // automerge 0.12's list update deletes a shorter list's surplus
+        // from its head, not its tail ([null, false] updated to [null]
+        // became [false]): cut every list that shrinks from its tail first,
+        // so the update only changes elements in place or appends.
+        shrink_lists(&mut self.doc, &ROOT, json)?;
         self.doc
             .update_object(ROOT, &root)
             .map_err(|e| DocError::Damaged(e.to_string()))?;
@@ -285,6 +290,36 @@ impl Default for Document {
     fn default() -> Self {
         Document::new()
     }
+}
+
+/// Deletes, from the tail, the elements of each list under `obj` that
+/// `new` (its JSON) no longer has, at every depth where both are objects
+/// or both are lists.
+fn shrink_lists(doc: &mut AutoCommit, obj: &automerge::ObjId, new: &Json) -> Result<(), DocError> {
+    let damaged = |e: automerge::AutomergeError| DocError::Damaged(e.to_string());
+    let typ = doc.object_type(obj).map_err(damaged)?;
+    match (typ, new) {
+        (ObjType::Map | ObjType::Table, Json::Object(fields)) => {
+            for (k, v) in fields {
+                if let Ok(Some((automerge::Value::Object(_), child))) = doc.get(obj, k.as_str()) {
+                    shrink_lists(doc, &child, v)?;
+                }
+            }
+        }
+        (ObjType::List, Json::Array(items)) => {
+            let len = doc.length(obj);
+            for i in (items.len()..len).rev() {
+                doc.delete(obj, i).map_err(damaged)?;
+            }
+            for (i, v) in items.iter().enumerate() {
+                if let Ok(Some((automerge::Value::Object(_), child))) = doc.get(obj, i) {
+                    shrink_lists(doc, &child, v)?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Parses a request body as a document's JSON: an object, nested at most
@@ -509,6 +544,21 @@ mod tests {
         ));
         assert!(Document::load(b"not a document").is_err());
         assert_eq!(d.heads(), heads);
+    }
+
+    #[test]
+    fn a_list_that_shrinks_loses_its_tail() {
+        let mut d = Document::new();
+        d.update(&json!({"l": [null, false, {"x": [1, 2, 3]}]}), stamp(1, 1))
+            .unwrap();
+        d.update(&json!({"l": [null, false, {"x": [1]}]}), stamp(2, 1))
+            .unwrap();
+        assert_eq!(
+            d.to_json(None).unwrap(),
+            json!({"l": [null, false, {"x": [1]}]})
+        );
+        d.update(&json!({"l": [null]}), stamp(3, 1)).unwrap();
+        assert_eq!(d.to_json(None).unwrap(), json!({"l": [null]}));
     }
 
     #[test]
