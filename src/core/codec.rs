@@ -819,10 +819,10 @@ mod tests {
         g[0] = b'X';
         assert!(matches!(decode(&g), Err(CodecError::BadMagic { .. })));
         let mut g = f.clone();
-        g[4] = 9;
+        g[4] = 99;
         assert!(matches!(
             decode(&g),
-            Err(CodecError::UnsupportedVersion { found: 9 })
+            Err(CodecError::UnsupportedVersion { found: 99 })
         ));
         let mut g = f.clone();
         g.push(0);
