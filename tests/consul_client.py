@@ -19,6 +19,7 @@ from consul_common import (
     acl_checks,
     b64,
     blocking_query_ignores_other_keys,
+    documents,
     client_of,
     eventually,
     probes_and_sessions,
@@ -108,6 +109,9 @@ dc_a, dc_b = probes_and_sessions(a, b, ConsulException)
 
 # a blocking query on a key is not woken by writes to other keys
 blocking_query_ignores_other_keys(a, client(sys.argv[1]), "py/")
+
+# documents read as their JSON; a library's JSON PUT merges field by field
+documents(a, b, sys.argv[1], sys.argv[2], "py/doc/")
 
 # a transaction: two sets and a get, all or nothing
 res = a.txn.put(

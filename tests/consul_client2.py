@@ -24,6 +24,7 @@ from consul_common import (
     acl_checks,
     b64,
     blocking_query_ignores_other_keys,
+    documents,
     client_of,
     eventually,
     probes_and_sessions,
@@ -108,6 +109,9 @@ assert int(index2) > int(index), (index, index2)
 
 # a blocking query on a key is not woken by writes to other keys
 blocking_query_ignores_other_keys(a, client(sys.argv[1]), "pc2/")
+
+# documents read as their JSON; a library's JSON PUT merges field by field
+documents(a, b, sys.argv[1], sys.argv[2], "pc2/doc/")
 
 # delete with cas, then recursively
 new = a.kv.get(P + "app/new")[1]

@@ -166,3 +166,37 @@ def acl_checks(consul, addr_a, addr_b, root, conflict_exception):
     call("DELETE", addr_a, f"/v1/acl/token/{accessor}", None, root)
     eventually("the deleted token is refused in the other region", lambda: not b_takes_it())
     raises(denied, app_a.kv.get, "acl/app/x")
+
+
+def documents(a, b, addr_a, addr_b, prefix):
+    """Documents (written through Meridian's /v1/doc) read through the
+    library as ordinary values: their JSON, also a change another region
+    patched in. A library's PUT of a JSON object to a document key is a
+    whole-document write (compared field by field with the document held)
+    that replicates; a PUT of anything else is refused (the library
+    raises) and changes nothing."""
+    import json
+    import urllib.request
+
+    def call(method, addr, path, body):
+        req = urllib.request.Request(f"http://{addr}{path}", data=json.dumps(body).encode(), method=method)
+        with urllib.request.urlopen(req) as r:
+            return json.loads(r.read())
+
+    key = prefix + "svc"
+    call("PUT", addr_a, f"/v1/doc/{key}", {"rps": 100, "timeout_ms": 500})
+    index, e = a.kv.get(key)
+    assert json.loads(e["Value"]) == {"rps": 100, "timeout_ms": 500}, e
+    eventually("the document reaches the other region", lambda: (b.kv.get(key)[1] or {}).get("Value") is not None)
+    # The other region changes another field; this library writes the
+    # whole document it read, with one field changed.
+    call("PATCH", addr_b, f"/v1/doc/{key}", {"regions": ["us", "eu"]})
+    eventually(
+        "the patch arrives",
+        lambda: "regions" in json.loads(a.kv.get(key)[1]["Value"]),
+    )
+    assert a.kv.put(key, json.dumps({"rps": 200, "timeout_ms": 500, "regions": ["us", "eu"]})) is True
+    want = {"rps": 200, "timeout_ms": 500, "regions": ["us", "eu"]}
+    eventually("the write merges everywhere", lambda: json.loads(b.kv.get(key)[1]["Value"]) == want)
+    raises(Exception, a.kv.put, key, "not json")
+    assert json.loads(a.kv.get(key)[1]["Value"]) == want

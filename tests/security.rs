@@ -237,6 +237,34 @@ key_prefix "ro/" { policy = "read" }"#,
     );
     assert_eq!(get(&app_a, "/v1/kv/ro/r1?raw").text(), "r");
     assert_eq!(put_json(&app_a, "/v1/kv/ro/r1", "x").status, 403);
+    // Documents are held to the same key rules.
+    assert_eq!(put_json(&app_a, "/v1/doc/app/d", r#"{"a": 1}"#).status, 200);
+    assert_eq!(
+        json(&get(&app_a, "/v1/doc/app/d")),
+        serde_json::json!({"a": 1})
+    );
+    assert_eq!(put_json(&root_a, "/v1/doc/ro/d", r#"{"a": 1}"#).status, 200);
+    assert_eq!(
+        json(&get(&app_a, "/v1/doc/ro/d")),
+        serde_json::json!({"a": 1})
+    );
+    let patch = rt()
+        .block_on(app_a.request(
+            hyper::Method::PATCH,
+            "/v1/doc/ro/d",
+            bytes::Bytes::from_static(b"{\"a\": 2}"),
+        ))
+        .unwrap();
+    assert_eq!(patch.status, 403, "{}", patch.text());
+    assert_eq!(put_json(&app_a, "/v1/doc/ro/d", r#"{"a": 3}"#).status, 403);
+    assert_eq!(get(&app_a, "/v1/doc/app/private/d").status, 403);
+    assert_eq!(delete(&app_a, "/v1/doc/ro/d").status, 403);
+    assert_eq!(
+        json(&get(&root_a, "/v1/doc/ro/d")),
+        serde_json::json!({"a": 1})
+    );
+    assert_eq!(delete(&app_a, "/v1/doc/app/d").status, 200);
+    assert_eq!(delete(&root_a, "/v1/doc/ro/d").status, 200);
     let r = put_json(&app_a, "/v1/kv/other", "x");
     assert_eq!(r.status, 403);
     assert!(r.text().starts_with("Permission denied"), "{}", r.text());

@@ -138,6 +138,58 @@ impl Sim {
         false
     }
 
+    /// Node `i` goes away for long (see `mark_away`): acknowledged
+    /// document versions whose changes only it holds durably (no other
+    /// server's stored document contains them) may go with it, as plain
+    /// writes only it held do; the oracle stops counting them. (The plain
+    /// rule compares stamps, and a merge or a later version elsewhere can
+    /// hold a newer stamp without a version's changes.)
+    pub(super) fn mark_doc_versions_away(&mut self, i: usize) {
+        let load = |e: &crate::core::types::Entry| -> Option<Document> {
+            e.is_doc()
+                .then(|| Document::load(e.value.as_deref().unwrap_or_default()).ok())
+                .flatten()
+        };
+        let mut only_here = Vec::new();
+        for (stamp, w) in self.issued.iter() {
+            let (true, Some(bytes)) = (w.acknowledged, w.value.as_ref()) else {
+                continue;
+            };
+            if !is_doc_key(&w.key) {
+                continue;
+            }
+            let (Ok(key), Ok(mut version)) =
+                (crate::core::types::Key::new(&w.key), Document::load(bytes))
+            else {
+                continue;
+            };
+            let mut holds = |n: &super::Node| {
+                n.durable
+                    .records
+                    .get(&key)
+                    .and_then(|r| load(&r.entry))
+                    .is_some_and(|mut d| d.contains(&mut version))
+            };
+            if !holds(&self.nodes[i]) {
+                continue;
+            }
+            let elsewhere = self
+                .nodes
+                .iter()
+                .enumerate()
+                .any(|(j, n)| j != i && n.attached.is_none() && !n.away && holds(n));
+            if !elsewhere {
+                only_here.push(*stamp);
+            }
+        }
+        for stamp in only_here {
+            if let Some(w) = self.issued.get_mut(&stamp) {
+                w.acknowledged = false;
+                self.report.writes_held_only_by_the_absent += 1;
+            }
+        }
+    }
+
     /// Checks every document key on every node that is not `skipped`
     /// (see the module docs).
     pub(super) fn check_documents(&mut self, skipped: &[usize]) -> Result<(), String> {

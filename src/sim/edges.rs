@@ -119,6 +119,12 @@ impl Sim {
         }
         let new = others[self.rng.below(others.len() as u64) as usize];
         self.tr(|| format!("e{e} switches from n{old} to n{new}"));
+        if self.nodes[old]
+            .store_lost_since_ms
+            .is_some_and(|t| self.now.saturating_sub(t) > self.cfg.tombstone_horizon_ms)
+        {
+            self.nodes[e].behind_horizon = true;
+        }
         self.report.edge_switches += 1;
         self.nodes[e].attached = Some(new);
         self.reconcile(old, e);

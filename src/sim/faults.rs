@@ -145,6 +145,7 @@ impl Sim {
     /// deleted keys and resyncs, so acknowledged writes that only it holds
     /// may go with them; the oracle no longer counts them.
     pub(super) fn mark_away(&mut self, i: usize) {
+        self.mark_doc_versions_away(i);
         self.nodes[i].away = true;
         // Per key it holds: the newest stamp another node holds durably.
         // Every acknowledged write of the key newer than that is held by

@@ -970,12 +970,16 @@ impl Sim {
                         }
                         self.nodes[i].cfg.id_adopted_at_ms = 0;
                     }
-                    Event::RecoveryStarted { .. } => {
+                    Event::RecoveryStarted { cause } => {
+                        if cause == crate::sync::Recovery::AfterStoreLoss {
+                            self.nodes[i].store_lost_since_ms = Some(self.now);
+                        }
                         self.nodes[i].recovery_snapshot = Some(self.agreed_elsewhere(i));
                         self.nodes[i].recovery_server =
                             self.nodes[i].attached.map(|s| (s, self.nodes[s].resyncs));
                     }
                     Event::Recovered { cause, .. } => {
+                        self.nodes[i].store_lost_since_ms = None;
                         if cause == crate::sync::Recovery::AfterForget {
                             self.nodes[i].rejoining = false;
                         }
@@ -989,8 +993,16 @@ impl Sim {
                     // it heard from no peer: it collected by age early
                     // (the horizon's documented limit).
                     Event::PeerStale { peer } if self.is_away(peer) || self.clock_wrong(i) => {}
+                    // An edge that stayed with a server rebuilding a lost
+                    // store for longer than the horizon (it collected
+                    // nothing meanwhile).
+                    Event::PeerStale { peer }
+                        if self
+                            .index_of(peer)
+                            .is_some_and(|e| self.nodes[e].behind_horizon) => {}
                     Event::Resynced { from, .. }
                         if self.nodes[i].away
+                            || self.nodes[i].behind_horizon
                             || self.index_of(from).is_some_and(|j| self.clock_wrong(j)) =>
                     {
                         self.report.resyncs += 1;

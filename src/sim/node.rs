@@ -58,6 +58,12 @@ pub(super) struct Node {
     pub(super) store_faulted: bool,
     /// An edge: the server it is attached to (`None` for a server).
     pub(super) attached: Option<usize>,
+    /// A server rebuilding a lost store: since when (sim ms).
+    pub(super) store_lost_since_ms: Option<u64>,
+    /// An edge that stayed with a server rebuilding a lost store for
+    /// longer than the tombstone horizon: it collected nothing meanwhile,
+    /// so the next server may tell it to resync (seed 19328).
+    pub(super) behind_horizon: bool,
 }
 
 impl Node {
@@ -83,6 +89,8 @@ impl Node {
             recovery_snapshot: None,
             resyncs: 0,
             recovery_server: None,
+            store_lost_since_ms: None,
+            behind_horizon: false,
             acked_hlc_max: crate::core::hlc::Hlc::ZERO,
             away: false,
             rejoining: false,

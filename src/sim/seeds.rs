@@ -56,6 +56,8 @@ pub const SEEDS_THAT_FOUND_FAULTS: &[u64] = &[
     100, // a document write against a document damaged in memory failed to load it
     194, // a fast clock's document versions, merged nowhere: merges wait on no clock now
     989, // an edge kept a merged document whose delete was collected (Collected names the order stamp)
-    790, // (no fault: passes) where CI's mutant run catches `suspect-floor` since documents
-    2975, // (no fault: passes) where CI's mutant run catches `forgotten-frontier` since documents
+    15712, // (the oracle) a document version only a forgotten member held, counted as acknowledged
+    19328, // (the checks) an edge behind a server rebuilding for longer than the horizon, told stale
+    790,   // (no fault: passes) where CI's mutant run catches `suspect-floor` since documents
+    2975,  // (no fault: passes) where CI's mutant run catches `forgotten-frontier` since documents
 ];
