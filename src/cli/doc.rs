@@ -1,11 +1,9 @@
 //! `meridian doc`: read and write documents (JSON that merges field by
 //! field, issue 16) through a node's `/v1/doc` API.
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
 use clap::Subcommand;
 use hyper::{Method, StatusCode};
 use meridian::api::wire;
@@ -101,19 +99,7 @@ async fn write(
     file: Option<PathBuf>,
     cas: Option<u64>,
 ) -> Result<bool> {
-    let body = match (json, file) {
-        (Some(v), _) if v != "-" => Bytes::from(v),
-        (_, Some(f)) => {
-            Bytes::from(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?)
-        }
-        _ => {
-            let mut b = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut b)
-                .context("reading stdin")?;
-            Bytes::from(b)
-        }
-    };
+    let body = super::kv::body_of(json, file)?;
     let mut path = format!("/v1/doc/{}", encode_path(key));
     if let Some(c) = cas {
         path = format!("{path}?cas={c}");

@@ -106,6 +106,23 @@ pub enum KvCommand {
     },
 }
 
+/// A write's body: the argument (unless `-`), the file, or stdin.
+pub(super) fn body_of(value: Option<String>, file: Option<PathBuf>) -> Result<Bytes> {
+    Ok(match (value, file) {
+        (Some(v), _) if v != "-" => Bytes::from(v),
+        (_, Some(f)) => {
+            Bytes::from(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?)
+        }
+        _ => {
+            let mut b = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut b)
+                .context("reading stdin")?;
+            Bytes::from(b)
+        }
+    })
+}
+
 /// A write's answer: `true` done, `false` its check-and-set failed.
 fn written(r: Reply, key: &str) -> Result<bool> {
     let r = r.ok().with_context(|| key.to_string())?;
@@ -179,19 +196,7 @@ async fn put(
     flags: Option<u64>,
     cas: Option<u64>,
 ) -> Result<bool> {
-    let body = match (value, file) {
-        (Some(v), _) if v != "-" => Bytes::from(v),
-        (_, Some(f)) => {
-            Bytes::from(std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?)
-        }
-        _ => {
-            let mut b = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut b)
-                .context("reading stdin")?;
-            Bytes::from(b)
-        }
-    };
+    let body = body_of(value, file)?;
     let mut params = Vec::new();
     if let Some(f) = flags {
         params.push(format!("flags={f}"));

@@ -98,53 +98,12 @@ impl Sim {
     /// that key contains them (merges carry versions on under other stamps,
     /// so the plain oracle's stamp comparison does not see them).
     pub(super) fn holds_last_doc_changes(&self, i: usize) -> bool {
-        let load = |e: &crate::core::types::Entry| -> Option<Document> {
-            e.is_doc()
-                .then(|| Document::load(e.value.as_deref().unwrap_or_default()).ok())
-                .flatten()
-        };
-        for (_, w) in self.issued.iter() {
-            let (true, Some(bytes)) = (w.acknowledged, w.value.as_ref()) else {
-                continue;
-            };
-            if !is_doc_key(&w.key) {
-                continue;
-            }
-            let Ok(key) = crate::core::types::Key::new(&w.key) else {
-                continue;
-            };
-            let Ok(mut version) = Document::load(bytes) else {
-                continue;
-            };
-            let mut holds = |n: &super::Node| {
-                n.durable
-                    .records
-                    .get(&key)
-                    .and_then(|r| load(&r.entry))
-                    .is_some_and(|mut d| d.contains(&mut version))
-            };
-            if !holds(&self.nodes[i]) {
-                continue;
-            }
-            let elsewhere = self
-                .nodes
-                .iter()
-                .enumerate()
-                .any(|(j, n)| j != i && n.attached.is_none() && !n.away && holds(n));
-            if !elsewhere {
-                return true;
-            }
-        }
-        false
+        !self.doc_versions_only_at(i).is_empty()
     }
 
-    /// Node `i` goes away for long (see `mark_away`): acknowledged
-    /// document versions whose changes only it holds durably (no other
-    /// server's stored document contains them) may go with it, as plain
-    /// writes only it held do; the oracle stops counting them. (The plain
-    /// rule compares stamps, and a merge or a later version elsewhere can
-    /// hold a newer stamp without a version's changes.)
-    pub(super) fn mark_doc_versions_away(&mut self, i: usize) {
+    /// The acknowledged document versions whose changes node `i` holds
+    /// durably and no other server (not away) does, by stamp.
+    fn doc_versions_only_at(&self, i: usize) -> Vec<Stamp> {
         let load = |e: &crate::core::types::Entry| -> Option<Document> {
             e.is_doc()
                 .then(|| Document::load(e.value.as_deref().unwrap_or_default()).ok())
@@ -182,6 +141,17 @@ impl Sim {
                 only_here.push(*stamp);
             }
         }
+        only_here
+    }
+
+    /// Node `i` goes away for long (see `mark_away`): acknowledged
+    /// document versions whose changes only it holds durably (no other
+    /// server's stored document contains them) may go with it, as plain
+    /// writes only it held do; the oracle stops counting them. (The plain
+    /// rule compares stamps, and a merge or a later version elsewhere can
+    /// hold a newer stamp without a version's changes.)
+    pub(super) fn mark_doc_versions_away(&mut self, i: usize) {
+        let only_here = self.doc_versions_only_at(i);
         for stamp in only_here {
             if let Some(w) = self.issued.get_mut(&stamp) {
                 w.acknowledged = false;
