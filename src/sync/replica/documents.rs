@@ -51,6 +51,7 @@ use std::collections::BTreeSet;
 use bytes::Bytes;
 use serde_json::Value as Json;
 
+use super::write::Body;
 use super::{Replica, Resolution, WriteError, WriteReceipt};
 use crate::core::conflicts::{Conflict, CONFLICT_VALUE_BYTES_MAX};
 use crate::core::doc::{apply_merge_patch, DocError, Document};
@@ -92,7 +93,7 @@ impl Replica {
         ack: WriteAck,
         now_ms: u64,
     ) -> Result<WriteReceipt, WriteError> {
-        self.write_doc(key, write, flags, cas, ack, now_ms)
+        self.write_body(key, Body::Doc(write), flags, cas, ack, now_ms)
     }
 
     /// The bytes of the document `write` makes of `current` (the key's

@@ -101,7 +101,7 @@ pub enum WriteError {
 }
 
 /// What a write puts under its key.
-enum Body {
+pub(super) enum Body {
     /// A delete.
     Tombstone,
     /// Opaque bytes (JSON to a key that holds a document: see `write_body`).
@@ -244,20 +244,8 @@ impl Replica {
         self.write_body(key, body, flags, cas, ack, now_ms)
     }
 
-    /// [`Replica::put_doc`]: a document write.
-    pub(super) fn write_doc(
-        &mut self,
-        key: impl IntoKey,
-        write: DocWrite,
-        flags: u64,
-        cas: Option<u64>,
-        ack: WriteAck,
-        now_ms: u64,
-    ) -> Result<WriteReceipt, WriteError> {
-        self.write_body(key, Body::Doc(write), flags, cas, ack, now_ms)
-    }
-
-    fn write_body(
+    /// Every single-key client write: checked, stamped, applied, acknowledged.
+    pub(super) fn write_body(
         &mut self,
         key: impl IntoKey,
         body: Body,
