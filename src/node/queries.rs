@@ -34,21 +34,25 @@ pub(super) struct Held {
 }
 
 impl Driver {
-    /// One key, with its modify index (its tombstone's for a deleted key,
-    /// 0 for a key this node holds nothing of). Checked before it is
-    /// served: a damaged record is quarantined, and reads of it fail until
-    /// it is repaired.
-    pub(super) fn read(
-        &mut self,
-        key: &str,
-        now: u64,
-    ) -> Result<Indexed<Option<KvEntry>>, NodeError> {
+    /// One key's record, checked before it is served: a damaged record is
+    /// quarantined, and reads of it fail until it is repaired.
+    fn checked(&mut self, key: &str, now: u64) -> Result<Option<&Record>, NodeError> {
         if !self.replica.check_before_serving(key, now) {
             return Err(NodeError::Quarantined {
                 keys: vec![key.to_string()],
             });
         }
-        let record = self.replica.get(key);
+        Ok(self.replica.get(key))
+    }
+
+    /// One key, with its modify index (its tombstone's for a deleted key,
+    /// 0 for a key this node holds nothing of), checked before it is served.
+    pub(super) fn read(
+        &mut self,
+        key: &str,
+        now: u64,
+    ) -> Result<Indexed<Option<KvEntry>>, NodeError> {
+        let record = self.checked(key, now)?;
         Ok(Indexed {
             index: record.map_or(0, |r| r.modify_index),
             value: record.and_then(|r| live(key, r)),
@@ -62,12 +66,7 @@ impl Driver {
         key: &str,
         now: u64,
     ) -> Result<Indexed<Option<Held>>, NodeError> {
-        if !self.replica.check_before_serving(key, now) {
-            return Err(NodeError::Quarantined {
-                keys: vec![key.to_string()],
-            });
-        }
-        let record = self.replica.get(key);
+        let record = self.checked(key, now)?;
         Ok(Indexed {
             index: record.map_or(0, |r| r.modify_index),
             value: record.filter(|r| !r.entry.is_tombstone()).map(|r| Held {
