@@ -189,6 +189,7 @@ fn codec_bench(c: &mut Criterion) {
         end: FeedEnd::Claim(Hlc(T0 << 16)),
         frontier: Hlc(T0 << 16),
         entries: entries(1_000, T0 << 16, 0x1234_5678_9abc_def0),
+        docs: Vec::new(),
     });
     let frame = codec::encode(&msg).unwrap();
     println!(

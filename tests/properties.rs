@@ -230,15 +230,32 @@ fn message() -> impl Strategy<Value = Message> {
                 Just(FeedEnd::Recovering),
                 any::<u64>().prop_map(|c| FeedEnd::Claim(Hlc(c))),
             ],
-            entries()
+            entries(),
+            prop::collection::vec(
+                (key(), 1u64.., prop::collection::vec(any::<u8>(), 0..40), any::<bool>()),
+                0..3
+            )
         )
-            .prop_map(|(a, b, end, entries)| {
+            .prop_map(|(a, b, end, entries, docs)| {
                 Message::Feed(Feed {
                     from: a.min(b),
                     to: a.max(b),
                     end,
                     frontier: Hlc(a),
                     entries,
+                    docs: docs
+                        .into_iter()
+                        .map(|(key, t, changes, merge)| codec::DocChanges {
+                            key,
+                            stamp: Stamp::new(Hlc(t), NodeId(t % 5)),
+                            prev: Stamp::ZERO,
+                            flags: t / 3,
+                            merge,
+                            base: vec![[t as u8; 32]; (t % 3) as usize],
+                            changes: changes.into(),
+                            hash: [t as u8; 32],
+                        })
+                        .collect(),
                 })
             }),
         (any::<u64>(), any::<bool>()).prop_map(|(from, full)| Message::Resume { from, full }),

@@ -218,6 +218,18 @@ pub fn render(s: &NodeStatus) -> String {
         m.doc_compactions,
     );
     o.one(
+        "doc_changes_sent_total",
+        "counter",
+        "Documents sent in a feed as their changes since a version the peer held, not whole.",
+        m.doc_changes_sent,
+    );
+    o.one(
+        "doc_changes_missed_total",
+        "counter",
+        "Documents received as changes that could not be rebuilt here: asked for again, whole.",
+        m.doc_changes_missed,
+    );
+    o.one(
         "docs_refused_total",
         "counter",
         "Documents from peers or backups refused: their bytes do not load.",

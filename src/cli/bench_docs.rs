@@ -1,17 +1,20 @@
 //! `meridian bench docs`: what documents cost (issue 16), measured in
-//! process on Meridian's own code beside automerge alone: the bytes a
-//! one-field change puts on the wire for a 1 KB and a 100 KB document,
+//! process on Meridian's own code beside automerge alone: the feed bytes
+//! a one-field change puts on the wire between replicas for a 1 KB and a 100 KB document,
 //! the merges per second when two versions meet (as a replica makes them:
 //! load both, compare, merge, save) beside automerge's merge of loaded
 //! documents, the bytes held per document key beside the same JSON as a
 //! plain value, and how a document's saved size grows with its history.
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
 use anyhow::Result;
+use meridian::core::codec::{self, ClusterId, Message};
 use meridian::core::doc::Document;
 use meridian::core::hlc::Hlc;
 use meridian::core::types::{Entry, Key, Kind, NodeId, Stamp, VALUE_BYTES_MAX_DEFAULT};
+use meridian::sync::{Config, DocWrite, Output, Replica, WriteAck};
 use serde_json::{json, Map, Value};
 
 /// `n` characters of 64 kinds in no order (deflate saves little of them).
@@ -54,22 +57,111 @@ fn entry_bytes(key: &str, value: Vec<u8>, kind: Kind) -> usize {
     postcard::to_allocvec(&(key, e)).map_or(0, |v| v.len())
 }
 
-/// One document size: the wire bytes of a one-field change.
+/// Three replicas in one process, every message through the real codec:
+/// what the feed puts on the wire.
+struct Mesh {
+    nodes: Vec<Replica>,
+    wire: VecDeque<(usize, usize, Vec<u8>)>,
+    /// Bytes of feed frames node 0 sent since last taken.
+    feed_bytes_from_0: usize,
+    now_ms: u64,
+}
+
+impl Mesh {
+    fn new(n: usize) -> Result<Mesh> {
+        const REGIONS: [&str; 3] = ["us-east", "eu-west", "ap-southeast"];
+        let now_ms = 1_750_000_000_000;
+        let id = |i: usize| NodeId(100 + i as u64);
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let mut c = Config::new(id(i), &format!("n{i}"), REGIONS[i % 3], ClusterId([5; 16]));
+            c.push_delay_ms = 0;
+            let mut r = Replica::new(c, now_ms)?;
+            for j in 0..n {
+                r.add_member(id(j), REGIONS[j % 3]);
+            }
+            nodes.push(r);
+        }
+        let mut mesh = Mesh {
+            nodes,
+            wire: VecDeque::new(),
+            feed_bytes_from_0: 0,
+            now_ms,
+        };
+        for a in 0..n {
+            for b in a + 1..n {
+                mesh.nodes[a].connected(id(b), now_ms);
+                mesh.nodes[b].connected(id(a), now_ms);
+            }
+        }
+        mesh.settle()?;
+        Ok(mesh)
+    }
+
+    /// Delivers every message, and the replies, until the wire is quiet.
+    fn settle(&mut self) -> Result<()> {
+        for _ in 0..1_000_000 {
+            for i in 0..self.nodes.len() {
+                while let Some(o) = self.nodes[i].poll_output() {
+                    if let Output::Send { to, msg } = o {
+                        let j = (to.0 - 100) as usize;
+                        let frame = codec::encode(&msg)?;
+                        if i == 0 && matches!(msg, Message::Feed(_)) {
+                            self.feed_bytes_from_0 += frame.len();
+                        }
+                        self.wire.push_back((i, j, frame));
+                    }
+                }
+            }
+            let Some((from, to, frame)) = self.wire.pop_front() else {
+                return Ok(());
+            };
+            let msg = codec::decode(&frame)?;
+            let from = self.nodes[from].node();
+            self.nodes[to].handle(from, msg, self.now_ms);
+        }
+        anyhow::bail!("the wire never went quiet")
+    }
+
+    /// Writes `doc` to `key` at node 0 and settles: the feed bytes it put
+    /// on the wire, per peer.
+    fn write_at_0(&mut self, key: &str, doc: Value) -> Result<usize> {
+        self.now_ms += 10;
+        self.feed_bytes_from_0 = 0;
+        self.nodes[0].put_doc(key, DocWrite::Whole(doc), 0, None, WriteAck::Local, self.now_ms)?;
+        self.settle()?;
+        Ok(self.feed_bytes_from_0 / (self.nodes.len() - 1))
+    }
+}
+
+/// One document size: the feed bytes per peer of the first write, and of
+/// a one-field change, between replicas; the automerge change alone.
 fn wire(json_bytes: usize) -> Result<Value> {
     let base = object(json_bytes, 7);
+    let mut mesh = Mesh::new(3)?;
+    let first = mesh.write_at_0("svc/config", base.clone())?;
+    let mut changed = base.clone();
+    changed["field0000"] = json!("changed");
+    let change = mesh.write_at_0("svc/config", changed.clone())?;
+    for (i, r) in mesh.nodes.iter().enumerate() {
+        let v = r.get("svc/config").and_then(|r| r.entry.visible_value());
+        let got: Value = serde_json::from_slice(v.as_deref().unwrap_or_default())?;
+        anyhow::ensure!(got == changed, "node {i} does not hold the change");
+    }
+    let saved = mesh.nodes[0]
+        .get("svc/config")
+        .map_or(0, |r| r.entry.value_len());
     let mut d = Document::new();
     d.update(&base, stamp(1, 1))?;
     let before = d.heads();
-    let mut changed = base.clone();
-    changed["field0000"] = json!("changed");
     d.update(&changed, stamp(2, 1))?;
-    let saved = d.save();
     let json_len = serde_json::to_vec(&changed)?.len();
     let change_bytes = d.changes_after(&before).len();
     Ok(json!({
         "json_bytes": json_len,
-        "saved_bytes": saved.len(),
-        "entry_bytes_per_change": entry_bytes("svc/config", saved, Kind::Doc),
+        "saved_bytes": saved,
+        "first_write_feed_bytes_per_peer": first,
+        "change_feed_bytes_per_peer": change,
         "plain_value_entry_bytes": entry_bytes("svc/config", serde_json::to_vec(&changed)?, Kind::Value),
         "automerge_change_bytes": change_bytes,
     }))
@@ -179,8 +271,8 @@ pub fn run(tiny: bool, as_json: bool) -> Result<bool> {
     }
     for (name, w) in [("1 KB", &small), ("100 KB", &large)] {
         println!(
-            "docs wire   one-field change of a {name} document ({} B of JSON, {} B saved): {} B per peer in the feed (a plain value of the same JSON: {} B; the automerge change alone: {} B)",
-            w["json_bytes"], w["saved_bytes"], w["entry_bytes_per_change"], w["plain_value_entry_bytes"], w["automerge_change_bytes"]
+            "docs wire   a {name} document ({} B of JSON, {} B saved), 3 replicas: its first write {} B per peer in the feed; a one-field change {} B per peer (a plain value of the same JSON: {} B; the automerge change alone: {} B)",
+            w["json_bytes"], w["saved_bytes"], w["first_write_feed_bytes_per_peer"], w["change_feed_bytes_per_peer"], w["plain_value_entry_bytes"], w["automerge_change_bytes"]
         );
     }
     println!(

@@ -25,8 +25,11 @@ pub const MAGIC: [u8; 4] = *b"MRDN";
 /// Version 7: members that leave (`Forget`, `Forgotten`, `Hello::rejoined`).
 /// Version 8: an edge's local writes handed over (`ForwardOp::HandOver`).
 /// Version 9: documents (an entry's value may be a document, tag 2, or a
-/// merge of documents, tag 3).
-pub const PROTOCOL_VERSION: u16 = 9;
+/// merge of documents, tag 3). Version 10: documents in a feed travel as
+/// their changes since a version the receiver holds (`Feed::docs`).
+pub const PROTOCOL_VERSION: u16 = 10;
+/// Most heads a [`DocChanges`] names (as base or as result).
+pub const DOC_CHANGES_HEADS_MAX: usize = 256;
 /// Regions one `View` may name as unreachable.
 pub const VIEW_REGIONS_MAX: usize = 64;
 /// Envelope bytes before the payload.
@@ -123,6 +126,36 @@ pub struct Feed {
     pub frontier: Hlc,
     /// The entries changed in the range, at most [`ENTRIES_PER_MESSAGE_MAX`].
     pub entries: Vec<(Key, Entry)>,
+    /// Documents changed in the range, each as its changes since a version
+    /// the receiver is known to hold (the rest travel whole, in
+    /// `entries`); with `entries`, at most [`ENTRIES_PER_MESSAGE_MAX`].
+    pub docs: Vec<DocChanges>,
+}
+
+/// A document entry as the changes since a version of it (`base`) that
+/// the receiver holds: the receiver rebuilds the document at `base`,
+/// takes the changes in, and checks the entry it made against `hash`
+/// (see `sync::replica::doc_changes`). One it cannot rebuild is asked for
+/// again, whole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocChanges {
+    /// The key.
+    pub key: Key,
+    /// The entry's stamp.
+    pub stamp: Stamp,
+    /// The entry's `prev`.
+    pub prev: Stamp,
+    /// The entry's flags.
+    pub flags: u64,
+    /// The entry is a merge of documents (`Kind::Merge`), not a client's
+    /// document (`Kind::Doc`).
+    pub merge: bool,
+    /// The heads of the version the changes follow (sorted).
+    pub base: Vec<[u8; 32]>,
+    /// automerge's encoded changes after `base`.
+    pub changes: bytes::Bytes,
+    /// The entry hash of the entry rebuilt.
+    pub hash: Hash,
 }
 
 /// Where a [`Feed`] message stops, and what its sender claims there.
@@ -528,7 +561,30 @@ impl Message {
                 if f.to < f.from {
                     return bad(format!("feed range ({}, {}] is reversed", f.from, f.to));
                 }
-                entries_ok(&f.entries)
+                entries_ok(&f.entries)?;
+                if f.entries.len() + f.docs.len() > ENTRIES_PER_MESSAGE_MAX {
+                    return bad(format!(
+                        "{} entries and {} documents, more than {ENTRIES_PER_MESSAGE_MAX}",
+                        f.entries.len(),
+                        f.docs.len()
+                    ));
+                }
+                for d in &f.docs {
+                    if d.changes.len() > VALUE_BYTES_LIMIT {
+                        return bad(format!(
+                            "changes of {:?} are {} bytes",
+                            d.key,
+                            d.changes.len()
+                        ));
+                    }
+                    if d.base.len() > DOC_CHANGES_HEADS_MAX {
+                        return bad(format!("changes of {:?} follow {} heads", d.key, d.base.len()));
+                    }
+                    if d.stamp == Stamp::ZERO {
+                        return bad(format!("changes of {:?} have the zero stamp", d.key));
+                    }
+                }
+                Ok(())
             }
             Message::AeLevel {
                 level,
@@ -800,6 +856,16 @@ mod tests {
                     kind: Kind::Value,
                 },
             )],
+            docs: vec![DocChanges {
+                key: Key::new("svc/api").unwrap(),
+                stamp: Stamp::new(Hlc(71), NodeId(4)),
+                prev: Stamp::new(Hlc(60), NodeId(4)),
+                flags: 0,
+                merge: false,
+                base: vec![[7; 32]],
+                changes: Bytes::from_static(b"changes"),
+                hash: [1; 32],
+            }],
         })
     }
 

@@ -26,6 +26,10 @@ pub struct Net {
     pub wire: VecDeque<(usize, usize, Vec<u8>)>,
     /// Drops every message this says to drop.
     pub drop: fn(&Message) -> bool,
+    /// Changes messages on their way (after `drop`).
+    pub tamper: fn(&mut Message),
+    /// Bytes of feed frames put on the wire, per (sender, receiver).
+    pub feed_bytes: std::collections::HashMap<(usize, usize), usize>,
     pub events: Vec<(usize, Event)>,
     /// Acknowledged writes, and writes answered as not acknowledged.
     pub acks: Vec<(usize, WriteReceipt)>,
@@ -74,6 +78,8 @@ impl Net {
             up: HashSet::new(),
             wire: VecDeque::new(),
             drop: |_| false,
+            tamper: |_| {},
+            feed_bytes: std::collections::HashMap::new(),
             events: Vec::new(),
             acks: Vec::new(),
             unacked: Vec::new(),
@@ -175,13 +181,18 @@ impl Net {
         while let Some(o) = self.nodes[i].poll_output() {
             match o {
                 Output::Persist(b) => self.durable[i].apply(&b),
-                Output::Send { to, msg } => {
+                Output::Send { to, mut msg } => {
                     let j = self.index_of(to);
                     if let Message::Feed(f) = &msg {
-                        self.feed_entries_sent += f.entries.len();
+                        self.feed_entries_sent += f.entries.len() + f.docs.len();
                     }
                     if self.up.contains(&(i.min(j), i.max(j))) && !(self.drop)(&msg) {
-                        self.wire.push_back((i, j, codec::encode(&msg).unwrap()));
+                        (self.tamper)(&mut msg);
+                        let frame = codec::encode(&msg).unwrap();
+                        if matches!(msg, Message::Feed(_)) {
+                            *self.feed_bytes.entry((i, j)).or_default() += frame.len();
+                        }
+                        self.wire.push_back((i, j, frame));
                     }
                 }
                 Output::Event(e) => self.events.push((i, e)),

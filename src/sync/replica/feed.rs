@@ -28,6 +28,7 @@ impl Replica {
                 f.entries
                     .iter()
                     .map(|(_, e)| e.stamp.hlc)
+                    .chain(f.docs.iter().map(|d| d.stamp.hlc))
                     .chain(f.end.claim()),
                 now_ms,
             )
@@ -53,10 +54,27 @@ impl Replica {
             self.merge_floor()
         };
         let mut applied = 0u64;
-        let heartbeat = f.from == f.to && f.entries.is_empty();
+        let heartbeat = f.from == f.to && f.entries.is_empty() && f.docs.is_empty();
         for (k, e) in f.entries {
+            self.learn_doc_held(from, &k, &e);
             if self.merge_entry(Some(from), k, e, floor, now_ms) {
                 applied += 1;
+            }
+        }
+        // Documents as changes: one that cannot be rebuilt here is a gap
+        // (the range is asked for again, and comes with documents whole).
+        let mut docs_missed = false;
+        for d in f.docs {
+            match self.rebuild_doc(from, &d) {
+                Some(e) => {
+                    if self.merge_entry(Some(from), d.key, e, floor, now_ms) {
+                        applied += 1;
+                    }
+                }
+                None => {
+                    self.metrics.doc_changes_missed += 1;
+                    docs_missed = true;
+                }
             }
         }
         self.metrics.feed_entries_applied += applied;
@@ -66,7 +84,7 @@ impl Replica {
         p.frontier = p.frontier.max(f.frontier);
         // Contiguous, and up to the sender's last index: we hold all it had.
         let mut reached_end = false;
-        if f.from <= p.applied || mutants::on(Mutant::FeedGap) {
+        if (f.from <= p.applied && !docs_missed) || mutants::on(Mutant::FeedGap) {
             if f.to >= p.applied {
                 reached_end = f.end.is_end();
                 if f.to > p.applied {
@@ -91,7 +109,9 @@ impl Replica {
                 p.resume_asked_ms = None;
             }
         } else {
-            self.metrics.feed_gaps += 1;
+            if !docs_missed {
+                self.metrics.feed_gaps += 1;
+            }
             let timeout = self.cfg.peer_timeout_ms;
             if p.resume_asked_ms.is_none_or(|t| now_ms >= t + timeout) {
                 p.resume_asked_ms = Some(now_ms);
@@ -177,6 +197,8 @@ impl Replica {
             return;
         };
         let start = start.min(index);
+        // What it holds is in doubt: documents go whole until learned again.
+        p.doc_heads.forget_all();
         p.acked = start;
         p.sent = start;
         p.in_flight.clear();
@@ -234,6 +256,7 @@ impl Replica {
             return;
         }
         let mut damaged = Vec::new();
+        let mut feeds = Vec::new();
         let to_edge = p.role == Role::Edge;
         let window = if to_edge {
             self.cfg.edge_window_max
@@ -289,14 +312,21 @@ impl Replica {
             p.in_flight.push_back(to);
             p.last_sent_ms = now_ms;
             self.metrics.feed_entries_sent += entries.len() as u64;
-            let msg = Message::Feed(Feed {
+            feeds.push(Feed {
                 from,
                 to,
                 end,
                 frontier,
                 entries,
+                docs: Vec::new(),
             });
-            self.staged.push(Output::Send { to: id, msg });
+        }
+        for mut f in feeds {
+            self.docs_as_changes(id, &mut f);
+            self.staged.push(Output::Send {
+                to: id,
+                msg: Message::Feed(f),
+            });
         }
         for k in damaged {
             self.quarantine_damaged(&k, "the entry in memory does not match its check", now_ms);
@@ -350,6 +380,7 @@ impl Replica {
             if !p.in_flight.is_empty() && now_ms >= p.last_progress_ms + timeout {
                 // Nothing acknowledged for a while: send it again.
                 self.metrics.feed_rewinds += 1;
+                p.doc_heads.forget_all();
                 p.sent = p.acked;
                 p.in_flight.clear();
                 self.pump(id, now_ms);
@@ -390,6 +421,7 @@ impl Replica {
             end,
             frontier,
             entries: Vec::new(),
+            docs: Vec::new(),
         });
         self.staged.push(Output::Send { to: id, msg });
     }

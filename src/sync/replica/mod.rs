@@ -4,6 +4,7 @@ mod ack;
 mod anti_entropy;
 mod barrier;
 mod clock;
+mod doc_changes;
 mod documents;
 mod edge;
 mod failover;
@@ -157,6 +158,8 @@ pub struct Replica {
     /// Versions of documents that lost here and wait for a merge this
     /// replica may not write yet (see `replica::documents`).
     doc_merges_waiting: BTreeMap<Key, crate::core::types::Entry>,
+    /// Documents loaded to ship as changes (see `replica::doc_changes`).
+    loaded_docs: doc_changes::LoadedDocs,
 }
 
 impl Replica {
@@ -329,6 +332,7 @@ impl Replica {
             left_dirty: false,
             equal_since_forget: BTreeSet::new(),
             doc_merges_waiting: BTreeMap::new(),
+            loaded_docs: doc_changes::LoadedDocs::default(),
             cfg,
         };
         // Regions of remembered peers are known, unreachable until they reconnect.

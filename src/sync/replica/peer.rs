@@ -141,6 +141,9 @@ pub(super) struct Peer {
     /// so what it holds at or below it is not vouched for (see
     /// `replica/members.rs`). Zero for a peer we never forgot.
     pub(super) suspect_floor: Hlc,
+    /// The document versions it is known to hold, to send it changes
+    /// rather than whole documents (see `replica::doc_changes`).
+    pub(super) doc_heads: super::doc_changes::KnownHeads,
 }
 
 /// The state of the link with a peer.
@@ -279,6 +282,8 @@ impl Replica {
             return;
         }
         let p = self.peers.entry(peer).or_default();
+        // A new connection: the feed on it starts over.
+        p.doc_heads.forget_all();
         // A new connection: our hello on it is not yet confirmed.
         p.link = match p.link {
             Link::Down => Link::Connecting { swapping: false },

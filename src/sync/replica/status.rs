@@ -94,6 +94,12 @@ pub struct Metrics {
     pub doc_compactions: u64,
     /// Documents from peers or backups refused: their bytes do not load.
     pub docs_refused: u64,
+    /// Documents sent in a feed as their changes since a version the peer held.
+    pub doc_changes_sent: u64,
+    /// Documents received as changes that could not be rebuilt here (the
+    /// version they follow is not held, or the result differed from the
+    /// sender's): their feed range was asked for again, whole.
+    pub doc_changes_missed: u64,
     /// Members forgotten (left, or forgotten by an operator).
     pub members_forgotten: u64,
     /// Notices of forgotten members dropped: as many as a node keeps are forgotten.
