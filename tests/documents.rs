@@ -566,7 +566,10 @@ fn a_one_field_change_travels_as_its_changes_not_the_whole_document() {
     put_doc(&mut net, 0, "svc/big", big_object(100_000)).unwrap();
     let whole = feed_bytes_from_0(&net);
     let saved = net.nodes[0].get("svc/big").unwrap().entry.value_len();
-    assert!(whole > 2 * saved, "{whole} bytes for 2 peers, {saved} saved");
+    assert!(
+        whole > 2 * saved,
+        "{whole} bytes for 2 peers, {saved} saved"
+    );
     // Writers on every node: each peer learns what the others hold.
     for (n, i) in [(1, 0), (2, 1), (3, 2)] {
         patch_doc(&mut net, i, "svc/big", json!({ "field0000": n })).unwrap();
@@ -578,7 +581,10 @@ fn a_one_field_change_travels_as_its_changes_not_the_whole_document() {
     let change = feed_bytes_from_0(&net) - before;
     assert_eq!(net.nodes[0].metrics().doc_changes_sent, sent + 2);
     // Two peers, one small frame each: not 2 × 100 KB.
-    assert!(change < 2_000, "{change} bytes on the wire for a one-field change");
+    assert!(
+        change < 2_000,
+        "{change} bytes on the wire for a one-field change"
+    );
     let mut want = big_object(100_000);
     want["field0000"] = json!(3);
     want["field0001"] = json!("changed");
@@ -649,6 +655,124 @@ fn a_document_started_over_travels_whole() {
     assert!(net.nodes[0].metrics().doc_compactions >= 1);
     assert!(net.nodes[0].metrics().doc_changes_sent >= 1);
     assert_eq!(net.nodes[1].metrics().doc_changes_missed, 0);
-    assert_eq!(doc(&net, 1, "d"), Some(json!({"n": 59, "s": noise(40, 59)})));
+    assert_eq!(
+        doc(&net, 1, "d"),
+        Some(json!({"n": 59, "s": noise(40, 59)}))
+    );
     assert!(net.roots_equal());
+}
+
+/// A document write at edge `e`, as forwarded write `id`; its outcome.
+fn edge_doc(
+    net: &mut Net,
+    e: usize,
+    id: u64,
+    key: &str,
+    write: DocWrite,
+) -> Result<(), WriteError> {
+    let now = net.local(e);
+    net.nodes[e].edge_doc_write(id, key, write, 0, None, None, now)?;
+    net.settle();
+    let (_, _, r) = net
+        .forwarded
+        .iter()
+        .find(|(i, n, _)| *i == e && *n == id)
+        .expect("answered");
+    r.as_ref().map(|_| ()).map_err(Clone::clone)
+}
+
+#[test]
+fn an_edge_writes_documents_through_its_server_and_the_fields_merge() {
+    // Servers 0, 1, 2; edge 3 attached to server 0, edge 4 to server 2.
+    let mut net = Net::with_edges(3, 2);
+    for a in 0..3 {
+        for b in a + 1..3 {
+            net.link(a, b);
+        }
+    }
+    net.settle();
+    net.attach(0, 3);
+    net.attach(2, 4);
+    edge_doc(
+        &mut net,
+        3,
+        1,
+        "svc/api",
+        DocWrite::Whole(json!({"rps": 100, "timeout_ms": 500})),
+    )
+    .unwrap();
+    // Read back at the edge once answered, as a document everywhere.
+    for i in 0..5 {
+        assert_eq!(
+            doc(&net, i, "svc/api"),
+            Some(json!({"rps": 100, "timeout_ms": 500})),
+            "node {i}"
+        );
+    }
+    // Region 2 cut off: each side's edge changes its own field.
+    cut_off_2(&mut net);
+    edge_doc(
+        &mut net,
+        3,
+        2,
+        "svc/api",
+        DocWrite::Patch(json!({"rps": 200})),
+    )
+    .unwrap();
+    net.advance(5);
+    edge_doc(
+        &mut net,
+        4,
+        3,
+        "svc/api",
+        DocWrite::Patch(json!({"timeout_ms": 900})),
+    )
+    .unwrap();
+    heal_2(&mut net);
+    net.advance(2_000);
+    let want = json!({"rps": 200, "timeout_ms": 900});
+    for i in 0..5 {
+        assert_eq!(doc(&net, i, "svc/api"), Some(want.clone()), "node {i}");
+    }
+    assert!(net.roots_equal());
+    // What a server refuses, the edge's caller hears, and nothing is written.
+    net.put(0, "plain", "x");
+    let r = edge_doc(&mut net, 3, 4, "plain", DocWrite::Patch(json!({"a": 1})));
+    assert!(
+        matches!(r, Err(WriteError::Document(DocError::NotDocument))),
+        "{r:?}"
+    );
+    // Bytes no server takes as a document: refused as invalid (400), not as
+    // a server that takes no writes.
+    let now = net.local(3);
+    net.nodes[3]
+        .edge_write(
+            5,
+            "svc/api",
+            Some(Bytes::from_static(b"not json")),
+            0,
+            None,
+            None,
+            now,
+        )
+        .unwrap();
+    net.settle();
+    let (_, _, r) = net
+        .forwarded
+        .iter()
+        .find(|(i, n, _)| *i == 3 && *n == 5)
+        .unwrap();
+    let e = r.as_ref().unwrap_err();
+    assert!(e.to_string().contains("not JSON"), "{e}");
+    assert!(
+        matches!(
+            e,
+            WriteError::Forward(meridian::sync::ForwardError::Refused {
+                class: meridian::core::codec::RefusalClass::Invalid,
+                ..
+            })
+        ),
+        "{e:?}"
+    );
+    assert_eq!(doc(&net, 0, "svc/api"), Some(want));
 }

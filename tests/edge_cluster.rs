@@ -70,6 +70,15 @@ async fn value(n: &Node, key: &str) -> Option<String> {
         .map(|e| String::from_utf8_lossy(&e.value).into_owned())
 }
 
+/// `svc/api`'s document at `n` (`None`: none there).
+async fn doc_of(n: &Node) -> Option<serde_json::Value> {
+    n.get_doc("svc/api", None)
+        .await
+        .unwrap()
+        .value
+        .map(|d| d.json)
+}
+
 async fn eventually<F, Fut>(what: &str, secs: u64, mut f: F)
 where
     F: FnMut() -> Fut,
@@ -170,6 +179,40 @@ async fn an_edge_reads_every_region_forwards_its_writes_and_follows_another_serv
         .await
         .is_err());
     assert_eq!(value(&edge, "from/edge").await.as_deref(), Some("z"));
+    // Documents: the edge's write is made by its server; a field changed
+    // in another region meanwhile merges with the edge's patch.
+    let receipt = edge
+        .put_doc(
+            "svc/api",
+            serde_json::json!({"rps": 100, "timeout_ms": 500}),
+        )
+        .await
+        .unwrap();
+    assert_ne!(receipt.stamp.node, edge.id(), "made by the server");
+    assert_eq!(
+        doc_of(&edge).await,
+        Some(serde_json::json!({"rps": 100, "timeout_ms": 500}))
+    );
+    eventually("eu1 holds the edge's document", 20, || async {
+        doc_of(&eu1).await.is_some()
+    })
+    .await;
+    eu1.patch_doc("svc/api", serde_json::json!({"timeout_ms": 900}))
+        .await
+        .unwrap();
+    edge.patch_doc("svc/api", serde_json::json!({"rps": 200}))
+        .await
+        .unwrap();
+    let want = serde_json::json!({"rps": 200, "timeout_ms": 900});
+    eventually(
+        "the edge's and eu1's fields merge everywhere",
+        20,
+        || async {
+            doc_of(&edge).await.as_ref() == Some(&want)
+                && doc_of(&eu1).await.as_ref() == Some(&want)
+        },
+    )
+    .await;
 
     // The edge is no member: the servers count 3 members and 2 regions, and
     // one of them serves it; the edge knows only the server it attached to.

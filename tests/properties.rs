@@ -232,7 +232,12 @@ fn message() -> impl Strategy<Value = Message> {
             ],
             entries(),
             prop::collection::vec(
-                (key(), 1u64.., prop::collection::vec(any::<u8>(), 0..40), any::<bool>()),
+                (
+                    key(),
+                    1u64..,
+                    prop::collection::vec(any::<u8>(), 0..40),
+                    any::<bool>()
+                ),
                 0..3
             )
         )
@@ -321,6 +326,12 @@ fn message() -> impl Strategy<Value = Message> {
                         flags: u64::from(n),
                     },
                     ForwardOp::Delete { key: k.clone() },
+                    ForwardOp::Doc {
+                        key: k.clone(),
+                        json: Bytes::from(format!("{{\"n\": {n}}}")),
+                        patch: n % 2 == 0,
+                        flags: u64::from(n),
+                    },
                     ForwardOp::DeleteTree {
                         prefix: "k".into(),
                         keys_max: u32::from(n),

@@ -103,7 +103,6 @@ pub(super) fn doc_status(e: &DocError) -> StatusCode {
     match e {
         DocError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         DocError::NotDocument => StatusCode::CONFLICT,
-        DocError::AtEdge => StatusCode::NOT_IMPLEMENTED,
         DocError::Repairing => StatusCode::SERVICE_UNAVAILABLE,
         DocError::Damaged(_) => StatusCode::INTERNAL_SERVER_ERROR,
         DocError::NotJson(_)

@@ -128,7 +128,14 @@ impl Mesh {
     fn write_at_0(&mut self, key: &str, doc: Value) -> Result<usize> {
         self.now_ms += 10;
         self.feed_bytes_from_0 = 0;
-        self.nodes[0].put_doc(key, DocWrite::Whole(doc), 0, None, WriteAck::Local, self.now_ms)?;
+        self.nodes[0].put_doc(
+            key,
+            DocWrite::Whole(doc),
+            0,
+            None,
+            WriteAck::Local,
+            self.now_ms,
+        )?;
         self.settle()?;
         Ok(self.feed_bytes_from_0 / (self.nodes.len() - 1))
     }

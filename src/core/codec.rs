@@ -26,7 +26,8 @@ pub const MAGIC: [u8; 4] = *b"MRDN";
 /// Version 8: an edge's local writes handed over (`ForwardOp::HandOver`).
 /// Version 9: documents (an entry's value may be a document, tag 2, or a
 /// merge of documents, tag 3). Version 10: documents in a feed travel as
-/// their changes since a version the receiver holds (`Feed::docs`).
+/// their changes since a version the receiver holds (`Feed::docs`); an
+/// edge forwards document writes (`ForwardOp::Doc`).
 pub const PROTOCOL_VERSION: u16 = 10;
 /// Most heads a [`DocChanges`] names (as base or as result).
 pub const DOC_CHANGES_HEADS_MAX: usize = 256;
@@ -396,6 +397,18 @@ pub enum ForwardOp {
         /// Consul's flags.
         flags: u64,
     },
+    /// A document write (see `sync::replica::documents`), made by the
+    /// server against the document it holds.
+    Doc {
+        /// The key.
+        key: Key,
+        /// The JSON: a whole document, or an RFC 7386 merge patch.
+        json: bytes::Bytes,
+        /// `json` is a merge patch.
+        patch: bool,
+        /// Consul's flags.
+        flags: u64,
+    },
     /// Deletes every key the server knows under the prefix, at most `keys_max`.
     DeleteTree {
         /// The prefix.
@@ -578,7 +591,11 @@ impl Message {
                         ));
                     }
                     if d.base.len() > DOC_CHANGES_HEADS_MAX {
-                        return bad(format!("changes of {:?} follow {} heads", d.key, d.base.len()));
+                        return bad(format!(
+                            "changes of {:?} follow {} heads",
+                            d.key,
+                            d.base.len()
+                        ));
                     }
                     if d.stamp == Stamp::ZERO {
                         return bad(format!("changes of {:?} have the zero stamp", d.key));
@@ -681,6 +698,9 @@ impl Message {
                     match op {
                         ForwardOp::Set { key, value, .. } if value.len() > VALUE_BYTES_LIMIT => {
                             return bad(format!("value of {key:?} is {} bytes", value.len()));
+                        }
+                        ForwardOp::Doc { key, json, .. } if json.len() > VALUE_BYTES_LIMIT => {
+                            return bad(format!("document of {key:?} is {} bytes", json.len()));
                         }
                         ForwardOp::HandOver {
                             key,

@@ -70,9 +70,6 @@ pub enum DocError {
     /// A merge patch was sent to a key that holds a plain value.
     #[error("the key holds a plain value, not a document: PUT a whole document to make it one")]
     NotDocument,
-    /// Edges do not make document writes of their own yet: their servers do.
-    #[error("this node is an edge: send document writes to a server of its region (a KV PUT of JSON to a key that already holds a document is forwarded)")]
-    AtEdge,
     /// A head given to `?at=` is not one of the document's changes.
     #[error("bad heads: {0}")]
     Heads(String),
@@ -494,8 +491,11 @@ mod tests {
         let s1 = v1.save();
         // One writer's next version, loaded and changed as a write does.
         let mut v2 = Document::load(&s1).unwrap();
-        v2.update(&json!({"a": 2, "b": {"c": "x"}, "l": [1, 2, 3]}), stamp(2, 1))
-            .unwrap();
+        v2.update(
+            &json!({"a": 2, "b": {"c": "x"}, "l": [1, 2, 3]}),
+            stamp(2, 1),
+        )
+        .unwrap();
         let s2 = v2.save();
         let mut held = Document::load(&s1).unwrap();
         let base = held.heads();
@@ -515,7 +515,10 @@ mod tests {
         let base = held.heads();
         let changes = Document::load(&sm).unwrap().changes_after(&base);
         let mut got = held.rebuilt(&base, &changes).unwrap();
-        assert_eq!(got.to_json(None).unwrap(), json!({"a": 2, "b": {"c": "y"}, "l": [1, 2, 3]}));
+        assert_eq!(
+            got.to_json(None).unwrap(),
+            json!({"a": 2, "b": {"c": "y"}, "l": [1, 2, 3]})
+        );
         assert_eq!(got.save(), sm);
         // Held further than the base (a change of its own since): the
         // version is rebuilt at the base, without that change.
@@ -529,7 +532,10 @@ mod tests {
         let mut other = Document::new();
         other.update(&json!({"z": 1}), stamp(9, 9)).unwrap();
         let far = other.heads();
-        assert!(Document::load(&s1).unwrap().rebuilt(&far, &changes).is_err());
+        assert!(Document::load(&s1)
+            .unwrap()
+            .rebuilt(&far, &changes)
+            .is_err());
     }
 
     #[test]

@@ -22,7 +22,6 @@ use super::{history, Halt, NodeError, EVENTS_KEPT_MAX, QUARANTINED_NAMED_MAX};
 use crate::core::codec::{self, Message};
 use crate::core::conflicts::Conflict;
 use crate::core::digest::Fingerprint;
-use crate::core::doc::DocError;
 use crate::core::types::{Entry, Key, NodeId, Stamp};
 use crate::net::forward::ForwardError;
 use crate::net::links::{Adopted, Conn, Links};
@@ -859,8 +858,8 @@ impl Driver {
         }
     }
 
-    /// A document write, answered once acknowledged. Edges refuse it (see
-    /// [`DocError::AtEdge`]).
+    /// A document write, answered once acknowledged (an edge forwards it
+    /// to its server).
     fn put_doc(
         &mut self,
         key: Key,
@@ -874,8 +873,7 @@ impl Driver {
             return;
         }
         if self.replica.is_edge() {
-            let _ = reply.send(Err(DocError::AtEdge.into()));
-            return;
+            return self.edge_put_doc(key, write, opts, reply, now);
         }
         let ack = opts.ack.unwrap_or(self.replica.config().write_ack);
         match self

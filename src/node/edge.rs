@@ -1,5 +1,5 @@
-//! An edge's writes in the driver: each put, prefix delete or writing
-//! transaction is forwarded to the server through the replica (see
+//! An edge's writes in the driver: each put, document write, prefix
+//! delete or writing transaction is forwarded to the server through the replica (see
 //! `sync::replica::edge`), and its caller answered when the replica says
 //! it is done ([`Output::Forwarded`](crate::sync::Output::Forwarded)); a
 //! put or delete taken locally while no server is connected
@@ -12,8 +12,8 @@ use super::types::WriteOptions;
 use super::NodeError;
 use crate::core::types::Key;
 use crate::sync::{
-    EdgeTxn, EdgeWritten, ForwardError, ForwardReceipt, TxnEntry, TxnError, TxnFailure, TxnOp,
-    TxnOutcome, WriteAck, WriteError, WriteReceipt,
+    DocWrite, EdgeTxn, EdgeWritten, ForwardError, ForwardReceipt, TxnEntry, TxnError, TxnFailure,
+    TxnOp, TxnOutcome, WriteAck, WriteError, WriteReceipt,
 };
 use bytes::Bytes;
 
@@ -54,6 +54,29 @@ impl Driver {
             // No server: taken here (`edge_writes = "local"`), answered once durable.
             Ok(EdgeWritten::Local(receipt)) => {
                 self.pending.insert(receipt.stamp, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(e.into()));
+            }
+        }
+    }
+
+    /// A document write on an edge: forwarded; the server makes it.
+    pub(super) fn edge_put_doc(
+        &mut self,
+        key: Key,
+        write: DocWrite,
+        opts: WriteOptions,
+        reply: oneshot::Sender<Result<WriteReceipt, NodeError>>,
+        now: u64,
+    ) {
+        let id = self.next_forward_id();
+        match self
+            .replica
+            .edge_doc_write(id, key, write, opts.flags, opts.cas, opts.ack, now)
+        {
+            Ok(()) => {
+                self.forwards.insert(id, ForwardReply::Put(reply));
             }
             Err(e) => {
                 let _ = reply.send(Err(e.into()));

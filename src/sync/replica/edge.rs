@@ -29,7 +29,9 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use thiserror::Error;
 
+use super::documents::DocWrite;
 use super::peer::Link;
+use super::write::Body;
 use super::EdgeWritten;
 use super::{AckFailure, Output, Replica, Timer, TxnEntry, TxnError, TxnFailure, TxnOp};
 use super::{WriteError, WriteReceipt};
@@ -37,6 +39,7 @@ use crate::core::codec::{
     ForwardOp, ForwardOutcome, Message, RefusalClass, Summary, ENTRIES_PER_MESSAGE_MAX,
     FORWARD_MESSAGE_BYTES_MAX, FORWARD_OPS_MAX,
 };
+use crate::core::doc::{parse_json, DocError};
 use crate::core::hlc::Hlc;
 use crate::core::mutants::{self, Mutant};
 use crate::core::types::{key_hash, IntoKey, Key, NodeId, Stamp};
@@ -187,7 +190,7 @@ pub enum EdgeTxn {
 
 /// The writes a forwarded write makes (key, value or `None` for a delete,
 /// flags), and the edge's local writes it skips with the stamp held here.
-type ForwardedWrites = (Vec<(Key, Option<Bytes>, u64)>, Vec<(Key, Stamp)>);
+type ForwardedWrites = (Vec<(Key, Body, u64)>, Vec<(Key, Stamp)>);
 
 /// The kind of a server's refusal.
 fn class_of(e: &WriteError) -> RefusalClass {
@@ -197,10 +200,26 @@ fn class_of(e: &WriteError) -> RefusalClass {
         | WriteError::TooManyKeys { .. } => RefusalClass::TooLarge,
         WriteError::Key(_) | WriteError::CasMismatch { .. } => RefusalClass::Invalid,
         WriteError::TooManyPending { .. } => RefusalClass::Busy,
+        // A document the edge sent that is not one, or a patch to a plain
+        // value: the write's fault, not the server's.
+        WriteError::Document(DocError::TooLarge { .. }) => RefusalClass::TooLarge,
+        WriteError::Document(DocError::Repairing) => RefusalClass::Busy,
+        WriteError::Document(_) => RefusalClass::Invalid,
         WriteError::Forward(ForwardError::TooMany { .. }) => RefusalClass::Busy,
         WriteError::Forward(ForwardError::Refused { class, .. }) => *class,
         _ => RefusalClass::Unavailable,
     }
+}
+
+/// The document write a forwarded [`ForwardOp::Doc`] carries (both a
+/// whole document and a merge patch are JSON objects).
+fn doc_write(json: &[u8], patch: bool) -> Result<DocWrite, DocError> {
+    let json = parse_json(json)?;
+    Ok(if patch {
+        DocWrite::Patch(json)
+    } else {
+        DocWrite::Whole(json)
+    })
 }
 
 /// A refusal of a forwarded write, as the edge hears it.
@@ -465,14 +484,27 @@ impl Replica {
                         .limits
                         .check_value(value.len())
                         .map_err(|e| refusal(e.into()))?;
-                    writes.push((key, Some(value.clone()), *flags));
+                    writes.push((key, Body::Value(value.clone()), *flags));
+                }
+                ForwardOp::Doc {
+                    key,
+                    json,
+                    patch,
+                    flags,
+                } => {
+                    let key = key
+                        .clone()
+                        .into_key(key_max)
+                        .map_err(|e| refusal(e.into()))?;
+                    let write = doc_write(json, *patch).map_err(|e| refusal(e.into()))?;
+                    writes.push((key, Body::Doc(write), *flags));
                 }
                 ForwardOp::Delete { key } => {
                     let key = key
                         .clone()
                         .into_key(key_max)
                         .map_err(|e| refusal(e.into()))?;
-                    writes.push((key, None, 0));
+                    writes.push((key, Body::Tombstone, 0));
                 }
                 ForwardOp::HandOver {
                     key,
@@ -492,7 +524,7 @@ impl Replica {
                     }
                     match self.hand_over_check(key.as_str(), *stamp, now_ms) {
                         None => {
-                            writes.push((key, value.clone(), *flags));
+                            writes.push((key, Body::from(value.clone()), *flags));
                             made += 1;
                         }
                         Some(held) => {
@@ -514,7 +546,7 @@ impl Replica {
                         let count = self.map.scan_visible(prefix).count();
                         return Err(refusal(WriteError::TooManyKeys { count, max }));
                     }
-                    writes.extend(keys.into_iter().map(|k| (k, None, 0)));
+                    writes.extend(keys.into_iter().map(|k| (k, Body::Tombstone, 0)));
                 }
             }
         }
@@ -696,20 +728,7 @@ impl Replica {
             }
         }
         let mut ops = Vec::with_capacity(2);
-        if let Some(expected) = cas {
-            let actual = self
-                .map
-                .get(key.as_str())
-                .filter(|r| !r.entry.is_tombstone())
-                .map_or(0, |r| r.modify_index);
-            if actual != expected || (value.is_none() && actual == 0) {
-                return Err(WriteError::CasMismatch { expected, actual });
-            }
-            ops.push(ForwardOp::Expect {
-                key: key.clone(),
-                stamp: self.live_stamp(key.as_str()),
-            });
-        }
+        ops.extend(self.cas_expected(&key, cas, value.is_none())?);
         ops.push(match value {
             Some(value) => ForwardOp::Set {
                 key: key.clone(),
@@ -720,6 +739,78 @@ impl Replica {
         });
         self.forward(id, ops, cas.map(|c| (key, c)), ack, now_ms)?;
         Ok(EdgeWritten::Forwarded)
+    }
+
+    /// With `cas`, the check that the key's modify index here is `cas` (0:
+    /// it is not live here; a delete needs it live), and the `Expect` that
+    /// makes the server check it still holds the version seen here.
+    fn cas_expected(
+        &self,
+        key: &Key,
+        cas: Option<u64>,
+        delete: bool,
+    ) -> Result<Option<ForwardOp>, WriteError> {
+        let Some(expected) = cas else {
+            return Ok(None);
+        };
+        let actual = self
+            .map
+            .get(key.as_str())
+            .filter(|r| !r.entry.is_tombstone())
+            .map_or(0, |r| r.modify_index);
+        if actual != expected || (delete && actual == 0) {
+            return Err(WriteError::CasMismatch { expected, actual });
+        }
+        Ok(Some(ForwardOp::Expect {
+            key: key.clone(),
+            stamp: self.live_stamp(key.as_str()),
+        }))
+    }
+
+    /// On an edge: a document write (see `replica::documents`) through the
+    /// server, as write number `id`: the server computes the change against
+    /// the document it holds. Needs a server connected (an edge makes no
+    /// document write of its own). A merge patch to a key that holds a
+    /// plain value here is refused here, as the server would.
+    #[allow(clippy::too_many_arguments)]
+    pub fn edge_doc_write(
+        &mut self,
+        id: u64,
+        key: impl IntoKey,
+        write: DocWrite,
+        flags: u64,
+        cas: Option<u64>,
+        ack: Option<WriteAck>,
+        now_ms: u64,
+    ) -> Result<(), WriteError> {
+        self.observe_time(now_ms);
+        let key = key.into_key(self.cfg.limits.key_bytes_max)?;
+        if let Some(e) = self.needs_server("a document write") {
+            return Err(e);
+        }
+        let (json, patch) = match &write {
+            DocWrite::Whole(json) => (json, false),
+            DocWrite::Patch(json) => (json, true),
+        };
+        let plain_held = self
+            .map
+            .get(key.as_str())
+            .is_some_and(|r| !r.entry.is_tombstone() && !r.entry.is_doc());
+        if patch && plain_held {
+            return Err(DocError::NotDocument.into());
+        }
+        let json =
+            Bytes::from(serde_json::to_vec(json).map_err(|e| DocError::NotJson(e.to_string()))?);
+        self.cfg.limits.check_value(json.len())?;
+        let mut ops = Vec::with_capacity(2);
+        ops.extend(self.cas_expected(&key, cas, false)?);
+        ops.push(ForwardOp::Doc {
+            key: key.clone(),
+            json,
+            patch,
+            flags,
+        });
+        self.forward(id, ops, cas.map(|c| (key, c)), ack, now_ms)
     }
 
     /// On an edge: deletes every key the server knows under `prefix` (at

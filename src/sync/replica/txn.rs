@@ -11,7 +11,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use super::documents::DocWrite;
-use super::write::{WriteError, WriteReceipt};
+use super::write::{Body, WriteError, WriteReceipt};
 use super::{Replica, Resolution};
 use crate::core::doc::{parse_json, DocError};
 use crate::core::types::{Entry, IntoKey, Key, KeyError, Kind, Stamp, ValueError};
@@ -335,6 +335,10 @@ impl Replica {
                 receipts: Vec::new(),
             });
         }
+        let writes = writes
+            .into_iter()
+            .map(|(k, v, flags)| (k, Body::from(v), flags))
+            .collect();
         let receipts = self.make_writes(writes, ack, now_ms)?;
         self.commit();
         Ok(TxnOutcome { results, receipts })
@@ -347,7 +351,7 @@ impl Replica {
     /// that will not stamp) comes before anything is applied.
     pub(super) fn make_writes(
         &mut self,
-        writes: Vec<(Key, Option<Bytes>, u64)>,
+        writes: Vec<(Key, Body, u64)>,
         ack: WriteAck,
         now_ms: u64,
     ) -> Result<Vec<WriteReceipt>, WriteError> {
@@ -363,20 +367,26 @@ impl Replica {
         // A value for a key that holds a document is a whole-document
         // write (as a PUT's): JSON, or the whole input is refused.
         let mut made = Vec::with_capacity(writes.len());
-        for ((key, value, flags), stamp) in writes.into_iter().zip(stamps) {
+        for ((key, body, flags), stamp) in writes.into_iter().zip(stamps) {
             let current = self.map.get(key.as_str()).map(|r| r.entry.clone());
-            let (value, kind) = match value {
-                Some(v) if current.as_ref().is_some_and(Entry::is_doc) => {
-                    if !self.check_before_serving(key.as_str(), now_ms) {
-                        return Err(DocError::Repairing.into());
-                    }
-                    let write = DocWrite::Whole(parse_json(&v)?);
-                    let bytes = self.doc_bytes(current.as_ref(), write, stamp)?;
-                    (Some(bytes), Kind::Doc)
+            let doc_held = current.as_ref().is_some_and(Entry::is_doc);
+            let write = match body {
+                Body::Tombstone => {
+                    made.push((key, None, flags, Kind::Value, stamp));
+                    continue;
                 }
-                v => (v, Kind::Value),
+                Body::Value(v) if !doc_held => {
+                    made.push((key, Some(v), flags, Kind::Value, stamp));
+                    continue;
+                }
+                Body::Value(v) => DocWrite::Whole(parse_json(&v)?),
+                Body::Doc(w) => w,
             };
-            made.push((key, value, flags, kind, stamp));
+            if !self.check_before_serving(key.as_str(), now_ms) {
+                return Err(DocError::Repairing.into());
+            }
+            let bytes = self.doc_bytes(current.as_ref(), write, stamp)?;
+            made.push((key, Some(bytes), flags, Kind::Doc, stamp));
         }
         let first = self.map.index() + 1;
         let mut receipts = Vec::with_capacity(made.len());

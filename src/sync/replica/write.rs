@@ -110,6 +110,13 @@ pub(super) enum Body {
     Doc(DocWrite),
 }
 
+impl From<Option<Bytes>> for Body {
+    /// A value, or a delete (`None`).
+    fn from(v: Option<Bytes>) -> Body {
+        v.map_or(Body::Tombstone, Body::Value)
+    }
+}
+
 /// A write accepted by the replica. It is acknowledged (durable) once the
 /// `Persist` emitted with it is, which the replica signals by the
 /// [`Output::Acknowledge`](super::Output::Acknowledge) that follows that `Persist`.
