@@ -429,6 +429,34 @@ fn a_replica_that_may_not_write_leaves_the_merge_to_one_that_may() {
     assert!(net.roots_equal());
 }
 
+#[test]
+fn a_standby_hands_a_version_only_it_holds_to_a_member_that_merges_it() {
+    let mut net = Net::with(3, standby_2);
+    net.connect_all();
+    put_doc(&mut net, 0, "d", json!({"a": 1, "b": 1})).unwrap();
+    net.advance(1_000);
+    // Node 1 is away while node 0 changes a field: only the standby gets it.
+    net.disconnect(0, 1);
+    net.disconnect(1, 2);
+    patch_doc(&mut net, 0, "d", json!({"a": 2})).unwrap();
+    // Node 0 goes for good (its store with it).
+    net.disconnect(0, 2);
+    // Node 1 changed another field of the version it held meanwhile, and
+    // comes back: the standby takes its version (a later stamp) and may
+    // not write the merge.
+    net.advance(5);
+    patch_doc(&mut net, 1, "d", json!({"b": 2})).unwrap();
+    net.connect(1, 2);
+    net.advance(3_000);
+    for i in [1, 2] {
+        assert_eq!(doc(&net, i, "d"), Some(json!({"a": 2, "b": 2})), "node {i}");
+    }
+    assert_eq!(net.nodes[1].metrics().doc_merges_made, 1);
+    assert_eq!(net.nodes[2].metrics().doc_merges_made, 0);
+    let (r1, r2) = (net.nodes[1].root(), net.nodes[2].root());
+    assert_eq!(r1, r2);
+}
+
 /// One step of a schedule: a field changed at a node (`-1` removes it),
 /// a node cut off or back, time passing.
 #[derive(Debug, Clone)]

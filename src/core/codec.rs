@@ -27,7 +27,8 @@ pub const MAGIC: [u8; 4] = *b"MRDN";
 /// Version 9: documents (an entry's value may be a document, tag 2, or a
 /// merge of documents, tag 3). Version 10: documents in a feed travel as
 /// their changes since a version the receiver holds (`Feed::docs`); an
-/// edge forwards document writes (`ForwardOp::Doc`).
+/// edge forwards document writes (`ForwardOp::Doc`); a node that may not
+/// merge documents hands the versions to one that may (`DocVersions`).
 pub const PROTOCOL_VERSION: u16 = 10;
 /// Most heads a [`DocChanges`] names (as base or as result).
 pub const DOC_CHANGES_HEADS_MAX: usize = 256;
@@ -336,6 +337,15 @@ pub enum Message {
         /// What became of it.
         outcome: ForwardOutcome,
     },
+    /// Versions of documents that met at the sender, which may not write
+    /// their merge (a standby, a node that left or rebuilds a lost store):
+    /// the receiver, a member that takes writes, merges them as entries
+    /// from a peer (see `sync::replica::documents`). At most
+    /// [`ENTRIES_PER_MESSAGE_MAX`].
+    DocVersions {
+        /// The versions that lost by stamp at the sender.
+        entries: Vec<(Key, Entry)>,
+    },
     /// These members are forgotten (a member leaving sends its own): they
     /// no longer count for quorum, reachability or stability. At most
     /// [`FORGOTTEN_NOTICES_MAX`].
@@ -517,6 +527,7 @@ impl Message {
             Message::Forwarded { .. } => "forwarded",
             Message::Forget { .. } => "forget",
             Message::Forgotten { .. } => "forgotten",
+            Message::DocVersions { .. } => "doc_versions",
         }
     }
 
@@ -718,6 +729,7 @@ impl Message {
                 Ok(())
             }
             Message::Forgotten { .. } => Ok(()),
+            Message::DocVersions { entries } => entries_ok(entries),
             Message::Collected { records, .. } => {
                 if records.len() > AE_SUMMARIES_MAX {
                     return bad(format!(

@@ -125,6 +125,22 @@ impl Sim {
                 }
             }
         }
+        if let (true, Message::Feed(f)) = (self.trace.is_some(), &msg) {
+            for d in &f.docs {
+                if self.traced(d.key.as_str()) {
+                    let before = self.nodes[to]
+                        .replica
+                        .as_ref()
+                        .and_then(|r| r.get(d.key.as_str()).map(|r| r.entry.stamp));
+                    self.tr(|| {
+                        format!(
+                            "n{to} <- n{from} feed changes {} {:?} (held {before:?})",
+                            d.key, d.stamp
+                        )
+                    });
+                }
+            }
+        }
         // What a server makes for an edge, the oracle must know of (see `edges.rs`).
         let forward = matches!(msg, Message::Forward { .. });
         let index_before = self.nodes[to].replica.as_ref().map(|r| r.map().index());

@@ -43,8 +43,12 @@
 //! Merges are writes, made by members that may write (see
 //! `Replica::may_merge`: a clock judged wrong or a lost quorum does not
 //! stop them); elsewhere the pair waits in memory, at most
-//! [`DOC_MERGES_WAITING_MAX`] keys, and is tried again every heartbeat.
-//! Edges never merge: their servers do.
+//! [`DOC_MERGES_WAITING_MAX`] keys, is tried again every heartbeat, and
+//! the version that lost is handed to the members that take writes
+//! (`Message::DocVersions`), since it may be held nowhere else: a standby
+//! that adopted a later version from a writer that never saw it, after
+//! the version's own writer lost its store, was the last holder (sim seed
+//! 4). Edges never merge: their servers do.
 
 use std::collections::BTreeSet;
 
@@ -53,15 +57,19 @@ use serde_json::Value as Json;
 
 use super::write::Body;
 use super::{Replica, Resolution, WriteError, WriteReceipt};
+use crate::core::codec::Message;
 use crate::core::conflicts::{Conflict, CONFLICT_VALUE_BYTES_MAX};
 use crate::core::doc::{apply_merge_patch, DocError, Document};
 use crate::core::mutants::{self, Mutant};
-use crate::core::types::{Entry, IntoKey, Key, Kind, Stamp};
+use crate::core::types::{Entry, IntoKey, Key, Kind, NodeId, Stamp};
 use crate::sync::config::WriteAck;
 
 /// Most keys whose versions wait here for a merge this replica cannot
 /// write yet; past that, the pair is left to other replicas.
 pub const DOC_MERGES_WAITING_MAX: usize = 1024;
+/// A replica that may not merge hands its waiting versions again every
+/// this many heartbeats (once when they start waiting).
+pub const DOC_VERSIONS_HANDED_EVERY_BEATS: u64 = 10;
 
 /// A document write whose saved document, history included, would pass
 /// the value limit divided by this starts the document over from its JSON.
@@ -251,20 +259,76 @@ impl Replica {
         !self.cfg.standby && self.left.is_none() && !self.lost_store()
     }
 
-    /// Keeps a pair this replica may not merge yet (bounded).
+    /// Keeps a pair this replica may not merge yet (bounded), and hands
+    /// the version that lost to the members that may merge it.
     fn wait_for_doc_merge(&mut self, key: &Key, loser: Entry) {
+        if self.doc_merges_waiting.get(key) == Some(&loser) {
+            return;
+        }
         if self.doc_merges_waiting.len() < DOC_MERGES_WAITING_MAX
             || self.doc_merges_waiting.contains_key(key)
         {
-            self.doc_merges_waiting.insert(key.clone(), loser);
+            self.doc_merges_waiting.insert(key.clone(), loser.clone());
+            self.hand_doc_versions(vec![(key.clone(), loser)]);
         } else {
             self.metrics.doc_merges_left += 1;
         }
     }
 
-    /// Tries the waiting merges again, once client writes may be made.
+    /// Sends versions this replica may not merge to every member in reach
+    /// that takes writes (its view says so): the version may be held
+    /// nowhere else (its writer lost its store, and the members that hold
+    /// it are standbys), so the merge must not wait for this replica.
+    fn hand_doc_versions(&mut self, entries: Vec<(Key, Entry)>) {
+        let to: Vec<NodeId> = self
+            .members()
+            .filter(|(_, p)| p.view_active && p.link.ready())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in to {
+            self.send(
+                id,
+                Message::DocVersions {
+                    entries: entries.clone(),
+                },
+            );
+        }
+    }
+
+    /// Versions a peer may not merge: merged here as entries from it.
+    pub(super) fn on_doc_versions(
+        &mut self,
+        from: NodeId,
+        entries: Vec<(Key, Entry)>,
+        now_ms: u64,
+    ) {
+        if self.is_edge()
+            || !self.check_skew(from, entries.iter().map(|(_, e)| e.stamp.hlc), now_ms)
+        {
+            self.metrics.messages_ignored += 1;
+            return;
+        }
+        let floor = self.merge_floor();
+        for (k, e) in entries {
+            if e.is_doc() {
+                self.merge_entry(Some(from), k, e, floor, now_ms);
+            }
+        }
+        self.commit();
+    }
+
+    /// Tries the waiting merges again once this replica may merge; until
+    /// then, every [`DOC_VERSIONS_HANDED_EVERY_BEATS`] heartbeats, drops
+    /// those the version held now contains and hands the rest again
+    /// (at most a batch).
     pub(super) fn retry_doc_merges(&mut self, now_ms: u64) {
-        if self.doc_merges_waiting.is_empty() || !self.may_merge() {
+        if self.doc_merges_waiting.is_empty() {
+            return;
+        }
+        if !self.may_merge() {
+            if self.beats_since_start % DOC_VERSIONS_HANDED_EVERY_BEATS == 0 {
+                self.hand_waiting_again();
+            }
             return;
         }
         let waiting = std::mem::take(&mut self.doc_merges_waiting);
@@ -272,6 +336,43 @@ impl Replica {
             self.docs_met(&key, loser, now_ms);
         }
         self.commit();
+    }
+
+    fn hand_waiting_again(&mut self) {
+        let mut merged_elsewhere = Vec::new();
+        let mut again = Vec::new();
+        let mut bytes = 0usize;
+        for (key, loser) in &self.doc_merges_waiting {
+            let held = self
+                .map
+                .get(key.as_str())
+                .filter(|r| r.entry.is_doc())
+                .and_then(|r| Document::load(r.entry.value.as_deref().unwrap_or_default()).ok());
+            let lost = Document::load(loser.value.as_deref().unwrap_or_default()).ok();
+            let contained = match (held, lost) {
+                (Some(mut held), Some(mut lost)) => Some(held.contains(&mut lost)),
+                _ => None,
+            };
+            match contained {
+                Some(true) => merged_elsewhere.push(key.clone()),
+                Some(false) => {
+                    let size = loser.encoded_len_estimate(key);
+                    if !again.is_empty() && bytes + size > self.cfg.batch_bytes_max {
+                        continue;
+                    }
+                    bytes += size;
+                    again.push((key.clone(), loser.clone()));
+                }
+                // Deleted or overwritten since: nothing to merge with.
+                _ => merged_elsewhere.push(key.clone()),
+            }
+        }
+        for key in merged_elsewhere {
+            self.doc_merges_waiting.remove(&key);
+        }
+        if !again.is_empty() {
+            self.hand_doc_versions(again);
+        }
     }
 
     /// Records that `winner` replaced `loser` of a document whole (or,

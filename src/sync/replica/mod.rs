@@ -559,6 +559,7 @@ impl Replica {
                     } => self.on_collected(from, floor, &records, now_ms),
                     Message::Forget { members } => self.on_forget(from, members, now_ms),
                     Message::Forgotten { at, floor } => self.on_forgotten(from, at, floor, now_ms),
+                    Message::DocVersions { entries } => self.on_doc_versions(from, entries, now_ms),
                 }
                 // What arrived may complete a read barrier (a feed, an
                 // answer) or a forwarded write (its entries).
