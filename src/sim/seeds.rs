@@ -39,7 +39,7 @@ pub const SEEDS_THAT_FOUND_FAULTS: &[u64] = &[
     17017, // a member back from a forget collected by age and called its peers stale
     3391, // (the checks) an adopted id judged by what a forgotten member held
     2,  // an edge's local writes taken in a standby region, refused for good
-    4,  // the same, its server refusing them for its clock: the edge stayed
+    4, // the same, its server refusing them for its clock: the edge stayed (and: a document version only standbys held)
     1718, // a local write stamped by an edge clock ahead of its server's: made below it
     2877, // (the oracle) a local write replaced at its edge by a later one
     3074, // (the checks) an edge whose region's servers all refuse writes for good
