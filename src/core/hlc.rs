@@ -178,6 +178,23 @@ impl Clock {
         Ok(next)
     }
 
+    /// The next logical step past every stamp issued or observed, however
+    /// far those run ahead of physical time: for a write ordered by what
+    /// it holds, not by its stamp (a merge of document versions, ordered by
+    /// the newest write it merged), which needs only a stamp no other
+    /// write has. It moves the clock one logical step, never its physical
+    /// part. Fails only when the logical counter of `last` is used up.
+    pub fn tick_logical(&mut self, now_ms: u64) -> Result<Hlc, ClockError> {
+        if u64::from(self.last.logical()) >= LOGICAL_MAX {
+            return Err(ClockError::Exhausted {
+                now_ms,
+                offset_ms_max: self.offset_ms_max,
+            });
+        }
+        self.last = Hlc(self.last.0 + 1);
+        Ok(self.last)
+    }
+
     /// Checks a remote timestamp against the offset bound without observing it.
     pub fn check(&self, remote: Hlc, now_ms: u64) -> Result<(), ClockError> {
         if mutants::on(Mutant::ClockOffsetBound) {
@@ -271,6 +288,10 @@ mod tests {
         c.tick(10_000).unwrap();
         assert!(c.tick(9_600).is_ok());
         assert!(matches!(c.tick(9_000), Err(ClockError::AheadOfTime { .. })));
+        // A logical step still: one past the last, its physical part kept.
+        let last = c.last();
+        let t = c.tick_logical(9_000).unwrap();
+        assert_eq!((t.physical_ms(), t.logical()), (last.physical_ms(), last.logical() + 1));
     }
 
     #[test]

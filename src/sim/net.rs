@@ -102,15 +102,17 @@ impl Sim {
         if self.trace.is_some() {
             let entries = match &msg {
                 Message::Feed(f) => Some(&f.entries),
-                Message::AeEntries { entries, .. } => Some(entries),
+                Message::AeEntries { entries, .. } | Message::DocVersions { entries } => {
+                    Some(entries)
+                }
                 _ => None,
             };
             for (k, e) in entries.into_iter().flatten() {
                 if self.traced(k.as_str()) {
-                    let kind = if matches!(msg, Message::Feed(_)) {
-                        "feed"
-                    } else {
-                        "ae"
+                    let kind = match msg {
+                        Message::Feed(_) => "feed",
+                        Message::DocVersions { .. } => "versions",
+                        _ => "ae",
                     };
                     let before = self.nodes[to]
                         .replica

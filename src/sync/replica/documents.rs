@@ -57,7 +57,7 @@ use serde_json::Value as Json;
 
 use super::write::Body;
 use super::{Replica, Resolution, WriteError, WriteReceipt};
-use crate::core::codec::Message;
+use crate::core::codec::{Message, ENTRIES_PER_MESSAGE_MAX};
 use crate::core::conflicts::{Conflict, CONFLICT_VALUE_BYTES_MAX};
 use crate::core::doc::{apply_merge_patch, DocError, Document};
 use crate::core::mutants::{self, Mutant};
@@ -188,7 +188,14 @@ impl Replica {
             self.wait_for_doc_merge(key, loser);
             return;
         }
-        let stamp = match self.clock.tick(now_ms) {
+        // Its stamp only names it: a clock pushed ahead of physical time
+        // (by a peer's fast clock) takes a logical step rather than refuse
+        // the merge until physical time catches up (sim seed 6031).
+        let hlc = self
+            .clock
+            .tick(now_ms)
+            .or_else(|_| self.clock.tick_logical(now_ms));
+        let stamp = match hlc {
             Ok(hlc) => Stamp::new(hlc, self.cfg.node),
             Err(_) => {
                 self.wait_for_doc_merge(key, loser);
@@ -268,30 +275,76 @@ impl Replica {
         if self.doc_merges_waiting.len() < DOC_MERGES_WAITING_MAX
             || self.doc_merges_waiting.contains_key(key)
         {
-            self.doc_merges_waiting.insert(key.clone(), loser.clone());
-            self.hand_doc_versions(vec![(key.clone(), loser)]);
+            self.doc_merges_waiting.insert(key.clone(), loser);
+            self.doc_waiting_gen += 1;
+            let to: Vec<NodeId> = self.takers().collect();
+            for id in to {
+                self.hand_doc_versions_to(id);
+            }
         } else {
             self.metrics.doc_merges_left += 1;
         }
     }
 
-    /// Sends versions this replica may not merge to every member in reach
-    /// that takes writes (its view says so): the version may be held
-    /// nowhere else (its writer lost its store, and the members that hold
-    /// it are standbys), so the merge must not wait for this replica.
-    fn hand_doc_versions(&mut self, entries: Vec<(Key, Entry)>) {
-        let to: Vec<NodeId> = self
-            .members()
+    /// The members in reach that take writes (their views say so).
+    fn takers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.members()
             .filter(|(_, p)| p.view_active && p.link.ready())
             .map(|(id, _)| *id)
-            .collect();
-        for id in to {
-            self.send(
-                id,
-                Message::DocVersions {
-                    entries: entries.clone(),
-                },
-            );
+    }
+
+    /// Hands `to`, a member in reach that takes writes, the versions
+    /// waiting here it was not handed on this connection: the version may
+    /// be held nowhere else (its writer lost its store, and the members
+    /// that hold it are standbys), so the merge must not wait for this
+    /// replica. Drops first the versions the one held now contains (merged
+    /// elsewhere, or deleted or overwritten since); at most a batch.
+    pub(super) fn hand_doc_versions_to(&mut self, to: NodeId) {
+        if self.doc_merges_waiting.is_empty() || self.may_merge() {
+            return;
+        }
+        let gen = self.doc_waiting_gen;
+        if !self.takers().any(|id| id == to)
+            || self.peers.get(&to).is_none_or(|p| p.doc_versions_gen == gen)
+        {
+            return;
+        }
+        let mut done = Vec::new();
+        let mut entries = Vec::new();
+        let mut bytes = 0usize;
+        for (key, loser) in &self.doc_merges_waiting {
+            let held = self
+                .map
+                .get(key.as_str())
+                .filter(|r| r.entry.is_doc())
+                .and_then(|r| Document::load(r.entry.value.as_deref().unwrap_or_default()).ok());
+            let lost = Document::load(loser.value.as_deref().unwrap_or_default()).ok();
+            let contained = match (held, lost) {
+                (Some(mut held), Some(mut lost)) => held.contains(&mut lost),
+                _ => true,
+            };
+            if contained {
+                done.push(key.clone());
+                continue;
+            }
+            let size = loser.encoded_len_estimate(key);
+            if !entries.is_empty()
+                && (bytes + size > self.cfg.batch_bytes_max
+                    || entries.len() == ENTRIES_PER_MESSAGE_MAX)
+            {
+                break;
+            }
+            bytes += size;
+            entries.push((key.clone(), loser.clone()));
+        }
+        for key in done {
+            self.doc_merges_waiting.remove(&key);
+        }
+        if let Some(p) = self.peers.get_mut(&to) {
+            p.doc_versions_gen = gen;
+        }
+        if !entries.is_empty() {
+            self.send(to, Message::DocVersions { entries });
         }
     }
 
@@ -318,16 +371,22 @@ impl Replica {
     }
 
     /// Tries the waiting merges again once this replica may merge; until
-    /// then, every [`DOC_VERSIONS_HANDED_EVERY_BEATS`] heartbeats, drops
-    /// those the version held now contains and hands the rest again
-    /// (at most a batch).
+    /// then, every [`DOC_VERSIONS_HANDED_EVERY_BEATS`] heartbeats, hands
+    /// them again to every member that takes writes (a message may have
+    /// been lost).
     pub(super) fn retry_doc_merges(&mut self, now_ms: u64) {
         if self.doc_merges_waiting.is_empty() {
             return;
         }
         if !self.may_merge() {
             if self.beats_since_start % DOC_VERSIONS_HANDED_EVERY_BEATS == 0 {
-                self.hand_waiting_again();
+                let to: Vec<NodeId> = self.takers().collect();
+                for id in to {
+                    if let Some(p) = self.peers.get_mut(&id) {
+                        p.doc_versions_gen = 0;
+                    }
+                    self.hand_doc_versions_to(id);
+                }
             }
             return;
         }
@@ -336,43 +395,6 @@ impl Replica {
             self.docs_met(&key, loser, now_ms);
         }
         self.commit();
-    }
-
-    fn hand_waiting_again(&mut self) {
-        let mut merged_elsewhere = Vec::new();
-        let mut again = Vec::new();
-        let mut bytes = 0usize;
-        for (key, loser) in &self.doc_merges_waiting {
-            let held = self
-                .map
-                .get(key.as_str())
-                .filter(|r| r.entry.is_doc())
-                .and_then(|r| Document::load(r.entry.value.as_deref().unwrap_or_default()).ok());
-            let lost = Document::load(loser.value.as_deref().unwrap_or_default()).ok();
-            let contained = match (held, lost) {
-                (Some(mut held), Some(mut lost)) => Some(held.contains(&mut lost)),
-                _ => None,
-            };
-            match contained {
-                Some(true) => merged_elsewhere.push(key.clone()),
-                Some(false) => {
-                    let size = loser.encoded_len_estimate(key);
-                    if !again.is_empty() && bytes + size > self.cfg.batch_bytes_max {
-                        continue;
-                    }
-                    bytes += size;
-                    again.push((key.clone(), loser.clone()));
-                }
-                // Deleted or overwritten since: nothing to merge with.
-                _ => merged_elsewhere.push(key.clone()),
-            }
-        }
-        for key in merged_elsewhere {
-            self.doc_merges_waiting.remove(&key);
-        }
-        if !again.is_empty() {
-            self.hand_doc_versions(again);
-        }
     }
 
     /// Records that `winner` replaced `loser` of a document whole (or,

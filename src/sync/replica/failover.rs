@@ -50,6 +50,9 @@ impl Replica {
             p.view_unreachable = view.unreachable;
             p.view_stable = view.stable;
         }
+        // A member that takes writes, in reach: the versions of documents
+        // waiting here for a merge go to it (see `replica::documents`).
+        self.hand_doc_versions_to(from);
     }
 
     /// Judges whether this standby takes over (see [`judge`]); promotes it

@@ -158,6 +158,9 @@ pub struct Replica {
     /// Versions of documents that lost here and wait for a merge this
     /// replica may not write yet (see `replica::documents`).
     doc_merges_waiting: BTreeMap<Key, crate::core::types::Entry>,
+    /// Counts the versions that started waiting in `doc_merges_waiting`
+    /// (each peer notes how far it was handed them).
+    doc_waiting_gen: u64,
     /// Documents loaded to ship as changes (see `replica::doc_changes`).
     loaded_docs: doc_changes::LoadedDocs,
 }
@@ -332,6 +335,7 @@ impl Replica {
             left_dirty: false,
             equal_since_forget: BTreeSet::new(),
             doc_merges_waiting: BTreeMap::new(),
+            doc_waiting_gen: 0,
             loaded_docs: doc_changes::LoadedDocs::default(),
             cfg,
         };

@@ -144,6 +144,10 @@ pub(super) struct Peer {
     /// The document versions it is known to hold, to send it changes
     /// rather than whole documents (see `replica::doc_changes`).
     pub(super) doc_heads: super::doc_changes::KnownHeads,
+    /// The versions waiting here for a merge it was handed on this
+    /// connection, as `Replica::doc_waiting_gen` counted them then (see
+    /// `replica::documents`).
+    pub(super) doc_versions_gen: u64,
 }
 
 /// The state of the link with a peer.
@@ -284,6 +288,7 @@ impl Replica {
         let p = self.peers.entry(peer).or_default();
         // A new connection: the feed on it starts over.
         p.doc_heads.forget_all();
+        p.doc_versions_gen = 0;
         // A new connection: our hello on it is not yet confirmed.
         p.link = match p.link {
             Link::Down => Link::Connecting { swapping: false },
