@@ -291,7 +291,10 @@ mod tests {
         // A logical step still: one past the last, its physical part kept.
         let last = c.last();
         let t = c.tick_logical(9_000).unwrap();
-        assert_eq!((t.physical_ms(), t.logical()), (last.physical_ms(), last.logical() + 1));
+        assert_eq!(
+            (t.physical_ms(), t.logical()),
+            (last.physical_ms(), last.logical() + 1)
+        );
     }
 
     #[test]

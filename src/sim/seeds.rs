@@ -58,6 +58,8 @@ pub const SEEDS_THAT_FOUND_FAULTS: &[u64] = &[
     989, // an edge kept a merged document whose delete was collected (Collected names the order stamp)
     15712, // (the oracle) a document version only a forgotten member held, counted as acknowledged
     19328, // (the checks) an edge behind a server rebuilding for longer than the horizon, told stale
-    790,   // (no fault: passes) where CI's mutant run catches `suspect-floor` since documents
-    2975,  // (no fault: passes) where CI's mutant run catches `forgotten-frontier` since documents
+    6697, // a standby handed a version it could not merge only every ten beats: merged after convergence
+    6031, // a merge waited for physical time to reach stamps a fast clock had pushed ahead
+    790,  // (no fault: passes) where CI's mutant run catches `suspect-floor` since documents
+    2975, // (no fault: passes) where CI's mutant run catches `forgotten-frontier` since documents
 ];

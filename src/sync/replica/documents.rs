@@ -305,7 +305,10 @@ impl Replica {
         }
         let gen = self.doc_waiting_gen;
         if !self.takers().any(|id| id == to)
-            || self.peers.get(&to).is_none_or(|p| p.doc_versions_gen == gen)
+            || self
+                .peers
+                .get(&to)
+                .is_none_or(|p| p.doc_versions_gen == gen)
         {
             return;
         }
