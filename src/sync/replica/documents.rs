@@ -382,7 +382,10 @@ impl Replica {
             return;
         }
         if !self.may_merge() {
-            if self.beats_since_start % DOC_VERSIONS_HANDED_EVERY_BEATS == 0 {
+            if self
+                .beats_since_start
+                .is_multiple_of(DOC_VERSIONS_HANDED_EVERY_BEATS)
+            {
                 let to: Vec<NodeId> = self.takers().collect();
                 for id in to {
                     if let Some(p) = self.peers.get_mut(&id) {
