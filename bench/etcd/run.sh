@@ -7,7 +7,12 @@
 #   3. stretched: three etcd members whose peer traffic crosses a TCP proxy
 #      adding DELAY_MS one way, beside Meridian's three regions over the same
 #      one-way delay (meridian bench): write latency seen by one client.
-# Usage: bench/etcd/run.sh   (CONNS=64 SECS=10 DELAY_MS=40 to change)
+# `bench/etcd/run.sh memory` runs instead the memory scenario: one node each
+# loaded with KEYS (1,000,000) distinct 30-byte keys with 100-byte values
+# (Meridian by one PUT per key, etcd by 128-put transactions, both from wrk),
+# then stopped and started again: RSS after loading (under the write load)
+# and after the restart, the time from start to serving, and disk use.
+# Usage: bench/etcd/run.sh [memory]   (CONNS=64 SECS=10 DELAY_MS=40 KEYS=1000000 to change)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -71,6 +76,88 @@ row() { # LABEL MERIDIAN(rps p50 p99) ETCD(rps p50 p99)
     printf "%-34s %12s %9s %9s %12s %9s %9s %8s\n" "$1" "$mr" "$mp50" "$mp99" "$er" "$ep50" "$ep99" \
         "$(awk -v a="$mr" -v b="$er" 'BEGIN { printf "%.2f", a / b }')"
 }
+
+# kB of a process's memory: VmRSS or RssAnon.
+kb() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; }
+mb() { awk -v k="$1" 'BEGIN { printf "%.0f MB", k * 1024 / 1e6 }'; }
+
+# Polls until "$@" prints a number >= KEYS (at most 20 minutes).
+until_keys() {
+    for _ in $(seq 1 2400); do
+        n=$("$@" 2>/dev/null || echo 0)
+        [ "${n:-0}" -ge "$KEYS" ] && return 0
+        sleep 0.5
+    done
+    echo "the load did not reach $KEYS keys" >&2; exit 1
+}
+
+# Runs "$1" (starts a server in the background) and sets $ready_s to the
+# seconds until "$2" (a readiness probe) answers.
+time_to_ready() {
+    local t0; t0=$(date +%s.%N)
+    eval "$1"
+    for _ in $(seq 1 6000); do $2 >/dev/null 2>&1 && break; sleep 0.01; done
+    ready_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f s", b - a }')
+}
+
+meridian_keys() { curl -sf http://127.0.0.1:18700/v1/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["keys"])'; }
+etcd_keys() { etcdctl --endpoints http://127.0.0.1:23791 get memory/ --prefix --count-only -w json | python3 -c 'import json,sys; print(json.load(sys.stdin).get("count", 0))'; }
+meridian_ready() { curl -sf -o /dev/null http://127.0.0.1:18700/v1/health; }
+etcd_up() { etcdctl --endpoints http://127.0.0.1:23791 endpoint health; }
+
+memory() {
+    KEYS=${KEYS:-1000000}
+    export KEYS THREADS=2
+    local row_m row_e
+    echo "machine: $(nproc) cores; etcd $(etcd --version | head -1 | awk '{print $3}'); $KEYS keys of 30 B with 100-byte values ($(awk -v k="$KEYS" 'BEGIN { printf "%.0f", k * 130 / 1e6 }') MB raw); wrk -t2 -c$CONNS"
+    # Meridian: one node, one PUT per key.
+    "$M" dev --regions 1 --dir "$work/mm" --api-port 18700 >"$work/mm.log" 2>&1 &
+    local m=$!; pids+=($m)
+    wait_http http://127.0.0.1:18700/v1/health
+    local t0; t0=$(date +%s)
+    wrk -t2 -c"$CONNS" -d3600s -s "$here/meridian_load.lua" http://127.0.0.1:18700 >"$work/mm.wrk" 2>&1 &
+    local w=$!
+    until_keys meridian_keys
+    local load_s=$(( $(date +%s) - t0 ))
+    local m_rss m_anon; m_rss=$(kb $m VmRSS); m_anon=$(kb $m RssAnon)
+    kill -INT $w; wait $w 2>/dev/null || true
+    kill -TERM $m; wait $m 2>/dev/null || true
+    time_to_ready '"$M" dev --regions 1 --dir "$work/mm" --api-port 18700 >>"$work/mm.log" 2>&1 & m=$!; pids+=($m)' meridian_ready
+    local m_ready=$ready_s
+    [ "$(meridian_keys)" = "$KEYS" ] || { echo "meridian lost keys over the restart: $(meridian_keys)" >&2; exit 1; }
+    sleep 2
+    row_m=$(printf "%-10s %14s %14s %14s %16s %12s %10s" meridian "$(mb "$m_rss")" "$(mb "$m_anon")" \
+        "$(mb "$(kb $m VmRSS)") ($(mb "$(kb $m RssAnon)"))" "$m_ready" \
+        "$(du -sb "$work/mm" | awk '{printf "%.0f MB", $1 / 1e6}')" "${load_s} s")
+    kill -TERM $m; wait $m 2>/dev/null || true
+    # etcd: one member, 128 puts per transaction.
+    etcd_member s1 23791 23801 23801 "s1=http://127.0.0.1:23801"
+    local e=${pids[-1]}
+    etcd_ready 23791
+    t0=$(date +%s)
+    wrk -t2 -c"$CONNS" -d3600s -s "$here/etcd_load.lua" http://127.0.0.1:23791 >"$work/e.wrk" 2>&1 &
+    w=$!
+    until_keys etcd_keys
+    load_s=$(( $(date +%s) - t0 ))
+    local e_rss e_anon; e_rss=$(kb $e VmRSS); e_anon=$(kb $e RssAnon)
+    kill -INT $w; wait $w 2>/dev/null || true
+    kill -TERM $e; wait $e 2>/dev/null || true
+    time_to_ready 'etcd_member s1 23791 23801 23801 "s1=http://127.0.0.1:23801"; e=${pids[-1]}' etcd_up
+    local e_ready=$ready_s
+    [ "$(etcd_keys)" = "$KEYS" ] || { echo "etcd holds $(etcd_keys) keys after the restart" >&2; exit 1; }
+    sleep 2
+    row_e=$(printf "%-10s %14s %14s %14s %16s %12s %10s" etcd "$(mb "$e_rss")" "$(mb "$e_anon")" \
+        "$(mb "$(kb $e VmRSS)") ($(mb "$(kb $e RssAnon)"))" "$e_ready" \
+        "$(du -sb "$work/s1" | awk '{printf "%.0f MB", $1 / 1e6}')" "${load_s} s")
+    printf "%-10s %14s %14s %31s %16s %12s %10s\n" "" "RSS loaded" "(anonymous)" "RSS restarted (anonymous)" "start to ready" "on disk" "load"
+    echo "$row_m"
+    echo "$row_e"
+}
+
+if [ "${1:-}" = memory ]; then
+    memory
+    exit 0
+fi
 
 echo "machine: $(nproc) cores; etcd $(etcd --version | head -1 | awk '{print $3}'); wrk -t2 -c$CONNS -d${SECS}s; 100-byte values, 1,000 keys"
 printf "%-34s %12s %9s %9s %12s %9s %9s %8s\n" "" "meridian/s" "p50" "p99" "etcd/s" "p50" "p99" "ratio"
