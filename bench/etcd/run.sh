@@ -101,7 +101,7 @@ time_to_ready() {
 }
 
 meridian_keys() { curl -sf http://127.0.0.1:18700/v1/status | python3 -c 'import json,sys; print(json.load(sys.stdin)["keys"])'; }
-etcd_keys() { etcdctl --endpoints http://127.0.0.1:23791 get memory/ --prefix --count-only -w json | python3 -c 'import json,sys; print(json.load(sys.stdin).get("count", 0))'; }
+etcd_keys() { etcdctl --endpoints http://127.0.0.1:23791 get memory/ --prefix --keys-only --limit=1 -w json | python3 -c 'import json,sys; print(json.load(sys.stdin).get("count", 0))'; }
 meridian_ready() { curl -sf -o /dev/null http://127.0.0.1:18700/v1/health; }
 etcd_up() { etcdctl --endpoints http://127.0.0.1:23791 endpoint health; }
 
