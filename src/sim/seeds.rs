@@ -59,6 +59,6 @@ pub const SEEDS_THAT_FOUND_FAULTS: &[u64] = &[
     19328, // (the checks) an edge behind a server rebuilding for longer than the horizon, told stale
     6697, // a standby handed a version it could not merge only every ten beats: merged after convergence
     6031, // a merge waited for physical time to reach stamps a fast clock had pushed ahead
-    812,  // (no fault: passes) where CI's mutant run catches `suspect-floor` since documents' hand-over
+    812, // (no fault: passes) where CI's mutant run catches `suspect-floor` since documents' hand-over
     2975, // (no fault: passes) where CI's mutant run catches `forgotten-frontier` since documents
 ];
