@@ -11,11 +11,15 @@ mod heap;
 #[global_allocator]
 static GLOBAL: heap::Counting = heap::Counting;
 
+/// The heap count is the process's: one measurement at a time.
+static MEASURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// An HTTP request's body arrives as a slice of the connection's read
 /// buffer; kept as it is, each stored value would keep that whole buffer
 /// alive for as long as the key holds it.
 #[tokio::test]
 async fn a_value_sliced_from_a_large_buffer_does_not_keep_the_buffer() {
+    let _one_at_a_time = MEASURING.lock().await;
     let ca = Ca::generate("memory").unwrap();
     let node = Node::builder("m", "us-east", ca.issue("m", "us-east").unwrap())
         .listen("127.0.0.1:0".parse().unwrap())
@@ -38,4 +42,76 @@ async fn a_value_sliced_from_a_large_buffer_does_not_keep_the_buffer() {
         Some(10)
     );
     node.stop().await.unwrap();
+}
+
+/// The history's byte bound is what it holds on the heap. Keys written once
+/// each (a load, a restore) cost it three times what it counted when each
+/// key's list reserved room for four versions and only keys and values
+/// were counted.
+#[test]
+fn the_history_holds_no_more_heap_than_its_bound() {
+    use meridian::core::hlc::Hlc;
+    use meridian::core::types::{Check, Entry, Key, Kind, NodeId, Stamp};
+    use meridian::node::history::History;
+    use meridian::sync::{PersistBatch, StoredRecord};
+
+    let _one_at_a_time = MEASURING.blocking_lock();
+    // Records made beforehand, as the map holds them: the history shares
+    // their keys and values.
+    let batches: Vec<PersistBatch> = (0..100_000u64)
+        .map(|i| {
+            let key = Key::new(&format!("memory/bench/{i:017}")).unwrap();
+            let entry = Entry {
+                stamp: Stamp::new(Hlc::new(1_000 + i, 0), NodeId(1)),
+                prev: Stamp::ZERO,
+                flags: 0,
+                value: Some(Bytes::from(vec![b'v'; 100])),
+                kind: Kind::Value,
+            };
+            PersistBatch {
+                records: vec![(
+                    key.clone(),
+                    Some(StoredRecord {
+                        check: Check::of(key.as_str(), &entry),
+                        entry,
+                        create_index: i + 1,
+                        modify_index: i + 1,
+                    }),
+                )],
+                ..PersistBatch::default()
+            }
+        })
+        .collect();
+    // The map holds each value too (a clone, as the node's write path
+    // makes): a value held twice pays its shared header before the history
+    // sees it.
+    let map_values: Vec<Bytes> = batches
+        .iter()
+        .map(|b| {
+            b.records[0]
+                .1
+                .as_ref()
+                .unwrap()
+                .entry
+                .value
+                .clone()
+                .unwrap()
+        })
+        .collect();
+    let bytes_max = 4 << 20;
+    let before = heap::heap_bytes();
+    let mut h = History::new(10, bytes_max);
+    for b in &batches {
+        h.record(b);
+    }
+    let held = heap::heap_bytes().saturating_sub(before);
+    assert!(h.bytes() <= bytes_max, "counted {} bytes", h.bytes());
+    assert!(
+        held <= bytes_max,
+        "the history holds {held} heap bytes over a bound of {bytes_max}"
+    );
+    // It kept the newest keys, as many as the bound holds.
+    assert!(!h.versions("memory/bench/00000000000099999").is_empty());
+    assert!(h.versions("memory/bench/00000000000000000").is_empty());
+    drop((batches, map_values));
 }

@@ -531,7 +531,8 @@ impl AclConfig {
 pub struct HistoryConfig {
     /// Versions kept per key. Default 10; 0 keeps none.
     pub versions_max: usize,
-    /// Bytes kept in all (keys, values, 64 bytes per version). Default 64 MiB.
+    /// Bytes the history holds in memory in all: versions with their keys
+    /// and values, and its indexes. Default 64 MiB.
     pub bytes_max: usize,
 }
 

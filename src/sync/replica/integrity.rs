@@ -2,7 +2,7 @@
 //!
 //! Owns what a replica does with a record whose content no longer matches
 //! the check it was stored with (design §3, "Integrity"): when the state is
-//! read back ([`verify_loaded`]), before an entry is sent or served, and in
+//! read back ([`Verifier`]), before an entry is sent or served, and in
 //! a background scrub at a bounded rate. A record that fails is
 //! *quarantined*: taken out of the map (never served, sent, or allowed to
 //! win a collision), counted and reported, and repaired from the peers: a
@@ -85,10 +85,8 @@ pub enum Resolution {
     },
 }
 
-/// What reading a store back found, before the map is built.
+/// What reading a store back found, besides the records it let through.
 pub(super) struct Verified {
-    /// Records whose content matches their check, with it.
-    pub records: Vec<(Key, Entry, u64, u64, Check)>,
     pub quarantine: BTreeMap<Vec<u8>, Quarantined>,
     /// A key was damaged (or too many records): take a full transfer.
     pub resync: bool,
@@ -97,6 +95,9 @@ pub(super) struct Verified {
     pub renumbered: Vec<Key>,
 }
 
+/// A record read back, checked, as the map is restored from it.
+pub(super) type Admitted = (Key, Entry, u64, u64, Check);
+
 /// Checks every record read back against its stored check (sans-IO: the
 /// store only decodes). A record whose key hash differs has a damaged key;
 /// one whose entry part differs has damaged content; both are quarantined.
@@ -104,20 +105,38 @@ pub(super) struct Verified {
 /// index after the modify index) are renumbered after it: the content is
 /// intact, only its place in the feed is new. A key read twice keeps its
 /// first record.
-pub(super) fn verify_loaded(
-    records: impl IntoIterator<Item = Loaded>,
+///
+/// Records stream through ([`Verifier::admit`]) into the map as they are
+/// read, so a restart never holds the state twice; what was found is
+/// taken at the end ([`Verifier::finish`]).
+pub(super) struct Verifier {
+    out: Verified,
     index: u64,
+    next_index: u64,
     now_ms: u64,
-) -> Verified {
-    let mut out = Verified {
-        records: Vec::new(),
-        quarantine: BTreeMap::new(),
-        resync: false,
-        renumbered: Vec::new(),
-    };
-    let mut next_index = index;
-    let mut last: Option<Key> = None;
-    for loaded in records {
+    last: Option<Key>,
+}
+
+impl Verifier {
+    /// A verifier for a store whose last index is `index`.
+    pub(super) fn new(index: u64, now_ms: u64) -> Verifier {
+        Verifier {
+            out: Verified {
+                quarantine: BTreeMap::new(),
+                resync: false,
+                renumbered: Vec::new(),
+            },
+            index,
+            next_index: index,
+            now_ms,
+            last: None,
+        }
+    }
+
+    /// The record to restore from `loaded`, if it passes its check.
+    pub(super) fn admit(&mut self, loaded: Loaded) -> Option<Admitted> {
+        let now_ms = self.now_ms;
+        let out = &mut self.out;
         let (key, r) = match loaded {
             Loaded::Record(k, r) => (k, r),
             Loaded::Damaged(DamagedRecord { raw_key, reason }) => {
@@ -134,13 +153,13 @@ pub(super) fn verify_loaded(
                         since_ms: now_ms,
                     },
                 );
-                continue;
+                return None;
             }
         };
-        if last.as_ref() == Some(&key) {
-            continue;
+        if self.last.as_ref() == Some(&key) {
+            return None;
         }
-        last = Some(key.clone());
+        self.last = Some(key.clone());
         let StoredRecord {
             entry,
             mut create_index,
@@ -161,7 +180,7 @@ pub(super) fn verify_loaded(
                     since_ms: now_ms,
                 },
             );
-            continue;
+            return None;
         }
         if checked && found.part != check.part {
             out.quarantine.insert(
@@ -174,21 +193,49 @@ pub(super) fn verify_loaded(
                     since_ms: now_ms,
                 },
             );
-            continue;
+            return None;
         }
-        if modify_index == 0 || modify_index > index || create_index > modify_index {
+        if modify_index == 0 || modify_index > self.index || create_index > modify_index {
             out.renumbered.push(key.clone());
-            next_index += 1;
-            create_index = next_index;
-            modify_index = next_index;
+            self.next_index += 1;
+            create_index = self.next_index;
+            modify_index = self.next_index;
         }
-        out.records
-            .push((key, entry, create_index, modify_index, found));
+        Some((key, entry, create_index, modify_index, found))
     }
-    if out.quarantine.len() > QUARANTINE_MAX {
-        out.resync = true;
+
+    /// What the records that went through held besides themselves.
+    pub(super) fn finish(mut self) -> Verified {
+        if self.out.quarantine.len() > QUARANTINE_MAX {
+            self.out.resync = true;
+        }
+        self.out
     }
-    out
+}
+
+/// [`Verifier::admit`] over `records`, keeping their size hint: the map
+/// reserves room from it (most records pass).
+pub(super) struct Admit<'a, I> {
+    pub records: I,
+    pub verifier: &'a mut Verifier,
+}
+
+impl<I: Iterator<Item = Loaded>> Iterator for Admit<'_, I> {
+    type Item = Admitted;
+
+    fn next(&mut self) -> Option<Admitted> {
+        loop {
+            let loaded = self.records.next()?;
+            if let Some(a) = self.verifier.admit(loaded) {
+                return Some(a);
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        // A hint for the map's reservation (capped there), not a promise.
+        self.records.size_hint()
+    }
 }
 
 impl Replica {

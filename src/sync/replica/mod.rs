@@ -204,17 +204,22 @@ impl Replica {
                 found: state.node,
             });
         }
-        let verified = integrity::verify_loaded(records, state.index, now_ms);
-        let renumbered = verified.renumbered;
-        let renumbered_count = renumbered.len() as u64;
+        let mut verifier = integrity::Verifier::new(state.index, now_ms);
+        let admitted = integrity::Admit {
+            records: records.into_iter(),
+            verifier: &mut verifier,
+        };
         let mut map = LwwMap::restore(
-            verified.records,
+            admitted,
             state.index,
             cfg.conflicts_max,
             // Its own seed: the protocol's random choices use `rng_seed`.
             cfg.rng_seed.rotate_left(32) ^ 0x6d65_7269_6469_616e,
         );
         // The conflict log outlives restarts.
+        let verified = verifier.finish();
+        let renumbered = verified.renumbered;
+        let renumbered_count = renumbered.len() as u64;
         map.conflicts_mut()
             .restore(state.conflicts.iter().cloned(), state.conflicts_total);
         let mut peers = BTreeMap::new();
