@@ -126,7 +126,7 @@ memory() {
     local m_ready=$ready_s
     [ "$(meridian_keys)" = "$KEYS" ] || { echo "meridian lost keys over the restart: $(meridian_keys)" >&2; exit 1; }
     sleep 2
-    row_m=$(printf "%-10s %14s %14s %14s %16s %12s %10s" meridian "$(mb "$m_rss")" "$(mb "$m_anon")" \
+    row_m=$(printf "%-10s %12s %12s %20s %15s %10s %8s" meridian "$(mb "$m_rss")" "$(mb "$m_anon")" \
         "$(mb "$(kb $m VmRSS)") ($(mb "$(kb $m RssAnon)"))" "$m_ready" \
         "$(du -sb "$work/mm" | awk '{printf "%.0f MB", $1 / 1e6}')" "${load_s} s")
     kill -TERM $m; wait $m 2>/dev/null || true
@@ -146,10 +146,10 @@ memory() {
     local e_ready=$ready_s
     [ "$(etcd_keys)" = "$KEYS" ] || { echo "etcd holds $(etcd_keys) keys after the restart" >&2; exit 1; }
     sleep 2
-    row_e=$(printf "%-10s %14s %14s %14s %16s %12s %10s" etcd "$(mb "$e_rss")" "$(mb "$e_anon")" \
+    row_e=$(printf "%-10s %12s %12s %20s %15s %10s %8s" etcd "$(mb "$e_rss")" "$(mb "$e_anon")" \
         "$(mb "$(kb $e VmRSS)") ($(mb "$(kb $e RssAnon)"))" "$e_ready" \
         "$(du -sb "$work/s1" | awk '{printf "%.0f MB", $1 / 1e6}')" "${load_s} s")
-    printf "%-10s %14s %14s %31s %16s %12s %10s\n" "" "RSS loaded" "(anonymous)" "RSS restarted (anonymous)" "start to ready" "on disk" "load"
+    printf "%-10s %12s %12s %20s %15s %10s %8s\n" "" "RSS loaded" "(anonymous)" "restarted (anon.)" "start to ready" "on disk" "load"
     echo "$row_m"
     echo "$row_e"
 }

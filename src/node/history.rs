@@ -98,7 +98,7 @@ impl History {
                 Some(list) => list,
                 None => {
                     self.bytes += key_cost(key);
-                    self.keys.entry(key.clone()).or_insert_with(Vec::new)
+                    self.keys.entry(key.clone()).or_default()
                 }
             };
             if list
