@@ -7,6 +7,7 @@ mod clock;
 mod doc_changes;
 mod documents;
 mod edge;
+mod edge_forward;
 mod failover;
 mod feed;
 mod gc;
@@ -127,7 +128,7 @@ pub struct Replica {
     /// What it last judged of failover (see `replica/failover.rs`).
     failover: failover::FailoverState,
     /// On an edge: forwarded writes waiting, by the caller's number.
-    forwards: BTreeMap<u64, edge::PendingForward>,
+    forwards: BTreeMap<u64, edge_forward::PendingForward>,
     /// On a server: edges' forwarded writes until acknowledged, by group.
     forward_groups: BTreeMap<u64, edge::ForwardGroup>,
     /// On a server: the group of each write made for an edge.
