@@ -179,6 +179,13 @@ async fn an_edge_reads_every_region_forwards_its_writes_and_follows_another_serv
         .await
         .is_err());
     assert_eq!(value(&edge, "from/edge").await.as_deref(), Some("z"));
+    // An edge keeps no key history by default (it holds the whole key
+    // space on a small machine); its server keeps the versions.
+    assert!(edge.history("from/edge").await.unwrap().is_empty());
+    eventually("us1 keeps from/edge's versions", 20, || async {
+        us1.history("from/edge").await.unwrap().len() >= 2
+    })
+    .await;
     // Documents: the edge's write is made by its server; a field changed
     // in another region meanwhile merges with the edge's patch.
     let receipt = edge

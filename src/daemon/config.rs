@@ -526,23 +526,23 @@ impl AclConfig {
 }
 
 /// `[history]`: versions of each key kept for `kv history` and `kv rollback`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Unset, a server keeps [`HISTORY_VERSIONS_MAX_DEFAULT`] versions in at
+/// most [`HISTORY_BYTES_MAX_DEFAULT`] bytes and an edge keeps none (edges
+/// run on small machines and hold the whole key space already); set, it
+/// applies to either role.
+///
+/// [`HISTORY_VERSIONS_MAX_DEFAULT`]: crate::node::history::HISTORY_VERSIONS_MAX_DEFAULT
+/// [`HISTORY_BYTES_MAX_DEFAULT`]: crate::node::history::HISTORY_BYTES_MAX_DEFAULT
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HistoryConfig {
-    /// Versions kept per key. Default 10; 0 keeps none.
-    pub versions_max: usize,
+    /// Versions kept per key; 0 keeps none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub versions_max: Option<usize>,
     /// Bytes the history holds in memory in all: versions with their keys
-    /// and values, and its indexes. Default 64 MiB.
-    pub bytes_max: usize,
-}
-
-impl Default for HistoryConfig {
-    fn default() -> Self {
-        HistoryConfig {
-            versions_max: crate::node::history::HISTORY_VERSIONS_MAX_DEFAULT,
-            bytes_max: crate::node::history::HISTORY_BYTES_MAX_DEFAULT,
-        }
-    }
+    /// and values, and its indexes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_max: Option<usize>,
 }
 
 /// A node's configuration file (see the README's config reference).

@@ -189,7 +189,6 @@ impl Daemon {
             })
             .limits(cfg.node_limits())
             .partition_policy(cfg.policy())
-            .history(cfg.history.versions_max, cfg.history.bytes_max)
             .api_addr(cfg.api_told(api_addr))
             .standby(cfg.role == Role::Standby && !cfg.data_dir.join(PROMOTED_FILE).exists())
             .tune(move |c| {
@@ -214,6 +213,22 @@ impl Daemon {
         }
         if cfg.role == Role::Edge {
             b = b.edge();
+        }
+        if let HistoryConfig {
+            versions_max: None,
+            bytes_max: None,
+        } = cfg.history
+        {
+            // The role's default (see HistoryConfig).
+        } else {
+            b = b.history(
+                cfg.history
+                    .versions_max
+                    .unwrap_or(crate::node::history::HISTORY_VERSIONS_MAX_DEFAULT),
+                cfg.history
+                    .bytes_max
+                    .unwrap_or(crate::node::history::HISTORY_BYTES_MAX_DEFAULT),
+            );
         }
         b = b.swim(cfg.swim);
         if let Some(f) = faults {

@@ -39,7 +39,8 @@ pub struct NodeBuilder {
     pub(super) durability: Durability,
     pub(super) limits: Limits,
     pub(super) policy: PartitionPolicy,
-    pub(super) history: (usize, usize),
+    /// Set by [`NodeBuilder::history`]; else the role's default.
+    pub(super) history: Option<(usize, usize)>,
     pub(super) tune: Vec<Tune>,
     pub(super) faults: Option<Arc<Faults>>,
     pub(super) store_faults: Option<Arc<StoreFaults>>,
@@ -307,9 +308,11 @@ impl NodeBuilder {
     }
 
     /// Keeps the last `versions_max` versions of each key, at most
-    /// `bytes_max` bytes in all (see [`history`]). Default 10 and 64 MiB.
+    /// `bytes_max` bytes in all (see [`history`]). Default: 10 and 64 MiB
+    /// on a server, none on an edge (it runs on a small machine and holds
+    /// the whole key space already).
     pub fn history(mut self, versions_max: usize, bytes_max: usize) -> Self {
-        self.history = (versions_max, bytes_max);
+        self.history = Some((versions_max, bytes_max));
         self
     }
 
@@ -511,7 +514,16 @@ impl NodeBuilder {
             next_read_barrier: 0,
             barriers: VecDeque::new(),
             events_tx: events_tx.clone(),
-            history: history::History::new(self.history.0, self.history.1),
+            history: {
+                let (versions_max, bytes_max) = self.history.unwrap_or(match self.role {
+                    crate::sync::Role::Edge => (0, 0),
+                    _ => (
+                        history::HISTORY_VERSIONS_MAX_DEFAULT,
+                        history::HISTORY_BYTES_MAX_DEFAULT,
+                    ),
+                });
+                history::History::new(versions_max, bytes_max)
+            },
             notify: notify_tx,
             events: VecDeque::new(),
             failed: None,

@@ -325,7 +325,12 @@ impl Driver {
             match o {
                 Output::Persist(b) => {
                     self.issued += 1;
-                    self.history.record(&b);
+                    // A rebuild brings the current state, not versions this
+                    // node applied: recording a million keys' one version
+                    // each would only evict the history it had.
+                    if !self.replica.rebuilding() {
+                        self.history.record(&b);
+                    }
                     self.group.push(b);
                 }
                 other => self.queue.push_back((self.issued, other)),

@@ -276,10 +276,7 @@ impl Node {
             durability: Durability::Immediate,
             limits: Limits::default(),
             policy: PartitionPolicy::Available,
-            history: (
-                history::HISTORY_VERSIONS_MAX_DEFAULT,
-                history::HISTORY_BYTES_MAX_DEFAULT,
-            ),
+            history: None,
             tune: Vec::new(),
             faults: None,
             store_faults: None,
