@@ -6,7 +6,8 @@
 //! endpoints (documents at `/v1/doc/<key>` in `doc`, `/v1/watch/<prefix>`
 //! as server-sent events, `/v1/status`,
 //! `/v1/digest`, `/v1/hashes`, `/v1/health`, `/v1/conflicts`, backups) and
-//! `/metrics`. It decides nothing about data: every read and write goes
+//! `/metrics`, and the operators' console at `/ui/` (`ui`, read from
+//! other members' pages by `cors`). It decides nothing about data: every read and write goes
 //! through the node. Bad input gets a 4xx with a JSON `{"error": ...}` that
 //! names what was wrong, and nothing is written.
 //!
@@ -23,6 +24,7 @@ mod acl;
 pub mod audit;
 mod backup;
 mod consul;
+mod cors;
 mod digest;
 mod doc;
 mod error;
@@ -39,6 +41,7 @@ mod status;
 pub use status::record_promotion;
 pub mod tls;
 mod txn;
+mod ui;
 mod watch;
 pub mod wire;
 
@@ -186,6 +189,10 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         .route("/v1/acl/token/{accessor}", any(acl::endpoints::token))
         .route("/v1/acl/tokens", get(acl::endpoints::tokens))
         .route("/v1/audit", get(audit::audit))
+        .route("/", get(ui::to_console))
+        .route("/ui", get(ui::to_console))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{file}", get(ui::file))
         .method_not_allowed_fallback(|method: Method, uri: Uri| async move {
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -203,6 +210,12 @@ pub fn router(node: Arc<Node>, cfg: ApiConfig) -> Router {
         // gzip when the client accepts it, as Consul does (not for event
         // streams, small answers or images: tower-http's default predicate).
         .layer(tower_http::compression::CompressionLayer::new())
+        // Outermost: members' consoles may read this node (preflights are
+        // answered before the ACL gate, which checks the real request).
+        .layer(axum::middleware::from_fn_with_state(
+            api.clone(),
+            cors::cors,
+        ))
         .with_state(api)
 }
 

@@ -1,6 +1,8 @@
 //! `meridian dev`: a local multi-region cluster in one process
 //! ([`super::local`]), with its CA, identities and redb storage kept under
-//! a directory of its own, and an optional scripted partition and heal.
+//! a directory of its own, an optional scripted partition and heal, and a
+//! partition held for as long as a file names the cut region
+//! ([`CUT_OFF_FILE`]).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -142,6 +144,15 @@ pub async fn run(a: DevArgs) -> Result<bool> {
     println!("  meridian --addr {first} verify");
     println!("  {curl} {other}/v1/kv/config/greeting?raw");
     println!();
+    println!(
+        "The console: {first}/ui/ (each node serves its own; {other}/ui/ is another region's)"
+    );
+    println!(
+        "Cut a region off until you heal it: echo {} > {}   (rm it to heal)",
+        region_name(c.nodes[c.nodes.len() - 1].region),
+        a.dir.join(CUT_OFF_FILE).display()
+    );
+    println!();
     if let Some(t) = &token {
         // A line of its own, for scripts.
         println!("management token: {t}");
@@ -170,11 +181,60 @@ pub async fn run(a: DevArgs) -> Result<bool> {
             _ = stop.wait_for(|s| *s) => {}
         }
     }
-    let _ = stop.wait_for(|s| *s).await;
+    let cut_file = a.dir.join(CUT_OFF_FILE);
+    tokio::select! {
+        _ = follow_cut_file(&c, &cut_file) => {}
+        _ = stop.wait_for(|s| *s) => {}
+    }
     println!("stopping…");
     c.shutdown().await?;
     println!("stopped");
     Ok(true)
+}
+
+/// A region's name written to this file (in the dev directory) cuts that
+/// region off from the others; removing the file, or emptying it, heals.
+/// How a browser test or an operator trying the console makes a partition
+/// that lasts as long as they like.
+pub const CUT_OFF_FILE: &str = "cut-off";
+/// How often the cut-off file is read.
+const CUT_FILE_POLL_MS: u64 = 200;
+/// Longest cut-off file read (a region name).
+const CUT_FILE_BYTES_MAX: u64 = 1_024;
+
+/// Applies the cut-off file to the cluster until the task is dropped.
+async fn follow_cut_file(c: &LocalCluster, path: &std::path::Path) {
+    let mut applied: Option<String> = None;
+    loop {
+        let wanted = std::fs::metadata(path)
+            .ok()
+            .filter(|m| m.len() <= CUT_FILE_BYTES_MAX)
+            .and_then(|_| std::fs::read_to_string(path).ok())
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty());
+        if wanted != applied {
+            match &wanted {
+                Some(name) => match c.nodes.iter().find(|n| region_name(n.region) == *name) {
+                    Some(n) => {
+                        c.heal();
+                        c.cut_off(n.region);
+                        println!(
+                            "cut {name} off from the other regions ({} says so)",
+                            path.display()
+                        );
+                    }
+                    None => eprintln!("{}: no region {name:?} in this cluster", path.display()),
+                },
+                None if applied.is_some() => {
+                    c.heal();
+                    println!("healed: {} is gone", path.display());
+                }
+                None => {}
+            }
+            applied = wanted;
+        }
+        tokio::time::sleep(Duration::from_millis(CUT_FILE_POLL_MS)).await;
+    }
 }
 
 /// Ctrl-C or SIGTERM.
