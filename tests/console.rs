@@ -201,7 +201,9 @@ fn playwright() -> PathBuf {
 /// edit it there and roll it back here from the history (with its diff);
 /// cut a region off (the dev cluster's cut-off file) and see the
 /// partition, the differing roots and the differing key with each node's
-/// value; heal and see every link back, one root and the conflict logged.
+/// value; heal and see every link back, one root and the conflict logged;
+/// export a prefix, import it under another, delete that prefix; and with
+/// ACLs on, be refused without a token and read every view with one.
 /// Screenshots go to target/tmp/console-shots (the README's, with
 /// `MERIDIAN_SCREENSHOTS=docs/console`).
 #[test]
@@ -225,8 +227,18 @@ fn the_console_in_a_browser_shows_writes_rollback_partition_and_heal() {
         .map(|d| Path::new(env!("CARGO_MANIFEST_DIR")).join(d))
         .unwrap_or_else(|_| Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-shots"));
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console_browser.cjs");
+    // A second cluster with ACLs on (default deny): the page needs a token.
+    let (_acl_dev, acl_apis, lines) = dev_with("console-acl", 2, &["--acl"]);
+    let token = lines
+        .iter()
+        .find_map(|l| l.strip_prefix("management token: "))
+        .expect("dev --acl prints the management token")
+        .trim()
+        .to_string();
     let o = Command::new("node")
         .arg(&script)
+        .env("ACL_URL", &acl_apis[0])
+        .env("ACL_TOKEN", &token)
         .env("NODE_PATH", &modules)
         .env("URLS", apis.join(","))
         .env("CUT_FILE", &cut_file)

@@ -4,6 +4,7 @@
 //   URLS        the nodes' API addresses, comma-separated, first region first
 //   CUT_FILE    the dev cluster's cut-off file; CUT_REGION the region it cuts
 //   CHROMIUM    the browser; SHOTS a directory for screenshots
+//   ACL_URL, ACL_TOKEN  a node of a second cluster with ACLs on, and its management token
 // Prints "console checks passed" when every step held.
 "use strict";
 const { chromium } = require("playwright-core");
@@ -106,6 +107,33 @@ async function put(base, key, value) {
     return false;
   });
 
+  step("export a prefix as Consul JSON, import it under another name, delete that prefix");
+  await a.goto(`${east}/ui/#/keys/console/`);
+  await a.waitForSelector("#export");
+  const [download] = await Promise.all([a.waitForEvent("download"), a.click("#export")]);
+  const exported = JSON.parse(fs.readFileSync(await download.path(), "utf8"));
+  const greeting = exported.find((e) => e.key === "console/greeting");
+  if (!greeting || Buffer.from(greeting.value, "base64").toString() !== "hello from us-east") {
+    throw new Error(`the export holds ${JSON.stringify(exported)}`);
+  }
+  const copy = exported.map((e) => ({ ...e, key: e.key.replace(/^console\//, "imported/") }));
+  await a.setInputFiles("#import-file", { name: "copy.json", mimeType: "application/json", buffer: Buffer.from(JSON.stringify(copy)) });
+  await a.click("#import");
+  await until(c, "the imported key reaches ap-southeast", async () => {
+    if (location.hash !== "#/key/imported/greeting") location.hash = "#/key/imported/greeting";
+    const v = document.querySelector("#value");
+    if (v && v.textContent === "hello from us-east") return true;
+    window.dispatchEvent(new HashChangeEvent("hashchange"));
+    return false;
+  });
+  await a.goto(`${east}/ui/#/keys/imported/`);
+  await a.waitForSelector('#tree-list a[data-key="imported/greeting"]');
+  await a.click("#delete-prefix");
+  await until(a, "the prefix is deleted", async () => {
+    const r = await fetch("/v1/kv/imported/?keys");
+    return r.status === 404;
+  });
+
   step(`cutting ${cutRegion} off: the console shows the partition and the differing roots`);
   await a.goto(`${east}/ui/#/cluster`);
   fs.writeFileSync(cutFile, `${cutRegion}\n`);
@@ -148,6 +176,30 @@ async function put(base, key, value) {
   await until(a, "no differing keys and the conflict is logged", () =>
     document.querySelector("#no-diff") !== null && document.querySelector("#conflict-table") !== null
     && document.querySelector("#conflict-table").textContent.includes("console/color"));
+
+  if (process.env.ACL_URL) {
+    step("with ACLs on: refused without a token, every view with the management token");
+    const g = await open(process.env.ACL_URL, "#/cluster");
+    await until(g, "the page says a token is needed", () => {
+      const n = document.querySelector("#notice");
+      return n && !n.hidden && n.textContent.includes("403") && n.textContent.includes("token");
+    });
+    await g.fill("#token", process.env.ACL_TOKEN);
+    await g.click("#token-form button");
+    await until(g, "every member read with the token", () => {
+      const v = document.querySelector("#roots-verdict");
+      return v && v.dataset.agree === "yes" && document.querySelectorAll("#roots tr[data-node]").length === 2
+        && !document.querySelector("#roots").textContent.includes("unreachable");
+    });
+    await g.evaluate(async (t) => {
+      await fetch("/v1/kv/acl/seen", { method: "PUT", body: "yes", headers: { "X-Consul-Token": t } });
+    }, process.env.ACL_TOKEN);
+    await g.goto(`${process.env.ACL_URL}/ui/#/key/acl/seen`);
+    await until(g, "a key read with the token", () => {
+      const v = document.querySelector("#value");
+      return v && v.textContent === "yes";
+    });
+  }
 
   if (errors.length) throw new Error(`errors in the page:\n${errors.join("\n")}`);
   await browser.close();
