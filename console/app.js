@@ -18,6 +18,7 @@ const DIFF_KEYS_SHOWN_MAX = 100;   // differing keys whose values are fetched
 const DIFF_LINES_MAX = 2000;       // longer texts are not diffed line by line
 const IMPORT_TXN_OPS = 64;         // operations per /v1/txn (Consul's limit)
 const FANOUT = 16, LEAF_LEVEL = 5, FINGERPRINT_HEX = 12;
+const MEMBERS_READ_MAX = 64;      // members whose own status the page reads directly (servers only: edges are not members)
 const SILENT_MS = 2000;            // a connected peer not heard from for longer is shown as silent
 
 // Every event type /v1/events sends (src/api/wire: Event, and `missed`).
@@ -165,7 +166,10 @@ function members() {
 /** Reads every member's own status (this node's, then each peer at its address). */
 async function refreshViews() {
   const list = members();
-  await Promise.all(list.map(async (m) => {
+  for (const m of list.slice(MEMBERS_READ_MAX)) {
+    state.views.set(m.node, { status: null, error: `not read: more than ${MEMBERS_READ_MAX} members` });
+  }
+  await Promise.all(list.slice(0, MEMBERS_READ_MAX).map(async (m) => {
     if (m.self) { state.views.set(m.node, { status: state.self, error: null }); return; }
     try {
       state.views.set(m.node, { status: await getJson("/v1/status", { base: baseOf(m.api) }), error: null });

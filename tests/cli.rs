@@ -443,20 +443,5 @@ fn node_consul_works_unchanged() {
 /// node_modules.
 fn node_consul() -> std::path::PathBuf {
     let _one = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
-    let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join("consul-npm");
-    let modules = prefix.join("node_modules");
-    if !modules.join("consul").join("package.json").exists() {
-        let o = Command::new("npm")
-            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&prefix)
-            .arg("consul@2.0.1")
-            .output()
-            .expect("node and npm are needed for the node-consul test");
-        assert!(
-            o.status.success(),
-            "npm install consul: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    modules
+    npm_package("consul-npm", "consul@2.0.1")
 }

@@ -173,30 +173,6 @@ fn chromium() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
-/// playwright-core installed under the test target directory; its node_modules.
-fn playwright() -> PathBuf {
-    let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-npm");
-    let modules = prefix.join("node_modules");
-    if !modules
-        .join("playwright-core")
-        .join("package.json")
-        .exists()
-    {
-        let o = Command::new("npm")
-            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
-            .arg(&prefix)
-            .arg(PLAYWRIGHT)
-            .output()
-            .expect("node and npm are needed for the console's browser test");
-        assert!(
-            o.status.success(),
-            "npm install {PLAYWRIGHT}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-    modules
-}
-
 /// In one region's console: write a key and see it in another region's;
 /// edit it there and roll it back here from the history (with its diff);
 /// cut a region off (the dev cluster's cut-off file) and see the
@@ -217,7 +193,7 @@ fn the_console_in_a_browser_shows_writes_rollback_partition_and_heal() {
         eprintln!("skipped: no Chromium (install Debian's chromium, or set CHROMIUM)");
         return;
     };
-    let modules = playwright();
+    let modules = npm_package("console-npm", PLAYWRIGHT);
     let name = "console-browser";
     let (_dev, apis) = dev(name, 3);
     // dev() made this directory (see common::dir); the cut-off file goes in it.

@@ -314,3 +314,25 @@ impl Drop for Tmpfs {
         let _ = Command::new("umount").arg(&self.0).status();
     }
 }
+
+/// An npm package (`name@version`, pinned by the caller) installed under
+/// the test target directory in `dir`, once; its node_modules.
+pub fn npm_package(dir: &str, spec: &str) -> PathBuf {
+    let prefix = Path::new(env!("CARGO_TARGET_TMPDIR")).join(dir);
+    let modules = prefix.join("node_modules");
+    let name = spec.rsplit_once('@').map_or(spec, |(n, _)| n);
+    if !modules.join(name).join("package.json").exists() {
+        let o = Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&prefix)
+            .arg(spec)
+            .output()
+            .unwrap_or_else(|e| panic!("node and npm are needed to install {spec}: {e}"));
+        assert!(
+            o.status.success(),
+            "npm install {spec}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    modules
+}
