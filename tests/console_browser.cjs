@@ -107,6 +107,26 @@ async function put(base, key, value) {
     return false;
   });
 
+  step("a document shown as its JSON and edited as a document");
+  const made = await fetch(`${east}/v1/doc/console/service`, { method: "PUT", body: JSON.stringify({ rps: 100, timeout_ms: 500 }) });
+  if (!made.ok) throw new Error(`PUT /v1/doc: ${made.status}`);
+  await a.goto(`${east}/ui/#/key/console/service`);
+  await until(a, "the document is shown", () => {
+    const h = document.querySelector("#panel h2");
+    const v = document.querySelector("#value");
+    return h && h.textContent.includes("(document)") && v && JSON.parse(v.textContent).rps === 100;
+  });
+  await a.fill("#editor", JSON.stringify({ rps: 200, timeout_ms: 500, owner: "console" }));
+  await a.click("#save");
+  await until(a, "the document edit is saved", () => {
+    const v = document.querySelector("#value");
+    try { const d = JSON.parse(v.textContent); return d.rps === 200 && d.owner === "console"; } catch (_) { return false; }
+  });
+  await until(c, "the document edit reaches ap-southeast", async () => {
+    const r = await fetch("/v1/doc/console/service");
+    return r.ok && (await r.json()).owner === "console";
+  });
+
   step("export a prefix as Consul JSON, import it under another name, delete that prefix");
   await a.goto(`${east}/ui/#/keys/console/`);
   await a.waitForSelector("#export");
