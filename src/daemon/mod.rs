@@ -214,13 +214,8 @@ impl Daemon {
         if cfg.role == Role::Edge {
             b = b.edge();
         }
-        if let HistoryConfig {
-            versions_max: None,
-            bytes_max: None,
-        } = cfg.history
-        {
-            // The role's default (see HistoryConfig).
-        } else {
+        // Unset, the role's default (see HistoryConfig).
+        if cfg.history.versions_max.is_some() || cfg.history.bytes_max.is_some() {
             b = b.history(
                 cfg.history
                     .versions_max
