@@ -266,6 +266,10 @@ async fn three_regions_converge_and_nodes_recover() {
     converge(&all, 20).await;
     assert_eq!(n5.list("").await.unwrap().len(), 222);
     assert!(!n5.status().await.unwrap().replica.rebuilding);
+    // A rebuild brings current state, not versions the node applied: its
+    // key history starts empty, while the node that took the write keeps it.
+    assert!(n5.history("after").await.unwrap().is_empty());
+    assert!(!nodes[0].history("after").await.unwrap().is_empty());
     n5.shutdown().await.unwrap();
     for n in nodes {
         n.shutdown().await.unwrap();

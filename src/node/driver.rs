@@ -328,7 +328,7 @@ impl Driver {
                     // A rebuild brings the current state, not versions this
                     // node applied: recording a million keys' one version
                     // each would only evict the history it had.
-                    if !self.replica.rebuilding() {
+                    if !b.rebuild {
                         self.history.record(&b);
                     }
                     self.group.push(b);

@@ -178,6 +178,10 @@ pub struct PersistBatch {
     pub rejoined: Option<Hlc>,
     /// The clock this node left at, when this input made it leave.
     pub left: Option<Hlc>,
+    /// This input applied a rebuild's full transfer (or ended it): its
+    /// records are a peer's current state, not versions this node applied
+    /// (the node's key history leaves them out).
+    pub rebuild: bool,
 }
 
 /// Everything a replica needs to restart (see the module docs).

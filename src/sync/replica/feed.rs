@@ -166,6 +166,7 @@ impl Replica {
     /// everything that peer held.
     fn rebuild_done(&mut self, from: NodeId) {
         self.rebuilding = false;
+        self.rebuild_ended = true;
         self.rebuild_from = None;
         self.confirm_id_when_due();
         // The transfer was the source's state after its collections: values

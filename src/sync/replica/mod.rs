@@ -89,6 +89,8 @@ pub struct Replica {
     next_session: u64,
     rebuilding: bool,
     rebuild_from: Option<NodeId>,
+    /// The rebuild ended during this input (its batch is still a rebuild's).
+    rebuild_ended: bool,
     /// Per known region: reachable, and since when (ms).
     regions: BTreeMap<String, (bool, u64)>,
     /// Regions whose partition ended, until equal state is confirmed.
@@ -293,6 +295,7 @@ impl Replica {
             next_session: 1,
             rebuilding,
             rebuild_from: None,
+            rebuild_ended: false,
             regions: BTreeMap::from([(cfg.region.clone(), (true, now_ms))]),
             healing: BTreeMap::new(),
             partitioned: BTreeSet::new(),

@@ -294,6 +294,7 @@ impl Replica {
         self.send_recovery_hellos();
         let recovery = self.take_recovery_change();
         let (conflicts, conflicts_total) = self.map.conflicts_mut().take_fresh();
+        let rebuild = self.rebuilding || std::mem::take(&mut self.rebuild_ended);
         if recovery.is_some()
             || self.dirty_meta
             || !self.dirty_keys.is_empty()
@@ -358,6 +359,7 @@ impl Replica {
                 left: std::mem::take(&mut self.left_dirty)
                     .then_some(self.left)
                     .flatten(),
+                rebuild,
             }));
             self.dirty_meta = false;
             self.outputs.push_back(Output::Notify {
