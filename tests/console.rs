@@ -57,7 +57,7 @@ fn the_console_is_served_and_only_members_consoles_read_across_nodes() {
     assert!(h.starts_with("http/1.1 404"), "{h}");
     assert!(body.contains("\"error\""), "{body}");
     let (h, _) = raw(a, "GET / HTTP/1.1\r\n");
-    assert!(h.starts_with("http/1.1 308"), "{h}");
+    assert!(h.starts_with("http/1.1 301"), "{h}");
     assert_eq!(header(&h, "location"), Some("/ui/"));
 
     // The other member's console may read this node: its origin is allowed,

@@ -4,11 +4,11 @@
 //!
 //! The page reads the same HTTP API as the CLI with the token the user
 //! gives it; serving it needs no token (it holds no data). `/` and `/ui`
-//! redirect to `/ui/`, as Consul's do.
+//! redirect to `/ui/` with a 301, as Consul's `/` does.
 
 use axum::extract::Path;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 
 use super::error::error;
 
@@ -80,9 +80,14 @@ pub(super) async fn file(Path(name): Path<String>) -> Response {
     serve(&name)
 }
 
-/// `GET /` and `GET /ui`: to the console.
-pub(super) async fn to_console() -> Redirect {
-    Redirect::permanent("/ui/")
+/// `GET /` and `GET /ui`: to the console, with Consul's 301
+/// (`agent/http.go`, `Index`).
+pub(super) async fn to_console() -> Response {
+    (
+        StatusCode::MOVED_PERMANENTLY,
+        [(header::LOCATION, HeaderValue::from_static("/ui/"))],
+    )
+        .into_response()
 }
 
 #[cfg(test)]
